@@ -1,0 +1,43 @@
+//! Generated protobuf messages, tonic clients and tonic servers for every Swarm service, and the
+//! encoded file descriptor set that gRPC reflection serves. The `.proto` files under `proto/swarm`
+//! are the source of truth.
+
+#![allow(missing_docs)] // generated code carries the .proto comments, not rustdoc on every item
+
+/// Shared messages (pagination).
+pub mod common {
+    pub mod v1 {
+        tonic::include_proto!("swarm.common.v1");
+    }
+}
+
+/// The task queue contract.
+pub mod tasks {
+    pub mod v1 {
+        tonic::include_proto!("swarm.tasks.v1");
+    }
+}
+
+/// The agent registry contract.
+pub mod agents {
+    pub mod v1 {
+        tonic::include_proto!("swarm.agents.v1");
+    }
+}
+
+/// The cache contract.
+pub mod cache {
+    pub mod v1 {
+        tonic::include_proto!("swarm.cache.v1");
+    }
+}
+
+/// The metrics contract.
+pub mod metrics {
+    pub mod v1 {
+        tonic::include_proto!("swarm.metrics.v1");
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every Swarm .proto file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("swarm_descriptor");

@@ -1,0 +1,79 @@
+//! Configuration helpers: every process starts from typed defaults, then reads `SWARM_*` (and
+//! the standard `DATABASE_URL`, `REDIS_URL`, `OTEL_*`) variables over them, then applies flags;
+//! a bad value stops the start with a message that names the variable.
+
+use std::fmt::Display;
+use std::str::FromStr;
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration {name}={value:?}: {reason}")]
+pub struct ConfigError {
+    /// The variable or flag.
+    pub name: String,
+    /// The value given.
+    pub value: String,
+    /// Why it cannot be used.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// Builds an error for `name` set to `value`.
+    pub fn new(name: &str, value: impl Display, reason: impl Display) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Reads and parses the environment variable `name`; `None` when it is unset or empty.
+pub fn env_value<T>(name: &str) -> Result<Option<T>, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    match std::env::var(name) {
+        Ok(text) if !text.trim().is_empty() => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|error| ConfigError::new(name, &text, error)),
+        _ => Ok(None),
+    }
+}
+
+/// Overwrites `target` with the first of `names` that is set in the environment.
+pub fn override_from_env<T>(target: &mut T, names: &[&str]) -> Result<(), ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    for name in names {
+        if let Some(value) = env_value(name)? {
+            *target = value;
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_variables_keep_the_default() {
+        let mut value = 7u32;
+        override_from_env(&mut value, &["SWARM_TEST_SURELY_UNSET_VARIABLE"]).unwrap();
+        assert_eq!(value, 7);
+    }
+
+    #[test]
+    fn path_variable_does_not_parse_as_a_number() {
+        // PATH is set on every machine and is not a number.
+        let error = env_value::<u32>("PATH").unwrap_err();
+        assert_eq!(error.name, "PATH");
+    }
+}

@@ -1,0 +1,112 @@
+//! Database connections: one `DATABASE_URL` picks SQLite (embedded, a file created on first use)
+//! or PostgreSQL, and each service applies only its own migrations, so several services share one
+//! database without stepping on each other.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// How long a caller waits for a pooled connection before the database counts as unavailable.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A connection pool on one of the supported backends.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    /// An embedded SQLite file.
+    Sqlite(SqlitePool),
+    /// A PostgreSQL server.
+    Postgres(PgPool),
+}
+
+impl Pool {
+    /// Returns the backend name, for logs and health answers.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(pool) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// Opens a pool for `url` (`sqlite://path` or `postgres://...`) with at most `max_connections`.
+///
+/// A SQLite file and its directory are created when missing, in WAL mode so readers never wait
+/// for the writer.
+pub async fn connect(url: &str, max_connections: u32) -> Result<Pool, sqlx::Error> {
+    if url.starts_with("sqlite:") {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Ok(Pool::Sqlite(pool))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let options = PgConnectOptions::from_str(url)?;
+        connect_postgres(options, max_connections)
+            .await
+            .map(Pool::Postgres)
+    } else {
+        Err(sqlx::Error::Configuration(
+            "database url must start with sqlite: or postgres:".into(),
+        ))
+    }
+}
+
+/// Opens a PostgreSQL pool with Swarm's pool settings.
+pub async fn connect_postgres(
+    options: PgConnectOptions,
+    max_connections: u32,
+) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+}
+
+/// Applies a service's migrations, recorded in the service's own history table
+/// (`_swarm_<service>_migrations`), so services that share one database never see each other's
+/// migrations.
+pub async fn migrate(
+    pool: &Pool,
+    service: &str,
+    mut migrator: Migrator,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    migrator.dangerous_set_table_name(format!("_swarm_{service}_migrations"));
+    match pool {
+        Pool::Sqlite(pool) => migrator.run(pool).await,
+        Pool::Postgres(pool) => migrator.run(pool).await,
+    }
+}

@@ -1,0 +1,17 @@
+//! What every Swarm service shares: the error vocabulary, database and pagination helpers,
+//! telemetry set-up, the gRPC server bootstrap (health, reflection, graceful shutdown), shutdown
+//! signals and process figures.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod page;
+pub mod process;
+pub mod run;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;
+
+pub use error::{Error, ErrorCode};
+pub use run::RunError;

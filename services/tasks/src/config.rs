@@ -1,0 +1,145 @@
+//! The tasks service's configuration: defaults, then environment variables.
+
+use std::time::Duration;
+
+use swarm_kit::config::{ConfigError, override_from_env};
+
+use crate::domain::{QueueSettings, RetryPolicy};
+
+/// The embedded default database: a SQLite file under `./data/`.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/swarm.db";
+
+/// Everything the tasks service needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TasksConfig {
+    /// `sqlite://path` or `postgres://...` (`SWARM_TASKS_DATABASE_URL`, else `DATABASE_URL`).
+    pub database_url: String,
+    /// Most pooled connections (`SWARM_DB_MAX_CONNECTIONS`).
+    pub max_connections: u32,
+    /// Backoff after the first failed attempt (`SWARM_RETRY_BASE_MS`).
+    pub retry_base: Duration,
+    /// Longest backoff (`SWARM_RETRY_MAX_MS`).
+    pub retry_max: Duration,
+    /// How often waiting claims and watches look again without a wake-up (`SWARM_POLL_INTERVAL_MS`).
+    pub poll_interval: Duration,
+    /// How often expired leases are swept (`SWARM_LEASE_SWEEP_INTERVAL_MS`).
+    pub lease_sweep_interval: Duration,
+    /// How long finished tasks are kept; zero keeps them forever (`SWARM_TASK_RETENTION_HOURS`).
+    pub retention: Duration,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        Self {
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            max_connections: 16,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            poll_interval: Duration::from_millis(500),
+            lease_sweep_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl TasksConfig {
+    /// Reads the defaults overridden by the environment, and validates them.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        override_from_env(
+            &mut config.database_url,
+            &["SWARM_TASKS_DATABASE_URL", "DATABASE_URL"],
+        )?;
+        override_from_env(&mut config.max_connections, &["SWARM_DB_MAX_CONNECTIONS"])?;
+        override_millis(&mut config.retry_base, "SWARM_RETRY_BASE_MS")?;
+        override_millis(&mut config.retry_max, "SWARM_RETRY_MAX_MS")?;
+        override_millis(&mut config.poll_interval, "SWARM_POLL_INTERVAL_MS")?;
+        override_millis(
+            &mut config.lease_sweep_interval,
+            "SWARM_LEASE_SWEEP_INTERVAL_MS",
+        )?;
+        let mut retention_hours = config.retention.as_secs() / 3600;
+        override_from_env(&mut retention_hours, &["SWARM_TASK_RETENTION_HOURS"])?;
+        config.retention = Duration::from_secs(retention_hours * 3600);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
+        {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                &self.database_url,
+                "must start with sqlite: or postgres:",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new(
+                "SWARM_DB_MAX_CONNECTIONS",
+                0,
+                "must be at least 1",
+            ));
+        }
+        for (name, interval) in [
+            ("SWARM_POLL_INTERVAL_MS", self.poll_interval),
+            ("SWARM_LEASE_SWEEP_INTERVAL_MS", self.lease_sweep_interval),
+        ] {
+            if interval.is_zero() {
+                return Err(ConfigError::new(name, 0, "must be at least 1"));
+            }
+        }
+        if self.retry_base > self.retry_max {
+            return Err(ConfigError::new(
+                "SWARM_RETRY_BASE_MS",
+                self.retry_base.as_millis(),
+                "must not exceed SWARM_RETRY_MAX_MS",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Returns the queue's pacing.
+    pub fn queue_settings(&self) -> QueueSettings {
+        QueueSettings {
+            retry: RetryPolicy {
+                base: self.retry_base,
+                max: self.retry_max,
+            },
+            poll_interval: self.poll_interval,
+        }
+    }
+}
+
+fn override_millis(target: &mut Duration, name: &str) -> Result<(), ConfigError> {
+    let mut millis = u64::try_from(target.as_millis()).unwrap_or(u64::MAX);
+    override_from_env(&mut millis, &[name])?;
+    *target = Duration::from_millis(millis);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        TasksConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unusable_values_are_named() {
+        let config = TasksConfig {
+            database_url: "mysql://x".into(),
+            ..TasksConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().name, "DATABASE_URL");
+        let config = TasksConfig {
+            retry_base: Duration::from_secs(10),
+            retry_max: Duration::from_secs(1),
+            ..TasksConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().name, "SWARM_RETRY_BASE_MS");
+    }
+}

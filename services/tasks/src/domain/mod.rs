@@ -1,0 +1,12 @@
+//! The task queue's domain: tasks and their rules, messages, retry policy and the queue that
+//! ties storage, wake-ups and watchers together.
+
+pub mod message;
+pub mod queue;
+pub mod retry;
+pub mod task;
+
+pub use message::{Message, MessageRole, NewMessage};
+pub use queue::{QueueSettings, TaskQueue};
+pub use retry::RetryPolicy;
+pub use task::{Claim, LeaseRef, NewTask, Task, TaskFilter, TaskStatus};

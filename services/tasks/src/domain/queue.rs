@@ -1,0 +1,388 @@
+//! The task queue: validates requests, runs them against storage, wakes long-polling claimers
+//! when work arrives, publishes every change to watchers, and explains refusals (a missing task,
+//! a final task, a stale lease) precisely.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarm_kit::page::Page;
+use swarm_kit::time::now_millis;
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::domain::task::{MAX_CLAIM, MAX_ERROR_CHARS, json_text};
+use crate::domain::{
+    Claim, LeaseRef, Message, NewMessage, NewTask, RetryPolicy, Task, TaskFilter, TaskStatus,
+};
+use crate::error::TaskError;
+use crate::storage::{Release, TaskStore};
+
+/// The longest a claim may wait for work.
+pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
+/// The most expired leases one sweep statement ends.
+const SWEEP_BATCH: u32 = 500;
+/// The longest progress note kept, in characters.
+const MAX_PROGRESS_MESSAGE_CHARS: usize = 1024;
+
+/// How the queue paces itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Backoff between attempts of a failed task.
+    pub retry: RetryPolicy,
+    /// How often a waiting claimer or watcher looks again without a wake-up (changes made by
+    /// other replicas, retries whose backoff ended).
+    pub poll_interval: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The task queue of one tasks-service process.
+pub struct TaskQueue {
+    store: Arc<dyn TaskStore>,
+    settings: QueueSettings,
+    work_ready: Notify,
+    changes: broadcast::Sender<Task>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for TaskQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskQueue")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskQueue {
+    /// Builds a queue over `store`; waiting claims and watches end when `shutdown` is cancelled.
+    pub fn new(
+        store: Arc<dyn TaskStore>,
+        settings: QueueSettings,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let (changes, _) = broadcast::channel(1024);
+        Arc::new(Self {
+            store,
+            settings,
+            work_ready: Notify::new(),
+            changes,
+            shutdown,
+        })
+    }
+
+    /// Creates a task, or returns the one its idempotency key created before (`false`).
+    pub async fn create(&self, task: NewTask) -> Result<(Task, bool), TaskError> {
+        let task = task.validated()?;
+        let (task, created) = self.store.insert(&task, now_millis()).await?;
+        if created {
+            self.publish(task.clone());
+            self.work_ready.notify_waiters();
+        }
+        Ok((task, created))
+    }
+
+    /// Returns one task.
+    pub async fn get(&self, id: Uuid) -> Result<Task, TaskError> {
+        self.store.get(id).await?.ok_or(TaskError::NotFound(id))
+    }
+
+    /// Returns a page of tasks, newest first, and the total that match.
+    pub async fn list(
+        &self,
+        filter: &TaskFilter,
+        page: Page,
+    ) -> Result<(Vec<Task>, u64), TaskError> {
+        Ok(self.store.list(filter, page).await?)
+    }
+
+    /// Cancels a queued or active task; a final one is refused.
+    pub async fn cancel(&self, id: Uuid) -> Result<Task, TaskError> {
+        match self.store.cancel(id, now_millis()).await? {
+            Some(task) => Ok(self.publish(task)),
+            None => {
+                let task = self.get(id).await?;
+                Err(TaskError::WrongStatus {
+                    id,
+                    status: task.status,
+                })
+            }
+        }
+    }
+
+    /// Claims up to `claim.max_tasks` tasks, waiting up to `claim.wait` (at most a minute) for
+    /// work when none is ready. New tasks wake waiting claimers at once; a periodic look covers
+    /// work that becomes ready otherwise. Returns an empty list when the wait ends without work.
+    pub async fn claim(&self, claim: Claim) -> Result<Vec<Task>, TaskError> {
+        if !(1..=MAX_CLAIM).contains(&claim.max_tasks) {
+            return Err(TaskError::Invalid(format!(
+                "max_tasks must be between 1 and {MAX_CLAIM}"
+            )));
+        }
+        let deadline = Instant::now() + claim.wait.min(MAX_CLAIM_WAIT);
+        loop {
+            // Register for a wake-up before looking, so work created meanwhile is not missed.
+            let mut woken = pin!(self.work_ready.notified());
+            woken.as_mut().enable();
+            let tasks = self
+                .store
+                .claim(
+                    claim.agent_id,
+                    &claim.capabilities,
+                    claim.max_tasks,
+                    now_millis(),
+                )
+                .await?;
+            if !tasks.is_empty() {
+                for task in &tasks {
+                    debug!(task_id = %task.id, agent_id = %claim.agent_id, attempt = task.attempts, "task claimed");
+                    self.publish(task.clone());
+                }
+                return Ok(tasks);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let nap = (deadline - now).min(self.settings.poll_interval);
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep(nap) => {}
+                () = self.shutdown.cancelled() => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    /// Records progress (0 to 100) on a held task and renews its lease.
+    pub async fn progress(
+        &self,
+        id: Uuid,
+        lease: LeaseRef,
+        percent: i32,
+        message: Option<String>,
+    ) -> Result<Task, TaskError> {
+        if !(0..=100).contains(&percent) {
+            return Err(TaskError::Invalid(
+                "percent must be between 0 and 100".into(),
+            ));
+        }
+        if message
+            .as_ref()
+            .is_some_and(|m| m.chars().count() > MAX_PROGRESS_MESSAGE_CHARS)
+        {
+            return Err(TaskError::Invalid(format!(
+                "progress message must be at most {MAX_PROGRESS_MESSAGE_CHARS} characters"
+            )));
+        }
+        let updated = self
+            .store
+            .progress(id, &lease, percent, message.as_deref(), now_millis())
+            .await?;
+        self.held_outcome(id, lease, updated).await
+    }
+
+    /// Completes a held task with a result (JSON text; empty means null).
+    pub async fn complete(
+        &self,
+        id: Uuid,
+        lease: LeaseRef,
+        result: String,
+    ) -> Result<Task, TaskError> {
+        let result = json_text("result", result)?;
+        let updated = self
+            .store
+            .complete(id, &lease, &result, now_millis())
+            .await?;
+        self.held_outcome(id, lease, updated).await
+    }
+
+    /// Fails a held task. While it is retryable and attempts remain it goes back to the queue
+    /// after an exponential backoff with jitter; otherwise it is finally `failed`.
+    pub async fn fail(
+        &self,
+        id: Uuid,
+        lease: LeaseRef,
+        error: String,
+        retryable: bool,
+    ) -> Result<Task, TaskError> {
+        if error.trim().is_empty() {
+            return Err(TaskError::Invalid("error must not be empty".into()));
+        }
+        let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
+        let task = self.get(id).await?;
+        let Some(lease_id) = task.lease_id.filter(|_| lease.holds(&task)) else {
+            return Err(refusal(&task, lease));
+        };
+        let now = now_millis();
+        let release = if retryable && task.attempts < task.max_attempts {
+            let delay = self.settings.retry.delay(task.attempts.unsigned_abs());
+            Release {
+                status: TaskStatus::Queued,
+                error,
+                available_at: now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2),
+                agent_id: task.pinned_agent_id,
+            }
+        } else {
+            Release {
+                status: TaskStatus::Failed,
+                error,
+                available_at: task.available_at,
+                agent_id: task.agent_id,
+            }
+        };
+        match self.store.release(id, lease_id, &release, now).await? {
+            Some(task) => Ok(self.publish(task)),
+            // The attempt ended between our read and our write (expired, cancelled).
+            None => Err(refusal(&self.get(id).await?, lease)),
+        }
+    }
+
+    /// Streams a task's states: the current one first, then each change, ending after a final
+    /// status, when the receiver is dropped, or at shutdown. Changes made by other replicas are
+    /// picked up by a periodic re-read.
+    pub async fn watch(
+        self: &Arc<Self>,
+        id: Uuid,
+    ) -> Result<mpsc::Receiver<Result<Task, TaskError>>, TaskError> {
+        let mut changes = self.changes.subscribe();
+        let current = self.get(id).await?;
+        let (sender, receiver) = mpsc::channel(16);
+        let queue = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut last = current;
+            if sender.send(Ok(last.clone())).await.is_err() || last.status.is_final() {
+                return;
+            }
+            let mut reread = tokio::time::interval(queue.settings.poll_interval);
+            loop {
+                let next = tokio::select! {
+                    change = changes.recv() => match change {
+                        Ok(task) if task.id == id => Ok(task),
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => queue.get(id).await,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = reread.tick() => queue.get(id).await,
+                    () = sender.closed() => return,
+                    () = queue.shutdown.cancelled() => return,
+                };
+                match next {
+                    Ok(task) if task == last => {}
+                    Ok(task) => {
+                        let done = task.status.is_final();
+                        if sender.send(Ok(task.clone())).await.is_err() || done {
+                            return;
+                        }
+                        last = task;
+                    }
+                    Err(error) => {
+                        // Deleted (pruned) or storage trouble: tell the watcher and stop.
+                        let _ = sender.send(Err(error)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(receiver)
+    }
+
+    /// Adds a message to a task's conversation.
+    pub async fn add_message(&self, message: NewMessage) -> Result<Message, TaskError> {
+        let message = message.validated()?;
+        self.store
+            .add_message(&message, now_millis())
+            .await?
+            .ok_or(TaskError::NotFound(message.task_id))
+    }
+
+    /// Returns a page of one task's messages (oldest first) or of all messages (newest first).
+    pub async fn list_messages(
+        &self,
+        task_id: Option<Uuid>,
+        page: Page,
+    ) -> Result<(Vec<Message>, u64), TaskError> {
+        if let Some(task_id) = task_id {
+            self.get(task_id).await?;
+        }
+        Ok(self.store.list_messages(task_id, page).await?)
+    }
+
+    /// Ends every attempt whose lease expired: back to the queue while attempts remain, failed
+    /// otherwise. Returns how many it ended.
+    pub async fn sweep_expired_leases(&self) -> Result<usize, TaskError> {
+        let mut ended = 0;
+        loop {
+            let tasks = self
+                .store
+                .requeue_expired(now_millis(), SWEEP_BATCH)
+                .await?;
+            for task in &tasks {
+                warn!(task_id = %task.id, attempts = task.attempts, status = %task.status, "lease expired");
+                self.publish(task.clone());
+            }
+            ended += tasks.len();
+            if tasks.len() < SWEEP_BATCH as usize {
+                break;
+            }
+        }
+        if ended > 0 {
+            self.work_ready.notify_waiters();
+        }
+        Ok(ended)
+    }
+
+    /// Deletes final tasks that finished more than `retention` ago. Returns how many.
+    pub async fn prune_finished(&self, retention: Duration) -> Result<u64, TaskError> {
+        let age = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
+        Ok(self.store.prune_finished(now_millis() - age).await?)
+    }
+
+    /// Wakes every waiting claimer, for work that became ready outside this process.
+    pub fn wake_claimers(&self) {
+        self.work_ready.notify_waiters();
+    }
+
+    /// Tells watchers about a task's new state and hands the task back.
+    fn publish(&self, task: Task) -> Task {
+        // No watcher listening is fine: the send only fails when nobody subscribed.
+        let _ = self.changes.send(task.clone());
+        task
+    }
+
+    async fn held_outcome(
+        &self,
+        id: Uuid,
+        lease: LeaseRef,
+        updated: Option<Task>,
+    ) -> Result<Task, TaskError> {
+        match updated {
+            Some(task) => Ok(self.publish(task)),
+            None => Err(refusal(&self.get(id).await?, lease)),
+        }
+    }
+}
+
+/// Explains why `lease` may not act on `task`.
+fn refusal(task: &Task, lease: LeaseRef) -> TaskError {
+    if task.status == TaskStatus::Active {
+        TaskError::NotLeaseHolder {
+            id: task.id,
+            agent_id: lease.agent_id,
+        }
+    } else {
+        TaskError::WrongStatus {
+            id: task.id,
+            status: task.status,
+        }
+    }
+}

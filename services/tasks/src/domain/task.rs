@@ -1,0 +1,419 @@
+//! Tasks: their states, what a valid new task is, the filters a list accepts and what a claim
+//! and a lease reference carry.
+
+use std::fmt;
+use std::str::FromStr;
+
+use uuid::Uuid;
+
+use crate::error::TaskError;
+
+/// The longest title, in characters.
+pub const MAX_TITLE_CHARS: usize = 256;
+/// The largest payload or result, in bytes of JSON text.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// The longest kind, user id, capability or idempotency key, in characters.
+pub const MAX_NAME_CHARS: usize = 128;
+/// The most capabilities a task may require.
+pub const MAX_CAPABILITIES: usize = 64;
+/// The longest error text kept, in characters.
+pub const MAX_ERROR_CHARS: usize = 4096;
+/// The longest timeout, in seconds (one day).
+pub const MAX_TIMEOUT_SECONDS: i32 = 86_400;
+/// The most tasks one claim may take.
+pub const MAX_CLAIM: u32 = 100;
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    /// Waiting to be claimed.
+    Queued,
+    /// Held by an agent under a lease.
+    Active,
+    /// Finished with a result.
+    Completed,
+    /// Finished with an error and no attempts left.
+    Failed,
+    /// Cancelled by a client.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Returns the lowercase name used in storage and in the REST API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Active => "active",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Tells whether no further change can happen.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = TaskError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "queued" => Ok(Self::Queued),
+            "active" => Ok(Self::Active),
+            "completed" => Ok(Self::Completed),
+            "failed" => Ok(Self::Failed),
+            "cancelled" => Ok(Self::Cancelled),
+            other => Err(TaskError::Invalid(format!("unknown task status {other:?}"))),
+        }
+    }
+}
+
+impl TryFrom<String> for TaskStatus {
+    type Error = TaskError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+/// A task as stored. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Task {
+    /// The task id (a UUIDv7, so ids sort by creation).
+    pub id: Uuid,
+    /// A short human title.
+    pub title: String,
+    /// What sort of work this is.
+    pub kind: String,
+    /// The input, as JSON text.
+    pub payload: String,
+    /// Where the task is in its life.
+    #[sqlx(try_from = "String")]
+    pub status: TaskStatus,
+    /// 0 to 9; higher is claimed first.
+    pub priority: i32,
+    /// Capabilities a claiming agent must all have.
+    #[sqlx(json)]
+    pub required_capabilities: Vec<String>,
+    /// The holder while active; otherwise the pinned agent, or the last holder once final.
+    pub agent_id: Option<Uuid>,
+    /// The agent the task is pinned to.
+    pub pinned_agent_id: Option<Uuid>,
+    /// On whose behalf it was submitted.
+    pub user_id: Option<String>,
+    /// Attempts started so far.
+    pub attempts: i32,
+    /// The most attempts allowed.
+    pub max_attempts: i32,
+    /// Seconds an attempt may go without progress before its lease expires.
+    pub timeout_seconds: i32,
+    /// Latest progress, 0 to 100.
+    pub progress_percent: i32,
+    /// Latest progress note.
+    pub progress_message: Option<String>,
+    /// The result as JSON text, once completed.
+    pub result: Option<String>,
+    /// The last error.
+    pub error: Option<String>,
+    /// The lease of the current attempt, while active.
+    pub lease_id: Option<Uuid>,
+    /// When the current lease expires, while active.
+    pub lease_expires_at: Option<i64>,
+    /// The earliest time the task may be claimed.
+    pub available_at: i64,
+    /// The client's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it last changed.
+    pub updated_at: i64,
+    /// When the current or last attempt started.
+    pub started_at: Option<i64>,
+    /// When it reached a final status.
+    pub finished_at: Option<i64>,
+}
+
+/// What a client asks for when it submits a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    /// Required, 1 to 256 characters.
+    pub title: String,
+    /// Empty means "default".
+    pub kind: String,
+    /// JSON text; empty means null.
+    pub payload: String,
+    /// 0 to 9.
+    pub priority: i32,
+    /// Capabilities a claiming agent must all have.
+    pub required_capabilities: Vec<String>,
+    /// Pins the task to one agent.
+    pub pinned_agent_id: Option<Uuid>,
+    /// On whose behalf it is submitted.
+    pub user_id: Option<String>,
+    /// 1 to 100.
+    pub max_attempts: i32,
+    /// 1 to 86400.
+    pub timeout_seconds: i32,
+    /// A key that makes a repeated submission return the first task.
+    pub idempotency_key: Option<String>,
+}
+
+impl Default for NewTask {
+    fn default() -> Self {
+        Self {
+            title: String::new(),
+            kind: String::new(),
+            payload: String::new(),
+            priority: 0,
+            required_capabilities: Vec::new(),
+            pinned_agent_id: None,
+            user_id: None,
+            max_attempts: 3,
+            timeout_seconds: 300,
+            idempotency_key: None,
+        }
+    }
+}
+
+impl NewTask {
+    /// Checks every rule of the API contract and fills defaults (kind "default", payload null,
+    /// capabilities sorted and deduplicated).
+    pub fn validated(mut self) -> Result<Self, TaskError> {
+        let title_chars = self.title.chars().count();
+        if self.title.trim().is_empty() || title_chars > MAX_TITLE_CHARS {
+            return Err(TaskError::Invalid(format!(
+                "title must be 1 to {MAX_TITLE_CHARS} characters"
+            )));
+        }
+        if self.kind.is_empty() {
+            "default".clone_into(&mut self.kind);
+        }
+        check_name("kind", &self.kind)?;
+        self.payload = json_text("payload", std::mem::take(&mut self.payload))?;
+        if !(0..=9).contains(&self.priority) {
+            return Err(TaskError::Invalid(
+                "priority must be between 0 and 9".into(),
+            ));
+        }
+        if self.required_capabilities.len() > MAX_CAPABILITIES {
+            return Err(TaskError::Invalid(format!(
+                "at most {MAX_CAPABILITIES} required capabilities"
+            )));
+        }
+        for capability in &self.required_capabilities {
+            check_name("capability", capability)?;
+        }
+        self.required_capabilities.sort_unstable();
+        self.required_capabilities.dedup();
+        if let Some(user_id) = &self.user_id {
+            check_name("user_id", user_id)?;
+        }
+        if let Some(key) = &self.idempotency_key {
+            check_name("idempotency key", key)?;
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(TaskError::Invalid(
+                "max_attempts must be between 1 and 100".into(),
+            ));
+        }
+        if !(1..=MAX_TIMEOUT_SECONDS).contains(&self.timeout_seconds) {
+            return Err(TaskError::Invalid(format!(
+                "timeout_seconds must be between 1 and {MAX_TIMEOUT_SECONDS}"
+            )));
+        }
+        Ok(self)
+    }
+}
+
+/// Checks a short identifier-like text: 1 to 128 characters, no control characters.
+pub fn check_name(what: &str, value: &str) -> Result<(), TaskError> {
+    let chars = value.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS || value.chars().any(char::is_control) {
+        return Err(TaskError::Invalid(format!(
+            "{what} must be 1 to {MAX_NAME_CHARS} printable characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `text` is JSON of at most 1 MiB; empty text means `null`.
+pub fn json_text(what: &str, text: String) -> Result<String, TaskError> {
+    if text.is_empty() {
+        return Ok("null".to_owned());
+    }
+    if text.len() > MAX_PAYLOAD_BYTES {
+        return Err(TaskError::Invalid(format!("{what} must be at most 1 MiB")));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(&text)
+        .map_err(|error| TaskError::Invalid(format!("{what} is not valid json: {error}")))?;
+    Ok(text)
+}
+
+/// Filters of a task list; `None` means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks held by or pinned to this agent.
+    pub agent_id: Option<Uuid>,
+    /// Only this user's tasks.
+    pub user_id: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+}
+
+/// An agent's request for work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The claiming agent.
+    pub agent_id: Uuid,
+    /// What the agent can do.
+    pub capabilities: Vec<String>,
+    /// The most tasks to hand out, 1 to 100.
+    pub max_tasks: u32,
+    /// How long to wait for work when none is ready.
+    pub wait: std::time::Duration,
+}
+
+/// Names the attempt a report is about: the agent, and the lease when the agent has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRef {
+    /// The agent that claimed the task.
+    pub agent_id: Uuid,
+    /// The lease of the attempt; when given it must be the current one.
+    pub lease_id: Option<Uuid>,
+}
+
+impl LeaseRef {
+    /// Tells whether this reference names the current attempt of `task`.
+    pub fn holds(&self, task: &Task) -> bool {
+        task.status == TaskStatus::Active
+            && task.agent_id == Some(self.agent_id)
+            && self
+                .lease_id
+                .is_none_or(|lease| task.lease_id == Some(lease))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> NewTask {
+        NewTask {
+            title: "hello".into(),
+            ..NewTask::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_filled() {
+        let task = valid().validated().unwrap();
+        assert_eq!(task.kind, "default");
+        assert_eq!(task.payload, "null");
+        assert_eq!((task.max_attempts, task.timeout_seconds), (3, 300));
+    }
+
+    #[test]
+    fn titles_are_bounded_in_characters_not_bytes() {
+        let unicode = NewTask {
+            title: "é".repeat(256),
+            ..valid()
+        };
+        assert!(unicode.validated().is_ok());
+        for title in ["", "   ", &"a".repeat(257)] {
+            let task = NewTask {
+                title: title.into(),
+                ..valid()
+            };
+            assert!(
+                matches!(task.validated(), Err(TaskError::Invalid(_))),
+                "{title:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_refused() {
+        for task in [
+            NewTask {
+                priority: 10,
+                ..valid()
+            },
+            NewTask {
+                priority: -1,
+                ..valid()
+            },
+            NewTask {
+                max_attempts: 0,
+                ..valid()
+            },
+            NewTask {
+                max_attempts: 101,
+                ..valid()
+            },
+            NewTask {
+                timeout_seconds: 0,
+                ..valid()
+            },
+        ] {
+            assert!(task.validated().is_err());
+        }
+    }
+
+    #[test]
+    fn payload_must_be_json_within_one_mebibyte() {
+        let bad = NewTask {
+            payload: "{nope".into(),
+            ..valid()
+        };
+        assert!(bad.validated().is_err());
+        let big = NewTask {
+            payload: format!("\"{}\"", "x".repeat(MAX_PAYLOAD_BYTES)),
+            ..valid()
+        };
+        assert!(big.validated().is_err());
+        let ok = NewTask {
+            payload: r#"{"a":[1,2]}"#.into(),
+            ..valid()
+        };
+        assert_eq!(ok.validated().unwrap().payload, r#"{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn capabilities_are_sorted_and_deduplicated() {
+        let task = NewTask {
+            required_capabilities: vec!["b".into(), "a".into(), "b".into()],
+            ..valid()
+        };
+        assert_eq!(task.validated().unwrap().required_capabilities, ["a", "b"]);
+        let empty = NewTask {
+            required_capabilities: vec![String::new()],
+            ..valid()
+        };
+        assert!(empty.validated().is_err());
+    }
+
+    #[test]
+    fn statuses_round_trip_through_text() {
+        for status in [
+            TaskStatus::Queued,
+            TaskStatus::Active,
+            TaskStatus::Completed,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ] {
+            assert_eq!(status.as_str().parse::<TaskStatus>().unwrap(), status);
+        }
+        assert!("running".parse::<TaskStatus>().is_err());
+    }
+}

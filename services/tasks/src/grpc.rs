@@ -1,0 +1,315 @@
+//! The `swarm.tasks.v1.TaskService` gRPC surface: converts protobuf to domain values, calls the
+//! queue, and converts back. No rules live here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarm_kit::page::Page;
+use swarm_kit::time::timestamp_from_millis;
+use swarm_proto::tasks::v1 as pb;
+use swarm_proto::tasks::v1::task_service_server::TaskService;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::domain::{
+    Claim, LeaseRef, Message, MessageRole, NewMessage, NewTask, Task, TaskFilter, TaskQueue,
+    TaskStatus,
+};
+
+/// The gRPC handler of the tasks service.
+#[derive(Debug, Clone)]
+pub struct TaskGrpc {
+    queue: Arc<TaskQueue>,
+}
+
+impl TaskGrpc {
+    /// Serves `queue` over gRPC.
+    pub fn new(queue: Arc<TaskQueue>) -> Self {
+        Self { queue }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TaskService for TaskGrpc {
+    async fn create_task(
+        &self,
+        request: Request<pb::CreateTaskRequest>,
+    ) -> Result<Response<pb::CreateTaskResponse>, Status> {
+        let request = request.into_inner();
+        let defaults = NewTask::default();
+        let task = NewTask {
+            title: request.title,
+            kind: request.kind,
+            payload: request.payload_json,
+            priority: request.priority,
+            required_capabilities: request.required_capabilities,
+            pinned_agent_id: request
+                .agent_id
+                .as_deref()
+                .map(|id| parse_id("agent_id", id))
+                .transpose()?,
+            user_id: request.user_id,
+            max_attempts: request.max_attempts.unwrap_or(defaults.max_attempts),
+            timeout_seconds: request.timeout_seconds.unwrap_or(defaults.timeout_seconds),
+            idempotency_key: request.idempotency_key,
+        };
+        let (task, created) = self.queue.create(task).await?;
+        Ok(Response::new(pb::CreateTaskResponse {
+            task: Some(task_to_proto(task)),
+            created,
+        }))
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        Ok(Response::new(task_to_proto(self.queue.get(id).await?)))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let request = request.into_inner();
+        let page = Page::from_proto(request.page)?;
+        let filter = TaskFilter {
+            status: status_from_proto(request.status)?,
+            agent_id: request
+                .agent_id
+                .as_deref()
+                .map(|id| parse_id("agent_id", id))
+                .transpose()?,
+            user_id: request.user_id,
+            kind: request.kind,
+        };
+        let (tasks, total) = self.queue.list(&filter, page).await?;
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: tasks.into_iter().map(task_to_proto).collect(),
+            page: Some(page.info(total)),
+        }))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: Request<pb::CancelTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        Ok(Response::new(task_to_proto(self.queue.cancel(id).await?)))
+    }
+
+    async fn claim_tasks(
+        &self,
+        request: Request<pb::ClaimTasksRequest>,
+    ) -> Result<Response<pb::ClaimTasksResponse>, Status> {
+        let request = request.into_inner();
+        let claim = Claim {
+            agent_id: parse_id("agent_id", &request.agent_id)?,
+            capabilities: request.capabilities,
+            max_tasks: request.max_tasks.max(1),
+            wait: Duration::from_secs(u64::from(request.wait_seconds)),
+        };
+        let tasks = self.queue.claim(claim).await?;
+        Ok(Response::new(pb::ClaimTasksResponse {
+            tasks: tasks.into_iter().map(task_to_proto).collect(),
+        }))
+    }
+
+    async fn report_progress(
+        &self,
+        request: Request<pb::ReportProgressRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let request = request.into_inner();
+        let id = parse_id("id", &request.id)?;
+        let lease = lease_from_proto(request.lease)?;
+        let task = self
+            .queue
+            .progress(id, lease, request.percent, request.message)
+            .await?;
+        Ok(Response::new(task_to_proto(task)))
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<pb::CompleteTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let request = request.into_inner();
+        let id = parse_id("id", &request.id)?;
+        let lease = lease_from_proto(request.lease)?;
+        let task = self.queue.complete(id, lease, request.result_json).await?;
+        Ok(Response::new(task_to_proto(task)))
+    }
+
+    async fn fail_task(
+        &self,
+        request: Request<pb::FailTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let request = request.into_inner();
+        let id = parse_id("id", &request.id)?;
+        let lease = lease_from_proto(request.lease)?;
+        let retryable = request.retryable.unwrap_or(true);
+        let task = self.queue.fail(id, lease, request.error, retryable).await?;
+        Ok(Response::new(task_to_proto(task)))
+    }
+
+    type WatchTaskStream = EventStream;
+
+    async fn watch_task(
+        &self,
+        request: Request<pb::WatchTaskRequest>,
+    ) -> Result<Response<Self::WatchTaskStream>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        let states = self.queue.watch(id).await?;
+        let events = ReceiverStream::new(states).map(|state| {
+            state
+                .map(|task| pb::TaskEvent {
+                    task: Some(task_to_proto(task)),
+                })
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn add_message(
+        &self,
+        request: Request<pb::AddMessageRequest>,
+    ) -> Result<Response<pb::Message>, Status> {
+        let request = request.into_inner();
+        let message = NewMessage {
+            task_id: parse_id("task_id", &request.task_id)?,
+            sender: request.sender,
+            role: role_from_proto(request.role)?,
+            content: request.content,
+        };
+        Ok(Response::new(message_to_proto(
+            self.queue.add_message(message).await?,
+        )))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let request = request.into_inner();
+        let page = Page::from_proto(request.page)?;
+        let task_id = request
+            .task_id
+            .as_deref()
+            .map(|id| parse_id("task_id", id))
+            .transpose()?;
+        let (messages, total) = self.queue.list_messages(task_id, page).await?;
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: messages.into_iter().map(message_to_proto).collect(),
+            page: Some(page.info(total)),
+        }))
+    }
+}
+
+fn parse_id(field: &str, text: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(text).map_err(|_| Status::invalid_argument(format!("{field} must be a uuid")))
+}
+
+fn lease_from_proto(lease: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
+    let lease = lease.ok_or_else(|| Status::invalid_argument("lease is required"))?;
+    Ok(LeaseRef {
+        agent_id: parse_id("agent_id", &lease.agent_id)?,
+        lease_id: lease
+            .lease_id
+            .as_deref()
+            .map(|id| parse_id("lease_id", id))
+            .transpose()?,
+    })
+}
+
+fn status_from_proto(status: i32) -> Result<Option<TaskStatus>, Status> {
+    match pb::TaskStatus::try_from(status) {
+        Ok(pb::TaskStatus::Unspecified) => Ok(None),
+        Ok(pb::TaskStatus::Queued) => Ok(Some(TaskStatus::Queued)),
+        Ok(pb::TaskStatus::Active) => Ok(Some(TaskStatus::Active)),
+        Ok(pb::TaskStatus::Completed) => Ok(Some(TaskStatus::Completed)),
+        Ok(pb::TaskStatus::Failed) => Ok(Some(TaskStatus::Failed)),
+        Ok(pb::TaskStatus::Cancelled) => Ok(Some(TaskStatus::Cancelled)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown task status {status}"
+        ))),
+    }
+}
+
+fn status_to_proto(status: TaskStatus) -> pb::TaskStatus {
+    match status {
+        TaskStatus::Queued => pb::TaskStatus::Queued,
+        TaskStatus::Active => pb::TaskStatus::Active,
+        TaskStatus::Completed => pb::TaskStatus::Completed,
+        TaskStatus::Failed => pb::TaskStatus::Failed,
+        TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
+    }
+}
+
+fn role_from_proto(role: i32) -> Result<MessageRole, Status> {
+    match pb::MessageRole::try_from(role) {
+        Ok(pb::MessageRole::Unspecified | pb::MessageRole::User) => Ok(MessageRole::User),
+        Ok(pb::MessageRole::Agent) => Ok(MessageRole::Agent),
+        Ok(pb::MessageRole::System) => Ok(MessageRole::System),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown message role {role}"
+        ))),
+    }
+}
+
+fn role_to_proto(role: MessageRole) -> pb::MessageRole {
+    match role {
+        MessageRole::User => pb::MessageRole::User,
+        MessageRole::Agent => pb::MessageRole::Agent,
+        MessageRole::System => pb::MessageRole::System,
+    }
+}
+
+/// Converts a stored task to its protobuf form.
+pub fn task_to_proto(task: Task) -> pb::Task {
+    pb::Task {
+        id: task.id.to_string(),
+        title: task.title,
+        kind: task.kind,
+        payload_json: task.payload,
+        status: status_to_proto(task.status).into(),
+        priority: task.priority,
+        required_capabilities: task.required_capabilities,
+        agent_id: task.agent_id.map(|id| id.to_string()),
+        pinned_agent_id: task.pinned_agent_id.map(|id| id.to_string()),
+        user_id: task.user_id,
+        attempts: task.attempts,
+        max_attempts: task.max_attempts,
+        timeout_seconds: task.timeout_seconds,
+        progress: Some(pb::Progress {
+            percent: task.progress_percent,
+            message: task.progress_message,
+        }),
+        result_json: task.result,
+        error: task.error,
+        lease_id: task.lease_id.map(|id| id.to_string()),
+        lease_expires_at: task.lease_expires_at.map(timestamp_from_millis),
+        available_at: Some(timestamp_from_millis(task.available_at)),
+        created_at: Some(timestamp_from_millis(task.created_at)),
+        updated_at: Some(timestamp_from_millis(task.updated_at)),
+        started_at: task.started_at.map(timestamp_from_millis),
+        finished_at: task.finished_at.map(timestamp_from_millis),
+        idempotency_key: task.idempotency_key,
+    }
+}
+
+fn message_to_proto(message: Message) -> pb::Message {
+    pb::Message {
+        id: message.id.to_string(),
+        task_id: message.task_id.to_string(),
+        sender: message.sender,
+        role: role_to_proto(message.role).into(),
+        content: message.content,
+        created_at: Some(timestamp_from_millis(message.created_at)),
+    }
+}

@@ -1,0 +1,128 @@
+//! Task storage: the [`TaskStore`] trait and its two backends, SQLite and PostgreSQL, which share
+//! every statement that both dialects accept and differ only where they must (claims and lease
+//! sweeps lock rows with `FOR UPDATE SKIP LOCKED` on PostgreSQL; capability matching uses `jsonb`
+//! containment there and `json_each` on SQLite).
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use swarm_kit::db::Pool;
+use swarm_kit::page::Page;
+use uuid::Uuid;
+
+use crate::domain::{LeaseRef, Message, NewMessage, NewTask, Task, TaskFilter, TaskStatus};
+
+pub use postgres::PostgresTaskStore;
+pub use sqlite::SqliteTaskStore;
+
+/// How a failed attempt ends: back to the queue after a delay, or finally failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// `Queued` to retry, `Failed` to give up.
+    pub status: TaskStatus,
+    /// The error to record.
+    pub error: String,
+    /// When a requeued task may be claimed again.
+    pub available_at: i64,
+    /// Who the task belongs to afterwards: its pinned agent when requeued, the last holder when final.
+    pub agent_id: Option<Uuid>,
+}
+
+/// Durable storage of tasks and their messages. Every method is one atomic statement; methods
+/// that act on a held task match the attempt in the same statement, so a stale agent changes
+/// nothing. Times are Unix milliseconds.
+#[async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    /// Inserts a queued task; when its idempotency key exists already, returns that task and
+    /// `false` instead.
+    async fn insert(&self, task: &NewTask, now: i64) -> Result<(Task, bool), sqlx::Error>;
+
+    /// Returns a task by id.
+    async fn get(&self, id: Uuid) -> Result<Option<Task>, sqlx::Error>;
+
+    /// Returns a page of tasks matching `filter`, newest first, and how many match in all.
+    async fn list(&self, filter: &TaskFilter, page: Page) -> Result<(Vec<Task>, u64), sqlx::Error>;
+
+    /// Cancels a queued or active task; `None` when the task is missing or already final.
+    async fn cancel(&self, id: Uuid, now: i64) -> Result<Option<Task>, sqlx::Error>;
+
+    /// Claims up to `max_tasks` ready tasks for `agent_id` in one statement: tasks pinned to the
+    /// agent, and unpinned tasks whose required capabilities are all in `capabilities`, highest
+    /// priority first, then oldest. Each gets a fresh lease and one more attempt.
+    async fn claim(
+        &self,
+        agent_id: Uuid,
+        capabilities: &[String],
+        max_tasks: u32,
+        now: i64,
+    ) -> Result<Vec<Task>, sqlx::Error>;
+
+    /// Records progress and renews the lease, if `lease` names the current attempt.
+    async fn progress(
+        &self,
+        id: Uuid,
+        lease: &LeaseRef,
+        percent: i32,
+        message: Option<&str>,
+        now: i64,
+    ) -> Result<Option<Task>, sqlx::Error>;
+
+    /// Completes the task with `result` (JSON text), if `lease` names the current attempt.
+    async fn complete(
+        &self,
+        id: Uuid,
+        lease: &LeaseRef,
+        result: &str,
+        now: i64,
+    ) -> Result<Option<Task>, sqlx::Error>;
+
+    /// Ends the attempt holding `lease_id` as `release` says; `None` if that attempt is over.
+    async fn release(
+        &self,
+        id: Uuid,
+        lease_id: Uuid,
+        release: &Release,
+        now: i64,
+    ) -> Result<Option<Task>, sqlx::Error>;
+
+    /// Ends up to `limit` attempts whose lease expired before `now`: requeued while attempts
+    /// remain, failed otherwise.
+    async fn requeue_expired(&self, now: i64, limit: u32) -> Result<Vec<Task>, sqlx::Error>;
+
+    /// Deletes final tasks (and their messages) that finished before `before`.
+    async fn prune_finished(&self, before: i64) -> Result<u64, sqlx::Error>;
+
+    /// Adds a message; `None` when the task does not exist.
+    async fn add_message(
+        &self,
+        message: &NewMessage,
+        now: i64,
+    ) -> Result<Option<Message>, sqlx::Error>;
+
+    /// Returns a page of one task's messages (oldest first) or of all messages (newest first).
+    async fn list_messages(
+        &self,
+        task_id: Option<Uuid>,
+        page: Page,
+    ) -> Result<(Vec<Message>, u64), sqlx::Error>;
+}
+
+/// Applies the tasks service's migrations to `pool` and returns the store for its backend.
+pub async fn open(pool: Pool) -> Result<Arc<dyn TaskStore>, sqlx::migrate::MigrateError> {
+    match pool {
+        Pool::Sqlite(pool) => {
+            let migrator = sqlx::migrate!("./migrations/sqlite");
+            swarm_kit::db::migrate(&Pool::Sqlite(pool.clone()), "tasks", migrator).await?;
+            Ok(Arc::new(SqliteTaskStore::new(pool)))
+        }
+        Pool::Postgres(pool) => {
+            let migrator = sqlx::migrate!("./migrations/postgres");
+            swarm_kit::db::migrate(&Pool::Postgres(pool.clone()), "tasks", migrator).await?;
+            Ok(Arc::new(PostgresTaskStore::new(pool)))
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Statements both backends share (SQLite accepts PostgreSQL's `$n` placeholders), and the
+//! macro that implements [`TaskStore`](super::TaskStore) over them for one backend, given that
+//! backend's own claim and lease-sweep statements.
+
+/// Inserts a queued task; on an idempotency-key conflict it returns nothing.
+pub const INSERT: &str = "INSERT INTO tasks (id, title, kind, payload, status, priority, \
+    required_capabilities, agent_id, pinned_agent_id, user_id, attempts, max_attempts, \
+    timeout_seconds, progress_percent, available_at, idempotency_key, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $7, $8, 0, $9, $10, 0, $11, $12, $11, $11) \
+    ON CONFLICT (idempotency_key) DO NOTHING RETURNING *";
+
+/// Finds the task an idempotency key created.
+pub const BY_IDEMPOTENCY_KEY: &str = "SELECT * FROM tasks WHERE idempotency_key = $1";
+
+/// Finds a task by id.
+pub const BY_ID: &str = "SELECT * FROM tasks WHERE id = $1";
+
+/// Cancels a task that is not final yet.
+pub const CANCEL: &str = "UPDATE tasks SET status = 'cancelled', lease_id = NULL, \
+    lease_expires_at = NULL, finished_at = $2, updated_at = $2 \
+    WHERE id = $1 AND status IN ('queued', 'active') RETURNING *";
+
+/// Matches the current attempt: `$1` task, `$2` agent, `$3` lease or NULL for "any lease".
+const HELD: &str = "WHERE id = $1 AND status = 'active' AND agent_id = $2 \
+    AND ($3 IS NULL OR lease_id = $3) RETURNING *";
+
+/// Records progress and renews the lease of the current attempt.
+pub const PROGRESS: &str = const_format::concatcp!(
+    "UPDATE tasks SET progress_percent = $4, progress_message = $5, \
+    lease_expires_at = $6 + timeout_seconds * 1000, updated_at = $6 ",
+    HELD
+);
+
+/// Completes the current attempt.
+pub const COMPLETE: &str = const_format::concatcp!(
+    "UPDATE tasks SET status = 'completed', result = $4, progress_percent = 100, \
+    lease_id = NULL, lease_expires_at = NULL, finished_at = $5, updated_at = $5 ",
+    HELD
+);
+
+/// Ends the attempt holding lease `$2` as requeued or failed.
+pub const RELEASE: &str = "UPDATE tasks SET status = $3, error = $4, available_at = $5, \
+    agent_id = $6, lease_id = NULL, lease_expires_at = NULL, \
+    finished_at = CASE WHEN $3 = 'queued' THEN NULL ELSE $7 END, updated_at = $7 \
+    WHERE id = $1 AND status = 'active' AND lease_id = $2 RETURNING *";
+
+/// Sets the columns of an expired attempt; the caller appends the row selection.
+pub const REQUEUE_EXPIRED_SET: &str = "UPDATE tasks SET \
+    status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END, \
+    agent_id = CASE WHEN attempts < max_attempts THEN pinned_agent_id ELSE agent_id END, \
+    error = 'lease expired', available_at = $1, lease_id = NULL, lease_expires_at = NULL, \
+    finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $1 END, updated_at = $1 ";
+
+/// Selects up to `$2` attempts whose lease expired before `$1`; the caller appends locking.
+pub const EXPIRED_IDS: &str = "SELECT id FROM tasks WHERE status = 'active' \
+    AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2";
+
+/// Deletes final tasks that finished before `$1`.
+pub const PRUNE: &str = "DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1";
+
+/// Adds a message to an existing task.
+pub const INSERT_MESSAGE: &str = "INSERT INTO task_messages (id, task_id, sender, role, \
+    content, created_at) SELECT $1, $2, $3, $4, $5, $6 \
+    WHERE EXISTS (SELECT 1 FROM tasks WHERE id = $2) RETURNING *";
+
+/// One task's messages, oldest first.
+pub const TASK_MESSAGES: &str = "SELECT * FROM task_messages WHERE task_id = $1 \
+    ORDER BY created_at, id LIMIT $2 OFFSET $3";
+
+/// Counts one task's messages.
+pub const COUNT_TASK_MESSAGES: &str = "SELECT COUNT(*) FROM task_messages WHERE task_id = $1";
+
+/// All messages, newest first.
+pub const RECENT_MESSAGES: &str = "SELECT * FROM task_messages \
+    ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2";
+
+/// Counts all messages.
+pub const COUNT_MESSAGES: &str = "SELECT COUNT(*) FROM task_messages";
+
+/// Implements `TaskStore` for `$store` (a struct with a `pool: sqlx::Pool<$db>` field), using the
+/// shared statements above and the backend's `CLAIM` and `REQUEUE_EXPIRED` from `$dialect`.
+macro_rules! impl_task_store {
+    ($store:ty, $db:ty, $dialect:path) => {
+        #[async_trait::async_trait]
+        impl $crate::storage::TaskStore for $store {
+            async fn insert(
+                &self,
+                task: &$crate::domain::NewTask,
+                now: i64,
+            ) -> Result<($crate::domain::Task, bool), sqlx::Error> {
+                use $crate::storage::sql;
+                let inserted = sqlx::query_as(sql::INSERT)
+                    .bind(uuid::Uuid::now_v7())
+                    .bind(&task.title)
+                    .bind(&task.kind)
+                    .bind(&task.payload)
+                    .bind(task.priority)
+                    .bind(sqlx::types::Json(&task.required_capabilities))
+                    .bind(task.pinned_agent_id)
+                    .bind(&task.user_id)
+                    .bind(task.max_attempts)
+                    .bind(task.timeout_seconds)
+                    .bind(now)
+                    .bind(&task.idempotency_key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                match inserted {
+                    Some(created) => Ok((created, true)),
+                    None => {
+                        let existing = sqlx::query_as(sql::BY_IDEMPOTENCY_KEY)
+                            .bind(&task.idempotency_key)
+                            .fetch_one(&self.pool)
+                            .await?;
+                        Ok((existing, false))
+                    }
+                }
+            }
+
+            async fn get(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::BY_ID)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+
+            async fn list(
+                &self,
+                filter: &$crate::domain::TaskFilter,
+                page: swarm_kit::page::Page,
+            ) -> Result<(Vec<$crate::domain::Task>, u64), sqlx::Error> {
+                let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM tasks");
+                push_task_filter(&mut count, filter);
+                let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+                let mut select = sqlx::QueryBuilder::<$db>::new("SELECT * FROM tasks");
+                push_task_filter(&mut select, filter);
+                select
+                    .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+                    .push_bind(page.limit())
+                    .push(" OFFSET ")
+                    .push_bind(page.offset());
+                let tasks = select.build_query_as().fetch_all(&self.pool).await?;
+                Ok((tasks, total.unsigned_abs()))
+            }
+
+            async fn cancel(
+                &self,
+                id: uuid::Uuid,
+                now: i64,
+            ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::CANCEL)
+                    .bind(id)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+
+            async fn claim(
+                &self,
+                agent_id: uuid::Uuid,
+                capabilities: &[String],
+                max_tasks: u32,
+                now: i64,
+            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+                use $dialect as dialect;
+                let mut tasks: Vec<$crate::domain::Task> = sqlx::query_as(dialect::CLAIM)
+                    .bind(now)
+                    .bind(agent_id)
+                    .bind(sqlx::types::Json(capabilities))
+                    .bind(i64::from(max_tasks))
+                    .fetch_all(&self.pool)
+                    .await?;
+                // UPDATE .. RETURNING gives rows in no particular order.
+                tasks.sort_by(|a, b| {
+                    b.priority
+                        .cmp(&a.priority)
+                        .then(a.created_at.cmp(&b.created_at))
+                        .then(a.id.cmp(&b.id))
+                });
+                Ok(tasks)
+            }
+
+            async fn progress(
+                &self,
+                id: uuid::Uuid,
+                lease: &$crate::domain::LeaseRef,
+                percent: i32,
+                message: Option<&str>,
+                now: i64,
+            ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::PROGRESS)
+                    .bind(id)
+                    .bind(lease.agent_id)
+                    .bind(lease.lease_id)
+                    .bind(percent)
+                    .bind(message)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+
+            async fn complete(
+                &self,
+                id: uuid::Uuid,
+                lease: &$crate::domain::LeaseRef,
+                result: &str,
+                now: i64,
+            ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::COMPLETE)
+                    .bind(id)
+                    .bind(lease.agent_id)
+                    .bind(lease.lease_id)
+                    .bind(result)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+
+            async fn release(
+                &self,
+                id: uuid::Uuid,
+                lease_id: uuid::Uuid,
+                release: &$crate::storage::Release,
+                now: i64,
+            ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::RELEASE)
+                    .bind(id)
+                    .bind(lease_id)
+                    .bind(release.status.as_str())
+                    .bind(&release.error)
+                    .bind(release.available_at)
+                    .bind(release.agent_id)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+
+            async fn requeue_expired(
+                &self,
+                now: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+                use $dialect as dialect;
+                sqlx::query_as(dialect::REQUEUE_EXPIRED)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+
+            async fn prune_finished(&self, before: i64) -> Result<u64, sqlx::Error> {
+                let done = sqlx::query($crate::storage::sql::PRUNE)
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn add_message(
+                &self,
+                message: &$crate::domain::NewMessage,
+                now: i64,
+            ) -> Result<Option<$crate::domain::Message>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::INSERT_MESSAGE)
+                    .bind(uuid::Uuid::now_v7())
+                    .bind(message.task_id)
+                    .bind(&message.sender)
+                    .bind(message.role.as_str())
+                    .bind(&message.content)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+
+            async fn list_messages(
+                &self,
+                task_id: Option<uuid::Uuid>,
+                page: swarm_kit::page::Page,
+            ) -> Result<(Vec<$crate::domain::Message>, u64), sqlx::Error> {
+                use $crate::storage::sql;
+                let (messages, total): (Vec<$crate::domain::Message>, i64) = match task_id {
+                    Some(task_id) => (
+                        sqlx::query_as(sql::TASK_MESSAGES)
+                            .bind(task_id)
+                            .bind(page.limit())
+                            .bind(page.offset())
+                            .fetch_all(&self.pool)
+                            .await?,
+                        sqlx::query_scalar(sql::COUNT_TASK_MESSAGES)
+                            .bind(task_id)
+                            .fetch_one(&self.pool)
+                            .await?,
+                    ),
+                    None => (
+                        sqlx::query_as(sql::RECENT_MESSAGES)
+                            .bind(page.limit())
+                            .bind(page.offset())
+                            .fetch_all(&self.pool)
+                            .await?,
+                        sqlx::query_scalar(sql::COUNT_MESSAGES)
+                            .fetch_one(&self.pool)
+                            .await?,
+                    ),
+                };
+                Ok((messages, total.unsigned_abs()))
+            }
+        }
+
+        /// Appends the `WHERE` clause of a task list filter.
+        fn push_task_filter(
+            query: &mut sqlx::QueryBuilder<$db>,
+            filter: &$crate::domain::TaskFilter,
+        ) {
+            query.push(" WHERE TRUE");
+            if let Some(status) = filter.status {
+                query.push(" AND status = ").push_bind(status.as_str());
+            }
+            if let Some(agent_id) = filter.agent_id {
+                query.push(" AND agent_id = ").push_bind(agent_id);
+            }
+            if let Some(user_id) = &filter.user_id {
+                query.push(" AND user_id = ").push_bind(user_id.clone());
+            }
+            if let Some(kind) = &filter.kind {
+                query.push(" AND kind = ").push_bind(kind.clone());
+            }
+        }
+    };
+}
+
+pub(crate) use impl_task_store;

@@ -1,0 +1,43 @@
+//! The SQLite backend: the embedded default. SQLite has one writer at a time, so a claim is a
+//! single `UPDATE .. WHERE id IN (SELECT .. LIMIT n) RETURNING *` that no other writer can
+//! interleave with; capability matching walks the JSON arrays with `json_each`.
+
+use sqlx::{Sqlite, SqlitePool};
+
+use super::sql::{self, impl_task_store};
+
+/// Tasks stored in SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteTaskStore {
+    pool: SqlitePool,
+}
+
+impl SqliteTaskStore {
+    /// Wraps a pool whose database has the tasks migrations applied.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+/// The SQLite claim: `$1` now, `$2` agent, `$3` its capabilities (JSON array), `$4` how many.
+pub(crate) const CLAIM: &str = "UPDATE tasks SET status = 'active', agent_id = $2, \
+    attempts = attempts + 1, lease_id = randomblob(16), \
+    lease_expires_at = $1 + timeout_seconds * 1000, started_at = $1, updated_at = $1, \
+    progress_percent = 0, progress_message = NULL \
+    WHERE id IN (SELECT id FROM tasks AS candidate \
+        WHERE status = 'queued' AND available_at <= $1 \
+        AND (pinned_agent_id = $2 OR (pinned_agent_id IS NULL AND NOT EXISTS ( \
+            SELECT 1 FROM json_each(candidate.required_capabilities) AS required \
+            WHERE required.value NOT IN (SELECT value FROM json_each($3))))) \
+        ORDER BY priority DESC, created_at, id LIMIT $4) \
+    RETURNING *";
+
+/// Ends expired attempts: `$1` now, `$2` how many at most.
+pub(crate) const REQUEUE_EXPIRED: &str = const_format::concatcp!(
+    sql::REQUEUE_EXPIRED_SET,
+    "WHERE id IN (",
+    sql::EXPIRED_IDS,
+    ") RETURNING *"
+);
+
+impl_task_store!(SqliteTaskStore, Sqlite, crate::storage::sqlite);
