@@ -15,3 +15,6 @@ pub mod time;
 
 pub use error::{Error, ErrorCode};
 pub use run::RunError;
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,140 @@
+//! Test helpers (feature `testing`): throwaway databases on every backend, so one conformance
+//! suite runs against SQLite and a real PostgreSQL.
+//!
+//! PostgreSQL comes from `SWARM_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); each test gets its own schema, dropped afterwards.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use sqlx::Executor;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::db::{self, Pool};
+
+/// The PostgreSQL server tests use unless `SWARM_TEST_POSTGRES_URL` says otherwise.
+pub const DEFAULT_TEST_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The database backends a conformance suite covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the temporary directory.
+    Sqlite,
+    /// A fresh schema on a PostgreSQL server.
+    Postgres,
+}
+
+/// A database that exists for one test and is removed when dropped.
+#[derive(Debug)]
+pub struct TestDatabase {
+    url: String,
+    pool: Pool,
+    cleanup: Cleanup,
+}
+
+#[derive(Debug)]
+enum Cleanup {
+    File(PathBuf),
+    Schema { server_url: String, schema: String },
+}
+
+/// Returns the PostgreSQL server URL for tests.
+pub fn postgres_server_url() -> String {
+    std::env::var("SWARM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.to_owned())
+}
+
+impl TestDatabase {
+    /// Creates an empty database on `backend`.
+    ///
+    /// # Panics
+    /// When the backend cannot be reached: tests need it.
+    pub async fn new(backend: Backend) -> Self {
+        let name = format!("swarm_test_{}", uuid::Uuid::new_v4().simple());
+        match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{name}.db"));
+                let url = format!("sqlite://{}", path.display());
+                let pool = db::connect(&url, 8)
+                    .await
+                    .expect("sqlite test database opens");
+                Self {
+                    url,
+                    pool,
+                    cleanup: Cleanup::File(path),
+                }
+            }
+            Backend::Postgres => {
+                let server_url = postgres_server_url();
+                let admin = db::connect(&server_url, 1)
+                    .await
+                    .unwrap_or_else(|error| panic!("postgres at {server_url} is needed: {error}"));
+                if let Pool::Postgres(admin) = &admin {
+                    admin
+                        .execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+                        .await
+                        .expect("test schema is created");
+                }
+                admin.close().await;
+                let separator = if server_url.contains('?') { '&' } else { '?' };
+                let url = format!("{server_url}{separator}options=-c%20search_path%3D{name}");
+                let options = PgConnectOptions::from_str(&url).expect("test url parses");
+                let pool = db::connect_postgres(options, 8)
+                    .await
+                    .expect("postgres test database opens");
+                Self {
+                    url,
+                    pool: Pool::Postgres(pool),
+                    cleanup: Cleanup::Schema {
+                        server_url,
+                        schema: name,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Returns a URL that opens this database (for a service's configuration).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Returns a pool on this database.
+    pub fn pool(&self) -> Pool {
+        self.pool.clone()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+            Cleanup::Schema { server_url, schema } => {
+                let (server_url, schema) = (server_url.clone(), schema.clone());
+                // Drop runs inside or outside a runtime; a thread of its own works in both.
+                let dropped = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .ok()?;
+                    runtime.block_on(async {
+                        let admin = db::connect(&server_url, 1).await.ok()?;
+                        if let Pool::Postgres(pool) = &admin {
+                            let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                            pool.execute(sqlx::AssertSqlSafe(sql)).await.ok()?;
+                        }
+                        admin.close().await;
+                        Some(())
+                    })
+                });
+                let _ = dropped.join();
+            }
+        }
+    }
+}

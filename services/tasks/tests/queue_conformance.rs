@@ -1,0 +1,775 @@
+//! One conformance suite for task storage, run against every backend (SQLite and a real
+//! PostgreSQL) through the queue that the service uses: creation and idempotency, lists, claims
+//! (ordering, routing, leases, racing claimers), reports from the lease holder only, retries
+//! with backoff, lease expiry, cancellation, messages, watches and pruning.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarm_kit::page::Page;
+use swarm_kit::testing::{Backend, TestDatabase};
+use swarm_tasks::domain::{
+    Claim, LeaseRef, MessageRole, NewMessage, NewTask, QueueSettings, RetryPolicy, Task,
+    TaskFilter, TaskQueue, TaskStatus,
+};
+use swarm_tasks::error::TaskError;
+use swarm_tasks::storage;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A queue on a fresh database; the database lives as long as the fixture.
+struct Fixture {
+    queue: Arc<TaskQueue>,
+    _database: TestDatabase,
+}
+
+async fn fixture(backend: Backend) -> Fixture {
+    let database = TestDatabase::new(backend).await;
+    let store = storage::open(database.pool())
+        .await
+        .expect("migrations apply");
+    let settings = QueueSettings {
+        retry: RetryPolicy {
+            base: Duration::from_millis(200),
+            max: Duration::from_millis(400),
+        },
+        poll_interval: Duration::from_millis(50),
+    };
+    Fixture {
+        queue: TaskQueue::new(store, settings, CancellationToken::new()),
+        _database: database,
+    }
+}
+
+fn titled(title: &str) -> NewTask {
+    NewTask {
+        title: title.to_owned(),
+        ..NewTask::default()
+    }
+}
+
+fn claim_for(agent_id: Uuid, capabilities: &[&str], max_tasks: u32) -> Claim {
+    Claim {
+        agent_id,
+        capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect(),
+        max_tasks,
+        wait: Duration::ZERO,
+    }
+}
+
+fn lease_of(task: &Task) -> LeaseRef {
+    LeaseRef {
+        agent_id: task.agent_id.expect("claimed task has an agent"),
+        lease_id: task.lease_id,
+    }
+}
+
+async fn claim_one(queue: &TaskQueue, agent_id: Uuid) -> Task {
+    let mut tasks = queue.claim(claim_for(agent_id, &[], 1)).await.unwrap();
+    assert_eq!(tasks.len(), 1, "one task is ready");
+    tasks.remove(0)
+}
+
+async fn created_task_keeps_every_field(backend: Backend) {
+    let f = fixture(backend).await;
+    let pinned = Uuid::now_v7();
+    let (task, created) = f
+        .queue
+        .create(NewTask {
+            title: "résumé ✓".into(),
+            kind: "echo".into(),
+            payload: r#"{"text":"hi","n":[1,2]}"#.into(),
+            priority: 7,
+            required_capabilities: vec!["gpu".into(), "echo".into()],
+            pinned_agent_id: Some(pinned),
+            user_id: Some("ada".into()),
+            max_attempts: 5,
+            timeout_seconds: 30,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    assert!(created);
+    let read = f.queue.get(task.id).await.unwrap();
+    assert_eq!(read, task);
+    assert_eq!(read.title, "résumé ✓");
+    assert_eq!(read.payload, r#"{"text":"hi","n":[1,2]}"#);
+    assert_eq!(read.status, TaskStatus::Queued);
+    assert_eq!(read.required_capabilities, ["echo", "gpu"]);
+    assert_eq!(
+        (read.agent_id, read.pinned_agent_id),
+        (Some(pinned), Some(pinned))
+    );
+    assert_eq!(
+        (read.priority, read.max_attempts, read.timeout_seconds),
+        (7, 5, 30)
+    );
+    assert_eq!((read.attempts, read.progress_percent), (0, 0));
+    assert!(read.lease_id.is_none() && read.started_at.is_none());
+
+    let missing = Uuid::now_v7();
+    assert!(matches!(f.queue.get(missing).await, Err(TaskError::NotFound(id)) if id == missing));
+}
+
+async fn invalid_task_changes_nothing(backend: Backend) {
+    let f = fixture(backend).await;
+    let result = f
+        .queue
+        .create(NewTask {
+            priority: 12,
+            ..titled("x")
+        })
+        .await;
+    assert!(matches!(result, Err(TaskError::Invalid(_))));
+    let (_, total) = f
+        .queue
+        .list(&TaskFilter::default(), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(total, 0);
+}
+
+async fn idempotency_key_returns_the_first_task(backend: Backend) {
+    let f = fixture(backend).await;
+    let keyed = |title: &str| NewTask {
+        idempotency_key: Some("order-42".into()),
+        ..titled(title)
+    };
+    let (first, created) = f.queue.create(keyed("first")).await.unwrap();
+    assert!(created);
+    let (again, created) = f.queue.create(keyed("second")).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.title, "first");
+    let (_, total) = f
+        .queue
+        .list(&TaskFilter::default(), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(total, 1);
+}
+
+async fn lists_filter_and_paginate_newest_first(backend: Backend) {
+    let f = fixture(backend).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let task = NewTask {
+            kind: if i % 2 == 0 { "even" } else { "odd" }.into(),
+            user_id: Some(format!("user-{}", i % 2)),
+            ..titled(&format!("task {i}"))
+        };
+        ids.push(f.queue.create(task).await.unwrap().0.id);
+    }
+    let (page1, total) = f
+        .queue
+        .list(&TaskFilter::default(), Page::new(1, 2).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(total, 5);
+    assert_eq!(
+        page1.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [ids[4], ids[3]]
+    );
+    let (page3, _) = f
+        .queue
+        .list(&TaskFilter::default(), Page::new(3, 2).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page3.iter().map(|t| t.id).collect::<Vec<_>>(), [ids[0]]);
+
+    let even = TaskFilter {
+        kind: Some("even".into()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(f.queue.list(&even, Page::default()).await.unwrap().1, 3);
+    let user = TaskFilter {
+        user_id: Some("user-1".into()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(f.queue.list(&user, Page::default()).await.unwrap().1, 2);
+
+    let agent = Uuid::now_v7();
+    let claimed = claim_one(&f.queue, agent).await;
+    let active = TaskFilter {
+        status: Some(TaskStatus::Active),
+        ..TaskFilter::default()
+    };
+    let (tasks, total) = f.queue.list(&active, Page::default()).await.unwrap();
+    assert_eq!((total, tasks[0].id), (1, claimed.id));
+    let held = TaskFilter {
+        agent_id: Some(agent),
+        ..TaskFilter::default()
+    };
+    assert_eq!(f.queue.list(&held, Page::default()).await.unwrap().1, 1);
+}
+
+async fn claims_take_highest_priority_then_oldest(backend: Backend) {
+    let f = fixture(backend).await;
+    let low_old = f
+        .queue
+        .create(NewTask {
+            priority: 1,
+            ..titled("low old")
+        })
+        .await
+        .unwrap()
+        .0;
+    let high = f
+        .queue
+        .create(NewTask {
+            priority: 9,
+            ..titled("high")
+        })
+        .await
+        .unwrap()
+        .0;
+    let low_new = f
+        .queue
+        .create(NewTask {
+            priority: 1,
+            ..titled("low new")
+        })
+        .await
+        .unwrap()
+        .0;
+    let tasks = f
+        .queue
+        .claim(claim_for(Uuid::now_v7(), &[], 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [high.id, low_old.id, low_new.id]
+    );
+    assert!(
+        f.queue
+            .claim(claim_for(Uuid::now_v7(), &[], 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn claims_route_by_capability_and_pin(backend: Backend) {
+    let f = fixture(backend).await;
+    let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let needs = |caps: &[&str], title: &str| NewTask {
+        required_capabilities: caps.iter().map(|c| (*c).to_owned()).collect(),
+        ..titled(title)
+    };
+    let gpu = f
+        .queue
+        .create(needs(&["gpu", "python"], "gpu"))
+        .await
+        .unwrap()
+        .0;
+    let plain = f.queue.create(needs(&[], "plain")).await.unwrap().0;
+    let pinned = f
+        .queue
+        .create(NewTask {
+            pinned_agent_id: Some(bob),
+            ..needs(&["never-had"], "for bob")
+        })
+        .await
+        .unwrap()
+        .0;
+
+    let for_alice = f
+        .queue
+        .claim(claim_for(alice, &["python"], 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        for_alice.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [plain.id]
+    );
+    let for_bob = f
+        .queue
+        .claim(claim_for(bob, &["python", "gpu", "extra"], 10))
+        .await
+        .unwrap();
+    let bob_ids: HashSet<Uuid> = for_bob.iter().map(|t| t.id).collect();
+    assert_eq!(bob_ids, HashSet::from([gpu.id, pinned.id]));
+}
+
+async fn each_claim_is_a_new_attempt_with_a_fresh_lease(backend: Backend) {
+    let f = fixture(backend).await;
+    let created = f
+        .queue
+        .create(NewTask {
+            timeout_seconds: 30,
+            ..titled("t")
+        })
+        .await
+        .unwrap()
+        .0;
+    let agent = Uuid::now_v7();
+    let first = claim_one(&f.queue, agent).await;
+    assert_eq!(first.id, created.id);
+    assert_eq!(
+        (first.status, first.attempts, first.agent_id),
+        (TaskStatus::Active, 1, Some(agent))
+    );
+    let expires = first.lease_expires_at.unwrap();
+    assert!(expires >= first.started_at.unwrap() + 30_000);
+
+    let failed = f
+        .queue
+        .fail(first.id, lease_of(&first), "flaky".into(), true)
+        .await
+        .unwrap();
+    assert_eq!(failed.status, TaskStatus::Queued);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let second = claim_one(&f.queue, agent).await;
+    assert_eq!(second.attempts, 2);
+    assert_ne!(second.lease_id, first.lease_id);
+    // The first attempt's lease is stale even though the agent is the same.
+    let stale = f
+        .queue
+        .complete(first.id, lease_of(&first), "1".into())
+        .await;
+    assert!(
+        matches!(stale, Err(TaskError::NotLeaseHolder { .. })),
+        "{stale:?}"
+    );
+}
+
+async fn only_the_lease_holder_may_report(backend: Backend) {
+    let f = fixture(backend).await;
+    f.queue.create(titled("t")).await.unwrap();
+    let task = claim_one(&f.queue, Uuid::now_v7()).await;
+    let intruder = LeaseRef {
+        agent_id: Uuid::now_v7(),
+        lease_id: None,
+    };
+    for refused in [
+        f.queue.progress(task.id, intruder, 10, None).await,
+        f.queue.complete(task.id, intruder, String::new()).await,
+        f.queue.fail(task.id, intruder, "no".into(), true).await,
+    ] {
+        assert!(
+            matches!(refused, Err(TaskError::NotLeaseHolder { .. })),
+            "{refused:?}"
+        );
+    }
+    let unchanged = f.queue.get(task.id).await.unwrap();
+    assert_eq!(unchanged, task);
+}
+
+async fn progress_renews_the_lease(backend: Backend) {
+    let f = fixture(backend).await;
+    f.queue.create(titled("t")).await.unwrap();
+    let task = claim_one(&f.queue, Uuid::now_v7()).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let moved = f
+        .queue
+        .progress(task.id, lease_of(&task), 40, Some("halfway".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (moved.progress_percent, moved.progress_message.as_deref()),
+        (40, Some("halfway"))
+    );
+    assert!(moved.lease_expires_at.unwrap() > task.lease_expires_at.unwrap());
+    let bad = f.queue.progress(task.id, lease_of(&task), 101, None).await;
+    assert!(matches!(bad, Err(TaskError::Invalid(_))));
+}
+
+async fn completion_is_accepted_once(backend: Backend) {
+    let f = fixture(backend).await;
+    f.queue.create(titled("t")).await.unwrap();
+    let task = claim_one(&f.queue, Uuid::now_v7()).await;
+    let done = f
+        .queue
+        .complete(task.id, lease_of(&task), r#"{"ok":true}"#.into())
+        .await
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.result.as_deref(), Some(r#"{"ok":true}"#));
+    assert_eq!(done.progress_percent, 100);
+    assert!(done.finished_at.is_some() && done.lease_id.is_none());
+    let again = f.queue.complete(task.id, lease_of(&task), "2".into()).await;
+    assert!(matches!(
+        again,
+        Err(TaskError::WrongStatus {
+            status: TaskStatus::Completed,
+            ..
+        })
+    ));
+    let bad_json = f.queue.complete(task.id, lease_of(&task), "{".into()).await;
+    assert!(matches!(bad_json, Err(TaskError::Invalid(_))));
+}
+
+async fn failures_retry_with_backoff_until_attempts_run_out(backend: Backend) {
+    let f = fixture(backend).await;
+    f.queue
+        .create(NewTask {
+            max_attempts: 2,
+            ..titled("t")
+        })
+        .await
+        .unwrap();
+    let agent = Uuid::now_v7();
+    let first = claim_one(&f.queue, agent).await;
+    let requeued = f
+        .queue
+        .fail(first.id, lease_of(&first), "boom".into(), true)
+        .await
+        .unwrap();
+    assert_eq!(requeued.status, TaskStatus::Queued);
+    assert_eq!(requeued.error.as_deref(), Some("boom"));
+    assert_eq!(requeued.agent_id, None);
+    // Backoff: 200 ms base with jitter means at least 100 ms before it is claimable.
+    assert!(requeued.available_at >= requeued.updated_at + 100);
+    assert!(
+        f.queue
+            .claim(claim_for(agent, &[], 1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let second = claim_one(&f.queue, agent).await;
+    let failed = f
+        .queue
+        .fail(second.id, lease_of(&second), "boom again".into(), true)
+        .await
+        .unwrap();
+    assert_eq!((failed.status, failed.attempts), (TaskStatus::Failed, 2));
+    assert!(failed.finished_at.is_some());
+}
+
+async fn permanent_failures_do_not_retry(backend: Backend) {
+    let f = fixture(backend).await;
+    f.queue.create(titled("t")).await.unwrap();
+    let task = claim_one(&f.queue, Uuid::now_v7()).await;
+    let failed = f
+        .queue
+        .fail(task.id, lease_of(&task), "bad input".into(), false)
+        .await
+        .unwrap();
+    assert_eq!(failed.status, TaskStatus::Failed);
+    let empty = f
+        .queue
+        .fail(task.id, lease_of(&task), " ".into(), false)
+        .await;
+    assert!(matches!(empty, Err(TaskError::Invalid(_))));
+}
+
+async fn expired_leases_return_to_the_queue(backend: Backend) {
+    let f = fixture(backend).await;
+    f.queue
+        .create(NewTask {
+            timeout_seconds: 1,
+            max_attempts: 2,
+            ..titled("t")
+        })
+        .await
+        .unwrap();
+    let (first_agent, second_agent) = (Uuid::now_v7(), Uuid::now_v7());
+    let first = claim_one(&f.queue, first_agent).await;
+    assert_eq!(f.queue.sweep_expired_leases().await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(f.queue.sweep_expired_leases().await.unwrap(), 1);
+    let requeued = f.queue.get(first.id).await.unwrap();
+    assert_eq!(
+        (requeued.status, requeued.agent_id),
+        (TaskStatus::Queued, None)
+    );
+    assert_eq!(requeued.error.as_deref(), Some("lease expired"));
+
+    let second = claim_one(&f.queue, second_agent).await;
+    assert_eq!(second.attempts, 2);
+    let late = f
+        .queue
+        .complete(first.id, lease_of(&first), String::new())
+        .await;
+    assert!(
+        matches!(late, Err(TaskError::NotLeaseHolder { .. })),
+        "{late:?}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.queue.sweep_expired_leases().await.unwrap();
+    let exhausted = f.queue.get(first.id).await.unwrap();
+    assert_eq!(exhausted.status, TaskStatus::Failed);
+    assert_eq!(exhausted.agent_id, Some(second_agent));
+}
+
+async fn cancellation_stops_queued_and_active_tasks(backend: Backend) {
+    let f = fixture(backend).await;
+    let queued = f.queue.create(titled("queued")).await.unwrap().0;
+    assert_eq!(
+        f.queue.cancel(queued.id).await.unwrap().status,
+        TaskStatus::Cancelled
+    );
+    assert!(matches!(
+        f.queue.cancel(queued.id).await,
+        Err(TaskError::WrongStatus {
+            status: TaskStatus::Cancelled,
+            ..
+        })
+    ));
+    assert!(matches!(
+        f.queue.cancel(Uuid::now_v7()).await,
+        Err(TaskError::NotFound(_))
+    ));
+
+    f.queue.create(titled("active")).await.unwrap();
+    let active = claim_one(&f.queue, Uuid::now_v7()).await;
+    f.queue.cancel(active.id).await.unwrap();
+    let late = f
+        .queue
+        .complete(active.id, lease_of(&active), String::new())
+        .await;
+    assert!(matches!(
+        late,
+        Err(TaskError::WrongStatus {
+            status: TaskStatus::Cancelled,
+            ..
+        })
+    ));
+}
+
+async fn messages_form_a_conversation(backend: Backend) {
+    let f = fixture(backend).await;
+    let a = f.queue.create(titled("a")).await.unwrap().0;
+    let b = f.queue.create(titled("b")).await.unwrap().0;
+    let say = |task_id: Uuid, role: MessageRole, content: &str| NewMessage {
+        task_id,
+        sender: "someone".into(),
+        role,
+        content: content.into(),
+    };
+    f.queue
+        .add_message(say(a.id, MessageRole::User, "hello"))
+        .await
+        .unwrap();
+    f.queue
+        .add_message(say(b.id, MessageRole::System, "elsewhere"))
+        .await
+        .unwrap();
+    f.queue
+        .add_message(say(a.id, MessageRole::Agent, "hi back"))
+        .await
+        .unwrap();
+
+    let (thread, total) = f
+        .queue
+        .list_messages(Some(a.id), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(
+        thread
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>(),
+        ["hello", "hi back"]
+    );
+    assert_eq!(thread[1].role, MessageRole::Agent);
+    let (recent, total) = f
+        .queue
+        .list_messages(None, Page::new(1, 2).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(total, 3);
+    assert_eq!(
+        recent
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>(),
+        ["hi back", "elsewhere"]
+    );
+
+    let ghost = Uuid::now_v7();
+    assert!(matches!(
+        f.queue
+            .add_message(say(ghost, MessageRole::User, "?"))
+            .await,
+        Err(TaskError::NotFound(_))
+    ));
+    assert!(matches!(
+        f.queue.list_messages(Some(ghost), Page::default()).await,
+        Err(TaskError::NotFound(_))
+    ));
+}
+
+async fn racing_claimers_never_share_an_attempt(backend: Backend) {
+    const TASKS: usize = 300;
+    const CLAIMERS: usize = 12;
+    let f = fixture(backend).await;
+    for i in 0..TASKS {
+        f.queue.create(titled(&format!("t{i}"))).await.unwrap();
+    }
+    let mut claimers = Vec::new();
+    for _ in 0..CLAIMERS {
+        let queue = f.queue.clone();
+        claimers.push(tokio::spawn(async move {
+            let agent = Uuid::now_v7();
+            let mut won = Vec::new();
+            loop {
+                let tasks = queue.claim(claim_for(agent, &[], 7)).await.unwrap();
+                if tasks.is_empty() {
+                    return won;
+                }
+                won.extend(tasks.into_iter().map(|t| (t.id, t.attempts, t.lease_id)));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut leases = HashSet::new();
+    for claimer in claimers {
+        for (id, attempt, lease) in claimer.await.unwrap() {
+            assert_eq!(attempt, 1);
+            assert!(seen.insert(id), "task {id} was handed out twice");
+            assert!(leases.insert(lease.unwrap()));
+        }
+    }
+    assert_eq!(seen.len(), TASKS);
+}
+
+async fn long_polling_claims_wake_when_work_arrives(backend: Backend) {
+    let f = fixture(backend).await;
+    let queue = f.queue.clone();
+    let waiter = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let claim = Claim {
+            wait: Duration::from_secs(10),
+            ..claim_for(Uuid::now_v7(), &[], 1)
+        };
+        (queue.claim(claim).await.unwrap(), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let created = f.queue.create(titled("wake up")).await.unwrap().0;
+    let (tasks, waited) = waiter.await.unwrap();
+    assert_eq!(tasks[0].id, created.id);
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+
+    let started = tokio::time::Instant::now();
+    let claim = Claim {
+        wait: Duration::from_millis(300),
+        ..claim_for(Uuid::now_v7(), &[], 1)
+    };
+    assert!(f.queue.claim(claim).await.unwrap().is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+async fn watchers_see_every_change_until_the_end(backend: Backend) {
+    let f = fixture(backend).await;
+    let task = f.queue.create(titled("watched")).await.unwrap().0;
+    let mut states = f.queue.watch(task.id).await.unwrap();
+    let claimed = claim_one(&f.queue, Uuid::now_v7()).await;
+    f.queue
+        .progress(task.id, lease_of(&claimed), 50, None)
+        .await
+        .unwrap();
+    f.queue
+        .complete(task.id, lease_of(&claimed), String::new())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Some(state) = tokio::time::timeout(Duration::from_secs(5), states.recv())
+        .await
+        .expect("watch ends after the final status")
+    {
+        let state = state.unwrap();
+        seen.push((state.status, state.progress_percent));
+    }
+    assert_eq!(
+        seen,
+        [
+            (TaskStatus::Queued, 0),
+            (TaskStatus::Active, 0),
+            (TaskStatus::Active, 50),
+            (TaskStatus::Completed, 100)
+        ]
+    );
+    assert!(matches!(
+        f.queue.watch(Uuid::now_v7()).await,
+        Err(TaskError::NotFound(_))
+    ));
+}
+
+async fn finished_tasks_are_pruned_after_retention(backend: Backend) {
+    let f = fixture(backend).await;
+    let finished = f.queue.create(titled("old")).await.unwrap().0;
+    f.queue.cancel(finished.id).await.unwrap();
+    let open = f.queue.create(titled("open")).await.unwrap().0;
+    f.queue
+        .add_message(NewMessage {
+            task_id: finished.id,
+            sender: "s".into(),
+            role: MessageRole::User,
+            content: "c".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        f.queue
+            .prune_finished(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(f.queue.prune_finished(Duration::ZERO).await.unwrap(), 1);
+    assert!(matches!(
+        f.queue.get(finished.id).await,
+        Err(TaskError::NotFound(_))
+    ));
+    assert!(f.queue.get(open.id).await.is_ok());
+    assert_eq!(
+        f.queue
+            .list_messages(None, Page::default())
+            .await
+            .unwrap()
+            .1,
+        0
+    );
+}
+
+/// Runs every case above once per backend, each as its own test.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(swarm_kit::testing::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(swarm_kit::testing::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    created_task_keeps_every_field,
+    invalid_task_changes_nothing,
+    idempotency_key_returns_the_first_task,
+    lists_filter_and_paginate_newest_first,
+    claims_take_highest_priority_then_oldest,
+    claims_route_by_capability_and_pin,
+    each_claim_is_a_new_attempt_with_a_fresh_lease,
+    only_the_lease_holder_may_report,
+    progress_renews_the_lease,
+    completion_is_accepted_once,
+    failures_retry_with_backoff_until_attempts_run_out,
+    permanent_failures_do_not_retry,
+    expired_leases_return_to_the_queue,
+    cancellation_stops_queued_and_active_tasks,
+    messages_form_a_conversation,
+    racing_claimers_never_share_an_attempt,
+    long_polling_claims_wake_when_work_arrives,
+    watchers_see_every_change_until_the_end,
+    finished_tasks_are_pruned_after_retention,
+);
