@@ -1,1 +1,169 @@
-fn main() {}
+//! The `swarm` command: `swarm up` runs every service and the gateway in one process,
+//! `swarm serve <role>` runs one role alone (for separate deployment), and `swarm bench`
+//! measures the API.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use swarm_cli::bench::{self, BenchOptions};
+use swarm_cli::stack::{Stack, StackConfig};
+use swarm_gateway::GatewayConfig;
+use swarm_tasks::TasksConfig;
+use tracing::{error, info};
+
+/// Swarm: a control plane for fleets of worker agents.
+#[derive(Debug, Parser)]
+#[command(name = "swarm", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Starts every service and the gateway in one process (SQLite under ./data by default).
+    Up(UpArgs),
+    /// Runs one role alone.
+    Serve(ServeArgs),
+    /// Measures create-task and get-task throughput and latency through the gateway.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// Where the gateway listens.
+    #[arg(long, env = "SWARM_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    gateway_addr: SocketAddr,
+    /// Where the tasks service listens.
+    #[arg(long, env = "SWARM_TASKS_ADDR", default_value = "127.0.0.1:50051")]
+    tasks_addr: SocketAddr,
+    /// The database (overrides DATABASE_URL): sqlite://path or postgres://...
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Role {
+    /// The tasks gRPC service.
+    Tasks,
+    /// The REST gateway.
+    Gateway,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The role to run.
+    role: Role,
+    /// Where to listen (default: the role's address from SWARM_<ROLE>_ADDR or API.md).
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// The database (overrides DATABASE_URL), for roles that have one.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// The database to measure against.
+    #[arg(long, default_value = "sqlite://data/bench.db")]
+    database_url: String,
+    /// Seconds to drive each operation.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    swarm_kit::telemetry::init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Up(args) => up(args).await,
+        Command::Serve(args) => serve(args).await,
+        Command::Bench(args) => run_bench(args).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error!(%error, "swarm stopped");
+            eprintln!("swarm: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Outcome = Result<(), Box<dyn std::error::Error>>;
+
+async fn up(args: UpArgs) -> Outcome {
+    let mut tasks = TasksConfig::from_env()?;
+    if let Some(url) = args.database_url {
+        tasks.database_url = url;
+    }
+    let stack = Stack::start(StackConfig {
+        gateway_addr: args.gateway_addr,
+        tasks_addr: args.tasks_addr,
+        tasks,
+        gateway: GatewayConfig::from_env()?,
+    })
+    .await?;
+    info!(gateway = %stack.gateway_url(), tasks = %stack.tasks_url(), "swarm is up; ctrl-c stops it");
+    stack.run_until(swarm_kit::shutdown::signal()).await?;
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Outcome {
+    let shutdown = swarm_kit::shutdown::signal();
+    match args.role {
+        Role::Tasks => {
+            let addr = args
+                .addr
+                .unwrap_or(role_addr("SWARM_TASKS_ADDR", "127.0.0.1:50051")?);
+            let mut config = TasksConfig::from_env()?;
+            if let Some(url) = args.database_url {
+                config.database_url = url;
+            }
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            swarm_tasks::run(listener, config, shutdown).await?;
+        }
+        Role::Gateway => {
+            let addr = args
+                .addr
+                .unwrap_or(role_addr("SWARM_GATEWAY_ADDR", "127.0.0.1:8080")?);
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            swarm_gateway::run(listener, GatewayConfig::from_env()?, shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+fn role_addr(variable: &str, default: &str) -> Result<SocketAddr, swarm_kit::config::ConfigError> {
+    let mut addr: SocketAddr = default.parse().expect("default addresses parse");
+    swarm_kit::config::override_from_env(&mut addr, &[variable])?;
+    Ok(addr)
+}
+
+async fn run_bench(args: BenchArgs) -> Outcome {
+    let options = BenchOptions {
+        database_url: args.database_url,
+        duration: Duration::from_secs(args.seconds),
+        concurrency: args.concurrency,
+    };
+    let backend = options
+        .database_url
+        .split(':')
+        .next()
+        .unwrap_or("?")
+        .to_owned();
+    let figures = bench::run(&options).await?;
+    for figure in figures {
+        println!(
+            "{backend:<9} {figure}   ({} clients, {} s)",
+            options.concurrency, args.seconds
+        );
+    }
+    Ok(())
+}

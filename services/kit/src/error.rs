@@ -21,6 +21,8 @@ pub enum ErrorCode {
     PermissionDenied,
     /// A quota or rate limit was hit (429).
     ResourceExhausted,
+    /// The request body is larger than allowed (413).
+    PayloadTooLarge,
     /// A dependency is down; retrying later may work (503).
     Unavailable,
     /// The call ran out of time (504).
@@ -30,7 +32,7 @@ pub enum ErrorCode {
 }
 
 /// Every code, for tables and tests.
-pub const ALL_CODES: [ErrorCode; 10] = [
+pub const ALL_CODES: [ErrorCode; 11] = [
     ErrorCode::InvalidArgument,
     ErrorCode::NotFound,
     ErrorCode::AlreadyExists,
@@ -38,6 +40,7 @@ pub const ALL_CODES: [ErrorCode; 10] = [
     ErrorCode::Unauthenticated,
     ErrorCode::PermissionDenied,
     ErrorCode::ResourceExhausted,
+    ErrorCode::PayloadTooLarge,
     ErrorCode::Unavailable,
     ErrorCode::DeadlineExceeded,
     ErrorCode::Internal,
@@ -54,6 +57,7 @@ impl ErrorCode {
             Self::Unauthenticated => "unauthenticated",
             Self::PermissionDenied => "permission_denied",
             Self::ResourceExhausted => "rate_limited",
+            Self::PayloadTooLarge => "payload_too_large",
             Self::Unavailable => "unavailable",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Internal => "internal",
@@ -69,7 +73,7 @@ impl ErrorCode {
             Self::FailedPrecondition => tonic::Code::FailedPrecondition,
             Self::Unauthenticated => tonic::Code::Unauthenticated,
             Self::PermissionDenied => tonic::Code::PermissionDenied,
-            Self::ResourceExhausted => tonic::Code::ResourceExhausted,
+            Self::ResourceExhausted | Self::PayloadTooLarge => tonic::Code::ResourceExhausted,
             Self::Unavailable => tonic::Code::Unavailable,
             Self::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             Self::Internal => tonic::Code::Internal,
@@ -86,6 +90,7 @@ impl ErrorCode {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::PermissionDenied => StatusCode::FORBIDDEN,
             Self::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -200,7 +205,11 @@ mod tests {
 
     #[test]
     fn every_code_round_trips_through_grpc() {
-        for code in ALL_CODES {
+        // A too-large body is an HTTP notion; gRPC reports it as resource exhaustion.
+        for code in ALL_CODES
+            .into_iter()
+            .filter(|c| *c != ErrorCode::PayloadTooLarge)
+        {
             assert_eq!(ErrorCode::from_grpc(code.grpc_code()), code, "{code}");
         }
     }
@@ -221,6 +230,7 @@ mod tests {
                 (ErrorCode::Unauthenticated, 401, "unauthenticated"),
                 (ErrorCode::PermissionDenied, 403, "permission_denied"),
                 (ErrorCode::ResourceExhausted, 429, "rate_limited"),
+                (ErrorCode::PayloadTooLarge, 413, "payload_too_large"),
                 (ErrorCode::Unavailable, 503, "unavailable"),
                 (ErrorCode::DeadlineExceeded, 504, "deadline_exceeded"),
                 (ErrorCode::Internal, 500, "internal"),

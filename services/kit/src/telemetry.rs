@@ -1,6 +1,8 @@
 //! Logging set-up, once per process: readable text by default, one JSON object per line when
 //! `SWARM_LOG_FORMAT=json`, filtered by `RUST_LOG` (default `info`).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt;
 
@@ -14,9 +16,14 @@ pub fn init() {
             .json()
             .with_env_filter(filter)
             .with_current_span(true)
+            .with_writer(std::io::stderr)
             .try_init()
     } else {
-        fmt().with_env_filter(filter).try_init()
+        fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init()
     };
     // An error here only means a subscriber is already installed, which is what we want.
     drop(installed);

@@ -1,0 +1,154 @@
+//! Every Swarm process in one: binds each role's listener, points the gateway at the services'
+//! actual addresses, runs them all on real gRPC over loopback, and stops them together.
+
+use std::net::SocketAddr;
+
+use swarm_gateway::GatewayConfig;
+use swarm_kit::RunError;
+use swarm_tasks::TasksConfig;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+/// Where each role listens and how each is configured.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// The gateway's address (port 0 picks a free one).
+    pub gateway_addr: SocketAddr,
+    /// The tasks service's address.
+    pub tasks_addr: SocketAddr,
+    /// The tasks service's configuration.
+    pub tasks: TasksConfig,
+    /// The gateway's configuration; its service URLs are replaced by the bound addresses.
+    pub gateway: GatewayConfig,
+}
+
+/// Why the stack could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} for {role}: {source}")]
+    Bind {
+        /// The role.
+        role: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A role failed.
+    #[error("{role} failed: {source}")]
+    Role {
+        /// The role.
+        role: &'static str,
+        /// Why.
+        source: RunError,
+    },
+}
+
+/// A running stack.
+#[derive(Debug)]
+pub struct Stack {
+    /// Where the gateway listens.
+    pub gateway_addr: SocketAddr,
+    /// Where the tasks service listens.
+    pub tasks_addr: SocketAddr,
+    shutdown: CancellationToken,
+    roles: JoinSet<(&'static str, Result<(), RunError>)>,
+}
+
+impl Stack {
+    /// Binds every listener and starts every role. Requests may be sent as soon as this
+    /// returns: connections wait in the listeners' backlogs until each role serves.
+    pub async fn start(config: StackConfig) -> Result<Self, StackError> {
+        let tasks_listener = bind("tasks", config.tasks_addr).await?;
+        let gateway_listener = bind("gateway", config.gateway_addr).await?;
+        let tasks_addr = local_addr("tasks", &tasks_listener)?;
+        let gateway_addr = local_addr("gateway", &gateway_listener)?;
+        let gateway = GatewayConfig {
+            tasks_url: format!("http://{tasks_addr}"),
+            ..config.gateway
+        };
+        let shutdown = CancellationToken::new();
+        let mut roles = JoinSet::new();
+        let stop = shutdown.clone();
+        roles.spawn(async move {
+            let result =
+                swarm_tasks::run(tasks_listener, config.tasks, stop.cancelled_owned()).await;
+            ("tasks", result)
+        });
+        let stop = shutdown.clone();
+        roles.spawn(async move {
+            let result =
+                swarm_gateway::run(gateway_listener, gateway, stop.cancelled_owned()).await;
+            ("gateway", result)
+        });
+        Ok(Self {
+            gateway_addr,
+            tasks_addr,
+            shutdown,
+            roles,
+        })
+    }
+
+    /// Returns the gateway's base URL, such as `http://127.0.0.1:8080`.
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.gateway_addr)
+    }
+
+    /// Returns the tasks service's gRPC URL.
+    pub fn tasks_url(&self) -> String {
+        format!("http://{}", self.tasks_addr)
+    }
+
+    /// Runs until `signal` resolves or a role fails, then stops every role and waits for them.
+    /// Returns the first failure, if any.
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), StackError> {
+        let mut failure = None;
+        tokio::select! {
+            () = signal => {}
+            Some(joined) = self.roles.join_next() => failure = role_failure(joined),
+        }
+        self.shutdown.cancel();
+        while let Some(joined) = self.roles.join_next().await {
+            if let Some(error) = role_failure(joined) {
+                error!(%error, "role stopped with an error");
+                failure.get_or_insert(error);
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Stops every role and waits for them.
+    pub async fn stop(self) -> Result<(), StackError> {
+        self.run_until(std::future::ready(())).await
+    }
+}
+
+fn role_failure(
+    joined: Result<(&'static str, Result<(), RunError>), tokio::task::JoinError>,
+) -> Option<StackError> {
+    match joined {
+        Ok((_, Ok(()))) => None,
+        Ok((role, Err(source))) => Some(StackError::Role { role, source }),
+        Err(panic) => Some(StackError::Role {
+            role: "unknown",
+            source: RunError::Io(std::io::Error::other(panic.to_string())),
+        }),
+    }
+}
+
+async fn bind(role: &'static str, addr: SocketAddr) -> Result<TcpListener, StackError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StackError::Bind { role, addr, source })
+}
+
+fn local_addr(role: &'static str, listener: &TcpListener) -> Result<SocketAddr, StackError> {
+    listener.local_addr().map_err(|source| StackError::Bind {
+        role,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}

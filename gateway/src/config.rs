@@ -1,0 +1,109 @@
+//! The gateway's configuration: where each service listens, and request limits.
+
+use std::time::Duration;
+
+use swarm_kit::config::{ConfigError, override_from_env};
+
+/// Everything the gateway needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// The tasks service (`SWARM_TASKS_URL`).
+    pub tasks_url: String,
+    /// The agents service, when deployed (`SWARM_AGENTS_URL`).
+    pub agents_url: Option<String>,
+    /// The cache service, when deployed (`SWARM_CACHE_URL`).
+    pub cache_url: Option<String>,
+    /// The metrics service, when deployed (`SWARM_METRICS_URL`).
+    pub metrics_url: Option<String>,
+    /// The longest a request may take, beyond a claim's own wait (`SWARM_REQUEST_TIMEOUT_MS`).
+    pub request_timeout: Duration,
+    /// The largest request body, in bytes (`SWARM_BODY_LIMIT_BYTES`).
+    pub body_limit: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            tasks_url: "http://127.0.0.1:50051".to_owned(),
+            agents_url: None,
+            cache_url: None,
+            metrics_url: None,
+            request_timeout: Duration::from_secs(30),
+            body_limit: 2 * 1024 * 1024,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Reads the defaults overridden by the environment, and validates them.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        override_from_env(&mut config.tasks_url, &["SWARM_TASKS_URL"])?;
+        for (target, name) in [
+            (&mut config.agents_url, "SWARM_AGENTS_URL"),
+            (&mut config.cache_url, "SWARM_CACHE_URL"),
+            (&mut config.metrics_url, "SWARM_METRICS_URL"),
+        ] {
+            if let Some(url) = swarm_kit::config::env_value(name)? {
+                *target = Some(url);
+            }
+        }
+        let mut timeout_ms = u64::try_from(config.request_timeout.as_millis()).unwrap_or(u64::MAX);
+        override_from_env(&mut timeout_ms, &["SWARM_REQUEST_TIMEOUT_MS"])?;
+        config.request_timeout = Duration::from_millis(timeout_ms);
+        override_from_env(&mut config.body_limit, &["SWARM_BODY_LIMIT_BYTES"])?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let urls = [
+            ("SWARM_TASKS_URL", Some(&self.tasks_url)),
+            ("SWARM_AGENTS_URL", self.agents_url.as_ref()),
+            ("SWARM_CACHE_URL", self.cache_url.as_ref()),
+            ("SWARM_METRICS_URL", self.metrics_url.as_ref()),
+        ];
+        for (name, url) in urls {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(ConfigError::new(
+                    name,
+                    url,
+                    "must be an http:// or https:// url",
+                ));
+            }
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "SWARM_REQUEST_TIMEOUT_MS",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if self.body_limit < 1024 {
+            return Err(ConfigError::new(
+                "SWARM_BODY_LIMIT_BYTES",
+                self.body_limit,
+                "must be at least 1024",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_urls_must_be_http() {
+        let config = GatewayConfig {
+            agents_url: Some("127.0.0.1:50052".into()),
+            ..GatewayConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().name, "SWARM_AGENTS_URL");
+        GatewayConfig::default().validate().unwrap();
+    }
+}

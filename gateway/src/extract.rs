@@ -1,0 +1,72 @@
+//! Request extractors that fail with the API's error envelope: a JSON body (strict: unknown
+//! fields and wrong types are 400, an oversized body is 413) and query parameters.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use swarm_kit::ErrorCode;
+
+use crate::error::ApiError;
+
+/// A JSON request body. A `Content-Type` other than JSON is refused; a missing one is accepted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
+            let is_json = content_type
+                .to_str()
+                .ok()
+                .and_then(|value| value.split(';').next())
+                .is_some_and(|mime| {
+                    let mime = mime.trim();
+                    mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+                });
+            if !is_json {
+                return Err(ApiError::invalid("content type must be application/json"));
+            }
+        }
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
+                } else {
+                    ApiError::invalid(format!("cannot read request body: {rejection}"))
+                }
+            })?;
+        serde_json::from_slice(&body)
+            .map(Json)
+            .map_err(|error| ApiError::invalid(format!("invalid json body: {error}")))
+    }
+}
+
+/// Query parameters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|rejection| {
+                ApiError::invalid(format!("invalid query: {}", rejection.body_text()))
+            })
+    }
+}

@@ -1,0 +1,214 @@
+//! The JSON shapes of the REST API (see API.md) and their conversions from protobuf. JSON
+//! payloads and results travel as raw JSON text end to end and are never re-parsed here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use swarm_kit::page::Page;
+use swarm_kit::time::rfc3339;
+use swarm_proto::common::v1::PageInfo;
+use swarm_proto::tasks::v1 as pb;
+
+use crate::error::ApiError;
+
+/// A task as REST clients see it.
+#[derive(Debug, Serialize)]
+pub struct TaskView {
+    id: String,
+    title: String,
+    kind: String,
+    payload: Box<RawValue>,
+    status: &'static str,
+    priority: i32,
+    required_capabilities: Vec<String>,
+    agent_id: Option<String>,
+    user_id: Option<String>,
+    attempts: i32,
+    max_attempts: i32,
+    timeout_seconds: i32,
+    progress: ProgressView,
+    result: Option<Box<RawValue>>,
+    error: Option<String>,
+    lease_id: Option<String>,
+    lease_expires_at: Option<String>,
+    available_at: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+/// Progress as REST clients see it.
+#[derive(Debug, Serialize)]
+struct ProgressView {
+    percent: i32,
+    message: Option<String>,
+}
+
+/// Returns the REST name of a task status.
+pub fn status_name(status: pb::TaskStatus) -> &'static str {
+    match status {
+        pb::TaskStatus::Unspecified => "unknown",
+        pb::TaskStatus::Queued => "queued",
+        pb::TaskStatus::Active => "active",
+        pb::TaskStatus::Completed => "completed",
+        pb::TaskStatus::Failed => "failed",
+        pb::TaskStatus::Cancelled => "cancelled",
+    }
+}
+
+/// Parses a REST status filter.
+pub fn status_from_name(name: &str) -> Result<pb::TaskStatus, ApiError> {
+    match name {
+        "queued" => Ok(pb::TaskStatus::Queued),
+        "active" => Ok(pb::TaskStatus::Active),
+        "completed" => Ok(pb::TaskStatus::Completed),
+        "failed" => Ok(pb::TaskStatus::Failed),
+        "cancelled" => Ok(pb::TaskStatus::Cancelled),
+        other => Err(ApiError::invalid(format!(
+            "status must be one of queued, active, completed, failed, cancelled (got {other:?})"
+        ))),
+    }
+}
+
+/// Wraps JSON text that a service already validated.
+fn raw_json(text: String) -> Box<RawValue> {
+    RawValue::from_string(text).unwrap_or_else(|_| {
+        // Services store only validated JSON; anything else is shown as null, not a 500.
+        tracing::warn!("service returned invalid json");
+        RawValue::from_string("null".to_owned()).expect("null is json")
+    })
+}
+
+impl From<pb::Task> for TaskView {
+    fn from(task: pb::Task) -> Self {
+        let status = status_name(task.status());
+        let progress = task.progress.unwrap_or_default();
+        Self {
+            status,
+            id: task.id,
+            title: task.title,
+            kind: task.kind,
+            payload: raw_json(task.payload_json),
+            priority: task.priority,
+            required_capabilities: task.required_capabilities,
+            agent_id: task.agent_id,
+            user_id: task.user_id,
+            attempts: task.attempts,
+            max_attempts: task.max_attempts,
+            timeout_seconds: task.timeout_seconds,
+            progress: ProgressView {
+                percent: progress.percent,
+                message: progress.message,
+            },
+            result: task.result_json.map(raw_json),
+            error: task.error,
+            lease_id: task.lease_id,
+            lease_expires_at: task.lease_expires_at.as_ref().map(rfc3339),
+            available_at: task.available_at.as_ref().map(rfc3339),
+            created_at: task.created_at.as_ref().map(rfc3339),
+            updated_at: task.updated_at.as_ref().map(rfc3339),
+            started_at: task.started_at.as_ref().map(rfc3339),
+            finished_at: task.finished_at.as_ref().map(rfc3339),
+        }
+    }
+}
+
+/// A message as REST clients see it.
+#[derive(Debug, Serialize)]
+pub struct MessageView {
+    id: String,
+    task_id: String,
+    sender: String,
+    role: &'static str,
+    content: String,
+    created_at: Option<String>,
+}
+
+impl From<pb::Message> for MessageView {
+    fn from(message: pb::Message) -> Self {
+        Self {
+            role: match message.role() {
+                pb::MessageRole::Agent => "agent",
+                pb::MessageRole::System => "system",
+                pb::MessageRole::User | pb::MessageRole::Unspecified => "user",
+            },
+            id: message.id,
+            task_id: message.task_id,
+            sender: message.sender,
+            content: message.content,
+            created_at: message.created_at.as_ref().map(rfc3339),
+        }
+    }
+}
+
+/// Parses a REST message role.
+pub fn role_from_name(name: &str) -> Result<pb::MessageRole, ApiError> {
+    match name {
+        "user" => Ok(pb::MessageRole::User),
+        "agent" => Ok(pb::MessageRole::Agent),
+        "system" => Ok(pb::MessageRole::System),
+        other => Err(ApiError::invalid(format!(
+            "role must be one of user, agent, system (got {other:?})"
+        ))),
+    }
+}
+
+/// A page of items, as every REST list answers.
+#[derive(Debug, Serialize)]
+pub struct PageView<T> {
+    items: Vec<T>,
+    page: u32,
+    per_page: u32,
+    total: u64,
+    pages: u64,
+}
+
+impl<T> PageView<T> {
+    /// Builds a page from converted items and the service's page info.
+    pub fn new(items: Vec<T>, info: Option<PageInfo>) -> Self {
+        let info = info.unwrap_or_default();
+        Self {
+            items,
+            page: info.page,
+            per_page: info.per_page,
+            total: info.total,
+            pages: info.pages,
+        }
+    }
+}
+
+/// Pagination query parameters.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    /// From 1; default 1.
+    pub page: Option<u32>,
+    /// 1 to 100; default 20.
+    pub per_page: Option<u32>,
+}
+
+impl PageQuery {
+    /// Validates the page (out-of-range values are refused, not clamped) for a gRPC request.
+    pub fn to_proto(&self) -> Result<swarm_proto::common::v1::PageRequest, ApiError> {
+        page_request(self.page, self.per_page)
+    }
+}
+
+/// Validates REST pagination parameters (absent means page 1 of 20) for a gRPC request.
+pub fn page_request(
+    page: Option<u32>,
+    per_page: Option<u32>,
+) -> Result<swarm_proto::common::v1::PageRequest, ApiError> {
+    let page = Page::new(
+        page.unwrap_or(1),
+        per_page.unwrap_or(swarm_kit::page::DEFAULT_PER_PAGE),
+    )?;
+    Ok(swarm_proto::common::v1::PageRequest {
+        page: page.page,
+        per_page: page.per_page,
+    })
+}
+
+/// Renders optional JSON as the text services expect (absent means null).
+pub fn json_text(value: Option<Box<RawValue>>) -> String {
+    value.map(|raw| raw.get().to_owned()).unwrap_or_default()
+}

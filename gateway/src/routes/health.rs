@@ -1,0 +1,85 @@
+//! Health routes: `/health` asks every configured service's gRPC health and answers 200 while
+//! all serve, 503 otherwise; `/api/health` adds the gateway process's memory and CPU.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::state::{AppState, Upstream};
+
+/// How long a service may take to answer a health check.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `GET /health`.
+pub async fn health(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
+    let (status, body) = report(&state).await;
+    (status, axum::Json(body))
+}
+
+/// `GET /api/health`: the same report plus process figures.
+pub async fn api_health(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
+    let (status, mut body) = report(&state).await;
+    let rss = swarm_kit::process::resident_bytes().unwrap_or(0) as f64;
+    let total = swarm_kit::process::total_memory_bytes().unwrap_or(0) as f64;
+    body["metrics"] = json!({
+        "memory_mb": round2(rss / (1024.0 * 1024.0)),
+        "memory_percent": if total > 0.0 { round2(rss / total * 100.0) } else { 0.0 },
+        "cpu_percent": round2(state.cpu.percent()),
+    });
+    (status, axum::Json(body))
+}
+
+async fn report(state: &AppState) -> (StatusCode, Value) {
+    let started = Instant::now();
+    let checks = futures_util::future::join_all(state.upstreams.iter().map(check)).await;
+    let services: BTreeMap<&str, &str> = state
+        .upstreams
+        .iter()
+        .map(|upstream| upstream.name)
+        .zip(checks.iter().copied())
+        .collect();
+    let all_serving = checks.iter().all(|status| *status == "serving");
+    let tasks_serving = services.get("tasks") == Some(&"serving");
+    let cache = match services.get("cache") {
+        Some(&"serving") => "memory",
+        _ => "disconnected",
+    };
+    let (code, status) = if all_serving {
+        (StatusCode::OK, "healthy")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    };
+    let body = json!({
+        "status": status,
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "database": if tasks_serving { "connected" } else { "disconnected" },
+        "cache": cache,
+        "services": services,
+        "response_time_ms": round2(started.elapsed().as_secs_f64() * 1000.0),
+    });
+    (code, body)
+}
+
+/// Asks one service's overall health: `serving`, `not_serving` or `unreachable`.
+async fn check(upstream: &Upstream) -> &'static str {
+    let mut client = HealthClient::new(upstream.channel.clone());
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    request.set_timeout(CHECK_TIMEOUT);
+    match tokio::time::timeout(CHECK_TIMEOUT, client.check(request)).await {
+        Ok(Ok(response)) if response.get_ref().status() == ServingStatus::Serving => "serving",
+        Ok(Ok(_)) => "not_serving",
+        Ok(Err(_)) | Err(_) => "unreachable",
+    }
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}

@@ -1,0 +1,84 @@
+//! Message routes: add to a task's conversation, read it, and read recent messages everywhere.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use swarm_proto::tasks::v1 as pb;
+
+use crate::error::ApiError;
+use crate::extract::{Json, Query};
+use crate::model::{MessageView, PageQuery, PageView, role_from_name};
+use crate::state::AppState;
+
+/// Body of `POST /api/tasks/{id}/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMessage {
+    sender: String,
+    role: Option<String>,
+    content: String,
+}
+
+/// Adds a message to a task: 201 with the message.
+pub async fn add(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    Json(body): Json<AddMessage>,
+) -> Result<(StatusCode, axum::Json<MessageView>), ApiError> {
+    let role = body.role.as_deref().map(role_from_name).transpose()?;
+    let request = pb::AddMessageRequest {
+        task_id,
+        sender: body.sender,
+        role: role.unwrap_or(pb::MessageRole::User).into(),
+        content: body.content,
+    };
+    let message = state
+        .tasks
+        .clone()
+        .add_message(state.call(request, Duration::ZERO))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, axum::Json(message.into())))
+}
+
+/// Lists one task's messages, oldest first.
+pub async fn list_for_task(
+    state: State<AppState>,
+    Path(task_id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<axum::Json<PageView<MessageView>>, ApiError> {
+    list(state, Some(task_id), page).await
+}
+
+/// Lists recent messages across tasks, newest first.
+pub async fn list_recent(
+    state: State<AppState>,
+    Query(page): Query<PageQuery>,
+) -> Result<axum::Json<PageView<MessageView>>, ApiError> {
+    list(state, None, page).await
+}
+
+async fn list(
+    State(state): State<AppState>,
+    task_id: Option<String>,
+    page: PageQuery,
+) -> Result<axum::Json<PageView<MessageView>>, ApiError> {
+    let request = pb::ListMessagesRequest {
+        task_id,
+        page: Some(page.to_proto()?),
+    };
+    let response = state
+        .tasks
+        .clone()
+        .list_messages(state.call(request, Duration::ZERO))
+        .await?
+        .into_inner();
+    let items = response
+        .messages
+        .into_iter()
+        .map(MessageView::from)
+        .collect();
+    Ok(axum::Json(PageView::new(items, response.page)))
+}

@@ -1,0 +1,43 @@
+//! The REST routes of API.md, assembled into one router with the gateway's middleware: body
+//! limit, request ids, panic safety and the error envelope for unknown routes.
+
+mod health;
+mod messages;
+mod tasks;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::error::{not_found, panic_response};
+use crate::state::AppState;
+
+/// Builds the gateway's router over `state`.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.body_limit;
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/api/health", get(health::api_health))
+        .route("/api/tasks", post(tasks::create).get(tasks::list))
+        .route("/api/tasks/claim", post(tasks::claim))
+        .route("/api/tasks/{id}", get(tasks::get))
+        .route("/api/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/api/tasks/{id}/events", get(tasks::events))
+        .route("/api/tasks/{id}/progress", post(tasks::progress))
+        .route("/api/tasks/{id}/complete", post(tasks::complete))
+        .route("/api/tasks/{id}/fail", post(tasks::fail))
+        .route(
+            "/api/tasks/{id}/messages",
+            post(messages::add).get(messages::list_for_task),
+        )
+        .route("/api/messages", get(messages::list_recent))
+        .route("/api/process", post(tasks::process))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}

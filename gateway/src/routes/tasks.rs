@@ -1,0 +1,353 @@
+//! Task routes: submit, read, list, cancel, watch (Server-Sent Events), background processing,
+//! and the agent-side claim, progress, complete and fail calls.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use swarm_proto::tasks::v1 as pb;
+
+use crate::error::ApiError;
+use crate::extract::{Json, Query};
+use crate::model::{PageView, TaskView, json_text, page_request, status_from_name};
+use crate::state::AppState;
+
+/// The header that makes task submission idempotent.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Body of `POST /api/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    title: String,
+    kind: Option<String>,
+    payload: Option<Box<RawValue>>,
+    priority: Option<i32>,
+    required_capabilities: Option<Vec<String>>,
+    agent_id: Option<String>,
+    user_id: Option<String>,
+    max_attempts: Option<i32>,
+    timeout_seconds: Option<i32>,
+}
+
+/// Creates a task: 201 with the task, or 200 with the earlier task when the
+/// `Idempotency-Key` was seen before.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<CreateTask>,
+) -> Result<impl IntoResponse, ApiError> {
+    let idempotency_key = headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|value| {
+            value
+                .to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::invalid("idempotency-key must be visible ascii"))
+        })
+        .transpose()?;
+    let request = pb::CreateTaskRequest {
+        title: body.title,
+        kind: body.kind.unwrap_or_default(),
+        payload_json: json_text(body.payload),
+        priority: body.priority.unwrap_or(0),
+        required_capabilities: body.required_capabilities.unwrap_or_default(),
+        agent_id: body.agent_id,
+        user_id: body.user_id,
+        max_attempts: body.max_attempts,
+        timeout_seconds: body.timeout_seconds,
+        idempotency_key,
+    };
+    let response = state
+        .tasks
+        .clone()
+        .create_task(state.call(request, Duration::ZERO))
+        .await?
+        .into_inner();
+    let status = if response.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(task_view(response.task)?)))
+}
+
+/// Query of `GET /api/tasks`.
+#[derive(Debug, Deserialize)]
+pub struct ListTasks {
+    status: Option<String>,
+    agent_id: Option<String>,
+    user_id: Option<String>,
+    kind: Option<String>,
+    page: Option<u32>,
+    per_page: Option<u32>,
+}
+
+/// Lists tasks, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListTasks>,
+) -> Result<axum::Json<PageView<TaskView>>, ApiError> {
+    let status = query.status.as_deref().map(status_from_name).transpose()?;
+    let request = pb::ListTasksRequest {
+        status: status.unwrap_or(pb::TaskStatus::Unspecified).into(),
+        agent_id: query.agent_id,
+        user_id: query.user_id,
+        kind: query.kind,
+        page: Some(page_request(query.page, query.per_page)?),
+    };
+    let response = state
+        .tasks
+        .clone()
+        .list_tasks(state.call(request, Duration::ZERO))
+        .await?
+        .into_inner();
+    let items = response.tasks.into_iter().map(TaskView::from).collect();
+    Ok(axum::Json(PageView::new(items, response.page)))
+}
+
+/// Returns one task.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<TaskView>, ApiError> {
+    let task = state
+        .tasks
+        .clone()
+        .get_task(state.call(pb::GetTaskRequest { id }, Duration::ZERO))
+        .await?
+        .into_inner();
+    Ok(axum::Json(task.into()))
+}
+
+/// Cancels a task; a finished one answers 409.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<TaskView>, ApiError> {
+    let task = state
+        .tasks
+        .clone()
+        .cancel_task(state.call(pb::CancelTaskRequest { id }, Duration::ZERO))
+        .await?
+        .into_inner();
+    Ok(axum::Json(task.into()))
+}
+
+/// Streams a task's changes as Server-Sent Events named `task`, ending after a final status
+/// (or with one `error` event if the watch breaks).
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let changes = state
+        .tasks
+        .clone()
+        .watch_task(pb::WatchTaskRequest { id })
+        .await?
+        .into_inner();
+    let stopping = state.shutdown.clone();
+    let events = changes
+        .map(|change| match change {
+            Ok(pb::TaskEvent { task: Some(task) }) => Event::default()
+                .event("task")
+                .json_data(TaskView::from(task))
+                .unwrap_or_else(|_| Event::default().event("error").data("cannot encode task")),
+            Ok(pb::TaskEvent { task: None }) => Event::default().comment("empty event"),
+            Err(status) => {
+                let error = ApiError::from(status).0;
+                Event::default().event("error").data(
+                    json!({"error": {"code": error.code.as_str(), "message": error.message}})
+                        .to_string(),
+                )
+            }
+        })
+        .map(Ok)
+        .take_until(async move { stopping.cancelled().await });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// Body of `POST /api/process`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Process {
+    kind: Option<String>,
+    payload: Option<Box<RawValue>>,
+    title: Option<String>,
+}
+
+/// Queues background work and answers 202 with its task id at once.
+pub async fn process(
+    State(state): State<AppState>,
+    Json(body): Json<Process>,
+) -> Result<impl IntoResponse, ApiError> {
+    let kind = body.kind.unwrap_or_else(|| "process".to_owned());
+    let request = pb::CreateTaskRequest {
+        title: body.title.unwrap_or_else(|| format!("process {kind}")),
+        kind,
+        payload_json: json_text(body.payload),
+        ..pb::CreateTaskRequest::default()
+    };
+    let response = state
+        .tasks
+        .clone()
+        .create_task(state.call(request, Duration::ZERO))
+        .await?
+        .into_inner();
+    let task = response.task.ok_or_else(missing_task)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "task_id": task.id, "status": "processing" })),
+    ))
+}
+
+/// Body of `POST /api/tasks/claim`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimTasks {
+    agent_id: String,
+    max_tasks: Option<u32>,
+    wait_seconds: Option<u32>,
+    capabilities: Option<Vec<String>>,
+}
+
+/// Claims tasks for an agent, long-polling up to `wait_seconds`.
+pub async fn claim(
+    State(state): State<AppState>,
+    Json(body): Json<ClaimTasks>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let wait_seconds = body.wait_seconds.unwrap_or(0);
+    if wait_seconds > 60 {
+        return Err(ApiError::invalid("wait_seconds must be between 0 and 60"));
+    }
+    let request = pb::ClaimTasksRequest {
+        agent_id: body.agent_id,
+        max_tasks: body.max_tasks.unwrap_or(1),
+        wait_seconds,
+        capabilities: body.capabilities.unwrap_or_default(),
+    };
+    if request.max_tasks == 0 {
+        return Err(ApiError::invalid("max_tasks must be between 1 and 100"));
+    }
+    let wait = Duration::from_secs(u64::from(wait_seconds));
+    let response = state
+        .tasks
+        .clone()
+        .claim_tasks(state.call(request, wait))
+        .await?
+        .into_inner();
+    let tasks: Vec<TaskView> = response.tasks.into_iter().map(TaskView::from).collect();
+    Ok(axum::Json(json!({ "tasks": tasks })))
+}
+
+/// Body of `POST /api/tasks/{id}/progress`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportProgress {
+    agent_id: String,
+    lease_id: Option<String>,
+    percent: i32,
+    message: Option<String>,
+}
+
+/// Reports progress on a held task and renews its lease.
+pub async fn progress(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<ReportProgress>,
+) -> Result<axum::Json<TaskView>, ApiError> {
+    let request = pb::ReportProgressRequest {
+        id,
+        lease: Some(lease(body.agent_id, body.lease_id)),
+        percent: body.percent,
+        message: body.message,
+    };
+    let task = state
+        .tasks
+        .clone()
+        .report_progress(state.call(request, Duration::ZERO))
+        .await?
+        .into_inner();
+    Ok(axum::Json(task.into()))
+}
+
+/// Body of `POST /api/tasks/{id}/complete`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteTask {
+    agent_id: String,
+    lease_id: Option<String>,
+    result: Option<Box<RawValue>>,
+}
+
+/// Completes a held task.
+pub async fn complete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<CompleteTask>,
+) -> Result<axum::Json<TaskView>, ApiError> {
+    let request = pb::CompleteTaskRequest {
+        id,
+        lease: Some(lease(body.agent_id, body.lease_id)),
+        result_json: json_text(body.result),
+    };
+    let task = state
+        .tasks
+        .clone()
+        .complete_task(state.call(request, Duration::ZERO))
+        .await?
+        .into_inner();
+    Ok(axum::Json(task.into()))
+}
+
+/// Body of `POST /api/tasks/{id}/fail`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailTask {
+    agent_id: String,
+    lease_id: Option<String>,
+    error: String,
+    retryable: Option<bool>,
+}
+
+/// Fails a held task: requeued with backoff while attempts remain, else `failed`.
+pub async fn fail(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<FailTask>,
+) -> Result<axum::Json<TaskView>, ApiError> {
+    let request = pb::FailTaskRequest {
+        id,
+        lease: Some(lease(body.agent_id, body.lease_id)),
+        error: body.error,
+        retryable: body.retryable,
+    };
+    let task = state
+        .tasks
+        .clone()
+        .fail_task(state.call(request, Duration::ZERO))
+        .await?
+        .into_inner();
+    Ok(axum::Json(task.into()))
+}
+
+fn lease(agent_id: String, lease_id: Option<String>) -> pb::LeaseRef {
+    pb::LeaseRef { agent_id, lease_id }
+}
+
+fn task_view(task: Option<pb::Task>) -> Result<TaskView, ApiError> {
+    task.map(TaskView::from).ok_or_else(missing_task)
+}
+
+fn missing_task() -> ApiError {
+    tracing::error!("tasks service answered without a task");
+    ApiError::new(swarm_kit::ErrorCode::Internal, "internal error")
+}

@@ -1,0 +1,92 @@
+//! What every handler shares: gRPC clients of the services (lazy connections, reused across
+//! requests), the configuration, and the process CPU meter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarm_kit::config::ConfigError;
+use swarm_kit::process::CpuMeter;
+use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::GatewayConfig;
+
+/// How long the gateway waits to open a connection to a service before calling it unavailable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A service the gateway talks to, by name.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `tasks`, `agents`, `cache` or `metrics`.
+    pub name: &'static str,
+    /// A lazily connected channel to it.
+    pub channel: Channel,
+}
+
+/// Shared handler state.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The tasks service.
+    pub tasks: TaskServiceClient<Channel>,
+    /// Every configured service, for health checks.
+    pub upstreams: Arc<[Upstream]>,
+    /// The configuration.
+    pub config: Arc<GatewayConfig>,
+    /// CPU use of the gateway process.
+    pub cpu: Arc<CpuMeter>,
+    /// Cancelled at shutdown, to end open event streams.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Builds clients for every configured service; nothing connects until first use.
+    pub fn new(config: GatewayConfig, shutdown: CancellationToken) -> Result<Self, ConfigError> {
+        let tasks_channel = channel("SWARM_TASKS_URL", &config.tasks_url)?;
+        let mut upstreams = vec![Upstream {
+            name: "tasks",
+            channel: tasks_channel.clone(),
+        }];
+        for (name, variable, url) in [
+            ("agents", "SWARM_AGENTS_URL", &config.agents_url),
+            ("cache", "SWARM_CACHE_URL", &config.cache_url),
+            ("metrics", "SWARM_METRICS_URL", &config.metrics_url),
+        ] {
+            if let Some(url) = url {
+                upstreams.push(Upstream {
+                    name,
+                    channel: channel(variable, url)?,
+                });
+            }
+        }
+        let tasks = TaskServiceClient::new(tasks_channel)
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(8 * 1024 * 1024);
+        Ok(Self {
+            tasks,
+            upstreams: upstreams.into(),
+            config: Arc::new(config),
+            cpu: Arc::new(CpuMeter::default()),
+            shutdown,
+        })
+    }
+
+    /// Wraps a gRPC message with the gateway's deadline plus `extra` (a claim's own wait).
+    pub fn call<T>(&self, message: T, extra: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.config.request_timeout + extra);
+        request
+    }
+}
+
+fn channel(variable: &str, url: &str) -> Result<Channel, ConfigError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|error| ConfigError::new(variable, url, error))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
