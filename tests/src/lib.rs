@@ -1,1 +1,116 @@
-//! placeholder
+//! Shared helpers of the end-to-end tests: a whole Swarm stack on free ports over a throwaway
+//! database, and a REST client that speaks to its gateway.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use swarm_cli::stack::{Stack, StackConfig};
+use swarm_gateway::GatewayConfig;
+use swarm_kit::testing::{Backend, TestDatabase};
+use swarm_tasks::TasksConfig;
+
+/// A running stack and what talks to it. Dropping it without [`TestStack::stop`] leaves the
+/// roles to die with the test's runtime.
+#[derive(Debug)]
+pub struct TestStack {
+    /// The stack.
+    pub stack: Stack,
+    /// The gateway's base URL.
+    pub base: String,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+    _database: TestDatabase,
+}
+
+impl TestStack {
+    /// Starts every role on port 0 over a fresh database of `backend`.
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, TasksConfig::default()).await
+    }
+
+    /// Starts every role with a tasks configuration of the test's choosing (its database URL
+    /// is replaced by the fresh database's).
+    pub async fn start_with(backend: Backend, tasks: TasksConfig) -> Self {
+        let database = TestDatabase::new(backend).await;
+        let stack = Stack::start(StackConfig {
+            gateway_addr: ([127, 0, 0, 1], 0).into(),
+            tasks_addr: ([127, 0, 0, 1], 0).into(),
+            tasks: TasksConfig {
+                database_url: database.url().to_owned(),
+                poll_interval: Duration::from_millis(50),
+                ..tasks
+            },
+            gateway: GatewayConfig::default(),
+        })
+        .await
+        .expect("stack starts");
+        Self {
+            base: stack.gateway_url(),
+            stack,
+            http: reqwest::Client::new(),
+            _database: database,
+        }
+    }
+
+    /// Returns the full URL of a gateway path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a JSON body with `method` to `path`; returns the status and the JSON answer
+    /// (`Value::Null` for an empty body).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        answer(request.send().await.expect("gateway answers")).await
+    }
+
+    /// POSTs JSON.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// GETs JSON.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// Stops every role and waits for them; fails the test if one stopped with an error.
+    pub async fn stop(self) {
+        self.stack.stop().await.expect("stack stops cleanly");
+    }
+}
+
+/// Reads a response's status and JSON body.
+pub async fn answer(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("body arrives");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("body is json: {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, body)
+}
+
+/// Asserts the API's error envelope with `code`.
+#[track_caller]
+pub fn assert_error(answer: &(u16, Value), status: u16, code: &str) {
+    assert_eq!(answer.0, status, "answer: {}", answer.1);
+    assert_eq!(answer.1["error"]["code"], code, "answer: {}", answer.1);
+    assert!(
+        answer.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error has a message: {}",
+        answer.1
+    );
+}

@@ -1,0 +1,43 @@
+# Swarm: one-command run, test and benchmark. `make help` lists the targets.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+BENCH_PG_ADMIN ?= postgres://postgres@127.0.0.1:5432/postgres
+BENCH_PG_URL ?= postgres://postgres@127.0.0.1:5432/swarm_bench
+BENCH_SECONDS ?= 5
+BENCH_CONCURRENCY ?= 32
+
+.PHONY: help run test e2e bench lint fmt toolchain
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+toolchain: ## check that the Rust toolchain and its components are present
+	@command -v $(CARGO) >/dev/null || { echo "cargo is missing: install Rust from https://rustup.rs"; exit 1; }
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+run: toolchain ## build and start every service and the gateway (http://127.0.0.1:8080)
+	$(CARGO) run --release -p swarm -- up
+
+test: toolchain ## run unit, integration (SQLite and PostgreSQL) and end-to-end tests
+	@pg_isready -q -d "$(PG_URL)" 2>/dev/null || echo "warning: PostgreSQL at $(PG_URL) does not answer; its tests will fail (set SWARM_TEST_POSTGRES_URL)"
+	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} $(CARGO) test --workspace --all-targets
+
+e2e: toolchain ## run only the end-to-end tests
+	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} $(CARGO) test -p swarm-e2e
+
+bench: toolchain ## measure create-task and get-task throughput and latency on SQLite and PostgreSQL
+	$(CARGO) build --release -p swarm
+	@mkdir -p data && rm -f data/bench.db data/bench.db-wal data/bench.db-shm
+	./target/release/swarm bench --database-url sqlite://data/bench.db --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
+	psql -q "$(BENCH_PG_ADMIN)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
+	./target/release/swarm bench --database-url $(BENCH_PG_URL) --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
+
+lint: toolchain ## check formatting and clippy (warnings are errors)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: toolchain ## format the code
+	$(CARGO) fmt --all

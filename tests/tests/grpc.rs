@@ -1,0 +1,167 @@
+//! End to end over gRPC: an agent's claim / progress / complete round trip against the tasks
+//! service directly, and the health and reflection services every gRPC process serves.
+
+use std::time::Duration;
+
+use swarm_e2e::TestStack;
+use swarm_kit::testing::Backend;
+use swarm_proto::tasks::v1 as pb;
+use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+const AGENT: &str = "0190f5d2-0000-7000-8000-000000000007";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_claim_progress_complete_round_trip() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let mut tasks = TaskServiceClient::connect(swarm.stack.tasks_url())
+        .await
+        .unwrap();
+
+    let created = tasks
+        .create_task(pb::CreateTaskRequest {
+            title: "over grpc".into(),
+            payload_json: r#"{"n":1}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.created);
+    let id = created.task.unwrap().id;
+
+    // A long poll that finds work at once returns at once.
+    let claimed = tasks
+        .claim_tasks(pb::ClaimTasksRequest {
+            agent_id: AGENT.into(),
+            max_tasks: 1,
+            wait_seconds: 5,
+            capabilities: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].status(), pb::TaskStatus::Active);
+    let lease = pb::LeaseRef {
+        agent_id: AGENT.into(),
+        lease_id: claimed[0].lease_id.clone(),
+    };
+
+    let moved = tasks
+        .report_progress(pb::ReportProgressRequest {
+            id: id.clone(),
+            lease: Some(lease.clone()),
+            percent: 50,
+            message: Some("half".into()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(moved.progress.unwrap().percent, 50);
+
+    let done = tasks
+        .complete_task(pb::CompleteTaskRequest {
+            id: id.clone(),
+            lease: Some(lease.clone()),
+            result_json: r#"{"ok":true}"#.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.status(), pb::TaskStatus::Completed);
+    assert_eq!(done.result_json.as_deref(), Some(r#"{"ok":true}"#));
+
+    let stale = tasks
+        .complete_task(pb::CompleteTaskRequest {
+            id,
+            lease: Some(lease),
+            result_json: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), tonic::Code::FailedPrecondition);
+
+    let invalid = tasks
+        .create_task(pb::CreateTaskRequest {
+            title: String::new(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+
+    // An empty long poll waits its time, then answers with no tasks.
+    let started = std::time::Instant::now();
+    let none = tasks
+        .claim_tasks(pb::ClaimTasksRequest {
+            agent_id: AGENT.into(),
+            max_tasks: 1,
+            wait_seconds: 1,
+            capabilities: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.tasks.is_empty());
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_service_serves_health_and_reflection() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let channel = tonic::transport::Channel::from_shared(swarm.stack.tasks_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "swarm.tasks.v1.TaskService"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "{service:?}");
+    }
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream_once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("reflection lists services");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["swarm.tasks.v1.TaskService", "grpc.health.v1.Health"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    swarm.stop().await;
+}
+
+fn tokio_stream_once<T: Send + 'static>(
+    item: T,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::iter([item])
+}

@@ -1,0 +1,512 @@
+//! End to end through the REST gateway: the whole stack on free ports, driven as clients and
+//! agents drive it, on SQLite and on PostgreSQL.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use swarm_e2e::{TestStack, answer, assert_error};
+use swarm_kit::testing::Backend;
+
+async fn claim_progress_complete_round_trip(backend: Backend) {
+    let swarm = TestStack::start(backend).await;
+    let (status, task) = swarm
+        .post(
+            "/api/tasks",
+            json!({"title": "hello", "kind": "echo", "payload": {"text": "hi"}, "priority": 5,
+                   "required_capabilities": ["echo"], "user_id": "ada"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{task}");
+    assert_eq!(task["status"], "queued");
+    assert_eq!(task["payload"], json!({"text": "hi"}));
+    let id = task["id"].as_str().unwrap().to_owned();
+
+    let agent = "0190f5d2-0000-7000-8000-000000000001";
+    let (status, none) = swarm
+        .post(
+            "/api/tasks/claim",
+            json!({"agent_id": agent, "capabilities": ["other"]}),
+        )
+        .await;
+    assert_eq!((status, none), (200, json!({"tasks": []})));
+    let (status, claimed) = swarm
+        .post(
+            "/api/tasks/claim",
+            json!({"agent_id": agent, "capabilities": ["echo"], "max_tasks": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{claimed}");
+    let claimed = &claimed["tasks"][0];
+    assert_eq!(
+        (claimed["id"].as_str(), &claimed["status"]),
+        (Some(id.as_str()), &json!("active"))
+    );
+    assert_eq!(
+        (&claimed["agent_id"], &claimed["attempts"]),
+        (&json!(agent), &json!(1))
+    );
+    assert!(claimed["lease_id"].is_string());
+
+    let (status, moved) = swarm
+        .post(
+            &format!("/api/tasks/{id}/progress"),
+            json!({"agent_id": agent, "percent": 60, "message": "most"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["progress"], json!({"percent": 60, "message": "most"}));
+
+    let (status, done) = swarm
+        .post(
+            &format!("/api/tasks/{id}/complete"),
+            json!({"agent_id": agent, "result": {"echo": "hi"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    let (status, read) = swarm.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(read["status"], "completed");
+    assert_eq!(read["result"], json!({"echo": "hi"}));
+    assert!(
+        read["finished_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+
+    let again = swarm
+        .post(
+            &format!("/api/tasks/{id}/complete"),
+            json!({"agent_id": agent}),
+        )
+        .await;
+    assert_error(&again, 409, "failed_precondition");
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rest_round_trip_on_sqlite() {
+    claim_progress_complete_round_trip(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rest_round_trip_on_postgres() {
+    claim_progress_complete_round_trip(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let bad_bodies = [
+        json!({}),
+        json!({"title": ""}),
+        json!({"title": "x".repeat(257)}),
+        json!({"title": 42}),
+        json!({"title": "ok", "priority": 10}),
+        json!({"title": "ok", "priority": "high"}),
+        json!({"title": "ok", "max_attempts": 0}),
+        json!({"title": "ok", "unknown": true}),
+        json!({"title": "ok", "agent_id": "not-a-uuid"}),
+        json!({"title": "ok", "required_capabilities": [""]}),
+        json!(["title"]),
+        json!({"title": {"nested": {"deeper": [1, 2, 3]}}}),
+    ];
+    for body in bad_bodies {
+        let answer = swarm.post("/api/tasks", body.clone()).await;
+        assert_error(&answer, 400, "invalid_argument");
+    }
+    let raw = |body: &'static str, content_type: &'static str| {
+        swarm
+            .http
+            .post(swarm.url("/api/tasks"))
+            .header("content-type", content_type)
+            .body(body)
+    };
+    for request in [
+        raw("{\"title\": ", "application/json"),
+        raw("not json", "application/json"),
+        raw("{\"title\": \"ok\"}", "text/plain"),
+        raw("", "application/json"),
+    ] {
+        let answer = answer(request.send().await.unwrap()).await;
+        assert_error(&answer, 400, "invalid_argument");
+    }
+    let huge = json!({"title": "big", "payload": "x".repeat(3 * 1024 * 1024)});
+    assert_error(
+        &swarm.post("/api/tasks", huge).await,
+        413,
+        "payload_too_large",
+    );
+    let over_mebibyte = json!({"title": "big", "payload": "x".repeat(1024 * 1024 + 10)});
+    assert_error(
+        &swarm.post("/api/tasks", over_mebibyte).await,
+        400,
+        "invalid_argument",
+    );
+
+    let (status, list) = swarm.get("/api/tasks").await;
+    assert_eq!(
+        (status, &list["total"]),
+        (200, &json!(0)),
+        "nothing was created"
+    );
+
+    for path in [
+        "/api/tasks?per_page=0",
+        "/api/tasks?per_page=101",
+        "/api/tasks?page=0",
+        "/api/tasks?status=running",
+        "/api/tasks?page=x",
+    ] {
+        assert_error(&swarm.get(path).await, 400, "invalid_argument");
+    }
+    assert_error(
+        &swarm.get("/api/tasks/not-a-uuid").await,
+        400,
+        "invalid_argument",
+    );
+    assert_error(
+        &swarm
+            .get("/api/tasks/0190f5d2-0000-7000-8000-00000000abcd")
+            .await,
+        404,
+        "not_found",
+    );
+    assert_error(&swarm.get("/api/nowhere").await, 404, "not_found");
+    let claim = swarm
+        .post(
+            "/api/tasks/claim",
+            json!({"agent_id": "0190f5d2-0000-7000-8000-000000000001", "wait_seconds": 61}),
+        )
+        .await;
+    assert_error(&claim, 400, "invalid_argument");
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lists_paginate_and_filter() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    for i in 0..25 {
+        let kind = if i < 5 { "rare" } else { "common" };
+        let (status, _) = swarm
+            .post(
+                "/api/tasks",
+                json!({"title": format!("t{i}"), "kind": kind}),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (status, page) = swarm.get("/api/tasks?page=2&per_page=10").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            &page["page"],
+            &page["per_page"],
+            &page["total"],
+            &page["pages"]
+        ),
+        (&json!(2), &json!(10), &json!(25), &json!(3))
+    );
+    assert_eq!(page["items"].as_array().unwrap().len(), 10);
+    assert_eq!(page["items"][0]["title"], "t14", "newest first");
+    let (_, rare) = swarm.get("/api/tasks?kind=rare&status=queued").await;
+    assert_eq!(rare["total"], 5);
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_key_answers_with_the_first_task() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let submit = |title: &'static str| {
+        swarm
+            .http
+            .post(swarm.url("/api/tasks"))
+            .header("idempotency-key", "invoice-7")
+            .json(&json!({"title": title}))
+    };
+    let (status, first) = answer(submit("first").send().await.unwrap()).await;
+    assert_eq!(status, 201);
+    let (status, second) = answer(submit("second").send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (second["id"].clone(), second["title"].clone()),
+        (first["id"].clone(), json!("first"))
+    );
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_lease_holder_reports_and_finished_tasks_cannot_be_cancelled() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let (_, task) = swarm.post("/api/tasks", json!({"title": "guarded"})).await;
+    let id = task["id"].as_str().unwrap();
+    let holder = "0190f5d2-0000-7000-8000-000000000001";
+    let intruder = "0190f5d2-0000-7000-8000-000000000002";
+    let (_, claimed) = swarm
+        .post("/api/tasks/claim", json!({"agent_id": holder}))
+        .await;
+    assert_eq!(claimed["tasks"][0]["id"], id);
+    for (path, body) in [
+        ("progress", json!({"agent_id": intruder, "percent": 1})),
+        ("complete", json!({"agent_id": intruder})),
+        ("fail", json!({"agent_id": intruder, "error": "nope"})),
+    ] {
+        let answer = swarm.post(&format!("/api/tasks/{id}/{path}"), body).await;
+        assert_error(&answer, 409, "failed_precondition");
+    }
+    let (status, failed) = swarm
+        .post(
+            &format!("/api/tasks/{id}/fail"),
+            json!({"agent_id": holder, "error": "bad input", "retryable": false}),
+        )
+        .await;
+    assert_eq!(
+        (status, &failed["status"], &failed["error"]),
+        (200, &json!("failed"), &json!("bad input"))
+    );
+    assert_error(
+        &swarm
+            .post(&format!("/api/tasks/{id}/cancel"), json!({}))
+            .await,
+        409,
+        "failed_precondition",
+    );
+
+    let (_, queued) = swarm
+        .post("/api/tasks", json!({"title": "to cancel"}))
+        .await;
+    let (status, cancelled) = swarm
+        .post(
+            &format!("/api/tasks/{}/cancel", queued["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!((status, &cancelled["status"]), (200, &json!("cancelled")));
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_stream_every_change_and_end_after_the_final_status() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let (_, task) = swarm.post("/api/tasks", json!({"title": "watched"})).await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let response = swarm
+        .http
+        .get(swarm.url(&format!("/api/tasks/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+
+    let agent = "0190f5d2-0000-7000-8000-000000000001";
+    swarm
+        .post("/api/tasks/claim", json!({"agent_id": agent}))
+        .await;
+    swarm
+        .post(
+            &format!("/api/tasks/{id}/progress"),
+            json!({"agent_id": agent, "percent": 30}),
+        )
+        .await;
+    swarm
+        .post(
+            &format!("/api/tasks/{id}/complete"),
+            json!({"agent_id": agent, "result": 1}),
+        )
+        .await;
+
+    let mut text = String::new();
+    let mut body = response.bytes_stream();
+    let read_all = async {
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all)
+        .await
+        .expect("stream ends after completion");
+    let states: Vec<(String, i64)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| {
+            let task: Value = serde_json::from_str(data).unwrap();
+            (
+                task["status"].as_str().unwrap().to_owned(),
+                task["progress"]["percent"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("queued".into(), 0),
+            ("active".into(), 0),
+            ("active".into(), 30),
+            ("completed".into(), 100)
+        ]
+    );
+    assert!(text.contains("event: task"));
+    assert_error(
+        &swarm
+            .get("/api/tasks/0190f5d2-0000-7000-8000-00000000abcd/events")
+            .await,
+        404,
+        "not_found",
+    );
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn process_queues_background_work() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let (status, accepted) = swarm
+        .post(
+            "/api/process",
+            json!({"kind": "report", "payload": {"month": 11}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["status"], "processing");
+    let (status, task) = swarm
+        .get(&format!(
+            "/api/tasks/{}",
+            accepted["task_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&task["kind"], &task["payload"], &task["status"]),
+        (&json!("report"), &json!({"month": 11}), &json!("queued"))
+    );
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_are_kept_per_task_and_listed_across_tasks() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let (_, task) = swarm.post("/api/tasks", json!({"title": "chat"})).await;
+    let id = task["id"].as_str().unwrap();
+    let (status, message) = swarm
+        .post(
+            &format!("/api/tasks/{id}/messages"),
+            json!({"sender": "ada", "content": "please hurry"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{message}");
+    assert_eq!(
+        (&message["role"], &message["task_id"]),
+        (&json!("user"), &json!(id))
+    );
+    swarm
+        .post(
+            &format!("/api/tasks/{id}/messages"),
+            json!({"sender": "bot", "role": "agent", "content": "on it"}),
+        )
+        .await;
+    let (_, thread) = swarm.get(&format!("/api/tasks/{id}/messages")).await;
+    assert_eq!(thread["total"], 2);
+    assert_eq!(thread["items"][0]["content"], "please hurry");
+    let (_, recent) = swarm.get("/api/messages?per_page=1").await;
+    assert_eq!(
+        (&recent["items"][0]["content"], &recent["pages"]),
+        (&json!("on it"), &json!(2))
+    );
+
+    let too_long = json!({"sender": "ada", "content": "x".repeat(64 * 1024 + 1)});
+    assert_error(
+        &swarm
+            .post(&format!("/api/tasks/{id}/messages"), too_long)
+            .await,
+        400,
+        "invalid_argument",
+    );
+    let bad_role = json!({"sender": "ada", "role": "boss", "content": "hi"});
+    assert_error(
+        &swarm
+            .post(&format!("/api/tasks/{id}/messages"), bad_role)
+            .await,
+        400,
+        "invalid_argument",
+    );
+    let ghost = "/api/tasks/0190f5d2-0000-7000-8000-00000000abcd/messages";
+    assert_error(
+        &swarm
+            .post(ghost, json!({"sender": "a", "content": "b"}))
+            .await,
+        404,
+        "not_found",
+    );
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_reports_every_service() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let (status, health) = swarm.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(
+        (&health["status"], &health["database"]),
+        (&json!("healthy"), &json!("connected"))
+    );
+    assert_eq!(health["services"]["tasks"], "serving");
+    assert!(health["response_time_ms"].is_number());
+    let (status, detailed) = swarm.get("/api/health").await;
+    assert_eq!(status, 200);
+    assert!(detailed["metrics"]["memory_mb"].as_f64().unwrap() > 1.0);
+    let response = swarm
+        .http
+        .get(swarm.url("/health"))
+        .header("x-request-id", "trace-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-me");
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_tasks_service_is_unavailable_not_a_hang() {
+    // A port that nothing listens on: bind one, note it, close it.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = swarm_gateway::GatewayConfig {
+        tasks_url: format!("http://{closed}"),
+        ..swarm_gateway::GatewayConfig::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let gateway = tokio::spawn(swarm_gateway::run(listener, config, async {
+        stopped.await.ok();
+    }));
+    let http = reqwest::Client::new();
+
+    let started = std::time::Instant::now();
+    let health = answer(http.get(format!("{base}/health")).send().await.unwrap()).await;
+    assert_eq!(health.0, 503);
+    assert_eq!(
+        (&health.1["status"], &health.1["services"]["tasks"]),
+        (&json!("unhealthy"), &json!("unreachable"))
+    );
+    let create = answer(
+        http.post(format!("{base}/api/tasks"))
+            .json(&json!({"title": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&create, 503, "unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    stop.send(()).unwrap();
+    gateway.await.unwrap().unwrap();
+}
