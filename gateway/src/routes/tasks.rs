@@ -216,7 +216,6 @@ pub struct ClaimTasks {
     agent_id: String,
     max_tasks: Option<u32>,
     wait_seconds: Option<u32>,
-    capabilities: Option<Vec<String>>,
 }
 
 /// Claims tasks for an agent, long-polling up to `wait_seconds`.
@@ -232,7 +231,6 @@ pub async fn claim(
         agent_id: body.agent_id,
         max_tasks: body.max_tasks.unwrap_or(1),
         wait_seconds,
-        capabilities: body.capabilities.unwrap_or_default(),
     };
     if request.max_tasks == 0 {
         return Err(ApiError::invalid("max_tasks must be between 1 and 100"));

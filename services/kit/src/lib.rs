@@ -12,6 +12,7 @@ pub mod run;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
+pub mod validate;
 
 pub use error::{Error, ErrorCode};
 pub use run::RunError;

@@ -14,6 +14,8 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/swarm.db";
 pub struct TasksConfig {
     /// `sqlite://path` or `postgres://...` (`SWARM_TASKS_DATABASE_URL`, else `DATABASE_URL`).
     pub database_url: String,
+    /// The agents service, which claims consult (`SWARM_AGENTS_URL`).
+    pub agents_url: String,
     /// Most pooled connections (`SWARM_DB_MAX_CONNECTIONS`).
     pub max_connections: u32,
     /// Backoff after the first failed attempt (`SWARM_RETRY_BASE_MS`).
@@ -32,6 +34,7 @@ impl Default for TasksConfig {
     fn default() -> Self {
         Self {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
+            agents_url: "http://127.0.0.1:50052".to_owned(),
             max_connections: 16,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
@@ -50,6 +53,7 @@ impl TasksConfig {
             &mut config.database_url,
             &["SWARM_TASKS_DATABASE_URL", "DATABASE_URL"],
         )?;
+        override_from_env(&mut config.agents_url, &["SWARM_AGENTS_URL"])?;
         override_from_env(&mut config.max_connections, &["SWARM_DB_MAX_CONNECTIONS"])?;
         override_millis(&mut config.retry_base, "SWARM_RETRY_BASE_MS")?;
         override_millis(&mut config.retry_max, "SWARM_RETRY_MAX_MS")?;
@@ -73,6 +77,13 @@ impl TasksConfig {
                 "DATABASE_URL",
                 &self.database_url,
                 "must start with sqlite: or postgres:",
+            ));
+        }
+        if !(self.agents_url.starts_with("http://") || self.agents_url.starts_with("https://")) {
+            return Err(ConfigError::new(
+                "SWARM_AGENTS_URL",
+                &self.agents_url,
+                "must be an http:// or https:// url",
             ));
         }
         if self.max_connections == 0 {

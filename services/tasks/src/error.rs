@@ -1,6 +1,6 @@
 //! The tasks service's errors and how they map onto the shared error vocabulary.
 
-use swarm_kit::{Error, ErrorCode};
+use swarm_kit::Error;
 use uuid::Uuid;
 
 use crate::domain::TaskStatus;
@@ -30,23 +30,37 @@ pub enum TaskError {
         /// The agent that asked.
         agent_id: Uuid,
     },
-    /// The service is stopping.
-    #[error("service is shutting down")]
-    ShuttingDown,
+    /// The claiming agent is not registered.
+    #[error("agent {0} not found")]
+    AgentNotFound(Uuid),
+    /// The claiming agent has not sent a heartbeat within its TTL.
+    #[error("agent {0} is offline; send a heartbeat first")]
+    AgentOffline(Uuid),
+    /// Another service failed (the agents service, for claims).
+    #[error("{0}")]
+    Dependency(Error),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] sqlx::Error),
+}
+
+impl From<swarm_kit::validate::InvalidInput> for TaskError {
+    fn from(invalid: swarm_kit::validate::InvalidInput) -> Self {
+        Self::Invalid(invalid.0)
+    }
 }
 
 impl From<TaskError> for Error {
     fn from(error: TaskError) -> Self {
         match error {
             TaskError::Invalid(message) => Error::invalid(message),
-            TaskError::NotFound(_) => Error::not_found(error.to_string()),
-            TaskError::WrongStatus { .. } | TaskError::NotLeaseHolder { .. } => {
-                Error::precondition(error.to_string())
+            TaskError::NotFound(_) | TaskError::AgentNotFound(_) => {
+                Error::not_found(error.to_string())
             }
-            TaskError::ShuttingDown => Error::new(ErrorCode::Unavailable, error.to_string()),
+            TaskError::WrongStatus { .. }
+            | TaskError::NotLeaseHolder { .. }
+            | TaskError::AgentOffline(_) => Error::precondition(error.to_string()),
+            TaskError::Dependency(error) => error,
             TaskError::Storage(cause) => cause.into(),
         }
     }

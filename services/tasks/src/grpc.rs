@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::domain::{
-    Claim, LeaseRef, Message, MessageRole, NewMessage, NewTask, Task, TaskFilter, TaskQueue,
+    Dispatcher, LeaseRef, Message, MessageRole, NewMessage, NewTask, Task, TaskFilter, TaskQueue,
     TaskStatus,
 };
 
@@ -23,12 +23,13 @@ use crate::domain::{
 #[derive(Debug, Clone)]
 pub struct TaskGrpc {
     queue: Arc<TaskQueue>,
+    dispatcher: Dispatcher,
 }
 
 impl TaskGrpc {
-    /// Serves `queue` over gRPC.
-    pub fn new(queue: Arc<TaskQueue>) -> Self {
-        Self { queue }
+    /// Serves `queue` over gRPC, with claims going through `dispatcher`.
+    pub fn new(queue: Arc<TaskQueue>, dispatcher: Dispatcher) -> Self {
+        Self { queue, dispatcher }
     }
 }
 
@@ -109,13 +110,12 @@ impl TaskService for TaskGrpc {
         request: Request<pb::ClaimTasksRequest>,
     ) -> Result<Response<pb::ClaimTasksResponse>, Status> {
         let request = request.into_inner();
-        let claim = Claim {
-            agent_id: parse_id("agent_id", &request.agent_id)?,
-            capabilities: request.capabilities,
-            max_tasks: request.max_tasks.max(1),
-            wait: Duration::from_secs(u64::from(request.wait_seconds)),
-        };
-        let tasks = self.queue.claim(claim).await?;
+        let agent_id = parse_id("agent_id", &request.agent_id)?;
+        let wait = Duration::from_secs(u64::from(request.wait_seconds));
+        let tasks = self
+            .dispatcher
+            .claim(agent_id, request.max_tasks.max(1), wait)
+            .await?;
         Ok(Response::new(pb::ClaimTasksResponse {
             tasks: tasks.into_iter().map(task_to_proto).collect(),
         }))
@@ -207,6 +207,27 @@ impl TaskService for TaskGrpc {
         Ok(Response::new(pb::ListMessagesResponse {
             messages: messages.into_iter().map(message_to_proto).collect(),
             page: Some(page.info(total)),
+        }))
+    }
+
+    async fn count_active_tasks(
+        &self,
+        request: Request<pb::CountActiveTasksRequest>,
+    ) -> Result<Response<pb::CountActiveTasksResponse>, Status> {
+        let ids = &request.get_ref().agent_ids;
+        if ids.len() > 1000 {
+            return Err(Status::invalid_argument("at most 1000 agent ids"));
+        }
+        let ids = ids
+            .iter()
+            .map(|id| parse_id("agent_ids", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let active = self.queue.count_active(&ids).await?;
+        Ok(Response::new(pb::CountActiveTasksResponse {
+            active: active
+                .into_iter()
+                .map(|(id, count)| (id.to_string(), count))
+                .collect(),
         }))
     }
 }

@@ -4,6 +4,7 @@
 //! [`run`] is the whole service: it connects and migrates the database, starts the lease
 //! sweeper, and serves the queue with health and reflection until shutdown, then drains.
 
+pub mod agents_client;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod maintenance;
 pub mod storage;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_kit::RunError;
@@ -26,7 +28,8 @@ use tracing::{info, warn};
 
 pub use config::TasksConfig;
 
-use crate::domain::TaskQueue;
+use crate::agents_client::GrpcAgentDirectory;
+use crate::domain::{Dispatcher, TaskQueue};
 use crate::grpc::TaskGrpc;
 
 /// How often the database is pinged to keep the health status honest.
@@ -44,20 +47,33 @@ pub async fn run(
     let store = storage::open(pool.clone()).await?;
     let stop = CancellationToken::new();
     let queue = TaskQueue::new(store, config.queue_settings(), stop.clone());
+    let directory = GrpcAgentDirectory::new(&config.agents_url).map_err(|error| {
+        swarm_kit::config::ConfigError::new("SWARM_AGENTS_URL", &config.agents_url, error)
+    })?;
+    let dispatcher = Dispatcher::new(queue.clone(), Arc::new(directory));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TaskServiceServer<TaskGrpc>>().await;
-    let background = [
+    let mut background = vec![
         tokio::spawn(maintenance::run(
             queue.clone(),
+            dispatcher.clone(),
             config.lease_sweep_interval,
             config.retention,
             stop.clone(),
         )),
         tokio::spawn(watch_database(pool.clone(), health, stop.clone())),
     ];
+    if let swarm_kit::db::Pool::Postgres(pg) = &pool {
+        let waker = queue.clone();
+        background.push(tokio::spawn(storage::relay_task_ready(
+            pg.clone(),
+            move || waker.wake_claimers(),
+            stop.clone(),
+        )));
+    }
 
-    let tasks = TaskServiceServer::new(TaskGrpc::new(queue))
+    let tasks = TaskServiceServer::new(TaskGrpc::new(queue, dispatcher))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(4 * 1024 * 1024);

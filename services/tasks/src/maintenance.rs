@@ -1,5 +1,5 @@
-//! Background upkeep of the queue: the lease sweeper that returns expired attempts to the queue,
-//! and the pruner that deletes finished tasks past their retention age.
+//! Background upkeep of the queue: the sweeper that returns expired attempts and the tasks of
+//! lost agents to the queue, and the pruner that deletes finished tasks past their retention age.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,16 +7,17 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::domain::TaskQueue;
+use crate::domain::{Dispatcher, TaskQueue};
 
 /// How often finished tasks are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Sweeps expired leases every `sweep_interval` and prunes finished tasks older than
-/// `retention` (never, when zero) every hour, until `shutdown` is cancelled. Storage errors are
-/// logged and retried on the next tick.
+/// Every `sweep_interval`, ends expired leases and takes tasks back from agents that are
+/// deleted or offline; every hour, prunes finished tasks older than `retention` (never, when
+/// zero); until `shutdown` is cancelled. Failures are logged and retried on the next tick.
 pub async fn run(
     queue: Arc<TaskQueue>,
+    dispatcher: Dispatcher,
     sweep_interval: Duration,
     retention: Duration,
     shutdown: CancellationToken,
@@ -31,6 +32,9 @@ pub async fn run(
             _ = sweep.tick() => {
                 if let Err(error) = queue.sweep_expired_leases().await {
                     warn!(%error, "lease sweep failed");
+                }
+                if let Err(error) = dispatcher.requeue_tasks_of_lost_agents().await {
+                    warn!(%error, "agent liveness sweep failed");
                 }
             }
             _ = prune.tick(), if !retention.is_zero() => {

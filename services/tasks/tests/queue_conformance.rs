@@ -53,6 +53,7 @@ fn claim_for(agent_id: Uuid, capabilities: &[&str], max_tasks: u32) -> Claim {
     Claim {
         agent_id,
         capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect(),
+        max_concurrency: 1000,
         max_tasks,
         wait: Duration::ZERO,
     }
@@ -291,6 +292,103 @@ async fn claims_route_by_capability_and_pin(backend: Backend) {
         .unwrap();
     let bob_ids: HashSet<Uuid> = for_bob.iter().map(|t| t.id).collect();
     assert_eq!(bob_ids, HashSet::from([gpu.id, pinned.id]));
+}
+
+async fn claims_never_exceed_the_agents_concurrency(backend: Backend) {
+    let f = fixture(backend).await;
+    for i in 0..5 {
+        f.queue.create(titled(&format!("t{i}"))).await.unwrap();
+    }
+    let agent = Uuid::now_v7();
+    let limited = |max_tasks| Claim {
+        max_concurrency: 3,
+        ..claim_for(agent, &[], max_tasks)
+    };
+    assert_eq!(f.queue.claim(limited(2)).await.unwrap().len(), 2);
+    assert_eq!(
+        f.queue.claim(limited(10)).await.unwrap().len(),
+        1,
+        "one slot was free"
+    );
+    assert!(
+        f.queue.claim(limited(10)).await.unwrap().is_empty(),
+        "no slot is free"
+    );
+    assert_eq!(
+        f.queue
+            .count_active(&[agent, Uuid::now_v7()])
+            .await
+            .unwrap(),
+        [(agent, 3)]
+    );
+
+    let held = f
+        .queue
+        .list(
+            &TaskFilter {
+                agent_id: Some(agent),
+                ..TaskFilter::default()
+            },
+            Page::default(),
+        )
+        .await
+        .unwrap()
+        .0;
+    f.queue
+        .complete(held[0].id, lease_of(&held[0]), String::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        f.queue.claim(limited(10)).await.unwrap().len(),
+        1,
+        "a finished task frees its slot"
+    );
+}
+
+async fn tasks_of_a_lost_agent_return_to_the_queue(backend: Backend) {
+    let f = fixture(backend).await;
+    f.queue.create(titled("a")).await.unwrap();
+    f.queue
+        .create(NewTask {
+            max_attempts: 1,
+            ..titled("b")
+        })
+        .await
+        .unwrap();
+    let (lost, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let held = f.queue.claim(claim_for(lost, &[], 2)).await.unwrap();
+    f.queue.create(titled("c")).await.unwrap();
+    claim_one(&f.queue, other).await;
+    assert_eq!(f.queue.active_agents().await.unwrap().len(), 2);
+
+    assert_eq!(
+        f.queue
+            .requeue_agent_tasks(lost, "agent went offline")
+            .await
+            .unwrap(),
+        2
+    );
+    let a = f
+        .queue
+        .get(held.iter().find(|t| t.title == "a").unwrap().id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status, a.agent_id, a.error.as_deref()),
+        (TaskStatus::Queued, None, Some("agent went offline"))
+    );
+    let b = f
+        .queue
+        .get(held.iter().find(|t| t.title == "b").unwrap().id)
+        .await
+        .unwrap();
+    assert_eq!(b.status, TaskStatus::Failed, "out of attempts");
+    assert_eq!(f.queue.active_agents().await.unwrap(), [other]);
+    let late = f
+        .queue
+        .complete(a.id, lease_of(&held[0]), String::new())
+        .await;
+    assert!(late.is_err());
 }
 
 async fn each_claim_is_a_new_attempt_with_a_fresh_lease(backend: Backend) {
@@ -759,6 +857,8 @@ conformance!(
     lists_filter_and_paginate_newest_first,
     claims_take_highest_priority_then_oldest,
     claims_route_by_capability_and_pin,
+    claims_never_exceed_the_agents_concurrency,
+    tasks_of_a_lost_agent_return_to_the_queue,
     each_claim_is_a_new_attempt_with_a_fresh_lease,
     only_the_lease_holder_may_report,
     progress_renews_the_lease,

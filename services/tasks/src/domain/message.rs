@@ -5,8 +5,8 @@ use std::str::FromStr;
 
 use uuid::Uuid;
 
-use crate::domain::task::check_name;
 use crate::error::TaskError;
+use swarm_kit::validate::check_name;
 
 /// The largest message content, in bytes.
 pub const MAX_CONTENT_BYTES: usize = 64 * 1024;

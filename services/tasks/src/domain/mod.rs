@@ -1,11 +1,13 @@
 //! The task queue's domain: tasks and their rules, messages, retry policy and the queue that
 //! ties storage, wake-ups and watchers together.
 
+pub mod dispatch;
 pub mod message;
 pub mod queue;
 pub mod retry;
 pub mod task;
 
+pub use dispatch::{AgentDirectory, AgentProfile, Dispatcher};
 pub use message::{Message, MessageRole, NewMessage};
 pub use queue::{QueueSettings, TaskQueue};
 pub use retry::RetryPolicy;

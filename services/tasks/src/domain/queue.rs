@@ -134,15 +134,7 @@ impl TaskQueue {
             // Register for a wake-up before looking, so work created meanwhile is not missed.
             let mut woken = pin!(self.work_ready.notified());
             woken.as_mut().enable();
-            let tasks = self
-                .store
-                .claim(
-                    claim.agent_id,
-                    &claim.capabilities,
-                    claim.max_tasks,
-                    now_millis(),
-                )
-                .await?;
+            let tasks = self.store.claim(&claim, now_millis()).await?;
             if !tasks.is_empty() {
                 for task in &tasks {
                     debug!(task_id = %task.id, agent_id = %claim.agent_id, attempt = task.attempts, "task claimed");
@@ -161,6 +153,41 @@ impl TaskQueue {
                 () = self.shutdown.cancelled() => return Ok(Vec::new()),
             }
         }
+    }
+
+    /// Counts the active tasks of each of `agent_ids` that holds any.
+    pub async fn count_active(&self, agent_ids: &[Uuid]) -> Result<Vec<(Uuid, u32)>, TaskError> {
+        let counts = self.store.count_active(agent_ids).await?;
+        Ok(counts
+            .into_iter()
+            .map(|(id, count)| (id, u32::try_from(count).unwrap_or(u32::MAX)))
+            .collect())
+    }
+
+    /// Returns the agents that hold active tasks.
+    pub async fn active_agents(&self) -> Result<Vec<Uuid>, TaskError> {
+        Ok(self.store.active_agents().await?)
+    }
+
+    /// Returns the tasks of an agent that is gone or offline to the queue (each such attempt
+    /// counts; a task out of attempts fails). Returns how many attempts it ended.
+    pub async fn requeue_agent_tasks(
+        &self,
+        agent_id: Uuid,
+        reason: &str,
+    ) -> Result<usize, TaskError> {
+        let tasks = self
+            .store
+            .requeue_agent_tasks(agent_id, reason, now_millis())
+            .await?;
+        for task in &tasks {
+            warn!(task_id = %task.id, %agent_id, reason, status = %task.status, "task taken back from agent");
+            self.publish(task.clone());
+        }
+        if !tasks.is_empty() {
+            self.work_ready.notify_waiters();
+        }
+        Ok(tasks.len())
     }
 
     /// Records progress (0 to 100) on a held task and renews its lease.
@@ -263,9 +290,12 @@ impl TaskQueue {
             if sender.send(Ok(last.clone())).await.is_err() || last.status.is_final() {
                 return;
             }
-            let mut reread = tokio::time::interval(queue.settings.poll_interval);
+            let period = queue.settings.poll_interval;
+            let mut reread = tokio::time::interval_at(Instant::now() + period, period);
             loop {
+                // Changes announced in this process come first; the re-read catches the rest.
                 let next = tokio::select! {
+                    biased;
                     change = changes.recv() => match change {
                         Ok(task) if task.id == id => Ok(task),
                         Ok(_) => continue,

@@ -6,14 +6,14 @@ use std::str::FromStr;
 
 use uuid::Uuid;
 
+use swarm_kit::validate::{check_name, name_set};
+
 use crate::error::TaskError;
 
 /// The longest title, in characters.
 pub const MAX_TITLE_CHARS: usize = 256;
 /// The largest payload or result, in bytes of JSON text.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
-/// The longest kind, user id, capability or idempotency key, in characters.
-pub const MAX_NAME_CHARS: usize = 128;
 /// The most capabilities a task may require.
 pub const MAX_CAPABILITIES: usize = 64;
 /// The longest error text kept, in characters.
@@ -204,16 +204,11 @@ impl NewTask {
                 "priority must be between 0 and 9".into(),
             ));
         }
-        if self.required_capabilities.len() > MAX_CAPABILITIES {
-            return Err(TaskError::Invalid(format!(
-                "at most {MAX_CAPABILITIES} required capabilities"
-            )));
-        }
-        for capability in &self.required_capabilities {
-            check_name("capability", capability)?;
-        }
-        self.required_capabilities.sort_unstable();
-        self.required_capabilities.dedup();
+        self.required_capabilities = name_set(
+            "capability",
+            std::mem::take(&mut self.required_capabilities),
+            MAX_CAPABILITIES,
+        )?;
         if let Some(user_id) = &self.user_id {
             check_name("user_id", user_id)?;
         }
@@ -234,30 +229,6 @@ impl NewTask {
     }
 }
 
-/// Checks a short identifier-like text: 1 to 128 characters, no control characters.
-pub fn check_name(what: &str, value: &str) -> Result<(), TaskError> {
-    let chars = value.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS || value.chars().any(char::is_control) {
-        return Err(TaskError::Invalid(format!(
-            "{what} must be 1 to {MAX_NAME_CHARS} printable characters"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks that `text` is JSON of at most 1 MiB; empty text means `null`.
-pub fn json_text(what: &str, text: String) -> Result<String, TaskError> {
-    if text.is_empty() {
-        return Ok("null".to_owned());
-    }
-    if text.len() > MAX_PAYLOAD_BYTES {
-        return Err(TaskError::Invalid(format!("{what} must be at most 1 MiB")));
-    }
-    serde_json::from_str::<serde::de::IgnoredAny>(&text)
-        .map_err(|error| TaskError::Invalid(format!("{what} is not valid json: {error}")))?;
-    Ok(text)
-}
-
 /// Filters of a task list; `None` means "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFilter {
@@ -271,13 +242,15 @@ pub struct TaskFilter {
     pub kind: Option<String>,
 }
 
-/// An agent's request for work.
+/// An agent's request for work, with what the registry says about the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     /// The claiming agent.
     pub agent_id: Uuid,
     /// What the agent can do.
     pub capabilities: Vec<String>,
+    /// The most tasks the agent may hold at once, counting those it holds already.
+    pub max_concurrency: u32,
     /// The most tasks to hand out, 1 to 100.
     pub max_tasks: u32,
     /// How long to wait for work when none is ready.
@@ -416,4 +389,14 @@ mod tests {
         }
         assert!("running".parse::<TaskStatus>().is_err());
     }
+}
+
+/// Checks that `text` is JSON of at most 1 MiB; empty text means `null`.
+pub fn json_text(what: &str, text: String) -> Result<String, TaskError> {
+    Ok(swarm_kit::validate::json_text(
+        what,
+        text,
+        MAX_PAYLOAD_BYTES,
+        "null",
+    )?)
 }

@@ -14,9 +14,9 @@ use swarm_kit::db::Pool;
 use swarm_kit::page::Page;
 use uuid::Uuid;
 
-use crate::domain::{LeaseRef, Message, NewMessage, NewTask, Task, TaskFilter, TaskStatus};
+use crate::domain::{Claim, LeaseRef, Message, NewMessage, NewTask, Task, TaskFilter, TaskStatus};
 
-pub use postgres::PostgresTaskStore;
+pub use postgres::{PostgresTaskStore, relay_task_ready};
 pub use sqlite::SqliteTaskStore;
 
 /// How a failed attempt ends: back to the queue after a delay, or finally failed.
@@ -50,14 +50,24 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Cancels a queued or active task; `None` when the task is missing or already final.
     async fn cancel(&self, id: Uuid, now: i64) -> Result<Option<Task>, sqlx::Error>;
 
-    /// Claims up to `max_tasks` ready tasks for `agent_id` in one statement: tasks pinned to the
-    /// agent, and unpinned tasks whose required capabilities are all in `capabilities`, highest
-    /// priority first, then oldest. Each gets a fresh lease and one more attempt.
-    async fn claim(
+    /// Claims ready tasks for an agent atomically: tasks pinned to it, and unpinned tasks whose
+    /// required capabilities are all among its capabilities, highest priority first, then
+    /// oldest; at most `claim.max_tasks`, and never so many that the agent holds more than
+    /// `claim.max_concurrency`. Each gets a fresh lease and one more attempt.
+    async fn claim(&self, claim: &Claim, now: i64) -> Result<Vec<Task>, sqlx::Error>;
+
+    /// Returns the agents that hold active tasks.
+    async fn active_agents(&self) -> Result<Vec<Uuid>, sqlx::Error>;
+
+    /// Counts the active tasks of each of `agent_ids` that holds any.
+    async fn count_active(&self, agent_ids: &[Uuid]) -> Result<Vec<(Uuid, i64)>, sqlx::Error>;
+
+    /// Ends every active attempt of `agent_id` (gone or offline) as a lease expiry does,
+    /// recording `error`.
+    async fn requeue_agent_tasks(
         &self,
         agent_id: Uuid,
-        capabilities: &[String],
-        max_tasks: u32,
+        error: &str,
         now: i64,
     ) -> Result<Vec<Task>, sqlx::Error>;
 

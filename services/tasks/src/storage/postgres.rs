@@ -5,7 +5,10 @@
 
 use sqlx::{PgPool, Postgres};
 
+use uuid::Uuid;
+
 use super::sql::{self, impl_task_store};
+use crate::domain::{Claim, Task};
 
 /// Tasks stored in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -18,24 +21,96 @@ impl PostgresTaskStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
+
+    /// Runs the claim statement under a per-agent advisory lock, so that two claims of one
+    /// agent (on any replicas) cannot both count its free slots before either takes them.
+    async fn claim_rows(&self, claim: &Claim, now: i64) -> Result<Vec<Task>, sqlx::Error> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(agent_lock_key(claim.agent_id))
+            .execute(&mut *transaction)
+            .await?;
+        let tasks = sqlx::query_as(CLAIM)
+            .bind(now)
+            .bind(claim.agent_id)
+            .bind(sqlx::types::Json(&claim.capabilities))
+            .bind(i64::from(claim.max_tasks))
+            .bind(i64::from(claim.max_concurrency))
+            .fetch_all(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(tasks)
+    }
 }
 
-/// The PostgreSQL claim: `$1` now, `$2` agent, `$3` its capabilities (jsonb array), `$4` how many.
-pub(crate) const CLAIM: &str = "WITH candidates AS ( \
+/// The channel on which the database announces claimable tasks (see migration 0002).
+const TASK_READY_CHANNEL: &str = "swarm_task_ready";
+
+/// Listens for claimable-task notifications from every replica and calls `wake` for each,
+/// until `stop` is cancelled; a lost connection is re-established.
+pub async fn relay_task_ready(
+    pool: PgPool,
+    wake: impl Fn() + Send,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for task notifications; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if let Err(error) = listener.listen(TASK_READY_CHANNEL).await {
+            tracing::warn!(%error, "cannot subscribe to task notifications; retrying");
+            continue;
+        }
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                notification = listener.recv() => match notification {
+                    Ok(_) => wake(),
+                    Err(error) => {
+                        tracing::warn!(%error, "task notifications interrupted");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// The advisory-lock key of an agent: the random tail of its UUID.
+fn agent_lock_key(agent_id: Uuid) -> i64 {
+    let bytes = agent_id.as_bytes();
+    i64::from_be_bytes(bytes[8..].try_into().expect("a uuid has 16 bytes"))
+}
+
+/// The PostgreSQL claim: `$1` now, `$2` agent, `$3` its capabilities (jsonb array), `$4` how
+/// many, `$5` the agent's concurrency.
+const CLAIM: &str = const_format::concatcp!(
+    "WITH candidates AS ( \
         SELECT id FROM tasks \
         WHERE status = 'queued' AND available_at <= $1 \
         AND (pinned_agent_id = $2 OR (pinned_agent_id IS NULL AND required_capabilities <@ $3)) \
-        ORDER BY priority DESC, created_at, id LIMIT $4 \
+        ORDER BY priority DESC, created_at, id \
+        LIMIT GREATEST(0, LEAST($4, $5 - ",
+    sql::HELD_BY_AGENT,
+    ")) \
         FOR UPDATE SKIP LOCKED) \
     UPDATE tasks SET status = 'active', agent_id = $2, attempts = tasks.attempts + 1, \
         lease_id = gen_random_uuid(), lease_expires_at = $1 + tasks.timeout_seconds * 1000, \
         started_at = $1, updated_at = $1, progress_percent = 0, progress_message = NULL \
     FROM candidates WHERE tasks.id = candidates.id \
-    RETURNING tasks.*";
+    RETURNING tasks.*"
+);
 
 /// Ends expired attempts: `$1` now, `$2` how many at most.
 pub(crate) const REQUEUE_EXPIRED: &str = const_format::concatcp!(
-    sql::REQUEUE_EXPIRED_SET,
+    sql::REQUEUE_SET,
     "WHERE id IN (",
     sql::EXPIRED_IDS,
     " FOR UPDATE SKIP LOCKED) RETURNING *"

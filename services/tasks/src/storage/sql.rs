@@ -44,12 +44,30 @@ pub const RELEASE: &str = "UPDATE tasks SET status = $3, error = $4, available_a
     finished_at = CASE WHEN $3 = 'queued' THEN NULL ELSE $7 END, updated_at = $7 \
     WHERE id = $1 AND status = 'active' AND lease_id = $2 RETURNING *";
 
-/// Sets the columns of an expired attempt; the caller appends the row selection.
-pub const REQUEUE_EXPIRED_SET: &str = "UPDATE tasks SET \
+/// Ends an abandoned attempt (`$1` now, `$3` the error): requeued while attempts remain,
+/// failed otherwise. The caller appends the row selection.
+pub const REQUEUE_SET: &str = "UPDATE tasks SET \
     status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END, \
     agent_id = CASE WHEN attempts < max_attempts THEN pinned_agent_id ELSE agent_id END, \
-    error = 'lease expired', available_at = $1, lease_id = NULL, lease_expires_at = NULL, \
+    error = $3, available_at = $1, lease_id = NULL, lease_expires_at = NULL, \
     finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $1 END, updated_at = $1 ";
+
+/// Ends every active attempt of agent `$2`.
+pub const REQUEUE_AGENT: &str = const_format::concatcp!(
+    REQUEUE_SET,
+    "WHERE status = 'active' AND agent_id = $2 RETURNING *"
+);
+
+/// The error recorded on attempts whose lease expired.
+pub const LEASE_EXPIRED: &str = "lease expired";
+
+/// Agents holding active tasks.
+pub const ACTIVE_AGENTS: &str =
+    "SELECT DISTINCT agent_id FROM tasks WHERE status = 'active' AND agent_id IS NOT NULL";
+
+/// How many tasks agent `$2` holds; claims subtract it from the agent's concurrency.
+pub const HELD_BY_AGENT: &str =
+    "(SELECT COUNT(*) FROM tasks WHERE status = 'active' AND agent_id = $2)";
 
 /// Selects up to `$2` attempts whose lease expired before `$1`; the caller appends locking.
 pub const EXPIRED_IDS: &str = "SELECT id FROM tasks WHERE status = 'active' \
@@ -77,8 +95,9 @@ pub const RECENT_MESSAGES: &str = "SELECT * FROM task_messages \
 /// Counts all messages.
 pub const COUNT_MESSAGES: &str = "SELECT COUNT(*) FROM task_messages";
 
-/// Implements `TaskStore` for `$store` (a struct with a `pool: sqlx::Pool<$db>` field), using the
-/// shared statements above and the backend's `CLAIM` and `REQUEUE_EXPIRED` from `$dialect`.
+/// Implements `TaskStore` for `$store` (a struct with a `pool: sqlx::Pool<$db>` field and a
+/// `claim_rows` method), using the shared statements above and the backend's `REQUEUE_EXPIRED`
+/// from `$dialect`.
 macro_rules! impl_task_store {
     ($store:ty, $db:ty, $dialect:path) => {
         #[async_trait::async_trait]
@@ -159,19 +178,10 @@ macro_rules! impl_task_store {
 
             async fn claim(
                 &self,
-                agent_id: uuid::Uuid,
-                capabilities: &[String],
-                max_tasks: u32,
+                claim: &$crate::domain::Claim,
                 now: i64,
             ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
-                use $dialect as dialect;
-                let mut tasks: Vec<$crate::domain::Task> = sqlx::query_as(dialect::CLAIM)
-                    .bind(now)
-                    .bind(agent_id)
-                    .bind(sqlx::types::Json(capabilities))
-                    .bind(i64::from(max_tasks))
-                    .fetch_all(&self.pool)
-                    .await?;
+                let mut tasks = self.claim_rows(claim, now).await?;
                 // UPDATE .. RETURNING gives rows in no particular order.
                 tasks.sort_by(|a, b| {
                     b.priority
@@ -246,6 +256,45 @@ macro_rules! impl_task_store {
                 sqlx::query_as(dialect::REQUEUE_EXPIRED)
                     .bind(now)
                     .bind(i64::from(limit))
+                    .bind($crate::storage::sql::LEASE_EXPIRED)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+
+            async fn active_agents(&self) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
+                sqlx::query_scalar($crate::storage::sql::ACTIVE_AGENTS)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+
+            async fn count_active(
+                &self,
+                agent_ids: &[uuid::Uuid],
+            ) -> Result<Vec<(uuid::Uuid, i64)>, sqlx::Error> {
+                if agent_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT agent_id, COUNT(*) FROM tasks WHERE status = 'active' AND agent_id IN (",
+                );
+                let mut ids = query.separated(", ");
+                for id in agent_ids {
+                    ids.push_bind(*id);
+                }
+                query.push(") GROUP BY agent_id");
+                query.build_query_as().fetch_all(&self.pool).await
+            }
+
+            async fn requeue_agent_tasks(
+                &self,
+                agent_id: uuid::Uuid,
+                error: &str,
+                now: i64,
+            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::REQUEUE_AGENT)
+                    .bind(now)
+                    .bind(agent_id)
+                    .bind(error)
                     .fetch_all(&self.pool)
                     .await
             }

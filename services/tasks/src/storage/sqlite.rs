@@ -5,6 +5,7 @@
 use sqlx::{Sqlite, SqlitePool};
 
 use super::sql::{self, impl_task_store};
+use crate::domain::{Claim, Task};
 
 /// Tasks stored in SQLite.
 #[derive(Debug, Clone)]
@@ -17,10 +18,24 @@ impl SqliteTaskStore {
     pub fn new(pool: SqlitePool) -> Self {
         Self { pool }
     }
+
+    /// Runs the claim statement; SQLite's single writer makes it atomic on its own.
+    async fn claim_rows(&self, claim: &Claim, now: i64) -> Result<Vec<Task>, sqlx::Error> {
+        sqlx::query_as(CLAIM)
+            .bind(now)
+            .bind(claim.agent_id)
+            .bind(sqlx::types::Json(&claim.capabilities))
+            .bind(i64::from(claim.max_tasks))
+            .bind(i64::from(claim.max_concurrency))
+            .fetch_all(&self.pool)
+            .await
+    }
 }
 
-/// The SQLite claim: `$1` now, `$2` agent, `$3` its capabilities (JSON array), `$4` how many.
-pub(crate) const CLAIM: &str = "UPDATE tasks SET status = 'active', agent_id = $2, \
+/// The SQLite claim: `$1` now, `$2` agent, `$3` its capabilities (JSON array), `$4` how many,
+/// `$5` the agent's concurrency.
+const CLAIM: &str = const_format::concatcp!(
+    "UPDATE tasks SET status = 'active', agent_id = $2, \
     attempts = attempts + 1, lease_id = randomblob(16), \
     lease_expires_at = $1 + timeout_seconds * 1000, started_at = $1, updated_at = $1, \
     progress_percent = 0, progress_message = NULL \
@@ -29,12 +44,16 @@ pub(crate) const CLAIM: &str = "UPDATE tasks SET status = 'active', agent_id = $
         AND (pinned_agent_id = $2 OR (pinned_agent_id IS NULL AND NOT EXISTS ( \
             SELECT 1 FROM json_each(candidate.required_capabilities) AS required \
             WHERE required.value NOT IN (SELECT value FROM json_each($3))))) \
-        ORDER BY priority DESC, created_at, id LIMIT $4) \
-    RETURNING *";
+        ORDER BY priority DESC, created_at, id \
+        LIMIT max(0, min($4, $5 - ",
+    sql::HELD_BY_AGENT,
+    "))) \
+    RETURNING *"
+);
 
 /// Ends expired attempts: `$1` now, `$2` how many at most.
 pub(crate) const REQUEUE_EXPIRED: &str = const_format::concatcp!(
-    sql::REQUEUE_EXPIRED_SET,
+    sql::REQUEUE_SET,
     "WHERE id IN (",
     sql::EXPIRED_IDS,
     ") RETURNING *"

@@ -1,0 +1,86 @@
+//! The agent directory over gRPC: asks the agents service (`swarm.agents.v1.AgentService`)
+//! about claiming agents, never reading its tables.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use swarm_proto::agents::v1 as pb;
+use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use uuid::Uuid;
+
+use crate::domain::dispatch::{AgentDirectory, AgentProfile};
+use crate::error::TaskError;
+
+/// How long a lookup may take before the agents service counts as unavailable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The agents service, seen as an agent directory.
+#[derive(Debug, Clone)]
+pub struct GrpcAgentDirectory {
+    client: AgentServiceClient<Channel>,
+}
+
+impl GrpcAgentDirectory {
+    /// Builds a lazily connected client of the agents service at `url`.
+    pub fn new(url: &str) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(CALL_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Self {
+            client: AgentServiceClient::new(channel),
+        })
+    }
+}
+
+fn dependency(status: tonic::Status) -> TaskError {
+    let mut error = swarm_kit::Error::from_status(&status);
+    error.message = format!("agents service: {}", error.message);
+    TaskError::Dependency(error)
+}
+
+fn profile(agent: &pb::Agent) -> AgentProfile {
+    AgentProfile {
+        capabilities: agent.capabilities.clone(),
+        max_concurrency: agent.max_concurrency.max(1).unsigned_abs(),
+        online: agent.status() != pb::AgentStatus::Offline,
+    }
+}
+
+#[async_trait]
+impl AgentDirectory for GrpcAgentDirectory {
+    async fn profile(&self, agent_id: Uuid) -> Result<AgentProfile, TaskError> {
+        let request = pb::GetAgentRequest {
+            id: agent_id.to_string(),
+        };
+        match self.client.clone().get_agent(request).await {
+            Ok(agent) => Ok(profile(agent.get_ref())),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                Err(TaskError::AgentNotFound(agent_id))
+            }
+            Err(status) => Err(dependency(status)),
+        }
+    }
+
+    async fn online(&self, agent_ids: &[Uuid]) -> Result<HashSet<Uuid>, TaskError> {
+        let request = pb::GetAgentsRequest {
+            ids: agent_ids.iter().map(Uuid::to_string).collect(),
+        };
+        let agents = self
+            .client
+            .clone()
+            .get_agents(request)
+            .await
+            .map_err(dependency)?;
+        Ok(agents
+            .into_inner()
+            .agents
+            .iter()
+            .filter(|agent| profile(agent).online)
+            .filter_map(|agent| agent.id.parse().ok())
+            .collect())
+    }
+}

@@ -1,0 +1,95 @@
+//! Dispatch by agent: a claim names a registered agent, whose capabilities and concurrency come
+//! from the agent registry (the agents service, over gRPC); and liveness: the tasks of agents
+//! that are gone or offline return to the queue.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::domain::{Claim, Task, TaskQueue};
+use crate::error::TaskError;
+
+/// What the registry says about an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentProfile {
+    /// What it can do.
+    pub capabilities: Vec<String>,
+    /// The most tasks it may hold at once.
+    pub max_concurrency: u32,
+    /// Whether it has sent a heartbeat within its TTL.
+    pub online: bool,
+}
+
+/// The agent registry, as the task queue needs it.
+#[async_trait]
+pub trait AgentDirectory: Send + Sync + 'static {
+    /// Looks one agent up; `AgentNotFound` when it is not registered.
+    async fn profile(&self, agent_id: Uuid) -> Result<AgentProfile, TaskError>;
+
+    /// Returns which of `agent_ids` are registered and online.
+    async fn online(&self, agent_ids: &[Uuid]) -> Result<HashSet<Uuid>, TaskError>;
+}
+
+/// Claims on behalf of registered agents, and takes tasks back from lost ones.
+#[derive(Clone)]
+pub struct Dispatcher {
+    queue: Arc<TaskQueue>,
+    directory: Arc<dyn AgentDirectory>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    /// Dispatches `queue`'s tasks to the agents `directory` knows.
+    pub fn new(queue: Arc<TaskQueue>, directory: Arc<dyn AgentDirectory>) -> Self {
+        Self { queue, directory }
+    }
+
+    /// Claims up to `max_tasks` tasks for a registered, online agent, waiting up to `wait`:
+    /// only tasks it is able to do (or pinned to it), never more than its free slots.
+    pub async fn claim(
+        &self,
+        agent_id: Uuid,
+        max_tasks: u32,
+        wait: Duration,
+    ) -> Result<Vec<Task>, TaskError> {
+        let profile = self.directory.profile(agent_id).await?;
+        if !profile.online {
+            return Err(TaskError::AgentOffline(agent_id));
+        }
+        self.queue
+            .claim(Claim {
+                agent_id,
+                capabilities: profile.capabilities,
+                max_concurrency: profile.max_concurrency,
+                max_tasks,
+                wait,
+            })
+            .await
+    }
+
+    /// Returns the tasks of every agent that holds some but is deleted or offline to the
+    /// queue. Returns how many attempts it ended.
+    pub async fn requeue_tasks_of_lost_agents(&self) -> Result<usize, TaskError> {
+        let holders = self.queue.active_agents().await?;
+        if holders.is_empty() {
+            return Ok(0);
+        }
+        let online = self.directory.online(&holders).await?;
+        let mut ended = 0;
+        for agent_id in holders.into_iter().filter(|id| !online.contains(id)) {
+            ended += self
+                .queue
+                .requeue_agent_tasks(agent_id, "agent went offline or was deleted")
+                .await?;
+        }
+        Ok(ended)
+    }
+}
