@@ -1,0 +1,81 @@
+//! The agents service's configuration: defaults, then environment variables.
+
+use std::time::Duration;
+
+use swarm_kit::config::{ConfigError, override_from_env};
+
+/// Everything the agents service needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentsConfig {
+    /// `sqlite://path` or `postgres://...` (`SWARM_AGENTS_DATABASE_URL`, else `DATABASE_URL`).
+    pub database_url: String,
+    /// The tasks service, which counts the tasks agents hold (`SWARM_TASKS_URL`).
+    pub tasks_url: String,
+    /// Most pooled connections (`SWARM_DB_MAX_CONNECTIONS`).
+    pub max_connections: u32,
+    /// How long an agent stays online after a heartbeat (`SWARM_AGENT_TTL_SECONDS`).
+    pub agent_ttl: Duration,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://data/swarm.db".to_owned(),
+            tasks_url: "http://127.0.0.1:50051".to_owned(),
+            max_connections: 8,
+            agent_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+impl AgentsConfig {
+    /// Reads the defaults overridden by the environment, and validates them.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        override_from_env(
+            &mut config.database_url,
+            &["SWARM_AGENTS_DATABASE_URL", "DATABASE_URL"],
+        )?;
+        override_from_env(&mut config.tasks_url, &["SWARM_TASKS_URL"])?;
+        override_from_env(&mut config.max_connections, &["SWARM_DB_MAX_CONNECTIONS"])?;
+        let mut ttl_seconds = config.agent_ttl.as_secs();
+        override_from_env(&mut ttl_seconds, &["SWARM_AGENT_TTL_SECONDS"])?;
+        config.agent_ttl = Duration::from_secs(ttl_seconds);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
+        {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                &self.database_url,
+                "must start with sqlite: or postgres:",
+            ));
+        }
+        if !(self.tasks_url.starts_with("http://") || self.tasks_url.starts_with("https://")) {
+            return Err(ConfigError::new(
+                "SWARM_TASKS_URL",
+                &self.tasks_url,
+                "must be an http:// or https:// url",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new(
+                "SWARM_DB_MAX_CONNECTIONS",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if self.agent_ttl.is_zero() {
+            return Err(ConfigError::new(
+                "SWARM_AGENT_TTL_SECONDS",
+                0,
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,7 @@
+//! The agent registry's domain: agents and their rules, and the registry that derives status.
+
+pub mod agent;
+pub mod registry;
+
+pub use agent::{Agent, AgentFilter, AgentStatus, AgentUpdate, AgentView, NewAgent};
+pub use registry::{ActiveTaskCounts, AgentRegistry};

@@ -1,0 +1,207 @@
+//! The agent registry: registers, updates and removes agents, records heartbeats, and derives
+//! each agent's status from its last heartbeat (offline after the TTL) and the tasks it holds
+//! (busy at its concurrency), which the tasks service counts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use swarm_kit::page::Page;
+use swarm_kit::time::now_millis;
+use uuid::Uuid;
+
+use crate::domain::{Agent, AgentFilter, AgentStatus, AgentUpdate, AgentView, NewAgent};
+use crate::error::AgentError;
+use crate::storage::{AgentStore, HeartbeatFilter};
+
+/// The most agents one batch lookup may name.
+pub const MAX_BATCH: usize = 1000;
+
+/// Where the registry learns how many tasks agents hold.
+#[async_trait]
+pub trait ActiveTaskCounts: Send + Sync + 'static {
+    /// Returns the active task count of each of `agent_ids` that holds any. When the counts
+    /// cannot be had, it logs why and returns none (agents then show as idle, not as errors).
+    async fn active_tasks(&self, agent_ids: &[Uuid]) -> HashMap<Uuid, u32>;
+}
+
+/// The registry of one agents-service process.
+#[derive(Clone)]
+pub struct AgentRegistry {
+    store: Arc<dyn AgentStore>,
+    counts: Arc<dyn ActiveTaskCounts>,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for AgentRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentRegistry")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentRegistry {
+    /// Builds a registry; agents without a heartbeat for `ttl` are offline.
+    pub fn new(
+        store: Arc<dyn AgentStore>,
+        counts: Arc<dyn ActiveTaskCounts>,
+        ttl: Duration,
+    ) -> Self {
+        Self { store, counts, ttl }
+    }
+
+    /// Registers an agent (registration counts as a heartbeat); a taken name is refused.
+    pub async fn register(&self, agent: NewAgent) -> Result<AgentView, AgentError> {
+        let agent = agent.validated()?;
+        let name = agent.name.clone();
+        let stored = self
+            .store
+            .insert(&agent, now_millis())
+            .await
+            .map_err(|error| name_conflict(error, &name))?;
+        Ok(self.view(stored, 0))
+    }
+
+    /// Returns one agent with its status.
+    pub async fn get(&self, id: Uuid) -> Result<AgentView, AgentError> {
+        let agent = self.store.get(id).await?.ok_or(AgentError::NotFound(id))?;
+        self.with_status(vec![agent])
+            .await
+            .pop()
+            .ok_or(AgentError::NotFound(id))
+    }
+
+    /// Returns the agents that exist among `ids`, with their status.
+    pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<AgentView>, AgentError> {
+        if ids.len() > MAX_BATCH {
+            return Err(AgentError::Invalid(format!(
+                "at most {MAX_BATCH} agent ids"
+            )));
+        }
+        let agents = self.store.get_many(ids).await?;
+        Ok(self.with_status(agents).await)
+    }
+
+    /// Returns a page of agents, oldest first, and how many match.
+    pub async fn list(
+        &self,
+        filter: &AgentFilter,
+        page: Page,
+    ) -> Result<(Vec<AgentView>, u64), AgentError> {
+        let online_since = self.online_since();
+        let capability = filter.capability.as_deref();
+        match filter.status {
+            None => {
+                let (agents, total) = self.store.list(capability, None, Some(page)).await?;
+                Ok((self.with_status(agents).await, total))
+            }
+            Some(AgentStatus::Offline) => {
+                let heartbeat = Some(HeartbeatFilter::Before(online_since));
+                let (agents, total) = self.store.list(capability, heartbeat, Some(page)).await?;
+                Ok((self.with_status(agents).await, total))
+            }
+            Some(wanted) => {
+                // Idle and busy depend on task counts held elsewhere: filter online agents here.
+                let heartbeat = Some(HeartbeatFilter::Since(online_since));
+                let (online, _) = self.store.list(capability, heartbeat, None).await?;
+                let matching: Vec<AgentView> = self
+                    .with_status(online)
+                    .await
+                    .into_iter()
+                    .filter(|view| view.status == wanted)
+                    .collect();
+                let total = matching.len() as u64;
+                let offset = usize::try_from(page.offset()).unwrap_or(usize::MAX);
+                let limit = usize::try_from(page.limit()).unwrap_or(usize::MAX);
+                Ok((
+                    matching.into_iter().skip(offset).take(limit).collect(),
+                    total,
+                ))
+            }
+        }
+    }
+
+    /// Changes an agent.
+    pub async fn update(&self, id: Uuid, update: AgentUpdate) -> Result<AgentView, AgentError> {
+        let update = update.validated()?;
+        let name = update.name.clone().unwrap_or_default();
+        let agent = self
+            .store
+            .update(id, &update, now_millis())
+            .await
+            .map_err(|error| name_conflict(error, &name))?
+            .ok_or(AgentError::NotFound(id))?;
+        self.with_status(vec![agent])
+            .await
+            .pop()
+            .ok_or(AgentError::NotFound(id))
+    }
+
+    /// Removes an agent; the tasks service takes back the tasks it held.
+    pub async fn delete(&self, id: Uuid) -> Result<(), AgentError> {
+        if self.store.delete(id).await? {
+            Ok(())
+        } else {
+            Err(AgentError::NotFound(id))
+        }
+    }
+
+    /// Records a sign of life.
+    pub async fn heartbeat(&self, id: Uuid) -> Result<AgentView, AgentError> {
+        let agent = self
+            .store
+            .heartbeat(id, now_millis())
+            .await?
+            .ok_or(AgentError::NotFound(id))?;
+        self.with_status(vec![agent])
+            .await
+            .pop()
+            .ok_or(AgentError::NotFound(id))
+    }
+
+    /// Returns an agent's config object (JSON text).
+    pub async fn config(&self, id: Uuid) -> Result<String, AgentError> {
+        Ok(self
+            .store
+            .get(id)
+            .await?
+            .ok_or(AgentError::NotFound(id))?
+            .config)
+    }
+
+    fn online_since(&self) -> i64 {
+        now_millis() - i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
+    fn view(&self, agent: Agent, active_tasks: u32) -> AgentView {
+        AgentView {
+            status: AgentStatus::derive(&agent, active_tasks, self.online_since()),
+            agent,
+            active_tasks,
+        }
+    }
+
+    async fn with_status(&self, agents: Vec<Agent>) -> Vec<AgentView> {
+        if agents.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<Uuid> = agents.iter().map(|agent| agent.id).collect();
+        let counts = self.counts.active_tasks(&ids).await;
+        agents
+            .into_iter()
+            .map(|agent| {
+                let active = counts.get(&agent.id).copied().unwrap_or(0);
+                self.view(agent, active)
+            })
+            .collect()
+    }
+}
+
+fn name_conflict(error: sqlx::Error, name: &str) -> AgentError {
+    match error.as_database_error() {
+        Some(database) if database.is_unique_violation() => AgentError::NameTaken(name.to_owned()),
+        _ => AgentError::Storage(error),
+    }
+}

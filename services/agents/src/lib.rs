@@ -1,0 +1,56 @@
+//! The Swarm agents service: the registry of worker agents served over gRPC
+//! (`swarm.agents.v1.AgentService`), on SQLite or PostgreSQL.
+//!
+//! [`run`] is the whole service: it connects and migrates the database and serves the registry
+//! with health and reflection until shutdown, then drains.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod storage;
+pub mod tasks_client;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use swarm_kit::RunError;
+use swarm_proto::agents::v1::agent_service_server::AgentServiceServer;
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tonic::service::Routes;
+use tracing::info;
+
+pub use config::AgentsConfig;
+
+use crate::domain::AgentRegistry;
+use crate::grpc::AgentGrpc;
+use crate::tasks_client::GrpcTaskCounts;
+
+/// Runs the agents service on `listener` until `shutdown` resolves; then it stops accepting,
+/// lets in-flight calls finish and closes the database.
+pub async fn run(
+    listener: TcpListener,
+    config: AgentsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    config.validate()?;
+    let counts = GrpcTaskCounts::new(&config.tasks_url).map_err(|error| {
+        swarm_kit::config::ConfigError::new("SWARM_TASKS_URL", &config.tasks_url, error)
+    })?;
+    let pool = swarm_kit::db::connect(&config.database_url, config.max_connections).await?;
+    let store = storage::open(pool.clone()).await?;
+    let registry = AgentRegistry::new(store, Arc::new(counts), config.agent_ttl);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AgentServiceServer<AgentGrpc>>().await;
+    let agents = AgentServiceServer::new(AgentGrpc::new(registry))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+    let routes = Routes::new(health_service).add_service(agents);
+    info!(addr = %listener.local_addr()?, backend = pool.backend(), "agents service listening");
+    let served = swarm_kit::grpc::serve(listener, routes, shutdown).await;
+    pool.close().await;
+    info!("agents service stopped");
+    Ok(served?)
+}

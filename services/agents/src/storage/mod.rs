@@ -1,0 +1,80 @@
+//! Agent storage: the [`AgentStore`] trait and its SQLite and PostgreSQL backends, which share
+//! every statement but the capability filter (`json_each` on SQLite, `jsonb` containment on
+//! PostgreSQL).
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use swarm_kit::db::Pool;
+use swarm_kit::page::Page;
+use uuid::Uuid;
+
+use crate::domain::{Agent, AgentUpdate, NewAgent};
+
+pub use postgres::PostgresAgentStore;
+pub use sqlite::SqliteAgentStore;
+
+/// Splits agents by their last heartbeat (Unix milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatFilter {
+    /// Agents whose last heartbeat is before this time.
+    Before(i64),
+    /// Agents whose last heartbeat is at or after this time.
+    Since(i64),
+}
+
+/// Durable storage of agents. Each method is one statement. Times are Unix milliseconds.
+#[async_trait]
+pub trait AgentStore: Send + Sync + 'static {
+    /// Inserts an agent; a taken name fails with a unique violation.
+    async fn insert(&self, agent: &NewAgent, now: i64) -> Result<Agent, sqlx::Error>;
+
+    /// Returns an agent by id.
+    async fn get(&self, id: Uuid) -> Result<Option<Agent>, sqlx::Error>;
+
+    /// Returns the agents that exist among `ids`.
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Agent>, sqlx::Error>;
+
+    /// Returns agents (oldest first) with `capability` and matching `heartbeat`, one page of
+    /// them or all when `page` is `None`, and how many match in all.
+    async fn list(
+        &self,
+        capability: Option<&str>,
+        heartbeat: Option<HeartbeatFilter>,
+        page: Option<Page>,
+    ) -> Result<(Vec<Agent>, u64), sqlx::Error>;
+
+    /// Applies the set fields of `update`; `None` when the agent does not exist.
+    async fn update(
+        &self,
+        id: Uuid,
+        update: &AgentUpdate,
+        now: i64,
+    ) -> Result<Option<Agent>, sqlx::Error>;
+
+    /// Deletes an agent; `false` when it did not exist.
+    async fn delete(&self, id: Uuid) -> Result<bool, sqlx::Error>;
+
+    /// Records a heartbeat; `None` when the agent does not exist.
+    async fn heartbeat(&self, id: Uuid, now: i64) -> Result<Option<Agent>, sqlx::Error>;
+}
+
+/// Applies the agents service's migrations to `pool` and returns the store for its backend.
+pub async fn open(pool: Pool) -> Result<Arc<dyn AgentStore>, sqlx::migrate::MigrateError> {
+    match pool {
+        Pool::Sqlite(pool) => {
+            let migrator = sqlx::migrate!("./migrations/sqlite");
+            swarm_kit::db::migrate(&Pool::Sqlite(pool.clone()), "agents", migrator).await?;
+            Ok(Arc::new(SqliteAgentStore::new(pool)))
+        }
+        Pool::Postgres(pool) => {
+            let migrator = sqlx::migrate!("./migrations/postgres");
+            swarm_kit::db::migrate(&Pool::Postgres(pool.clone()), "agents", migrator).await?;
+            Ok(Arc::new(PostgresAgentStore::new(pool)))
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! One conformance suite for agent storage, run against every backend (SQLite and a real
+//! PostgreSQL) through the registry the service uses: registration and unique names, updates,
+//! deletion, heartbeats and the derived status, and list filters.
+//!
+//! Task counts normally come from the tasks service over gRPC; here a fixed table stands in for
+//! it (the end-to-end tests use the real one).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use swarm_agents::domain::{
+    ActiveTaskCounts, AgentFilter, AgentRegistry, AgentStatus, AgentUpdate, NewAgent,
+};
+use swarm_agents::error::AgentError;
+use swarm_agents::storage;
+use swarm_kit::page::Page;
+use swarm_kit::testing::{Backend, TestDatabase};
+use uuid::Uuid;
+
+/// Task counts the test sets by hand.
+#[derive(Default)]
+struct FixedCounts(Mutex<HashMap<Uuid, u32>>);
+
+#[async_trait]
+impl ActiveTaskCounts for FixedCounts {
+    async fn active_tasks(&self, agent_ids: &[Uuid]) -> HashMap<Uuid, u32> {
+        let counts = self.0.lock().unwrap();
+        agent_ids
+            .iter()
+            .filter_map(|id| Some((*id, *counts.get(id)?)))
+            .collect()
+    }
+}
+
+struct Fixture {
+    registry: AgentRegistry,
+    counts: Arc<FixedCounts>,
+    _database: TestDatabase,
+}
+
+const TTL: Duration = Duration::from_millis(400);
+
+async fn fixture(backend: Backend) -> Fixture {
+    let database = TestDatabase::new(backend).await;
+    let store = storage::open(database.pool())
+        .await
+        .expect("migrations apply");
+    let counts = Arc::new(FixedCounts::default());
+    Fixture {
+        registry: AgentRegistry::new(store, counts.clone(), TTL),
+        counts,
+        _database: database,
+    }
+}
+
+fn named(name: &str, capabilities: &[&str]) -> NewAgent {
+    NewAgent {
+        name: name.to_owned(),
+        kind: "worker".into(),
+        capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect(),
+        config: r#"{"model":"small"}"#.into(),
+        max_concurrency: 2,
+    }
+}
+
+async fn registration_keeps_every_field_and_names_are_unique(backend: Backend) {
+    let f = fixture(backend).await;
+    let view = f
+        .registry
+        .register(named("alpha", &["gpu", "echo", "gpu"]))
+        .await
+        .unwrap();
+    assert_eq!(view.status, AgentStatus::Idle);
+    let read = f.registry.get(view.agent.id).await.unwrap();
+    assert_eq!(read.agent, view.agent);
+    assert_eq!(read.agent.capabilities, ["echo", "gpu"]);
+    assert_eq!(
+        (read.agent.kind.as_str(), read.agent.max_concurrency),
+        ("worker", 2)
+    );
+    assert_eq!(
+        f.registry.config(view.agent.id).await.unwrap(),
+        r#"{"model":"small"}"#
+    );
+
+    let taken = f.registry.register(named("alpha", &[])).await;
+    assert!(matches!(taken, Err(AgentError::NameTaken(name)) if name == "alpha"));
+    let invalid = f
+        .registry
+        .register(NewAgent {
+            max_concurrency: 0,
+            ..named("beta", &[])
+        })
+        .await;
+    assert!(matches!(invalid, Err(AgentError::Invalid(_))));
+    let (_, total) = f
+        .registry
+        .list(&AgentFilter::default(), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(total, 1, "failed registrations store nothing");
+    assert!(matches!(
+        f.registry.get(Uuid::now_v7()).await,
+        Err(AgentError::NotFound(_))
+    ));
+}
+
+async fn updates_change_only_what_they_name(backend: Backend) {
+    let f = fixture(backend).await;
+    let alpha = f
+        .registry
+        .register(named("alpha", &["echo"]))
+        .await
+        .unwrap()
+        .agent;
+    f.registry.register(named("beta", &[])).await.unwrap();
+    let update = AgentUpdate {
+        capabilities: Some(vec!["sleep".into()]),
+        max_concurrency: Some(4),
+        ..AgentUpdate::default()
+    };
+    let updated = f.registry.update(alpha.id, update).await.unwrap().agent;
+    assert_eq!(
+        (updated.capabilities.clone(), updated.max_concurrency),
+        (vec!["sleep".to_owned()], 4)
+    );
+    assert_eq!(
+        (updated.name.as_str(), updated.config.as_str()),
+        ("alpha", alpha.config.as_str())
+    );
+    assert!(updated.updated_at >= alpha.updated_at);
+
+    let rename = AgentUpdate {
+        name: Some("beta".into()),
+        ..AgentUpdate::default()
+    };
+    assert!(matches!(
+        f.registry.update(alpha.id, rename).await,
+        Err(AgentError::NameTaken(_))
+    ));
+    let config = AgentUpdate {
+        config: Some("[]".into()),
+        ..AgentUpdate::default()
+    };
+    assert!(matches!(
+        f.registry.update(alpha.id, config).await,
+        Err(AgentError::Invalid(_))
+    ));
+    let missing = f
+        .registry
+        .update(Uuid::now_v7(), AgentUpdate::default())
+        .await;
+    assert!(matches!(missing, Err(AgentError::NotFound(_))));
+}
+
+async fn deleted_agents_are_gone(backend: Backend) {
+    let f = fixture(backend).await;
+    let alpha = f
+        .registry
+        .register(named("alpha", &[]))
+        .await
+        .unwrap()
+        .agent;
+    f.registry.delete(alpha.id).await.unwrap();
+    assert!(matches!(
+        f.registry.get(alpha.id).await,
+        Err(AgentError::NotFound(_))
+    ));
+    assert!(matches!(
+        f.registry.delete(alpha.id).await,
+        Err(AgentError::NotFound(_))
+    ));
+    assert!(matches!(
+        f.registry.heartbeat(alpha.id).await,
+        Err(AgentError::NotFound(_))
+    ));
+    // The name is free again.
+    f.registry.register(named("alpha", &[])).await.unwrap();
+}
+
+async fn status_follows_heartbeats_and_load(backend: Backend) {
+    let f = fixture(backend).await;
+    let alpha = f
+        .registry
+        .register(named("alpha", &[]))
+        .await
+        .unwrap()
+        .agent;
+    f.counts.0.lock().unwrap().insert(alpha.id, 2);
+    assert_eq!(
+        f.registry.get(alpha.id).await.unwrap().status,
+        AgentStatus::Busy
+    );
+    f.counts.0.lock().unwrap().insert(alpha.id, 1);
+    let view = f.registry.get(alpha.id).await.unwrap();
+    assert_eq!((view.status, view.active_tasks), (AgentStatus::Idle, 1));
+
+    tokio::time::sleep(TTL + Duration::from_millis(100)).await;
+    assert_eq!(
+        f.registry.get(alpha.id).await.unwrap().status,
+        AgentStatus::Offline
+    );
+    let revived = f.registry.heartbeat(alpha.id).await.unwrap();
+    assert_eq!(revived.status, AgentStatus::Idle);
+    assert!(revived.agent.last_heartbeat_at > alpha.last_heartbeat_at);
+}
+
+async fn lists_filter_by_status_and_capability(backend: Backend) {
+    let f = fixture(backend).await;
+    let old = f
+        .registry
+        .register(named("old", &["echo"]))
+        .await
+        .unwrap()
+        .agent;
+    tokio::time::sleep(TTL + Duration::from_millis(100)).await;
+    let busy = f
+        .registry
+        .register(named("busy", &["echo", "gpu"]))
+        .await
+        .unwrap()
+        .agent;
+    let idle = f
+        .registry
+        .register(named("idle", &["sleep"]))
+        .await
+        .unwrap()
+        .agent;
+    f.counts.0.lock().unwrap().insert(busy.id, 2);
+
+    let ids = |views: Vec<swarm_agents::domain::AgentView>| {
+        views.into_iter().map(|v| v.agent.id).collect::<Vec<_>>()
+    };
+    let by = |status, capability: Option<&str>| AgentFilter {
+        status,
+        capability: capability.map(str::to_owned),
+    };
+    let (all, total) = f
+        .registry
+        .list(&by(None, None), Page::default())
+        .await
+        .unwrap();
+    assert_eq!((ids(all), total), (vec![old.id, busy.id, idle.id], 3));
+    let (offline, _) = f
+        .registry
+        .list(&by(Some(AgentStatus::Offline), None), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(ids(offline), [old.id]);
+    let (busy_list, _) = f
+        .registry
+        .list(&by(Some(AgentStatus::Busy), None), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(ids(busy_list), [busy.id]);
+    let (idle_list, total) = f
+        .registry
+        .list(&by(Some(AgentStatus::Idle), None), Page::default())
+        .await
+        .unwrap();
+    assert_eq!((ids(idle_list), total), (vec![idle.id], 1));
+    let (echo, total) = f
+        .registry
+        .list(&by(None, Some("echo")), Page::new(2, 1).unwrap())
+        .await
+        .unwrap();
+    assert_eq!((ids(echo), total), (vec![busy.id], 2));
+
+    let many = f
+        .registry
+        .get_many(&[idle.id, Uuid::now_v7(), old.id])
+        .await
+        .unwrap();
+    let mut found = ids(many);
+    found.sort();
+    let mut expected = vec![idle.id, old.id];
+    expected.sort();
+    assert_eq!(found, expected);
+}
+
+/// Runs every case above once per backend, each as its own test.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(swarm_kit::testing::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(swarm_kit::testing::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    registration_keeps_every_field_and_names_are_unique,
+    updates_change_only_what_they_name,
+    deleted_agents_are_gone,
+    status_follows_heartbeats_and_load,
+    lists_filter_by_status_and_capability,
+);
