@@ -6,8 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use swarm_gateway::GatewayConfig;
-use swarm_tasks::TasksConfig;
 
 use crate::stack::{Stack, StackConfig, StackError};
 
@@ -65,16 +63,7 @@ pub enum BenchError {
 
 /// Runs the create-task then get-task benchmarks and returns their figures.
 pub async fn run(options: &BenchOptions) -> Result<Vec<Figures>, BenchError> {
-    let stack = Stack::start(StackConfig {
-        gateway_addr: ([127, 0, 0, 1], 0).into(),
-        tasks_addr: ([127, 0, 0, 1], 0).into(),
-        tasks: TasksConfig {
-            database_url: options.database_url.clone(),
-            ..TasksConfig::default()
-        },
-        gateway: GatewayConfig::default(),
-    })
-    .await?;
+    let stack = Stack::start(StackConfig::local(&options.database_url)).await?;
     let base = stack.gateway_url();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency)

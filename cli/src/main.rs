@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use swarm_agents::AgentsConfig;
 use swarm_cli::bench::{self, BenchOptions};
 use swarm_cli::stack::{Stack, StackConfig};
 use swarm_gateway::GatewayConfig;
@@ -29,6 +30,35 @@ enum Command {
     Serve(ServeArgs),
     /// Measures create-task and get-task throughput and latency through the gateway.
     Bench(BenchArgs),
+    /// Runs an example agent that does `echo` and `sleep` tasks.
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AgentArgs {
+    /// The agent's unique name.
+    #[arg(long)]
+    name: String,
+    /// A capability (repeat for more).
+    #[arg(long = "capability", default_values_t = ["echo".to_owned(), "sleep".to_owned()])]
+    capabilities: Vec<String>,
+    /// How many tasks it runs at once.
+    #[arg(long, default_value_t = 2)]
+    concurrency: u32,
+    /// The tasks service.
+    #[arg(
+        long,
+        env = "SWARM_TASKS_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    tasks_url: String,
+    /// The agents service.
+    #[arg(
+        long,
+        env = "SWARM_AGENTS_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    agents_url: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,6 +69,9 @@ struct UpArgs {
     /// Where the tasks service listens.
     #[arg(long, env = "SWARM_TASKS_ADDR", default_value = "127.0.0.1:50051")]
     tasks_addr: SocketAddr,
+    /// Where the agents service listens.
+    #[arg(long, env = "SWARM_AGENTS_ADDR", default_value = "127.0.0.1:50052")]
+    agents_addr: SocketAddr,
     /// The database (overrides DATABASE_URL): sqlite://path or postgres://...
     #[arg(long)]
     database_url: Option<String>,
@@ -48,6 +81,8 @@ struct UpArgs {
 enum Role {
     /// The tasks gRPC service.
     Tasks,
+    /// The agents gRPC service.
+    Agents,
     /// The REST gateway.
     Gateway,
 }
@@ -85,6 +120,7 @@ async fn main() -> ExitCode {
         Command::Up(args) => up(args).await,
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => run_bench(args).await,
+        Command::Agent(args) => run_agent(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,17 +136,26 @@ type Outcome = Result<(), Box<dyn std::error::Error>>;
 
 async fn up(args: UpArgs) -> Outcome {
     let mut tasks = TasksConfig::from_env()?;
+    let mut agents = AgentsConfig::from_env()?;
     if let Some(url) = args.database_url {
-        tasks.database_url = url;
+        tasks.database_url.clone_from(&url);
+        agents.database_url = url;
     }
     let stack = Stack::start(StackConfig {
         gateway_addr: args.gateway_addr,
         tasks_addr: args.tasks_addr,
+        agents_addr: args.agents_addr,
         tasks,
+        agents,
         gateway: GatewayConfig::from_env()?,
     })
     .await?;
-    info!(gateway = %stack.gateway_url(), tasks = %stack.tasks_url(), "swarm is up; ctrl-c stops it");
+    info!(
+        gateway = %stack.gateway_url(),
+        tasks = %stack.tasks_url(),
+        agents = %stack.agents_url(),
+        "swarm is up; ctrl-c stops it"
+    );
     stack.run_until(swarm_kit::shutdown::signal()).await?;
     Ok(())
 }
@@ -128,6 +173,17 @@ async fn serve(args: ServeArgs) -> Outcome {
             }
             let listener = tokio::net::TcpListener::bind(addr).await?;
             swarm_tasks::run(listener, config, shutdown).await?;
+        }
+        Role::Agents => {
+            let addr = args
+                .addr
+                .unwrap_or(role_addr("SWARM_AGENTS_ADDR", "127.0.0.1:50052")?);
+            let mut config = AgentsConfig::from_env()?;
+            if let Some(url) = args.database_url {
+                config.database_url = url;
+            }
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            swarm_agents::run(listener, config, shutdown).await?;
         }
         Role::Gateway => {
             let addr = args
@@ -165,5 +221,22 @@ async fn run_bench(args: BenchArgs) -> Outcome {
             options.concurrency, args.seconds
         );
     }
+    Ok(())
+}
+
+async fn run_agent(args: AgentArgs) -> Outcome {
+    let endpoints = swarm_sdk::Endpoints {
+        tasks_url: args.tasks_url,
+        agents_url: args.agents_url,
+    };
+    let mut spec = swarm_sdk::AgentSpec::new(args.name).max_concurrency(args.concurrency);
+    spec.capabilities = args.capabilities;
+    let worker = swarm_sdk::Worker::register(&endpoints, spec).await?;
+    info!(agent_id = worker.id(), "agent registered; ctrl-c stops it");
+    worker
+        .run(swarm_cli::agent::handle, swarm_kit::shutdown::signal())
+        .await?;
+    worker.deregister().await?;
+    info!("agent stopped");
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use swarm_agents::AgentsConfig;
 use swarm_gateway::GatewayConfig;
 use swarm_kit::RunError;
 use swarm_tasks::TasksConfig;
@@ -18,10 +19,35 @@ pub struct StackConfig {
     pub gateway_addr: SocketAddr,
     /// The tasks service's address.
     pub tasks_addr: SocketAddr,
-    /// The tasks service's configuration.
+    /// The agents service's address.
+    pub agents_addr: SocketAddr,
+    /// The tasks service's configuration; its agents URL is replaced by the bound address.
     pub tasks: TasksConfig,
+    /// The agents service's configuration; its tasks URL is replaced by the bound address.
+    pub agents: AgentsConfig,
     /// The gateway's configuration; its service URLs are replaced by the bound addresses.
     pub gateway: GatewayConfig,
+}
+
+impl StackConfig {
+    /// Every role on a free loopback port, with default settings, over one database.
+    pub fn local(database_url: &str) -> Self {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            gateway_addr: any_port,
+            tasks_addr: any_port,
+            agents_addr: any_port,
+            tasks: TasksConfig {
+                database_url: database_url.to_owned(),
+                ..TasksConfig::default()
+            },
+            agents: AgentsConfig {
+                database_url: database_url.to_owned(),
+                ..AgentsConfig::default()
+            },
+            gateway: GatewayConfig::default(),
+        }
+    }
 }
 
 /// Why the stack could not start or stopped with an error.
@@ -54,6 +80,8 @@ pub struct Stack {
     pub gateway_addr: SocketAddr,
     /// Where the tasks service listens.
     pub tasks_addr: SocketAddr,
+    /// Where the agents service listens.
+    pub agents_addr: SocketAddr,
     shutdown: CancellationToken,
     roles: JoinSet<(&'static str, Result<(), RunError>)>,
 }
@@ -63,30 +91,55 @@ impl Stack {
     /// returns: connections wait in the listeners' backlogs until each role serves.
     pub async fn start(config: StackConfig) -> Result<Self, StackError> {
         let tasks_listener = bind("tasks", config.tasks_addr).await?;
+        let agents_listener = bind("agents", config.agents_addr).await?;
         let gateway_listener = bind("gateway", config.gateway_addr).await?;
         let tasks_addr = local_addr("tasks", &tasks_listener)?;
+        let agents_addr = local_addr("agents", &agents_listener)?;
         let gateway_addr = local_addr("gateway", &gateway_listener)?;
+        let (tasks_url, agents_url) = (
+            format!("http://{tasks_addr}"),
+            format!("http://{agents_addr}"),
+        );
+        let tasks = TasksConfig {
+            agents_url: agents_url.clone(),
+            ..config.tasks
+        };
+        let agents = AgentsConfig {
+            tasks_url: tasks_url.clone(),
+            ..config.agents
+        };
         let gateway = GatewayConfig {
-            tasks_url: format!("http://{tasks_addr}"),
+            tasks_url,
+            agents_url,
             ..config.gateway
         };
         let shutdown = CancellationToken::new();
         let mut roles = JoinSet::new();
         let stop = shutdown.clone();
         roles.spawn(async move {
-            let result =
-                swarm_tasks::run(tasks_listener, config.tasks, stop.cancelled_owned()).await;
-            ("tasks", result)
+            (
+                "tasks",
+                swarm_tasks::run(tasks_listener, tasks, stop.cancelled_owned()).await,
+            )
         });
         let stop = shutdown.clone();
         roles.spawn(async move {
-            let result =
-                swarm_gateway::run(gateway_listener, gateway, stop.cancelled_owned()).await;
-            ("gateway", result)
+            (
+                "agents",
+                swarm_agents::run(agents_listener, agents, stop.cancelled_owned()).await,
+            )
+        });
+        let stop = shutdown.clone();
+        roles.spawn(async move {
+            (
+                "gateway",
+                swarm_gateway::run(gateway_listener, gateway, stop.cancelled_owned()).await,
+            )
         });
         Ok(Self {
             gateway_addr,
             tasks_addr,
+            agents_addr,
             shutdown,
             roles,
         })
@@ -100,6 +153,11 @@ impl Stack {
     /// Returns the tasks service's gRPC URL.
     pub fn tasks_url(&self) -> String {
         format!("http://{}", self.tasks_addr)
+    }
+
+    /// Returns the agents service's gRPC URL.
+    pub fn agents_url(&self) -> String {
+        format!("http://{}", self.agents_addr)
     }
 
     /// Runs until `signal` resolves or a role fails, then stops every role and waits for them.

@@ -9,8 +9,8 @@ use swarm_kit::config::{ConfigError, override_from_env};
 pub struct GatewayConfig {
     /// The tasks service (`SWARM_TASKS_URL`).
     pub tasks_url: String,
-    /// The agents service, when deployed (`SWARM_AGENTS_URL`).
-    pub agents_url: Option<String>,
+    /// The agents service (`SWARM_AGENTS_URL`).
+    pub agents_url: String,
     /// The cache service, when deployed (`SWARM_CACHE_URL`).
     pub cache_url: Option<String>,
     /// The metrics service, when deployed (`SWARM_METRICS_URL`).
@@ -25,7 +25,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             tasks_url: "http://127.0.0.1:50051".to_owned(),
-            agents_url: None,
+            agents_url: "http://127.0.0.1:50052".to_owned(),
             cache_url: None,
             metrics_url: None,
             request_timeout: Duration::from_secs(30),
@@ -39,8 +39,8 @@ impl GatewayConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut config = Self::default();
         override_from_env(&mut config.tasks_url, &["SWARM_TASKS_URL"])?;
+        override_from_env(&mut config.agents_url, &["SWARM_AGENTS_URL"])?;
         for (target, name) in [
-            (&mut config.agents_url, "SWARM_AGENTS_URL"),
             (&mut config.cache_url, "SWARM_CACHE_URL"),
             (&mut config.metrics_url, "SWARM_METRICS_URL"),
         ] {
@@ -60,7 +60,7 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let urls = [
             ("SWARM_TASKS_URL", Some(&self.tasks_url)),
-            ("SWARM_AGENTS_URL", self.agents_url.as_ref()),
+            ("SWARM_AGENTS_URL", Some(&self.agents_url)),
             ("SWARM_CACHE_URL", self.cache_url.as_ref()),
             ("SWARM_METRICS_URL", self.metrics_url.as_ref()),
         ];
@@ -100,7 +100,7 @@ mod tests {
     #[test]
     fn service_urls_must_be_http() {
         let config = GatewayConfig {
-            agents_url: Some("127.0.0.1:50052".into()),
+            agents_url: "127.0.0.1:50052".into(),
             ..GatewayConfig::default()
         };
         assert_eq!(config.validate().unwrap_err().name, "SWARM_AGENTS_URL");

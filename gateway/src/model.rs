@@ -212,3 +212,64 @@ pub fn page_request(
 pub fn json_text(value: Option<Box<RawValue>>) -> String {
     value.map(|raw| raw.get().to_owned()).unwrap_or_default()
 }
+
+/// An agent as REST clients see it.
+#[derive(Debug, Serialize)]
+pub struct AgentView {
+    id: String,
+    name: String,
+    kind: String,
+    capabilities: Vec<String>,
+    config: Box<RawValue>,
+    status: &'static str,
+    max_concurrency: i32,
+    active_tasks: i32,
+    last_heartbeat_at: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+impl From<swarm_proto::agents::v1::Agent> for AgentView {
+    fn from(agent: swarm_proto::agents::v1::Agent) -> Self {
+        use swarm_proto::agents::v1::AgentStatus;
+        let status = match agent.status() {
+            AgentStatus::Idle => "idle",
+            AgentStatus::Busy => "busy",
+            AgentStatus::Offline => "offline",
+            AgentStatus::Unspecified => "unknown",
+        };
+        Self {
+            status,
+            id: agent.id,
+            name: agent.name,
+            kind: agent.kind,
+            capabilities: agent.capabilities,
+            config: raw_json(agent.config_json),
+            max_concurrency: agent.max_concurrency,
+            active_tasks: agent.active_tasks,
+            last_heartbeat_at: agent.last_heartbeat_at.as_ref().map(rfc3339),
+            created_at: agent.created_at.as_ref().map(rfc3339),
+            updated_at: agent.updated_at.as_ref().map(rfc3339),
+        }
+    }
+}
+
+/// Parses a REST agent status filter.
+pub fn agent_status_from_name(
+    name: &str,
+) -> Result<swarm_proto::agents::v1::AgentStatus, ApiError> {
+    use swarm_proto::agents::v1::AgentStatus;
+    match name {
+        "idle" => Ok(AgentStatus::Idle),
+        "busy" => Ok(AgentStatus::Busy),
+        "offline" => Ok(AgentStatus::Offline),
+        other => Err(ApiError::invalid(format!(
+            "status must be one of idle, busy, offline (got {other:?})"
+        ))),
+    }
+}
+
+/// Wraps JSON text for an answer body as it is (a config object, say).
+pub fn raw_body(text: String) -> Box<RawValue> {
+    raw_json(text)
+}

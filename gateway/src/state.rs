@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use swarm_kit::config::ConfigError;
 use swarm_kit::process::CpuMeter;
+use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -30,6 +31,8 @@ pub struct Upstream {
 pub struct AppState {
     /// The tasks service.
     pub tasks: TaskServiceClient<Channel>,
+    /// The agents service.
+    pub agents: AgentServiceClient<Channel>,
     /// Every configured service, for health checks.
     pub upstreams: Arc<[Upstream]>,
     /// The configuration.
@@ -44,12 +47,18 @@ impl AppState {
     /// Builds clients for every configured service; nothing connects until first use.
     pub fn new(config: GatewayConfig, shutdown: CancellationToken) -> Result<Self, ConfigError> {
         let tasks_channel = channel("SWARM_TASKS_URL", &config.tasks_url)?;
-        let mut upstreams = vec![Upstream {
-            name: "tasks",
-            channel: tasks_channel.clone(),
-        }];
+        let agents_channel = channel("SWARM_AGENTS_URL", &config.agents_url)?;
+        let mut upstreams = vec![
+            Upstream {
+                name: "tasks",
+                channel: tasks_channel.clone(),
+            },
+            Upstream {
+                name: "agents",
+                channel: agents_channel.clone(),
+            },
+        ];
         for (name, variable, url) in [
-            ("agents", "SWARM_AGENTS_URL", &config.agents_url),
             ("cache", "SWARM_CACHE_URL", &config.cache_url),
             ("metrics", "SWARM_METRICS_URL", &config.metrics_url),
         ] {
@@ -64,8 +73,12 @@ impl AppState {
             .send_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(8 * 1024 * 1024);
+        let agents = AgentServiceClient::new(agents_channel)
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip);
         Ok(Self {
             tasks,
+            agents,
             upstreams: upstreams.into(),
             config: Arc::new(config),
             cpu: Arc::new(CpuMeter::default()),

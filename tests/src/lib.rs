@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use swarm_cli::stack::{Stack, StackConfig};
-use swarm_gateway::GatewayConfig;
 use swarm_kit::testing::{Backend, TestDatabase};
-use swarm_tasks::TasksConfig;
 
 /// A running stack and what talks to it. Dropping it without [`TestStack::stop`] leaves the
 /// roles to die with the test's runtime.
@@ -25,25 +23,17 @@ pub struct TestStack {
 impl TestStack {
     /// Starts every role on port 0 over a fresh database of `backend`.
     pub async fn start(backend: Backend) -> Self {
-        Self::start_with(backend, TasksConfig::default()).await
+        Self::start_with(backend, |_| {}).await
     }
 
-    /// Starts every role with a tasks configuration of the test's choosing (its database URL
-    /// is replaced by the fresh database's).
-    pub async fn start_with(backend: Backend, tasks: TasksConfig) -> Self {
+    /// Starts every role on port 0 over a fresh database of `backend`, with settings `tune`
+    /// adjusts (fast polling is preset).
+    pub async fn start_with(backend: Backend, tune: impl FnOnce(&mut StackConfig)) -> Self {
         let database = TestDatabase::new(backend).await;
-        let stack = Stack::start(StackConfig {
-            gateway_addr: ([127, 0, 0, 1], 0).into(),
-            tasks_addr: ([127, 0, 0, 1], 0).into(),
-            tasks: TasksConfig {
-                database_url: database.url().to_owned(),
-                poll_interval: Duration::from_millis(50),
-                ..tasks
-            },
-            gateway: GatewayConfig::default(),
-        })
-        .await
-        .expect("stack starts");
+        let mut config = StackConfig::local(database.url());
+        config.tasks.poll_interval = Duration::from_millis(50);
+        tune(&mut config);
+        let stack = Stack::start(config).await.expect("stack starts");
         Self {
             base: stack.gateway_url(),
             stack,
@@ -80,6 +70,31 @@ impl TestStack {
     /// GETs JSON.
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// Registers an agent over REST and returns its id.
+    pub async fn register_agent(
+        &self,
+        name: &str,
+        capabilities: &[&str],
+        max_concurrency: u32,
+    ) -> String {
+        let body = serde_json::json!({
+            "name": name,
+            "capabilities": capabilities,
+            "max_concurrency": max_concurrency,
+        });
+        let (status, agent) = self.post("/api/agents", body).await;
+        assert_eq!(status, 201, "agent registers: {agent}");
+        agent["id"].as_str().expect("agent has an id").to_owned()
+    }
+
+    /// Returns where the services listen, for SDK workers.
+    pub fn endpoints(&self) -> swarm_sdk::Endpoints {
+        swarm_sdk::Endpoints {
+            tasks_url: self.stack.tasks_url(),
+            agents_url: self.stack.agents_url(),
+        }
     }
 
     /// Stops every role and waits for them; fails the test if one stopped with an error.

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use swarm_e2e::TestStack;
 use swarm_kit::testing::Backend;
+use swarm_proto::agents::v1 as agents_pb;
+use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
 use swarm_proto::tasks::v1 as pb;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -15,14 +17,25 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-const AGENT: &str = "0190f5d2-0000-7000-8000-000000000007";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpc_claim_progress_complete_round_trip() {
     let swarm = TestStack::start(Backend::Sqlite).await;
     let mut tasks = TaskServiceClient::connect(swarm.stack.tasks_url())
         .await
         .unwrap();
+    let mut agents = AgentServiceClient::connect(swarm.stack.agents_url())
+        .await
+        .unwrap();
+    let agent = agents
+        .register_agent(agents_pb::RegisterAgentRequest {
+            name: "grpc-agent".into(),
+            capabilities: vec!["echo".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let agent_id = agent.id.as_str();
 
     let created = tasks
         .create_task(pb::CreateTaskRequest {
@@ -39,10 +52,9 @@ async fn grpc_claim_progress_complete_round_trip() {
     // A long poll that finds work at once returns at once.
     let claimed = tasks
         .claim_tasks(pb::ClaimTasksRequest {
-            agent_id: AGENT.into(),
+            agent_id: agent_id.into(),
             max_tasks: 1,
             wait_seconds: 5,
-            capabilities: vec![],
         })
         .await
         .unwrap()
@@ -51,7 +63,7 @@ async fn grpc_claim_progress_complete_round_trip() {
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].status(), pb::TaskStatus::Active);
     let lease = pb::LeaseRef {
-        agent_id: AGENT.into(),
+        agent_id: agent_id.into(),
         lease_id: claimed[0].lease_id.clone(),
     };
 
@@ -102,30 +114,47 @@ async fn grpc_claim_progress_complete_round_trip() {
     let started = std::time::Instant::now();
     let none = tasks
         .claim_tasks(pb::ClaimTasksRequest {
-            agent_id: AGENT.into(),
+            agent_id: agent_id.into(),
             max_tasks: 1,
             wait_seconds: 1,
-            capabilities: vec![],
         })
         .await
         .unwrap()
         .into_inner();
     assert!(none.tasks.is_empty());
     assert!(started.elapsed() >= Duration::from_secs(1));
+
+    let stranger = tasks
+        .claim_tasks(pb::ClaimTasksRequest {
+            agent_id: "0190f5d2-0000-7000-8000-000000000009".into(),
+            max_tasks: 1,
+            wait_seconds: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stranger.code(), tonic::Code::NotFound);
     swarm.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn tasks_service_serves_health_and_reflection() {
+async fn every_service_serves_health_and_reflection() {
     let swarm = TestStack::start(Backend::Sqlite).await;
-    let channel = tonic::transport::Channel::from_shared(swarm.stack.tasks_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = HealthClient::new(channel.clone());
-    for service in ["", "swarm.tasks.v1.TaskService"] {
-        let status = health
+    let connect = |url: String| async move {
+        tonic::transport::Channel::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    let channel = connect(swarm.stack.tasks_url()).await;
+    let agents_channel = connect(swarm.stack.agents_url()).await;
+    for (channel, service) in [
+        (&channel, ""),
+        (&channel, "swarm.tasks.v1.TaskService"),
+        (&agents_channel, ""),
+        (&agents_channel, "swarm.agents.v1.AgentService"),
+    ] {
+        let status = HealthClient::new(channel.clone())
             .check(HealthCheckRequest {
                 service: service.into(),
             })

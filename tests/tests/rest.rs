@@ -22,18 +22,17 @@ async fn claim_progress_complete_round_trip(backend: Backend) {
     assert_eq!(task["payload"], json!({"text": "hi"}));
     let id = task["id"].as_str().unwrap().to_owned();
 
-    let agent = "0190f5d2-0000-7000-8000-000000000001";
+    let unable = swarm.register_agent("unable", &["other"], 1).await;
     let (status, none) = swarm
-        .post(
-            "/api/tasks/claim",
-            json!({"agent_id": agent, "capabilities": ["other"]}),
-        )
+        .post("/api/tasks/claim", json!({"agent_id": unable}))
         .await;
     assert_eq!((status, none), (200, json!({"tasks": []})));
+    let agent = swarm.register_agent("echoer", &["echo"], 5).await;
+    let agent = agent.as_str();
     let (status, claimed) = swarm
         .post(
             "/api/tasks/claim",
-            json!({"agent_id": agent, "capabilities": ["echo"], "max_tasks": 5}),
+            json!({"agent_id": agent, "max_tasks": 5}),
         )
         .await;
     assert_eq!(status, 200, "{claimed}");
@@ -240,7 +239,8 @@ async fn only_the_lease_holder_reports_and_finished_tasks_cannot_be_cancelled() 
     let swarm = TestStack::start(Backend::Sqlite).await;
     let (_, task) = swarm.post("/api/tasks", json!({"title": "guarded"})).await;
     let id = task["id"].as_str().unwrap();
-    let holder = "0190f5d2-0000-7000-8000-000000000001";
+    let holder = swarm.register_agent("holder", &[], 1).await;
+    let holder = holder.as_str();
     let intruder = "0190f5d2-0000-7000-8000-000000000002";
     let (_, claimed) = swarm
         .post("/api/tasks/claim", json!({"agent_id": holder}))
@@ -299,7 +299,8 @@ async fn events_stream_every_change_and_end_after_the_final_status() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
 
-    let agent = "0190f5d2-0000-7000-8000-000000000001";
+    let agent = swarm.register_agent("watcher", &[], 1).await;
+    let agent = agent.as_str();
     swarm
         .post("/api/tasks/claim", json!({"agent_id": agent}))
         .await;
@@ -450,6 +451,8 @@ async fn health_reports_every_service() {
         (&json!("healthy"), &json!("connected"))
     );
     assert_eq!(health["services"]["tasks"], "serving");
+    assert_eq!(health["services"]["agents"], "serving");
+    assert_eq!(health["services"]["agents"], "serving");
     assert!(health["response_time_ms"].is_number());
     let (status, detailed) = swarm.get("/api/health").await;
     assert_eq!(status, 200);

@@ -1,6 +1,7 @@
 //! The REST routes of API.md, assembled into one router with the gateway's middleware: body
 //! limit, request ids, panic safety and the error envelope for unknown routes.
 
+mod agents;
 mod health;
 mod messages;
 mod tasks;
@@ -34,6 +35,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/messages", get(messages::list_recent))
         .route("/api/process", post(tasks::process))
+        .route("/api/agents", post(agents::register).get(agents::list))
+        .route("/api/agents/list", get(agents::list))
+        .route(
+            "/api/agents/{id}",
+            get(agents::get)
+                .patch(agents::update)
+                .delete(agents::delete),
+        )
+        .route("/api/agents/{id}/heartbeat", post(agents::heartbeat))
+        .route("/api/agents/{id}/config", get(agents::config))
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -1,0 +1,173 @@
+//! Agent routes: register, list, read, update, delete, heartbeat, and read an agent's config.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use swarm_proto::agents::v1 as pb;
+
+use crate::error::ApiError;
+use crate::extract::{Json, Query};
+use crate::model::{
+    AgentView, PageView, agent_status_from_name, json_text, page_request, raw_body,
+};
+use crate::state::AppState;
+
+/// Body of `POST /api/agents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgent {
+    name: String,
+    kind: Option<String>,
+    capabilities: Option<Vec<String>>,
+    config: Option<Box<RawValue>>,
+    max_concurrency: Option<i32>,
+}
+
+/// Registers an agent: 201, or 409 when the name is taken.
+pub async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<RegisterAgent>,
+) -> Result<(StatusCode, axum::Json<AgentView>), ApiError> {
+    let request = pb::RegisterAgentRequest {
+        name: body.name,
+        kind: body.kind.unwrap_or_default(),
+        capabilities: body.capabilities.unwrap_or_default(),
+        config_json: json_text(body.config),
+        max_concurrency: body.max_concurrency,
+    };
+    let agent = state
+        .agents
+        .clone()
+        .register_agent(state.call(request, Duration::ZERO))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, axum::Json(agent.into())))
+}
+
+/// Query of `GET /api/agents`.
+#[derive(Debug, Deserialize)]
+pub struct ListAgents {
+    status: Option<String>,
+    capability: Option<String>,
+    page: Option<u32>,
+    per_page: Option<u32>,
+}
+
+/// Lists agents, oldest first.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListAgents>,
+) -> Result<axum::Json<PageView<AgentView>>, ApiError> {
+    let status = query
+        .status
+        .as_deref()
+        .map(agent_status_from_name)
+        .transpose()?;
+    let request = pb::ListAgentsRequest {
+        status: status.unwrap_or(pb::AgentStatus::Unspecified).into(),
+        capability: query.capability,
+        page: Some(page_request(query.page, query.per_page)?),
+    };
+    let response = state
+        .agents
+        .clone()
+        .list_agents(state.call(request, Duration::ZERO))
+        .await?
+        .into_inner();
+    let items = response.agents.into_iter().map(AgentView::from).collect();
+    Ok(axum::Json(PageView::new(items, response.page)))
+}
+
+/// Returns one agent.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<AgentView>, ApiError> {
+    let agent = state
+        .agents
+        .clone()
+        .get_agent(state.call(pb::GetAgentRequest { id }, Duration::ZERO))
+        .await?
+        .into_inner();
+    Ok(axum::Json(agent.into()))
+}
+
+/// Body of `PATCH /api/agents/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgent {
+    name: Option<String>,
+    kind: Option<String>,
+    capabilities: Option<Vec<String>>,
+    config: Option<Box<RawValue>>,
+    max_concurrency: Option<i32>,
+}
+
+/// Changes any of an agent's fields.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateAgent>,
+) -> Result<axum::Json<AgentView>, ApiError> {
+    let request = pb::UpdateAgentRequest {
+        id,
+        name: body.name,
+        kind: body.kind,
+        capabilities: body
+            .capabilities
+            .map(|values| pb::CapabilityList { values }),
+        config_json: body.config.map(|config| config.get().to_owned()),
+        max_concurrency: body.max_concurrency,
+    };
+    let agent = state
+        .agents
+        .clone()
+        .update_agent(state.call(request, Duration::ZERO))
+        .await?
+        .into_inner();
+    Ok(axum::Json(agent.into()))
+}
+
+/// Deletes an agent: 204. Its active tasks go back to the queue.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .agents
+        .clone()
+        .delete_agent(state.call(pb::DeleteAgentRequest { id }, Duration::ZERO))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records an agent's heartbeat.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<AgentView>, ApiError> {
+    let agent = state
+        .agents
+        .clone()
+        .heartbeat(state.call(pb::HeartbeatRequest { id }, Duration::ZERO))
+        .await?
+        .into_inner();
+    Ok(axum::Json(agent.into()))
+}
+
+/// Returns an agent's config object.
+pub async fn config(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Box<RawValue>>, ApiError> {
+    let config = state
+        .agents
+        .clone()
+        .get_agent_config(state.call(pb::GetAgentConfigRequest { id }, Duration::ZERO))
+        .await?
+        .into_inner();
+    Ok(axum::Json(raw_body(config.config_json)))
+}
