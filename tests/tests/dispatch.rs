@@ -128,7 +128,8 @@ async fn thousand_tasks_each_done_once_by_an_able_agent(backend: Backend) {
             "{name} ran {most} at once, allowed {concurrency}"
         );
         let able: HashSet<&str> = capabilities.iter().copied().collect();
-        for task_id in ledger.done.lock().unwrap().iter() {
+        let done = ledger.done.lock().unwrap().clone();
+        for task_id in &done {
             *handled.entry(task_id.clone()).or_default() += 1;
             let needs = &required[task_id];
             assert!(

@@ -229,6 +229,16 @@ impl NewTask {
     }
 }
 
+/// Checks that `text` is JSON of at most 1 MiB; empty text means `null`.
+pub fn json_text(what: &str, text: String) -> Result<String, TaskError> {
+    Ok(swarm_kit::validate::json_text(
+        what,
+        text,
+        MAX_PAYLOAD_BYTES,
+        "null",
+    )?)
+}
+
 /// Filters of a task list; `None` means "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFilter {
@@ -389,14 +399,4 @@ mod tests {
         }
         assert!("running".parse::<TaskStatus>().is_err());
     }
-}
-
-/// Checks that `text` is JSON of at most 1 MiB; empty text means `null`.
-pub fn json_text(what: &str, text: String) -> Result<String, TaskError> {
-    Ok(swarm_kit::validate::json_text(
-        what,
-        text,
-        MAX_PAYLOAD_BYTES,
-        "null",
-    )?)
 }
