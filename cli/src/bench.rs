@@ -1,11 +1,20 @@
 //! The load generator behind `swarm bench`: starts the whole stack in this process on free
 //! ports over a given database, drives the gateway's REST API with concurrent clients for a
-//! fixed time per operation, and reports throughput and latency percentiles.
+//! fixed time per operation, then runs the full queue cycle (enqueue → claim → complete) with
+//! SDK agents, and reports throughput and latency percentiles.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use swarm_proto::common::v1::PageRequest;
+use swarm_proto::tasks::v1 as pb;
+use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
+use swarm_sdk::{AgentSpec, Assignment, Endpoints, Failure, Worker};
+use tokio_util::sync::CancellationToken;
 
 use crate::stack::{Stack, StackConfig, StackError};
 
@@ -18,6 +27,44 @@ pub struct BenchOptions {
     pub duration: Duration,
     /// How many clients send requests at once.
     pub concurrency: usize,
+    /// How many agents work the queue in the cycle benchmark.
+    pub agents: usize,
+    /// How many tasks go through the queue in the cycle benchmark.
+    pub cycle_tasks: u64,
+}
+
+/// Everything one benchmark run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// REST operations through the gateway.
+    pub api: Vec<Figures>,
+    /// The queue cycle.
+    pub cycle: CycleFigures,
+}
+
+/// The figures of the queue cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CycleFigures {
+    /// Agents that worked the queue.
+    pub agents: usize,
+    /// Tasks that went through it.
+    pub tasks: u64,
+    /// Tasks completed per second, from the first enqueue to the last completion.
+    pub throughput: f64,
+    /// Median time from creation to completion, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th-percentile time from creation to completion, in milliseconds.
+    pub p99_ms: f64,
+}
+
+impl std::fmt::Display for CycleFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<12} {:>9} tasks {} agents {:>6.1} tasks/s   created→completed p50 {:>7.2} ms   p99 {:>7.2} ms",
+            "queue cycle", self.tasks, self.agents, self.throughput, self.p50_ms, self.p99_ms
+        )
+    }
 }
 
 /// The figures of one operation.
@@ -59,10 +106,21 @@ pub enum BenchError {
     /// Nothing was created, so reads have nothing to read.
     #[error("no task was created; is the database reachable?")]
     NothingCreated,
+    /// An agent or a direct gRPC call failed.
+    #[error(transparent)]
+    Sdk(#[from] swarm_sdk::SdkError),
+    /// The queue did not drain in time.
+    #[error("only {completed} of {expected} tasks completed in time")]
+    Stalled {
+        /// Tasks completed.
+        completed: u64,
+        /// Tasks enqueued.
+        expected: u64,
+    },
 }
 
-/// Runs the create-task then get-task benchmarks and returns their figures.
-pub async fn run(options: &BenchOptions) -> Result<Vec<Figures>, BenchError> {
+/// Runs the create-task and get-task benchmarks, then the queue cycle, and returns the figures.
+pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
     let stack = Stack::start(StackConfig::local(&options.database_url)).await?;
     let base = stack.gateway_url();
     let client = reqwest::Client::builder()
@@ -106,8 +164,124 @@ pub async fn run(options: &BenchOptions) -> Result<Vec<Figures>, BenchError> {
         }
     })
     .await;
+    let cycle = queue_cycle(&stack, options).await;
     stack.stop().await?;
-    Ok(vec![create, get])
+    Ok(Report {
+        api: vec![create, get],
+        cycle: cycle?,
+    })
+}
+
+/// Runs `options.agents` SDK agents while `options.concurrency` producers enqueue
+/// `options.cycle_tasks` tasks over gRPC, and measures until the last one completes.
+async fn queue_cycle(stack: &Stack, options: &BenchOptions) -> Result<CycleFigures, BenchError> {
+    let endpoints = Endpoints {
+        tasks_url: stack.tasks_url(),
+        agents_url: stack.agents_url(),
+    };
+    let stop = CancellationToken::new();
+    let mut agents = Vec::new();
+    for i in 0..options.agents {
+        let spec = AgentSpec::new(format!("bench-agent-{i}"))
+            .capability("bench")
+            .max_concurrency(8);
+        let worker = Worker::register(&endpoints, spec).await?;
+        let stop = stop.clone();
+        agents.push(tokio::spawn(async move {
+            let echo = |task: Assignment| async move { Ok::<_, Failure>(task.payload) };
+            worker.run(echo, stop.cancelled_owned()).await
+        }));
+    }
+    let channel = tonic::transport::Endpoint::from_shared(stack.tasks_url())
+        .map_err(swarm_sdk::SdkError::from)?
+        .connect_lazy();
+    let client = TaskServiceClient::new(channel);
+
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut producers = Vec::new();
+    for _ in 0..options.concurrency {
+        let (mut client, next, total) = (client.clone(), next.clone(), options.cycle_tasks);
+        producers.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let request = pb::CreateTaskRequest {
+                    title: "cycle".into(),
+                    kind: "cycle".into(),
+                    required_capabilities: vec!["bench".into()],
+                    ..Default::default()
+                };
+                client.create_task(request).await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for producer in producers {
+        producer
+            .await
+            .map_err(|error| tonic::Status::internal(error.to_string()))
+            .and_then(|created| created)
+            .map_err(swarm_sdk::SdkError::from)?;
+    }
+    let completed_filter = |page: u32, per_page: u32| pb::ListTasksRequest {
+        status: pb::TaskStatus::Completed.into(),
+        kind: Some("cycle".into()),
+        page: Some(PageRequest { page, per_page }),
+        ..Default::default()
+    };
+    let deadline = started + Duration::from_secs(300);
+    let completed = loop {
+        let response = client
+            .clone()
+            .list_tasks(completed_filter(1, 1))
+            .await
+            .map_err(swarm_sdk::SdkError::from)?;
+        let completed = response.into_inner().page.map_or(0, |page| page.total);
+        if completed >= options.cycle_tasks || Instant::now() > deadline {
+            break completed;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.cancel();
+    for agent in agents {
+        if let Ok(Err(error)) = agent.await {
+            tracing::warn!(%error, "bench agent stopped with an error");
+        }
+    }
+    if completed < options.cycle_tasks {
+        return Err(BenchError::Stalled {
+            completed,
+            expected: options.cycle_tasks,
+        });
+    }
+
+    let mut latencies = Vec::with_capacity(usize::try_from(completed).unwrap_or(0));
+    for page in 1.. {
+        let response = client
+            .clone()
+            .list_tasks(completed_filter(page, 100))
+            .await
+            .map_err(swarm_sdk::SdkError::from)?;
+        let tasks = response.into_inner().tasks;
+        if tasks.is_empty() {
+            break;
+        }
+        for task in tasks {
+            if let (Some(created), Some(finished)) = (task.created_at, task.finished_at) {
+                let millis = (finished.seconds - created.seconds) * 1000
+                    + i64::from(finished.nanos - created.nanos) / 1_000_000;
+                latencies.push(Duration::from_millis(millis.unsigned_abs()));
+            }
+        }
+    }
+    latencies.sort_unstable();
+    Ok(CycleFigures {
+        agents: options.agents,
+        tasks: completed,
+        throughput: completed as f64 / elapsed,
+        p50_ms: percentile_ms(&latencies, 0.50),
+        p99_ms: percentile_ms(&latencies, 0.99),
+    })
 }
 
 /// Drives `request` from `options.concurrency` clients for `options.duration`; each call gets a

@@ -107,9 +107,15 @@ struct BenchArgs {
     /// Seconds to drive each operation.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-    /// Concurrent clients.
+    /// Concurrent clients (and task producers in the queue cycle).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Agents working the queue in the cycle benchmark.
+    #[arg(long, default_value_t = 4)]
+    agents: usize,
+    /// Tasks sent through the queue in the cycle benchmark.
+    #[arg(long, default_value_t = 5000)]
+    cycle_tasks: u64,
 }
 
 #[tokio::main]
@@ -207,6 +213,8 @@ async fn run_bench(args: BenchArgs) -> Outcome {
         database_url: args.database_url,
         duration: Duration::from_secs(args.seconds),
         concurrency: args.concurrency,
+        agents: args.agents,
+        cycle_tasks: args.cycle_tasks,
     };
     let backend = options
         .database_url
@@ -214,13 +222,17 @@ async fn run_bench(args: BenchArgs) -> Outcome {
         .next()
         .unwrap_or("?")
         .to_owned();
-    let figures = bench::run(&options).await?;
-    for figure in figures {
+    let report = bench::run(&options).await?;
+    for figure in report.api {
         println!(
             "{backend:<9} {figure}   ({} clients, {} s)",
             options.concurrency, args.seconds
         );
     }
+    println!(
+        "{backend:<9} {}   ({} producers)",
+        report.cycle, options.concurrency
+    );
     Ok(())
 }
 
