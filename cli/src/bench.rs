@@ -1,7 +1,7 @@
 //! The load generator behind `swarm bench`: starts the whole stack in this process on free
 //! ports over a given database, drives the gateway's REST API with concurrent clients for a
-//! fixed time per operation, then runs the full queue cycle (enqueue → claim → complete) with
-//! SDK agents, and reports throughput and latency percentiles.
+//! fixed time per operation, and runs the full queue cycle (enqueue → claim → complete) with
+//! SDK agents; it reports throughput and latency percentiles.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -119,9 +119,17 @@ pub enum BenchError {
     },
 }
 
-/// Runs the create-task and get-task benchmarks, then the queue cycle, and returns the figures.
+/// Runs the queue cycle, then the create-task and get-task benchmarks, and returns the figures.
 pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
     let stack = Stack::start(StackConfig::local(&options.database_url)).await?;
+    // The cycle runs first, on an empty queue; the API tasks created after it stay queued.
+    let cycle = match queue_cycle(&stack, options).await {
+        Ok(cycle) => cycle,
+        Err(error) => {
+            stack.stop().await?;
+            return Err(error);
+        }
+    };
     let base = stack.gateway_url();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency)
@@ -164,11 +172,10 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
         }
     })
     .await;
-    let cycle = queue_cycle(&stack, options).await;
     stack.stop().await?;
     Ok(Report {
         api: vec![create, get],
-        cycle: cycle?,
+        cycle,
     })
 }
 

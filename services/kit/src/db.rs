@@ -1,6 +1,10 @@
 //! Database connections: one `DATABASE_URL` picks SQLite (embedded, a file created on first use)
 //! or PostgreSQL, and each service applies only its own migrations, so several services share one
 //! database without stepping on each other.
+//!
+//! SQLite allows one writer at a time; writers that collide sleep in its busy handler, which
+//! wrecks tail latency under load. So SQLite gets two pools: readers, and a single writer
+//! connection that queues writes fairly in process.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,9 +22,19 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub enum Pool {
     /// An embedded SQLite file.
-    Sqlite(SqlitePool),
+    Sqlite(SqlitePools),
     /// A PostgreSQL server.
     Postgres(PgPool),
+}
+
+/// The pools of one SQLite file: many readers (WAL lets them run beside the writer) and one
+/// writer.
+#[derive(Debug, Clone)]
+pub struct SqlitePools {
+    /// Connections for statements that only read.
+    pub readers: SqlitePool,
+    /// The one connection for statements that write.
+    pub writer: SqlitePool,
 }
 
 impl Pool {
@@ -35,7 +49,10 @@ impl Pool {
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         match self {
-            Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Self::Sqlite(pools) => sqlx::query("SELECT 1")
+                .execute(&pools.readers)
+                .await
+                .map(drop),
             Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
         }
     }
@@ -43,7 +60,10 @@ impl Pool {
     /// Closes every connection.
     pub async fn close(&self) {
         match self {
-            Self::Sqlite(pool) => pool.close().await,
+            Self::Sqlite(pools) => {
+                pools.readers.close().await;
+                pools.writer.close().await;
+            }
             Self::Postgres(pool) => pool.close().await,
         }
     }
@@ -66,12 +86,17 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Pool, sqlx::Erro
         {
             std::fs::create_dir_all(dir)?;
         }
-        let pool = SqlitePoolOptions::new()
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        let readers = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
-        Ok(Pool::Sqlite(pool))
+        Ok(Pool::Sqlite(SqlitePools { readers, writer }))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let options = PgConnectOptions::from_str(url)?;
         connect_postgres(options, max_connections)
@@ -106,7 +131,7 @@ pub async fn migrate(
 ) -> Result<(), sqlx::migrate::MigrateError> {
     migrator.dangerous_set_table_name(format!("_swarm_{service}_migrations"));
     match pool {
-        Pool::Sqlite(pool) => migrator.run(pool).await,
+        Pool::Sqlite(pools) => migrator.run(&pools.writer).await,
         Pool::Postgres(pool) => migrator.run(pool).await,
     }
 }

@@ -66,10 +66,10 @@ pub trait AgentStore: Send + Sync + 'static {
 /// Applies the agents service's migrations to `pool` and returns the store for its backend.
 pub async fn open(pool: Pool) -> Result<Arc<dyn AgentStore>, sqlx::migrate::MigrateError> {
     match pool {
-        Pool::Sqlite(pool) => {
+        Pool::Sqlite(pools) => {
             let migrator = sqlx::migrate!("./migrations/sqlite");
-            swarm_kit::db::migrate(&Pool::Sqlite(pool.clone()), "agents", migrator).await?;
-            Ok(Arc::new(SqliteAgentStore::new(pool)))
+            swarm_kit::db::migrate(&Pool::Sqlite(pools.clone()), "agents", migrator).await?;
+            Ok(Arc::new(SqliteAgentStore::new(pools)))
         }
         Pool::Postgres(pool) => {
             let migrator = sqlx::migrate!("./migrations/postgres");

@@ -7,13 +7,18 @@ use super::sql::impl_agent_store;
 /// Agents stored in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresAgentStore {
-    pool: PgPool,
+    /// PostgreSQL serves reads and writes from one pool; both names point at it.
+    readers: PgPool,
+    writer: PgPool,
 }
 
 impl PostgresAgentStore {
     /// Wraps a pool whose database has the agents migrations applied.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            readers: pool.clone(),
+            writer: pool,
+        }
     }
 }
 

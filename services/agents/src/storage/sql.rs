@@ -22,7 +22,7 @@ pub const DELETE: &str = "DELETE FROM agents WHERE id = $1";
 /// Records a heartbeat.
 pub const HEARTBEAT: &str = "UPDATE agents SET last_heartbeat_at = $2 WHERE id = $1 RETURNING *";
 
-/// Implements `AgentStore` for `$store` (a struct with a `pool: sqlx::Pool<$db>` field), with
+/// Implements `AgentStore` for `$store` (a struct with `readers` and `writer` pools of `$db`), with
 /// `$has_capability`, the backend's SQL that tests the bound capability, appended after it.
 macro_rules! impl_agent_store {
     ($store:ty, $db:ty, $has_capability:expr) => {
@@ -41,7 +41,7 @@ macro_rules! impl_agent_store {
                     .bind(&agent.config)
                     .bind(agent.max_concurrency)
                     .bind(now)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.writer)
                     .await
             }
 
@@ -51,7 +51,7 @@ macro_rules! impl_agent_store {
             ) -> Result<Option<$crate::domain::Agent>, sqlx::Error> {
                 sqlx::query_as($crate::storage::sql::BY_ID)
                     .bind(id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.readers)
                     .await
             }
 
@@ -69,7 +69,7 @@ macro_rules! impl_agent_store {
                     list.push_bind(*id);
                 }
                 query.push(")");
-                query.build_query_as().fetch_all(&self.pool).await
+                query.build_query_as().fetch_all(&self.readers).await
             }
 
             async fn list(
@@ -108,11 +108,11 @@ macro_rules! impl_agent_store {
                         .push_bind(page.offset());
                 }
                 let agents: Vec<$crate::domain::Agent> =
-                    select.build_query_as().fetch_all(&self.pool).await?;
+                    select.build_query_as().fetch_all(&self.readers).await?;
                 let total = if page.is_some() {
                     let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM agents");
                     filter(&mut count);
-                    let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+                    let total: i64 = count.build_query_scalar().fetch_one(&self.readers).await?;
                     total.unsigned_abs()
                 } else {
                     agents.len() as u64
@@ -134,14 +134,14 @@ macro_rules! impl_agent_store {
                     .bind(&update.config)
                     .bind(update.max_concurrency)
                     .bind(now)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writer)
                     .await
             }
 
             async fn delete(&self, id: uuid::Uuid) -> Result<bool, sqlx::Error> {
                 let done = sqlx::query($crate::storage::sql::DELETE)
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -154,7 +154,7 @@ macro_rules! impl_agent_store {
                 sqlx::query_as($crate::storage::sql::HEARTBEAT)
                     .bind(id)
                     .bind(now)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writer)
                     .await
             }
         }

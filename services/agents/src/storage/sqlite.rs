@@ -1,19 +1,24 @@
 //! The SQLite backend of the agent registry: the embedded default.
 
 use sqlx::{Sqlite, SqlitePool};
+use swarm_kit::db::SqlitePools;
 
 use super::sql::impl_agent_store;
 
 /// Agents stored in SQLite.
 #[derive(Debug, Clone)]
 pub struct SqliteAgentStore {
-    pool: SqlitePool,
+    readers: SqlitePool,
+    writer: SqlitePool,
 }
 
 impl SqliteAgentStore {
-    /// Wraps a pool whose database has the agents migrations applied.
-    pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    /// Wraps the pools of a database that has the agents migrations applied.
+    pub fn new(pools: SqlitePools) -> Self {
+        Self {
+            readers: pools.readers,
+            writer: pools.writer,
+        }
     }
 }
 

@@ -124,10 +124,10 @@ pub trait TaskStore: Send + Sync + 'static {
 /// Applies the tasks service's migrations to `pool` and returns the store for its backend.
 pub async fn open(pool: Pool) -> Result<Arc<dyn TaskStore>, sqlx::migrate::MigrateError> {
     match pool {
-        Pool::Sqlite(pool) => {
+        Pool::Sqlite(pools) => {
             let migrator = sqlx::migrate!("./migrations/sqlite");
-            swarm_kit::db::migrate(&Pool::Sqlite(pool.clone()), "tasks", migrator).await?;
-            Ok(Arc::new(SqliteTaskStore::new(pool)))
+            swarm_kit::db::migrate(&Pool::Sqlite(pools.clone()), "tasks", migrator).await?;
+            Ok(Arc::new(SqliteTaskStore::new(pools)))
         }
         Pool::Postgres(pool) => {
             let migrator = sqlx::migrate!("./migrations/postgres");

@@ -13,19 +13,24 @@ use crate::domain::{Claim, Task};
 /// Tasks stored in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresTaskStore {
-    pool: PgPool,
+    /// PostgreSQL serves reads and writes from one pool; both names point at it.
+    readers: PgPool,
+    writer: PgPool,
 }
 
 impl PostgresTaskStore {
     /// Wraps a pool whose database has the tasks migrations applied.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            readers: pool.clone(),
+            writer: pool,
+        }
     }
 
     /// Runs the claim statement under a per-agent advisory lock, so that two claims of one
     /// agent (on any replicas) cannot both count its free slots before either takes them.
     async fn claim_rows(&self, claim: &Claim, now: i64) -> Result<Vec<Task>, sqlx::Error> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.writer.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(agent_lock_key(claim.agent_id))
             .execute(&mut *transaction)

@@ -95,7 +95,7 @@ pub const RECENT_MESSAGES: &str = "SELECT * FROM task_messages \
 /// Counts all messages.
 pub const COUNT_MESSAGES: &str = "SELECT COUNT(*) FROM task_messages";
 
-/// Implements `TaskStore` for `$store` (a struct with a `pool: sqlx::Pool<$db>` field and a
+/// Implements `TaskStore` for `$store` (a struct with `readers` and `writer` pools of `$db` and a
 /// `claim_rows` method), using the shared statements above and the backend's `REQUEUE_EXPIRED`
 /// from `$dialect`.
 macro_rules! impl_task_store {
@@ -121,14 +121,14 @@ macro_rules! impl_task_store {
                     .bind(task.timeout_seconds)
                     .bind(now)
                     .bind(&task.idempotency_key)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writer)
                     .await?;
                 match inserted {
                     Some(created) => Ok((created, true)),
                     None => {
                         let existing = sqlx::query_as(sql::BY_IDEMPOTENCY_KEY)
                             .bind(&task.idempotency_key)
-                            .fetch_one(&self.pool)
+                            .fetch_one(&self.writer)
                             .await?;
                         Ok((existing, false))
                     }
@@ -141,7 +141,7 @@ macro_rules! impl_task_store {
             ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
                 sqlx::query_as($crate::storage::sql::BY_ID)
                     .bind(id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.readers)
                     .await
             }
 
@@ -152,7 +152,7 @@ macro_rules! impl_task_store {
             ) -> Result<(Vec<$crate::domain::Task>, u64), sqlx::Error> {
                 let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM tasks");
                 push_task_filter(&mut count, filter);
-                let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+                let total: i64 = count.build_query_scalar().fetch_one(&self.readers).await?;
                 let mut select = sqlx::QueryBuilder::<$db>::new("SELECT * FROM tasks");
                 push_task_filter(&mut select, filter);
                 select
@@ -160,7 +160,7 @@ macro_rules! impl_task_store {
                     .push_bind(page.limit())
                     .push(" OFFSET ")
                     .push_bind(page.offset());
-                let tasks = select.build_query_as().fetch_all(&self.pool).await?;
+                let tasks = select.build_query_as().fetch_all(&self.readers).await?;
                 Ok((tasks, total.unsigned_abs()))
             }
 
@@ -172,7 +172,7 @@ macro_rules! impl_task_store {
                 sqlx::query_as($crate::storage::sql::CANCEL)
                     .bind(id)
                     .bind(now)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writer)
                     .await
             }
 
@@ -207,7 +207,7 @@ macro_rules! impl_task_store {
                     .bind(percent)
                     .bind(message)
                     .bind(now)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writer)
                     .await
             }
 
@@ -224,7 +224,7 @@ macro_rules! impl_task_store {
                     .bind(lease.lease_id)
                     .bind(result)
                     .bind(now)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writer)
                     .await
             }
 
@@ -243,7 +243,7 @@ macro_rules! impl_task_store {
                     .bind(release.available_at)
                     .bind(release.agent_id)
                     .bind(now)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writer)
                     .await
             }
 
@@ -257,13 +257,13 @@ macro_rules! impl_task_store {
                     .bind(now)
                     .bind(i64::from(limit))
                     .bind($crate::storage::sql::LEASE_EXPIRED)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.writer)
                     .await
             }
 
             async fn active_agents(&self) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
                 sqlx::query_scalar($crate::storage::sql::ACTIVE_AGENTS)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.readers)
                     .await
             }
 
@@ -282,7 +282,7 @@ macro_rules! impl_task_store {
                     ids.push_bind(*id);
                 }
                 query.push(") GROUP BY agent_id");
-                query.build_query_as().fetch_all(&self.pool).await
+                query.build_query_as().fetch_all(&self.readers).await
             }
 
             async fn requeue_agent_tasks(
@@ -295,14 +295,14 @@ macro_rules! impl_task_store {
                     .bind(now)
                     .bind(agent_id)
                     .bind(error)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.writer)
                     .await
             }
 
             async fn prune_finished(&self, before: i64) -> Result<u64, sqlx::Error> {
                 let done = sqlx::query($crate::storage::sql::PRUNE)
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected())
             }
@@ -319,7 +319,7 @@ macro_rules! impl_task_store {
                     .bind(message.role.as_str())
                     .bind(&message.content)
                     .bind(now)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.writer)
                     .await
             }
 
@@ -335,21 +335,21 @@ macro_rules! impl_task_store {
                             .bind(task_id)
                             .bind(page.limit())
                             .bind(page.offset())
-                            .fetch_all(&self.pool)
+                            .fetch_all(&self.readers)
                             .await?,
                         sqlx::query_scalar(sql::COUNT_TASK_MESSAGES)
                             .bind(task_id)
-                            .fetch_one(&self.pool)
+                            .fetch_one(&self.readers)
                             .await?,
                     ),
                     None => (
                         sqlx::query_as(sql::RECENT_MESSAGES)
                             .bind(page.limit())
                             .bind(page.offset())
-                            .fetch_all(&self.pool)
+                            .fetch_all(&self.readers)
                             .await?,
                         sqlx::query_scalar(sql::COUNT_MESSAGES)
-                            .fetch_one(&self.pool)
+                            .fetch_one(&self.readers)
                             .await?,
                     ),
                 };

@@ -3,6 +3,7 @@
 //! interleave with; capability matching walks the JSON arrays with `json_each`.
 
 use sqlx::{Sqlite, SqlitePool};
+use swarm_kit::db::SqlitePools;
 
 use super::sql::{self, impl_task_store};
 use crate::domain::{Claim, Task};
@@ -10,13 +11,17 @@ use crate::domain::{Claim, Task};
 /// Tasks stored in SQLite.
 #[derive(Debug, Clone)]
 pub struct SqliteTaskStore {
-    pool: SqlitePool,
+    readers: SqlitePool,
+    writer: SqlitePool,
 }
 
 impl SqliteTaskStore {
-    /// Wraps a pool whose database has the tasks migrations applied.
-    pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    /// Wraps the pools of a database that has the tasks migrations applied.
+    pub fn new(pools: SqlitePools) -> Self {
+        Self {
+            readers: pools.readers,
+            writer: pools.writer,
+        }
     }
 
     /// Runs the claim statement; SQLite's single writer makes it atomic on its own.
@@ -27,7 +32,7 @@ impl SqliteTaskStore {
             .bind(sqlx::types::Json(&claim.capabilities))
             .bind(i64::from(claim.max_tasks))
             .bind(i64::from(claim.max_concurrency))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await
     }
 }
