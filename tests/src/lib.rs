@@ -17,7 +17,7 @@ pub struct TestStack {
     pub base: String,
     /// An HTTP client.
     pub http: reqwest::Client,
-    _database: TestDatabase,
+    database: TestDatabase,
 }
 
 impl TestStack {
@@ -38,8 +38,13 @@ impl TestStack {
             base: stack.gateway_url(),
             stack,
             http: reqwest::Client::new(),
-            _database: database,
+            database,
         }
+    }
+
+    /// Returns the URL of the stack's database, for extra replicas.
+    pub fn database_url(&self) -> &str {
+        self.database.url()
     }
 
     /// Returns the full URL of a gateway path.

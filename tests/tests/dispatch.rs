@@ -274,3 +274,66 @@ async fn a_dead_agents_task_goes_to_another_and_its_late_result_is_refused() {
     );
     swarm.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_created_on_one_replica_wakes_a_claim_waiting_on_another() {
+    // Replica A polls only every 30 s: only a PostgreSQL notification can wake it sooner.
+    let swarm = TestStack::start_with(Backend::Postgres, |config| {
+        config.tasks.poll_interval = Duration::from_secs(30);
+    })
+    .await;
+    let replica_b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let replica_b_url = format!("http://{}", replica_b.local_addr().unwrap());
+    let config = swarm_tasks::TasksConfig {
+        database_url: swarm.database_url().to_owned(),
+        agents_url: swarm.stack.agents_url(),
+        ..swarm_tasks::TasksConfig::default()
+    };
+    let stop_b = CancellationToken::new();
+    let b = tokio::spawn(swarm_tasks::run(
+        replica_b,
+        config,
+        stop_b.clone().cancelled_owned(),
+    ));
+
+    let agent = swarm.register_agent("waiter", &[], 1).await;
+    let mut replica_a = TaskServiceClient::connect(swarm.stack.tasks_url())
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let claimed = replica_a
+            .claim_tasks(pb::ClaimTasksRequest {
+                agent_id: agent,
+                max_tasks: 1,
+                wait_seconds: 20,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tasks;
+        (claimed, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut on_b = TaskServiceClient::connect(replica_b_url).await.unwrap();
+    let created = on_b
+        .create_task(pb::CreateTaskRequest {
+            title: "via b".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    let (claimed, waited) = waiting.await.unwrap();
+    assert_eq!(
+        claimed.first().map(|t| t.id.as_str()),
+        Some(created.id.as_str())
+    );
+    assert!(waited < Duration::from_secs(3), "woke after {waited:?}");
+
+    stop_b.cancel();
+    b.await.unwrap().unwrap();
+    swarm.stop().await;
+}

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use swarm_kit::RunError;
 use swarm_proto::agents::v1::agent_service_server::AgentServiceServer;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 use tracing::info;
@@ -48,8 +49,17 @@ pub async fn run(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
     let routes = Routes::new(health_service).add_service(agents);
+    let stop = CancellationToken::new();
+    let database_health = tokio::spawn(swarm_kit::grpc::report_database_health(
+        pool.clone(),
+        health,
+        <AgentServiceServer<AgentGrpc> as tonic::server::NamedService>::NAME,
+        stop.clone().cancelled_owned(),
+    ));
     info!(addr = %listener.local_addr()?, backend = pool.backend(), "agents service listening");
     let served = swarm_kit::grpc::serve(listener, routes, shutdown).await;
+    stop.cancel();
+    let _ = database_health.await;
     pool.close().await;
     info!("agents service stopped");
     Ok(served?)

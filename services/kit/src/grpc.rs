@@ -1,5 +1,6 @@
 //! The gRPC server bootstrap every service uses: its routes plus `grpc.health.v1` and server
-//! reflection v1, served on a given listener until a shutdown future resolves, then drained.
+//! reflection v1, served on a given listener until a shutdown future resolves, then drained;
+//! and the health reporter that follows the service's database.
 
 use std::future::Future;
 use std::time::Duration;
@@ -38,4 +39,48 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// How often a service pings its database to keep its health status honest.
+const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Marks `service` (and the server as a whole) `NOT_SERVING` while `pool` does not answer, and
+/// `SERVING` again once it does, until `stop` resolves.
+pub async fn report_database_health(
+    pool: crate::db::Pool,
+    health: tonic_health::server::HealthReporter,
+    service: &'static str,
+    stop: impl Future<Output = ()>,
+) {
+    use tonic_health::ServingStatus;
+    let mut stop = std::pin::pin!(stop);
+    let mut serving = true;
+    let mut tick = tokio::time::interval(DATABASE_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let healthy = match tokio::time::timeout(crate::db::ACQUIRE_TIMEOUT, pool.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, service, "database check failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(service, "database check timed out");
+                false
+            }
+        };
+        if healthy != serving {
+            serving = healthy;
+            let status = if healthy {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health.set_service_status(service, status).await;
+        }
+    }
 }

@@ -14,7 +14,6 @@ pub mod storage;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use swarm_kit::RunError;
 use swarm_proto::tasks::v1::task_service_server::TaskServiceServer;
@@ -22,18 +21,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
-use tracing::{info, warn};
+use tracing::info;
 
 pub use config::TasksConfig;
 
 use crate::agents_client::GrpcAgentDirectory;
 use crate::domain::{Dispatcher, TaskQueue};
 use crate::grpc::TaskGrpc;
-
-/// How often the database is pinged to keep the health status honest.
-const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Runs the tasks service on `listener` until `shutdown` resolves; then it stops accepting,
 /// ends waiting claims and watches, lets in-flight calls finish and closes the database.
@@ -62,7 +56,12 @@ pub async fn run(
             config.retention,
             stop.clone(),
         )),
-        tokio::spawn(watch_database(pool.clone(), health, stop.clone())),
+        tokio::spawn(swarm_kit::grpc::report_database_health(
+            pool.clone(),
+            health,
+            <TaskServiceServer<TaskGrpc> as tonic::server::NamedService>::NAME,
+            stop.clone().cancelled_owned(),
+        )),
     ];
     if let swarm_kit::db::Pool::Postgres(pg) = &pool {
         let waker = queue.clone();
@@ -92,48 +91,4 @@ pub async fn run(
     pool.close().await;
     info!("tasks service stopped");
     Ok(served?)
-}
-
-/// Marks the service `NOT_SERVING` while its database does not answer, and `SERVING` again
-/// once it does.
-async fn watch_database(
-    pool: swarm_kit::db::Pool,
-    health: HealthReporter,
-    stop: CancellationToken,
-) {
-    let mut serving = true;
-    let mut tick = tokio::time::interval(DATABASE_CHECK_INTERVAL);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let healthy = match tokio::time::timeout(swarm_kit::db::ACQUIRE_TIMEOUT, pool.ping()).await
-        {
-            Ok(Ok(())) => true,
-            Ok(Err(error)) => {
-                warn!(%error, "database check failed");
-                false
-            }
-            Err(_) => {
-                warn!("database check timed out");
-                false
-            }
-        };
-        if healthy != serving {
-            serving = healthy;
-            let status = if healthy {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            health.set_service_status("", status).await;
-            health
-                .set_service_status(
-                    <TaskServiceServer<TaskGrpc> as tonic::server::NamedService>::NAME,
-                    status,
-                )
-                .await;
-        }
-    }
 }
