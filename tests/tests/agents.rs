@@ -124,6 +124,7 @@ async fn agents_register_change_and_leave() {
 async fn claims_need_a_registered_online_agent_and_busy_shows() {
     let swarm = TestStack::start_with(Backend::Sqlite, |config| {
         config.agents.agent_ttl = Duration::from_secs(1);
+        config.tasks.agent_profile_ttl = Duration::ZERO;
     })
     .await;
     let stranger = json!({"agent_id": "0190f5d2-0000-7000-8000-0000000000ff"});

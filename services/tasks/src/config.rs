@@ -16,6 +16,8 @@ pub struct TasksConfig {
     pub database_url: String,
     /// The agents service, which claims consult (`SWARM_AGENTS_URL`).
     pub agents_url: String,
+    /// How long an online agent's profile is reused for its claims (`SWARM_AGENT_PROFILE_TTL_MS`).
+    pub agent_profile_ttl: Duration,
     /// Most pooled connections (`SWARM_DB_MAX_CONNECTIONS`).
     pub max_connections: u32,
     /// Backoff after the first failed attempt (`SWARM_RETRY_BASE_MS`).
@@ -35,6 +37,7 @@ impl Default for TasksConfig {
         Self {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             agents_url: "http://127.0.0.1:50052".to_owned(),
+            agent_profile_ttl: Duration::from_secs(1),
             max_connections: 16,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
@@ -55,6 +58,7 @@ impl TasksConfig {
         )?;
         override_from_env(&mut config.agents_url, &["SWARM_AGENTS_URL"])?;
         override_from_env(&mut config.max_connections, &["SWARM_DB_MAX_CONNECTIONS"])?;
+        override_millis(&mut config.agent_profile_ttl, "SWARM_AGENT_PROFILE_TTL_MS")?;
         override_millis(&mut config.retry_base, "SWARM_RETRY_BASE_MS")?;
         override_millis(&mut config.retry_max, "SWARM_RETRY_MAX_MS")?;
         override_millis(&mut config.poll_interval, "SWARM_POLL_INTERVAL_MS")?;

@@ -41,9 +41,10 @@ pub async fn run(
     let store = storage::open(pool.clone()).await?;
     let stop = CancellationToken::new();
     let queue = TaskQueue::new(store, config.queue_settings(), stop.clone());
-    let directory = GrpcAgentDirectory::new(&config.agents_url).map_err(|error| {
-        swarm_kit::config::ConfigError::new("SWARM_AGENTS_URL", &config.agents_url, error)
-    })?;
+    let directory =
+        GrpcAgentDirectory::new(&config.agents_url, config.agent_profile_ttl).map_err(|error| {
+            swarm_kit::config::ConfigError::new("SWARM_AGENTS_URL", &config.agents_url, error)
+        })?;
     let dispatcher = Dispatcher::new(queue.clone(), Arc::new(directory));
 
     let (health, health_service) = tonic_health::server::health_reporter();
