@@ -12,6 +12,7 @@ pub mod state;
 
 use std::future::Future;
 
+use axum::serve::ListenerExt;
 use swarm_kit::RunError;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,11 @@ pub async fn run(
     let app = router(AppState::new(config, stop.clone())?);
     info!(addr = %listener.local_addr()?, "gateway listening");
     let stopping = stop.clone();
+    let listener = listener.tap_io(|connection| {
+        if let Err(error) = connection.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set tcp_nodelay");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
