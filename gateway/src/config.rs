@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use swarm_kit::config::{ConfigError, override_from_env};
+use swarm_kit::config::{ConfigError, check_not_zero, check_service_url, override_from_env};
 
 /// Everything the gateway needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,23 +65,11 @@ impl GatewayConfig {
             ("SWARM_METRICS_URL", self.metrics_url.as_ref()),
         ];
         for (name, url) in urls {
-            if let Some(url) = url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
-                return Err(ConfigError::new(
-                    name,
-                    url,
-                    "must be an http:// or https:// url",
-                ));
+            if let Some(url) = url {
+                check_service_url(name, url)?;
             }
         }
-        if self.request_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "SWARM_REQUEST_TIMEOUT_MS",
-                0,
-                "must be at least 1",
-            ));
-        }
+        check_not_zero("SWARM_REQUEST_TIMEOUT_MS", self.request_timeout.is_zero())?;
         if self.body_limit < 1024 {
             return Err(ConfigError::new(
                 "SWARM_BODY_LIMIT_BYTES",

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use swarm_kit::config::{ConfigError, override_from_env};
+use swarm_kit::config::{
+    ConfigError, check_database_url, check_not_zero, check_service_url, override_from_env,
+};
 
 /// Everything the agents service needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,35 +49,9 @@ impl AgentsConfig {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
-        {
-            return Err(ConfigError::new(
-                "DATABASE_URL",
-                &self.database_url,
-                "must start with sqlite: or postgres:",
-            ));
-        }
-        if !(self.tasks_url.starts_with("http://") || self.tasks_url.starts_with("https://")) {
-            return Err(ConfigError::new(
-                "SWARM_TASKS_URL",
-                &self.tasks_url,
-                "must be an http:// or https:// url",
-            ));
-        }
-        if self.max_connections == 0 {
-            return Err(ConfigError::new(
-                "SWARM_DB_MAX_CONNECTIONS",
-                0,
-                "must be at least 1",
-            ));
-        }
-        if self.agent_ttl.is_zero() {
-            return Err(ConfigError::new(
-                "SWARM_AGENT_TTL_SECONDS",
-                0,
-                "must be at least 1",
-            ));
-        }
-        Ok(())
+        check_database_url("DATABASE_URL", &self.database_url)?;
+        check_service_url("SWARM_TASKS_URL", &self.tasks_url)?;
+        check_not_zero("SWARM_DB_MAX_CONNECTIONS", self.max_connections == 0)?;
+        check_not_zero("SWARM_AGENT_TTL_SECONDS", self.agent_ttl.is_zero())
     }
 }

@@ -1,12 +1,12 @@
 //! The `swarm.agents.v1.AgentService` gRPC surface: converts protobuf to domain values, calls
 //! the registry, and converts back. No rules live here.
 
+use swarm_kit::grpc::parse_uuid;
 use swarm_kit::page::Page;
 use swarm_kit::time::timestamp_from_millis;
 use swarm_proto::agents::v1 as pb;
 use swarm_proto::agents::v1::agent_service_server::AgentService;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::domain::{AgentFilter, AgentRegistry, AgentStatus, AgentUpdate, AgentView, NewAgent};
 
@@ -46,7 +46,7 @@ impl AgentService for AgentGrpc {
         &self,
         request: Request<pb::GetAgentRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
-        let id = parse_id("id", &request.get_ref().id)?;
+        let id = parse_uuid("id", &request.get_ref().id)?;
         Ok(Response::new(agent_to_proto(self.registry.get(id).await?)))
     }
 
@@ -84,7 +84,7 @@ impl AgentService for AgentGrpc {
         request: Request<pb::UpdateAgentRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
         let request = request.into_inner();
-        let id = parse_id("id", &request.id)?;
+        let id = parse_uuid("id", &request.id)?;
         let update = AgentUpdate {
             name: request.name,
             kind: request.kind,
@@ -101,7 +101,7 @@ impl AgentService for AgentGrpc {
         &self,
         request: Request<pb::DeleteAgentRequest>,
     ) -> Result<Response<pb::DeleteAgentResponse>, Status> {
-        let id = parse_id("id", &request.get_ref().id)?;
+        let id = parse_uuid("id", &request.get_ref().id)?;
         self.registry.delete(id).await?;
         Ok(Response::new(pb::DeleteAgentResponse {}))
     }
@@ -110,7 +110,7 @@ impl AgentService for AgentGrpc {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
-        let id = parse_id("id", &request.get_ref().id)?;
+        let id = parse_uuid("id", &request.get_ref().id)?;
         Ok(Response::new(agent_to_proto(
             self.registry.heartbeat(id).await?,
         )))
@@ -120,7 +120,7 @@ impl AgentService for AgentGrpc {
         &self,
         request: Request<pb::GetAgentConfigRequest>,
     ) -> Result<Response<pb::AgentConfig>, Status> {
-        let id = parse_id("id", &request.get_ref().id)?;
+        let id = parse_uuid("id", &request.get_ref().id)?;
         let config_json = self.registry.config(id).await?;
         Ok(Response::new(pb::AgentConfig {
             agent_id: id.to_string(),
@@ -136,17 +136,13 @@ impl AgentService for AgentGrpc {
             .get_ref()
             .ids
             .iter()
-            .map(|id| parse_id("ids", id))
+            .map(|id| parse_uuid("ids", id))
             .collect::<Result<Vec<_>, _>>()?;
         let agents = self.registry.get_many(&ids).await?;
         Ok(Response::new(pb::GetAgentsResponse {
             agents: agents.into_iter().map(agent_to_proto).collect(),
         }))
     }
-}
-
-fn parse_id(field: &str, text: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(text).map_err(|_| Status::invalid_argument(format!("{field} must be a uuid")))
 }
 
 fn agent_to_proto(view: AgentView) -> pb::Agent {

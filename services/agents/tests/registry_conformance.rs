@@ -280,29 +280,7 @@ async fn lists_filter_by_status_and_capability(backend: Backend) {
     assert_eq!(found, expected);
 }
 
-/// Runs every case above once per backend, each as its own test.
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(swarm_kit::testing::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(swarm_kit::testing::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+swarm_kit::conformance!(
     registration_keeps_every_field_and_names_are_unique,
     updates_change_only_what_they_name,
     deleted_agents_are_gone,

@@ -59,6 +59,42 @@ where
     Ok(())
 }
 
+/// Checks a database URL: `sqlite:...` or `postgres...`.
+pub fn check_database_url(name: &str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")
+    {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            name,
+            url,
+            "must start with sqlite: or postgres:",
+        ))
+    }
+}
+
+/// Checks the URL of a service: `http://...` or `https://...`.
+pub fn check_service_url(name: &str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            name,
+            url,
+            "must be an http:// or https:// url",
+        ))
+    }
+}
+
+/// Checks that a count or interval is not zero.
+pub fn check_not_zero(name: &str, is_zero: bool) -> Result<(), ConfigError> {
+    if is_zero {
+        Err(ConfigError::new(name, 0, "must be at least 1"))
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +104,20 @@ mod tests {
         let mut value = 7u32;
         override_from_env(&mut value, &["SWARM_TEST_SURELY_UNSET_VARIABLE"]).unwrap();
         assert_eq!(value, 7);
+    }
+
+    #[test]
+    fn urls_are_checked_by_scheme() {
+        assert!(check_database_url("DATABASE_URL", "sqlite://data/x.db").is_ok());
+        assert!(check_database_url("DATABASE_URL", "postgres://h/db").is_ok());
+        assert_eq!(
+            check_database_url("DATABASE_URL", "mysql://h/db")
+                .unwrap_err()
+                .name,
+            "DATABASE_URL"
+        );
+        assert!(check_service_url("SWARM_TASKS_URL", "http://127.0.0.1:1").is_ok());
+        assert!(check_service_url("SWARM_TASKS_URL", "127.0.0.1:1").is_err());
     }
 
     #[test]

@@ -138,3 +138,28 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// Runs each named case once per backend, each as its own test: in a test file,
+/// `swarm_kit::conformance!(case_a, case_b);` with `async fn case_a(backend: Backend)` defined
+/// there makes the tests `sqlite::case_a`, `postgres::case_a`, and so on.
+#[macro_export]
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case($crate::testing::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case($crate::testing::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use swarm_kit::config::{ConfigError, override_from_env};
+use swarm_kit::config::{
+    ConfigError, check_database_url, check_not_zero, check_service_url, override_from_env,
+};
 
 use crate::domain::{QueueSettings, RetryPolicy};
 
@@ -75,36 +77,14 @@ impl TasksConfig {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
-        {
-            return Err(ConfigError::new(
-                "DATABASE_URL",
-                &self.database_url,
-                "must start with sqlite: or postgres:",
-            ));
-        }
-        if !(self.agents_url.starts_with("http://") || self.agents_url.starts_with("https://")) {
-            return Err(ConfigError::new(
-                "SWARM_AGENTS_URL",
-                &self.agents_url,
-                "must be an http:// or https:// url",
-            ));
-        }
-        if self.max_connections == 0 {
-            return Err(ConfigError::new(
-                "SWARM_DB_MAX_CONNECTIONS",
-                0,
-                "must be at least 1",
-            ));
-        }
-        for (name, interval) in [
-            ("SWARM_POLL_INTERVAL_MS", self.poll_interval),
-            ("SWARM_LEASE_SWEEP_INTERVAL_MS", self.lease_sweep_interval),
-        ] {
-            if interval.is_zero() {
-                return Err(ConfigError::new(name, 0, "must be at least 1"));
-            }
-        }
+        check_database_url("DATABASE_URL", &self.database_url)?;
+        check_service_url("SWARM_AGENTS_URL", &self.agents_url)?;
+        check_not_zero("SWARM_DB_MAX_CONNECTIONS", self.max_connections == 0)?;
+        check_not_zero("SWARM_POLL_INTERVAL_MS", self.poll_interval.is_zero())?;
+        check_not_zero(
+            "SWARM_LEASE_SWEEP_INTERVAL_MS",
+            self.lease_sweep_interval.is_zero(),
+        )?;
         if self.retry_base > self.retry_max {
             return Err(ConfigError::new(
                 "SWARM_RETRY_BASE_MS",

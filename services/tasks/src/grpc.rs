@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarm_kit::grpc::parse_uuid;
 use swarm_kit::page::Page;
 use swarm_kit::time::timestamp_from_millis;
 use swarm_proto::tasks::v1 as pb;
@@ -12,7 +13,6 @@ use swarm_proto::tasks::v1::task_service_server::TaskService;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::domain::{
     Dispatcher, LeaseRef, Message, MessageRole, NewMessage, NewTask, Task, TaskFilter, TaskQueue,
@@ -52,7 +52,7 @@ impl TaskService for TaskGrpc {
             pinned_agent_id: request
                 .agent_id
                 .as_deref()
-                .map(|id| parse_id("agent_id", id))
+                .map(|id| parse_uuid("agent_id", id))
                 .transpose()?,
             user_id: request.user_id,
             max_attempts: request.max_attempts.unwrap_or(defaults.max_attempts),
@@ -70,7 +70,7 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let id = parse_id("id", &request.get_ref().id)?;
+        let id = parse_uuid("id", &request.get_ref().id)?;
         Ok(Response::new(task_to_proto(self.queue.get(id).await?)))
     }
 
@@ -85,7 +85,7 @@ impl TaskService for TaskGrpc {
             agent_id: request
                 .agent_id
                 .as_deref()
-                .map(|id| parse_id("agent_id", id))
+                .map(|id| parse_uuid("agent_id", id))
                 .transpose()?,
             user_id: request.user_id,
             kind: request.kind,
@@ -101,7 +101,7 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::CancelTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let id = parse_id("id", &request.get_ref().id)?;
+        let id = parse_uuid("id", &request.get_ref().id)?;
         Ok(Response::new(task_to_proto(self.queue.cancel(id).await?)))
     }
 
@@ -110,7 +110,7 @@ impl TaskService for TaskGrpc {
         request: Request<pb::ClaimTasksRequest>,
     ) -> Result<Response<pb::ClaimTasksResponse>, Status> {
         let request = request.into_inner();
-        let agent_id = parse_id("agent_id", &request.agent_id)?;
+        let agent_id = parse_uuid("agent_id", &request.agent_id)?;
         let wait = Duration::from_secs(u64::from(request.wait_seconds));
         let tasks = self
             .dispatcher
@@ -126,7 +126,7 @@ impl TaskService for TaskGrpc {
         request: Request<pb::ReportProgressRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let request = request.into_inner();
-        let id = parse_id("id", &request.id)?;
+        let id = parse_uuid("id", &request.id)?;
         let lease = lease_from_proto(request.lease)?;
         let task = self
             .queue
@@ -140,7 +140,7 @@ impl TaskService for TaskGrpc {
         request: Request<pb::CompleteTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let request = request.into_inner();
-        let id = parse_id("id", &request.id)?;
+        let id = parse_uuid("id", &request.id)?;
         let lease = lease_from_proto(request.lease)?;
         let task = self.queue.complete(id, lease, request.result_json).await?;
         Ok(Response::new(task_to_proto(task)))
@@ -151,7 +151,7 @@ impl TaskService for TaskGrpc {
         request: Request<pb::FailTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let request = request.into_inner();
-        let id = parse_id("id", &request.id)?;
+        let id = parse_uuid("id", &request.id)?;
         let lease = lease_from_proto(request.lease)?;
         let retryable = request.retryable.unwrap_or(true);
         let task = self.queue.fail(id, lease, request.error, retryable).await?;
@@ -164,7 +164,7 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::WatchTaskRequest>,
     ) -> Result<Response<Self::WatchTaskStream>, Status> {
-        let id = parse_id("id", &request.get_ref().id)?;
+        let id = parse_uuid("id", &request.get_ref().id)?;
         let states = self.queue.watch(id).await?;
         let events = ReceiverStream::new(states).map(|state| {
             state
@@ -182,7 +182,7 @@ impl TaskService for TaskGrpc {
     ) -> Result<Response<pb::Message>, Status> {
         let request = request.into_inner();
         let message = NewMessage {
-            task_id: parse_id("task_id", &request.task_id)?,
+            task_id: parse_uuid("task_id", &request.task_id)?,
             sender: request.sender,
             role: role_from_proto(request.role)?,
             content: request.content,
@@ -201,7 +201,7 @@ impl TaskService for TaskGrpc {
         let task_id = request
             .task_id
             .as_deref()
-            .map(|id| parse_id("task_id", id))
+            .map(|id| parse_uuid("task_id", id))
             .transpose()?;
         let (messages, total) = self.queue.list_messages(task_id, page).await?;
         Ok(Response::new(pb::ListMessagesResponse {
@@ -220,7 +220,7 @@ impl TaskService for TaskGrpc {
         }
         let ids = ids
             .iter()
-            .map(|id| parse_id("agent_ids", id))
+            .map(|id| parse_uuid("agent_ids", id))
             .collect::<Result<Vec<_>, _>>()?;
         let active = self.queue.count_active(&ids).await?;
         Ok(Response::new(pb::CountActiveTasksResponse {
@@ -232,18 +232,14 @@ impl TaskService for TaskGrpc {
     }
 }
 
-fn parse_id(field: &str, text: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(text).map_err(|_| Status::invalid_argument(format!("{field} must be a uuid")))
-}
-
 fn lease_from_proto(lease: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
     let lease = lease.ok_or_else(|| Status::invalid_argument("lease is required"))?;
     Ok(LeaseRef {
-        agent_id: parse_id("agent_id", &lease.agent_id)?,
+        agent_id: parse_uuid("agent_id", &lease.agent_id)?,
         lease_id: lease
             .lease_id
             .as_deref()
-            .map(|id| parse_id("lease_id", id))
+            .map(|id| parse_uuid("lease_id", id))
             .transpose()?,
     })
 }

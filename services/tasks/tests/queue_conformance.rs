@@ -828,29 +828,7 @@ async fn finished_tasks_are_pruned_after_retention(backend: Backend) {
     );
 }
 
-/// Runs every case above once per backend, each as its own test.
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(swarm_kit::testing::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(swarm_kit::testing::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+swarm_kit::conformance!(
     created_task_keeps_every_field,
     invalid_task_changes_nothing,
     idempotency_key_returns_the_first_task,
