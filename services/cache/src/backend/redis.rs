@@ -1,0 +1,236 @@
+//! The Redis backend: entries are Redis strings with a millisecond expiry under one namespace;
+//! prefix deletes walk the namespace with `SCAN` (never `KEYS`) and `UNLINK` in batches. Every
+//! call is bounded by a short timeout, so a dead Redis costs a caller milliseconds, not a hang.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{BackendError, CacheBackend, Entry};
+
+/// Keys per `SCAN` step and per `UNLINK`.
+const SCAN_BATCH: usize = 500;
+
+/// Entries in Redis.
+#[derive(Clone)]
+pub struct RedisBackend {
+    connection: ConnectionManager,
+    namespace: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("namespace", &self.namespace)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// Builds a backend for `url` keeping keys under `namespace`; it connects on first use and
+    /// reconnects by itself, and no call waits longer than `timeout`.
+    pub fn new(url: &str, namespace: &str, timeout: Duration) -> Result<Self, BackendError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            connection,
+            namespace: namespace.to_owned(),
+            timeout,
+        })
+    }
+
+    /// Returns the namespace every key lives under.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Returns the connection, for publishing.
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        let mut connection = self.connection.clone();
+        self.bounded(async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.namespace)
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BackendError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(BackendError::Timeout(self.timeout)),
+        }
+    }
+
+    /// Counts or deletes the keys under `pattern`, a `SCAN` match pattern.
+    async fn scan(&self, pattern: &str, delete: bool) -> Result<u64, BackendError> {
+        let mut connection = self.connection.clone();
+        let mut cursor: u64 = 0;
+        let mut total = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .bounded(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_BATCH)
+                        .query_async(&mut connection),
+                )
+                .await?;
+            if delete && !keys.is_empty() {
+                let unlinked: u64 = self
+                    .bounded(redis::cmd("UNLINK").arg(&keys).query_async(&mut connection))
+                    .await?;
+                total += unlinked;
+            } else {
+                total += keys.len() as u64;
+            }
+            if next == 0 {
+                return Ok(total);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// Escapes the glob characters of `SCAN MATCH` in `text`.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+fn entry(value: Option<Vec<u8>>, ttl_ms: i64) -> Option<Entry> {
+    let value = value?;
+    Some(Entry {
+        value,
+        ttl_remaining: Duration::from_millis(ttl_ms.max(0).unsigned_abs()),
+    })
+}
+
+#[async_trait]
+impl CacheBackend for RedisBackend {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>, BackendError> {
+        let key = self.key(key);
+        let mut connection = self.connection.clone();
+        let (value, ttl_ms): (Option<Vec<u8>>, i64) = self
+            .bounded(
+                redis::pipe()
+                    .get(&key)
+                    .pttl(&key)
+                    .query_async(&mut connection),
+            )
+            .await?;
+        Ok(entry(value, ttl_ms))
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            let key = self.key(key);
+            pipe.get(&key).pttl(&key);
+        }
+        let mut connection = self.connection.clone();
+        let answers: Vec<(Option<Vec<u8>>, i64)> = {
+            let flat: Vec<redis::Value> = self.bounded(pipe.query_async(&mut connection)).await?;
+            flat.chunks(2)
+                .map(|pair| {
+                    let value =
+                        redis::from_redis_value::<Option<Vec<u8>>>(pair[0].clone()).unwrap_or(None);
+                    let ttl = pair
+                        .get(1)
+                        .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+                        .unwrap_or(-2);
+                    (value, ttl)
+                })
+                .collect()
+        };
+        Ok(answers
+            .into_iter()
+            .map(|(value, ttl)| entry(value, ttl))
+            .collect())
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
+        let key = self.key(key);
+        let mut connection = self.connection.clone();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.bounded(async move { connection.pset_ex::<_, _, ()>(&key, value, ttl_ms).await })
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<u64, BackendError> {
+        let key = self.key(key);
+        let mut connection = self.connection.clone();
+        self.bounded(async move { connection.del::<_, u64>(&key).await })
+            .await
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, BackendError> {
+        let pattern = format!("{}*", glob_escape(&self.key(prefix)));
+        self.scan(&pattern, true).await
+    }
+
+    async fn entries(&self) -> Result<u64, BackendError> {
+        let pattern = format!("{}*", glob_escape(&self.namespace));
+        self.scan(&pattern, false).await
+    }
+
+    async fn evictions(&self) -> Result<u64, BackendError> {
+        let mut connection = self.connection.clone();
+        let info: String = self
+            .bounded(redis::cmd("INFO").arg("stats").query_async(&mut connection))
+            .await?;
+        Ok(info
+            .lines()
+            .find_map(|line| line.strip_prefix("evicted_keys:"))
+            .and_then(|count| count.trim().parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}

@@ -1,0 +1,61 @@
+//! The cache service's configuration: defaults, then environment variables.
+
+use std::time::Duration;
+
+use swarm_kit::config::{ConfigError, check_not_zero, override_from_env};
+
+/// Everything the cache service needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Redis (`REDIS_URL`); unset keeps entries in process memory only.
+    pub redis_url: Option<String>,
+    /// The namespace every Redis key lives under (`SWARM_CACHE_NAMESPACE`).
+    pub namespace: String,
+    /// The memory tier's size bound in bytes (`SWARM_CACHE_MAX_BYTES`).
+    pub max_bytes: u64,
+    /// The longest any Redis call may take (`SWARM_REDIS_TIMEOUT_MS`).
+    pub redis_timeout: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            namespace: "swarm:cache:".to_owned(),
+            max_bytes: 64 * 1024 * 1024,
+            redis_timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Reads the defaults overridden by the environment, and validates them.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        if let Some(url) = swarm_kit::config::env_value::<String>("REDIS_URL")? {
+            config.redis_url = Some(url);
+        }
+        override_from_env(&mut config.namespace, &["SWARM_CACHE_NAMESPACE"])?;
+        override_from_env(&mut config.max_bytes, &["SWARM_CACHE_MAX_BYTES"])?;
+        let mut timeout_ms = u64::try_from(config.redis_timeout.as_millis()).unwrap_or(u64::MAX);
+        override_from_env(&mut timeout_ms, &["SWARM_REDIS_TIMEOUT_MS"])?;
+        config.redis_timeout = Duration::from_millis(timeout_ms);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::new(
+                "REDIS_URL",
+                url,
+                "must start with redis://",
+            ));
+        }
+        check_not_zero("SWARM_CACHE_MAX_BYTES", self.max_bytes == 0)?;
+        check_not_zero("SWARM_REDIS_TIMEOUT_MS", self.redis_timeout.is_zero())
+    }
+}

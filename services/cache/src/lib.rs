@@ -1,0 +1,65 @@
+//! The Swarm cache service: short-lived values by key over gRPC
+//! (`swarm.cache.v1.CacheService`), in Redis when `REDIS_URL` is set and in process memory
+//! otherwise or while Redis is down, with invalidation events for near caches.
+//!
+//! [`run`] is the whole service: it serves the cache with health and reflection until shutdown,
+//! then drains. Health is `SERVING` while Redis is down (the memory tier answers); `Stats`
+//! reports `degraded`.
+
+pub mod backend;
+pub mod config;
+pub mod grpc;
+pub mod tiered;
+
+use std::future::Future;
+
+use swarm_kit::RunError;
+use swarm_kit::config::ConfigError;
+use swarm_proto::cache::v1::cache_service_server::CacheServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tracing::info;
+
+pub use config::CacheConfig;
+
+use crate::backend::{MemoryBackend, RedisBackend};
+use crate::grpc::CacheGrpc;
+use crate::tiered::TieredCache;
+
+/// Runs the cache service on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: CacheConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    config.validate()?;
+    let redis = match &config.redis_url {
+        Some(url) => {
+            let backend = RedisBackend::new(url, &config.namespace, config.redis_timeout)
+                .map_err(|error| ConfigError::new("REDIS_URL", url, error))?;
+            Some((backend, url.clone()))
+        }
+        None => None,
+    };
+    let backend = if redis.is_some() { "redis" } else { "memory" };
+    let cache = TieredCache::new(MemoryBackend::new(config.max_bytes), redis);
+    let stop = CancellationToken::new();
+    let background = tokio::spawn(cache.clone().run_background(stop.clone()));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<CacheServiceServer<CacheGrpc>>().await;
+    let routes = Routes::new(health_service)
+        .add_service(CacheServiceServer::new(CacheGrpc::new(cache, stop.clone())));
+    info!(addr = %listener.local_addr()?, backend, "cache service listening");
+    let stopping = stop.clone();
+    let served = swarm_kit::grpc::serve(listener, routes, async move {
+        shutdown.await;
+        stopping.cancel();
+    })
+    .await;
+    stop.cancel();
+    let _ = background.await;
+    info!("cache service stopped");
+    Ok(served?)
+}

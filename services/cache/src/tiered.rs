@@ -1,0 +1,410 @@
+//! The cache a service process runs: Redis when configured and reachable, process memory
+//! otherwise. Writes go to both tiers, so when Redis fails the memory tier answers at once and
+//! the service reports itself `degraded`; a probe returns to Redis when it answers again. Every
+//! write or delete is announced as an invalidation, locally and (through Redis pub/sub) to
+//! every other replica.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::backend::{BackendError, CacheBackend, Entry, MemoryBackend, RedisBackend};
+
+/// How often a degraded cache asks Redis whether it is back.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A key or namespace that changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalidation {
+    /// The key, or the prefix when `is_prefix`.
+    pub key: String,
+    /// Whether `key` is a whole prefix.
+    pub is_prefix: bool,
+}
+
+impl Invalidation {
+    /// Tells whether this invalidation touches keys under `prefix`.
+    pub fn concerns(&self, prefix: &str) -> bool {
+        self.key.starts_with(prefix) || (self.is_prefix && prefix.starts_with(&self.key))
+    }
+
+    fn encode(&self, origin: &str) -> String {
+        format!("{origin}\n{}\n{}", u8::from(self.is_prefix), self.key)
+    }
+
+    fn decode(message: &str) -> Option<(&str, Self)> {
+        let mut parts = message.splitn(3, '\n');
+        let origin = parts.next()?;
+        let is_prefix = parts.next()? == "1";
+        let key = parts.next()?.to_owned();
+        Some((origin, Self { key, is_prefix }))
+    }
+}
+
+/// Cache statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    /// Lookups that found their key.
+    pub hits: u64,
+    /// Lookups that did not.
+    pub misses: u64,
+    /// Entries stored in the tier that answers.
+    pub entries: u64,
+    /// Entries evicted by the tier that answers.
+    pub evictions: u64,
+    /// `"redis"` or `"memory"`.
+    pub backend: &'static str,
+    /// Whether Redis is configured but the memory tier answers.
+    pub degraded: bool,
+}
+
+impl Stats {
+    /// Returns hits / (hits + misses), or 0 before any lookup.
+    pub fn hit_rate(&self) -> f64 {
+        let lookups = self.hits + self.misses;
+        if lookups == 0 {
+            0.0
+        } else {
+            self.hits as f64 / lookups as f64
+        }
+    }
+}
+
+/// The two-tier cache of one cache-service process.
+pub struct TieredCache {
+    memory: MemoryBackend,
+    redis: Option<RedisBackend>,
+    degraded: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    invalidations: broadcast::Sender<Invalidation>,
+    origin: String,
+    redis_url: Option<String>,
+}
+
+impl std::fmt::Debug for TieredCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TieredCache")
+            .field("redis", &self.redis.is_some())
+            .field("degraded", &self.degraded.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TieredCache {
+    /// Builds a cache over `memory` and, when given, Redis at `redis_url` (not contacted yet).
+    pub fn new(memory: MemoryBackend, redis: Option<(RedisBackend, String)>) -> Arc<Self> {
+        let (invalidations, _) = broadcast::channel(4096);
+        let (redis, redis_url) = match redis {
+            Some((backend, url)) => (Some(backend), Some(url)),
+            None => (None, None),
+        };
+        Arc::new(Self {
+            memory,
+            redis,
+            degraded: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            invalidations,
+            origin: uuid::Uuid::new_v4().to_string(),
+            redis_url,
+        })
+    }
+
+    /// Returns the entry under `key`, counting a hit or a miss.
+    pub async fn get(&self, key: &str) -> Option<Entry> {
+        let found = match self.healthy_redis() {
+            Some(redis) => match redis.get(key).await {
+                Ok(found) => found,
+                Err(error) => {
+                    self.degrade(&error);
+                    self.memory_get(key).await
+                }
+            },
+            None => self.memory_get(key).await,
+        };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Returns the entries under `keys`, in order, counting hits and misses.
+    pub async fn get_many(&self, keys: &[String]) -> Vec<Option<Entry>> {
+        let found = match self.healthy_redis() {
+            Some(redis) => match redis.get_many(keys).await {
+                Ok(found) => found,
+                Err(error) => {
+                    self.degrade(&error);
+                    self.memory_get_many(keys).await
+                }
+            },
+            None => self.memory_get_many(keys).await,
+        };
+        let hits = found.iter().filter(|entry| entry.is_some()).count() as u64;
+        self.hits.fetch_add(hits, Ordering::Relaxed);
+        self.misses
+            .fetch_add(found.len() as u64 - hits, Ordering::Relaxed);
+        found
+    }
+
+    /// Stores `value` under `key` for `ttl` in both tiers, and announces the change.
+    pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) {
+        // The memory backend cannot fail.
+        let _ = self.memory.set(key, value, ttl).await;
+        if let Some(redis) = self.healthy_redis()
+            && let Err(error) = redis.set(key, value, ttl).await
+        {
+            self.degrade(&error);
+        }
+        self.announce(Invalidation {
+            key: key.to_owned(),
+            is_prefix: false,
+        })
+        .await;
+    }
+
+    /// Removes `key` from both tiers and announces it; returns how many entries went.
+    pub async fn delete(&self, key: &str) -> u64 {
+        let in_memory = self.memory.delete(key).await.unwrap_or(0);
+        let deleted = self
+            .redis_or(in_memory, |redis| async move { redis.delete(key).await })
+            .await;
+        self.announce(Invalidation {
+            key: key.to_owned(),
+            is_prefix: false,
+        })
+        .await;
+        deleted
+    }
+
+    /// Removes every key under `prefix` from both tiers and announces it; returns how many went.
+    pub async fn delete_prefix(&self, prefix: &str) -> u64 {
+        let in_memory = self.memory.delete_prefix(prefix).await.unwrap_or(0);
+        let deleted = self
+            .redis_or(in_memory, |redis| async move {
+                redis.delete_prefix(prefix).await
+            })
+            .await;
+        self.announce(Invalidation {
+            key: prefix.to_owned(),
+            is_prefix: true,
+        })
+        .await;
+        deleted
+    }
+
+    /// Returns the statistics of the tier that answers now.
+    pub async fn stats(&self) -> Stats {
+        let (backend, entries, evictions) = match self.healthy_redis() {
+            Some(redis) => match (redis.entries().await, redis.evictions().await) {
+                (Ok(entries), Ok(evictions)) => ("redis", entries, evictions),
+                (Err(error), _) | (_, Err(error)) => {
+                    self.degrade(&error);
+                    self.memory_figures().await
+                }
+            },
+            None => self.memory_figures().await,
+        };
+        Stats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries,
+            evictions,
+            backend,
+            degraded: self.is_degraded(),
+        }
+    }
+
+    /// Tells whether Redis is configured but unreachable.
+    pub fn is_degraded(&self) -> bool {
+        self.redis.is_some() && self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Subscribes to invalidations (local ones and, with Redis, other replicas').
+    pub fn subscribe(&self) -> broadcast::Receiver<Invalidation> {
+        self.invalidations.subscribe()
+    }
+
+    /// Runs the background work until `stop`: the probe that leaves degraded mode when Redis
+    /// answers again, and the relay of other replicas' invalidations from Redis pub/sub.
+    pub async fn run_background(self: Arc<Self>, stop: CancellationToken) {
+        let (Some(redis), Some(url)) = (self.redis.clone(), self.redis_url.clone()) else {
+            return;
+        };
+        let probe = {
+            let cache = self.clone();
+            let stop = stop.clone();
+            async move {
+                let mut tick = tokio::time::interval(PROBE_INTERVAL);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let answered = redis.ping().await;
+                    match (cache.degraded.load(Ordering::Relaxed), answered) {
+                        (true, Ok(())) => {
+                            cache.degraded.store(false, Ordering::Relaxed);
+                            info!("redis answers again; leaving degraded mode");
+                        }
+                        (false, Err(error)) => cache.degrade(&error),
+                        _ => {}
+                    }
+                }
+            }
+        };
+        tokio::join!(probe, self.relay_invalidations(url, stop));
+    }
+
+    async fn relay_invalidations(&self, url: String, stop: CancellationToken) {
+        let channel = self.channel();
+        loop {
+            let subscribed = async {
+                let client = redis::Client::open(url.as_str())?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let pubsub = tokio::select! {
+                () = stop.cancelled() => return,
+                subscribed = tokio::time::timeout(Duration::from_secs(2), subscribed) => subscribed,
+            };
+            let mut messages = match pubsub {
+                Ok(Ok(pubsub)) => pubsub.into_on_message(),
+                Ok(Err(_)) | Err(_) => {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(PROBE_INTERVAL) => continue,
+                    }
+                }
+            };
+            loop {
+                let message = tokio::select! {
+                    () = stop.cancelled() => return,
+                    message = messages.next() => message,
+                };
+                let Some(message) = message else { break };
+                let Ok(payload) = message.get_payload::<String>() else {
+                    continue;
+                };
+                if let Some((origin, invalidation)) = Invalidation::decode(&payload)
+                    && origin != self.origin
+                {
+                    self.forget_locally(&invalidation).await;
+                    let _ = self.invalidations.send(invalidation);
+                }
+            }
+        }
+    }
+
+    fn channel(&self) -> String {
+        let namespace = self.redis.as_ref().map_or("", |redis| redis.namespace());
+        format!("{namespace}invalidations")
+    }
+
+    async fn forget_locally(&self, invalidation: &Invalidation) {
+        let forgotten = if invalidation.is_prefix {
+            self.memory.delete_prefix(&invalidation.key).await
+        } else {
+            self.memory.delete(&invalidation.key).await
+        };
+        drop(forgotten);
+    }
+
+    async fn announce(&self, invalidation: Invalidation) {
+        if let Some(redis) = self.healthy_redis() {
+            let mut connection = redis.connection();
+            let message = invalidation.encode(&self.origin);
+            let channel = self.channel();
+            let published = tokio::time::timeout(
+                PROBE_INTERVAL,
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(message)
+                    .query_async::<u64>(&mut connection),
+            )
+            .await;
+            if !matches!(published, Ok(Ok(_))) {
+                warn!(key = %invalidation.key, "cannot publish invalidation to other replicas");
+            }
+        }
+        let _ = self.invalidations.send(invalidation);
+    }
+
+    fn healthy_redis(&self) -> Option<&RedisBackend> {
+        self.redis
+            .as_ref()
+            .filter(|_| !self.degraded.load(Ordering::Relaxed))
+    }
+
+    fn degrade(&self, error: &BackendError) {
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            warn!(%error, "redis unreachable; serving from memory (degraded)");
+        }
+    }
+
+    async fn redis_or<F, Fut>(&self, fallback: u64, call: F) -> u64
+    where
+        F: FnOnce(RedisBackend) -> Fut,
+        Fut: Future<Output = Result<u64, BackendError>>,
+    {
+        match self.healthy_redis() {
+            Some(redis) => match call(redis.clone()).await {
+                Ok(count) => count,
+                Err(error) => {
+                    self.degrade(&error);
+                    fallback
+                }
+            },
+            None => fallback,
+        }
+    }
+
+    async fn memory_get(&self, key: &str) -> Option<Entry> {
+        self.memory.get(key).await.ok().flatten()
+    }
+
+    async fn memory_get_many(&self, keys: &[String]) -> Vec<Option<Entry>> {
+        self.memory.get_many(keys).await.unwrap_or_default()
+    }
+
+    async fn memory_figures(&self) -> (&'static str, u64, u64) {
+        (
+            "memory",
+            self.memory.entries().await.unwrap_or(0),
+            self.memory.evictions().await.unwrap_or(0),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalidations_round_trip_and_match_prefixes() {
+        let key = Invalidation {
+            key: "agents:1:config".into(),
+            is_prefix: false,
+        };
+        let encoded = key.encode("me");
+        assert_eq!(Invalidation::decode(&encoded), Some(("me", key.clone())));
+        assert!(key.concerns("agents:"));
+        assert!(!key.concerns("tasks:"));
+        let namespace = Invalidation {
+            key: "agents:".into(),
+            is_prefix: true,
+        };
+        assert!(namespace.concerns("agents:1:"));
+        assert!(namespace.concerns("agents"));
+    }
+}
