@@ -1,0 +1,202 @@
+//! The tiered cache as the service runs it: hit and miss statistics, invalidations that reach
+//! another replica through Redis, and Redis killed and restarted mid-test while callers keep
+//! getting answers (from memory, degraded) and the cache goes back to Redis by itself.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use swarm_cache::backend::{MemoryBackend, RedisBackend};
+use swarm_cache::tiered::{Invalidation, TieredCache};
+use tokio_util::sync::CancellationToken;
+
+const MIB: u64 = 1024 * 1024;
+
+fn shared_redis_url() -> String {
+    std::env::var("SWARM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn tiered(url: &str, namespace: &str) -> Arc<TieredCache> {
+    let redis = RedisBackend::new(url, namespace, Duration::from_millis(200)).unwrap();
+    TieredCache::new(MemoryBackend::new(8 * MIB), Some((redis, url.to_owned())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_hits_and_misses() {
+    let cache = TieredCache::new(MemoryBackend::new(8 * MIB), None);
+    cache.set("k", b"v", Duration::from_secs(60)).await;
+    for _ in 0..4 {
+        assert!(cache.get("k").await.is_some());
+    }
+    assert!(cache.get("absent").await.is_none());
+    let stats = cache.stats().await;
+    assert_eq!(
+        (
+            stats.hits,
+            stats.misses,
+            stats.entries,
+            stats.backend,
+            stats.degraded
+        ),
+        (4, 1, 1, "memory", false)
+    );
+    assert!((stats.hit_rate() - 0.8).abs() < 1e-9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_on_one_replica_invalidates_the_other() {
+    let namespace = format!("swarm-test:{}:", uuid::Uuid::new_v4().simple());
+    let (a, b) = (
+        tiered(&shared_redis_url(), &namespace),
+        tiered(&shared_redis_url(), &namespace),
+    );
+    let stop = CancellationToken::new();
+    let relays = [
+        tokio::spawn(a.clone().run_background(stop.clone())),
+        tokio::spawn(b.clone().run_background(stop.clone())),
+    ];
+    let mut on_b = b.subscribe();
+    // Give the relays time to subscribe.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    a.set("agents:1:config", b"{\"v\":2}", Duration::from_secs(60))
+        .await;
+    let heard = tokio::time::timeout(Duration::from_secs(2), on_b.recv())
+        .await
+        .expect("b hears of a's write")
+        .unwrap();
+    assert_eq!(
+        heard,
+        Invalidation {
+            key: "agents:1:config".into(),
+            is_prefix: false
+        }
+    );
+    assert_eq!(
+        b.get("agents:1:config").await.unwrap().value,
+        b"{\"v\":2}",
+        "b reads a's value from redis"
+    );
+
+    a.delete_prefix("agents:").await;
+    let heard = tokio::time::timeout(Duration::from_secs(2), on_b.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        heard,
+        Invalidation {
+            key: "agents:".into(),
+            is_prefix: true
+        }
+    );
+    assert!(b.get("agents:1:config").await.is_none());
+
+    stop.cancel();
+    for relay in relays {
+        relay.await.unwrap();
+    }
+}
+
+/// A Redis server of this test's own, so killing it disturbs nobody else.
+struct OwnRedis {
+    port: u16,
+    child: Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { port, child }
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().expect("redis-server stops");
+        self.child.wait().expect("redis-server is reaped");
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_never_see_redis_die_and_come_back() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = OwnRedis::start(port);
+    let cache = tiered(&format!("redis://127.0.0.1:{port}"), "swarm-test:");
+    let stop = CancellationToken::new();
+    let background = tokio::spawn(cache.clone().run_background(stop.clone()));
+
+    cache
+        .set("k:kept", b"before", Duration::from_secs(60))
+        .await;
+    assert_eq!(cache.stats().await.backend, "redis");
+
+    redis.kill();
+    let started = Instant::now();
+    assert_eq!(
+        cache.get("k:kept").await.unwrap().value,
+        b"before",
+        "the memory tier answers"
+    );
+    cache
+        .set("k:during", b"during", Duration::from_secs(60))
+        .await;
+    assert_eq!(cache.get("k:during").await.unwrap().value, b"during");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a dead redis cost {:?}",
+        started.elapsed()
+    );
+    let stats = cache.stats().await;
+    assert_eq!((stats.backend, stats.degraded), ("memory", true));
+
+    let _redis = OwnRedis::start(redis.port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.is_degraded() {
+        assert!(
+            Instant::now() < deadline,
+            "the cache did not go back to redis"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cache
+        .set("k:after", b"after", Duration::from_secs(60))
+        .await;
+    assert_eq!(cache.get("k:after").await.unwrap().value, b"after");
+    let stats = cache.stats().await;
+    assert_eq!((stats.backend, stats.degraded), ("redis", false));
+
+    stop.cancel();
+    background.await.unwrap();
+}
