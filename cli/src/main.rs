@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use swarm_agents::AgentsConfig;
+use swarm_cache::CacheConfig;
 use swarm_cli::bench::{self, BenchOptions};
 use swarm_cli::stack::{Stack, StackConfig};
 use swarm_gateway::GatewayConfig;
@@ -72,6 +73,9 @@ struct UpArgs {
     /// Where the agents service listens.
     #[arg(long, env = "SWARM_AGENTS_ADDR", default_value = "127.0.0.1:50052")]
     agents_addr: SocketAddr,
+    /// Where the cache service listens.
+    #[arg(long, env = "SWARM_CACHE_ADDR", default_value = "127.0.0.1:50053")]
+    cache_addr: SocketAddr,
     /// The database (overrides DATABASE_URL): sqlite://path or postgres://...
     #[arg(long)]
     database_url: Option<String>,
@@ -83,6 +87,8 @@ enum Role {
     Tasks,
     /// The agents gRPC service.
     Agents,
+    /// The cache gRPC service.
+    Cache,
     /// The REST gateway.
     Gateway,
 }
@@ -151,8 +157,10 @@ async fn up(args: UpArgs) -> Outcome {
         gateway_addr: args.gateway_addr,
         tasks_addr: args.tasks_addr,
         agents_addr: args.agents_addr,
+        cache_addr: args.cache_addr,
         tasks,
         agents,
+        cache: CacheConfig::from_env()?,
         gateway: GatewayConfig::from_env()?,
     })
     .await?;
@@ -160,6 +168,7 @@ async fn up(args: UpArgs) -> Outcome {
         gateway = %stack.gateway_url(),
         tasks = %stack.tasks_url(),
         agents = %stack.agents_url(),
+        cache = %stack.cache_url(),
         "swarm is up; ctrl-c stops it"
     );
     stack.run_until(swarm_kit::shutdown::signal()).await?;
@@ -190,6 +199,13 @@ async fn serve(args: ServeArgs) -> Outcome {
             }
             let listener = tokio::net::TcpListener::bind(addr).await?;
             swarm_agents::run(listener, config, shutdown).await?;
+        }
+        Role::Cache => {
+            let addr = args
+                .addr
+                .unwrap_or(role_addr("SWARM_CACHE_ADDR", "127.0.0.1:50053")?);
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            swarm_cache::run(listener, CacheConfig::from_env()?, shutdown).await?;
         }
         Role::Gateway => {
             let addr = args

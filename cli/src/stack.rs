@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use swarm_agents::AgentsConfig;
+use swarm_cache::CacheConfig;
 use swarm_gateway::GatewayConfig;
 use swarm_kit::RunError;
 use swarm_tasks::TasksConfig;
@@ -21,10 +22,14 @@ pub struct StackConfig {
     pub tasks_addr: SocketAddr,
     /// The agents service's address.
     pub agents_addr: SocketAddr,
+    /// The cache service's address.
+    pub cache_addr: SocketAddr,
     /// The tasks service's configuration; its agents URL is replaced by the bound address.
     pub tasks: TasksConfig,
     /// The agents service's configuration; its tasks URL is replaced by the bound address.
     pub agents: AgentsConfig,
+    /// The cache service's configuration.
+    pub cache: CacheConfig,
     /// The gateway's configuration; its service URLs are replaced by the bound addresses.
     pub gateway: GatewayConfig,
 }
@@ -37,6 +42,7 @@ impl StackConfig {
             gateway_addr: any_port,
             tasks_addr: any_port,
             agents_addr: any_port,
+            cache_addr: any_port,
             tasks: TasksConfig {
                 database_url: database_url.to_owned(),
                 ..TasksConfig::default()
@@ -45,6 +51,7 @@ impl StackConfig {
                 database_url: database_url.to_owned(),
                 ..AgentsConfig::default()
             },
+            cache: CacheConfig::default(),
             gateway: GatewayConfig::default(),
         }
     }
@@ -73,6 +80,9 @@ pub enum StackError {
     },
 }
 
+/// One role's run, boxed so that every role fits one join set.
+type RoleFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), RunError>> + Send>>;
+
 /// A running stack.
 #[derive(Debug)]
 pub struct Stack {
@@ -82,6 +92,8 @@ pub struct Stack {
     pub tasks_addr: SocketAddr,
     /// Where the agents service listens.
     pub agents_addr: SocketAddr,
+    /// Where the cache service listens.
+    pub cache_addr: SocketAddr,
     shutdown: CancellationToken,
     roles: JoinSet<(&'static str, Result<(), RunError>)>,
 }
@@ -92,9 +104,11 @@ impl Stack {
     pub async fn start(config: StackConfig) -> Result<Self, StackError> {
         let tasks_listener = bind("tasks", config.tasks_addr).await?;
         let agents_listener = bind("agents", config.agents_addr).await?;
+        let cache_listener = bind("cache", config.cache_addr).await?;
         let gateway_listener = bind("gateway", config.gateway_addr).await?;
         let tasks_addr = local_addr("tasks", &tasks_listener)?;
         let agents_addr = local_addr("agents", &agents_listener)?;
+        let cache_addr = local_addr("cache", &cache_listener)?;
         let gateway_addr = local_addr("gateway", &gateway_listener)?;
         let (tasks_url, agents_url) = (
             format!("http://{tasks_addr}"),
@@ -111,35 +125,36 @@ impl Stack {
         let gateway = GatewayConfig {
             tasks_url,
             agents_url,
+            cache_url: format!("http://{cache_addr}"),
             ..config.gateway
         };
         let shutdown = CancellationToken::new();
         let mut roles = JoinSet::new();
-        let stop = shutdown.clone();
-        roles.spawn(async move {
-            (
-                "tasks",
-                swarm_tasks::run(tasks_listener, tasks, stop.cancelled_owned()).await,
-            )
-        });
-        let stop = shutdown.clone();
-        roles.spawn(async move {
-            (
-                "agents",
-                swarm_agents::run(agents_listener, agents, stop.cancelled_owned()).await,
-            )
-        });
-        let stop = shutdown.clone();
-        roles.spawn(async move {
-            (
-                "gateway",
-                swarm_gateway::run(gateway_listener, gateway, stop.cancelled_owned()).await,
-            )
-        });
+        let stop = || shutdown.clone().cancelled_owned();
+        let mut spawn = |role: &'static str, running| {
+            roles.spawn(async move { (role, running.await) });
+        };
+        spawn(
+            "tasks",
+            Box::pin(swarm_tasks::run(tasks_listener, tasks, stop())) as RoleFuture,
+        );
+        spawn(
+            "agents",
+            Box::pin(swarm_agents::run(agents_listener, agents, stop())),
+        );
+        spawn(
+            "cache",
+            Box::pin(swarm_cache::run(cache_listener, config.cache, stop())),
+        );
+        spawn(
+            "gateway",
+            Box::pin(swarm_gateway::run(gateway_listener, gateway, stop())),
+        );
         Ok(Self {
             gateway_addr,
             tasks_addr,
             agents_addr,
+            cache_addr,
             shutdown,
             roles,
         })
@@ -153,6 +168,11 @@ impl Stack {
     /// Returns the tasks service's gRPC URL.
     pub fn tasks_url(&self) -> String {
         format!("http://{}", self.tasks_addr)
+    }
+
+    /// Returns the cache service's gRPC URL.
+    pub fn cache_url(&self) -> String {
+        format!("http://{}", self.cache_addr)
     }
 
     /// Returns the agents service's gRPC URL.

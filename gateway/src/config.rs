@@ -11,8 +11,8 @@ pub struct GatewayConfig {
     pub tasks_url: String,
     /// The agents service (`SWARM_AGENTS_URL`).
     pub agents_url: String,
-    /// The cache service, when deployed (`SWARM_CACHE_URL`).
-    pub cache_url: Option<String>,
+    /// The cache service (`SWARM_CACHE_URL`).
+    pub cache_url: String,
     /// The metrics service, when deployed (`SWARM_METRICS_URL`).
     pub metrics_url: Option<String>,
     /// The longest a request may take, beyond a claim's own wait (`SWARM_REQUEST_TIMEOUT_MS`).
@@ -26,7 +26,7 @@ impl Default for GatewayConfig {
         Self {
             tasks_url: "http://127.0.0.1:50051".to_owned(),
             agents_url: "http://127.0.0.1:50052".to_owned(),
-            cache_url: None,
+            cache_url: "http://127.0.0.1:50053".to_owned(),
             metrics_url: None,
             request_timeout: Duration::from_secs(30),
             body_limit: 2 * 1024 * 1024,
@@ -40,13 +40,9 @@ impl GatewayConfig {
         let mut config = Self::default();
         override_from_env(&mut config.tasks_url, &["SWARM_TASKS_URL"])?;
         override_from_env(&mut config.agents_url, &["SWARM_AGENTS_URL"])?;
-        for (target, name) in [
-            (&mut config.cache_url, "SWARM_CACHE_URL"),
-            (&mut config.metrics_url, "SWARM_METRICS_URL"),
-        ] {
-            if let Some(url) = swarm_kit::config::env_value(name)? {
-                *target = Some(url);
-            }
+        override_from_env(&mut config.cache_url, &["SWARM_CACHE_URL"])?;
+        if let Some(url) = swarm_kit::config::env_value("SWARM_METRICS_URL")? {
+            config.metrics_url = Some(url);
         }
         let mut timeout_ms = u64::try_from(config.request_timeout.as_millis()).unwrap_or(u64::MAX);
         override_from_env(&mut timeout_ms, &["SWARM_REQUEST_TIMEOUT_MS"])?;
@@ -61,7 +57,7 @@ impl GatewayConfig {
         let urls = [
             ("SWARM_TASKS_URL", Some(&self.tasks_url)),
             ("SWARM_AGENTS_URL", Some(&self.agents_url)),
-            ("SWARM_CACHE_URL", self.cache_url.as_ref()),
+            ("SWARM_CACHE_URL", Some(&self.cache_url)),
             ("SWARM_METRICS_URL", self.metrics_url.as_ref()),
         ];
         for (name, url) in urls {

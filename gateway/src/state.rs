@@ -7,6 +7,7 @@ use std::time::Duration;
 use swarm_kit::config::ConfigError;
 use swarm_kit::process::CpuMeter;
 use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
+use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub tasks: TaskServiceClient<Channel>,
     /// The agents service.
     pub agents: AgentServiceClient<Channel>,
+    /// The cache service.
+    pub cache: CacheServiceClient<Channel>,
     /// Every configured service, for health checks.
     pub upstreams: Arc<[Upstream]>,
     /// The configuration.
@@ -48,6 +51,7 @@ impl AppState {
     pub fn new(config: GatewayConfig, shutdown: CancellationToken) -> Result<Self, ConfigError> {
         let tasks_channel = channel("SWARM_TASKS_URL", &config.tasks_url)?;
         let agents_channel = channel("SWARM_AGENTS_URL", &config.agents_url)?;
+        let cache_channel = channel("SWARM_CACHE_URL", &config.cache_url)?;
         let mut upstreams = vec![
             Upstream {
                 name: "tasks",
@@ -57,17 +61,16 @@ impl AppState {
                 name: "agents",
                 channel: agents_channel.clone(),
             },
+            Upstream {
+                name: "cache",
+                channel: cache_channel.clone(),
+            },
         ];
-        for (name, variable, url) in [
-            ("cache", "SWARM_CACHE_URL", &config.cache_url),
-            ("metrics", "SWARM_METRICS_URL", &config.metrics_url),
-        ] {
-            if let Some(url) = url {
-                upstreams.push(Upstream {
-                    name,
-                    channel: channel(variable, url)?,
-                });
-            }
+        if let Some(url) = &config.metrics_url {
+            upstreams.push(Upstream {
+                name: "metrics",
+                channel: channel("SWARM_METRICS_URL", url)?,
+            });
         }
         let tasks = TaskServiceClient::new(tasks_channel)
             .send_compressed(CompressionEncoding::Gzip)
@@ -76,9 +79,12 @@ impl AppState {
         let agents = AgentServiceClient::new(agents_channel)
             .send_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Gzip);
+        let cache =
+            CacheServiceClient::new(cache_channel).max_decoding_message_size(4 * 1024 * 1024);
         Ok(Self {
             tasks,
             agents,
+            cache,
             upstreams: upstreams.into(),
             config: Arc::new(config),
             cpu: Arc::new(CpuMeter::default()),

@@ -452,7 +452,15 @@ async fn health_reports_every_service() {
     );
     assert_eq!(health["services"]["tasks"], "serving");
     assert_eq!(health["services"]["agents"], "serving");
+    assert_eq!(
+        (&health["services"]["cache"], &health["cache"]),
+        (&json!("serving"), &json!("memory"))
+    );
     assert_eq!(health["services"]["agents"], "serving");
+    assert_eq!(
+        (&health["services"]["cache"], &health["cache"]),
+        (&json!("serving"), &json!("memory"))
+    );
     assert!(health["response_time_ms"].is_number());
     let (status, detailed) = swarm.get("/api/health").await;
     assert_eq!(status, 200);

@@ -46,24 +46,52 @@ async fn report(state: &AppState) -> (StatusCode, Value) {
         .collect();
     let all_serving = checks.iter().all(|status| *status == "serving");
     let tasks_serving = services.get("tasks") == Some(&"serving");
-    let cache = match services.get("cache") {
-        Some(&"serving") => "memory",
-        _ => "disconnected",
-    };
-    let (code, status) = if all_serving {
-        (StatusCode::OK, "healthy")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    let cache = cache_tier(state).await;
+    let (code, status) = match (all_serving, cache) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
+        (true, CacheTier::Degraded) => (StatusCode::OK, "degraded"),
+        (true, _) => (StatusCode::OK, "healthy"),
     };
     let body = json!({
         "status": status,
         "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "database": if tasks_serving { "connected" } else { "disconnected" },
-        "cache": cache,
+        "cache": cache.name(),
         "services": services,
         "response_time_ms": round2(started.elapsed().as_secs_f64() * 1000.0),
     });
     (code, body)
+}
+
+/// Which tier the cache service answers from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CacheTier {
+    Redis,
+    Memory,
+    /// Redis is configured but down; memory answers.
+    Degraded,
+    Disconnected,
+}
+
+impl CacheTier {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Memory | Self::Degraded => "memory",
+            Self::Disconnected => "disconnected",
+        }
+    }
+}
+
+async fn cache_tier(state: &AppState) -> CacheTier {
+    let mut request = tonic::Request::new(swarm_proto::cache::v1::StatsRequest {});
+    request.set_timeout(CHECK_TIMEOUT);
+    match tokio::time::timeout(CHECK_TIMEOUT, state.cache.clone().stats(request)).await {
+        Ok(Ok(stats)) if stats.get_ref().degraded => CacheTier::Degraded,
+        Ok(Ok(stats)) if stats.get_ref().backend == "redis" => CacheTier::Redis,
+        Ok(Ok(_)) => CacheTier::Memory,
+        Ok(Err(_)) | Err(_) => CacheTier::Disconnected,
+    }
 }
 
 /// Asks one service's overall health: `serving`, `not_serving` or `unreachable`.

@@ -2,6 +2,7 @@
 //! limit, request ids, panic safety and the error envelope for unknown routes.
 
 mod agents;
+mod cache;
 mod health;
 mod messages;
 mod tasks;
@@ -45,6 +46,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/agents/{id}/heartbeat", post(agents::heartbeat))
         .route("/api/agents/{id}/config", get(agents::config))
+        .route("/api/cache/stats", get(cache::stats))
+        .route(
+            "/api/cache/{key}",
+            get(cache::get).put(cache::put).delete(cache::delete),
+        )
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))

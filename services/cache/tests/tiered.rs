@@ -2,12 +2,12 @@
 //! another replica through Redis, and Redis killed and restarted mid-test while callers keep
 //! getting answers (from memory, degraded) and the cache goes back to Redis by itself.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use swarm_cache::backend::{MemoryBackend, RedisBackend};
 use swarm_cache::tiered::{Invalidation, TieredCache};
+use swarm_kit::testing::RedisServer;
 use tokio_util::sync::CancellationToken;
 
 const MIB: u64 = 1024 * 1024;
@@ -98,62 +98,10 @@ async fn a_write_on_one_replica_invalidates_the_other() {
     }
 }
 
-/// A Redis server of this test's own, so killing it disturbs nobody else.
-struct OwnRedis {
-    port: u16,
-    child: Child,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { port, child }
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().expect("redis-server stops");
-        self.child.wait().expect("redis-server is reaped");
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn callers_never_see_redis_die_and_come_back() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut redis = OwnRedis::start(port);
-    let cache = tiered(&format!("redis://127.0.0.1:{port}"), "swarm-test:");
+    let mut redis = RedisServer::start();
+    let cache = tiered(&redis.url(), "swarm-test:");
     let stop = CancellationToken::new();
     let background = tokio::spawn(cache.clone().run_background(stop.clone()));
 
@@ -181,7 +129,7 @@ async fn callers_never_see_redis_die_and_come_back() {
     let stats = cache.stats().await;
     assert_eq!((stats.backend, stats.degraded), ("memory", true));
 
-    let _redis = OwnRedis::start(redis.port);
+    let _redis = RedisServer::start_on(redis.port());
     let deadline = Instant::now() + Duration::from_secs(10);
     while cache.is_degraded() {
         assert!(

@@ -139,6 +139,72 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A Redis server of a test's own on a free port, so that killing it disturbs nobody else.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port and waits until it accepts connections.
+    ///
+    /// # Panics
+    /// When `redis-server` is not installed or does not start.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_on(port)
+    }
+
+    /// Starts `redis-server` on `port` (to restart one that was killed).
+    ///
+    /// # Panics
+    /// When `redis-server` is not installed or does not start.
+    pub fn start_on(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "redis-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Self { port, child }
+    }
+
+    /// Returns the port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Returns its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it at once, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Runs each named case once per backend, each as its own test: in a test file,
 /// `swarm_kit::conformance!(case_a, case_b);` with `async fn case_a(backend: Backend)` defined
 /// there makes the tests `sqlite::case_a`, `postgres::case_a`, and so on.

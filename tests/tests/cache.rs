@@ -1,0 +1,120 @@
+//! End to end through the REST gateway: the cache routes, and health while the cache's Redis
+//! dies (degraded, still answering) and comes back.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use swarm_e2e::{TestStack, assert_error};
+use swarm_kit::testing::{Backend, RedisServer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn values_are_stored_read_and_deleted() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let value = json!({"model": "small", "tools": ["search"], "n": 1.5});
+    let stored = swarm
+        .send(
+            reqwest::Method::PUT,
+            "/api/cache/agent:7:config",
+            Some(json!({"value": value, "ttl_seconds": 60})),
+        )
+        .await;
+    assert_eq!(stored.0, 204, "{}", stored.1);
+    let (status, read) = swarm.get("/api/cache/agent:7:config").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&read["key"], &read["value"]),
+        (&json!("agent:7:config"), &value)
+    );
+    let left = read["ttl_seconds_remaining"].as_u64().unwrap();
+    assert!((58..=60).contains(&left), "{left}");
+
+    assert_error(
+        &swarm.get("/api/cache/nothing-here").await,
+        404,
+        "not_found",
+    );
+    for bad in [
+        json!({}),
+        json!({"value": 1, "ttl_seconds": 0}),
+        json!({"value": 1, "extra": 2}),
+    ] {
+        let answer = swarm
+            .send(reqwest::Method::PUT, "/api/cache/k", Some(bad))
+            .await;
+        assert_error(&answer, 400, "invalid_argument");
+    }
+    let deleted = swarm
+        .send(reqwest::Method::DELETE, "/api/cache/agent:7:config", None)
+        .await;
+    assert_eq!(deleted.0, 204);
+    assert_error(
+        &swarm.get("/api/cache/agent:7:config").await,
+        404,
+        "not_found",
+    );
+
+    let (status, stats) = swarm.get("/api/cache/stats").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&stats["hits"], &stats["misses"], &stats["backend"]),
+        (&json!(1), &json!(2), &json!("memory"))
+    );
+    assert!((stats["hit_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_is_degraded_not_down_while_redis_is_gone() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let swarm = TestStack::start_with(Backend::Sqlite, move |config| {
+        config.cache.redis_url = Some(url);
+    })
+    .await;
+    let (status, health) = swarm.get("/health").await;
+    assert_eq!(
+        (status, &health["status"], &health["cache"]),
+        (200, &json!("healthy"), &json!("redis")),
+        "{health}"
+    );
+    swarm
+        .send(
+            reqwest::Method::PUT,
+            "/api/cache/kept",
+            Some(json!({"value": "v"})),
+        )
+        .await;
+
+    redis.kill();
+    let started = Instant::now();
+    let (status, read) = swarm.get("/api/cache/kept").await;
+    assert_eq!(
+        (status, &read["value"]),
+        (200, &json!("v")),
+        "the memory tier answers"
+    );
+    let (status, health) = swarm.get("/health").await;
+    assert_eq!(
+        (status, &health["status"], &health["cache"]),
+        (200, &json!("degraded"), &json!("memory")),
+        "{health}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let _back = RedisServer::start_on(redis.port());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, health) = swarm.get("/health").await;
+        if health["status"] == "healthy" {
+            assert_eq!(health["cache"], "redis");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    swarm.stop().await;
+}
