@@ -118,14 +118,16 @@ impl Stack {
             agents_url: agents_url.clone(),
             ..config.tasks
         };
+        let cache_url = format!("http://{cache_addr}");
         let agents = AgentsConfig {
             tasks_url: tasks_url.clone(),
+            cache_url: cache_url.clone(),
             ..config.agents
         };
         let gateway = GatewayConfig {
             tasks_url,
             agents_url,
-            cache_url: format!("http://{cache_addr}"),
+            cache_url,
             ..config.gateway
         };
         let shutdown = CancellationToken::new();

@@ -118,3 +118,56 @@ async fn health_is_degraded_not_down_while_redis_is_gone() {
     }
     swarm.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_anywhere_evicts_every_near_copy() {
+    use swarm_kit::cache_client::CacheClient;
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let near = |_: ()| {
+        CacheClient::new(
+            &swarm.stack.cache_url(),
+            "agents:",
+            100,
+            Duration::from_secs(60),
+            stop.clone(),
+        )
+        .unwrap()
+    };
+    let (a, b) = (near(()), near(()));
+    // Let both subscribe to invalidations.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    a.set(
+        "agents:1:config",
+        b"{\"v\":1}".to_vec(),
+        Duration::from_secs(60),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            b.get("agents:1:config").await.as_deref(),
+            Some(&b"{\"v\":1}"[..])
+        );
+    }
+    let (_, stats) = swarm.get("/api/cache/stats").await;
+    assert_eq!(
+        stats["hits"], 1,
+        "b asked the service once and then served its near copy"
+    );
+    // A change through a evicts b's near copy within milliseconds.
+    a.invalidate_prefix("agents:1:").await;
+    let started = Instant::now();
+    loop {
+        if b.get("agents:1:config").await.is_none() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "b still serves its stale copy"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    swarm.stop().await;
+}

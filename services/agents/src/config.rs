@@ -13,6 +13,8 @@ pub struct AgentsConfig {
     pub database_url: String,
     /// The tasks service, which counts the tasks agents hold (`SWARM_TASKS_URL`).
     pub tasks_url: String,
+    /// The cache service, through which agent configs are served (`SWARM_CACHE_URL`).
+    pub cache_url: String,
     /// Most pooled connections (`SWARM_DB_MAX_CONNECTIONS`).
     pub max_connections: u32,
     /// How long an agent stays online after a heartbeat (`SWARM_AGENT_TTL_SECONDS`).
@@ -24,6 +26,7 @@ impl Default for AgentsConfig {
         Self {
             database_url: "sqlite://data/swarm.db".to_owned(),
             tasks_url: "http://127.0.0.1:50051".to_owned(),
+            cache_url: "http://127.0.0.1:50053".to_owned(),
             max_connections: 8,
             agent_ttl: Duration::from_secs(30),
         }
@@ -39,6 +42,7 @@ impl AgentsConfig {
             &["SWARM_AGENTS_DATABASE_URL", "DATABASE_URL"],
         )?;
         override_from_env(&mut config.tasks_url, &["SWARM_TASKS_URL"])?;
+        override_from_env(&mut config.cache_url, &["SWARM_CACHE_URL"])?;
         override_from_env(&mut config.max_connections, &["SWARM_DB_MAX_CONNECTIONS"])?;
         let mut ttl_seconds = config.agent_ttl.as_secs();
         override_from_env(&mut ttl_seconds, &["SWARM_AGENT_TTL_SECONDS"])?;
@@ -51,6 +55,7 @@ impl AgentsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_database_url("DATABASE_URL", &self.database_url)?;
         check_service_url("SWARM_TASKS_URL", &self.tasks_url)?;
+        check_service_url("SWARM_CACHE_URL", &self.cache_url)?;
         check_not_zero("SWARM_DB_MAX_CONNECTIONS", self.max_connections == 0)?;
         check_not_zero("SWARM_AGENT_TTL_SECONDS", self.agent_ttl.is_zero())
     }

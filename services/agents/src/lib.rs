@@ -13,8 +13,11 @@ pub mod tasks_client;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use swarm_kit::RunError;
+use swarm_kit::cache_client::CacheClient;
+use swarm_kit::config::ConfigError;
 use swarm_proto::agents::v1::agent_service_server::AgentServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +26,11 @@ use tonic::service::Routes;
 use tracing::info;
 
 pub use config::AgentsConfig;
+
+/// Entries the near cache of agent data holds.
+const NEAR_CACHE_ENTRIES: u64 = 10_000;
+/// The longest a near-cached entry lives (invalidations usually evict it sooner).
+const NEAR_CACHE_TTL: Duration = Duration::from_secs(30);
 
 use crate::domain::AgentRegistry;
 use crate::grpc::AgentGrpc;
@@ -36,12 +44,20 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let counts = GrpcTaskCounts::new(&config.tasks_url).map_err(|error| {
-        swarm_kit::config::ConfigError::new("SWARM_TASKS_URL", &config.tasks_url, error)
-    })?;
+    let counts = GrpcTaskCounts::new(&config.tasks_url)
+        .map_err(|error| ConfigError::new("SWARM_TASKS_URL", &config.tasks_url, error))?;
     let pool = swarm_kit::db::connect(&config.database_url, config.max_connections).await?;
     let store = storage::open(pool.clone()).await?;
-    let registry = AgentRegistry::new(store, Arc::new(counts), config.agent_ttl);
+    let stop = CancellationToken::new();
+    let cache = CacheClient::new(
+        &config.cache_url,
+        "agents:",
+        NEAR_CACHE_ENTRIES,
+        NEAR_CACHE_TTL,
+        stop.clone(),
+    )
+    .map_err(|error| ConfigError::new("SWARM_CACHE_URL", &config.cache_url, error))?;
+    let registry = AgentRegistry::new(store, Arc::new(counts), config.agent_ttl).with_cache(cache);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AgentServiceServer<AgentGrpc>>().await;
@@ -49,7 +65,6 @@ pub async fn run(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
     let routes = Routes::new(health_service).add_service(agents);
-    let stop = CancellationToken::new();
     let database_health = tokio::spawn(swarm_kit::grpc::report_database_health(
         pool.clone(),
         health,

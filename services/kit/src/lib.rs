@@ -1,7 +1,8 @@
 //! What every Swarm service shares: the error vocabulary, database and pagination helpers,
 //! telemetry set-up, the gRPC server bootstrap (health, reflection, graceful shutdown), shutdown
-//! signals and process figures.
+//! signals, process figures, and the cache client with its near cache.
 
+pub mod cache_client;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -1,12 +1,15 @@
 //! The agent registry: registers, updates and removes agents, records heartbeats, and derives
 //! each agent's status from its last heartbeat (offline after the TTL) and the tasks it holds
-//! (busy at its concurrency), which the tasks service counts.
+//! (busy at its concurrency), which the tasks service counts. Agent configs are served through
+//! the cache service (and its near cache); every update or delete invalidates the agent's
+//! entries before it answers, so a change is visible at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use swarm_kit::cache_client::CacheClient;
 use swarm_kit::page::Page;
 use swarm_kit::time::now_millis;
 use uuid::Uuid;
@@ -26,12 +29,21 @@ pub trait ActiveTaskCounts: Send + Sync + 'static {
     async fn active_tasks(&self, agent_ids: &[Uuid]) -> HashMap<Uuid, u32>;
 }
 
+/// How long a cached agent config lives when nothing invalidates it sooner.
+const CONFIG_CACHE_TTL: Duration = Duration::from_secs(300);
+
 /// The registry of one agents-service process.
 #[derive(Clone)]
 pub struct AgentRegistry {
     store: Arc<dyn AgentStore>,
     counts: Arc<dyn ActiveTaskCounts>,
+    cache: Option<CacheClient>,
     ttl: Duration,
+}
+
+/// The cache key prefix of everything cached about one agent.
+fn agent_prefix(id: Uuid) -> String {
+    format!("agents:{id}:")
 }
 
 impl std::fmt::Debug for AgentRegistry {
@@ -49,7 +61,25 @@ impl AgentRegistry {
         counts: Arc<dyn ActiveTaskCounts>,
         ttl: Duration,
     ) -> Self {
-        Self { store, counts, ttl }
+        Self {
+            store,
+            counts,
+            cache: None,
+            ttl,
+        }
+    }
+
+    /// Serves agent configs through `cache`.
+    #[must_use]
+    pub fn with_cache(mut self, cache: CacheClient) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    async fn invalidate(&self, id: Uuid) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_prefix(&agent_prefix(id)).await;
+        }
     }
 
     /// Registers an agent (registration counts as a heartbeat); a taken name is refused.
@@ -133,6 +163,7 @@ impl AgentRegistry {
             .await
             .map_err(|error| name_conflict(error, &name))?
             .ok_or(AgentError::NotFound(id))?;
+        self.invalidate(id).await;
         self.with_status(vec![agent])
             .await
             .pop()
@@ -142,6 +173,7 @@ impl AgentRegistry {
     /// Removes an agent; the tasks service takes back the tasks it held.
     pub async fn delete(&self, id: Uuid) -> Result<(), AgentError> {
         if self.store.delete(id).await? {
+            self.invalidate(id).await;
             Ok(())
         } else {
             Err(AgentError::NotFound(id))
@@ -163,12 +195,25 @@ impl AgentRegistry {
 
     /// Returns an agent's config object (JSON text).
     pub async fn config(&self, id: Uuid) -> Result<String, AgentError> {
-        Ok(self
+        let key = format!("{}config", agent_prefix(id));
+        if let Some(cache) = &self.cache
+            && let Some(cached) = cache.get(&key).await
+            && let Ok(config) = std::str::from_utf8(&cached)
+        {
+            return Ok(config.to_owned());
+        }
+        let config = self
             .store
             .get(id)
             .await?
             .ok_or(AgentError::NotFound(id))?
-            .config)
+            .config;
+        if let Some(cache) = &self.cache {
+            cache
+                .set(&key, config.clone().into_bytes(), CONFIG_CACHE_TTL)
+                .await;
+        }
+        Ok(config)
     }
 
     fn online_since(&self) -> i64 {

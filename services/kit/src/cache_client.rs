@@ -1,0 +1,173 @@
+//! The client every service uses to reach the cache service, with a small near cache in front:
+//! hot entries are answered from process memory, and a subscription to the cache service's
+//! invalidation stream evicts them the moment anyone changes them anywhere. While the stream is
+//! down the near cache is emptied and bypassed, so it never serves what it cannot vouch for.
+//! A cache that does not answer is a miss, never an error: callers fall back to their source.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use moka::future::Cache;
+use swarm_proto::cache::v1 as pb;
+use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, warn};
+
+/// How long a cache call may take before it counts as a miss.
+const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long the watcher waits before subscribing again after the stream broke.
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(200);
+
+/// A cache-service client with a near cache for keys under one prefix.
+#[derive(Clone)]
+pub struct CacheClient {
+    remote: CacheServiceClient<Channel>,
+    near: Cache<String, Arc<[u8]>>,
+    watching: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for CacheClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheClient")
+            .field("watching", &self.watching.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheClient {
+    /// Connects (lazily) to the cache service at `url` and starts watching invalidations of
+    /// keys under `prefix` until `stop` is cancelled. The near cache holds up to `near_entries`
+    /// entries for at most `near_ttl` each.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        near_entries: u64,
+        near_ttl: Duration,
+        stop: CancellationToken,
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(CALL_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let client = Self {
+            remote: CacheServiceClient::new(channel),
+            near: Cache::builder()
+                .max_capacity(near_entries)
+                .time_to_live(near_ttl)
+                .build(),
+            watching: Arc::new(AtomicBool::new(false)),
+        };
+        tokio::spawn(client.clone().watch(prefix.to_owned(), stop));
+        Ok(client)
+    }
+
+    /// Returns the value under `key`: from the near cache, else from the cache service.
+    pub async fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+        let near = self.watching.load(Ordering::Relaxed);
+        if near && let Some(value) = self.near.get(key).await {
+            return Some(value);
+        }
+        let mut request = tonic::Request::new(pb::GetRequest {
+            key: key.to_owned(),
+        });
+        request.set_timeout(CALL_TIMEOUT);
+        match self.remote.clone().get(request).await {
+            Ok(answer) if answer.get_ref().found => {
+                let value: Arc<[u8]> = answer.into_inner().value.into();
+                if near {
+                    self.near.insert(key.to_owned(), value.clone()).await;
+                }
+                Some(value)
+            }
+            Ok(_) => None,
+            Err(status) => {
+                debug!(key, code = ?status.code(), "cache unavailable; treated as a miss");
+                None
+            }
+        }
+    }
+
+    /// Stores `value` under `key` for `ttl`; a failure is logged, not returned.
+    pub async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
+        let request = pb::SetRequest {
+            key: key.to_owned(),
+            value,
+            ttl_seconds: ttl.as_secs().max(1),
+        };
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(CALL_TIMEOUT);
+        if let Err(status) = self.remote.clone().set(request).await {
+            debug!(key, code = ?status.code(), "cache write failed");
+        }
+    }
+
+    /// Removes every key under `prefix`, here and (through the cache service's invalidations)
+    /// in every other near cache. Call it after the source changed and before answering.
+    pub async fn invalidate_prefix(&self, prefix: &str) {
+        self.forget(prefix, true).await;
+        let mut request = tonic::Request::new(pb::DeletePrefixRequest {
+            prefix: prefix.to_owned(),
+        });
+        request.set_timeout(CALL_TIMEOUT);
+        if let Err(status) = self.remote.clone().delete_prefix(request).await {
+            warn!(prefix, code = ?status.code(), "cache invalidation failed; entries expire by ttl");
+        }
+    }
+
+    async fn forget(&self, key: &str, is_prefix: bool) {
+        if is_prefix {
+            let prefix = key.to_owned();
+            // Entries are few (a near cache is small); a scan is cheap.
+            let doomed: Vec<Arc<String>> = self
+                .near
+                .iter()
+                .filter(|(key, _)| key.starts_with(&prefix))
+                .map(|(key, _)| key)
+                .collect();
+            for key in doomed {
+                self.near.invalidate(key.as_str()).await;
+            }
+        } else {
+            self.near.invalidate(key).await;
+        }
+    }
+
+    /// Follows the invalidation stream; the near cache is only used while it flows.
+    async fn watch(self, prefix: String, stop: CancellationToken) {
+        let mut remote = self.remote.clone();
+        loop {
+            let request = pb::WatchInvalidationsRequest {
+                prefix: prefix.clone(),
+            };
+            let subscribed = tokio::select! {
+                () = stop.cancelled() => return,
+                subscribed = remote.watch_invalidations(request) => subscribed,
+            };
+            if let Ok(stream) = subscribed {
+                let mut stream = stream.into_inner();
+                self.watching.store(true, Ordering::Relaxed);
+                loop {
+                    let next = tokio::select! {
+                        () = stop.cancelled() => return,
+                        next = stream.message() => next,
+                    };
+                    match next {
+                        Ok(Some(invalidation)) => {
+                            self.forget(&invalidation.key, invalidation.is_prefix).await
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+            // Whatever changed while the stream was down is unknown: trust nothing kept.
+            self.watching.store(false, Ordering::Relaxed);
+            self.near.invalidate_all();
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(RESUBSCRIBE_PAUSE) => {}
+            }
+        }
+    }
+}
