@@ -28,12 +28,13 @@ test: toolchain ## run unit, integration (SQLite and PostgreSQL) and end-to-end 
 e2e: toolchain ## run only the end-to-end tests
 	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} $(CARGO) test -p swarm-e2e
 
-bench: toolchain ## measure create-task and get-task throughput and latency on SQLite and PostgreSQL
+bench: toolchain ## measure the API, the queue cycle and the cache (SQLite, PostgreSQL, memory, Redis)
 	$(CARGO) build --release -p swarm
 	@mkdir -p data && rm -f data/bench.db data/bench.db-wal data/bench.db-shm
 	./target/release/swarm bench --database-url sqlite://data/bench.db --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	psql -q "$(BENCH_PG_ADMIN)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
 	./target/release/swarm bench --database-url $(BENCH_PG_URL) --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
+	./target/release/swarm bench-cache --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 
 lint: toolchain ## check formatting and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check

@@ -10,6 +10,10 @@ use serde_json::json;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use swarm_proto::agents::v1 as agents_pb;
+use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
+use swarm_proto::cache::v1 as cache_pb;
+use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
 use swarm_proto::common::v1::PageRequest;
 use swarm_proto::tasks::v1 as pb;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
@@ -109,6 +113,9 @@ pub enum BenchError {
     /// An agent or a direct gRPC call failed.
     #[error(transparent)]
     Sdk(#[from] swarm_sdk::SdkError),
+    /// Plain Redis could not be reached.
+    #[error("redis: {0}")]
+    Redis(redis::RedisError),
     /// The queue did not drain in time.
     #[error("only {completed} of {expected} tasks completed in time")]
     Stalled {
@@ -117,6 +124,244 @@ pub enum BenchError {
         /// Tasks enqueued.
         expected: u64,
     },
+}
+
+/// The figures of the cache benchmark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheReport {
+    /// Gets through the cache service with each backend, then plain Redis GETs.
+    pub gets: Vec<Figures>,
+    /// Cache-service-on-Redis throughput over plain Redis throughput.
+    pub redis_ratio: f64,
+    /// Agent config reads in the read mix.
+    pub config_reads: u64,
+    /// Of those, the ones that reached the database (cache misses).
+    pub config_misses: u64,
+}
+
+impl CacheReport {
+    /// Returns the share of config reads the cache answered.
+    pub fn hit_rate(&self) -> f64 {
+        if self.config_reads == 0 {
+            0.0
+        } else {
+            1.0 - self.config_misses as f64 / self.config_reads as f64
+        }
+    }
+}
+
+/// Keys the get benchmarks read.
+const CACHE_KEYS: u64 = 1000;
+
+/// Measures cache-service gets on the memory and Redis backends against plain Redis GETs, then
+/// the hit rate of a realistic read mix of agent configs (skewed reads, occasional updates)
+/// through the agents service.
+pub async fn cache(options: &BenchOptions, redis_url: &str) -> Result<CacheReport, BenchError> {
+    let value = vec![b'x'; 512];
+    let mut gets = Vec::new();
+    for (operation, redis) in [("get (memory)", None), ("get (redis)", Some(redis_url))] {
+        let config = swarm_cache::CacheConfig {
+            redis_url: redis.map(str::to_owned),
+            namespace: format!("swarm-bench:{}:", uuid_like()),
+            ..swarm_cache::CacheConfig::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(StackError::from_io)?;
+        let url = format!(
+            "http://{}",
+            listener.local_addr().map_err(StackError::from_io)?
+        );
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(swarm_cache::run(
+            listener,
+            config,
+            stop.clone().cancelled_owned(),
+        ));
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .map_err(swarm_sdk::SdkError::from)?
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let client = CacheServiceClient::new(channel);
+        for n in 0..CACHE_KEYS {
+            let set = cache_pb::SetRequest {
+                key: format!("k{n}"),
+                value: value.clone(),
+                ttl_seconds: 600,
+            };
+            client
+                .clone()
+                .set(set)
+                .await
+                .map_err(swarm_sdk::SdkError::from)?;
+        }
+        gets.push(
+            measure(
+                operation,
+                options,
+                &client,
+                |mut client: CacheServiceClient<tonic::transport::Channel>, n| async move {
+                    let get = cache_pb::GetRequest {
+                        key: format!("k{}", n % CACHE_KEYS),
+                    };
+                    client
+                        .get(get)
+                        .await
+                        .ok()
+                        .filter(|answer| answer.get_ref().found)
+                        .map(drop)
+                },
+            )
+            .await,
+        );
+        client
+            .clone()
+            .delete_prefix(cache_pb::DeletePrefixRequest { prefix: "k".into() })
+            .await
+            .ok();
+        stop.cancel();
+        let _ = server.await;
+    }
+
+    let redis = redis::Client::open(redis_url).map_err(BenchError::Redis)?;
+    let connection = redis::aio::ConnectionManager::new(redis)
+        .await
+        .map_err(BenchError::Redis)?;
+    let namespace = format!("swarm-bench:{}:", uuid_like());
+    for n in 0..CACHE_KEYS {
+        let mut connection = connection.clone();
+        redis::AsyncCommands::set_ex::<_, _, ()>(
+            &mut connection,
+            format!("{namespace}k{n}"),
+            &value,
+            600,
+        )
+        .await
+        .map_err(BenchError::Redis)?;
+    }
+    let plain = {
+        let namespace = namespace.clone();
+        measure(
+            "plain redis GET",
+            options,
+            &connection,
+            move |mut connection: redis::aio::ConnectionManager, n| {
+                let key = format!("{namespace}k{}", n % CACHE_KEYS);
+                async move {
+                    let value: Option<Vec<u8>> =
+                        redis::AsyncCommands::get(&mut connection, key).await.ok()?;
+                    value.map(drop)
+                }
+            },
+        )
+        .await
+    };
+    let mut cleanup = connection.clone();
+    for n in 0..CACHE_KEYS {
+        let _: Result<(), _> =
+            redis::AsyncCommands::del(&mut cleanup, format!("{namespace}k{n}")).await;
+    }
+    let redis_ratio = gets[1].throughput / plain.throughput.max(f64::MIN_POSITIVE);
+    gets.push(plain);
+
+    let (config_reads, config_misses) = config_read_mix().await?;
+    Ok(CacheReport {
+        gets,
+        redis_ratio,
+        config_reads,
+        config_misses,
+    })
+}
+
+/// A fresh suffix for benchmark namespaces.
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    )
+}
+
+/// Reads agent configs the way a fleet does: 200 agents, 80 % of reads on the busiest 20 %,
+/// one update per 100 reads. Returns the reads and how many of them the cache service missed
+/// (each miss is a database read).
+async fn config_read_mix() -> Result<(u64, u64), BenchError> {
+    const AGENTS: usize = 200;
+    const READS: u64 = 20_000;
+    let database = std::env::temp_dir().join(format!("swarm-bench-{}.db", uuid_like()));
+    let stack = Stack::start(StackConfig::local(&format!(
+        "sqlite://{}",
+        database.display()
+    )))
+    .await?;
+    let channel = tonic::transport::Endpoint::from_shared(stack.agents_url())
+        .map_err(swarm_sdk::SdkError::from)?
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let mut agents = AgentServiceClient::new(channel);
+    let mut ids = Vec::with_capacity(AGENTS);
+    for n in 0..AGENTS {
+        let register = agents_pb::RegisterAgentRequest {
+            name: format!("mix-{n}"),
+            config_json: format!("{{\"model\":\"m{n}\",\"temperature\":0.{n}}}"),
+            ..Default::default()
+        };
+        ids.push(
+            agents
+                .register_agent(register)
+                .await
+                .map_err(swarm_sdk::SdkError::from)?
+                .into_inner()
+                .id,
+        );
+    }
+    let cache_channel = tonic::transport::Endpoint::from_shared(stack.cache_url())
+        .map_err(swarm_sdk::SdkError::from)?
+        .connect_lazy();
+    let mut cache = CacheServiceClient::new(cache_channel);
+    let before = cache
+        .stats(cache_pb::StatsRequest {})
+        .await
+        .map_err(swarm_sdk::SdkError::from)?
+        .into_inner();
+    let hot = AGENTS / 5;
+    for n in 0..READS {
+        let index = if fastrand::u8(0..10) < 8 {
+            fastrand::usize(0..hot)
+        } else {
+            fastrand::usize(hot..AGENTS)
+        };
+        let id = ids[index].clone();
+        if n % 100 == 99 {
+            let update = agents_pb::UpdateAgentRequest {
+                id: id.clone(),
+                config_json: Some(format!("{{\"model\":\"m{index}\",\"revision\":{n}}}")),
+                ..Default::default()
+            };
+            agents
+                .update_agent(update)
+                .await
+                .map_err(swarm_sdk::SdkError::from)?;
+        }
+        agents
+            .get_agent_config(agents_pb::GetAgentConfigRequest { id })
+            .await
+            .map_err(swarm_sdk::SdkError::from)?;
+    }
+    let after = cache
+        .stats(cache_pb::StatsRequest {})
+        .await
+        .map_err(swarm_sdk::SdkError::from)?
+        .into_inner();
+    stack.stop().await?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = database.clone().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+    Ok((READS, after.misses - before.misses))
 }
 
 /// Runs the queue cycle, then the create-task and get-task benchmarks, and returns the figures.
@@ -293,14 +538,15 @@ async fn queue_cycle(stack: &Stack, options: &BenchOptions) -> Result<CycleFigur
 
 /// Drives `request` from `options.concurrency` clients for `options.duration`; each call gets a
 /// distinct sequence number and reports success with `Some`.
-async fn measure<F, Fut>(
+async fn measure<C, F, Fut>(
     operation: &'static str,
     options: &BenchOptions,
-    client: &reqwest::Client,
+    client: &C,
     request: F,
 ) -> Figures
 where
-    F: Fn(reqwest::Client, u64) -> Fut + Clone + Send + 'static,
+    C: Clone + Send + 'static,
+    F: Fn(C, u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Option<()>> + Send,
 {
     let started = Instant::now();

@@ -33,6 +33,21 @@ enum Command {
     Bench(BenchArgs),
     /// Runs an example agent that does `echo` and `sleep` tasks.
     Agent(AgentArgs),
+    /// Measures cache gets (memory, Redis, plain Redis) and the hit rate of agent config reads.
+    BenchCache(BenchCacheArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchCacheArgs {
+    /// The Redis server to measure against.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Seconds to drive each operation.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,6 +148,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => run_bench(args).await,
         Command::Agent(args) => run_agent(args).await,
+        Command::BenchCache(args) => run_bench_cache(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -266,5 +282,33 @@ async fn run_agent(args: AgentArgs) -> Outcome {
         .await?;
     worker.deregister().await?;
     info!("agent stopped");
+    Ok(())
+}
+
+async fn run_bench_cache(args: BenchCacheArgs) -> Outcome {
+    let options = BenchOptions {
+        database_url: String::new(),
+        duration: Duration::from_secs(args.seconds),
+        concurrency: args.concurrency,
+        agents: 0,
+        cycle_tasks: 0,
+    };
+    let report = bench::cache(&options, &args.redis_url).await?;
+    for figure in &report.gets {
+        println!(
+            "cache     {figure}   ({} clients, {} s)",
+            args.concurrency, args.seconds
+        );
+    }
+    println!(
+        "cache     service-on-redis / plain-redis throughput: {:.2}",
+        report.redis_ratio
+    );
+    println!(
+        "cache     agent config read mix: hit rate {:.1} % ({} reads, {} reached the database)",
+        report.hit_rate() * 100.0,
+        report.config_reads,
+        report.config_misses
+    );
     Ok(())
 }

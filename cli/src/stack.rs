@@ -206,6 +206,16 @@ impl Stack {
     }
 }
 
+impl StackError {
+    /// Wraps a socket error of a caller that binds its own listener.
+    pub fn from_io(source: std::io::Error) -> Self {
+        Self::Role {
+            role: "listener",
+            source: RunError::Io(source),
+        }
+    }
+}
+
 fn role_failure(
     joined: Result<(&'static str, Result<(), RunError>), tokio::task::JoinError>,
 ) -> Option<StackError> {
