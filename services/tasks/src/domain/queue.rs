@@ -1,6 +1,7 @@
 //! The task queue: validates requests, runs them against storage, wakes long-polling claimers
 //! when work arrives, publishes every change to watchers, and explains refusals (a missing task,
-//! a final task, a stale lease) precisely.
+//! a final task, a stale lease) precisely. Finished tasks never change again, so reads of them
+//! (the hottest reads: clients polling for results) are answered from memory.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -25,6 +26,10 @@ use crate::storage::{Release, TaskStore};
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
 /// The most expired leases one sweep statement ends.
 const SWEEP_BATCH: u32 = 500;
+/// How many finished tasks are kept in memory for reads.
+const FINISHED_CACHE_ENTRIES: u64 = 10_000;
+/// How long a finished task is kept in memory (pruning elsewhere is noticed within this time).
+const FINISHED_CACHE_TTL: Duration = Duration::from_secs(600);
 /// The longest progress note kept, in characters.
 const MAX_PROGRESS_MESSAGE_CHARS: usize = 1024;
 
@@ -53,6 +58,7 @@ pub struct TaskQueue {
     settings: QueueSettings,
     work_ready: Notify,
     changes: broadcast::Sender<Task>,
+    finished: moka::sync::Cache<Uuid, Task>,
     shutdown: CancellationToken,
 }
 
@@ -77,6 +83,10 @@ impl TaskQueue {
             settings,
             work_ready: Notify::new(),
             changes,
+            finished: moka::sync::Cache::builder()
+                .max_capacity(FINISHED_CACHE_ENTRIES)
+                .time_to_live(FINISHED_CACHE_TTL)
+                .build(),
             shutdown,
         })
     }
@@ -94,7 +104,12 @@ impl TaskQueue {
 
     /// Returns one task.
     pub async fn get(&self, id: Uuid) -> Result<Task, TaskError> {
-        self.store.get(id).await?.ok_or(TaskError::NotFound(id))
+        if let Some(task) = self.finished.get(&id) {
+            return Ok(task);
+        }
+        let task = self.store.get(id).await?.ok_or(TaskError::NotFound(id))?;
+        self.remember_if_finished(&task);
+        Ok(task)
     }
 
     /// Returns a page of tasks, newest first, and the total that match.
@@ -374,7 +389,11 @@ impl TaskQueue {
     /// Deletes final tasks that finished more than `retention` ago. Returns how many.
     pub async fn prune_finished(&self, retention: Duration) -> Result<u64, TaskError> {
         let age = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
-        Ok(self.store.prune_finished(now_millis() - age).await?)
+        let pruned = self.store.prune_finished(now_millis() - age).await?;
+        if pruned > 0 {
+            self.finished.invalidate_all();
+        }
+        Ok(pruned)
     }
 
     /// Wakes every waiting claimer, for work that became ready outside this process.
@@ -384,9 +403,16 @@ impl TaskQueue {
 
     /// Tells watchers about a task's new state and hands the task back.
     fn publish(&self, task: Task) -> Task {
+        self.remember_if_finished(&task);
         // No watcher listening is fine: the send only fails when nobody subscribed.
         let _ = self.changes.send(task.clone());
         task
+    }
+
+    fn remember_if_finished(&self, task: &Task) {
+        if task.status.is_final() {
+            self.finished.insert(task.id, task.clone());
+        }
     }
 
     async fn held_outcome(
