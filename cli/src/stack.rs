@@ -114,11 +114,12 @@ impl Stack {
             format!("http://{tasks_addr}"),
             format!("http://{agents_addr}"),
         );
+        let cache_url = format!("http://{cache_addr}");
         let tasks = TasksConfig {
             agents_url: agents_url.clone(),
+            cache_url: cache_url.clone(),
             ..config.tasks
         };
-        let cache_url = format!("http://{cache_addr}");
         let agents = AgentsConfig {
             tasks_url: tasks_url.clone(),
             cache_url: cache_url.clone(),

@@ -165,3 +165,52 @@ async fn claims_need_a_registered_online_agent_and_busy_shows() {
     assert_error(&refused, 409, "failed_precondition");
     swarm.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_capability_change_reaches_claims_at_once() {
+    let swarm = TestStack::start_with(Backend::Sqlite, |config| {
+        // Long enough that only an invalidation can explain a prompt change.
+        config.tasks.agent_profile_ttl = Duration::from_secs(30);
+    })
+    .await;
+    let agent = swarm.register_agent("learner", &["read"], 1).await;
+    let (_, task) = swarm
+        .post(
+            "/api/tasks",
+            json!({"title": "write it", "required_capabilities": ["write"]}),
+        )
+        .await;
+    let (_, none) = swarm
+        .post("/api/tasks/claim", json!({"agent_id": agent}))
+        .await;
+    assert_eq!(
+        none["tasks"],
+        json!([]),
+        "the agent cannot write yet (and its profile is now cached)"
+    );
+
+    let patch = json!({"capabilities": ["read", "write"]});
+    let patched = swarm
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/agents/{agent}"),
+            Some(patch),
+        )
+        .await;
+    assert_eq!(patched.0, 200);
+    let changed = std::time::Instant::now();
+    loop {
+        let (_, claimed) = swarm
+            .post("/api/tasks/claim", json!({"agent_id": agent}))
+            .await;
+        if claimed["tasks"][0]["id"] == task["id"] {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_millis(500),
+            "the claim still saw the old capabilities"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    swarm.stop().await;
+}

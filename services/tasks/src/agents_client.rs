@@ -1,13 +1,14 @@
 //! The agent directory over gRPC: asks the agents service (`swarm.agents.v1.AgentService`)
-//! about claiming agents, never reading its tables. Profiles of online agents are kept for a
-//! short time, so an agent that claims in a loop costs the agents service one lookup per TTL,
-//! not one per claim; a profile change reaches claims within that TTL.
+//! about claiming agents, never reading its tables. Profiles of online agents are kept in the
+//! cache (a near copy in this process, evicted the moment the agents service invalidates the
+//! agent) for a short time, so an agent that claims in a loop costs the agents service one
+//! lookup per TTL, not one per claim, and a changed or deleted agent is seen at once.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use moka::future::Cache;
+use swarm_kit::cache_client::CacheClient;
 use swarm_proto::agents::v1 as pb;
 use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
 use tonic::transport::{Channel, Endpoint};
@@ -19,38 +20,38 @@ use crate::error::TaskError;
 /// How long a lookup may take before the agents service counts as unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The most agent profiles kept.
-const MAX_CACHED_PROFILES: u64 = 100_000;
-
 /// The agents service, seen as an agent directory.
 #[derive(Debug, Clone)]
 pub struct GrpcAgentDirectory {
     client: AgentServiceClient<Channel>,
-    profiles: Cache<Uuid, AgentProfile>,
+    profiles: Option<(CacheClient, Duration)>,
 }
 
 impl GrpcAgentDirectory {
-    /// Builds a lazily connected client of the agents service at `url` that keeps online
-    /// agents' profiles for `profile_ttl` (zero: never).
-    pub fn new(url: &str, profile_ttl: Duration) -> Result<Self, tonic::transport::Error> {
+    /// Builds a lazily connected client of the agents service at `url`.
+    pub fn new(url: &str) -> Result<Self, tonic::transport::Error> {
         let channel = Endpoint::from_shared(url.to_owned())?
             .connect_timeout(CALL_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy();
-        let profiles = Cache::builder()
-            .max_capacity(if profile_ttl.is_zero() {
-                0
-            } else {
-                MAX_CACHED_PROFILES
-            })
-            .time_to_live(profile_ttl.max(Duration::from_millis(1)))
-            .build();
         Ok(Self {
             client: AgentServiceClient::new(channel),
-            profiles,
+            profiles: None,
         })
     }
+
+    /// Keeps online agents' profiles in `cache` for `ttl`.
+    #[must_use]
+    pub fn with_cache(mut self, cache: CacheClient, ttl: Duration) -> Self {
+        self.profiles = Some((cache, ttl));
+        self
+    }
+}
+
+/// The cache key of an agent's profile; the agents service invalidates `agents:{id}:`.
+fn profile_key(agent_id: Uuid) -> String {
+    format!("agents:{agent_id}:profile")
 }
 
 fn dependency(status: tonic::Status) -> TaskError {
@@ -70,8 +71,11 @@ fn profile(agent: &pb::Agent) -> AgentProfile {
 #[async_trait]
 impl AgentDirectory for GrpcAgentDirectory {
     async fn profile(&self, agent_id: Uuid) -> Result<AgentProfile, TaskError> {
-        if let Some(cached) = self.profiles.get(&agent_id).await {
-            return Ok(cached);
+        if let Some((cache, _)) = &self.profiles
+            && let Some(cached) = cache.get(&profile_key(agent_id)).await
+            && let Ok(profile) = serde_json::from_slice(&cached)
+        {
+            return Ok(profile);
         }
         let request = pb::GetAgentRequest {
             id: agent_id.to_string(),
@@ -80,8 +84,11 @@ impl AgentDirectory for GrpcAgentDirectory {
             Ok(agent) => {
                 let fresh = profile(agent.get_ref());
                 // An offline agent may come back with its next heartbeat: ask again next time.
-                if fresh.online {
-                    self.profiles.insert(agent_id, fresh.clone()).await;
+                if fresh.online
+                    && let Some((cache, ttl)) = &self.profiles
+                    && let Ok(encoded) = serde_json::to_vec(&fresh)
+                {
+                    cache.set(&profile_key(agent_id), encoded, *ttl).await;
                 }
                 Ok(fresh)
             }

@@ -18,7 +18,10 @@ pub struct TasksConfig {
     pub database_url: String,
     /// The agents service, which claims consult (`SWARM_AGENTS_URL`).
     pub agents_url: String,
-    /// How long an online agent's profile is reused for its claims (`SWARM_AGENT_PROFILE_TTL_MS`).
+    /// The cache service, which keeps agent profiles between claims (`SWARM_CACHE_URL`).
+    pub cache_url: String,
+    /// How long an online agent's profile is reused for its claims, unless the agent changes
+    /// first; zero asks the agents service on every claim (`SWARM_AGENT_PROFILE_TTL_MS`).
     pub agent_profile_ttl: Duration,
     /// Most pooled connections (`SWARM_DB_MAX_CONNECTIONS`).
     pub max_connections: u32,
@@ -39,6 +42,7 @@ impl Default for TasksConfig {
         Self {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             agents_url: "http://127.0.0.1:50052".to_owned(),
+            cache_url: "http://127.0.0.1:50053".to_owned(),
             agent_profile_ttl: Duration::from_secs(1),
             max_connections: 16,
             retry_base: Duration::from_secs(1),
@@ -59,6 +63,7 @@ impl TasksConfig {
             &["SWARM_TASKS_DATABASE_URL", "DATABASE_URL"],
         )?;
         override_from_env(&mut config.agents_url, &["SWARM_AGENTS_URL"])?;
+        override_from_env(&mut config.cache_url, &["SWARM_CACHE_URL"])?;
         override_from_env(&mut config.max_connections, &["SWARM_DB_MAX_CONNECTIONS"])?;
         override_millis(&mut config.agent_profile_ttl, "SWARM_AGENT_PROFILE_TTL_MS")?;
         override_millis(&mut config.retry_base, "SWARM_RETRY_BASE_MS")?;
@@ -79,6 +84,7 @@ impl TasksConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_database_url("DATABASE_URL", &self.database_url)?;
         check_service_url("SWARM_AGENTS_URL", &self.agents_url)?;
+        check_service_url("SWARM_CACHE_URL", &self.cache_url)?;
         check_not_zero("SWARM_DB_MAX_CONNECTIONS", self.max_connections == 0)?;
         check_not_zero("SWARM_POLL_INTERVAL_MS", self.poll_interval.is_zero())?;
         check_not_zero(

@@ -16,6 +16,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use swarm_kit::RunError;
+use swarm_kit::cache_client::CacheClient;
+use swarm_kit::config::ConfigError;
 use swarm_proto::tasks::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +26,9 @@ use tonic::service::Routes;
 use tracing::info;
 
 pub use config::TasksConfig;
+
+/// How many agent profiles the near cache holds.
+const PROFILE_CACHE_ENTRIES: u64 = 100_000;
 
 use crate::agents_client::GrpcAgentDirectory;
 use crate::domain::{Dispatcher, TaskQueue};
@@ -41,10 +46,20 @@ pub async fn run(
     let store = storage::open(pool.clone()).await?;
     let stop = CancellationToken::new();
     let queue = TaskQueue::new(store, config.queue_settings(), stop.clone());
-    let directory =
-        GrpcAgentDirectory::new(&config.agents_url, config.agent_profile_ttl).map_err(|error| {
-            swarm_kit::config::ConfigError::new("SWARM_AGENTS_URL", &config.agents_url, error)
-        })?;
+    let mut directory = GrpcAgentDirectory::new(&config.agents_url)
+        .map_err(|error| ConfigError::new("SWARM_AGENTS_URL", &config.agents_url, error))?;
+    if !config.agent_profile_ttl.is_zero() {
+        let ttl = config.agent_profile_ttl;
+        let cache = CacheClient::new(
+            &config.cache_url,
+            "agents:",
+            PROFILE_CACHE_ENTRIES,
+            ttl,
+            stop.clone(),
+        )
+        .map_err(|error| ConfigError::new("SWARM_CACHE_URL", &config.cache_url, error))?;
+        directory = directory.with_cache(cache, ttl);
+    }
     let dispatcher = Dispatcher::new(queue.clone(), Arc::new(directory));
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -13,7 +13,7 @@ use crate::domain::{Claim, Task, TaskQueue};
 use crate::error::TaskError;
 
 /// What the registry says about an agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AgentProfile {
     /// What it can do.
     pub capabilities: Vec<String>,
