@@ -68,6 +68,8 @@ async fn agents_register_change_and_leave() {
         "invalid_argument",
     );
 
+    let (_, echoers) = swarm.get("/api/agents?capability=echo").await;
+    assert_eq!(echoers["total"], 1);
     let patch = json!({"capabilities": ["write"], "config": {"model": "large"}});
     let response = swarm
         .send(

@@ -20,11 +20,33 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long the watcher waits before subscribing again after the stream broke.
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(200);
 
+/// A near-cached value and how long it may be kept.
+#[derive(Clone)]
+struct NearEntry {
+    value: Arc<[u8]>,
+    ttl: Duration,
+}
+
+/// Keeps each near entry no longer than the remote entry had left (and the client's bound).
+struct UntilRemoteExpiry;
+
+impl moka::Expiry<String, NearEntry> for UntilRemoteExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        entry: &NearEntry,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
 /// A cache-service client with a near cache for keys under one prefix.
 #[derive(Clone)]
 pub struct CacheClient {
     remote: CacheServiceClient<Channel>,
-    near: Cache<String, Arc<[u8]>>,
+    near: Cache<String, NearEntry>,
+    near_ttl: Duration,
     watching: Arc<AtomicBool>,
 }
 
@@ -39,7 +61,7 @@ impl std::fmt::Debug for CacheClient {
 impl CacheClient {
     /// Connects (lazily) to the cache service at `url` and starts watching invalidations of
     /// keys under `prefix` until `stop` is cancelled. The near cache holds up to `near_entries`
-    /// entries for at most `near_ttl` each.
+    /// entries, each for at most `near_ttl` and never longer than its remote entry lives.
     pub fn new(
         url: &str,
         prefix: &str,
@@ -55,8 +77,9 @@ impl CacheClient {
             remote: CacheServiceClient::new(channel),
             near: Cache::builder()
                 .max_capacity(near_entries)
-                .time_to_live(near_ttl)
+                .expire_after(UntilRemoteExpiry)
                 .build(),
+            near_ttl,
             watching: Arc::new(AtomicBool::new(false)),
         };
         tokio::spawn(client.clone().watch(prefix.to_owned(), stop));
@@ -66,8 +89,8 @@ impl CacheClient {
     /// Returns the value under `key`: from the near cache, else from the cache service.
     pub async fn get(&self, key: &str) -> Option<Arc<[u8]>> {
         let near = self.watching.load(Ordering::Relaxed);
-        if near && let Some(value) = self.near.get(key).await {
-            return Some(value);
+        if near && let Some(entry) = self.near.get(key).await {
+            return Some(entry.value);
         }
         let mut request = tonic::Request::new(pb::GetRequest {
             key: key.to_owned(),
@@ -75,9 +98,15 @@ impl CacheClient {
         request.set_timeout(CALL_TIMEOUT);
         match self.remote.clone().get(request).await {
             Ok(answer) if answer.get_ref().found => {
-                let value: Arc<[u8]> = answer.into_inner().value.into();
+                let answer = answer.into_inner();
+                let value: Arc<[u8]> = answer.value.into();
                 if near {
-                    self.near.insert(key.to_owned(), value.clone()).await;
+                    let left = Duration::from_secs(answer.ttl_seconds_remaining);
+                    let entry = NearEntry {
+                        value: value.clone(),
+                        ttl: left.min(self.near_ttl),
+                    };
+                    self.near.insert(key.to_owned(), entry).await;
                 }
                 Some(value)
             }

@@ -17,7 +17,7 @@ pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
 pub const MAX_CONCURRENCY: i32 = 1000;
 
 /// A registered agent as stored. Times are Unix milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct Agent {
     /// The agent id.
     pub id: Uuid,
@@ -41,7 +41,7 @@ pub struct Agent {
 }
 
 /// How an agent is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AgentStatus {
     /// Alive with free slots.
     Idle,
@@ -95,7 +95,7 @@ impl FromStr for AgentStatus {
 }
 
 /// An agent with its derived status.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AgentView {
     /// The stored agent.
     pub agent: Agent,

@@ -1,8 +1,9 @@
 //! The agent registry: registers, updates and removes agents, records heartbeats, and derives
 //! each agent's status from its last heartbeat (offline after the TTL) and the tasks it holds
-//! (busy at its concurrency), which the tasks service counts. Agent configs are served through
-//! the cache service (and its near cache); every update or delete invalidates the agent's
-//! entries before it answers, so a change is visible at once.
+//! (busy at its concurrency), which the tasks service counts. Agent configs and lists are
+//! served through the cache service (and its near cache); every registration, update or delete
+//! invalidates what it changes before it answers, so a change is visible at once. Cached lists
+//! live one second, so a status that moves with time (a missed heartbeat) shows within it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +32,10 @@ pub trait ActiveTaskCounts: Send + Sync + 'static {
 
 /// How long a cached agent config lives when nothing invalidates it sooner.
 const CONFIG_CACHE_TTL: Duration = Duration::from_secs(300);
+/// How long a cached agent list lives (statuses move with time, so briefly).
+const LIST_CACHE_TTL: Duration = Duration::from_secs(1);
+/// The cache key prefix of every cached agent list.
+const LIST_PREFIX: &str = "agents:list:";
 
 /// The registry of one agents-service process.
 #[derive(Clone)]
@@ -76,9 +81,13 @@ impl AgentRegistry {
         self
     }
 
-    async fn invalidate(&self, id: Uuid) {
+    /// Drops what the cache holds about agent `id` (if any) and every cached list.
+    async fn invalidate(&self, id: Option<Uuid>) {
         if let Some(cache) = &self.cache {
-            cache.invalidate_prefix(&agent_prefix(id)).await;
+            if let Some(id) = id {
+                cache.invalidate_prefix(&agent_prefix(id)).await;
+            }
+            cache.invalidate_prefix(LIST_PREFIX).await;
         }
     }
 
@@ -91,6 +100,7 @@ impl AgentRegistry {
             .insert(&agent, now_millis())
             .await
             .map_err(|error| name_conflict(error, &name))?;
+        self.invalidate(None).await;
         Ok(self.view(stored, 0))
     }
 
@@ -116,6 +126,33 @@ impl AgentRegistry {
 
     /// Returns a page of agents, oldest first, and how many match.
     pub async fn list(
+        &self,
+        filter: &AgentFilter,
+        page: Page,
+    ) -> Result<(Vec<AgentView>, u64), AgentError> {
+        let Some(cache) = &self.cache else {
+            return self.list_uncached(filter, page).await;
+        };
+        let status = filter.status.map_or("any", AgentStatus::as_str);
+        let capability = filter.capability.as_deref().unwrap_or("");
+        // The free-text capability goes last, so distinct filters never share a key.
+        let key = format!(
+            "{LIST_PREFIX}{status}:{}:{}:{capability}",
+            page.page, page.per_page
+        );
+        if let Some(cached) = cache.get(&key).await
+            && let Ok(answer) = serde_json::from_slice(&cached)
+        {
+            return Ok(answer);
+        }
+        let answer = self.list_uncached(filter, page).await?;
+        if let Ok(encoded) = serde_json::to_vec(&answer) {
+            cache.set(&key, encoded, LIST_CACHE_TTL).await;
+        }
+        Ok(answer)
+    }
+
+    async fn list_uncached(
         &self,
         filter: &AgentFilter,
         page: Page,
@@ -163,7 +200,7 @@ impl AgentRegistry {
             .await
             .map_err(|error| name_conflict(error, &name))?
             .ok_or(AgentError::NotFound(id))?;
-        self.invalidate(id).await;
+        self.invalidate(Some(id)).await;
         self.with_status(vec![agent])
             .await
             .pop()
@@ -173,7 +210,7 @@ impl AgentRegistry {
     /// Removes an agent; the tasks service takes back the tasks it held.
     pub async fn delete(&self, id: Uuid) -> Result<(), AgentError> {
         if self.store.delete(id).await? {
-            self.invalidate(id).await;
+            self.invalidate(Some(id)).await;
             Ok(())
         } else {
             Err(AgentError::NotFound(id))
