@@ -167,7 +167,15 @@ impl Error {
 
     /// Builds an error from a gRPC status received from another service.
     pub fn from_status(status: &tonic::Status) -> Self {
-        let code = ErrorCode::from_grpc(status.code());
+        // A tonic server whose `grpc-timeout` deadline passes answers CANCELLED with its
+        // `TimeoutExpired` text: that is a deadline, not a dead peer.
+        let timed_out = status.code() == tonic::Code::Cancelled
+            && status.message() == tonic::TimeoutExpired(()).to_string();
+        let code = if timed_out {
+            ErrorCode::DeadlineExceeded
+        } else {
+            ErrorCode::from_grpc(status.code())
+        };
         let message = match code {
             ErrorCode::Internal => "internal error".to_owned(),
             ErrorCode::Unavailable if status.message().is_empty() => {
@@ -236,6 +244,17 @@ mod tests {
                 (ErrorCode::Internal, 500, "internal"),
             ]
         );
+    }
+
+    #[test]
+    fn a_server_side_timeout_is_a_deadline() {
+        let status = tonic::Status::cancelled(tonic::TimeoutExpired(()).to_string());
+        assert_eq!(
+            Error::from_status(&status).code,
+            ErrorCode::DeadlineExceeded
+        );
+        let dropped = tonic::Status::cancelled("connection closed");
+        assert_eq!(Error::from_status(&dropped).code, ErrorCode::Unavailable);
     }
 
     #[test]
