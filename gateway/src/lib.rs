@@ -3,6 +3,7 @@
 //!
 //! [`run`] serves it on a listener until shutdown; [`router`] builds it for in-process use.
 
+pub mod conditional;
 pub mod config;
 pub mod error;
 pub mod extract;

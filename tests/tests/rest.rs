@@ -521,3 +521,71 @@ async fn a_dead_tasks_service_is_unavailable_not_a_hang() {
     stop.send(()).unwrap();
     gateway.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gets_carry_etags_and_large_answers_are_compressed() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let (_, task) = swarm.post("/api/tasks", json!({"title": "tagged"})).await;
+    let path = format!("/api/tasks/{}", task["id"].as_str().unwrap());
+    let first = swarm.http.get(swarm.url(&path)).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let tag = first.headers()["etag"].clone();
+    assert!(
+        tag.to_str().unwrap().starts_with('"'),
+        "a strong tag: {tag:?}"
+    );
+
+    let unchanged = swarm
+        .http
+        .get(swarm.url(&path))
+        .header("if-none-match", tag.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unchanged.status(), 304);
+    assert_eq!(unchanged.headers()["etag"], tag);
+    assert!(unchanged.bytes().await.unwrap().is_empty());
+
+    swarm.post(&format!("{path}/cancel"), json!({})).await;
+    let changed = swarm
+        .http
+        .get(swarm.url(&path))
+        .header("if-none-match", tag.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_ne!(changed.headers()["etag"], tag);
+
+    for i in 0..20 {
+        swarm
+            .post("/api/tasks", json!({"title": format!("filler {i}")}))
+            .await;
+    }
+    let large = swarm
+        .http
+        .get(swarm.url("/api/tasks?per_page=20"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        large
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("gzip")
+    );
+    let small = swarm
+        .http
+        .get(swarm.url("/health"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        small.headers().get("content-encoding").is_none(),
+        "answers under 1 KiB stay plain"
+    );
+    swarm.stop().await;
+}

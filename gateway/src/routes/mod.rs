@@ -1,5 +1,6 @@
 //! The REST routes of API.md, assembled into one router with the gateway's middleware: body
-//! limit, request ids, panic safety and the error envelope for unknown routes.
+//! limit, request ids, panic safety, the error envelope for unknown routes, gzip for answers
+//! of 1 KiB or more, and `ETag` / `If-None-Match` on GETs.
 
 mod agents;
 mod cache;
@@ -11,8 +12,11 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use crate::conditional;
 use crate::error::{not_found, panic_response};
 use crate::state::AppState;
 
@@ -55,6 +59,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            CompressionLayer::new()
+                .compress_when(DefaultPredicate::new().and(SizeAbove::new(1024))),
+        )
+        .layer(axum::middleware::from_fn(conditional::etag))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
