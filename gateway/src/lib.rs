@@ -7,6 +7,7 @@ pub mod conditional;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod fields;
 pub mod model;
 mod routes;
 pub mod state;

@@ -589,3 +589,36 @@ async fn gets_carry_etags_and_large_answers_are_compressed() {
     );
     swarm.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fields_project_objects_and_pages() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let (_, task) = swarm.post("/api/tasks", json!({"title": "sparse"})).await;
+    let id = task["id"].as_str().unwrap();
+    let (status, sparse) = swarm
+        .get(&format!("/api/tasks/{id}?fields=id,status"))
+        .await;
+    assert_eq!(
+        (status, sparse),
+        (200, json!({"id": id, "status": "queued"}))
+    );
+    let (status, page) = swarm.get("/api/tasks?fields=title").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&page["items"], &page["total"]),
+        (&json!([{"title": "sparse"}]), &json!(1))
+    );
+    assert_error(
+        &swarm
+            .get(&format!("/api/tasks/{id}?fields=id,colour"))
+            .await,
+        400,
+        "invalid_argument",
+    );
+    assert_error(
+        &swarm.get(&format!("/api/tasks/{id}?fields=")).await,
+        400,
+        "invalid_argument",
+    );
+    swarm.stop().await;
+}

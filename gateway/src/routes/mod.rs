@@ -1,6 +1,6 @@
 //! The REST routes of API.md, assembled into one router with the gateway's middleware: body
-//! limit, request ids, panic safety, the error envelope for unknown routes, gzip for answers
-//! of 1 KiB or more, and `ETag` / `If-None-Match` on GETs.
+//! limit, request ids, panic safety, the error envelope for unknown routes, `?fields=`
+//! projection, gzip for answers of 1 KiB or more, and `ETag` / `If-None-Match` on GETs.
 
 mod agents;
 mod cache;
@@ -16,9 +16,9 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::conditional;
 use crate::error::{not_found, panic_response};
 use crate::state::AppState;
+use crate::{conditional, fields};
 
 /// Builds the gateway's router over `state`.
 pub fn router(state: AppState) -> Router {
@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(fields::project))
         .layer(
             CompressionLayer::new()
                 .compress_when(DefaultPredicate::new().and(SizeAbove::new(1024))),
