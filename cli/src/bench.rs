@@ -178,10 +178,7 @@ pub async fn cache(options: &BenchOptions, redis_url: &str) -> Result<CacheRepor
             config,
             stop.clone().cancelled_owned(),
         ));
-        let channel = tonic::transport::Endpoint::from_shared(url)
-            .map_err(swarm_sdk::SdkError::from)?
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = local_channel(&url)?;
         let client = CacheServiceClient::new(channel);
         for n in 0..CACHE_KEYS {
             let set = cache_pb::SetRequest {
@@ -273,6 +270,12 @@ pub async fn cache(options: &BenchOptions, redis_url: &str) -> Result<CacheRepor
     })
 }
 
+/// A channel to a service of the benchmark's own stack.
+fn local_channel(url: &str) -> Result<tonic::transport::Channel, BenchError> {
+    swarm_kit::grpc::lazy_channel(url, Duration::from_secs(2), None)
+        .map_err(|error| BenchError::Sdk(swarm_sdk::SdkError::from(error)))
+}
+
 /// A fresh suffix for benchmark namespaces.
 fn uuid_like() -> String {
     format!(
@@ -296,10 +299,7 @@ async fn config_read_mix() -> Result<(u64, u64), BenchError> {
         database.display()
     )))
     .await?;
-    let channel = tonic::transport::Endpoint::from_shared(stack.agents_url())
-        .map_err(swarm_sdk::SdkError::from)?
-        .tcp_nodelay(true)
-        .connect_lazy();
+    let channel = local_channel(&stack.agents_url())?;
     let mut agents = AgentServiceClient::new(channel);
     let mut ids = Vec::with_capacity(AGENTS);
     for n in 0..AGENTS {
@@ -317,9 +317,7 @@ async fn config_read_mix() -> Result<(u64, u64), BenchError> {
                 .id,
         );
     }
-    let cache_channel = tonic::transport::Endpoint::from_shared(stack.cache_url())
-        .map_err(swarm_sdk::SdkError::from)?
-        .connect_lazy();
+    let cache_channel = local_channel(&stack.cache_url())?;
     let mut cache = CacheServiceClient::new(cache_channel);
     let before = cache
         .stats(cache_pb::StatsRequest {})
@@ -444,9 +442,7 @@ async fn queue_cycle(stack: &Stack, options: &BenchOptions) -> Result<CycleFigur
             worker.run(echo, stop.cancelled_owned()).await
         }));
     }
-    let channel = tonic::transport::Endpoint::from_shared(stack.tasks_url())
-        .map_err(swarm_sdk::SdkError::from)?
-        .connect_lazy();
+    let channel = local_channel(&stack.tasks_url())?;
     let client = TaskServiceClient::new(channel);
 
     let started = Instant::now();

@@ -11,7 +11,7 @@ use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::config::GatewayConfig;
 
@@ -101,11 +101,7 @@ impl AppState {
 }
 
 fn channel(variable: &str, url: &str) -> Result<Channel, ConfigError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|error| ConfigError::new(variable, url, error))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+    // Calls set their own deadlines (a long-polling claim waits longer than a read).
+    swarm_kit::grpc::lazy_channel(url, CONNECT_TIMEOUT, None)
+        .map_err(|error| ConfigError::new(variable, url, error))
 }

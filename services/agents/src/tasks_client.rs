@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use swarm_proto::tasks::v1::CountActiveTasksRequest;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::warn;
 use uuid::Uuid;
 
@@ -25,11 +25,7 @@ pub struct GrpcTaskCounts {
 impl GrpcTaskCounts {
     /// Builds a lazily connected client of the tasks service at `url`.
     pub fn new(url: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = swarm_kit::grpc::lazy_channel(url, CALL_TIMEOUT, Some(CALL_TIMEOUT))?;
         Ok(Self {
             client: TaskServiceClient::new(channel),
         })

@@ -12,7 +12,7 @@ use moka::future::Cache;
 use swarm_proto::cache::v1 as pb;
 use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{debug, warn};
 
 /// How long a cache call may take before it counts as a miss.
@@ -69,10 +69,8 @@ impl CacheClient {
         near_ttl: Duration,
         stop: CancellationToken,
     ) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        // Calls set their own deadlines; the invalidation stream has none.
+        let channel = crate::grpc::lazy_channel(url, CALL_TIMEOUT, None)?;
         let client = Self {
             remote: CacheServiceClient::new(channel),
             near: Cache::builder()

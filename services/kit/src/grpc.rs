@@ -48,6 +48,25 @@ pub async fn serve(
     Ok(())
 }
 
+/// Builds a channel to the gRPC service at `url` that connects on first use and reconnects by
+/// itself: `TCP_NODELAY`, HTTP/2 keep-alives, a bound on connecting, and (when given) a
+/// deadline for every call made on it.
+pub fn lazy_channel(
+    url: &str,
+    connect_timeout: Duration,
+    call_timeout: Option<Duration>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    if let Some(timeout) = call_timeout {
+        endpoint = endpoint.timeout(timeout);
+    }
+    Ok(endpoint.connect_lazy())
+}
+
 /// How often a service pings its database to keep its health status honest.
 const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use swarm_kit::cache_client::CacheClient;
 use swarm_proto::agents::v1 as pb;
 use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::domain::dispatch::{AgentDirectory, AgentProfile};
@@ -30,11 +30,7 @@ pub struct GrpcAgentDirectory {
 impl GrpcAgentDirectory {
     /// Builds a lazily connected client of the agents service at `url`.
     pub fn new(url: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = swarm_kit::grpc::lazy_channel(url, CALL_TIMEOUT, Some(CALL_TIMEOUT))?;
         Ok(Self {
             client: AgentServiceClient::new(channel),
             profiles: None,
