@@ -197,7 +197,7 @@ pub async fn cache(options: &BenchOptions, redis_url: &str) -> Result<CacheRepor
                 operation,
                 options,
                 &client,
-                |mut client: CacheServiceClient<tonic::transport::Channel>, n| async move {
+                |mut client: CacheServiceClient<swarm_kit::trace::TracedChannel>, n| async move {
                     let get = cache_pb::GetRequest {
                         key: format!("k{}", n % CACHE_KEYS),
                     };
@@ -271,7 +271,7 @@ pub async fn cache(options: &BenchOptions, redis_url: &str) -> Result<CacheRepor
 }
 
 /// A channel to a service of the benchmark's own stack.
-fn local_channel(url: &str) -> Result<tonic::transport::Channel, BenchError> {
+fn local_channel(url: &str) -> Result<swarm_kit::trace::TracedChannel, BenchError> {
     swarm_kit::grpc::lazy_channel(url, Duration::from_secs(2), None)
         .map_err(|error| BenchError::Sdk(swarm_sdk::SdkError::from(error)))
 }

@@ -141,8 +141,18 @@ struct BenchArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    swarm_kit::telemetry::init();
     let cli = Cli::parse();
+    let service = match &cli.command {
+        Command::Serve(args) => match args.role {
+            Role::Tasks => "swarm-tasks",
+            Role::Agents => "swarm-agents",
+            Role::Cache => "swarm-cache",
+            Role::Gateway => "swarm-gateway",
+        },
+        Command::Agent(_) => "swarm-agent",
+        Command::Up(_) | Command::Bench(_) | Command::BenchCache(_) => "swarm",
+    };
+    let telemetry = swarm_kit::telemetry::init(service);
     let outcome = match cli.command {
         Command::Up(args) => up(args).await,
         Command::Serve(args) => serve(args).await,
@@ -150,6 +160,8 @@ async fn main() -> ExitCode {
         Command::Agent(args) => run_agent(args).await,
         Command::BenchCache(args) => run_bench_cache(args).await,
     };
+    // Export the spans still buffered; the exporter blocks, so not on a runtime thread.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

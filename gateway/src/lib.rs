@@ -11,6 +11,7 @@ pub mod fields;
 pub mod model;
 mod routes;
 pub mod state;
+pub mod traced;
 
 use std::future::Future;
 

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use swarm_kit::config::ConfigError;
 use swarm_kit::process::CpuMeter;
+use swarm_kit::trace::TracedChannel;
 use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
 use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::Channel;
 
 use crate::config::GatewayConfig;
 
@@ -24,18 +24,18 @@ pub struct Upstream {
     /// `tasks`, `agents`, `cache` or `metrics`.
     pub name: &'static str,
     /// A lazily connected channel to it.
-    pub channel: Channel,
+    pub channel: TracedChannel,
 }
 
 /// Shared handler state.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The tasks service.
-    pub tasks: TaskServiceClient<Channel>,
+    pub tasks: TaskServiceClient<TracedChannel>,
     /// The agents service.
-    pub agents: AgentServiceClient<Channel>,
+    pub agents: AgentServiceClient<TracedChannel>,
     /// The cache service.
-    pub cache: CacheServiceClient<Channel>,
+    pub cache: CacheServiceClient<TracedChannel>,
     /// Every configured service, for health checks.
     pub upstreams: Arc<[Upstream]>,
     /// The configuration.
@@ -100,7 +100,7 @@ impl AppState {
     }
 }
 
-fn channel(variable: &str, url: &str) -> Result<Channel, ConfigError> {
+fn channel(variable: &str, url: &str) -> Result<TracedChannel, ConfigError> {
     // Calls set their own deadlines (a long-polling claim waits longer than a read).
     swarm_kit::grpc::lazy_channel(url, CONNECT_TIMEOUT, None)
         .map_err(|error| ConfigError::new(variable, url, error))

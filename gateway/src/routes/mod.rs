@@ -1,6 +1,7 @@
 //! The REST routes of API.md, assembled into one router with the gateway's middleware: body
 //! limit, request ids, panic safety, the error envelope for unknown routes, `?fields=`
-//! projection, gzip for answers of 1 KiB or more, and `ETag` / `If-None-Match` on GETs.
+//! projection, gzip for answers of 1 KiB or more, `ETag` / `If-None-Match` on GETs, and a
+//! trace span per request that continues the caller's `traceparent`.
 
 mod agents;
 mod cache;
@@ -18,7 +19,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::error::{not_found, panic_response};
 use crate::state::AppState;
-use crate::{conditional, fields};
+use crate::{conditional, fields, traced};
 
 /// Builds the gateway's router over `state`.
 pub fn router(state: AppState) -> Router {
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn(traced::trace))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn(fields::project))

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use swarm_kit::trace::TracedChannel;
 use swarm_proto::tasks::v1::CountActiveTasksRequest;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
-use tonic::transport::Channel;
 use tracing::warn;
 use uuid::Uuid;
 
@@ -19,7 +19,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// The tasks service, seen as a source of active task counts.
 #[derive(Debug, Clone)]
 pub struct GrpcTaskCounts {
-    client: TaskServiceClient<Channel>,
+    client: TaskServiceClient<TracedChannel>,
 }
 
 impl GrpcTaskCounts {

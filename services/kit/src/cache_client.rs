@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::trace::TracedChannel;
 use moka::future::Cache;
 use swarm_proto::cache::v1 as pb;
 use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tracing::{debug, warn};
 
 /// How long a cache call may take before it counts as a miss.
@@ -44,7 +44,7 @@ impl moka::Expiry<String, NearEntry> for UntilRemoteExpiry {
 /// A cache-service client with a near cache for keys under one prefix.
 #[derive(Clone)]
 pub struct CacheClient {
-    remote: CacheServiceClient<Channel>,
+    remote: CacheServiceClient<TracedChannel>,
     near: Cache<String, NearEntry>,
     near_ttl: Duration,
     watching: Arc<AtomicBool>,

@@ -11,6 +11,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic::transport::Server;
 
+use crate::trace::{TraceInterceptor, TracedChannel};
+
 /// Why a gRPC server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -42,20 +44,33 @@ pub async fn serve(
     });
     Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .trace_fn(request_span)
         .add_routes(routes.add_service(reflection))
         .serve_with_incoming_shutdown(connections, shutdown)
         .await?;
     Ok(())
 }
 
+/// Opens the span of one incoming call, continuing the caller's trace; health checks are not
+/// traced.
+fn request_span(request: &http::Request<()>) -> tracing::Span {
+    let path = request.uri().path();
+    if path.starts_with("/grpc.health.") {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!("grpc.request", otel.name = %path, rpc.system = "grpc");
+    crate::trace::continue_trace(&span, request.headers());
+    span
+}
+
 /// Builds a channel to the gRPC service at `url` that connects on first use and reconnects by
-/// itself: `TCP_NODELAY`, HTTP/2 keep-alives, a bound on connecting, and (when given) a
-/// deadline for every call made on it.
+/// itself: `TCP_NODELAY`, HTTP/2 keep-alives, a bound on connecting, (when given) a deadline
+/// for every call made on it, and the caller's trace context on every call.
 pub fn lazy_channel(
     url: &str,
     connect_timeout: Duration,
     call_timeout: Option<Duration>,
-) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+) -> Result<TracedChannel, tonic::transport::Error> {
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
@@ -64,7 +79,10 @@ pub fn lazy_channel(
     if let Some(timeout) = call_timeout {
         endpoint = endpoint.timeout(timeout);
     }
-    Ok(endpoint.connect_lazy())
+    Ok(TracedChannel::new(
+        endpoint.connect_lazy(),
+        TraceInterceptor,
+    ))
 }
 
 /// How often a service pings its database to keep its health status honest.

@@ -13,6 +13,7 @@ pub mod run;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
+pub mod trace;
 pub mod validate;
 
 pub use error::{Error, ErrorCode};

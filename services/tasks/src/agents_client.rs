@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use swarm_kit::cache_client::CacheClient;
+use swarm_kit::trace::TracedChannel;
 use swarm_proto::agents::v1 as pb;
 use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::domain::dispatch::{AgentDirectory, AgentProfile};
@@ -23,7 +23,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// The agents service, seen as an agent directory.
 #[derive(Debug, Clone)]
 pub struct GrpcAgentDirectory {
-    client: AgentServiceClient<Channel>,
+    client: AgentServiceClient<TracedChannel>,
     profiles: Option<(CacheClient, Duration)>,
 }
 

@@ -1,0 +1,188 @@
+//! Traces across every hop, proven by a real OTLP receiver: a collector built on the
+//! `opentelemetry-proto` trace service runs in the test, the whole stack exports to it, and a
+//! claim made through the gateway with the caller's `traceparent` must arrive as one trace:
+//! caller → gateway → tasks → agents and cache, each span the child of the one before.
+//! (Telemetry is process-wide, so this file is its own test binary.)
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::json;
+use swarm_e2e::TestStack;
+use swarm_kit::testing::Backend;
+
+/// Keeps every span it receives, with the `service.name` of its resource.
+#[derive(Clone, Default)]
+struct Collector(Arc<Mutex<Vec<(String, Span)>>>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut kept = self.0.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|resource| &resource.attributes)
+                .find(|attribute| attribute.key == "service.name")
+                .and_then(|attribute| attribute.value.as_ref())
+                .map(|value| format!("{:?}", value.value))
+                .unwrap_or_default();
+            for scope_spans in resource_spans.scope_spans {
+                kept.extend(
+                    scope_spans
+                        .spans
+                        .into_iter()
+                        .map(|span| (service.clone(), span)),
+                );
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_trace_spans_gateway_tasks_agents_and_cache() {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(collector.clone()))
+        .serve_with_incoming(tokio_stream_listener(listener));
+    tokio::spawn(server);
+    let telemetry = swarm_kit::telemetry::init_with("swarm-e2e", Some(endpoint));
+
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let agent = swarm.register_agent("traced", &[], 1).await;
+    swarm
+        .post("/api/tasks", json!({"title": "traced work"}))
+        .await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let response = swarm
+        .http
+        .post(swarm.url("/api/tasks/claim"))
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .json(&json!({"agent_id": agent}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answered = response.headers()["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        answered.starts_with(&format!("00-{trace_id}-")),
+        "the caller's trace goes on: {answered}"
+    );
+    assert!(
+        !answered.contains(caller_span),
+        "the answer names the gateway's own span"
+    );
+
+    let wanted = [
+        "POST /api/tasks/claim",
+        "/swarm.tasks.v1.TaskService/ClaimTasks",
+        "/swarm.agents.v1.AgentService/GetAgent",
+        "/swarm.cache.v1.CacheService/Get",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let spans = loop {
+        let flushing = telemetry.clone();
+        tokio::task::spawn_blocking(move || flushing.flush())
+            .await
+            .unwrap();
+        let spans: Vec<(String, Span)> = collector
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, span)| hex(&span.trace_id) == trace_id)
+            .cloned()
+            .collect();
+        if wanted
+            .iter()
+            .all(|name| spans.iter().any(|(_, span)| span.name == *name))
+        {
+            break spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans of the trace: {:?}",
+            spans.iter().map(|(_, s)| &s.name).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let find = |name: &str| {
+        spans
+            .iter()
+            .map(|(_, span)| span)
+            .find(|span| span.name == name)
+            .unwrap()
+    };
+    let gateway = find("POST /api/tasks/claim");
+    assert_eq!(
+        hex(&gateway.parent_span_id),
+        caller_span,
+        "the gateway continues the caller's span"
+    );
+    assert!(answered.contains(&hex(&gateway.span_id)));
+    let tasks = find("/swarm.tasks.v1.TaskService/ClaimTasks");
+    assert_eq!(
+        tasks.parent_span_id, gateway.span_id,
+        "tasks is called from the gateway's span"
+    );
+    for downstream in [
+        "/swarm.agents.v1.AgentService/GetAgent",
+        "/swarm.cache.v1.CacheService/Get",
+    ] {
+        assert_eq!(
+            find(downstream).parent_span_id,
+            tasks.span_id,
+            "{downstream} is called from the tasks span"
+        );
+    }
+    assert!(
+        spans
+            .iter()
+            .all(|(service, _)| service.contains("swarm-e2e")),
+        "spans carry service.name"
+    );
+    assert!(
+        !collector
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, span)| span.name.contains("grpc.health")),
+        "health checks are not traced"
+    );
+    swarm.stop().await;
+}
+
+fn tokio_stream_listener(
+    listener: tokio::net::TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    })
+}
