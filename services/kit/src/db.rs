@@ -86,16 +86,8 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Pool, sqlx::Erro
         {
             std::fs::create_dir_all(dir)?;
         }
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.clone())
-            .await?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await?;
+        let writer = open_sqlite(&options, 1).await?;
+        let readers = open_sqlite(&options, max_connections).await?;
         Ok(Pool::Sqlite(SqlitePools { readers, writer }))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let options = PgConnectOptions::from_str(url)?;
@@ -107,6 +99,40 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Pool, sqlx::Erro
             "database url must start with sqlite: or postgres:".into(),
         ))
     }
+}
+
+/// Opens a SQLite pool. Services that start together on a new file race to switch it to WAL,
+/// which SQLite answers with "database is locked" at once rather than waiting; such an open is
+/// retried for a few seconds.
+async fn open_sqlite(
+    options: &SqliteConnectOptions,
+    max_connections: u32,
+) -> Result<SqlitePool, sqlx::Error> {
+    const ATTEMPTS: u32 = 50;
+    let mut attempt = 1;
+    loop {
+        let opened = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await;
+        match opened {
+            Err(error) if attempt < ATTEMPTS && is_locked(&error) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Tells whether SQLite refused because another connection holds a lock (`SQLITE_BUSY`, 5, or
+/// `SQLITE_LOCKED`, 6).
+fn is_locked(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|database| database.code())
+        .is_some_and(|code| code == "5" || code == "6")
 }
 
 /// Opens a PostgreSQL pool with Swarm's pool settings.
@@ -133,5 +159,32 @@ pub async fn migrate(
     match pool {
         Pool::Sqlite(pools) => migrator.run(&pools.writer).await,
         Pool::Postgres(pool) => migrator.run(pool).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn services_opening_a_new_sqlite_file_together_all_succeed() {
+        for round in 0..20 {
+            let path = std::env::temp_dir()
+                .join(format!("swarm-kit-race-{}-{round}.db", std::process::id()));
+            let url = format!("sqlite://{}", path.display());
+            let opens: Vec<_> = (0..8)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move { connect(&url, 2).await })
+                })
+                .collect();
+            for open in opens {
+                let pool = open.await.unwrap().expect("every service opens the file");
+                pool.close().await;
+            }
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
     }
 }
