@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 use swarm_proto::tasks::v1 as pb;
@@ -218,11 +218,17 @@ pub struct ClaimTasks {
     wait_seconds: Option<u32>,
 }
 
+/// Answer of `POST /api/tasks/claim`.
+#[derive(Debug, Serialize)]
+pub struct Claimed {
+    tasks: Vec<TaskView>,
+}
+
 /// Claims tasks for an agent, long-polling up to `wait_seconds`.
 pub async fn claim(
     State(state): State<AppState>,
     Json(body): Json<ClaimTasks>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<Claimed>, ApiError> {
     let wait_seconds = body.wait_seconds.unwrap_or(0);
     if wait_seconds > 60 {
         return Err(ApiError::invalid("wait_seconds must be between 0 and 60"));
@@ -242,8 +248,8 @@ pub async fn claim(
         .claim_tasks(state.call(request, wait))
         .await?
         .into_inner();
-    let tasks: Vec<TaskView> = response.tasks.into_iter().map(TaskView::from).collect();
-    Ok(axum::Json(json!({ "tasks": tasks })))
+    let tasks = response.tasks.into_iter().map(TaskView::from).collect();
+    Ok(axum::Json(Claimed { tasks }))
 }
 
 /// Body of `POST /api/tasks/{id}/progress`.
