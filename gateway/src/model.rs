@@ -70,8 +70,8 @@ pub fn status_from_name(name: &str) -> Result<pb::TaskStatus, ApiError> {
     }
 }
 
-/// Wraps JSON text that a service already validated.
-fn raw_json(text: String) -> Box<RawValue> {
+/// Wraps JSON text that a service already validated, to send it on as it is.
+pub fn raw_json(text: String) -> Box<RawValue> {
     RawValue::from_string(text).unwrap_or_else(|_| {
         // Services store only validated JSON; anything else is shown as null, not a 500.
         tracing::warn!("service returned invalid json");
@@ -267,9 +267,4 @@ pub fn agent_status_from_name(
             "status must be one of idle, busy, offline (got {other:?})"
         ))),
     }
-}
-
-/// Wraps JSON text for an answer body as it is (a config object, say).
-pub fn raw_body(text: String) -> Box<RawValue> {
-    raw_json(text)
 }

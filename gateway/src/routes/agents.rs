@@ -11,7 +11,7 @@ use swarm_proto::agents::v1 as pb;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::model::{
-    AgentView, PageView, agent_status_from_name, json_text, page_request, raw_body,
+    AgentView, PageView, agent_status_from_name, json_text, page_request, raw_json,
 };
 use crate::state::AppState;
 
@@ -169,5 +169,5 @@ pub async fn config(
         .get_agent_config(state.call(pb::GetAgentConfigRequest { id }, Duration::ZERO))
         .await?
         .into_inner();
-    Ok(axum::Json(raw_body(config.config_json)))
+    Ok(axum::Json(raw_json(config.config_json)))
 }

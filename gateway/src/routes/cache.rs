@@ -11,7 +11,7 @@ use swarm_proto::cache::v1 as pb;
 
 use crate::error::ApiError;
 use crate::extract::Json;
-use crate::model::raw_body;
+use crate::model::raw_json;
 use crate::state::AppState;
 
 /// The time to live when a write names none.
@@ -65,7 +65,7 @@ pub async fn get(
             format!("no cache entry {:?}", entry.key),
         ));
     }
-    let value = raw_body(String::from_utf8_lossy(&entry.value).into_owned());
+    let value = raw_json(String::from_utf8_lossy(&entry.value).into_owned());
     Ok(axum::Json(json!({
         "key": entry.key,
         "value": value,

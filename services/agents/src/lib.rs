@@ -72,8 +72,7 @@ pub async fn run(
         stop.clone().cancelled_owned(),
     ));
     info!(addr = %listener.local_addr()?, backend = pool.backend(), "agents service listening");
-    let served = swarm_kit::grpc::serve(listener, routes, shutdown).await;
-    stop.cancel();
+    let served = swarm_kit::grpc::serve(listener, routes, shutdown, stop.clone()).await;
     let _ = database_health.await;
     pool.close().await;
     info!("agents service stopped");

@@ -52,13 +52,7 @@ pub async fn run(
     let routes = Routes::new(health_service)
         .add_service(CacheServiceServer::new(CacheGrpc::new(cache, stop.clone())));
     info!(addr = %listener.local_addr()?, backend, "cache service listening");
-    let stopping = stop.clone();
-    let served = swarm_kit::grpc::serve(listener, routes, async move {
-        shutdown.await;
-        stopping.cancel();
-    })
-    .await;
-    stop.cancel();
+    let served = swarm_kit::grpc::serve(listener, routes, shutdown, stop.clone()).await;
     let _ = background.await;
     info!("cache service stopped");
     Ok(served?)

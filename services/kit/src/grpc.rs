@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::Server;
 
@@ -25,11 +26,15 @@ pub enum ServeError {
 }
 
 /// Serves `routes`, health and reflection on `listener` until `shutdown` resolves, then stops
-/// accepting and waits for in-flight calls to finish.
+/// accepting and waits for in-flight calls to finish. `stop`, the service's token for its
+/// long-lived work (waiting claims, streams, background loops), is cancelled as soon as
+/// `shutdown` resolves, so open streams end and the drain can complete; and again when
+/// serving ends for any other reason.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     shutdown: impl Future<Output = ()> + Send,
+    stop: CancellationToken,
 ) -> Result<(), ServeError> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(swarm_proto::FILE_DESCRIPTOR_SET)
@@ -42,13 +47,18 @@ pub async fn serve(
         stream.set_nodelay(true)?;
         Ok::<_, std::io::Error>(stream)
     });
-    Server::builder()
+    let stopping = stop.clone();
+    let served = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .trace_fn(request_span)
         .add_routes(routes.add_service(reflection))
-        .serve_with_incoming_shutdown(connections, shutdown)
-        .await?;
-    Ok(())
+        .serve_with_incoming_shutdown(connections, async move {
+            shutdown.await;
+            stopping.cancel();
+        })
+        .await;
+    stop.cancel();
+    Ok(served?)
 }
 
 /// Opens the span of one incoming call, continuing the caller's trace; health checks are not

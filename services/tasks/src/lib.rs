@@ -94,13 +94,7 @@ pub async fn run(
         .max_decoding_message_size(4 * 1024 * 1024);
     let routes = Routes::new(health_service).add_service(tasks);
     info!(addr = %listener.local_addr()?, backend = pool.backend(), "tasks service listening");
-    let stopping = stop.clone();
-    let served = swarm_kit::grpc::serve(listener, routes, async move {
-        shutdown.await;
-        stopping.cancel();
-    })
-    .await;
-    stop.cancel();
+    let served = swarm_kit::grpc::serve(listener, routes, shutdown, stop.clone()).await;
     for task in background {
         let _ = task.await;
     }
