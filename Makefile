@@ -8,7 +8,7 @@ BENCH_PG_URL ?= postgres://postgres@127.0.0.1:5432/swarm_bench
 BENCH_SECONDS ?= 5
 BENCH_CONCURRENCY ?= 32
 
-.PHONY: help run test e2e bench lint fmt toolchain
+.PHONY: help run test e2e bench lint fmt toolchain tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -18,14 +18,21 @@ toolchain: ## check that the Rust toolchain and its components are present
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 
+tools: ## install what the tests use besides Rust: promtool (Debian's prometheus package)
+	@command -v promtool >/dev/null || { \
+		echo "installing promtool (Debian package prometheus)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get install -y --no-install-recommends prometheus >/dev/null || \
+		{ $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
+
 run: toolchain ## build and start every service and the gateway (http://127.0.0.1:8080)
 	$(CARGO) run --release -p swarm -- up
 
-test: toolchain ## run unit, integration (SQLite and PostgreSQL) and end-to-end tests
+test: toolchain tools ## run unit, integration (SQLite and PostgreSQL) and end-to-end tests
 	@pg_isready -q -d "$(PG_URL)" 2>/dev/null || echo "warning: PostgreSQL at $(PG_URL) does not answer; its tests will fail (set SWARM_TEST_POSTGRES_URL)"
 	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} $(CARGO) test --workspace --all-targets
 
-e2e: toolchain ## run only the end-to-end tests
+e2e: toolchain tools ## run only the end-to-end tests
 	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} $(CARGO) test -p swarm-e2e
 
 bench: toolchain ## measure the API, the queue cycle and the cache (SQLite, PostgreSQL, memory, Redis)

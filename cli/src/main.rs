@@ -12,6 +12,7 @@ use swarm_cache::CacheConfig;
 use swarm_cli::bench::{self, BenchOptions};
 use swarm_cli::stack::{Stack, StackConfig};
 use swarm_gateway::GatewayConfig;
+use swarm_metrics::MetricsConfig;
 use swarm_tasks::TasksConfig;
 use tracing::{error, info};
 
@@ -91,6 +92,9 @@ struct UpArgs {
     /// Where the cache service listens.
     #[arg(long, env = "SWARM_CACHE_ADDR", default_value = "127.0.0.1:50053")]
     cache_addr: SocketAddr,
+    /// Where the metrics service listens (gRPC, and `GET /metrics` for scrapers).
+    #[arg(long, env = "SWARM_METRICS_ADDR", default_value = "127.0.0.1:50054")]
+    metrics_addr: SocketAddr,
     /// The database (overrides DATABASE_URL): sqlite://path or postgres://...
     #[arg(long)]
     database_url: Option<String>,
@@ -104,8 +108,23 @@ enum Role {
     Agents,
     /// The cache gRPC service.
     Cache,
+    /// The metrics gRPC service (and its Prometheus page).
+    Metrics,
     /// The REST gateway.
     Gateway,
+}
+
+impl Role {
+    /// Returns the variable that sets the role's address, and its default from API.md.
+    fn default_addr(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Tasks => ("SWARM_TASKS_ADDR", "127.0.0.1:50051"),
+            Self::Agents => ("SWARM_AGENTS_ADDR", "127.0.0.1:50052"),
+            Self::Cache => ("SWARM_CACHE_ADDR", "127.0.0.1:50053"),
+            Self::Metrics => ("SWARM_METRICS_ADDR", "127.0.0.1:50054"),
+            Self::Gateway => ("SWARM_GATEWAY_ADDR", "127.0.0.1:8080"),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -147,12 +166,19 @@ async fn main() -> ExitCode {
             Role::Tasks => "swarm-tasks",
             Role::Agents => "swarm-agents",
             Role::Cache => "swarm-cache",
+            Role::Metrics => "swarm-metrics",
             Role::Gateway => "swarm-gateway",
         },
         Command::Agent(_) => "swarm-agent",
         Command::Up(_) | Command::Bench(_) | Command::BenchCache(_) => "swarm",
     };
-    let telemetry = swarm_kit::telemetry::init(service);
+    let telemetry = match swarm_kit::telemetry::init(service) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("swarm: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = match cli.command {
         Command::Up(args) => up(args).await,
         Command::Serve(args) => serve(args).await,
@@ -186,9 +212,12 @@ async fn up(args: UpArgs) -> Outcome {
         tasks_addr: args.tasks_addr,
         agents_addr: args.agents_addr,
         cache_addr: args.cache_addr,
+        metrics_addr: args.metrics_addr,
+        report_metrics: true,
         tasks,
         agents,
         cache: CacheConfig::from_env()?,
+        metrics: MetricsConfig::from_env()?,
         gateway: GatewayConfig::from_env()?,
     })
     .await?;
@@ -197,6 +226,7 @@ async fn up(args: UpArgs) -> Outcome {
         tasks = %stack.tasks_url(),
         agents = %stack.agents_url(),
         cache = %stack.cache_url(),
+        metrics = %stack.metrics_url(),
         "swarm is up; ctrl-c stops it"
     );
     stack.run_until(swarm_kit::shutdown::signal()).await?;
@@ -205,41 +235,34 @@ async fn up(args: UpArgs) -> Outcome {
 
 async fn serve(args: ServeArgs) -> Outcome {
     let shutdown = swarm_kit::shutdown::signal();
+    let addr = match args.addr {
+        Some(addr) => addr,
+        None => {
+            let (variable, default) = args.role.default_addr();
+            role_addr(variable, default)?
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     match args.role {
         Role::Tasks => {
-            let addr = args
-                .addr
-                .unwrap_or(role_addr("SWARM_TASKS_ADDR", "127.0.0.1:50051")?);
             let mut config = TasksConfig::from_env()?;
             if let Some(url) = args.database_url {
                 config.database_url = url;
             }
-            let listener = tokio::net::TcpListener::bind(addr).await?;
             swarm_tasks::run(listener, config, shutdown).await?;
         }
         Role::Agents => {
-            let addr = args
-                .addr
-                .unwrap_or(role_addr("SWARM_AGENTS_ADDR", "127.0.0.1:50052")?);
             let mut config = AgentsConfig::from_env()?;
             if let Some(url) = args.database_url {
                 config.database_url = url;
             }
-            let listener = tokio::net::TcpListener::bind(addr).await?;
             swarm_agents::run(listener, config, shutdown).await?;
         }
-        Role::Cache => {
-            let addr = args
-                .addr
-                .unwrap_or(role_addr("SWARM_CACHE_ADDR", "127.0.0.1:50053")?);
-            let listener = tokio::net::TcpListener::bind(addr).await?;
-            swarm_cache::run(listener, CacheConfig::from_env()?, shutdown).await?;
+        Role::Cache => swarm_cache::run(listener, CacheConfig::from_env()?, shutdown).await?,
+        Role::Metrics => {
+            swarm_metrics::run(listener, MetricsConfig::from_env()?, shutdown).await?;
         }
         Role::Gateway => {
-            let addr = args
-                .addr
-                .unwrap_or(role_addr("SWARM_GATEWAY_ADDR", "127.0.0.1:8080")?);
-            let listener = tokio::net::TcpListener::bind(addr).await?;
             swarm_gateway::run(listener, GatewayConfig::from_env()?, shutdown).await?;
         }
     }

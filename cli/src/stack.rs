@@ -7,6 +7,8 @@ use swarm_agents::AgentsConfig;
 use swarm_cache::CacheConfig;
 use swarm_gateway::GatewayConfig;
 use swarm_kit::RunError;
+use swarm_kit::metrics::ReporterConfig;
+use swarm_metrics::MetricsConfig;
 use swarm_tasks::TasksConfig;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -24,12 +26,19 @@ pub struct StackConfig {
     pub agents_addr: SocketAddr,
     /// The cache service's address.
     pub cache_addr: SocketAddr,
+    /// The metrics service's address.
+    pub metrics_addr: SocketAddr,
+    /// Whether every role reports its metrics to the metrics service; each role's reporting
+    /// interval stays its own.
+    pub report_metrics: bool,
     /// The tasks service's configuration; its agents URL is replaced by the bound address.
     pub tasks: TasksConfig,
     /// The agents service's configuration; its tasks URL is replaced by the bound address.
     pub agents: AgentsConfig,
     /// The cache service's configuration.
     pub cache: CacheConfig,
+    /// The metrics service's configuration.
+    pub metrics: MetricsConfig,
     /// The gateway's configuration; its service URLs are replaced by the bound addresses.
     pub gateway: GatewayConfig,
 }
@@ -43,6 +52,8 @@ impl StackConfig {
             tasks_addr: any_port,
             agents_addr: any_port,
             cache_addr: any_port,
+            metrics_addr: any_port,
+            report_metrics: true,
             tasks: TasksConfig {
                 database_url: database_url.to_owned(),
                 ..TasksConfig::default()
@@ -52,6 +63,7 @@ impl StackConfig {
                 ..AgentsConfig::default()
             },
             cache: CacheConfig::default(),
+            metrics: MetricsConfig::default(),
             gateway: GatewayConfig::default(),
         }
     }
@@ -94,6 +106,8 @@ pub struct Stack {
     pub agents_addr: SocketAddr,
     /// Where the cache service listens.
     pub cache_addr: SocketAddr,
+    /// Where the metrics service listens.
+    pub metrics_addr: SocketAddr,
     shutdown: CancellationToken,
     roles: JoinSet<(&'static str, Result<(), RunError>)>,
 }
@@ -105,30 +119,50 @@ impl Stack {
         let tasks_listener = bind("tasks", config.tasks_addr).await?;
         let agents_listener = bind("agents", config.agents_addr).await?;
         let cache_listener = bind("cache", config.cache_addr).await?;
+        let metrics_listener = bind("metrics", config.metrics_addr).await?;
         let gateway_listener = bind("gateway", config.gateway_addr).await?;
         let tasks_addr = local_addr("tasks", &tasks_listener)?;
         let agents_addr = local_addr("agents", &agents_listener)?;
         let cache_addr = local_addr("cache", &cache_listener)?;
+        let metrics_addr = local_addr("metrics", &metrics_listener)?;
         let gateway_addr = local_addr("gateway", &gateway_listener)?;
         let (tasks_url, agents_url) = (
             format!("http://{tasks_addr}"),
             format!("http://{agents_addr}"),
         );
         let cache_url = format!("http://{cache_addr}");
+        let metrics_url = config
+            .report_metrics
+            .then(|| format!("http://{metrics_addr}"));
+        let reporting = |metrics: ReporterConfig| ReporterConfig {
+            url: metrics_url.clone(),
+            ..metrics
+        };
         let tasks = TasksConfig {
             agents_url: agents_url.clone(),
             cache_url: cache_url.clone(),
+            metrics: reporting(config.tasks.metrics.clone()),
             ..config.tasks
         };
         let agents = AgentsConfig {
             tasks_url: tasks_url.clone(),
             cache_url: cache_url.clone(),
+            metrics: reporting(config.agents.metrics.clone()),
             ..config.agents
+        };
+        let cache = CacheConfig {
+            metrics: reporting(config.cache.metrics.clone()),
+            ..config.cache
+        };
+        let metrics = MetricsConfig {
+            reporter: reporting(config.metrics.reporter.clone()),
+            ..config.metrics
         };
         let gateway = GatewayConfig {
             tasks_url,
             agents_url,
             cache_url,
+            metrics: reporting(config.gateway.metrics.clone()),
             ..config.gateway
         };
         let shutdown = CancellationToken::new();
@@ -147,7 +181,11 @@ impl Stack {
         );
         spawn(
             "cache",
-            Box::pin(swarm_cache::run(cache_listener, config.cache, stop())),
+            Box::pin(swarm_cache::run(cache_listener, cache, stop())),
+        );
+        spawn(
+            "metrics",
+            Box::pin(swarm_metrics::run(metrics_listener, metrics, stop())),
         );
         spawn(
             "gateway",
@@ -158,6 +196,7 @@ impl Stack {
             tasks_addr,
             agents_addr,
             cache_addr,
+            metrics_addr,
             shutdown,
             roles,
         })
@@ -176,6 +215,11 @@ impl Stack {
     /// Returns the cache service's gRPC URL.
     pub fn cache_url(&self) -> String {
         format!("http://{}", self.cache_addr)
+    }
+
+    /// Returns the metrics service's URL (gRPC, and `GET /metrics` for scrapers).
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}", self.metrics_addr)
     }
 
     /// Returns the agents service's gRPC URL.

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use swarm_kit::config::{ConfigError, check_not_zero, check_service_url, override_from_env};
+use swarm_kit::metrics::ReporterConfig;
 
 /// Everything the gateway needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,8 +14,9 @@ pub struct GatewayConfig {
     pub agents_url: String,
     /// The cache service (`SWARM_CACHE_URL`).
     pub cache_url: String,
-    /// The metrics service, when deployed (`SWARM_METRICS_URL`).
-    pub metrics_url: Option<String>,
+    /// The metrics service, when deployed, where the gateway reports its own metrics and reads
+    /// everyone's (`SWARM_METRICS_URL`, `SWARM_METRICS_INTERVAL_MS`).
+    pub metrics: ReporterConfig,
     /// The longest a request may take, beyond a claim's own wait (`SWARM_REQUEST_TIMEOUT_MS`).
     pub request_timeout: Duration,
     /// The largest request body, in bytes (`SWARM_BODY_LIMIT_BYTES`).
@@ -27,7 +29,7 @@ impl Default for GatewayConfig {
             tasks_url: "http://127.0.0.1:50051".to_owned(),
             agents_url: "http://127.0.0.1:50052".to_owned(),
             cache_url: "http://127.0.0.1:50053".to_owned(),
-            metrics_url: None,
+            metrics: ReporterConfig::default(),
             request_timeout: Duration::from_secs(30),
             body_limit: 2 * 1024 * 1024,
         }
@@ -41,12 +43,11 @@ impl GatewayConfig {
         override_from_env(&mut config.tasks_url, &["SWARM_TASKS_URL"])?;
         override_from_env(&mut config.agents_url, &["SWARM_AGENTS_URL"])?;
         override_from_env(&mut config.cache_url, &["SWARM_CACHE_URL"])?;
-        if let Some(url) = swarm_kit::config::env_value("SWARM_METRICS_URL")? {
-            config.metrics_url = Some(url);
-        }
-        let mut timeout_ms = u64::try_from(config.request_timeout.as_millis()).unwrap_or(u64::MAX);
-        override_from_env(&mut timeout_ms, &["SWARM_REQUEST_TIMEOUT_MS"])?;
-        config.request_timeout = Duration::from_millis(timeout_ms);
+        config.metrics = ReporterConfig::from_env()?;
+        swarm_kit::config::override_millis(
+            &mut config.request_timeout,
+            "SWARM_REQUEST_TIMEOUT_MS",
+        )?;
         override_from_env(&mut config.body_limit, &["SWARM_BODY_LIMIT_BYTES"])?;
         config.validate()?;
         Ok(config)
@@ -58,13 +59,13 @@ impl GatewayConfig {
             ("SWARM_TASKS_URL", Some(&self.tasks_url)),
             ("SWARM_AGENTS_URL", Some(&self.agents_url)),
             ("SWARM_CACHE_URL", Some(&self.cache_url)),
-            ("SWARM_METRICS_URL", self.metrics_url.as_ref()),
         ];
         for (name, url) in urls {
             if let Some(url) = url {
                 check_service_url(name, url)?;
             }
         }
+        self.metrics.validate()?;
         check_not_zero("SWARM_REQUEST_TIMEOUT_MS", self.request_timeout.is_zero())?;
         if self.body_limit < 1024 {
             return Err(ConfigError::new(

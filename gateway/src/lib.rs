@@ -15,8 +15,11 @@ pub mod traced;
 
 use std::future::Future;
 
+use std::sync::Arc;
+
 use axum::serve::ListenerExt;
 use swarm_kit::RunError;
+use swarm_kit::metrics::Reporter;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -34,7 +37,13 @@ pub async fn run(
 ) -> Result<(), RunError> {
     config.validate()?;
     let stop = CancellationToken::new();
-    let app = router(AppState::new(config, stop.clone())?);
+    let reporter = Reporter::start("gateway", &config.metrics, stop.clone())?;
+    let app = router(
+        AppState::new(config, stop.clone())?,
+        reporter
+            .as_ref()
+            .map(|reporter| Arc::clone(reporter.registry())),
+    );
     info!(addr = %listener.local_addr()?, "gateway listening");
     let stopping = stop.clone();
     let listener = listener.tap_io(|connection| {
@@ -48,6 +57,9 @@ pub async fn run(
             stopping.cancel();
         })
         .await?;
+    if let Some(reporter) = reporter {
+        reporter.finished().await;
+    }
     info!("gateway stopped");
     Ok(())
 }

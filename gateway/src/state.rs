@@ -9,6 +9,7 @@ use swarm_kit::process::CpuMeter;
 use swarm_kit::trace::TracedChannel;
 use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
 use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
+use swarm_proto::metrics::v1::metrics_service_client::MetricsServiceClient;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub agents: AgentServiceClient<TracedChannel>,
     /// The cache service.
     pub cache: CacheServiceClient<TracedChannel>,
+    /// The metrics service, when configured.
+    pub metrics: Option<MetricsServiceClient<TracedChannel>>,
     /// Every configured service, for health checks.
     pub upstreams: Arc<[Upstream]>,
     /// The configuration.
@@ -66,10 +69,14 @@ impl AppState {
                 channel: cache_channel.clone(),
             },
         ];
-        if let Some(url) = &config.metrics_url {
+        let metrics_channel = match &config.metrics.url {
+            Some(url) => Some(channel("SWARM_METRICS_URL", url)?),
+            None => None,
+        };
+        if let Some(channel) = &metrics_channel {
             upstreams.push(Upstream {
                 name: "metrics",
-                channel: channel("SWARM_METRICS_URL", url)?,
+                channel: channel.clone(),
             });
         }
         let tasks = TaskServiceClient::new(tasks_channel)
@@ -85,6 +92,7 @@ impl AppState {
             tasks,
             agents,
             cache,
+            metrics: metrics_channel.map(MetricsServiceClient::new),
             upstreams: upstreams.into(),
             config: Arc::new(config),
             cpu: Arc::new(CpuMeter::default()),

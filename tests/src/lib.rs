@@ -27,11 +27,21 @@ impl TestStack {
     }
 
     /// Starts every role on port 0 over a fresh database of `backend`, with settings `tune`
-    /// adjusts (fast polling is preset).
+    /// adjusts (fast polling and metric reports every 100 ms are preset).
     pub async fn start_with(backend: Backend, tune: impl FnOnce(&mut StackConfig)) -> Self {
         let database = TestDatabase::new(backend).await;
         let mut config = StackConfig::local(database.url());
         config.tasks.poll_interval = Duration::from_millis(50);
+        let report_often = Duration::from_millis(100);
+        for interval in [
+            &mut config.tasks.metrics.interval,
+            &mut config.agents.metrics.interval,
+            &mut config.cache.metrics.interval,
+            &mut config.metrics.reporter.interval,
+            &mut config.gateway.metrics.interval,
+        ] {
+            *interval = report_often;
+        }
         tune(&mut config);
         let stack = Stack::start(config).await.expect("stack starts");
         Self {

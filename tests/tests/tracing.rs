@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::json;
 use swarm_e2e::TestStack;
+use swarm_kit::telemetry::{Export, Protocol};
 use swarm_kit::testing::Backend;
 
 /// Keeps every span it receives, with the `service.name` of its resource.
@@ -66,7 +67,13 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
         .add_service(TraceServiceServer::new(collector.clone()))
         .serve_with_incoming(tokio_stream_listener(listener));
     tokio::spawn(server);
-    let telemetry = swarm_kit::telemetry::init_with("swarm-e2e", Some(endpoint));
+    let telemetry = swarm_kit::telemetry::init_with(
+        "swarm-e2e",
+        Some(Export {
+            endpoint,
+            protocol: Protocol::Grpc,
+        }),
+    );
 
     let swarm = TestStack::start(Backend::Sqlite).await;
     let agent = swarm.register_agent("traced", &[], 1).await;
@@ -103,6 +110,7 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
         "/swarm.tasks.v1.TaskService/ClaimTasks",
         "/swarm.agents.v1.AgentService/GetAgent",
         "/swarm.cache.v1.CacheService/Get",
+        "db.query",
     ];
     let deadline = Instant::now() + Duration::from_secs(15);
     let spans = loop {
@@ -160,6 +168,15 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
             "{downstream} is called from the tasks span"
         );
     }
+    assert!(
+        spans.iter().any(|(_, span)| span.name == "db.query"
+            && span.parent_span_id == tasks.span_id
+            && span
+                .attributes
+                .iter()
+                .any(|attribute| attribute.key == "db.query.text")),
+        "the claim's statements are child spans of the tasks span"
+    );
     assert!(
         spans
             .iter()

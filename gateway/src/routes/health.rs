@@ -11,6 +11,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::model::round2;
 use crate::state::{AppState, Upstream};
 
 /// How long a service may take to answer a health check.
@@ -106,8 +107,4 @@ async fn check(upstream: &Upstream) -> &'static str {
         Ok(Ok(_)) => "not_serving",
         Ok(Err(_)) | Err(_) => "unreachable",
     }
-}
-
-fn round2(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
 }

@@ -7,11 +7,17 @@ mod agents;
 mod cache;
 mod health;
 mod messages;
+mod metrics;
 mod tasks;
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::MatchedPath;
+use axum::http::{Extensions, Method, Uri};
 use axum::routing::{get, post};
+use swarm_kit::metrics::{Registry, RequestMetricsLayer};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
@@ -21,9 +27,11 @@ use crate::error::{not_found, panic_response};
 use crate::state::AppState;
 use crate::{conditional, fields, traced};
 
-/// Builds the gateway's router over `state`.
-pub fn router(state: AppState) -> Router {
+/// Builds the gateway's router over `state`; with a `metrics` registry, every request is
+/// measured into it.
+pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
     let body_limit = state.config.body_limit;
+    let measure = metrics.map(|registry| RequestMetricsLayer::new(registry, http_route));
     Router::new()
         .route("/health", get(health::health))
         .route("/api/health", get(health::api_health))
@@ -52,6 +60,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/agents/{id}/heartbeat", post(agents::heartbeat))
         .route("/api/agents/{id}/config", get(agents::config))
         .route("/api/cache/stats", get(cache::stats))
+        .route("/api/metrics", get(metrics::summary))
+        .route("/metrics", get(metrics::prometheus))
         .route(
             "/api/cache/{key}",
             get(cache::get).put(cache::put).delete(cache::delete),
@@ -69,4 +79,14 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(conditional::etag))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(tower::util::option_layer(measure))
+}
+
+/// Names a request for metrics by its method and route template; health checks are left out.
+fn http_route(method: &Method, _: &Uri, extensions: &Extensions) -> Option<String> {
+    match extensions.get::<MatchedPath>().map(MatchedPath::as_str) {
+        Some("/health" | "/api/health") => None,
+        Some(route) => Some(format!("{method} {route}")),
+        None => Some("unmatched".to_owned()),
+    }
 }

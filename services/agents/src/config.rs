@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use swarm_kit::config::{
     ConfigError, check_database_url, check_not_zero, check_service_url, override_from_env,
+    override_millis,
 };
+use swarm_kit::metrics::ReporterConfig;
 
 /// Everything the agents service needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +19,11 @@ pub struct AgentsConfig {
     pub cache_url: String,
     /// Most pooled connections (`SWARM_DB_MAX_CONNECTIONS`).
     pub max_connections: u32,
+    /// Statements slower than this are logged with their text and counted
+    /// (`SWARM_SLOW_QUERY_MS`).
+    pub slow_query: Duration,
+    /// Where the service reports its metrics (`SWARM_METRICS_URL`, `SWARM_METRICS_INTERVAL_MS`).
+    pub metrics: ReporterConfig,
     /// How long an agent stays online after a heartbeat (`SWARM_AGENT_TTL_SECONDS`).
     pub agent_ttl: Duration,
 }
@@ -28,6 +35,8 @@ impl Default for AgentsConfig {
             tasks_url: "http://127.0.0.1:50051".to_owned(),
             cache_url: "http://127.0.0.1:50053".to_owned(),
             max_connections: 8,
+            slow_query: swarm_kit::db::DEFAULT_SLOW_QUERY,
+            metrics: ReporterConfig::default(),
             agent_ttl: Duration::from_secs(30),
         }
     }
@@ -44,6 +53,8 @@ impl AgentsConfig {
         override_from_env(&mut config.tasks_url, &["SWARM_TASKS_URL"])?;
         override_from_env(&mut config.cache_url, &["SWARM_CACHE_URL"])?;
         override_from_env(&mut config.max_connections, &["SWARM_DB_MAX_CONNECTIONS"])?;
+        override_millis(&mut config.slow_query, "SWARM_SLOW_QUERY_MS")?;
+        config.metrics = ReporterConfig::from_env()?;
         let mut ttl_seconds = config.agent_ttl.as_secs();
         override_from_env(&mut ttl_seconds, &["SWARM_AGENT_TTL_SECONDS"])?;
         config.agent_ttl = Duration::from_secs(ttl_seconds);
@@ -57,6 +68,7 @@ impl AgentsConfig {
         check_service_url("SWARM_TASKS_URL", &self.tasks_url)?;
         check_service_url("SWARM_CACHE_URL", &self.cache_url)?;
         check_not_zero("SWARM_DB_MAX_CONNECTIONS", self.max_connections == 0)?;
+        self.metrics.validate()?;
         check_not_zero("SWARM_AGENT_TTL_SECONDS", self.agent_ttl.is_zero())
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use swarm_kit::RunError;
 use swarm_kit::cache_client::CacheClient;
 use swarm_kit::config::ConfigError;
+use swarm_kit::metrics::Reporter;
 use swarm_proto::agents::v1::agent_service_server::AgentServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,9 +47,18 @@ pub async fn run(
     config.validate()?;
     let counts = GrpcTaskCounts::new(&config.tasks_url)
         .map_err(|error| ConfigError::new("SWARM_TASKS_URL", &config.tasks_url, error))?;
-    let pool = swarm_kit::db::connect(&config.database_url, config.max_connections).await?;
+    let pool = swarm_kit::db::connect(
+        &config.database_url,
+        config.max_connections,
+        config.slow_query,
+    )
+    .await?;
     let store = storage::open(pool.clone()).await?;
     let stop = CancellationToken::new();
+    let reporter = Reporter::start("agents", &config.metrics, stop.clone())?;
+    if let Some(reporter) = &reporter {
+        pool.report_to(reporter.registry());
+    }
     let cache = CacheClient::new(
         &config.cache_url,
         "agents:",
@@ -72,8 +82,18 @@ pub async fn run(
         stop.clone().cancelled_owned(),
     ));
     info!(addr = %listener.local_addr()?, backend = pool.backend(), "agents service listening");
-    let served = swarm_kit::grpc::serve(listener, routes, shutdown, stop.clone()).await;
+    let served = swarm_kit::grpc::serve(
+        listener,
+        routes,
+        shutdown,
+        stop.clone(),
+        reporter.as_ref().map(Reporter::registry),
+    )
+    .await;
     let _ = database_health.await;
+    if let Some(reporter) = reporter {
+        reporter.finished().await;
+    }
     pool.close().await;
     info!("agents service stopped");
     Ok(served?)

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use swarm_kit::config::{ConfigError, check_not_zero, override_from_env};
+use swarm_kit::metrics::ReporterConfig;
 
 /// Everything the cache service needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +16,8 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     /// The longest any Redis call may take (`SWARM_REDIS_TIMEOUT_MS`).
     pub redis_timeout: Duration,
+    /// Where the service reports its metrics (`SWARM_METRICS_URL`, `SWARM_METRICS_INTERVAL_MS`).
+    pub metrics: ReporterConfig,
 }
 
 impl Default for CacheConfig {
@@ -24,6 +27,7 @@ impl Default for CacheConfig {
             namespace: "swarm:cache:".to_owned(),
             max_bytes: 64 * 1024 * 1024,
             redis_timeout: Duration::from_millis(250),
+            metrics: ReporterConfig::default(),
         }
     }
 }
@@ -37,9 +41,8 @@ impl CacheConfig {
         }
         override_from_env(&mut config.namespace, &["SWARM_CACHE_NAMESPACE"])?;
         override_from_env(&mut config.max_bytes, &["SWARM_CACHE_MAX_BYTES"])?;
-        let mut timeout_ms = u64::try_from(config.redis_timeout.as_millis()).unwrap_or(u64::MAX);
-        override_from_env(&mut timeout_ms, &["SWARM_REDIS_TIMEOUT_MS"])?;
-        config.redis_timeout = Duration::from_millis(timeout_ms);
+        swarm_kit::config::override_millis(&mut config.redis_timeout, "SWARM_REDIS_TIMEOUT_MS")?;
+        config.metrics = ReporterConfig::from_env()?;
         config.validate()?;
         Ok(config)
     }

@@ -15,6 +15,7 @@ use std::future::Future;
 
 use swarm_kit::RunError;
 use swarm_kit::config::ConfigError;
+use swarm_kit::metrics::{Registry, Reporter, names};
 use swarm_proto::cache::v1::cache_service_server::CacheServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -45,15 +46,52 @@ pub async fn run(
     let backend = if redis.is_some() { "redis" } else { "memory" };
     let cache = TieredCache::new(MemoryBackend::new(config.max_bytes), redis);
     let stop = CancellationToken::new();
-    let background = tokio::spawn(cache.clone().run_background(stop.clone()));
+    let mut background = vec![tokio::spawn(cache.clone().run_background(stop.clone()))];
+    let reporter = Reporter::start("cache", &config.metrics, stop.clone())?;
+    if let Some(reporter) = &reporter {
+        let cache = cache.clone();
+        background.push(reporter.refresh(move |registry| {
+            let cache = cache.clone();
+            async move { report_stats(&cache, &registry).await }
+        }));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<CacheServiceServer<CacheGrpc>>().await;
     let routes = Routes::new(health_service)
         .add_service(CacheServiceServer::new(CacheGrpc::new(cache, stop.clone())));
     info!(addr = %listener.local_addr()?, backend, "cache service listening");
-    let served = swarm_kit::grpc::serve(listener, routes, shutdown, stop.clone()).await;
-    let _ = background.await;
+    let served = swarm_kit::grpc::serve(
+        listener,
+        routes,
+        shutdown,
+        stop.clone(),
+        reporter.as_ref().map(Reporter::registry),
+    )
+    .await;
+    for task in background {
+        let _ = task.await;
+    }
+    if let Some(reporter) = reporter {
+        reporter.finished().await;
+    }
     info!("cache service stopped");
     Ok(served?)
+}
+
+/// Copies the cache's running totals and size into the service's metrics.
+async fn report_stats(cache: &TieredCache, registry: &Registry) {
+    let stats = cache.stats().await;
+    #[allow(clippy::cast_precision_loss)] // counts stay far below 2^53
+    for (metric, value) in [
+        (&names::CACHE_HITS, stats.hits),
+        (&names::CACHE_MISSES, stats.misses),
+        (&names::CACHE_EVICTIONS, stats.evictions),
+    ] {
+        registry.counter(metric, &[]).set_total(value as f64);
+    }
+    #[allow(clippy::cast_precision_loss)]
+    registry
+        .gauge(&names::CACHE_ENTRIES, &[])
+        .set(stats.entries as f64);
 }

@@ -4,6 +4,7 @@
 
 use std::fmt::Display;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// A configuration value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +57,14 @@ where
             return Ok(());
         }
     }
+    Ok(())
+}
+
+/// Overwrites the duration `target` with the milliseconds in environment variable `name`, if set.
+pub fn override_millis(target: &mut Duration, name: &str) -> Result<(), ConfigError> {
+    let mut millis = u64::try_from(target.as_millis()).unwrap_or(u64::MAX);
+    override_from_env(&mut millis, &[name])?;
+    *target = Duration::from_millis(millis);
     Ok(())
 }
 

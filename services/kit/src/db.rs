@@ -9,6 +9,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::ConnectOptions as _;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -57,6 +58,35 @@ impl Pool {
         }
     }
 
+    /// Reports the pool's connections (open, in use, idle) into `registry` before each report.
+    pub fn report_to(&self, registry: &crate::metrics::Registry) {
+        use crate::metrics::names;
+        let gauges = [
+            registry.gauge(&names::DB_POOL_SIZE, &[]),
+            registry.gauge(&names::DB_POOL_IN_USE, &[]),
+            registry.gauge(&names::DB_POOL_IDLE, &[]),
+        ];
+        let pool = self.clone();
+        registry.on_collect(move || {
+            let (size, idle) = pool.connections();
+            for (gauge, value) in gauges.iter().zip([size, size.saturating_sub(idle), idle]) {
+                gauge.set(f64::from(value));
+            }
+        });
+    }
+
+    /// Returns the connections open and idle, over every pool of the backend.
+    fn connections(&self) -> (u32, u32) {
+        let idle = |count: usize| u32::try_from(count).unwrap_or(u32::MAX);
+        match self {
+            Self::Sqlite(pools) => (
+                pools.readers.size() + pools.writer.size(),
+                idle(pools.readers.num_idle()) + idle(pools.writer.num_idle()),
+            ),
+            Self::Postgres(pool) => (pool.size(), idle(pool.num_idle())),
+        }
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         match self {
@@ -69,13 +99,23 @@ impl Pool {
     }
 }
 
-/// Opens a pool for `url` (`sqlite://path` or `postgres://...`) with at most `max_connections`.
+/// The default slow-query threshold.
+pub const DEFAULT_SLOW_QUERY: Duration = Duration::from_millis(100);
+
+/// Opens a pool for `url` (`sqlite://path` or `postgres://...`) with at most `max_connections`;
+/// statements slower than `slow_query` are logged as warnings with their text (and counted, see
+/// [`crate::metrics::db`]).
 ///
 /// A SQLite file and its directory are created when missing, in WAL mode so readers never wait
 /// for the writer.
-pub async fn connect(url: &str, max_connections: u32) -> Result<Pool, sqlx::Error> {
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    slow_query: Duration,
+) -> Result<Pool, sqlx::Error> {
     if url.starts_with("sqlite:") {
         let options = SqliteConnectOptions::from_str(url)?
+            .log_slow_statements(log::LevelFilter::Warn, slow_query)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -90,7 +130,8 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Pool, sqlx::Erro
         let readers = open_sqlite(&options, max_connections).await?;
         Ok(Pool::Sqlite(SqlitePools { readers, writer }))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let options = PgConnectOptions::from_str(url)?;
+        let options = PgConnectOptions::from_str(url)?
+            .log_slow_statements(log::LevelFilter::Warn, slow_query);
         connect_postgres(options, max_connections)
             .await
             .map(Pool::Postgres)
@@ -175,7 +216,7 @@ mod tests {
             let opens: Vec<_> = (0..8)
                 .map(|_| {
                     let url = url.clone();
-                    tokio::spawn(async move { connect(&url, 2).await })
+                    tokio::spawn(async move { connect(&url, 2, DEFAULT_SLOW_QUERY).await })
                 })
                 .collect();
             for open in opens {

@@ -3,6 +3,7 @@
 //! and the health reporter that follows the service's database.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::Server;
 
+use crate::metrics::{Registry, RequestMetricsLayer};
 use crate::trace::{TraceInterceptor, TracedChannel};
 
 /// Why a gRPC server stopped with an error.
@@ -29,12 +31,15 @@ pub enum ServeError {
 /// accepting and waits for in-flight calls to finish. `stop`, the service's token for its
 /// long-lived work (waiting claims, streams, background loops), is cancelled as soon as
 /// `shutdown` resolves, so open streams end and the drain can complete; and again when
-/// serving ends for any other reason.
+/// serving ends for any other reason. With a `metrics` registry, every call is measured into
+/// it. Plain HTTP/1.1 is accepted beside gRPC, for routes such as the metrics service's
+/// Prometheus page.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     shutdown: impl Future<Output = ()> + Send,
     stop: CancellationToken,
+    metrics: Option<&Arc<Registry>>,
 ) -> Result<(), ServeError> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(swarm_proto::FILE_DESCRIPTOR_SET)
@@ -48,9 +53,13 @@ pub async fn serve(
         Ok::<_, std::io::Error>(stream)
     });
     let stopping = stop.clone();
+    let measure = metrics
+        .map(|registry| RequestMetricsLayer::new(Arc::clone(registry), crate::metrics::grpc_route));
     let served = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .accept_http1(true)
         .trace_fn(request_span)
+        .layer(tower::util::option_layer(measure))
         .add_routes(routes.add_service(reflection))
         .serve_with_incoming_shutdown(connections, async move {
             shutdown.await;
@@ -61,14 +70,15 @@ pub async fn serve(
     Ok(served?)
 }
 
-/// Opens the span of one incoming call, continuing the caller's trace; health checks are not
-/// traced.
+/// Opens the span of one incoming call, continuing the caller's trace; health checks,
+/// reflection and metric reports are not traced.
 fn request_span(request: &http::Request<()>) -> tracing::Span {
-    let path = request.uri().path();
-    if path.starts_with("/grpc.health.") {
+    let Some(method) =
+        crate::metrics::grpc_route(request.method(), request.uri(), request.extensions())
+    else {
         return tracing::Span::none();
-    }
-    let span = tracing::info_span!("grpc.request", otel.name = %path, rpc.system = "grpc");
+    };
+    let span = tracing::info_span!("grpc.request", otel.name = %method, rpc.system = "grpc");
     crate::trace::continue_trace(&span, request.headers());
     span
 }

@@ -1,12 +1,14 @@
 //! What every Swarm service shares: the error vocabulary, database and pagination helpers,
 //! telemetry set-up, the gRPC server bootstrap (health, reflection, graceful shutdown), shutdown
-//! signals, process figures, and the cache client with its near cache.
+//! signals, process figures, request and database metrics reported to the metrics service, and
+//! the cache client with its near cache.
 
 pub mod cache_client;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod page;
 pub mod process;
 pub mod run;

@@ -27,7 +27,7 @@ fn kilobytes_field(text: &str, name: &str) -> Option<u64> {
 }
 
 /// Returns the CPU time this process has used, in seconds.
-fn cpu_seconds() -> Option<f64> {
+pub fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // The command name (field 2) may hold spaces; fields after its closing parenthesis are plain.
     let after_name = &stat[stat.rfind(')')? + 2..];

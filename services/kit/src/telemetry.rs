@@ -1,21 +1,29 @@
 //! Logs and traces, set up once per process. Logs are readable text by default and one JSON
 //! object per line when `SWARM_LOG_FORMAT=json`, filtered by `RUST_LOG` (default `info`).
-//! Every span is also an OpenTelemetry span, so trace context flows across services (see
-//! [`crate::trace`]); spans are exported over OTLP/gRPC in batches when
+//! JSON lines carry the `trace_id` and `span_id` of the span they were logged in. Every span is
+//! also an OpenTelemetry span, so trace context flows across services (see [`crate::trace`]);
+//! database statements become child spans (see [`crate::metrics::db`]). Spans are exported in
+//! batches over OTLP (gRPC or http/protobuf, per `OTEL_EXPORTER_OTLP_PROTOCOL`) when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and kept nowhere otherwise.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, fmt};
+
+use crate::config::{ConfigError, env_value};
+use crate::metrics::db::QueryLayer;
 
 /// How long an export may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,23 +53,80 @@ impl Telemetry {
     }
 }
 
-/// Installs the process-wide log and trace subscriber for `service` (the `service.name` of
-/// exported spans). Later calls return the first installation, so `swarm up` and tests may call
-/// it for every service they start. Must run inside a Tokio runtime when exporting.
-pub fn init(service: &str) -> Telemetry {
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
-        .filter(|endpoint| !endpoint.is_empty());
-    init_with(service, endpoint)
+/// Where spans are exported, and over which OTLP protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// The collector's base URL, such as `http://127.0.0.1:4317`.
+    pub endpoint: String,
+    /// How spans travel.
+    pub protocol: Protocol,
 }
 
-/// Installs telemetry as [`init`] does, exporting to `endpoint` (an OTLP/gRPC URL) if given.
-pub fn init_with(service: &str, endpoint: Option<String>) -> Telemetry {
-    let provider = PROVIDER.get_or_init(|| install(service, endpoint)).clone();
+/// An OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP over gRPC (`grpc`).
+    Grpc,
+    /// Protobuf messages POSTed over HTTP to `<endpoint>/v1/traces` (`http/protobuf`).
+    HttpProtobuf,
+}
+
+impl Export {
+    /// Reads the standard `OTEL_EXPORTER_OTLP_ENDPOINT` and `OTEL_EXPORTER_OTLP_PROTOCOL`
+    /// (`grpc`, the default, or `http/protobuf`); `None` when no endpoint is set.
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        let Some(endpoint) = env_value::<String>("OTEL_EXPORTER_OTLP_ENDPOINT")? else {
+            return Ok(None);
+        };
+        let protocol = match env_value::<String>("OTEL_EXPORTER_OTLP_PROTOCOL")?.as_deref() {
+            None | Some("grpc") => Protocol::Grpc,
+            Some("http/protobuf") => Protocol::HttpProtobuf,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    other,
+                    "must be grpc or http/protobuf",
+                ));
+            }
+        };
+        Ok(Some(Self { endpoint, protocol }))
+    }
+}
+
+/// Installs the process-wide log and trace subscriber for `service` (the `service.name` of
+/// exported spans), exporting as the standard `OTEL_*` variables say. Later calls return the
+/// first installation, so `swarm up` and tests may call it for every service they start. Must
+/// run inside a Tokio runtime when exporting.
+pub fn init(service: &str) -> Result<Telemetry, ConfigError> {
+    Ok(init_with(service, Export::from_env()?))
+}
+
+/// Installs telemetry as [`init`] does, exporting to `export` if given.
+pub fn init_with(service: &str, export: Option<Export>) -> Telemetry {
+    let provider = PROVIDER.get_or_init(|| install(service, export)).clone();
     Telemetry { provider }
 }
 
-fn install(service: &str, endpoint: Option<String>) -> SdkTracerProvider {
+fn exporter(export: &Export) -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    match export.protocol {
+        Protocol::Grpc => SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(export.endpoint.clone())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build(),
+        Protocol::HttpProtobuf => SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(format!(
+                "{}/v1/traces",
+                export.endpoint.trim_end_matches('/')
+            ))
+            .with_timeout(EXPORT_TIMEOUT)
+            .build(),
+    }
+}
+
+fn install(service: &str, export: Option<Export>) -> SdkTracerProvider {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let mut builder = SdkTracerProvider::builder().with_resource(
         Resource::builder()
@@ -69,42 +134,95 @@ fn install(service: &str, endpoint: Option<String>) -> SdkTracerProvider {
             .build(),
     );
     let mut export_error = None;
-    if let Some(endpoint) = &endpoint {
-        match opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()
-        {
+    if let Some(export) = &export {
+        match exporter(export) {
             Ok(exporter) => builder = builder.with_batch_exporter(exporter),
             Err(error) => export_error = Some(error.to_string()),
         }
     }
     let provider = builder.build();
-    let traces = tracing_opentelemetry::layer().with_tracer(provider.tracer("swarm"));
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let tracer = provider.tracer("swarm");
+    // Each layer filters for itself: logs and spans follow RUST_LOG, while the statement layer
+    // sees every sqlx statement event whatever the log level.
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let traces = tracing_opentelemetry::layer()
+        .with_tracer(tracer.clone())
+        .with_filter(filter());
+    let statements = QueryLayer::new(tracer).with_filter(tracing_subscriber::filter::filter_fn(
+        crate::metrics::db::interested,
+    ));
     let logs = if std::env::var("SWARM_LOG_FORMAT").is_ok_and(|format| format == "json") {
         fmt::layer()
             .json()
-            .with_current_span(true)
+            .event_format(JsonWithTrace::default())
             .with_writer(std::io::stderr)
+            .with_filter(filter())
             .boxed()
     } else {
         fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
+            .with_filter(filter())
             .boxed()
     };
     // An error only means a subscriber is installed already (a test harness's, say).
     let _ = tracing_subscriber::registry()
-        .with(filter)
         .with(logs)
         .with(traces)
+        .with(statements)
         .try_init();
-    match (endpoint, export_error) {
-        (Some(endpoint), None) => tracing::info!(%endpoint, service, "exporting spans over otlp"),
-        (Some(endpoint), Some(error)) => tracing::error!(%endpoint, %error, "cannot export spans"),
+    match (export, export_error) {
+        (Some(export), None) => {
+            tracing::info!(endpoint = %export.endpoint, protocol = ?export.protocol, service, "exporting spans over otlp");
+        }
+        (Some(export), Some(error)) => {
+            tracing::error!(endpoint = %export.endpoint, %error, "cannot export spans");
+        }
         (None, _) => {}
     }
     provider
+}
+
+/// The JSON log line of tracing-subscriber, with the `trace_id` and `span_id` of the span the
+/// event happened in, so logs and traces join up.
+#[derive(Debug)]
+struct JsonWithTrace {
+    json: fmt::format::Format<fmt::format::Json>,
+}
+
+impl Default for JsonWithTrace {
+    fn default() -> Self {
+        Self {
+            json: fmt::format().json(),
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonWithTrace
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.json.format_event(ctx, Writer::new(&mut line), event)?;
+        let context = opentelemetry::Context::current();
+        let span = context.span();
+        let ids = span.span_context();
+        let body = line.trim_end();
+        match body.strip_suffix('}') {
+            Some(open) if ids.is_valid() => writeln!(
+                writer,
+                r#"{open},"trace_id":"{}","span_id":"{}"}}"#,
+                ids.trace_id(),
+                ids.span_id()
+            ),
+            _ => writeln!(writer, "{body}"),
+        }
+    }
 }

@@ -55,7 +55,7 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let path = std::env::temp_dir().join(format!("{name}.db"));
                 let url = format!("sqlite://{}", path.display());
-                let pool = db::connect(&url, 8)
+                let pool = db::connect(&url, 8, db::DEFAULT_SLOW_QUERY)
                     .await
                     .expect("sqlite test database opens");
                 Self {
@@ -66,7 +66,7 @@ impl TestDatabase {
             }
             Backend::Postgres => {
                 let server_url = postgres_server_url();
-                let admin = db::connect(&server_url, 1)
+                let admin = db::connect(&server_url, 1, db::DEFAULT_SLOW_QUERY)
                     .await
                     .unwrap_or_else(|error| panic!("postgres at {server_url} is needed: {error}"));
                 if let Pool::Postgres(admin) = &admin {
@@ -124,7 +124,9 @@ impl Drop for TestDatabase {
                         .build()
                         .ok()?;
                     runtime.block_on(async {
-                        let admin = db::connect(&server_url, 1).await.ok()?;
+                        let admin = db::connect(&server_url, 1, db::DEFAULT_SLOW_QUERY)
+                            .await
+                            .ok()?;
                         if let Pool::Postgres(pool) = &admin {
                             let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
                             pool.execute(sqlx::AssertSqlSafe(sql)).await.ok()?;

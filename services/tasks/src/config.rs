@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use swarm_kit::config::{
     ConfigError, check_database_url, check_not_zero, check_service_url, override_from_env,
+    override_millis,
 };
+
+use swarm_kit::metrics::ReporterConfig;
 
 use crate::domain::{QueueSettings, RetryPolicy};
 
@@ -25,6 +28,11 @@ pub struct TasksConfig {
     pub agent_profile_ttl: Duration,
     /// Most pooled connections (`SWARM_DB_MAX_CONNECTIONS`).
     pub max_connections: u32,
+    /// Statements slower than this are logged with their text and counted
+    /// (`SWARM_SLOW_QUERY_MS`).
+    pub slow_query: Duration,
+    /// Where the service reports its metrics (`SWARM_METRICS_URL`, `SWARM_METRICS_INTERVAL_MS`).
+    pub metrics: ReporterConfig,
     /// Backoff after the first failed attempt (`SWARM_RETRY_BASE_MS`).
     pub retry_base: Duration,
     /// Longest backoff (`SWARM_RETRY_MAX_MS`).
@@ -45,6 +53,8 @@ impl Default for TasksConfig {
             cache_url: "http://127.0.0.1:50053".to_owned(),
             agent_profile_ttl: Duration::from_secs(1),
             max_connections: 16,
+            slow_query: swarm_kit::db::DEFAULT_SLOW_QUERY,
+            metrics: ReporterConfig::default(),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             poll_interval: Duration::from_millis(500),
@@ -65,6 +75,8 @@ impl TasksConfig {
         override_from_env(&mut config.agents_url, &["SWARM_AGENTS_URL"])?;
         override_from_env(&mut config.cache_url, &["SWARM_CACHE_URL"])?;
         override_from_env(&mut config.max_connections, &["SWARM_DB_MAX_CONNECTIONS"])?;
+        override_millis(&mut config.slow_query, "SWARM_SLOW_QUERY_MS")?;
+        config.metrics = ReporterConfig::from_env()?;
         override_millis(&mut config.agent_profile_ttl, "SWARM_AGENT_PROFILE_TTL_MS")?;
         override_millis(&mut config.retry_base, "SWARM_RETRY_BASE_MS")?;
         override_millis(&mut config.retry_max, "SWARM_RETRY_MAX_MS")?;
@@ -86,6 +98,7 @@ impl TasksConfig {
         check_service_url("SWARM_AGENTS_URL", &self.agents_url)?;
         check_service_url("SWARM_CACHE_URL", &self.cache_url)?;
         check_not_zero("SWARM_DB_MAX_CONNECTIONS", self.max_connections == 0)?;
+        self.metrics.validate()?;
         check_not_zero("SWARM_POLL_INTERVAL_MS", self.poll_interval.is_zero())?;
         check_not_zero(
             "SWARM_LEASE_SWEEP_INTERVAL_MS",
@@ -111,13 +124,6 @@ impl TasksConfig {
             poll_interval: self.poll_interval,
         }
     }
-}
-
-fn override_millis(target: &mut Duration, name: &str) -> Result<(), ConfigError> {
-    let mut millis = u64::try_from(target.as_millis()).unwrap_or(u64::MAX);
-    override_from_env(&mut millis, &[name])?;
-    *target = Duration::from_millis(millis);
-    Ok(())
 }
 
 #[cfg(test)]

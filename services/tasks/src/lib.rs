@@ -18,6 +18,7 @@ use std::sync::Arc;
 use swarm_kit::RunError;
 use swarm_kit::cache_client::CacheClient;
 use swarm_kit::config::ConfigError;
+use swarm_kit::metrics::{Registry, Reporter, names};
 use swarm_proto::tasks::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -42,10 +43,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let pool = swarm_kit::db::connect(&config.database_url, config.max_connections).await?;
+    let pool = swarm_kit::db::connect(
+        &config.database_url,
+        config.max_connections,
+        config.slow_query,
+    )
+    .await?;
     let store = storage::open(pool.clone()).await?;
     let stop = CancellationToken::new();
     let queue = TaskQueue::new(store, config.queue_settings(), stop.clone());
+    let reporter = Reporter::start("tasks", &config.metrics, stop.clone())?;
     let mut directory = GrpcAgentDirectory::new(&config.agents_url)
         .map_err(|error| ConfigError::new("SWARM_AGENTS_URL", &config.agents_url, error))?;
     if !config.agent_profile_ttl.is_zero() {
@@ -64,14 +71,18 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TaskServiceServer<TaskGrpc>>().await;
+    let maintenance = maintenance::run(
+        queue.clone(),
+        dispatcher.clone(),
+        config.lease_sweep_interval,
+        config.retention,
+        stop.clone(),
+    );
     let mut background = vec![
-        tokio::spawn(maintenance::run(
-            queue.clone(),
-            dispatcher.clone(),
-            config.lease_sweep_interval,
-            config.retention,
-            stop.clone(),
-        )),
+        match &reporter {
+            Some(reporter) => tokio::spawn(reporter.registry().scope(maintenance)),
+            None => tokio::spawn(maintenance),
+        },
         tokio::spawn(swarm_kit::grpc::report_database_health(
             pool.clone(),
             health,
@@ -79,6 +90,14 @@ pub async fn run(
             stop.clone().cancelled_owned(),
         )),
     ];
+    if let Some(reporter) = &reporter {
+        pool.report_to(reporter.registry());
+        let queue = queue.clone();
+        background.push(reporter.refresh(move |registry| {
+            let queue = queue.clone();
+            async move { report_queue_depth(&queue, &registry).await }
+        }));
+    }
     if let swarm_kit::db::Pool::Postgres(pg) = &pool {
         let waker = queue.clone();
         background.push(tokio::spawn(storage::relay_task_ready(
@@ -94,11 +113,36 @@ pub async fn run(
         .max_decoding_message_size(4 * 1024 * 1024);
     let routes = Routes::new(health_service).add_service(tasks);
     info!(addr = %listener.local_addr()?, backend = pool.backend(), "tasks service listening");
-    let served = swarm_kit::grpc::serve(listener, routes, shutdown, stop.clone()).await;
+    let served = swarm_kit::grpc::serve(
+        listener,
+        routes,
+        shutdown,
+        stop.clone(),
+        reporter.as_ref().map(Reporter::registry),
+    )
+    .await;
     for task in background {
         let _ = task.await;
+    }
+    if let Some(reporter) = reporter {
+        reporter.finished().await;
     }
     pool.close().await;
     info!("tasks service stopped");
     Ok(served?)
+}
+
+/// Sets the `swarm_tasks` gauge of every status from a count in the database.
+async fn report_queue_depth(queue: &TaskQueue, registry: &Registry) {
+    match queue.count_by_status().await {
+        Ok(counts) => {
+            for (status, count) in counts {
+                #[allow(clippy::cast_precision_loss)] // counts stay far below 2^53
+                registry
+                    .gauge(&names::TASKS, &[("status", status.as_str())])
+                    .set(count as f64);
+            }
+        }
+        Err(error) => tracing::debug!(%error, "cannot count tasks for metrics"),
+    }
 }

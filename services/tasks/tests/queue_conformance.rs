@@ -321,6 +321,16 @@ async fn claims_never_exceed_the_agents_concurrency(backend: Backend) {
             .unwrap(),
         [(agent, 3)]
     );
+    assert_eq!(
+        f.queue.count_by_status().await.unwrap(),
+        [
+            (TaskStatus::Queued, 2),
+            (TaskStatus::Active, 3),
+            (TaskStatus::Completed, 0),
+            (TaskStatus::Failed, 0),
+            (TaskStatus::Cancelled, 0),
+        ]
+    );
 
     let held = f
         .queue

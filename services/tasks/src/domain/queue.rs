@@ -7,6 +7,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarm_kit::metrics::{Registry, names};
 use swarm_kit::page::Page;
 use swarm_kit::time::now_millis;
 use tokio::sync::{Notify, broadcast, mpsc};
@@ -151,7 +152,14 @@ impl TaskQueue {
             woken.as_mut().enable();
             let tasks = self.store.claim(&claim, now_millis()).await?;
             if !tasks.is_empty() {
+                let claimed_at = now_millis();
                 for task in &tasks {
+                    let waited = u64::try_from(claimed_at - task.available_at).unwrap_or(0);
+                    Registry::with_current(|registry| {
+                        registry
+                            .histogram(&names::TASK_QUEUE_WAIT, &[])
+                            .observe(Duration::from_millis(waited));
+                    });
                     debug!(task_id = %task.id, agent_id = %claim.agent_id, attempt = task.attempts, "task claimed");
                     self.publish(task.clone());
                 }
@@ -168,6 +176,21 @@ impl TaskQueue {
                 () = self.shutdown.cancelled() => return Ok(Vec::new()),
             }
         }
+    }
+
+    /// Counts the tasks in every status; statuses without tasks count zero.
+    pub async fn count_by_status(&self) -> Result<Vec<(TaskStatus, u64)>, TaskError> {
+        let counts = self.store.count_by_status().await?;
+        Ok(TaskStatus::ALL
+            .iter()
+            .map(|status| {
+                let count = counts
+                    .iter()
+                    .find(|(name, _)| name == status.as_str())
+                    .map_or(0, |(_, count)| u64::try_from(*count).unwrap_or(0));
+                (*status, count)
+            })
+            .collect())
     }
 
     /// Counts the active tasks of each of `agent_ids` that holds any.

@@ -39,6 +39,15 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// Every status, in the order of a task's life.
+    pub const ALL: [Self; 5] = [
+        Self::Queued,
+        Self::Active,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     /// Returns the lowercase name used in storage and in the REST API.
     pub fn as_str(self) -> &'static str {
         match self {

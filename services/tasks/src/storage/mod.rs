@@ -59,6 +59,9 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Returns the agents that hold active tasks.
     async fn active_agents(&self) -> Result<Vec<Uuid>, sqlx::Error>;
 
+    /// Counts the tasks in each status that has any.
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>, sqlx::Error>;
+
     /// Counts the active tasks of each of `agent_ids` that holds any.
     async fn count_active(&self, agent_ids: &[Uuid]) -> Result<Vec<(Uuid, i64)>, sqlx::Error>;
 

@@ -65,6 +65,9 @@ pub const LEASE_EXPIRED: &str = "lease expired";
 pub const ACTIVE_AGENTS: &str =
     "SELECT DISTINCT agent_id FROM tasks WHERE status = 'active' AND agent_id IS NOT NULL";
 
+/// Counts tasks per status.
+pub const COUNT_BY_STATUS: &str = "SELECT status, COUNT(*) FROM tasks GROUP BY status";
+
 /// How many tasks agent `$2` holds; claims subtract it from the agent's concurrency.
 pub const HELD_BY_AGENT: &str =
     "(SELECT COUNT(*) FROM tasks WHERE status = 'active' AND agent_id = $2)";
@@ -263,6 +266,12 @@ macro_rules! impl_task_store {
 
             async fn active_agents(&self) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
                 sqlx::query_scalar($crate::storage::sql::ACTIVE_AGENTS)
+                    .fetch_all(&self.readers)
+                    .await
+            }
+
+            async fn count_by_status(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::COUNT_BY_STATUS)
                     .fetch_all(&self.readers)
                     .await
             }

@@ -1,0 +1,104 @@
+//! The Swarm metrics service: every process reports its metrics here
+//! (`swarm.metrics.v1.MetricsService`); it aggregates them across processes and replicas over a
+//! sliding window, holds them to the platform's targets, and serves a summary with alerts and
+//! the Prometheus text exposition, over gRPC and, for scrapers, as plain HTTP `GET /metrics` on
+//! the same port.
+//!
+//! [`run`] is the whole service. It keeps no state on disk: after a restart the window fills
+//! again from the next reports.
+
+pub mod config;
+pub mod domain;
+pub mod grpc;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use swarm_kit::RunError;
+use swarm_kit::metrics::Reporter;
+use swarm_proto::metrics::v1::metrics_service_server::MetricsServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tracing::info;
+
+pub use config::MetricsConfig;
+
+use crate::domain::{Aggregator, AlertBook, Figures, Targets, exposition};
+use crate::grpc::MetricsGrpc;
+
+/// Runs the metrics service on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: MetricsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    config.validate()?;
+    let stop = CancellationToken::new();
+    let aggregator = Arc::new(Aggregator::new(config.window));
+    let alerts = Arc::new(AlertBook::default());
+    let reporter = Reporter::start("metrics", &config.reporter, stop.clone())?;
+    let evaluating = tokio::spawn(evaluate(
+        Arc::clone(&aggregator),
+        Arc::clone(&alerts),
+        config.targets.clone(),
+        stop.clone(),
+    ));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<MetricsServiceServer<MetricsGrpc>>()
+        .await;
+    let grpc = MetricsServiceServer::new(MetricsGrpc::new(Arc::clone(&aggregator), alerts));
+    let router = Routes::new(health_service)
+        .add_service(grpc)
+        .into_axum_router()
+        .route(
+            "/metrics",
+            axum::routing::get(prometheus).with_state(Arc::clone(&aggregator)),
+        );
+    info!(addr = %listener.local_addr()?, window_seconds = config.window.as_secs(), "metrics service listening");
+    let served = swarm_kit::grpc::serve(
+        listener,
+        Routes::from(router),
+        shutdown,
+        stop.clone(),
+        reporter.as_ref().map(Reporter::registry),
+    )
+    .await;
+    let _ = evaluating.await;
+    if let Some(reporter) = reporter {
+        reporter.finished().await;
+    }
+    info!("metrics service stopped");
+    Ok(served?)
+}
+
+/// Answers a scrape with the Prometheus text exposition.
+async fn prometheus(State(aggregator): State<Arc<Aggregator>>) -> impl IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, exposition::CONTENT_TYPE)],
+        exposition::render(&aggregator.snapshot().instances),
+    )
+}
+
+/// Holds the window's figures to `targets` as the window moves, until `stop`.
+async fn evaluate(
+    aggregator: Arc<Aggregator>,
+    alerts: Arc<AlertBook>,
+    targets: Targets,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(aggregator.slot());
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let figures = Figures::of(&aggregator.snapshot());
+        alerts.update(targets.breaches(&figures), SystemTime::now());
+    }
+}
