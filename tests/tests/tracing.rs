@@ -1,7 +1,8 @@
 //! Traces across every hop, proven by a real OTLP receiver: a collector built on the
 //! `opentelemetry-proto` trace service runs in the test, the whole stack exports to it, and a
 //! claim made through the gateway with the caller's `traceparent` must arrive as one trace:
-//! caller → gateway → tasks → agents and cache, each span the child of the one before.
+//! caller → gateway → tasks → agents and cache → Redis, each span the child of the one before,
+//! with the claim's database statements under the tasks span.
 //! (Telemetry is process-wide, so this file is its own test binary.)
 
 use std::sync::{Arc, Mutex};
@@ -15,9 +16,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::json;
-use swarm_e2e::TestStack;
+use swarm_e2e::{TestStack, answer};
 use swarm_kit::telemetry::{Export, Protocol};
-use swarm_kit::testing::Backend;
+use swarm_kit::testing::{Backend, RedisServer};
 
 /// Keeps every span it receives, with the `service.name` of its resource.
 #[derive(Clone, Default)]
@@ -75,7 +76,12 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
         }),
     );
 
-    let swarm = TestStack::start(Backend::Sqlite).await;
+    let redis = RedisServer::start();
+    let swarm = TestStack::start_with(Backend::Sqlite, |config| {
+        config.cache.redis_url = Some(redis.url());
+        config.tasks.lease_sweep_interval = Duration::from_millis(100);
+    })
+    .await;
     let agent = swarm.register_agent("traced", &[], 1).await;
     swarm
         .post("/api/tasks", json!({"title": "traced work"}))
@@ -111,6 +117,7 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
         "/swarm.agents.v1.AgentService/GetAgent",
         "/swarm.cache.v1.CacheService/Get",
         "db.query",
+        "GET",
     ];
     let deadline = Instant::now() + Duration::from_secs(15);
     let spans = loop {
@@ -168,6 +175,11 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
             "{downstream} is called from the tasks span"
         );
     }
+    assert_eq!(
+        find("GET").parent_span_id,
+        find("/swarm.cache.v1.CacheService/Get").span_id,
+        "the redis call is a child of the cache call"
+    );
     assert!(
         spans.iter().any(|(_, span)| span.name == "db.query"
             && span.parent_span_id == tasks.span_id
@@ -192,6 +204,53 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
             .any(|(_, span)| span.name.contains("grpc.health")),
         "health checks are not traced"
     );
+
+    // A lease that expires is background work on the task: its span links to the trace that
+    // created the task.
+    let creating_trace = "0af7651916cd43dd8448eb211c80319c";
+    let (status, created) = answer(
+        swarm
+            .http
+            .post(swarm.url("/api/tasks"))
+            .header(
+                "traceparent",
+                format!("00-{creating_trace}-b7ad6b7169203331-01"),
+            )
+            .json(&json!({"title": "abandoned", "timeout_seconds": 1}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let holder = swarm.register_agent("forgetful", &[], 1).await;
+    let (status, claimed) = swarm
+        .post("/api/tasks/claim", json!({"agent_id": holder}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(claimed["tasks"][0]["id"], created["id"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let flushing = telemetry.clone();
+        tokio::task::spawn_blocking(move || flushing.flush())
+            .await
+            .unwrap();
+        let linked = collector.0.lock().unwrap().iter().any(|(_, span)| {
+            span.name == "task.lease_expired"
+                && span
+                    .links
+                    .iter()
+                    .any(|link| hex(&link.trace_id) == creating_trace)
+        });
+        if linked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no lease-expiry span linked to the creating trace"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     swarm.stop().await;
 }
 

@@ -107,13 +107,16 @@ pub fn init_with(service: &str, export: Option<Export>) -> Telemetry {
     Telemetry { provider }
 }
 
-fn exporter(export: &Export) -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildError> {
-    match export.protocol {
+/// Builds the exporter of `export`.
+fn exporter(
+    export: &Export,
+) -> Result<OnRuntime<SpanExporter>, opentelemetry_otlp::ExporterBuildError> {
+    let exporter = match export.protocol {
         Protocol::Grpc => SpanExporter::builder()
             .with_tonic()
             .with_endpoint(export.endpoint.clone())
             .with_timeout(EXPORT_TIMEOUT)
-            .build(),
+            .build()?,
         Protocol::HttpProtobuf => SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
@@ -122,7 +125,48 @@ fn exporter(export: &Export) -> Result<SpanExporter, opentelemetry_otlp::Exporte
                 export.endpoint.trim_end_matches('/')
             ))
             .with_timeout(EXPORT_TIMEOUT)
-            .build(),
+            .build()?,
+    };
+    Ok(OnRuntime {
+        exporter,
+        runtime: tokio::runtime::Handle::try_current().ok(),
+    })
+}
+
+/// An exporter whose calls run inside the Tokio runtime that telemetry was set up in: the batch
+/// processor exports from a thread of its own, and the OTLP clients need Tokio's timers and
+/// sockets.
+#[derive(Debug)]
+struct OnRuntime<E> {
+    exporter: E,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for OnRuntime<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let mut export = std::pin::pin!(self.exporter.export(batch));
+        std::future::poll_fn(|cx| {
+            let _inside = self.runtime.as_ref().map(tokio::runtime::Handle::enter);
+            export.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.exporter.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.exporter.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.exporter.set_resource(resource);
     }
 }
 
@@ -224,5 +268,61 @@ where
             ),
             _ => writeln!(writer, "{body}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use super::*;
+
+    /// Collects what the log layer writes.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_the_trace_and_span_ids() {
+        let provider = SdkTracerProvider::builder().build();
+        let written = Written::default();
+        let writer = written.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(
+                fmt::layer()
+                    .json()
+                    .event_format(JsonWithTrace::default())
+                    .with_writer(move || writer.clone()),
+            );
+        let ids = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("outside any span");
+            let span = tracing::info_span!("work");
+            let _entered = span.enter();
+            tracing::info!(answer = 42, "inside a span");
+            span.context().span().span_context().clone()
+        });
+        let text = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each line is one json object"))
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].get("trace_id").is_none());
+        assert_eq!(lines[1]["fields"]["answer"], 42);
+        assert_eq!(lines[1]["trace_id"], ids.trace_id().to_string());
+        assert_eq!(lines[1]["span_id"], ids.span_id().to_string());
     }
 }

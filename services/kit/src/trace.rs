@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt as _;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -64,6 +65,18 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
     });
     // Setting a parent only fails on a span already entered, which callers avoid.
     let _ = span.set_parent(parent);
+}
+
+/// Links `span` to the span that `traceparent` names, if it names one: for work done later on
+/// behalf of a request, outside its trace.
+pub fn link_to(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent else {
+        return;
+    };
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let context =
+        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier));
+    span.add_link(context.span().span_context().clone());
 }
 
 /// Renders the `traceparent` header of `span`, when it belongs to a trace.

@@ -58,6 +58,7 @@ impl TaskService for TaskGrpc {
             max_attempts: request.max_attempts.unwrap_or(defaults.max_attempts),
             timeout_seconds: request.timeout_seconds.unwrap_or(defaults.timeout_seconds),
             idempotency_key: request.idempotency_key,
+            trace_parent: swarm_kit::trace::traceparent(&tracing::Span::current()),
         };
         let (task, created) = self.queue.create(task).await?;
         Ok(Response::new(pb::CreateTaskResponse {

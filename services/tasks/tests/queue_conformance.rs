@@ -88,6 +88,7 @@ async fn created_task_keeps_every_field(backend: Backend) {
             max_attempts: 5,
             timeout_seconds: 30,
             idempotency_key: None,
+            trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         })
         .await
         .unwrap();
@@ -108,6 +109,10 @@ async fn created_task_keeps_every_field(backend: Backend) {
     );
     assert_eq!((read.attempts, read.progress_percent), (0, 0));
     assert!(read.lease_id.is_none() && read.started_at.is_none());
+    assert_eq!(
+        read.trace_parent.as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
 
     let missing = Uuid::now_v7();
     assert!(matches!(f.queue.get(missing).await, Err(TaskError::NotFound(id)) if id == missing));

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tracing::Instrument as _;
 
 use super::{BackendError, CacheBackend, Entry};
 
@@ -61,7 +62,7 @@ impl RedisBackend {
     /// Checks that Redis answers.
     pub async fn ping(&self) -> Result<(), BackendError> {
         let mut connection = self.connection.clone();
-        self.bounded(async move {
+        self.bounded("PING", async move {
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)
                 .await
@@ -74,11 +75,26 @@ impl RedisBackend {
         format!("{}{key}", self.namespace)
     }
 
+    /// Runs `call`, Redis command `command`, within the configured timeout; inside a traced
+    /// request it is a child span of the request.
     async fn bounded<T>(
         &self,
+        command: &'static str,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, BackendError> {
-        match tokio::time::timeout(self.timeout, call).await {
+        let bounded = tokio::time::timeout(self.timeout, call);
+        let finished = if tracing::Span::current().is_none() {
+            bounded.await
+        } else {
+            let span = tracing::info_span!(
+                "redis",
+                otel.name = command,
+                otel.kind = "client",
+                db.system.name = "redis",
+            );
+            bounded.instrument(span).await
+        };
+        match finished {
             Ok(result) => Ok(result?),
             Err(_) => Err(BackendError::Timeout(self.timeout)),
         }
@@ -92,6 +108,7 @@ impl RedisBackend {
         loop {
             let (next, keys): (u64, Vec<String>) = self
                 .bounded(
+                    "SCAN",
                     redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
@@ -103,7 +120,10 @@ impl RedisBackend {
                 .await?;
             if delete && !keys.is_empty() {
                 let unlinked: u64 = self
-                    .bounded(redis::cmd("UNLINK").arg(&keys).query_async(&mut connection))
+                    .bounded(
+                        "UNLINK",
+                        redis::cmd("UNLINK").arg(&keys).query_async(&mut connection),
+                    )
                     .await?;
                 total += unlinked;
             } else {
@@ -148,6 +168,7 @@ impl CacheBackend for RedisBackend {
         let mut connection = self.connection.clone();
         let (value, ttl_ms): (Option<Vec<u8>>, i64) = self
             .bounded(
+                "GET",
                 redis::pipe()
                     .get(&key)
                     .pttl(&key)
@@ -168,7 +189,9 @@ impl CacheBackend for RedisBackend {
         }
         let mut connection = self.connection.clone();
         let answers: Vec<(Option<Vec<u8>>, i64)> = {
-            let flat: Vec<redis::Value> = self.bounded(pipe.query_async(&mut connection)).await?;
+            let flat: Vec<redis::Value> = self
+                .bounded("GET", pipe.query_async(&mut connection))
+                .await?;
             flat.chunks(2)
                 .map(|pair| {
                     let value =
@@ -191,14 +214,16 @@ impl CacheBackend for RedisBackend {
         let key = self.key(key);
         let mut connection = self.connection.clone();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.bounded(async move { connection.pset_ex::<_, _, ()>(&key, value, ttl_ms).await })
-            .await
+        self.bounded("PSETEX", async move {
+            connection.pset_ex::<_, _, ()>(&key, value, ttl_ms).await
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<u64, BackendError> {
         let key = self.key(key);
         let mut connection = self.connection.clone();
-        self.bounded(async move { connection.del::<_, u64>(&key).await })
+        self.bounded("DEL", async move { connection.del::<_, u64>(&key).await })
             .await
     }
 
@@ -215,7 +240,10 @@ impl CacheBackend for RedisBackend {
     async fn evictions(&self) -> Result<u64, BackendError> {
         let mut connection = self.connection.clone();
         let info: String = self
-            .bounded(redis::cmd("INFO").arg("stats").query_async(&mut connection))
+            .bounded(
+                "INFO",
+                redis::cmd("INFO").arg("stats").query_async(&mut connection),
+            )
             .await?;
         Ok(info
             .lines()

@@ -219,6 +219,7 @@ impl TaskQueue {
             .requeue_agent_tasks(agent_id, reason, now_millis())
             .await?;
         for task in &tasks {
+            let _span = task_span("task.taken_back", task).entered();
             warn!(task_id = %task.id, %agent_id, reason, status = %task.status, "task taken back from agent");
             self.publish(task.clone());
         }
@@ -395,6 +396,7 @@ impl TaskQueue {
                 .requeue_expired(now_millis(), SWEEP_BATCH)
                 .await?;
             for task in &tasks {
+                let _span = task_span("task.lease_expired", task).entered();
                 warn!(task_id = %task.id, attempts = task.attempts, status = %task.status, "lease expired");
                 self.publish(task.clone());
             }
@@ -464,4 +466,11 @@ fn refusal(task: &Task, lease: LeaseRef) -> TaskError {
             status: task.status,
         }
     }
+}
+
+/// Opens the span of background work on `task`, linked to the trace that created the task.
+fn task_span(name: &'static str, task: &Task) -> tracing::Span {
+    let span = tracing::info_span!("task", otel.name = name, task.id = %task.id);
+    swarm_kit::trace::link_to(&span, task.trace_parent.as_deref());
+    span
 }

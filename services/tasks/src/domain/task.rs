@@ -149,6 +149,8 @@ pub struct Task {
     pub started_at: Option<i64>,
     /// When it reached a final status.
     pub finished_at: Option<i64>,
+    /// The W3C `traceparent` of the request that created it, for background work to link to.
+    pub trace_parent: Option<String>,
 }
 
 /// What a client asks for when it submits a task.
@@ -174,6 +176,8 @@ pub struct NewTask {
     pub timeout_seconds: i32,
     /// A key that makes a repeated submission return the first task.
     pub idempotency_key: Option<String>,
+    /// The W3C `traceparent` of the request that creates it.
+    pub trace_parent: Option<String>,
 }
 
 impl Default for NewTask {
@@ -189,6 +193,7 @@ impl Default for NewTask {
             max_attempts: 3,
             timeout_seconds: 300,
             idempotency_key: None,
+            trace_parent: None,
         }
     }
 }

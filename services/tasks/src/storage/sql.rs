@@ -5,8 +5,9 @@
 /// Inserts a queued task; on an idempotency-key conflict it returns nothing.
 pub const INSERT: &str = "INSERT INTO tasks (id, title, kind, payload, status, priority, \
     required_capabilities, agent_id, pinned_agent_id, user_id, attempts, max_attempts, \
-    timeout_seconds, progress_percent, available_at, idempotency_key, created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $7, $8, 0, $9, $10, 0, $11, $12, $11, $11) \
+    timeout_seconds, progress_percent, available_at, idempotency_key, created_at, updated_at, \
+    trace_parent) \
+    VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $7, $8, 0, $9, $10, 0, $11, $12, $11, $11, $13) \
     ON CONFLICT (idempotency_key) DO NOTHING RETURNING *";
 
 /// Finds the task an idempotency key created.
@@ -124,6 +125,7 @@ macro_rules! impl_task_store {
                     .bind(task.timeout_seconds)
                     .bind(now)
                     .bind(&task.idempotency_key)
+                    .bind(&task.trace_parent)
                     .fetch_optional(&self.writer)
                     .await?;
                 match inserted {
