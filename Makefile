@@ -35,13 +35,14 @@ test: toolchain tools ## run unit, integration (SQLite and PostgreSQL) and end-t
 e2e: toolchain tools ## run only the end-to-end tests
 	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} $(CARGO) test -p swarm-e2e
 
-bench: toolchain ## measure the API, the queue cycle and the cache (SQLite, PostgreSQL, memory, Redis)
+bench: toolchain ## measure the API, the queue cycle, the cache and what observability costs
 	$(CARGO) build --release -p swarm
 	@mkdir -p data && rm -f data/bench.db data/bench.db-wal data/bench.db-shm
 	./target/release/swarm bench --database-url sqlite://data/bench.db --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	psql -q "$(BENCH_PG_ADMIN)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
 	./target/release/swarm bench --database-url $(BENCH_PG_URL) --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	./target/release/swarm bench-cache --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
+	./target/release/swarm bench-overhead --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 
 lint: toolchain ## check formatting and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check

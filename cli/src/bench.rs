@@ -366,13 +366,40 @@ async fn config_read_mix() -> Result<(u64, u64), BenchError> {
 pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
     let stack = Stack::start(StackConfig::local(&options.database_url)).await?;
     // The cycle runs first, on an empty queue; the API tasks created after it stay queued.
-    let cycle = match queue_cycle(&stack, options).await {
-        Ok(cycle) => cycle,
-        Err(error) => {
-            stack.stop().await?;
-            return Err(error);
-        }
+    let measured = match queue_cycle(&stack, options).await {
+        Ok(cycle) => create_then_get(&stack, options)
+            .await
+            .map(|(create, get)| Report {
+                api: vec![create, get],
+                cycle,
+            }),
+        Err(error) => Err(error),
     };
+    stack.stop().await?;
+    measured
+}
+
+/// Measures the read path alone: starts a stack (reporting metrics or not), fills it with
+/// tasks for `options.duration`, then measures get-task for as long.
+pub async fn read_path(
+    options: &BenchOptions,
+    report_metrics: bool,
+) -> Result<Figures, BenchError> {
+    let stack = Stack::start(StackConfig {
+        report_metrics,
+        ..StackConfig::local(&options.database_url)
+    })
+    .await?;
+    let measured = create_then_get(&stack, options).await;
+    stack.stop().await?;
+    measured.map(|(_, get)| get)
+}
+
+/// Creates tasks through the gateway for `options.duration`, then reads them back for as long.
+async fn create_then_get(
+    stack: &Stack,
+    options: &BenchOptions,
+) -> Result<(Figures, Figures), BenchError> {
     let base = stack.gateway_url();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency)
@@ -403,7 +430,6 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
         .clone()
         .into();
     if ids.is_empty() {
-        stack.stop().await?;
         return Err(BenchError::NothingCreated);
     }
     let get = measure("get task", options, &client, move |client, n| {
@@ -415,11 +441,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
         }
     })
     .await;
-    stack.stop().await?;
-    Ok(Report {
-        api: vec![create, get],
-        cycle,
-    })
+    Ok((create, get))
 }
 
 /// Runs `options.agents` SDK agents while `options.concurrency` producers enqueue

@@ -1,6 +1,8 @@
 //! The library behind the `swarm` command: starting every service in one process
-//! ([`stack`]), and the load generator behind `swarm bench` ([`bench`]).
+//! ([`stack`]), the load generator behind `swarm bench` ([`bench`]), and the measure of what
+//! observability costs ([`overhead`]).
 
 pub mod agent;
 pub mod bench;
+pub mod overhead;
 pub mod stack;

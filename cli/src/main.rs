@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use swarm_agents::AgentsConfig;
 use swarm_cache::CacheConfig;
 use swarm_cli::bench::{self, BenchOptions};
+use swarm_cli::overhead;
 use swarm_cli::stack::{Stack, StackConfig};
 use swarm_gateway::GatewayConfig;
 use swarm_metrics::MetricsConfig;
@@ -36,6 +37,43 @@ enum Command {
     Agent(AgentArgs),
     /// Measures cache gets (memory, Redis, plain Redis) and the hit rate of agent config reads.
     BenchCache(BenchCacheArgs),
+    /// Measures what span export and the metrics layer cost on the get-task path.
+    BenchOverhead(BenchOverheadArgs),
+    /// Measures get-task once and prints the figures as JSON (run by bench-overhead).
+    #[command(hide = true)]
+    BenchRead(BenchReadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchOverheadArgs {
+    /// Seconds to drive each run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// How many times each variant runs, in rotating order.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Where the runs keep their SQLite files.
+    #[arg(long, default_value = "data")]
+    data_dir: std::path::PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchReadArgs {
+    /// The database.
+    #[arg(long)]
+    database_url: String,
+    /// Seconds to create, then seconds to read.
+    #[arg(long)]
+    seconds: u64,
+    /// Concurrent clients.
+    #[arg(long)]
+    concurrency: usize,
+    /// Whether every process measures its requests and reports them (`true` or `false`).
+    #[arg(long, action = clap::ArgAction::Set)]
+    report_metrics: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -170,7 +208,11 @@ async fn main() -> ExitCode {
             Role::Gateway => "swarm-gateway",
         },
         Command::Agent(_) => "swarm-agent",
-        Command::Up(_) | Command::Bench(_) | Command::BenchCache(_) => "swarm",
+        Command::Up(_)
+        | Command::Bench(_)
+        | Command::BenchCache(_)
+        | Command::BenchOverhead(_)
+        | Command::BenchRead(_) => "swarm",
     };
     let telemetry = match swarm_kit::telemetry::init(service) {
         Ok(telemetry) => telemetry,
@@ -185,6 +227,8 @@ async fn main() -> ExitCode {
         Command::Bench(args) => run_bench(args).await,
         Command::Agent(args) => run_agent(args).await,
         Command::BenchCache(args) => run_bench_cache(args).await,
+        Command::BenchOverhead(args) => run_bench_overhead(args).await,
+        Command::BenchRead(args) => run_bench_read(args).await,
     };
     // Export the spans still buffered; the exporter blocks, so not on a runtime thread.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
@@ -344,6 +388,65 @@ async fn run_bench_cache(args: BenchCacheArgs) -> Outcome {
         report.hit_rate() * 100.0,
         report.config_reads,
         report.config_misses
+    );
+    Ok(())
+}
+
+async fn run_bench_overhead(args: BenchOverheadArgs) -> Outcome {
+    let options = BenchOptions {
+        database_url: String::new(),
+        duration: Duration::from_secs(args.seconds),
+        concurrency: args.concurrency,
+        agents: 0,
+        cycle_tasks: 0,
+    };
+    std::fs::create_dir_all(&args.data_dir)?;
+    let report = overhead::measure(&options, args.rounds.max(1), &args.data_dir).await?;
+    let baseline = report.variants[0].throughput();
+    for measured in &report.variants {
+        let runs: Vec<String> = measured
+            .runs
+            .iter()
+            .map(|run| {
+                format!(
+                    "{:.0} req/s p50 {:.2} p99 {:.2} ms",
+                    run.throughput, run.p50_ms, run.p99_ms
+                )
+            })
+            .collect();
+        println!(
+            "overhead  {:<14} {:>8.1} req/s   {:.3} of baseline   ({})",
+            measured.variant.name,
+            measured.throughput(),
+            measured.throughput() / baseline,
+            runs.join("; ")
+        );
+    }
+    println!(
+        "overhead  get task, {} clients, {} s per run, {} rounds; spans received by the collector: {}",
+        args.concurrency, args.seconds, args.rounds, report.spans_exported
+    );
+    Ok(())
+}
+
+async fn run_bench_read(args: BenchReadArgs) -> Outcome {
+    let options = BenchOptions {
+        database_url: args.database_url,
+        duration: Duration::from_secs(args.seconds),
+        concurrency: args.concurrency,
+        agents: 0,
+        cycle_tasks: 0,
+    };
+    let get = bench::read_path(&options, args.report_metrics).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "throughput": get.throughput,
+            "p50_ms": get.p50_ms,
+            "p99_ms": get.p99_ms,
+            "ok": get.succeeded,
+            "failed": get.failed,
+        })
     );
     Ok(())
 }

@@ -186,12 +186,12 @@ fn install(service: &str, export: Option<Export>) -> SdkTracerProvider {
     }
     let provider = builder.build();
     let tracer = provider.tracer("swarm");
-    // Each layer filters for itself: logs and spans follow RUST_LOG, while the statement layer
-    // sees every sqlx statement event whatever the log level.
+    // Each layer filters for itself: logs follow RUST_LOG, spans are Swarm's info-level spans
+    // whatever the log level, and the statement layer sees every sqlx statement event.
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let traces = tracing_opentelemetry::layer()
         .with_tracer(tracer.clone())
-        .with_filter(filter());
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let statements = QueryLayer::new(tracer).with_filter(tracing_subscriber::filter::filter_fn(
         crate::metrics::db::interested,
     ));

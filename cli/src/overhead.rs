@@ -1,0 +1,246 @@
+//! What observability costs on the read path, measured in one run: `swarm bench-overhead`
+//! runs the get-task benchmark in child processes (telemetry is set up once per process) with
+//! span export off and on (to a collector this process runs, which counts what arrives) and
+//! with the metrics layer off and on, rotating the variants' order over several rounds, and
+//! reports each variant's median throughput against the baseline's.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::bench::BenchOptions;
+
+/// One configuration of the read path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    /// How it is reported.
+    pub name: &'static str,
+    /// Whether spans are exported over OTLP.
+    pub export_spans: bool,
+    /// Whether every process measures its requests and reports to the metrics service.
+    pub report_metrics: bool,
+}
+
+/// How long a child may take beyond its two measuring periods.
+const CHILD_SLACK: Duration = Duration::from_secs(30);
+
+/// The variants compared: the first is the baseline.
+pub const VARIANTS: [Variant; 3] = [
+    Variant {
+        name: "baseline",
+        export_spans: false,
+        report_metrics: false,
+    },
+    Variant {
+        name: "span export",
+        export_spans: true,
+        report_metrics: false,
+    },
+    Variant {
+        name: "metrics layer",
+        export_spans: false,
+        report_metrics: true,
+    },
+];
+
+/// One child run's get-task figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Run {
+    /// Successful reads per second.
+    pub throughput: f64,
+    /// Median latency in milliseconds.
+    pub p50_ms: f64,
+    /// 99th-percentile latency in milliseconds.
+    pub p99_ms: f64,
+}
+
+/// A variant's runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    /// The variant.
+    pub variant: Variant,
+    /// One run per round.
+    pub runs: Vec<Run>,
+}
+
+impl Measured {
+    /// Returns the median throughput over the rounds.
+    pub fn throughput(&self) -> f64 {
+        let mut throughputs: Vec<f64> = self.runs.iter().map(|run| run.throughput).collect();
+        throughputs.sort_by(f64::total_cmp);
+        match throughputs.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => throughputs[n / 2],
+            n => (throughputs[n / 2 - 1] + throughputs[n / 2]) / 2.0,
+        }
+    }
+}
+
+/// Everything one overhead run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverheadReport {
+    /// Each variant, baseline first.
+    pub variants: Vec<Measured>,
+    /// Spans the collector received from the export runs.
+    pub spans_exported: u64,
+}
+
+/// Why an overhead run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OverheadError {
+    /// A child could not be started or the collector could not listen.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A child failed or printed no figures.
+    #[error("the {variant} run failed: {detail}")]
+    Child {
+        /// The variant.
+        variant: &'static str,
+        /// What it said.
+        detail: String,
+    },
+}
+
+/// Counts the spans it receives.
+#[derive(Debug, Clone, Default)]
+struct CountingCollector(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for CountingCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|resource| &resource.scope_spans)
+            .map(|scope| scope.spans.len() as u64)
+            .sum();
+        self.0.fetch_add(spans, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// Runs every variant `rounds` times, alternating, each in a child process of this binary
+/// (`swarm bench-read`) over a fresh SQLite file under `data_dir`.
+pub async fn measure(
+    options: &BenchOptions,
+    rounds: usize,
+    data_dir: &std::path::Path,
+) -> Result<OverheadReport, OverheadError> {
+    let collector = CountingCollector::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                stop.clone().cancelled_owned(),
+            ),
+    );
+    let mut variants: Vec<Measured> = VARIANTS
+        .iter()
+        .map(|variant| Measured {
+            variant: *variant,
+            runs: Vec::new(),
+        })
+        .collect();
+    let mut outcome = Ok(());
+    'rounds: for round in 0..rounds {
+        // Each round starts with another variant, so drift over the run spreads evenly.
+        for index in 0..variants.len() {
+            let measured = &mut variants[(index + round) % VARIANTS.len()];
+            let file = data_dir.join(format!(
+                "overhead-{round}-{}.db",
+                measured.variant.name.replace(' ', "-")
+            ));
+            let run = child_run(options, measured.variant, &endpoint, &file).await;
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
+            match run {
+                Ok(run) => measured.runs.push(run),
+                Err(error) => {
+                    outcome = Err(error);
+                    break 'rounds;
+                }
+            }
+        }
+    }
+    stop.cancel();
+    let _ = serving.await;
+    outcome.map(|()| OverheadReport {
+        variants,
+        spans_exported: collector.0.load(Ordering::Relaxed),
+    })
+}
+
+async fn child_run(
+    options: &BenchOptions,
+    variant: Variant,
+    endpoint: &str,
+    file: &std::path::Path,
+) -> Result<Run, OverheadError> {
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command
+        .arg("bench-read")
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", file.display()))
+        .arg("--seconds")
+        .arg(options.duration.as_secs().to_string())
+        .arg("--concurrency")
+        .arg(options.concurrency.to_string())
+        .arg("--report-metrics")
+        .arg(variant.report_metrics.to_string())
+        .env("RUST_LOG", "warn")
+        .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if variant.export_spans {
+        command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
+    } else {
+        command.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+    }
+    command.kill_on_drop(true);
+    let allowed = options.duration * 2 + CHILD_SLACK;
+    let output = tokio::time::timeout(allowed, command.output())
+        .await
+        .map_err(|_| OverheadError::Child {
+            variant: variant.name,
+            detail: format!("no answer within {allowed:?}"),
+        })??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let figures = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|_| output.status.success());
+    let figure = |name: &str| figures.as_ref().and_then(|value| value[name].as_f64());
+    match (figure("throughput"), figure("p50_ms"), figure("p99_ms")) {
+        (Some(throughput), Some(p50_ms), Some(p99_ms)) => Ok(Run {
+            throughput,
+            p50_ms,
+            p99_ms,
+        }),
+        _ => Err(OverheadError::Child {
+            variant: variant.name,
+            detail: format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)),
+        }),
+    }
+}
