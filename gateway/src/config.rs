@@ -21,6 +21,9 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// The largest request body, in bytes (`SWARM_BODY_LIMIT_BYTES`).
     pub body_limit: usize,
+    /// Browser origins allowed to call the API, or `*` for any; empty allows none
+    /// (`SWARM_CORS_ORIGINS`, comma-separated).
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -32,6 +35,7 @@ impl Default for GatewayConfig {
             metrics: ReporterConfig::default(),
             request_timeout: Duration::from_secs(30),
             body_limit: 2 * 1024 * 1024,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -49,6 +53,14 @@ impl GatewayConfig {
             "SWARM_REQUEST_TIMEOUT_MS",
         )?;
         override_from_env(&mut config.body_limit, &["SWARM_BODY_LIMIT_BYTES"])?;
+        if let Some(origins) = swarm_kit::config::env_value::<String>("SWARM_CORS_ORIGINS")? {
+            config.cors_origins = origins
+                .split(',')
+                .map(str::trim)
+                .filter(|origin| !origin.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
         config.validate()?;
         Ok(config)
     }
@@ -67,6 +79,15 @@ impl GatewayConfig {
         }
         self.metrics.validate()?;
         check_not_zero("SWARM_REQUEST_TIMEOUT_MS", self.request_timeout.is_zero())?;
+        for origin in &self.cors_origins {
+            if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
+                return Err(ConfigError::new(
+                    "SWARM_CORS_ORIGINS",
+                    origin,
+                    "must be origins such as https://app.example.com, or *",
+                ));
+            }
+        }
         if self.body_limit < 1024 {
             return Err(ConfigError::new(
                 "SWARM_BODY_LIMIT_BYTES",

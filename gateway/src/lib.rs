@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod fields;
+pub mod limits;
 pub mod model;
 mod routes;
 pub mod state;

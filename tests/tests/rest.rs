@@ -562,20 +562,22 @@ async fn gets_carry_etags_and_large_answers_are_compressed() {
             .post("/api/tasks", json!({"title": format!("filler {i}")}))
             .await;
     }
-    let large = swarm
-        .http
-        .get(swarm.url("/api/tasks?per_page=20"))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        large
-            .headers()
-            .get("content-encoding")
-            .map(|v| v.to_str().unwrap()),
-        Some("gzip")
-    );
+    for encoding in ["gzip", "br", "zstd"] {
+        let large = swarm
+            .http
+            .get(swarm.url("/api/tasks?per_page=20"))
+            .header("accept-encoding", encoding)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            large
+                .headers()
+                .get("content-encoding")
+                .map(|v| v.to_str().unwrap()),
+            Some(encoding)
+        );
+    }
     let small = swarm
         .http
         .get(swarm.url("/health"))
@@ -619,6 +621,68 @@ async fn fields_project_objects_and_pages() {
         &swarm.get(&format!("/api/tasks/{id}?fields=")).await,
         400,
         "invalid_argument",
+    );
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn browsers_of_configured_origins_may_call() {
+    let swarm = TestStack::start_with(Backend::Sqlite, |config| {
+        config.gateway.cors_origins = vec!["https://app.example.com".to_owned()];
+    })
+    .await;
+    let preflight = swarm
+        .http
+        .request(reqwest::Method::OPTIONS, swarm.url("/api/tasks"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("content-type"));
+
+    let read = swarm
+        .http
+        .get(swarm.url("/api/tasks"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        read.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let exposed = read.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("etag") && exposed.contains("x-request-id"));
+
+    let stranger = swarm
+        .http
+        .get(swarm.url("/api/tasks"))
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        stranger
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
     );
     swarm.stop().await;
 }

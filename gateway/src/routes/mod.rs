@@ -1,7 +1,8 @@
 //! The REST routes of API.md, assembled into one router with the gateway's middleware: body
-//! limit, request ids, panic safety, the error envelope for unknown routes, `?fields=`
-//! projection, gzip for answers of 1 KiB or more, `ETag` / `If-None-Match` on GETs, and a
-//! trace span per request that continues the caller's `traceparent`.
+//! limit, a deadline per request, request ids, panic safety, the error envelope for unknown
+//! routes, `?fields=` projection, gzip, brotli or zstd for answers of 1 KiB or more, `ETag` /
+//! `If-None-Match` on GETs, CORS for configured origins, request metrics, and a trace span per
+//! request that continues the caller's `traceparent`.
 
 mod agents;
 mod cache;
@@ -25,12 +26,13 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::error::{not_found, panic_response};
 use crate::state::AppState;
-use crate::{conditional, fields, traced};
+use crate::{conditional, fields, limits, traced};
 
 /// Builds the gateway's router over `state`; with a `metrics` registry, every request is
 /// measured into it.
 pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
     let body_limit = state.config.body_limit;
+    let cors = limits::cors(&state.config.cors_origins);
     let measure = metrics.map(|registry| RequestMetricsLayer::new(registry, http_route));
     Router::new()
         .route("/health", get(health::health))
@@ -67,6 +69,10 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
             get(cache::get).put(cache::put).delete(cache::delete),
         )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::deadline,
+        ))
         .with_state(state)
         .layer(axum::middleware::from_fn(traced::trace))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -79,6 +85,7 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
         .layer(axum::middleware::from_fn(conditional::etag))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(tower::util::option_layer(cors))
         .layer(tower::util::option_layer(measure))
 }
 

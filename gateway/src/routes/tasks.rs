@@ -17,6 +17,7 @@ use swarm_proto::tasks::v1 as pb;
 
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
+use crate::limits::MAX_CLAIM_WAIT;
 use crate::model::{PageView, TaskView, json_text, page_request, status_from_name};
 use crate::state::AppState;
 
@@ -230,8 +231,11 @@ pub async fn claim(
     Json(body): Json<ClaimTasks>,
 ) -> Result<axum::Json<Claimed>, ApiError> {
     let wait_seconds = body.wait_seconds.unwrap_or(0);
-    if wait_seconds > 60 {
-        return Err(ApiError::invalid("wait_seconds must be between 0 and 60"));
+    if u64::from(wait_seconds) > MAX_CLAIM_WAIT.as_secs() {
+        return Err(ApiError::invalid(format!(
+            "wait_seconds must be between 0 and {}",
+            MAX_CLAIM_WAIT.as_secs()
+        )));
     }
     let request = pb::ClaimTasksRequest {
         agent_id: body.agent_id,
