@@ -20,6 +20,8 @@ use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
 use swarm_sdk::{AgentSpec, Assignment, Endpoints, Failure, Worker};
 use tokio_util::sync::CancellationToken;
 
+use swarm_gateway::GatewayConfig;
+
 use crate::stack::{Stack, StackConfig, StackError};
 
 /// What to measure.
@@ -364,7 +366,11 @@ async fn config_read_mix() -> Result<(u64, u64), BenchError> {
 
 /// Runs the queue cycle, then the create-task and get-task benchmarks, and returns the figures.
 pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
-    let stack = Stack::start(StackConfig::local(&options.database_url)).await?;
+    let stack = Stack::start(StackConfig {
+        gateway: bench_gateway(&options.database_url),
+        ..StackConfig::local(&options.database_url)
+    })
+    .await?;
     // The cycle runs first, on an empty queue; the API tasks created after it stay queued.
     let measured = match queue_cycle(&stack, options).await {
         Ok(cycle) => create_then_get(&stack, options)
@@ -387,6 +393,7 @@ pub async fn read_path(
 ) -> Result<Figures, BenchError> {
     let stack = Stack::start(StackConfig {
         report_metrics,
+        gateway: bench_gateway(&options.database_url),
         ..StackConfig::local(&options.database_url)
     })
     .await?;
@@ -395,13 +402,38 @@ pub async fn read_path(
     measured.map(|(_, get)| get)
 }
 
+/// The admin key the benchmarks' gateway accepts, as sent.
+const BENCH_AUTHORIZATION: &str = "Bearer swarm_bench_key_0123456789abcdef0123456789";
+
+/// The benchmarks' gateway: keys checked as in production (the benchmark's own admin key,
+/// whose rate is not limited, so the figures measure the work rather than the limit).
+fn bench_gateway(database_url: &str) -> GatewayConfig {
+    GatewayConfig {
+        database_url: database_url.to_owned(),
+        admin_key: BENCH_AUTHORIZATION
+            .strip_prefix("Bearer ")
+            .map(str::to_owned),
+        rate: swarm_gateway::auth::Rate {
+            per_second: 0.0,
+            burst: 0,
+        },
+        ..GatewayConfig::default()
+    }
+}
+
 /// Creates tasks through the gateway for `options.duration`, then reads them back for as long.
 async fn create_then_get(
     stack: &Stack,
     options: &BenchOptions,
 ) -> Result<(Figures, Figures), BenchError> {
     let base = stack.gateway_url();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static(BENCH_AUTHORIZATION),
+    );
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(options.concurrency)
         .tcp_nodelay(true)
         .build()?;

@@ -4,5 +4,6 @@
 
 pub mod agent;
 pub mod bench;
+pub mod keys;
 pub mod overhead;
 pub mod stack;

@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use swarm_agents::AgentsConfig;
 use swarm_cache::CacheConfig;
 use swarm_cli::bench::{self, BenchOptions};
-use swarm_cli::overhead;
 use swarm_cli::stack::{Stack, StackConfig};
+use swarm_cli::{keys, overhead};
 use swarm_gateway::GatewayConfig;
 use swarm_metrics::MetricsConfig;
 use swarm_tasks::TasksConfig;
@@ -35,6 +35,9 @@ enum Command {
     Bench(BenchArgs),
     /// Runs an example agent that does `echo` and `sleep` tasks.
     Agent(AgentArgs),
+    /// Manages API keys in the gateway's key database.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Measures cache gets (memory, Redis, plain Redis) and the hit rate of agent config reads.
     BenchCache(BenchCacheArgs),
     /// Measures what span export and the metrics layer cost on the get-task path.
@@ -42,6 +45,39 @@ enum Command {
     /// Measures get-task once and prints the figures as JSON (run by bench-overhead).
     #[command(hide = true)]
     BenchRead(BenchReadArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Issues a key and prints its secret (shown this once).
+    Create {
+        /// Who or what it is for; a client's tasks are recorded under this name.
+        #[arg(long)]
+        name: String,
+        /// admin, client or agent.
+        #[arg(long)]
+        role: String,
+        /// The agent an agent key acts for.
+        #[arg(long)]
+        agent_id: Option<String>,
+        /// The key database (default: the gateway's).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Lists keys, without their secrets.
+    List {
+        /// The key database (default: the gateway's).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Revokes a key at once.
+    Revoke {
+        /// The key's id.
+        id: String,
+        /// The key database (default: the gateway's).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -208,6 +244,7 @@ async fn main() -> ExitCode {
             Role::Gateway => "swarm-gateway",
         },
         Command::Agent(_) => "swarm-agent",
+        Command::Keys(_) => "swarm-keys",
         Command::Up(_)
         | Command::Bench(_)
         | Command::BenchCache(_)
@@ -226,6 +263,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => run_bench(args).await,
         Command::Agent(args) => run_agent(args).await,
+        Command::Keys(command) => run_keys(command).await,
         Command::BenchCache(args) => run_bench_cache(args).await,
         Command::BenchOverhead(args) => run_bench_overhead(args).await,
         Command::BenchRead(args) => run_bench_read(args).await,
@@ -247,9 +285,11 @@ type Outcome = Result<(), Box<dyn std::error::Error>>;
 async fn up(args: UpArgs) -> Outcome {
     let mut tasks = TasksConfig::from_env()?;
     let mut agents = AgentsConfig::from_env()?;
+    let mut gateway = GatewayConfig::from_env()?;
     if let Some(url) = args.database_url {
         tasks.database_url.clone_from(&url);
-        agents.database_url = url;
+        agents.database_url.clone_from(&url);
+        gateway.database_url = url;
     }
     let stack = Stack::start(StackConfig {
         gateway_addr: args.gateway_addr,
@@ -262,7 +302,7 @@ async fn up(args: UpArgs) -> Outcome {
         agents,
         cache: CacheConfig::from_env()?,
         metrics: MetricsConfig::from_env()?,
-        gateway: GatewayConfig::from_env()?,
+        gateway,
     })
     .await?;
     info!(
@@ -307,7 +347,11 @@ async fn serve(args: ServeArgs) -> Outcome {
             swarm_metrics::run(listener, MetricsConfig::from_env()?, shutdown).await?;
         }
         Role::Gateway => {
-            swarm_gateway::run(listener, GatewayConfig::from_env()?, shutdown).await?;
+            let mut config = GatewayConfig::from_env()?;
+            if let Some(url) = args.database_url {
+                config.database_url = url;
+            }
+            swarm_gateway::run(listener, config, shutdown).await?;
         }
     }
     Ok(())
@@ -448,5 +492,68 @@ async fn run_bench_read(args: BenchReadArgs) -> Outcome {
             "failed": get.failed,
         })
     );
+    Ok(())
+}
+
+async fn run_keys(command: KeysCommand) -> Outcome {
+    let database = |given: Option<String>| -> Result<String, swarm_kit::config::ConfigError> {
+        match given {
+            Some(url) => Ok(url),
+            None => GatewayConfig::from_env().map(|config| config.database_url),
+        }
+    };
+    match command {
+        KeysCommand::Create {
+            name,
+            role,
+            agent_id,
+            database_url,
+        } => {
+            let registry = keys::open(&database(database_url)?).await?;
+            let (key, secret) = keys::create(&registry, name, &role, agent_id.as_deref()).await?;
+            println!("{secret}");
+            eprintln!(
+                "issued {} key {} ({}); the secret above is shown this once",
+                key.role.as_str(),
+                key.id,
+                key.name
+            );
+        }
+        KeysCommand::List { database_url } => {
+            let registry = keys::open(&database(database_url)?).await?;
+            println!(
+                "{:<36}  {:<7}  {:<12}  {:<9}  name",
+                "id", "role", "prefix", "state"
+            );
+            for key in keys::list(&registry).await? {
+                let state = if key.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<36}  {:<7}  {:<12}  {:<9}  {}{}",
+                    key.id,
+                    key.role.as_str(),
+                    key.prefix,
+                    state,
+                    key.name,
+                    key.agent_id
+                        .map(|agent| format!(" (agent {agent})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        KeysCommand::Revoke { id, database_url } => {
+            let registry = keys::open(&database(database_url)?).await?;
+            let key = keys::revoke(&registry, &id).await?;
+            println!(
+                "revoked {} key {} ({})",
+                key.role.as_str(),
+                key.id,
+                key.name
+            );
+        }
+    }
     Ok(())
 }

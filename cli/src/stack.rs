@@ -64,7 +64,10 @@ impl StackConfig {
             },
             cache: CacheConfig::default(),
             metrics: MetricsConfig::default(),
-            gateway: GatewayConfig::default(),
+            gateway: GatewayConfig {
+                database_url: database_url.to_owned(),
+                ..GatewayConfig::default()
+            },
         }
     }
 }

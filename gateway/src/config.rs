@@ -1,13 +1,30 @@
-//! The gateway's configuration: where each service listens, and request limits.
+//! The gateway's configuration: where each service listens, its key database, authentication,
+//! and request limits.
 
 use std::time::Duration;
 
-use swarm_kit::config::{ConfigError, check_not_zero, check_service_url, override_from_env};
+use swarm_kit::config::{
+    ConfigError, check_database_url, check_not_zero, check_service_url, env_value,
+    override_from_env,
+};
 use swarm_kit::metrics::ReporterConfig;
 
+use crate::auth::Rate;
+use crate::auth::keys::MIN_KEY_CHARS;
+
 /// Everything the gateway needs to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
+    /// Where API keys are kept: `sqlite://path` or `postgres://...`
+    /// (`SWARM_GATEWAY_DATABASE_URL`, else `DATABASE_URL`).
+    pub database_url: String,
+    /// Whether API keys are checked (`SWARM_AUTH`, `on` or `off`).
+    pub auth: bool,
+    /// The first admin key, set without a prompt (`SWARM_ADMIN_KEY`, at least 32 characters).
+    pub admin_key: Option<String>,
+    /// Requests per key (`SWARM_RATE_LIMIT_PER_SECOND`, zero for none, and
+    /// `SWARM_RATE_LIMIT_BURST`).
+    pub rate: Rate,
     /// The tasks service (`SWARM_TASKS_URL`).
     pub tasks_url: String,
     /// The agents service (`SWARM_AGENTS_URL`).
@@ -29,6 +46,13 @@ pub struct GatewayConfig {
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
+            database_url: "sqlite://data/swarm.db".to_owned(),
+            auth: true,
+            admin_key: None,
+            rate: Rate {
+                per_second: 1000.0,
+                burst: 2000,
+            },
             tasks_url: "http://127.0.0.1:50051".to_owned(),
             agents_url: "http://127.0.0.1:50052".to_owned(),
             cache_url: "http://127.0.0.1:50053".to_owned(),
@@ -44,6 +68,25 @@ impl GatewayConfig {
     /// Reads the defaults overridden by the environment, and validates them.
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut config = Self::default();
+        override_from_env(
+            &mut config.database_url,
+            &["SWARM_GATEWAY_DATABASE_URL", "DATABASE_URL"],
+        )?;
+        if let Some(auth) = env_value::<String>("SWARM_AUTH")? {
+            config.auth = match auth.as_str() {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(ConfigError::new("SWARM_AUTH", other, "must be on or off"));
+                }
+            };
+        }
+        config.admin_key = env_value("SWARM_ADMIN_KEY")?;
+        override_from_env(
+            &mut config.rate.per_second,
+            &["SWARM_RATE_LIMIT_PER_SECOND"],
+        )?;
+        override_from_env(&mut config.rate.burst, &["SWARM_RATE_LIMIT_BURST"])?;
         override_from_env(&mut config.tasks_url, &["SWARM_TASKS_URL"])?;
         override_from_env(&mut config.agents_url, &["SWARM_AGENTS_URL"])?;
         override_from_env(&mut config.cache_url, &["SWARM_CACHE_URL"])?;
@@ -67,6 +110,26 @@ impl GatewayConfig {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check_database_url("DATABASE_URL", &self.database_url)?;
+        if let Some(key) = &self.admin_key
+            && key.chars().count() < MIN_KEY_CHARS
+        {
+            return Err(ConfigError::new(
+                "SWARM_ADMIN_KEY",
+                "(hidden)",
+                format!("must be at least {MIN_KEY_CHARS} characters"),
+            ));
+        }
+        if !(self.rate.per_second.is_finite() && self.rate.per_second >= 0.0) {
+            return Err(ConfigError::new(
+                "SWARM_RATE_LIMIT_PER_SECOND",
+                self.rate.per_second,
+                "must be zero (no limit) or a positive number",
+            ));
+        }
+        if self.rate.per_second > 0.0 {
+            check_not_zero("SWARM_RATE_LIMIT_BURST", self.rate.burst == 0)?;
+        }
         let urls = [
             ("SWARM_TASKS_URL", Some(&self.tasks_url)),
             ("SWARM_AGENTS_URL", Some(&self.agents_url)),

@@ -3,6 +3,7 @@
 //!
 //! [`run`] serves it on a listener until shutdown; [`router`] builds it for in-process use.
 
+pub mod auth;
 pub mod conditional;
 pub mod config;
 pub mod error;
@@ -20,10 +21,13 @@ use std::sync::Arc;
 
 use axum::serve::ListenerExt;
 use swarm_kit::RunError;
+use swarm_kit::config::ConfigError;
 use swarm_kit::metrics::Reporter;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
+
+use crate::auth::{Authenticator, KeyRegistry};
 
 pub use config::GatewayConfig;
 pub use routes::router;
@@ -37,10 +41,30 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
+    let pool = swarm_kit::db::connect(
+        &config.database_url,
+        KEY_DATABASE_CONNECTIONS,
+        swarm_kit::db::DEFAULT_SLOW_QUERY,
+    )
+    .await?;
+    let keys = KeyRegistry::new(auth::storage::open(pool.clone()).await?);
+    let auth = if config.auth {
+        match keys.bootstrap(config.admin_key.as_deref()).await {
+            Ok(Some(secret)) => announce_admin_key(&secret),
+            Ok(None) => {}
+            Err(error) => {
+                return Err(ConfigError::new("SWARM_ADMIN_KEY", "(hidden)", error).into());
+            }
+        }
+        Authenticator::enforcing(keys, config.rate)
+    } else {
+        warn!("authentication is off (SWARM_AUTH=off): every caller acts as admin");
+        Authenticator::off(Some(keys))
+    };
     let stop = CancellationToken::new();
     let reporter = Reporter::start("gateway", &config.metrics, stop.clone())?;
     let app = router(
-        AppState::new(config, stop.clone())?,
+        AppState::new(config, stop.clone(), auth)?,
         reporter
             .as_ref()
             .map(|reporter| Arc::clone(reporter.registry())),
@@ -61,6 +85,19 @@ pub async fn run(
     if let Some(reporter) = reporter {
         reporter.finished().await;
     }
+    pool.close().await;
     info!("gateway stopped");
     Ok(())
+}
+
+/// Connections to the key database: key checks are cached, so a few suffice.
+const KEY_DATABASE_CONNECTIONS: u32 = 4;
+
+/// Shows the admin key issued on first start, once, where the person starting Swarm sees it.
+fn announce_admin_key(secret: &str) {
+    warn!("no admin key existed, so one was issued; it is shown once, on standard error");
+    eprintln!(
+        "\n  Swarm issued the first admin API key (shown this once, keep it safe):\n\n      {secret}\n\n  \
+         Send it as `Authorization: Bearer <key>`; create other keys with `swarm keys create`.\n"
+    );
 }

@@ -89,6 +89,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
+    use crate::auth::Authenticator;
     use crate::config::GatewayConfig;
 
     #[tokio::test]
@@ -97,7 +98,8 @@ mod tests {
             request_timeout: Duration::from_millis(20),
             ..GatewayConfig::default()
         };
-        let state = AppState::new(config, CancellationToken::new()).unwrap();
+        let state =
+            AppState::new(config, CancellationToken::new(), Authenticator::off(None)).unwrap();
         let app = Router::new()
             .route(
                 "/slow",

@@ -14,6 +14,7 @@ use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 
+use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
 
 /// How long the gateway waits to open a connection to a service before calling it unavailable.
@@ -47,11 +48,17 @@ pub struct AppState {
     pub cpu: Arc<CpuMeter>,
     /// Cancelled at shutdown, to end open event streams.
     pub shutdown: CancellationToken,
+    /// Who may call what.
+    pub auth: Authenticator,
 }
 
 impl AppState {
     /// Builds clients for every configured service; nothing connects until first use.
-    pub fn new(config: GatewayConfig, shutdown: CancellationToken) -> Result<Self, ConfigError> {
+    pub fn new(
+        config: GatewayConfig,
+        shutdown: CancellationToken,
+        auth: Authenticator,
+    ) -> Result<Self, ConfigError> {
         let tasks_channel = channel("SWARM_TASKS_URL", &config.tasks_url)?;
         let agents_channel = channel("SWARM_AGENTS_URL", &config.agents_url)?;
         let cache_channel = channel("SWARM_CACHE_URL", &config.cache_url)?;
@@ -97,6 +104,7 @@ impl AppState {
             config: Arc::new(config),
             cpu: Arc::new(CpuMeter::default()),
             shutdown,
+            auth,
         })
     }
 

@@ -15,8 +15,10 @@ pub struct TestStack {
     pub stack: Stack,
     /// The gateway's base URL.
     pub base: String,
-    /// An HTTP client.
+    /// An HTTP client that sends the stack's admin key.
     pub http: reqwest::Client,
+    /// The stack's admin key.
+    pub admin_key: String,
     database: TestDatabase,
 }
 
@@ -42,14 +44,35 @@ impl TestStack {
         ] {
             *interval = report_often;
         }
+        let admin_key = format!("swarm_test_{}", uuid::Uuid::new_v4().simple());
+        config.gateway.admin_key = Some(admin_key.clone());
         tune(&mut config);
         let stack = Stack::start(config).await.expect("stack starts");
         Self {
             base: stack.gateway_url(),
             stack,
-            http: reqwest::Client::new(),
+            http: client_with_key(&admin_key),
+            admin_key,
             database,
         }
+    }
+
+    /// Issues a key of `role` (`agent_id` for agent keys) through the admin route and returns
+    /// a client that sends it.
+    pub async fn client_for(
+        &self,
+        name: &str,
+        role: &str,
+        agent_id: Option<&str>,
+    ) -> reqwest::Client {
+        let (status, key) = self
+            .post(
+                "/api/keys",
+                serde_json::json!({"name": name, "role": role, "agent_id": agent_id}),
+            )
+            .await;
+        assert_eq!(status, 201, "{key}");
+        client_with_key(key["key"].as_str().expect("the new key's secret"))
     }
 
     /// Returns the URL of the stack's database, for extra replicas.
@@ -143,4 +166,17 @@ pub fn assert_error(answer: &(u16, Value), status: u16, code: &str) {
         "error has a message: {}",
         answer.1
     );
+}
+
+/// Returns an HTTP client that sends `key` as `Authorization: Bearer <key>`.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+        .expect("keys are header-safe");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("http client builds")
 }

@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use swarm_proto::agents::v1 as pb;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::model::{
@@ -84,8 +86,10 @@ pub async fn list(
 /// Returns one agent.
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<AgentView>, ApiError> {
+    caller.check_agent(&id)?;
     let agent = state
         .agents
         .clone()
@@ -147,8 +151,10 @@ pub async fn delete(
 /// Records an agent's heartbeat.
 pub async fn heartbeat(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<AgentView>, ApiError> {
+    caller.check_agent(&id)?;
     let agent = state
         .agents
         .clone()
@@ -161,8 +167,10 @@ pub async fn heartbeat(
 /// Returns an agent's config object.
 pub async fn config(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Box<RawValue>>, ApiError> {
+    caller.check_agent(&id)?;
     let config = state
         .agents
         .clone()

@@ -2,14 +2,17 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use swarm_proto::tasks::v1 as pb;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::model::{MessageView, PageQuery, PageView, role_from_name};
+use crate::routes::tasks::check_visible;
 use crate::state::AppState;
 
 /// Body of `POST /api/tasks/{id}/messages`.
@@ -24,9 +27,11 @@ pub struct AddMessage {
 /// Adds a message to a task: 201 with the message.
 pub async fn add(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(task_id): Path<String>,
     Json(body): Json<AddMessage>,
 ) -> Result<(StatusCode, axum::Json<MessageView>), ApiError> {
+    check_visible(&state, &caller, &task_id).await?;
     let role = body.role.as_deref().map(role_from_name).transpose()?;
     let request = pb::AddMessageRequest {
         task_id,
@@ -45,30 +50,44 @@ pub async fn add(
 
 /// Lists one task's messages, oldest first.
 pub async fn list_for_task(
-    state: State<AppState>,
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(task_id): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> Result<axum::Json<PageView<MessageView>>, ApiError> {
-    list(state, Some(task_id), page).await
+    check_visible(&state, &caller, &task_id).await?;
+    list(
+        &state,
+        pb::ListMessagesRequest {
+            task_id: Some(task_id),
+            page: Some(page.to_proto()?),
+            user_id: None,
+        },
+    )
+    .await
 }
 
-/// Lists recent messages across tasks, newest first.
+/// Lists recent messages across tasks (a client's: across its own tasks), newest first.
 pub async fn list_recent(
-    state: State<AppState>,
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(page): Query<PageQuery>,
 ) -> Result<axum::Json<PageView<MessageView>>, ApiError> {
-    list(state, None, page).await
+    list(
+        &state,
+        pb::ListMessagesRequest {
+            task_id: None,
+            page: Some(page.to_proto()?),
+            user_id: caller.client_user().map(str::to_owned),
+        },
+    )
+    .await
 }
 
 async fn list(
-    State(state): State<AppState>,
-    task_id: Option<String>,
-    page: PageQuery,
+    state: &AppState,
+    request: pb::ListMessagesRequest,
 ) -> Result<axum::Json<PageView<MessageView>>, ApiError> {
-    let request = pb::ListMessagesRequest {
-        task_id,
-        page: Some(page.to_proto()?),
-    };
     let response = state
         .tasks
         .clone()

@@ -7,6 +7,7 @@
 mod agents;
 mod cache;
 mod health;
+mod keys;
 mod messages;
 mod metrics;
 mod tasks;
@@ -26,7 +27,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::error::{not_found, panic_response};
 use crate::state::AppState;
-use crate::{conditional, fields, limits, traced};
+use crate::{auth, conditional, fields, limits, traced};
 
 /// Builds the gateway's router over `state`; with a `metrics` registry, every request is
 /// measured into it.
@@ -63,12 +64,18 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
         .route("/api/agents/{id}/config", get(agents::config))
         .route("/api/cache/stats", get(cache::stats))
         .route("/api/metrics", get(metrics::summary))
+        .route("/api/keys", post(keys::create).get(keys::list))
+        .route("/api/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/metrics", get(metrics::prometheus))
         .route(
             "/api/cache/{key}",
             get(cache::get).put(cache::put).delete(cache::delete),
         )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::deadline,

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -15,6 +16,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use swarm_proto::tasks::v1 as pb;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::limits::MAX_CLAIM_WAIT;
@@ -43,9 +45,11 @@ pub struct CreateTask {
 /// `Idempotency-Key` was seen before.
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Json(body): Json<CreateTask>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let user_id = submitter(&caller, body.user_id)?;
     let idempotency_key = headers
         .get(IDEMPOTENCY_KEY)
         .map(|value| {
@@ -62,7 +66,7 @@ pub async fn create(
         priority: body.priority.unwrap_or(0),
         required_capabilities: body.required_capabilities.unwrap_or_default(),
         agent_id: body.agent_id,
-        user_id: body.user_id,
+        user_id,
         max_attempts: body.max_attempts,
         timeout_seconds: body.timeout_seconds,
         idempotency_key,
@@ -95,13 +99,15 @@ pub struct ListTasks {
 /// Lists tasks, newest first.
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<ListTasks>,
 ) -> Result<axum::Json<PageView<TaskView>>, ApiError> {
+    let user_id = submitter(&caller, query.user_id)?;
     let status = query.status.as_deref().map(status_from_name).transpose()?;
     let request = pb::ListTasksRequest {
         status: status.unwrap_or(pb::TaskStatus::Unspecified).into(),
         agent_id: query.agent_id,
-        user_id: query.user_id,
+        user_id,
         kind: query.kind,
         page: Some(page_request(query.page, query.per_page)?),
     };
@@ -118,22 +124,54 @@ pub async fn list(
 /// Returns one task.
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<TaskView>, ApiError> {
     let task = state
         .tasks
         .clone()
-        .get_task(state.call(pb::GetTaskRequest { id }, Duration::ZERO))
+        .get_task(state.call(pb::GetTaskRequest { id: id.clone() }, Duration::ZERO))
         .await?
         .into_inner();
+    caller.check_owner(&id, task.user_id.as_deref())?;
     Ok(axum::Json(task.into()))
+}
+
+/// Refuses a client the task `id` when another client submitted it, as if it did not exist;
+/// other callers pass without a lookup.
+pub async fn check_visible(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    if caller.client_user().is_none() {
+        return Ok(());
+    }
+    let task = state
+        .tasks
+        .clone()
+        .get_task(state.call(pb::GetTaskRequest { id: id.to_owned() }, Duration::ZERO))
+        .await?
+        .into_inner();
+    caller.check_owner(id, task.user_id.as_deref())
+}
+
+/// Returns the user a task is submitted or listed under: a client's own name (naming another
+/// is refused), or what other callers asked for.
+fn submitter(caller: &Caller, asked: Option<String>) -> Result<Option<String>, ApiError> {
+    match (caller.client_user(), asked) {
+        (Some(own), Some(asked)) if asked != own => Err(ApiError::new(
+            swarm_kit::ErrorCode::PermissionDenied,
+            "a client key acts for its own user only",
+        )),
+        (Some(own), _) => Ok(Some(own.to_owned())),
+        (None, asked) => Ok(asked),
+    }
 }
 
 /// Cancels a task; a finished one answers 409.
 pub async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<TaskView>, ApiError> {
+    check_visible(&state, &caller, &id).await?;
     let task = state
         .tasks
         .clone()
@@ -147,8 +185,10 @@ pub async fn cancel(
 /// (or with one `error` event if the watch breaks).
 pub async fn events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    check_visible(&state, &caller, &id).await?;
     let changes = state
         .tasks
         .clone()
@@ -188,6 +228,7 @@ pub struct Process {
 /// Queues background work and answers 202 with its task id at once.
 pub async fn process(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Json(body): Json<Process>,
 ) -> Result<impl IntoResponse, ApiError> {
     let kind = body.kind.unwrap_or_else(|| "process".to_owned());
@@ -195,6 +236,7 @@ pub async fn process(
         title: body.title.unwrap_or_else(|| format!("process {kind}")),
         kind,
         payload_json: json_text(body.payload),
+        user_id: submitter(&caller, None)?,
         ..pb::CreateTaskRequest::default()
     };
     let response = state
@@ -228,8 +270,10 @@ pub struct Claimed {
 /// Claims tasks for an agent, long-polling up to `wait_seconds`.
 pub async fn claim(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Json(body): Json<ClaimTasks>,
 ) -> Result<axum::Json<Claimed>, ApiError> {
+    caller.check_agent(&body.agent_id)?;
     let wait_seconds = body.wait_seconds.unwrap_or(0);
     if u64::from(wait_seconds) > MAX_CLAIM_WAIT.as_secs() {
         return Err(ApiError::invalid(format!(
@@ -269,9 +313,11 @@ pub struct ReportProgress {
 /// Reports progress on a held task and renews its lease.
 pub async fn progress(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(body): Json<ReportProgress>,
 ) -> Result<axum::Json<TaskView>, ApiError> {
+    caller.check_agent(&body.agent_id)?;
     let request = pb::ReportProgressRequest {
         id,
         lease: Some(lease(body.agent_id, body.lease_id)),
@@ -299,9 +345,11 @@ pub struct CompleteTask {
 /// Completes a held task.
 pub async fn complete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(body): Json<CompleteTask>,
 ) -> Result<axum::Json<TaskView>, ApiError> {
+    caller.check_agent(&body.agent_id)?;
     let request = pb::CompleteTaskRequest {
         id,
         lease: Some(lease(body.agent_id, body.lease_id)),
@@ -329,9 +377,11 @@ pub struct FailTask {
 /// Fails a held task: requeued with backoff while attempts remain, else `failed`.
 pub async fn fail(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(body): Json<FailTask>,
 ) -> Result<axum::Json<TaskView>, ApiError> {
+    caller.check_agent(&body.agent_id)?;
     let request = pb::FailTaskRequest {
         id,
         lease: Some(lease(body.agent_id, body.lease_id)),

@@ -15,8 +15,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    Dispatcher, LeaseRef, Message, MessageRole, NewMessage, NewTask, Task, TaskFilter, TaskQueue,
-    TaskStatus,
+    Dispatcher, LeaseRef, Message, MessageRole, MessageScope, NewMessage, NewTask, Task,
+    TaskFilter, TaskQueue, TaskStatus,
 };
 
 /// The gRPC handler of the tasks service.
@@ -199,12 +199,13 @@ impl TaskService for TaskGrpc {
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
         let request = request.into_inner();
         let page = Page::from_proto(request.page)?;
-        let task_id = request
-            .task_id
-            .as_deref()
-            .map(|id| parse_uuid("task_id", id))
-            .transpose()?;
-        let (messages, total) = self.queue.list_messages(task_id, page).await?;
+        let scope = match request.task_id.as_deref() {
+            Some(id) => MessageScope::Task(parse_uuid("task_id", id)?),
+            None => MessageScope::Recent {
+                user_id: request.user_id,
+            },
+        };
+        let (messages, total) = self.queue.list_messages(scope, page).await?;
         Ok(Response::new(pb::ListMessagesResponse {
             messages: messages.into_iter().map(message_to_proto).collect(),
             page: Some(page.info(total)),

@@ -10,8 +10,8 @@ use std::time::Duration;
 use swarm_kit::page::Page;
 use swarm_kit::testing::{Backend, TestDatabase};
 use swarm_tasks::domain::{
-    Claim, LeaseRef, MessageRole, NewMessage, NewTask, QueueSettings, RetryPolicy, Task,
-    TaskFilter, TaskQueue, TaskStatus,
+    Claim, LeaseRef, MessageRole, MessageScope, NewMessage, NewTask, QueueSettings, RetryPolicy,
+    Task, TaskFilter, TaskQueue, TaskStatus,
 };
 use swarm_tasks::error::TaskError;
 use swarm_tasks::storage;
@@ -670,7 +670,7 @@ async fn messages_form_a_conversation(backend: Backend) {
 
     let (thread, total) = f
         .queue
-        .list_messages(Some(a.id), Page::default())
+        .list_messages(MessageScope::Task(a.id), Page::default())
         .await
         .unwrap();
     assert_eq!(total, 2);
@@ -684,7 +684,10 @@ async fn messages_form_a_conversation(backend: Backend) {
     assert_eq!(thread[1].role, MessageRole::Agent);
     let (recent, total) = f
         .queue
-        .list_messages(None, Page::new(1, 2).unwrap())
+        .list_messages(
+            MessageScope::Recent { user_id: None },
+            Page::new(1, 2).unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(total, 3);
@@ -696,6 +699,26 @@ async fn messages_form_a_conversation(backend: Backend) {
         ["hi back", "elsewhere"]
     );
 
+    let ada = f
+        .queue
+        .create(NewTask {
+            user_id: Some("ada".into()),
+            ..titled("ada's")
+        })
+        .await
+        .unwrap()
+        .0;
+    f.queue
+        .add_message(say(ada.id, MessageRole::User, "mine"))
+        .await
+        .unwrap();
+    let mine = MessageScope::Recent {
+        user_id: Some("ada".into()),
+    };
+    let (recent, total) = f.queue.list_messages(mine, Page::default()).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(recent[0].content, "mine");
+
     let ghost = Uuid::now_v7();
     assert!(matches!(
         f.queue
@@ -704,7 +727,9 @@ async fn messages_form_a_conversation(backend: Backend) {
         Err(TaskError::NotFound(_))
     ));
     assert!(matches!(
-        f.queue.list_messages(Some(ghost), Page::default()).await,
+        f.queue
+            .list_messages(MessageScope::Task(ghost), Page::default())
+            .await,
         Err(TaskError::NotFound(_))
     ));
 }
@@ -835,7 +860,7 @@ async fn finished_tasks_are_pruned_after_retention(backend: Backend) {
     assert!(f.queue.get(open.id).await.is_ok());
     assert_eq!(
         f.queue
-            .list_messages(None, Page::default())
+            .list_messages(MessageScope::Recent { user_id: None }, Page::default())
             .await
             .unwrap()
             .1,

@@ -81,6 +81,19 @@ pub struct Message {
     pub created_at: i64,
 }
 
+/// Which messages a list covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageScope {
+    /// One task's conversation, oldest first.
+    Task(Uuid),
+    /// Recent messages across tasks, newest first; with a user, only of tasks that user
+    /// submitted.
+    Recent {
+        /// The submitting user to keep to.
+        user_id: Option<String>,
+    },
+}
+
 /// A message to add.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {

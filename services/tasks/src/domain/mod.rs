@@ -8,7 +8,7 @@ pub mod retry;
 pub mod task;
 
 pub use dispatch::{AgentDirectory, AgentProfile, Dispatcher};
-pub use message::{Message, MessageRole, NewMessage};
+pub use message::{Message, MessageRole, MessageScope, NewMessage};
 pub use queue::{QueueSettings, TaskQueue};
 pub use retry::RetryPolicy;
 pub use task::{Claim, LeaseRef, NewTask, Task, TaskFilter, TaskStatus};

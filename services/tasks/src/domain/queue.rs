@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use crate::domain::task::{MAX_CLAIM, MAX_ERROR_CHARS, json_text};
 use crate::domain::{
-    Claim, LeaseRef, Message, NewMessage, NewTask, RetryPolicy, Task, TaskFilter, TaskStatus,
+    Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, RetryPolicy, Task, TaskFilter,
+    TaskStatus,
 };
 use crate::error::TaskError;
 use crate::storage::{Release, TaskStore};
@@ -374,16 +375,17 @@ impl TaskQueue {
             .ok_or(TaskError::NotFound(message.task_id))
     }
 
-    /// Returns a page of one task's messages (oldest first) or of all messages (newest first).
+    /// Returns a page of the messages in `scope`: one task's (oldest first; the task must
+    /// exist) or recent ones (newest first).
     pub async fn list_messages(
         &self,
-        task_id: Option<Uuid>,
+        scope: MessageScope,
         page: Page,
     ) -> Result<(Vec<Message>, u64), TaskError> {
-        if let Some(task_id) = task_id {
+        if let MessageScope::Task(task_id) = scope {
             self.get(task_id).await?;
         }
-        Ok(self.store.list_messages(task_id, page).await?)
+        Ok(self.store.list_messages(&scope, page).await?)
     }
 
     /// Ends every attempt whose lease expired: back to the queue while attempts remain, failed

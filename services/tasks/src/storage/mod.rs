@@ -14,7 +14,9 @@ use swarm_kit::db::Pool;
 use swarm_kit::page::Page;
 use uuid::Uuid;
 
-use crate::domain::{Claim, LeaseRef, Message, NewMessage, NewTask, Task, TaskFilter, TaskStatus};
+use crate::domain::{
+    Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, Task, TaskFilter, TaskStatus,
+};
 
 pub use postgres::{PostgresTaskStore, relay_task_ready};
 pub use sqlite::SqliteTaskStore;
@@ -116,10 +118,10 @@ pub trait TaskStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<Option<Message>, sqlx::Error>;
 
-    /// Returns a page of one task's messages (oldest first) or of all messages (newest first).
+    /// Returns a page of the messages in `scope`, and how many there are.
     async fn list_messages(
         &self,
-        task_id: Option<Uuid>,
+        scope: &MessageScope,
         page: Page,
     ) -> Result<(Vec<Message>, u64), sqlx::Error>;
 }

@@ -92,12 +92,19 @@ pub const TASK_MESSAGES: &str = "SELECT * FROM task_messages WHERE task_id = $1 
 /// Counts one task's messages.
 pub const COUNT_TASK_MESSAGES: &str = "SELECT COUNT(*) FROM task_messages WHERE task_id = $1";
 
-/// All messages, newest first.
-pub const RECENT_MESSAGES: &str = "SELECT * FROM task_messages \
-    ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2";
+/// Keeps to the messages of tasks user `$1` submitted, unless `$1` is NULL.
+const OF_USER: &str = "WHERE ($1 IS NULL OR task_id IN (SELECT id FROM tasks WHERE user_id = $1))";
 
-/// Counts all messages.
-pub const COUNT_MESSAGES: &str = "SELECT COUNT(*) FROM task_messages";
+/// Recent messages (of user `$1`'s tasks, unless NULL), newest first.
+pub const RECENT_MESSAGES: &str = const_format::concatcp!(
+    "SELECT * FROM task_messages ",
+    OF_USER,
+    " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+);
+
+/// Counts recent messages (of user `$1`'s tasks, unless NULL).
+pub const COUNT_MESSAGES: &str =
+    const_format::concatcp!("SELECT COUNT(*) FROM task_messages ", OF_USER);
 
 /// Implements `TaskStore` for `$store` (a struct with `readers` and `writer` pools of `$db` and a
 /// `claim_rows` method), using the shared statements above and the backend's `REQUEUE_EXPIRED`
@@ -336,12 +343,13 @@ macro_rules! impl_task_store {
 
             async fn list_messages(
                 &self,
-                task_id: Option<uuid::Uuid>,
+                scope: &$crate::domain::MessageScope,
                 page: swarm_kit::page::Page,
             ) -> Result<(Vec<$crate::domain::Message>, u64), sqlx::Error> {
+                use $crate::domain::MessageScope;
                 use $crate::storage::sql;
-                let (messages, total): (Vec<$crate::domain::Message>, i64) = match task_id {
-                    Some(task_id) => (
+                let (messages, total): (Vec<$crate::domain::Message>, i64) = match scope {
+                    MessageScope::Task(task_id) => (
                         sqlx::query_as(sql::TASK_MESSAGES)
                             .bind(task_id)
                             .bind(page.limit())
@@ -353,13 +361,15 @@ macro_rules! impl_task_store {
                             .fetch_one(&self.readers)
                             .await?,
                     ),
-                    None => (
+                    MessageScope::Recent { user_id } => (
                         sqlx::query_as(sql::RECENT_MESSAGES)
+                            .bind(user_id)
                             .bind(page.limit())
                             .bind(page.offset())
                             .fetch_all(&self.readers)
                             .await?,
                         sqlx::query_scalar(sql::COUNT_MESSAGES)
+                            .bind(user_id)
                             .fetch_one(&self.readers)
                             .await?,
                     ),

@@ -1,0 +1,303 @@
+//! API keys: what a key may do ([`Role`]), who holds a request ([`Caller`]), and the
+//! [`KeyRegistry`] that issues keys, keeps only their SHA-256, checks presented keys (with a
+//! short-lived cache in front of the store) and revokes them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use swarm_kit::page::Page;
+use swarm_kit::time::now_millis;
+use uuid::Uuid;
+
+use super::storage::{KeyStore, StoredKey};
+
+/// How every key starts, so a leaked one is easy to recognise and scan for.
+pub const KEY_PREFIX: &str = "swarm_";
+/// The shortest key accepted from `SWARM_ADMIN_KEY`.
+pub const MIN_KEY_CHARS: usize = 32;
+/// How long a checked key is trusted without asking the store again; revocation through this
+/// gateway takes effect at once, through another replica within this time.
+const CHECK_CACHE_TTL: Duration = Duration::from_secs(5);
+/// How many checked keys the cache holds.
+const CHECK_CACHE_ENTRIES: u64 = 100_000;
+/// How many characters of a key lists show.
+const SHOWN_CHARS: usize = 12;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Everything, key management included.
+    Admin,
+    /// Submits tasks and reads its own tasks and messages.
+    Client,
+    /// Claims and reports tasks, as one agent.
+    Agent,
+}
+
+impl Role {
+    /// Returns the lowercase name used in storage and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Client => "client",
+            Self::Agent => "agent",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "admin" => Ok(Self::Admin),
+            "client" => Ok(Self::Client),
+            "agent" => Ok(Self::Agent),
+            other => Err(format!(
+                "role must be admin, client or agent, not {other:?}"
+            )),
+        }
+    }
+}
+
+/// A stored key, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Its id.
+    pub id: Uuid,
+    /// Who or what it is for; a client's tasks are recorded under this name.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The agent an agent key acts for.
+    pub agent_id: Option<Uuid>,
+    /// The secret's first characters.
+    pub prefix: String,
+    /// When it was issued (Unix milliseconds).
+    pub created_at: i64,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+}
+
+/// Who sent a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The key's id; nil when authentication is off.
+    pub key_id: Uuid,
+    /// The key's name.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The agent an agent key acts for.
+    pub agent_id: Option<Uuid>,
+}
+
+impl Caller {
+    /// The caller of every request while authentication is off.
+    pub fn anonymous_admin() -> Self {
+        Self {
+            key_id: Uuid::nil(),
+            name: "anonymous".to_owned(),
+            role: Role::Admin,
+            agent_id: None,
+        }
+    }
+}
+
+impl From<ApiKey> for Caller {
+    fn from(key: ApiKey) -> Self {
+        Self {
+            key_id: key.id,
+            name: key.name,
+            role: key.role,
+            agent_id: key.agent_id,
+        }
+    }
+}
+
+/// A key to issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKey {
+    /// Who or what it is for, 1 to 128 characters.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The agent, required for agent keys and refused for others.
+    pub agent_id: Option<Uuid>,
+}
+
+/// Why a key operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The request breaks a rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error("key store: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+/// Issues, checks and revokes keys.
+#[derive(Clone)]
+pub struct KeyRegistry {
+    store: Arc<dyn KeyStore>,
+    checked: moka::sync::Cache<String, Option<Caller>>,
+}
+
+impl std::fmt::Debug for KeyRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRegistry").finish_non_exhaustive()
+    }
+}
+
+impl KeyRegistry {
+    /// Keeps keys in `store`.
+    pub fn new(store: Arc<dyn KeyStore>) -> Self {
+        Self {
+            store,
+            checked: moka::sync::Cache::builder()
+                .max_capacity(CHECK_CACHE_ENTRIES)
+                .time_to_live(CHECK_CACHE_TTL)
+                .build(),
+        }
+    }
+
+    /// Issues a key; returns it with its secret, which is shown this once and kept nowhere.
+    pub async fn create(&self, key: NewKey) -> Result<(ApiKey, String), KeyError> {
+        let name = key.name.trim();
+        if name.is_empty() || name.chars().count() > 128 {
+            return Err(KeyError::Invalid("name must be 1 to 128 characters".into()));
+        }
+        match (key.role, key.agent_id) {
+            (Role::Agent, None) => {
+                return Err(KeyError::Invalid("agent keys need an agent_id".into()));
+            }
+            (Role::Admin | Role::Client, Some(_)) => {
+                return Err(KeyError::Invalid("only agent keys have an agent_id".into()));
+            }
+            _ => {}
+        }
+        let secret = new_secret();
+        let stored = StoredKey {
+            id: Uuid::now_v7(),
+            name: name.to_owned(),
+            role: key.role,
+            agent_id: key.agent_id,
+            hash: hash(&secret),
+            prefix: secret.chars().take(SHOWN_CHARS).collect(),
+        };
+        let now = now_millis();
+        self.store.insert(&stored, now).await?;
+        let issued = ApiKey {
+            id: stored.id,
+            name: stored.name,
+            role: stored.role,
+            agent_id: stored.agent_id,
+            prefix: stored.prefix,
+            created_at: now,
+            revoked_at: None,
+        };
+        Ok((issued, secret))
+    }
+
+    /// Makes sure the first admin key exists: `given` (from `SWARM_ADMIN_KEY`) is stored as an
+    /// admin key unless it was stored before (even if revoked since); without one, a key is
+    /// issued when no admin key is active. Returns the secret of an issued key.
+    pub async fn bootstrap(&self, given: Option<&str>) -> Result<Option<String>, KeyError> {
+        if let Some(secret) = given {
+            if secret.chars().count() < MIN_KEY_CHARS {
+                return Err(KeyError::Invalid(format!(
+                    "SWARM_ADMIN_KEY must be at least {MIN_KEY_CHARS} characters"
+                )));
+            }
+            let stored = StoredKey {
+                id: Uuid::now_v7(),
+                name: "admin".to_owned(),
+                role: Role::Admin,
+                agent_id: None,
+                hash: hash(secret),
+                prefix: secret.chars().take(SHOWN_CHARS).collect(),
+            };
+            self.store.insert(&stored, now_millis()).await?;
+            return Ok(None);
+        }
+        if self.store.count_active_admins().await? > 0 {
+            return Ok(None);
+        }
+        let (_, secret) = self
+            .create(NewKey {
+                name: "admin".to_owned(),
+                role: Role::Admin,
+                agent_id: None,
+            })
+            .await?;
+        Ok(Some(secret))
+    }
+
+    /// Returns who holds `secret`, or `None` for a key that is unknown or revoked.
+    pub async fn check(&self, secret: &str) -> Result<Option<Caller>, KeyError> {
+        let hash = hash(secret);
+        if let Some(known) = self.checked.get(&hash) {
+            return Ok(known);
+        }
+        let caller = self.store.find_active(&hash).await?.map(Caller::from);
+        self.checked.insert(hash, caller.clone());
+        Ok(caller)
+    }
+
+    /// Returns keys, oldest first, and how many there are.
+    pub async fn list(&self, page: Page) -> Result<(Vec<ApiKey>, u64), KeyError> {
+        Ok(self.store.list(page).await?)
+    }
+
+    /// Revokes a key at once (on this gateway; on others within seconds); `None` when no key
+    /// has that id.
+    pub async fn revoke(&self, id: Uuid) -> Result<Option<ApiKey>, KeyError> {
+        let revoked = self.store.revoke(id, now_millis()).await?;
+        if revoked.is_some() {
+            self.checked.invalidate_all();
+        }
+        Ok(revoked)
+    }
+}
+
+/// Returns a new secret: the prefix and 244 random bits from the operating system.
+fn new_secret() -> String {
+    format!(
+        "{KEY_PREFIX}{}{}",
+        Uuid::new_v4().simple(),
+        Uuid::new_v4().simple()
+    )
+}
+
+/// Returns the SHA-256 of `secret`, hex: random keys need no slow hash.
+fn hash(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_long_random_and_hashed_apart() {
+        let (a, b) = (new_secret(), new_secret());
+        assert_ne!(a, b);
+        assert!(a.starts_with(KEY_PREFIX) && a.len() == KEY_PREFIX.len() + 64);
+        assert_eq!(hash(&a).len(), 64);
+        assert_ne!(hash(&a), hash(&b));
+        assert_eq!(hash(&a), hash(&a.clone()));
+    }
+
+    #[test]
+    fn roles_round_trip_by_name() {
+        for role in [Role::Admin, Role::Client, Role::Agent] {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+        }
+        assert!("root".parse::<Role>().is_err());
+    }
+}

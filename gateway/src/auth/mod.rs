@@ -1,0 +1,279 @@
+//! Who may call what. Every `/api/*` route but health asks for `Authorization: Bearer <key>`;
+//! the key's [`Role`] decides the routes it may call (admin: all; client: submitting and
+//! reading tasks and messages, and the cache; agent: claiming and reporting, and its own agent),
+//! and each key has its own rate limit. Handlers then hold callers to their own data: a client
+//! sees only the tasks it submitted (another's are 404), an agent key acts only for its agent.
+//! `SWARM_AUTH=off` lets every caller act as admin.
+
+pub mod keys;
+pub mod limit;
+pub mod storage;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use swarm_kit::ErrorCode;
+
+pub use keys::{ApiKey, Caller, KeyRegistry, NewKey, Role};
+pub use limit::{Rate, RateLimiter};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Routes open to anyone: health, the Prometheus page and the API's documentation.
+fn is_open(route: &str) -> bool {
+    matches!(
+        route,
+        "/health" | "/api/health" | "/metrics" | "/api/openapi.json"
+    ) || route == "/docs"
+        || route.starts_with("/docs/")
+}
+
+/// The routes a client key may call.
+const CLIENT_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/tasks"),
+    ("GET", "/api/tasks"),
+    ("GET", "/api/tasks/{id}"),
+    ("POST", "/api/tasks/{id}/cancel"),
+    ("GET", "/api/tasks/{id}/events"),
+    ("POST", "/api/tasks/{id}/messages"),
+    ("GET", "/api/tasks/{id}/messages"),
+    ("GET", "/api/messages"),
+    ("POST", "/api/process"),
+    ("GET", "/api/cache/stats"),
+    ("GET", "/api/cache/{key}"),
+    ("PUT", "/api/cache/{key}"),
+    ("DELETE", "/api/cache/{key}"),
+];
+
+/// The routes an agent key may call.
+const AGENT_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/tasks/claim"),
+    ("POST", "/api/tasks/{id}/progress"),
+    ("POST", "/api/tasks/{id}/complete"),
+    ("POST", "/api/tasks/{id}/fail"),
+    ("GET", "/api/agents/{id}"),
+    ("POST", "/api/agents/{id}/heartbeat"),
+    ("GET", "/api/agents/{id}/config"),
+];
+
+/// Tells whether `role` may call `method` on `route`.
+pub fn allowed(role: Role, method: &str, route: &str) -> bool {
+    let listed = |routes: &[(&str, &str)]| routes.contains(&(method, route));
+    match role {
+        Role::Admin => true,
+        Role::Client => listed(CLIENT_ROUTES),
+        Role::Agent => listed(AGENT_ROUTES),
+    }
+}
+
+/// How the gateway checks callers.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    keys: Option<KeyRegistry>,
+    enforce: bool,
+    limiter: RateLimiter,
+}
+
+impl Authenticator {
+    /// Checks keys against `keys` and limits each to `rate`.
+    pub fn enforcing(keys: KeyRegistry, rate: Rate) -> Self {
+        Self {
+            keys: Some(keys),
+            enforce: true,
+            limiter: RateLimiter::new(rate),
+        }
+    }
+
+    /// Lets every caller act as admin; `keys`, when given, can still be managed.
+    pub fn off(keys: Option<KeyRegistry>) -> Self {
+        Self {
+            keys,
+            enforce: false,
+            limiter: RateLimiter::new(Rate {
+                per_second: 0.0,
+                burst: 0,
+            }),
+        }
+    }
+
+    /// Returns the key registry, when the gateway has one.
+    pub fn keys(&self) -> Option<&KeyRegistry> {
+        self.keys.as_ref()
+    }
+}
+
+/// Identifies the caller of every route that is not open, checks its role may call the route
+/// and that its rate allows it, and hands the [`Caller`] to the handler.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    // Unknown routes pass on to their 404.
+    let Some(route) = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+    else {
+        return next.run(request).await;
+    };
+    if is_open(&route) {
+        return next.run(request).await;
+    }
+    let auth = &state.auth;
+    let caller = match (&auth.keys, auth.enforce) {
+        (Some(keys), true) => {
+            let Some(secret) = bearer(request.headers()) else {
+                return unauthenticated("an api key is required: send Authorization: Bearer <key>");
+            };
+            match keys.check(secret).await {
+                Ok(Some(caller)) => caller,
+                Ok(None) => return unauthenticated("the api key is unknown or revoked"),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot check an api key");
+                    return ApiError::new(ErrorCode::Unavailable, "cannot check the api key now")
+                        .into_response();
+                }
+            }
+        }
+        _ => Caller::anonymous_admin(),
+    };
+    let method = request.method().as_str().to_owned();
+    if !allowed(caller.role, &method, &route) {
+        return ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "a {} key may not call {method} {route}",
+                caller.role.as_str()
+            ),
+        )
+        .into_response();
+    }
+    if let Err(wait) = auth.limiter.take(caller.key_id) {
+        let seconds = wait.as_secs_f64().ceil().max(1.0);
+        let mut response = ApiError::new(
+            ErrorCode::ResourceExhausted,
+            format!("rate limit reached; retry in {seconds} s"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
+        return response;
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// Reads the key of `Authorization: Bearer <key>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
+}
+
+fn unauthenticated(message: &str) -> Response {
+    let mut response = ApiError::new(ErrorCode::Unauthenticated, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+impl Caller {
+    /// Refuses an agent key that names another agent than its own.
+    pub fn check_agent(&self, agent_id: &str) -> Result<(), ApiError> {
+        match (self.role, self.agent_id) {
+            (Role::Agent, Some(own)) if own.to_string() != agent_id.trim().to_ascii_lowercase() => {
+                Err(ApiError::new(
+                    ErrorCode::PermissionDenied,
+                    format!("this key acts for agent {own} only"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Returns the user a client's tasks are recorded under; `None` for other roles.
+    pub fn client_user(&self) -> Option<&str> {
+        (self.role == Role::Client).then_some(self.name.as_str())
+    }
+
+    /// Refuses a client whose task `owner` is not itself, as if the task did not exist.
+    pub fn check_owner(&self, task_id: &str, owner: Option<&str>) -> Result<(), ApiError> {
+        match self.client_user() {
+            Some(user) if owner != Some(user) => Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("task {task_id} not found"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_reach_their_routes_only() {
+        assert!(allowed(Role::Admin, "POST", "/api/keys"));
+        assert!(allowed(Role::Client, "POST", "/api/tasks"));
+        assert!(!allowed(Role::Client, "POST", "/api/tasks/claim"));
+        assert!(!allowed(Role::Client, "POST", "/api/agents"));
+        assert!(!allowed(Role::Client, "GET", "/api/keys"));
+        assert!(allowed(Role::Agent, "POST", "/api/tasks/{id}/complete"));
+        assert!(!allowed(Role::Agent, "POST", "/api/tasks"));
+        assert!(!allowed(Role::Agent, "DELETE", "/api/agents/{id}"));
+    }
+
+    #[test]
+    fn bearer_keys_are_read_from_the_authorization_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer swarm_abc"),
+        );
+        assert_eq!(bearer(&headers), Some("swarm_abc"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcg=="),
+        );
+        assert_eq!(bearer(&headers), None);
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer   "));
+        assert_eq!(bearer(&headers), None);
+    }
+
+    #[test]
+    fn agents_act_for_themselves_and_clients_see_their_own() {
+        let agent = uuid::Uuid::now_v7();
+        let caller = Caller {
+            key_id: uuid::Uuid::now_v7(),
+            name: "worker".into(),
+            role: Role::Agent,
+            agent_id: Some(agent),
+        };
+        assert!(caller.check_agent(&agent.to_string()).is_ok());
+        assert!(
+            caller
+                .check_agent(&uuid::Uuid::now_v7().to_string())
+                .is_err()
+        );
+        let client = Caller {
+            role: Role::Client,
+            agent_id: None,
+            name: "ada".into(),
+            ..caller
+        };
+        assert!(client.check_owner("t", Some("ada")).is_ok());
+        assert_eq!(
+            client.check_owner("t", Some("bob")).unwrap_err().0.code,
+            ErrorCode::NotFound
+        );
+        assert!(Caller::anonymous_admin().check_owner("t", None).is_ok());
+    }
+}

@@ -1,0 +1,134 @@
+//! Key management routes (admin only): issue a key (its secret is in this answer only), list
+//! keys, revoke one.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use swarm_kit::ErrorCode;
+use swarm_kit::page::Page;
+use swarm_kit::time::{rfc3339, timestamp_from_millis};
+
+use crate::auth::keys::KeyError;
+use crate::auth::{ApiKey, KeyRegistry, NewKey};
+use crate::error::ApiError;
+use crate::extract::{Json, Query};
+use crate::model::{PageQuery, PageView};
+use crate::state::AppState;
+
+/// Body of `POST /api/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    name: String,
+    role: String,
+    agent_id: Option<String>,
+}
+
+/// A key as the API shows it; `key`, the secret, only when it is issued.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    id: String,
+    name: String,
+    role: &'static str,
+    agent_id: Option<String>,
+    prefix: String,
+    created_at: String,
+    revoked_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+impl KeyView {
+    /// Shows `key`, with its secret when given.
+    pub fn new(key: ApiKey, secret: Option<String>) -> Self {
+        Self {
+            id: key.id.to_string(),
+            name: key.name,
+            role: key.role.as_str(),
+            agent_id: key.agent_id.map(|id| id.to_string()),
+            prefix: key.prefix,
+            created_at: rfc3339(&timestamp_from_millis(key.created_at)),
+            revoked_at: key
+                .revoked_at
+                .map(|millis| rfc3339(&timestamp_from_millis(millis))),
+            key: secret,
+        }
+    }
+}
+
+fn registry(state: &AppState) -> Result<&KeyRegistry, ApiError> {
+    state
+        .auth
+        .keys()
+        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "this gateway keeps no keys"))
+}
+
+impl From<KeyError> for ApiError {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::Invalid(message) => ApiError::invalid(message),
+            KeyError::Store(error) => {
+                tracing::warn!(%error, "key store failed");
+                ApiError::new(ErrorCode::Unavailable, "the key store is unavailable")
+            }
+        }
+    }
+}
+
+/// Issues a key: 201 with the key and, this once, its secret.
+pub async fn create(
+    State(state): State<AppState>,
+    Json(body): Json<CreateKey>,
+) -> Result<(StatusCode, axum::Json<KeyView>), ApiError> {
+    let role = body.role.parse().map_err(ApiError::invalid)?;
+    let agent_id = body
+        .agent_id
+        .as_deref()
+        .map(|id| {
+            uuid::Uuid::parse_str(id).map_err(|_| ApiError::invalid("agent_id must be a uuid"))
+        })
+        .transpose()?;
+    let (key, secret) = registry(&state)?
+        .create(NewKey {
+            name: body.name,
+            role,
+            agent_id,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(KeyView::new(key, Some(secret))),
+    ))
+}
+
+/// Lists keys, oldest first, without their secrets.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Result<axum::Json<PageView<KeyView>>, ApiError> {
+    let page = Page::new(
+        query.page.unwrap_or(1),
+        query.per_page.unwrap_or(swarm_kit::page::DEFAULT_PER_PAGE),
+    )?;
+    let (keys, total) = registry(&state)?.list(page).await?;
+    let items = keys
+        .into_iter()
+        .map(|key| KeyView::new(key, None))
+        .collect();
+    Ok(axum::Json(PageView::new(items, Some(page.info(total)))))
+}
+
+/// Revokes a key: 204; it stops working at once.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::invalid("id must be a uuid"))?;
+    match registry(&state)?.revoke(id).await? {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("key {id} not found"),
+        )),
+    }
+}
