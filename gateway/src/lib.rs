@@ -11,6 +11,7 @@ pub mod extract;
 pub mod fields;
 pub mod limits;
 pub mod model;
+pub mod openapi;
 mod routes;
 pub mod state;
 pub mod traced;

@@ -8,14 +8,17 @@ use swarm_kit::time::rfc3339;
 use swarm_proto::common::v1::PageInfo;
 use swarm_proto::tasks::v1 as pb;
 
+use utoipa::{IntoParams, ToSchema};
+
 use crate::error::ApiError;
 
 /// A task as REST clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TaskView {
     id: String,
     title: String,
     kind: String,
+    #[schema(value_type = serde_json::Value)]
     payload: Box<RawValue>,
     status: &'static str,
     priority: i32,
@@ -26,6 +29,7 @@ pub struct TaskView {
     max_attempts: i32,
     timeout_seconds: i32,
     progress: ProgressView,
+    #[schema(value_type = Option<serde_json::Value>)]
     result: Option<Box<RawValue>>,
     error: Option<String>,
     lease_id: Option<String>,
@@ -38,7 +42,7 @@ pub struct TaskView {
 }
 
 /// Progress as REST clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ProgressView {
     percent: i32,
     message: Option<String>,
@@ -114,7 +118,7 @@ impl From<pb::Task> for TaskView {
 }
 
 /// A message as REST clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MessageView {
     id: String,
     task_id: String,
@@ -154,7 +158,7 @@ pub fn role_from_name(name: &str) -> Result<pb::MessageRole, ApiError> {
 }
 
 /// A page of items, as every REST list answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PageView<T> {
     items: Vec<T>,
     page: u32,
@@ -178,7 +182,8 @@ impl<T> PageView<T> {
 }
 
 /// Pagination query parameters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// From 1; default 1.
     pub page: Option<u32>,
@@ -214,12 +219,13 @@ pub fn json_text(value: Option<Box<RawValue>>) -> String {
 }
 
 /// An agent as REST clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AgentView {
     id: String,
     name: String,
     kind: String,
     capabilities: Vec<String>,
+    #[schema(value_type = serde_json::Value)]
     config: Box<RawValue>,
     status: &'static str,
     max_concurrency: i32,

@@ -689,3 +689,32 @@ async fn browsers_of_configured_origins_may_call() {
     );
     swarm.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_describes_itself_openly() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let anonymous = reqwest::Client::new();
+    let spec = anonymous
+        .get(swarm.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spec.status(), 200);
+    let spec: serde_json::Value = spec.json().await.unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(spec["paths"]["/api/tasks/{id}"]["get"].is_object());
+
+    let docs = anonymous.get(swarm.url("/docs/")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    let page = docs.text().await.unwrap();
+    assert!(page.to_ascii_lowercase().contains("swagger"));
+    // The page's assets come from the gateway itself, not from the internet.
+    assert!(!page.contains("https://"), "no asset is fetched from elsewhere");
+    let script = anonymous
+        .get(swarm.url("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    swarm.stop().await;
+}

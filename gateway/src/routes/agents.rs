@@ -9,6 +9,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use swarm_proto::agents::v1 as pb;
 
+use utoipa::{IntoParams, ToSchema};
+
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
@@ -18,17 +20,20 @@ use crate::model::{
 use crate::state::AppState;
 
 /// Body of `POST /api/agents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterAgent {
     name: String,
     kind: Option<String>,
     capabilities: Option<Vec<String>>,
+    #[schema(value_type = Option<serde_json::Value>)]
     config: Option<Box<RawValue>>,
     max_concurrency: Option<i32>,
 }
 
 /// Registers an agent: 201, or 409 when the name is taken.
+#[utoipa::path(post, path = "/api/agents", tag = "agents", request_body = RegisterAgent,
+    responses((status = 201, description = "The agent.", body = AgentView)))]
 pub async fn register(
     State(state): State<AppState>,
     Json(body): Json<RegisterAgent>,
@@ -50,7 +55,8 @@ pub async fn register(
 }
 
 /// Query of `GET /api/agents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListAgents {
     status: Option<String>,
     capability: Option<String>,
@@ -59,6 +65,8 @@ pub struct ListAgents {
 }
 
 /// Lists agents, oldest first.
+#[utoipa::path(get, path = "/api/agents", tag = "agents", params(ListAgents),
+    responses((status = 200, description = "A page of agents.", body = PageView<AgentView>)))]
 pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListAgents>,
@@ -84,6 +92,8 @@ pub async fn list(
 }
 
 /// Returns one agent.
+#[utoipa::path(get, path = "/api/agents/{id}", tag = "agents", params(("id" = String, Path, description = "The agent id (a UUID).")),
+    responses((status = 200, description = "The agent.", body = AgentView)))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -99,18 +109,31 @@ pub async fn get(
     Ok(axum::Json(agent.into()))
 }
 
+/// Lists agents, as `GET /api/agents` does.
+#[utoipa::path(get, path = "/api/agents/list", tag = "agents", params(ListAgents),
+    responses((status = 200, description = "A page of agents.", body = PageView<AgentView>)))]
+pub async fn list_alias(
+    state: State<AppState>,
+    query: Query<ListAgents>,
+) -> Result<axum::Json<PageView<AgentView>>, ApiError> {
+    list(state, query).await
+}
+
 /// Body of `PATCH /api/agents/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAgent {
     name: Option<String>,
     kind: Option<String>,
     capabilities: Option<Vec<String>>,
+    #[schema(value_type = Option<serde_json::Value>)]
     config: Option<Box<RawValue>>,
     max_concurrency: Option<i32>,
 }
 
 /// Changes any of an agent's fields.
+#[utoipa::path(patch, path = "/api/agents/{id}", tag = "agents", params(("id" = String, Path, description = "The agent id (a UUID).")), request_body = UpdateAgent,
+    responses((status = 200, description = "The agent, changed.", body = AgentView)))]
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -136,6 +159,8 @@ pub async fn update(
 }
 
 /// Deletes an agent: 204. Its active tasks go back to the queue.
+#[utoipa::path(delete, path = "/api/agents/{id}", tag = "agents", params(("id" = String, Path, description = "The agent id (a UUID).")),
+    responses((status = 204, description = "Deleted; its active tasks went back to the queue.")))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -149,6 +174,8 @@ pub async fn delete(
 }
 
 /// Records an agent's heartbeat.
+#[utoipa::path(post, path = "/api/agents/{id}/heartbeat", tag = "agents", params(("id" = String, Path, description = "The agent id (a UUID).")),
+    responses((status = 200, description = "The agent, seen now.", body = AgentView)))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -165,6 +192,8 @@ pub async fn heartbeat(
 }
 
 /// Returns an agent's config object.
+#[utoipa::path(get, path = "/api/agents/{id}/config", tag = "agents", params(("id" = String, Path, description = "The agent id (a UUID).")),
+    responses((status = 200, description = "The agent's config object.", body = serde_json::Value)))]
 pub async fn config(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

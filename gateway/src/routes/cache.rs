@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use swarm_proto::cache::v1 as pb;
+
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::extract::Json;
@@ -18,14 +19,48 @@ use crate::state::AppState;
 const DEFAULT_TTL_SECONDS: u64 = 300;
 
 /// Body of `PUT /api/cache/{key}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutValue {
+    #[schema(value_type = serde_json::Value)]
     value: Box<RawValue>,
     ttl_seconds: Option<u64>,
 }
 
+/// A stored value, as `GET /api/cache/{key}` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CacheEntry {
+    /// The key.
+    key: String,
+    /// The value, as stored.
+    #[schema(value_type = serde_json::Value)]
+    value: Box<RawValue>,
+    /// Seconds until it expires, rounded up.
+    ttl_seconds_remaining: u64,
+}
+
+/// The cache's statistics.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CacheStats {
+    /// Lookups that found their key.
+    hits: u64,
+    /// Lookups that did not.
+    misses: u64,
+    /// hits / (hits + misses).
+    hit_rate: f64,
+    /// Entries held by the tier that answers.
+    entries: u64,
+    /// Entries evicted by that tier.
+    evictions: u64,
+    /// `redis` or `memory`.
+    backend: String,
+    /// Whether Redis is configured but down, so memory answers.
+    degraded: bool,
+}
+
 /// Stores a JSON value: 204.
+#[utoipa::path(put, path = "/api/cache/{key}", tag = "cache", params(("key" = String, Path, description = "The key, 1 to 512 bytes.")), request_body = PutValue,
+    responses((status = 204, description = "Stored.")))]
 pub async fn put(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -49,10 +84,12 @@ pub async fn put(
 }
 
 /// Reads a value: `{"key", "value", "ttl_seconds_remaining"}`, or 404.
+#[utoipa::path(get, path = "/api/cache/{key}", tag = "cache", params(("key" = String, Path, description = "The key, 1 to 512 bytes.")),
+    responses((status = 200, description = "The value and its remaining time to live.", body = CacheEntry)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(key): Path<String>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<CacheEntry>, ApiError> {
     let entry = state
         .cache
         .clone()
@@ -65,15 +102,16 @@ pub async fn get(
             format!("no cache entry {:?}", entry.key),
         ));
     }
-    let value = raw_json(String::from_utf8_lossy(&entry.value).into_owned());
-    Ok(axum::Json(json!({
-        "key": entry.key,
-        "value": value,
-        "ttl_seconds_remaining": entry.ttl_seconds_remaining,
-    })))
+    Ok(axum::Json(CacheEntry {
+        value: raw_json(String::from_utf8_lossy(&entry.value).into_owned()),
+        key: entry.key,
+        ttl_seconds_remaining: entry.ttl_seconds_remaining,
+    }))
 }
 
 /// Deletes a value: 204 whether or not it was there.
+#[utoipa::path(delete, path = "/api/cache/{key}", tag = "cache", params(("key" = String, Path, description = "The key, 1 to 512 bytes.")),
+    responses((status = 204, description = "Deleted, or was not there.")))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -87,22 +125,22 @@ pub async fn delete(
 }
 
 /// Returns the cache's statistics.
-pub async fn stats(
-    State(state): State<AppState>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/api/cache/stats", tag = "cache",
+    responses((status = 200, description = "The cache's statistics.", body = CacheStats)))]
+pub async fn stats(State(state): State<AppState>) -> Result<axum::Json<CacheStats>, ApiError> {
     let stats = state
         .cache
         .clone()
         .stats(state.call(pb::StatsRequest {}, Duration::ZERO))
         .await?
         .into_inner();
-    Ok(axum::Json(json!({
-        "hits": stats.hits,
-        "misses": stats.misses,
-        "hit_rate": stats.hit_rate,
-        "entries": stats.entries,
-        "evictions": stats.evictions,
-        "backend": stats.backend,
-        "degraded": stats.degraded,
-    })))
+    Ok(axum::Json(CacheStats {
+        hits: stats.hits,
+        misses: stats.misses,
+        hit_rate: stats.hit_rate,
+        entries: stats.entries,
+        evictions: stats.evictions,
+        backend: stats.backend,
+        degraded: stats.degraded,
+    }))
 }

@@ -18,12 +18,18 @@ use crate::state::{AppState, Upstream};
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `GET /health`.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, description = "Every service answers (or the cache is degraded).", body = serde_json::Value),
+        (status = 503, description = "A service does not answer.", body = serde_json::Value)))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
     let (status, body) = report(&state).await;
     (status, axum::Json(body))
 }
 
 /// `GET /api/health`: the same report plus process figures.
+#[utoipa::path(get, path = "/api/health", tag = "health",
+    responses((status = 200, description = "Every service answers, with the gateway's memory and CPU.", body = serde_json::Value),
+        (status = 503, description = "A service does not answer.", body = serde_json::Value)))]
 pub async fn api_health(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
     let (status, mut body) = report(&state).await;
     let rss = swarm_kit::process::resident_bytes().unwrap_or(0) as f64;

@@ -8,6 +8,8 @@ use swarm_kit::ErrorCode;
 use swarm_kit::page::Page;
 use swarm_kit::time::{rfc3339, timestamp_from_millis};
 
+use utoipa::ToSchema;
+
 use crate::auth::keys::KeyError;
 use crate::auth::{ApiKey, KeyRegistry, NewKey};
 use crate::error::ApiError;
@@ -16,7 +18,7 @@ use crate::model::{PageQuery, PageView};
 use crate::state::AppState;
 
 /// Body of `POST /api/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     name: String,
@@ -25,7 +27,7 @@ pub struct CreateKey {
 }
 
 /// A key as the API shows it; `key`, the secret, only when it is issued.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KeyView {
     id: String,
     name: String,
@@ -76,6 +78,8 @@ impl From<KeyError> for ApiError {
 }
 
 /// Issues a key: 201 with the key and, this once, its secret.
+#[utoipa::path(post, path = "/api/keys", tag = "keys", request_body = CreateKey,
+    responses((status = 201, description = "The key, with its secret (shown this once).", body = KeyView)))]
 pub async fn create(
     State(state): State<AppState>,
     Json(body): Json<CreateKey>,
@@ -102,6 +106,8 @@ pub async fn create(
 }
 
 /// Lists keys, oldest first, without their secrets.
+#[utoipa::path(get, path = "/api/keys", tag = "keys", params(PageQuery),
+    responses((status = 200, description = "A page of keys, without secrets.", body = PageView<KeyView>)))]
 pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<PageQuery>,
@@ -119,6 +125,8 @@ pub async fn list(
 }
 
 /// Revokes a key: 204; it stops working at once.
+#[utoipa::path(delete, path = "/api/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The key id (a UUID).")),
+    responses((status = 204, description = "Revoked; it stops working at once.")))]
 pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -8,6 +8,8 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use swarm_proto::tasks::v1 as pb;
 
+use utoipa::ToSchema;
+
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
@@ -16,7 +18,7 @@ use crate::routes::tasks::check_visible;
 use crate::state::AppState;
 
 /// Body of `POST /api/tasks/{id}/messages`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMessage {
     sender: String,
@@ -25,6 +27,8 @@ pub struct AddMessage {
 }
 
 /// Adds a message to a task: 201 with the message.
+#[utoipa::path(post, path = "/api/tasks/{id}/messages", tag = "messages", params(("id" = String, Path, description = "The task id (a UUID).")), request_body = AddMessage,
+    responses((status = 201, description = "The message.", body = MessageView)))]
 pub async fn add(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -49,6 +53,8 @@ pub async fn add(
 }
 
 /// Lists one task's messages, oldest first.
+#[utoipa::path(get, path = "/api/tasks/{id}/messages", tag = "messages", params(("id" = String, Path, description = "The task id (a UUID)."), PageQuery),
+    responses((status = 200, description = "A page of the task's messages, oldest first.", body = PageView<MessageView>)))]
 pub async fn list_for_task(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -68,6 +74,8 @@ pub async fn list_for_task(
 }
 
 /// Lists recent messages across tasks (a client's: across its own tasks), newest first.
+#[utoipa::path(get, path = "/api/messages", tag = "messages", params(PageQuery),
+    responses((status = 200, description = "A page of recent messages, newest first.", body = PageView<MessageView>)))]
 pub async fn list_recent(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

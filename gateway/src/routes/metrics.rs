@@ -30,6 +30,8 @@ fn client(state: &AppState) -> Result<MetricsServiceClient<TracedChannel>, ApiEr
 }
 
 /// `GET /api/metrics`: requests, database, cache, tasks, memory and alerts.
+#[utoipa::path(get, path = "/api/metrics", tag = "metrics",
+    responses((status = 200, description = "Requests, database, cache, tasks, memory and alerts across every service.", body = serde_json::Value)))]
 pub async fn summary(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
     let summary = client(&state)?
         .get_summary(state.call(pb::GetSummaryRequest {}, Duration::ZERO))
@@ -39,6 +41,8 @@ pub async fn summary(State(state): State<AppState>) -> Result<axum::Json<Value>,
 }
 
 /// `GET /metrics`: Prometheus text exposition of every process's metrics.
+#[utoipa::path(get, path = "/metrics", tag = "metrics",
+    responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String)))]
 pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let text = client(&state)?
         .get_prometheus(state.call(pb::GetPrometheusRequest {}, Duration::ZERO))

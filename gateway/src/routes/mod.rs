@@ -4,13 +4,13 @@
 //! `If-None-Match` on GETs, CORS for configured origins, request metrics, and a trace span per
 //! request that continues the caller's `traceparent`.
 
-mod agents;
-mod cache;
-mod health;
-mod keys;
-mod messages;
-mod metrics;
-mod tasks;
+pub(crate) mod agents;
+pub(crate) mod cache;
+pub(crate) mod health;
+pub(crate) mod keys;
+pub(crate) mod messages;
+pub(crate) mod metrics;
+pub(crate) mod tasks;
 
 use std::sync::Arc;
 
@@ -53,7 +53,7 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
         .route("/api/messages", get(messages::list_recent))
         .route("/api/process", post(tasks::process))
         .route("/api/agents", post(agents::register).get(agents::list))
-        .route("/api/agents/list", get(agents::list))
+        .route("/api/agents/list", get(agents::list_alias))
         .route(
             "/api/agents/{id}",
             get(agents::get)
@@ -70,6 +70,10 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
         .route(
             "/api/cache/{key}",
             get(cache::get).put(cache::put).delete(cache::delete),
+        )
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/docs")
+                .url("/api/openapi.json", crate::openapi::document()),
         )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -16,6 +16,8 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use swarm_proto::tasks::v1 as pb;
 
+use utoipa::{IntoParams, ToSchema};
+
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
@@ -27,11 +29,12 @@ use crate::state::AppState;
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Body of `POST /api/tasks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     title: String,
     kind: Option<String>,
+    #[schema(value_type = Option<serde_json::Value>)]
     payload: Option<Box<RawValue>>,
     priority: Option<i32>,
     required_capabilities: Option<Vec<String>>,
@@ -43,6 +46,10 @@ pub struct CreateTask {
 
 /// Creates a task: 201 with the task, or 200 with the earlier task when the
 /// `Idempotency-Key` was seen before.
+#[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = CreateTask,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a resubmission answer 200 with the task the key created first.")),
+    responses((status = 201, description = "The task, queued.", body = TaskView),
+        (status = 200, description = "The task this idempotency key created before.", body = TaskView)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -86,7 +93,8 @@ pub async fn create(
 }
 
 /// Query of `GET /api/tasks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListTasks {
     status: Option<String>,
     agent_id: Option<String>,
@@ -97,6 +105,8 @@ pub struct ListTasks {
 }
 
 /// Lists tasks, newest first.
+#[utoipa::path(get, path = "/api/tasks", tag = "tasks", params(ListTasks),
+    responses((status = 200, description = "A page of tasks, newest first.", body = PageView<TaskView>)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -122,6 +132,8 @@ pub async fn list(
 }
 
 /// Returns one task.
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = String, Path, description = "The task id (a UUID).")),
+    responses((status = 200, description = "The task.", body = TaskView)))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -166,6 +178,8 @@ fn submitter(caller: &Caller, asked: Option<String>) -> Result<Option<String>, A
 }
 
 /// Cancels a task; a finished one answers 409.
+#[utoipa::path(post, path = "/api/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path, description = "The task id (a UUID).")),
+    responses((status = 200, description = "The task, cancelled.", body = TaskView)))]
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -183,6 +197,8 @@ pub async fn cancel(
 
 /// Streams a task's changes as Server-Sent Events named `task`, ending after a final status
 /// (or with one `error` event if the watch breaks).
+#[utoipa::path(get, path = "/api/tasks/{id}/events", tag = "tasks", params(("id" = String, Path, description = "The task id (a UUID).")),
+    responses((status = 200, description = "Server-Sent Events named `task`, one per change, ending after a final status.", content_type = "text/event-stream", body = String)))]
 pub async fn events(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -217,15 +233,18 @@ pub async fn events(
 }
 
 /// Body of `POST /api/process`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Process {
     kind: Option<String>,
+    #[schema(value_type = Option<serde_json::Value>)]
     payload: Option<Box<RawValue>>,
     title: Option<String>,
 }
 
 /// Queues background work and answers 202 with its task id at once.
+#[utoipa::path(post, path = "/api/process", tag = "tasks", request_body = Process,
+    responses((status = 202, description = "The work is queued as a task.", body = Processing)))]
 pub async fn process(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -248,12 +267,24 @@ pub async fn process(
     let task = response.task.ok_or_else(missing_task)?;
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(json!({ "task_id": task.id, "status": "processing" })),
+        axum::Json(Processing {
+            task_id: task.id,
+            status: "processing",
+        }),
     ))
 }
 
+/// Answer of `POST /api/process`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Processing {
+    /// The task that does the work.
+    task_id: String,
+    /// Always `processing`.
+    status: &'static str,
+}
+
 /// Body of `POST /api/tasks/claim`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimTasks {
     agent_id: String,
@@ -262,12 +293,14 @@ pub struct ClaimTasks {
 }
 
 /// Answer of `POST /api/tasks/claim`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Claimed {
     tasks: Vec<TaskView>,
 }
 
 /// Claims tasks for an agent, long-polling up to `wait_seconds`.
+#[utoipa::path(post, path = "/api/tasks/claim", tag = "agent work", request_body = ClaimTasks,
+    responses((status = 200, description = "The tasks claimed, now active under a lease; empty when none came within the wait.", body = Claimed)))]
 pub async fn claim(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -301,7 +334,7 @@ pub async fn claim(
 }
 
 /// Body of `POST /api/tasks/{id}/progress`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportProgress {
     agent_id: String,
@@ -311,6 +344,8 @@ pub struct ReportProgress {
 }
 
 /// Reports progress on a held task and renews its lease.
+#[utoipa::path(post, path = "/api/tasks/{id}/progress", tag = "agent work", params(("id" = String, Path, description = "The task id (a UUID).")), request_body = ReportProgress,
+    responses((status = 200, description = "The task, its lease renewed.", body = TaskView)))]
 pub async fn progress(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -334,15 +369,18 @@ pub async fn progress(
 }
 
 /// Body of `POST /api/tasks/{id}/complete`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteTask {
     agent_id: String,
     lease_id: Option<String>,
+    #[schema(value_type = Option<serde_json::Value>)]
     result: Option<Box<RawValue>>,
 }
 
 /// Completes a held task.
+#[utoipa::path(post, path = "/api/tasks/{id}/complete", tag = "agent work", params(("id" = String, Path, description = "The task id (a UUID).")), request_body = CompleteTask,
+    responses((status = 200, description = "The task, completed.", body = TaskView)))]
 pub async fn complete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -365,7 +403,7 @@ pub async fn complete(
 }
 
 /// Body of `POST /api/tasks/{id}/fail`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailTask {
     agent_id: String,
@@ -375,6 +413,8 @@ pub struct FailTask {
 }
 
 /// Fails a held task: requeued with backoff while attempts remain, else `failed`.
+#[utoipa::path(post, path = "/api/tasks/{id}/fail", tag = "agent work", params(("id" = String, Path, description = "The task id (a UUID).")), request_body = FailTask,
+    responses((status = 200, description = "The task: queued again with backoff while attempts remain, else failed.", body = TaskView)))]
 pub async fn fail(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -1,0 +1,257 @@
+//! The OpenAPI 3.1 description of the REST API, generated from the handlers' annotations and
+//! completed here with what every route shares: bearer-key security (health, the Prometheus
+//! page and the docs stay open), `?fields=` and `304 Not Modified` on every GET, and the error
+//! envelope for every failure status. Served at `/api/openapi.json`, with Swagger UI (bundled
+//! in the binary, nothing fetched from the internet) at `/docs`.
+
+use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::routes;
+
+/// The error envelope every failure answers with.
+#[derive(Debug, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error inside the envelope.
+#[derive(Debug, ToSchema)]
+pub struct ErrorDetail {
+    /// The machine-readable code, such as `invalid_argument` or `not_found`.
+    pub code: String,
+    /// A sentence for humans.
+    pub message: String,
+}
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Swarm",
+        description = "The control plane for fleets of worker agents: submit tasks, let agents claim and report them, watch it all.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        routes::health::health,
+        routes::health::api_health,
+        routes::tasks::create,
+        routes::tasks::list,
+        routes::tasks::get,
+        routes::tasks::cancel,
+        routes::tasks::events,
+        routes::tasks::process,
+        routes::tasks::claim,
+        routes::tasks::progress,
+        routes::tasks::complete,
+        routes::tasks::fail,
+        routes::messages::add,
+        routes::messages::list_for_task,
+        routes::messages::list_recent,
+        routes::agents::register,
+        routes::agents::list,
+        routes::agents::list_alias,
+        routes::agents::get,
+        routes::agents::update,
+        routes::agents::delete,
+        routes::agents::heartbeat,
+        routes::agents::config,
+        routes::cache::put,
+        routes::cache::get,
+        routes::cache::delete,
+        routes::cache::stats,
+        routes::metrics::summary,
+        routes::metrics::prometheus,
+        routes::keys::create,
+        routes::keys::list,
+        routes::keys::revoke,
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&Conventions)
+)]
+pub struct ApiDoc;
+
+/// Adds what every route shares.
+struct Conventions;
+
+/// The statuses any authenticated route may answer with the error envelope, and why.
+const ERRORS: &[(&str, &str)] = &[
+    ("400", "The request is malformed or breaks a rule."),
+    ("401", "No api key, or an unknown or revoked one."),
+    ("403", "The key's role may not do this."),
+    ("404", "No such thing, or not yours to see."),
+    (
+        "409",
+        "The thing exists already, or is not in a state that allows this.",
+    ),
+    ("413", "The body is larger than allowed."),
+    ("429", "The key's rate limit is reached; see Retry-After."),
+    (
+        "500",
+        "An unexpected failure; details are in the server log.",
+    ),
+    ("503", "A service behind the gateway is unavailable."),
+    ("504", "The request ran out of time."),
+];
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An api key: `Authorization: Bearer swarm_...`"))
+                    .build(),
+            ),
+        );
+        let envelope = |why: &str| {
+            ResponseBuilder::new()
+                .description(why)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in &mut openapi.paths.paths {
+            let open = matches!(path.as_str(), "/health" | "/api/health" | "/metrics");
+            let operations = [
+                (true, &mut item.get),
+                (false, &mut item.post),
+                (false, &mut item.put),
+                (false, &mut item.patch),
+                (false, &mut item.delete),
+            ];
+            for (is_get, operation) in operations {
+                let Some(operation) = operation.as_mut() else {
+                    continue;
+                };
+                if !open {
+                    operation.security = Some(vec![SecurityRequirement::new(
+                        "api_key",
+                        Vec::<String>::new(),
+                    )]);
+                }
+                for (status, why) in ERRORS {
+                    let applies = !open || matches!(*status, "500" | "504");
+                    if applies && !operation.responses.responses.contains_key(*status) {
+                        operation
+                            .responses
+                            .responses
+                            .insert((*status).to_owned(), RefOr::T(envelope(why)));
+                    }
+                }
+                if is_get {
+                    add_get_conventions(operation);
+                }
+            }
+        }
+    }
+}
+
+/// Documents `?fields=` and `304 Not Modified` on a GET.
+fn add_get_conventions(operation: &mut Operation) {
+    let mut fields = Parameter::new("fields");
+    fields.parameter_in = ParameterIn::Query;
+    fields.required = Required::False;
+    fields.description = Some(
+        "Only these top-level fields of each object, comma-separated (an unknown one is 400)."
+            .to_owned(),
+    );
+    fields.schema = Some(RefOr::T(
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .build()
+            .into(),
+    ));
+    operation
+        .parameters
+        .get_or_insert_with(Vec::new)
+        .push(RefOr::T(fields));
+    operation.responses.responses.insert(
+        "304".to_owned(),
+        RefOr::T(
+            ResponseBuilder::new()
+                .description("The answer is unchanged since the `If-None-Match` ETag.")
+                .build(),
+        ),
+    );
+}
+
+/// Returns the API description.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_described_in_openapi_3_1() {
+        let json = serde_json::to_value(document()).unwrap();
+        assert!(
+            json["openapi"].as_str().unwrap().starts_with("3.1"),
+            "{}",
+            json["openapi"]
+        );
+        let paths = json["paths"].as_object().unwrap();
+        for (method, path) in [
+            ("get", "/health"),
+            ("get", "/api/health"),
+            ("post", "/api/tasks"),
+            ("get", "/api/tasks"),
+            ("post", "/api/tasks/claim"),
+            ("get", "/api/tasks/{id}"),
+            ("post", "/api/tasks/{id}/cancel"),
+            ("get", "/api/tasks/{id}/events"),
+            ("post", "/api/tasks/{id}/progress"),
+            ("post", "/api/tasks/{id}/complete"),
+            ("post", "/api/tasks/{id}/fail"),
+            ("post", "/api/tasks/{id}/messages"),
+            ("get", "/api/tasks/{id}/messages"),
+            ("get", "/api/messages"),
+            ("post", "/api/process"),
+            ("post", "/api/agents"),
+            ("get", "/api/agents"),
+            ("get", "/api/agents/list"),
+            ("get", "/api/agents/{id}"),
+            ("patch", "/api/agents/{id}"),
+            ("delete", "/api/agents/{id}"),
+            ("post", "/api/agents/{id}/heartbeat"),
+            ("get", "/api/agents/{id}/config"),
+            ("get", "/api/cache/stats"),
+            ("get", "/api/cache/{key}"),
+            ("put", "/api/cache/{key}"),
+            ("delete", "/api/cache/{key}"),
+            ("get", "/api/metrics"),
+            ("get", "/metrics"),
+            ("post", "/api/keys"),
+            ("get", "/api/keys"),
+            ("delete", "/api/keys/{id}"),
+        ] {
+            let operation = &paths[path][method];
+            assert!(operation.is_object(), "{method} {path} is described");
+            let open = ["/health", "/api/health", "/metrics"].contains(&path);
+            assert_eq!(
+                operation.get("security").is_some(),
+                !open,
+                "{method} {path}"
+            );
+            assert!(operation["responses"]["500"].is_object(), "{method} {path}");
+        }
+        let create = &paths["/api/tasks"]["post"];
+        assert_eq!(
+            create["responses"]["400"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody"
+        );
+        assert!(json["components"]["securitySchemes"]["api_key"].is_object());
+    }
+}
