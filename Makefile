@@ -7,8 +7,9 @@ BENCH_PG_ADMIN ?= postgres://postgres@127.0.0.1:5432/postgres
 BENCH_PG_URL ?= postgres://postgres@127.0.0.1:5432/swarm_bench
 BENCH_SECONDS ?= 5
 BENCH_CONCURRENCY ?= 32
+FUZZ_EXAMPLES ?= 100
 
-.PHONY: help run test e2e bench lint fmt toolchain tools
+.PHONY: help run test e2e bench fuzz lint fmt toolchain tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,6 +44,10 @@ bench: toolchain ## measure the API, the queue cycle, the cache and what observa
 	./target/release/swarm bench --database-url $(BENCH_PG_URL) --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	./target/release/swarm bench-cache --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	./target/release/swarm bench-overhead --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
+
+fuzz: toolchain ## fuzz the REST API against its OpenAPI document (schemathesis, FUZZ_EXAMPLES per operation)
+	$(CARGO) build -p swarm
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) tests/fuzz/run.sh
 
 lint: toolchain ## check formatting and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check

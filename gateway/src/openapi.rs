@@ -140,7 +140,7 @@ impl Modify for Conventions {
                     )]);
                 }
                 for (status, why) in ERRORS {
-                    let applies = !open || matches!(*status, "500" | "504");
+                    let applies = !open || matches!(*status, "400" | "500" | "504");
                     if applies && !operation.responses.responses.contains_key(*status) {
                         operation
                             .responses

@@ -709,12 +709,68 @@ async fn the_api_describes_itself_openly() {
     let page = docs.text().await.unwrap();
     assert!(page.to_ascii_lowercase().contains("swagger"));
     // The page's assets come from the gateway itself, not from the internet.
-    assert!(!page.contains("https://"), "no asset is fetched from elsewhere");
+    assert!(
+        !page.contains("https://"),
+        "no asset is fetched from elsewhere"
+    );
     let script = anonymous
         .get(swarm.url("/docs/swagger-ui-bundle.js"))
         .send()
         .await
         .unwrap();
     assert_eq!(script.status(), 200);
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_bodies_get_the_envelope_never_a_crash() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let raw = |body: Vec<u8>| {
+        swarm
+            .http
+            .post(swarm.url("/api/tasks"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_payload = format!(
+        r#"{{"title": "deep", "payload": {}1{}}}"#,
+        "[".repeat(5_000),
+        "]".repeat(5_000)
+    );
+    for body in [
+        deep.into_bytes(),
+        deep_payload.into_bytes(),
+        b"{\"title\": \"\xff\xfe broken utf-8\"}".to_vec(),
+        b"{\"title\": ".to_vec(),
+        b"\x00\x01\x02".to_vec(),
+        br#"{"title": "ok", "title": "twice"}"#.to_vec(),
+    ] {
+        let answer = answer(raw(body).await.unwrap()).await;
+        assert_error(&answer, 400, "invalid_argument");
+    }
+    let (status, task) = swarm
+        .post(
+            "/api/tasks",
+            json!({"title": "résumé ✓ 🚀 \u{202e}rtl", "payload": {"ключ": "値"}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(task["title"], "résumé ✓ 🚀 \u{202e}rtl");
+    assert_eq!(task["payload"]["ключ"], "値");
+    let (_, listed) = swarm.get("/api/tasks").await;
+    assert_eq!(listed["total"], 1, "nothing else was created");
+    let deep_value = format!(r#"{{"value": {}0{}}}"#, "[".repeat(200), "]".repeat(200));
+    let stored = swarm
+        .http
+        .put(swarm.url("/api/cache/deep"))
+        .header("content-type", "application/json")
+        .body(deep_value)
+        .send()
+        .await
+        .unwrap();
+    assert_error(&answer(stored).await, 400, "invalid_argument");
+    assert_error(&swarm.get("/api/cache/deep").await, 404, "not_found");
     swarm.stop().await;
 }

@@ -70,9 +70,12 @@ pub async fn put(
     if ttl_seconds == 0 {
         return Err(ApiError::invalid("ttl_seconds must be at least 1"));
     }
+    let value =
+        swarm_kit::validate::json_text("value", body.value.get().to_owned(), usize::MAX, "null")
+            .map_err(|invalid| ApiError::invalid(invalid.to_string()))?;
     let request = pb::SetRequest {
         key,
-        value: body.value.get().as_bytes().to_vec(),
+        value: value.into_bytes(),
         ttl_seconds,
     };
     state

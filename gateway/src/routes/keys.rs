@@ -125,7 +125,7 @@ pub async fn list(
 }
 
 /// Revokes a key: 204; it stops working at once.
-#[utoipa::path(delete, path = "/api/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The key id (a UUID).")),
+#[utoipa::path(delete, path = "/api/keys/{id}", tag = "keys", params(("id" = uuid::Uuid, Path, description = "The key id (a UUID).")),
     responses((status = 204, description = "Revoked; it stops working at once.")))]
 pub async fn revoke(
     State(state): State<AppState>,

@@ -27,7 +27,7 @@ pub struct AddMessage {
 }
 
 /// Adds a message to a task: 201 with the message.
-#[utoipa::path(post, path = "/api/tasks/{id}/messages", tag = "messages", params(("id" = String, Path, description = "The task id (a UUID).")), request_body = AddMessage,
+#[utoipa::path(post, path = "/api/tasks/{id}/messages", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")), request_body = AddMessage,
     responses((status = 201, description = "The message.", body = MessageView)))]
 pub async fn add(
     State(state): State<AppState>,
@@ -53,7 +53,7 @@ pub async fn add(
 }
 
 /// Lists one task's messages, oldest first.
-#[utoipa::path(get, path = "/api/tasks/{id}/messages", tag = "messages", params(("id" = String, Path, description = "The task id (a UUID)."), PageQuery),
+#[utoipa::path(get, path = "/api/tasks/{id}/messages", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID)."), PageQuery),
     responses((status = 200, description = "A page of the task's messages, oldest first.", body = PageView<MessageView>)))]
 pub async fn list_for_task(
     State(state): State<AppState>,

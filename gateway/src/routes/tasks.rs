@@ -32,15 +32,20 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
+    #[schema(min_length = 1, max_length = 256)]
     title: String,
     kind: Option<String>,
     #[schema(value_type = Option<serde_json::Value>)]
     payload: Option<Box<RawValue>>,
+    #[schema(minimum = 0, maximum = 9)]
     priority: Option<i32>,
     required_capabilities: Option<Vec<String>>,
+    #[schema(format = Uuid)]
     agent_id: Option<String>,
     user_id: Option<String>,
+    #[schema(minimum = 1, maximum = 100)]
     max_attempts: Option<i32>,
+    #[schema(minimum = 1, maximum = 86400)]
     timeout_seconds: Option<i32>,
 }
 
@@ -132,7 +137,7 @@ pub async fn list(
 }
 
 /// Returns one task.
-#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = String, Path, description = "The task id (a UUID).")),
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")),
     responses((status = 200, description = "The task.", body = TaskView)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -178,7 +183,7 @@ fn submitter(caller: &Caller, asked: Option<String>) -> Result<Option<String>, A
 }
 
 /// Cancels a task; a finished one answers 409.
-#[utoipa::path(post, path = "/api/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path, description = "The task id (a UUID).")),
+#[utoipa::path(post, path = "/api/tasks/{id}/cancel", tag = "tasks", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")),
     responses((status = 200, description = "The task, cancelled.", body = TaskView)))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -197,7 +202,7 @@ pub async fn cancel(
 
 /// Streams a task's changes as Server-Sent Events named `task`, ending after a final status
 /// (or with one `error` event if the watch breaks).
-#[utoipa::path(get, path = "/api/tasks/{id}/events", tag = "tasks", params(("id" = String, Path, description = "The task id (a UUID).")),
+#[utoipa::path(get, path = "/api/tasks/{id}/events", tag = "tasks", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")),
     responses((status = 200, description = "Server-Sent Events named `task`, one per change, ending after a final status.", content_type = "text/event-stream", body = String)))]
 pub async fn events(
     State(state): State<AppState>,
@@ -287,8 +292,11 @@ pub struct Processing {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimTasks {
+    #[schema(format = Uuid)]
     agent_id: String,
+    #[schema(minimum = 1, maximum = 100)]
     max_tasks: Option<u32>,
+    #[schema(maximum = 60)]
     wait_seconds: Option<u32>,
 }
 
@@ -337,14 +345,16 @@ pub async fn claim(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportProgress {
+    #[schema(format = Uuid)]
     agent_id: String,
     lease_id: Option<String>,
+    #[schema(minimum = 0, maximum = 100)]
     percent: i32,
     message: Option<String>,
 }
 
 /// Reports progress on a held task and renews its lease.
-#[utoipa::path(post, path = "/api/tasks/{id}/progress", tag = "agent work", params(("id" = String, Path, description = "The task id (a UUID).")), request_body = ReportProgress,
+#[utoipa::path(post, path = "/api/tasks/{id}/progress", tag = "agent work", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")), request_body = ReportProgress,
     responses((status = 200, description = "The task, its lease renewed.", body = TaskView)))]
 pub async fn progress(
     State(state): State<AppState>,
@@ -372,6 +382,7 @@ pub async fn progress(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteTask {
+    #[schema(format = Uuid)]
     agent_id: String,
     lease_id: Option<String>,
     #[schema(value_type = Option<serde_json::Value>)]
@@ -379,7 +390,7 @@ pub struct CompleteTask {
 }
 
 /// Completes a held task.
-#[utoipa::path(post, path = "/api/tasks/{id}/complete", tag = "agent work", params(("id" = String, Path, description = "The task id (a UUID).")), request_body = CompleteTask,
+#[utoipa::path(post, path = "/api/tasks/{id}/complete", tag = "agent work", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")), request_body = CompleteTask,
     responses((status = 200, description = "The task, completed.", body = TaskView)))]
 pub async fn complete(
     State(state): State<AppState>,
@@ -406,6 +417,7 @@ pub async fn complete(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailTask {
+    #[schema(format = Uuid)]
     agent_id: String,
     lease_id: Option<String>,
     error: String,
@@ -413,7 +425,7 @@ pub struct FailTask {
 }
 
 /// Fails a held task: requeued with backoff while attempts remain, else `failed`.
-#[utoipa::path(post, path = "/api/tasks/{id}/fail", tag = "agent work", params(("id" = String, Path, description = "The task id (a UUID).")), request_body = FailTask,
+#[utoipa::path(post, path = "/api/tasks/{id}/fail", tag = "agent work", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")), request_body = FailTask,
     responses((status = 200, description = "The task: queued again with backoff while attempts remain, else failed.", body = TaskView)))]
 pub async fn fail(
     State(state): State<AppState>,

@@ -37,7 +37,12 @@ pub fn name_set(
     Ok(values)
 }
 
-/// Checks that `text` is JSON of at most `max_bytes`; empty text means `empty_means`.
+/// The deepest nesting of arrays and objects accepted in stored JSON: deeper documents could
+/// not be read back by common JSON parsers (serde_json stops at 128).
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Checks that `text` is JSON of at most `max_bytes`, nested at most [`MAX_JSON_DEPTH`] deep;
+/// empty text means `empty_means`.
 pub fn json_text(
     what: &str,
     text: String,
@@ -52,9 +57,33 @@ pub fn json_text(
             "{what} must be at most {max_bytes} bytes"
         )));
     }
+    if nesting_depth(&text) > MAX_JSON_DEPTH {
+        return Err(InvalidInput(format!(
+            "{what} must be nested at most {MAX_JSON_DEPTH} levels deep"
+        )));
+    }
     serde_json::from_str::<serde::de::IgnoredAny>(&text)
         .map_err(|error| InvalidInput(format!("{what} is not valid json: {error}")))?;
     Ok(text)
+}
+
+/// Returns how deep arrays and objects nest in JSON `text` (brackets inside strings aside).
+fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for byte in text.bytes() {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') | (false, _, b'"') => in_string = !in_string,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 #[cfg(test)]
@@ -85,5 +114,14 @@ mod tests {
         );
         assert!(json_text("payload", "{".into(), 10, "null").is_err());
         assert!(json_text("payload", "\"0123456789\"".into(), 10, "null").is_err());
+    }
+
+    #[test]
+    fn json_text_bounds_nesting_outside_strings() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(json_text("payload", nested(MAX_JSON_DEPTH), 1 << 20, "null").is_ok());
+        assert!(json_text("payload", nested(MAX_JSON_DEPTH + 1), 1 << 20, "null").is_err());
+        let brackets_in_text = format!(r#"{{"text": "{}\" ["}}"#, "[".repeat(500));
+        assert!(json_text("payload", brackets_in_text, 1 << 20, "null").is_ok());
     }
 }
