@@ -385,15 +385,32 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
     measured
 }
 
-/// Measures the read path alone: starts a stack (reporting metrics or not), fills it with
-/// tasks for `options.duration`, then measures get-task for as long.
-pub async fn read_path(
-    options: &BenchOptions,
-    report_metrics: bool,
-) -> Result<Figures, BenchError> {
+/// What the read path runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPath {
+    /// Whether every process measures its requests and reports them.
+    pub report_metrics: bool,
+    /// Whether the gateway checks keys, limits rates and computes ETags.
+    pub guards: bool,
+}
+
+/// Measures the read path alone: starts a stack as `read_path` says, fills it with tasks for
+/// `options.duration`, then measures get-task for as long.
+pub async fn read_path(options: &BenchOptions, read_path: ReadPath) -> Result<Figures, BenchError> {
+    let mut gateway = bench_gateway(&options.database_url);
+    if read_path.guards {
+        // Limits are checked on every request, but never reached.
+        gateway.rate = swarm_gateway::auth::Rate {
+            per_second: 1e9,
+            burst: u32::MAX,
+        };
+    } else {
+        gateway.auth = false;
+        gateway.etags = false;
+    }
     let stack = Stack::start(StackConfig {
-        report_metrics,
-        gateway: bench_gateway(&options.database_url),
+        report_metrics: read_path.report_metrics,
+        gateway,
         ..StackConfig::local(&options.database_url)
     })
     .await?;

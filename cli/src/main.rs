@@ -40,7 +40,7 @@ enum Command {
     Keys(KeysCommand),
     /// Measures cache gets (memory, Redis, plain Redis) and the hit rate of agent config reads.
     BenchCache(BenchCacheArgs),
-    /// Measures what span export and the metrics layer cost on the get-task path.
+    /// Measures what span export, the metrics layer and the gateway's guards cost on get-task.
     BenchOverhead(BenchOverheadArgs),
     /// Measures get-task once and prints the figures as JSON (run by bench-overhead).
     #[command(hide = true)]
@@ -110,6 +110,9 @@ struct BenchReadArgs {
     /// Whether every process measures its requests and reports them (`true` or `false`).
     #[arg(long, action = clap::ArgAction::Set)]
     report_metrics: bool,
+    /// Whether the gateway checks keys, limits rates and computes ETags (`true` or `false`).
+    #[arg(long, action = clap::ArgAction::Set)]
+    guards: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -481,7 +484,14 @@ async fn run_bench_read(args: BenchReadArgs) -> Outcome {
         agents: 0,
         cycle_tasks: 0,
     };
-    let get = bench::read_path(&options, args.report_metrics).await?;
+    let get = bench::read_path(
+        &options,
+        bench::ReadPath {
+            report_metrics: args.report_metrics,
+            guards: args.guards,
+        },
+    )
+    .await?;
     println!(
         "{}",
         serde_json::json!({

@@ -1,8 +1,9 @@
 //! What observability costs on the read path, measured in one run: `swarm bench-overhead`
 //! runs the get-task benchmark in child processes (telemetry is set up once per process) with
 //! span export off and on (to a collector this process runs, which counts what arrives) and
-//! with the metrics layer off and on, rotating the variants' order over several rounds, and
-//! reports each variant's median throughput against the baseline's.
+//! with the metrics layer off and on, and with the gateway's guards (key checks, rate limits,
+//! ETags) off and on, rotating the variants' order over several rounds, and reports each
+//! variant's median throughput against the baseline's.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -29,27 +30,38 @@ pub struct Variant {
     pub export_spans: bool,
     /// Whether every process measures its requests and reports to the metrics service.
     pub report_metrics: bool,
+    /// Whether the gateway checks keys, limits rates and computes ETags.
+    pub guards: bool,
 }
 
 /// How long a child may take beyond its two measuring periods.
 const CHILD_SLACK: Duration = Duration::from_secs(30);
 
-/// The variants compared: the first is the baseline.
-pub const VARIANTS: [Variant; 3] = [
+/// The variants compared: the first is the baseline, which has all of them off.
+pub const VARIANTS: [Variant; 4] = [
     Variant {
         name: "baseline",
         export_spans: false,
         report_metrics: false,
+        guards: false,
     },
     Variant {
         name: "span export",
         export_spans: true,
         report_metrics: false,
+        guards: false,
     },
     Variant {
         name: "metrics layer",
         export_spans: false,
         report_metrics: true,
+        guards: false,
+    },
+    Variant {
+        name: "auth+limit+etag",
+        export_spans: false,
+        report_metrics: false,
+        guards: true,
     },
 ];
 
@@ -208,6 +220,8 @@ async fn child_run(
         .arg(options.concurrency.to_string())
         .arg("--report-metrics")
         .arg(variant.report_metrics.to_string())
+        .arg("--guards")
+        .arg(variant.guards.to_string())
         .env("RUST_LOG", "warn")
         .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
         .stdout(Stdio::piped())

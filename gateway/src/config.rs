@@ -38,6 +38,9 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// The largest request body, in bytes (`SWARM_BODY_LIMIT_BYTES`).
     pub body_limit: usize,
+    /// Whether GET answers carry an `ETag` and honour `If-None-Match` (`SWARM_ETAGS`, `on` or
+    /// `off`).
+    pub etags: bool,
     /// Browser origins allowed to call the API, or `*` for any; empty allows none
     /// (`SWARM_CORS_ORIGINS`, comma-separated).
     pub cors_origins: Vec<String>,
@@ -60,6 +63,7 @@ impl Default for GatewayConfig {
             request_timeout: Duration::from_secs(30),
             body_limit: 2 * 1024 * 1024,
             cors_origins: Vec::new(),
+            etags: true,
         }
     }
 }
@@ -72,15 +76,8 @@ impl GatewayConfig {
             &mut config.database_url,
             &["SWARM_GATEWAY_DATABASE_URL", "DATABASE_URL"],
         )?;
-        if let Some(auth) = env_value::<String>("SWARM_AUTH")? {
-            config.auth = match auth.as_str() {
-                "on" => true,
-                "off" => false,
-                other => {
-                    return Err(ConfigError::new("SWARM_AUTH", other, "must be on or off"));
-                }
-            };
-        }
+        override_switch(&mut config.auth, "SWARM_AUTH")?;
+        override_switch(&mut config.etags, "SWARM_ETAGS")?;
         config.admin_key = env_value("SWARM_ADMIN_KEY")?;
         override_from_env(
             &mut config.rate.per_second,
@@ -160,6 +157,17 @@ impl GatewayConfig {
         }
         Ok(())
     }
+}
+
+/// Overwrites `target` with the `on` or `off` in environment variable `name`, if set.
+fn override_switch(target: &mut bool, name: &str) -> Result<(), ConfigError> {
+    match env_value::<String>(name)?.as_deref() {
+        None => {}
+        Some("on") => *target = true,
+        Some("off") => *target = false,
+        Some(other) => return Err(ConfigError::new(name, other, "must be on or off")),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

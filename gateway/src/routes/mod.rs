@@ -34,6 +34,10 @@ use crate::{auth, conditional, fields, limits, traced};
 pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
     let body_limit = state.config.body_limit;
     let cors = limits::cors(&state.config.cors_origins);
+    let etags = state
+        .config
+        .etags
+        .then(|| axum::middleware::from_fn(conditional::etag));
     let measure = metrics.map(|registry| RequestMetricsLayer::new(registry, http_route));
     Router::new()
         .route("/health", get(health::health))
@@ -93,7 +97,7 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
             CompressionLayer::new()
                 .compress_when(DefaultPredicate::new().and(SizeAbove::new(1024))),
         )
-        .layer(axum::middleware::from_fn(conditional::etag))
+        .layer(tower::util::option_layer(etags))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(tower::util::option_layer(cors))
