@@ -199,7 +199,7 @@ pub async fn cache(options: &BenchOptions, redis_url: &str) -> Result<CacheRepor
                 operation,
                 options,
                 &client,
-                |mut client: CacheServiceClient<swarm_kit::trace::TracedChannel>, n| async move {
+                |mut client: CacheServiceClient<swarm_kit::grpc::ServiceChannel>, n| async move {
                     let get = cache_pb::GetRequest {
                         key: format!("k{}", n % CACHE_KEYS),
                     };
@@ -272,9 +272,10 @@ pub async fn cache(options: &BenchOptions, redis_url: &str) -> Result<CacheRepor
     })
 }
 
-/// A channel to a service of the benchmark's own stack.
-fn local_channel(url: &str) -> Result<swarm_kit::trace::TracedChannel, BenchError> {
-    swarm_kit::grpc::lazy_channel(url, Duration::from_secs(2), None)
+/// A channel to a service of the benchmark's own stack (which sets no service token).
+fn local_channel(url: &str) -> Result<swarm_kit::grpc::ServiceChannel, BenchError> {
+    let open = swarm_kit::service_auth::ServiceToken::default();
+    swarm_kit::grpc::lazy_channel(url, Duration::from_secs(2), None, &open)
         .map_err(|error| BenchError::Sdk(swarm_sdk::SdkError::from(error)))
 }
 
@@ -499,6 +500,7 @@ async fn queue_cycle(stack: &Stack, options: &BenchOptions) -> Result<CycleFigur
     let endpoints = Endpoints {
         tasks_url: stack.tasks_url(),
         agents_url: stack.agents_url(),
+        service_token: None,
     };
     let stop = CancellationToken::new();
     let mut agents = Vec::new();

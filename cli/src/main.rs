@@ -153,6 +153,9 @@ struct AgentArgs {
         default_value = "http://127.0.0.1:50052"
     )]
     agents_url: String,
+    /// The services' shared token, when they demand one.
+    #[arg(long, env = "SWARM_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -301,6 +304,7 @@ async fn up(args: UpArgs) -> Outcome {
         cache_addr: args.cache_addr,
         metrics_addr: args.metrics_addr,
         report_metrics: true,
+        service_token: swarm_kit::service_auth::ServiceToken::from_env()?,
         tasks,
         agents,
         cache: CacheConfig::from_env()?,
@@ -398,6 +402,7 @@ async fn run_agent(args: AgentArgs) -> Outcome {
     let endpoints = swarm_sdk::Endpoints {
         tasks_url: args.tasks_url,
         agents_url: args.agents_url,
+        service_token: args.service_token,
     };
     let mut spec = swarm_sdk::AgentSpec::new(args.name).max_concurrency(args.concurrency);
     spec.capabilities = args.capabilities;

@@ -8,6 +8,7 @@ use swarm_cache::CacheConfig;
 use swarm_gateway::GatewayConfig;
 use swarm_kit::RunError;
 use swarm_kit::metrics::ReporterConfig;
+use swarm_kit::service_auth::ServiceToken;
 use swarm_metrics::MetricsConfig;
 use swarm_tasks::TasksConfig;
 use tokio::net::TcpListener;
@@ -31,6 +32,9 @@ pub struct StackConfig {
     /// Whether every role reports its metrics to the metrics service; each role's reporting
     /// interval stays its own.
     pub report_metrics: bool,
+    /// The secret every role's calls carry and every service demands; it replaces each role's
+    /// own.
+    pub service_token: ServiceToken,
     /// The tasks service's configuration; its agents URL is replaced by the bound address.
     pub tasks: TasksConfig,
     /// The agents service's configuration; its tasks URL is replaced by the bound address.
@@ -54,6 +58,7 @@ impl StackConfig {
             cache_addr: any_port,
             metrics_addr: any_port,
             report_metrics: true,
+            service_token: ServiceToken::default(),
             tasks: TasksConfig {
                 database_url: database_url.to_owned(),
                 ..TasksConfig::default()
@@ -145,20 +150,24 @@ impl Stack {
             agents_url: agents_url.clone(),
             cache_url: cache_url.clone(),
             metrics: reporting(config.tasks.metrics.clone()),
+            service_token: config.service_token.clone(),
             ..config.tasks
         };
         let agents = AgentsConfig {
             tasks_url: tasks_url.clone(),
             cache_url: cache_url.clone(),
             metrics: reporting(config.agents.metrics.clone()),
+            service_token: config.service_token.clone(),
             ..config.agents
         };
         let cache = CacheConfig {
             metrics: reporting(config.cache.metrics.clone()),
+            service_token: config.service_token.clone(),
             ..config.cache
         };
         let metrics = MetricsConfig {
             reporter: reporting(config.metrics.reporter.clone()),
+            service_token: config.service_token.clone(),
             ..config.metrics
         };
         let gateway = GatewayConfig {
@@ -166,6 +175,7 @@ impl Stack {
             agents_url,
             cache_url,
             metrics: reporting(config.gateway.metrics.clone()),
+            service_token: config.service_token.clone(),
             ..config.gateway
         };
         let shutdown = CancellationToken::new();

@@ -8,6 +8,7 @@ use swarm_kit::config::{
     override_from_env,
 };
 use swarm_kit::metrics::ReporterConfig;
+use swarm_kit::service_auth::ServiceToken;
 
 use crate::auth::Rate;
 use crate::auth::keys::MIN_KEY_CHARS;
@@ -34,6 +35,8 @@ pub struct GatewayConfig {
     /// The metrics service, when deployed, where the gateway reports its own metrics and reads
     /// everyone's (`SWARM_METRICS_URL`, `SWARM_METRICS_INTERVAL_MS`).
     pub metrics: ReporterConfig,
+    /// The secret the gateway's calls to the services carry (`SWARM_SERVICE_TOKEN`).
+    pub service_token: ServiceToken,
     /// The longest a request may take, beyond a claim's own wait (`SWARM_REQUEST_TIMEOUT_MS`).
     pub request_timeout: Duration,
     /// The largest request body, in bytes (`SWARM_BODY_LIMIT_BYTES`).
@@ -60,6 +63,7 @@ impl Default for GatewayConfig {
             agents_url: "http://127.0.0.1:50052".to_owned(),
             cache_url: "http://127.0.0.1:50053".to_owned(),
             metrics: ReporterConfig::default(),
+            service_token: ServiceToken::default(),
             request_timeout: Duration::from_secs(30),
             body_limit: 2 * 1024 * 1024,
             cors_origins: Vec::new(),
@@ -88,6 +92,7 @@ impl GatewayConfig {
         override_from_env(&mut config.agents_url, &["SWARM_AGENTS_URL"])?;
         override_from_env(&mut config.cache_url, &["SWARM_CACHE_URL"])?;
         config.metrics = ReporterConfig::from_env()?;
+        config.service_token = ServiceToken::from_env()?;
         swarm_kit::config::override_millis(
             &mut config.request_timeout,
             "SWARM_REQUEST_TIMEOUT_MS",
@@ -138,6 +143,7 @@ impl GatewayConfig {
             }
         }
         self.metrics.validate()?;
+        self.service_token.validate()?;
         check_not_zero("SWARM_REQUEST_TIMEOUT_MS", self.request_timeout.is_zero())?;
         for origin in &self.cors_origins {
             if origin != "*" && http::HeaderValue::from_str(origin).is_err() {

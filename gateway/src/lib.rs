@@ -63,7 +63,12 @@ pub async fn run(
         Authenticator::off(Some(keys))
     };
     let stop = CancellationToken::new();
-    let reporter = Reporter::start("gateway", &config.metrics, stop.clone())?;
+    let reporter = Reporter::start(
+        "gateway",
+        &config.metrics,
+        &config.service_token,
+        stop.clone(),
+    )?;
     let app = router(
         AppState::new(config, stop.clone(), auth)?,
         reporter

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_kit::config::ConfigError;
+use swarm_kit::grpc::ServiceChannel;
 use swarm_kit::process::CpuMeter;
-use swarm_kit::trace::TracedChannel;
 use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
 use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
 use swarm_proto::metrics::v1::metrics_service_client::MetricsServiceClient;
@@ -26,20 +26,20 @@ pub struct Upstream {
     /// `tasks`, `agents`, `cache` or `metrics`.
     pub name: &'static str,
     /// A lazily connected channel to it.
-    pub channel: TracedChannel,
+    pub channel: ServiceChannel,
 }
 
 /// Shared handler state.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The tasks service.
-    pub tasks: TaskServiceClient<TracedChannel>,
+    pub tasks: TaskServiceClient<ServiceChannel>,
     /// The agents service.
-    pub agents: AgentServiceClient<TracedChannel>,
+    pub agents: AgentServiceClient<ServiceChannel>,
     /// The cache service.
-    pub cache: CacheServiceClient<TracedChannel>,
+    pub cache: CacheServiceClient<ServiceChannel>,
     /// The metrics service, when configured.
-    pub metrics: Option<MetricsServiceClient<TracedChannel>>,
+    pub metrics: Option<MetricsServiceClient<ServiceChannel>>,
     /// Every configured service, for health checks.
     pub upstreams: Arc<[Upstream]>,
     /// The configuration.
@@ -59,9 +59,13 @@ impl AppState {
         shutdown: CancellationToken,
         auth: Authenticator,
     ) -> Result<Self, ConfigError> {
-        let tasks_channel = channel("SWARM_TASKS_URL", &config.tasks_url)?;
-        let agents_channel = channel("SWARM_AGENTS_URL", &config.agents_url)?;
-        let cache_channel = channel("SWARM_CACHE_URL", &config.cache_url)?;
+        let tasks_channel = channel("SWARM_TASKS_URL", &config.tasks_url, &config.service_token)?;
+        let agents_channel = channel(
+            "SWARM_AGENTS_URL",
+            &config.agents_url,
+            &config.service_token,
+        )?;
+        let cache_channel = channel("SWARM_CACHE_URL", &config.cache_url, &config.service_token)?;
         let mut upstreams = vec![
             Upstream {
                 name: "tasks",
@@ -77,7 +81,7 @@ impl AppState {
             },
         ];
         let metrics_channel = match &config.metrics.url {
-            Some(url) => Some(channel("SWARM_METRICS_URL", url)?),
+            Some(url) => Some(channel("SWARM_METRICS_URL", url, &config.service_token)?),
             None => None,
         };
         if let Some(channel) = &metrics_channel {
@@ -116,8 +120,12 @@ impl AppState {
     }
 }
 
-fn channel(variable: &str, url: &str) -> Result<TracedChannel, ConfigError> {
+fn channel(
+    variable: &str,
+    url: &str,
+    token: &swarm_kit::service_auth::ServiceToken,
+) -> Result<ServiceChannel, ConfigError> {
     // Calls set their own deadlines (a long-polling claim waits longer than a read).
-    swarm_kit::grpc::lazy_channel(url, CONNECT_TIMEOUT, None)
+    swarm_kit::grpc::lazy_channel(url, CONNECT_TIMEOUT, None, token)
         .map_err(|error| ConfigError::new(variable, url, error))
 }

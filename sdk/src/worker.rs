@@ -11,6 +11,9 @@ use swarm_proto::tasks::v1 as tasks_pb;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, warn};
 
@@ -26,6 +29,8 @@ pub struct Endpoints {
     pub tasks_url: String,
     /// The agents service, such as `http://127.0.0.1:50052`.
     pub agents_url: String,
+    /// The services' shared token (`SWARM_SERVICE_TOKEN`), when they demand one.
+    pub service_token: Option<String>,
 }
 
 impl Endpoints {
@@ -34,6 +39,7 @@ impl Endpoints {
         Self {
             tasks_url: "http://127.0.0.1:50051".to_owned(),
             agents_url: "http://127.0.0.1:50052".to_owned(),
+            service_token: None,
         }
     }
 }
@@ -100,6 +106,9 @@ pub enum SdkError {
     /// A service refused or failed the call.
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
+    /// A setting cannot be used.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl SdkError {
@@ -159,7 +168,7 @@ pub struct Assignment {
     pub lease_id: String,
     /// The agent holding it.
     pub agent_id: String,
-    tasks: TaskServiceClient<Channel>,
+    tasks: TaskServiceClient<ServiceChannel>,
 }
 
 impl Assignment {
@@ -224,8 +233,8 @@ impl Assignment {
 pub struct Worker {
     id: String,
     max_concurrency: u32,
-    tasks: TaskServiceClient<Channel>,
-    agents: AgentServiceClient<Channel>,
+    tasks: TaskServiceClient<ServiceChannel>,
+    agents: AgentServiceClient<ServiceChannel>,
     heartbeat: JoinHandle<()>,
 }
 
@@ -235,19 +244,46 @@ impl Drop for Worker {
     }
 }
 
-fn channel(url: &str) -> Result<Channel, SdkError> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+/// A channel to a service whose calls carry the service token, if any.
+type ServiceChannel = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Debug, Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+fn channel(url: &str, token: Option<&str>) -> Result<ServiceChannel, SdkError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .connect_lazy())
+        .connect_lazy();
+    let bearer = token
+        .map(|token| MetadataValue::try_from(format!("Bearer {token}")))
+        .transpose()
+        .map_err(|_| SdkError::Invalid("the service token must be visible ascii".into()))?;
+    Ok(InterceptedService::new(endpoint, Bearer(bearer)))
 }
 
 impl Worker {
     /// Registers the agent and starts its heartbeats.
     pub async fn register(endpoints: &Endpoints, spec: AgentSpec) -> Result<Self, SdkError> {
-        let tasks = TaskServiceClient::new(channel(&endpoints.tasks_url)?);
-        let mut agents = AgentServiceClient::new(channel(&endpoints.agents_url)?);
+        let token = endpoints.service_token.as_deref();
+        let tasks = TaskServiceClient::new(channel(&endpoints.tasks_url, token)?);
+        let mut agents = AgentServiceClient::new(channel(&endpoints.agents_url, token)?);
         let agent = agents
             .register_agent(agents_pb::RegisterAgentRequest {
                 name: spec.name,
@@ -380,7 +416,7 @@ impl Worker {
 }
 
 /// Sends a heartbeat every `period` until aborted; failures are logged and retried.
-async fn beat(mut agents: AgentServiceClient<Channel>, id: String, period: Duration) {
+async fn beat(mut agents: AgentServiceClient<ServiceChannel>, id: String, period: Duration) {
     let mut tick = tokio::time::interval(period);
     tick.tick().await; // registration counted as the first
     loop {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use swarm_cli::stack::{Stack, StackConfig};
+use swarm_kit::service_auth::ServiceToken;
 use swarm_kit::testing::{Backend, TestDatabase};
 
 /// A running stack and what talks to it. Dropping it without [`TestStack::stop`] leaves the
@@ -19,6 +20,8 @@ pub struct TestStack {
     pub http: reqwest::Client,
     /// The stack's admin key.
     pub admin_key: String,
+    /// The token the stack's services demand of each other.
+    pub service_token: String,
     database: TestDatabase,
 }
 
@@ -46,6 +49,8 @@ impl TestStack {
         }
         let admin_key = format!("swarm_test_{}", uuid::Uuid::new_v4().simple());
         config.gateway.admin_key = Some(admin_key.clone());
+        let service_token = uuid::Uuid::new_v4().simple().to_string();
+        config.service_token = ServiceToken::new(Some(service_token.clone()));
         tune(&mut config);
         let stack = Stack::start(config).await.expect("stack starts");
         Self {
@@ -53,6 +58,7 @@ impl TestStack {
             stack,
             http: client_with_key(&admin_key),
             admin_key,
+            service_token,
             database,
         }
     }
@@ -127,11 +133,23 @@ impl TestStack {
         agent["id"].as_str().expect("agent has an id").to_owned()
     }
 
+    /// Returns a channel to the service at `url` whose calls carry the stack's service token.
+    pub fn service_channel(&self, url: &str) -> swarm_kit::grpc::ServiceChannel {
+        swarm_kit::grpc::lazy_channel(
+            url,
+            Duration::from_secs(2),
+            None,
+            &ServiceToken::new(Some(self.service_token.clone())),
+        )
+        .expect("service urls are valid")
+    }
+
     /// Returns where the services listen, for SDK workers.
     pub fn endpoints(&self) -> swarm_sdk::Endpoints {
         swarm_sdk::Endpoints {
             tasks_url: self.stack.tasks_url(),
             agents_url: self.stack.agents_url(),
+            service_token: Some(self.service_token.clone()),
         }
     }
 

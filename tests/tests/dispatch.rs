@@ -41,9 +41,7 @@ async fn thousand_tasks_each_done_once_by_an_able_agent(backend: Backend) {
         &["gpu", "sleep"],
     ];
 
-    let mut tasks = TaskServiceClient::connect(swarm.stack.tasks_url())
-        .await
-        .unwrap();
+    let mut tasks = TaskServiceClient::new(swarm.service_channel(&swarm.stack.tasks_url()));
     let mut required: HashMap<String, Vec<String>> = HashMap::new();
     for i in 0..TASKS {
         let needs: Vec<String> = requirements[i % requirements.len()]
@@ -173,9 +171,7 @@ async fn a_dead_agents_task_goes_to_another_and_its_late_result_is_refused() {
         config.tasks.lease_sweep_interval = Duration::from_millis(200);
     })
     .await;
-    let mut tasks = TaskServiceClient::connect(swarm.stack.tasks_url())
-        .await
-        .unwrap();
+    let mut tasks = TaskServiceClient::new(swarm.service_channel(&swarm.stack.tasks_url()));
     let created = tasks
         .create_task(pb::CreateTaskRequest {
             title: "long job".into(),
@@ -287,6 +283,10 @@ async fn a_task_created_on_one_replica_wakes_a_claim_waiting_on_another() {
     let config = swarm_tasks::TasksConfig {
         database_url: swarm.database_url().to_owned(),
         agents_url: swarm.stack.agents_url(),
+        cache_url: swarm.stack.cache_url(),
+        service_token: swarm_kit::service_auth::ServiceToken::new(Some(
+            swarm.service_token.clone(),
+        )),
         ..swarm_tasks::TasksConfig::default()
     };
     let stop_b = CancellationToken::new();
@@ -297,9 +297,7 @@ async fn a_task_created_on_one_replica_wakes_a_claim_waiting_on_another() {
     ));
 
     let agent = swarm.register_agent("waiter", &[], 1).await;
-    let mut replica_a = TaskServiceClient::connect(swarm.stack.tasks_url())
-        .await
-        .unwrap();
+    let mut replica_a = TaskServiceClient::new(swarm.service_channel(&swarm.stack.tasks_url()));
     let waiting = tokio::spawn(async move {
         let started = Instant::now();
         let claimed = replica_a
@@ -315,7 +313,7 @@ async fn a_task_created_on_one_replica_wakes_a_claim_waiting_on_another() {
         (claimed, started.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut on_b = TaskServiceClient::connect(replica_b_url).await.unwrap();
+    let mut on_b = TaskServiceClient::new(swarm.service_channel(&replica_b_url));
     let created = on_b
         .create_task(pb::CreateTaskRequest {
             title: "via b".into(),

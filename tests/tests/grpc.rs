@@ -20,12 +20,8 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpc_claim_progress_complete_round_trip() {
     let swarm = TestStack::start(Backend::Sqlite).await;
-    let mut tasks = TaskServiceClient::connect(swarm.stack.tasks_url())
-        .await
-        .unwrap();
-    let mut agents = AgentServiceClient::connect(swarm.stack.agents_url())
-        .await
-        .unwrap();
+    let mut tasks = TaskServiceClient::new(swarm.service_channel(&swarm.stack.tasks_url()));
+    let mut agents = AgentServiceClient::new(swarm.service_channel(&swarm.stack.agents_url()));
     let agent = agents
         .register_agent(agents_pb::RegisterAgentRequest {
             name: "grpc-agent".into(),
@@ -165,6 +161,26 @@ async fn every_service_serves_health_and_reflection() {
         assert_eq!(status, ServingStatus::Serving, "{service:?}");
     }
 
+    // Without the service token, the services themselves refuse; health and reflection answer.
+    let refused = TaskServiceClient::new(channel.clone())
+        .get_task(pb::GetTaskRequest {
+            id: "0190f5d2-0000-7000-8000-000000000001".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let wrong = swarm_kit::grpc::lazy_channel(
+        &swarm.stack.agents_url(),
+        std::time::Duration::from_secs(2),
+        None,
+        &swarm_kit::service_auth::ServiceToken::new(Some("not-the-token-at-all".into())),
+    )
+    .unwrap();
+    let refused = AgentServiceClient::new(wrong)
+        .list_agents(agents_pb::ListAgentsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     let mut reflection = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),

@@ -8,8 +8,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use swarm_kit::ErrorCode;
+use swarm_kit::grpc::ServiceChannel;
 use swarm_kit::time::rfc3339;
-use swarm_kit::trace::TracedChannel;
 use swarm_proto::metrics::v1 as pb;
 use swarm_proto::metrics::v1::metrics_service_client::MetricsServiceClient;
 
@@ -20,7 +20,7 @@ use crate::state::AppState;
 /// The content type of the Prometheus text exposition.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn client(state: &AppState) -> Result<MetricsServiceClient<TracedChannel>, ApiError> {
+fn client(state: &AppState) -> Result<MetricsServiceClient<ServiceChannel>, ApiError> {
     state.metrics.clone().ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unavailable,

@@ -7,6 +7,7 @@ use swarm_kit::config::{
     override_millis,
 };
 use swarm_kit::metrics::ReporterConfig;
+use swarm_kit::service_auth::ServiceToken;
 
 /// Everything the agents service needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub struct AgentsConfig {
     pub slow_query: Duration,
     /// Where the service reports its metrics (`SWARM_METRICS_URL`, `SWARM_METRICS_INTERVAL_MS`).
     pub metrics: ReporterConfig,
+    /// The secret every call between services carries (`SWARM_SERVICE_TOKEN`).
+    pub service_token: ServiceToken,
     /// How long an agent stays online after a heartbeat (`SWARM_AGENT_TTL_SECONDS`).
     pub agent_ttl: Duration,
 }
@@ -37,6 +40,7 @@ impl Default for AgentsConfig {
             max_connections: 8,
             slow_query: swarm_kit::db::DEFAULT_SLOW_QUERY,
             metrics: ReporterConfig::default(),
+            service_token: ServiceToken::default(),
             agent_ttl: Duration::from_secs(30),
         }
     }
@@ -55,6 +59,7 @@ impl AgentsConfig {
         override_from_env(&mut config.max_connections, &["SWARM_DB_MAX_CONNECTIONS"])?;
         override_millis(&mut config.slow_query, "SWARM_SLOW_QUERY_MS")?;
         config.metrics = ReporterConfig::from_env()?;
+        config.service_token = ServiceToken::from_env()?;
         let mut ttl_seconds = config.agent_ttl.as_secs();
         override_from_env(&mut ttl_seconds, &["SWARM_AGENT_TTL_SECONDS"])?;
         config.agent_ttl = Duration::from_secs(ttl_seconds);
@@ -69,6 +74,7 @@ impl AgentsConfig {
         check_service_url("SWARM_CACHE_URL", &self.cache_url)?;
         check_not_zero("SWARM_DB_MAX_CONNECTIONS", self.max_connections == 0)?;
         self.metrics.validate()?;
+        self.service_token.validate()?;
         check_not_zero("SWARM_AGENT_TTL_SECONDS", self.agent_ttl.is_zero())
     }
 }

@@ -45,7 +45,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let counts = GrpcTaskCounts::new(&config.tasks_url)
+    let counts = GrpcTaskCounts::new(&config.tasks_url, &config.service_token)
         .map_err(|error| ConfigError::new("SWARM_TASKS_URL", &config.tasks_url, error))?;
     let pool = swarm_kit::db::connect(
         &config.database_url,
@@ -55,7 +55,12 @@ pub async fn run(
     .await?;
     let store = storage::open(pool.clone()).await?;
     let stop = CancellationToken::new();
-    let reporter = Reporter::start("agents", &config.metrics, stop.clone())?;
+    let reporter = Reporter::start(
+        "agents",
+        &config.metrics,
+        &config.service_token,
+        stop.clone(),
+    )?;
     if let Some(reporter) = &reporter {
         pool.report_to(reporter.registry());
     }
@@ -65,6 +70,7 @@ pub async fn run(
         NEAR_CACHE_ENTRIES,
         NEAR_CACHE_TTL,
         stop.clone(),
+        &config.service_token,
     )
     .map_err(|error| ConfigError::new("SWARM_CACHE_URL", &config.cache_url, error))?;
     let registry = AgentRegistry::new(store, Arc::new(counts), config.agent_ttl).with_cache(cache);
@@ -88,6 +94,7 @@ pub async fn run(
         shutdown,
         stop.clone(),
         reporter.as_ref().map(Reporter::registry),
+        &config.service_token,
     )
     .await;
     let _ = database_health.await;

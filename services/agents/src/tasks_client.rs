@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use swarm_kit::trace::TracedChannel;
+use swarm_kit::grpc::ServiceChannel;
+use swarm_kit::service_auth::ServiceToken;
 use swarm_proto::tasks::v1::CountActiveTasksRequest;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
 use tracing::warn;
@@ -19,13 +20,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// The tasks service, seen as a source of active task counts.
 #[derive(Debug, Clone)]
 pub struct GrpcTaskCounts {
-    client: TaskServiceClient<TracedChannel>,
+    client: TaskServiceClient<ServiceChannel>,
 }
 
 impl GrpcTaskCounts {
-    /// Builds a lazily connected client of the tasks service at `url`.
-    pub fn new(url: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = swarm_kit::grpc::lazy_channel(url, CALL_TIMEOUT, Some(CALL_TIMEOUT))?;
+    /// Builds a lazily connected client of the tasks service at `url`, whose calls carry `token`.
+    pub fn new(url: &str, token: &ServiceToken) -> Result<Self, tonic::transport::Error> {
+        let channel = swarm_kit::grpc::lazy_channel(url, CALL_TIMEOUT, Some(CALL_TIMEOUT), token)?;
         Ok(Self {
             client: TaskServiceClient::new(channel),
         })

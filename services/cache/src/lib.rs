@@ -47,7 +47,12 @@ pub async fn run(
     let cache = TieredCache::new(MemoryBackend::new(config.max_bytes), redis);
     let stop = CancellationToken::new();
     let mut background = vec![tokio::spawn(cache.clone().run_background(stop.clone()))];
-    let reporter = Reporter::start("cache", &config.metrics, stop.clone())?;
+    let reporter = Reporter::start(
+        "cache",
+        &config.metrics,
+        &config.service_token,
+        stop.clone(),
+    )?;
     if let Some(reporter) = &reporter {
         let cache = cache.clone();
         background.push(reporter.refresh(move |registry| {
@@ -67,6 +72,7 @@ pub async fn run(
         shutdown,
         stop.clone(),
         reporter.as_ref().map(Reporter::registry),
+        &config.service_token,
     )
     .await;
     for task in background {

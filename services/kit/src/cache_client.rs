@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::trace::TracedChannel;
+use crate::grpc::ServiceChannel;
 use moka::future::Cache;
 use swarm_proto::cache::v1 as pb;
 use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
@@ -44,7 +44,7 @@ impl moka::Expiry<String, NearEntry> for UntilRemoteExpiry {
 /// A cache-service client with a near cache for keys under one prefix.
 #[derive(Clone)]
 pub struct CacheClient {
-    remote: CacheServiceClient<TracedChannel>,
+    remote: CacheServiceClient<ServiceChannel>,
     near: Cache<String, NearEntry>,
     near_ttl: Duration,
     watching: Arc<AtomicBool>,
@@ -61,16 +61,18 @@ impl std::fmt::Debug for CacheClient {
 impl CacheClient {
     /// Connects (lazily) to the cache service at `url` and starts watching invalidations of
     /// keys under `prefix` until `stop` is cancelled. The near cache holds up to `near_entries`
-    /// entries, each for at most `near_ttl` and never longer than its remote entry lives.
+    /// entries, each for at most `near_ttl` and never longer than its remote entry lives. Calls
+    /// carry `token`.
     pub fn new(
         url: &str,
         prefix: &str,
         near_entries: u64,
         near_ttl: Duration,
         stop: CancellationToken,
+        token: &crate::service_auth::ServiceToken,
     ) -> Result<Self, tonic::transport::Error> {
         // Calls set their own deadlines; the invalidation stream has none.
-        let channel = crate::grpc::lazy_channel(url, CALL_TIMEOUT, None)?;
+        let channel = crate::grpc::lazy_channel(url, CALL_TIMEOUT, None, token)?;
         let client = Self {
             remote: CacheServiceClient::new(channel),
             near: Cache::builder()

@@ -10,11 +10,14 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::service::Routes;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::{Interceptor, Routes};
+use tonic::transport::Channel;
 use tonic::transport::Server;
 
 use crate::metrics::{Registry, RequestMetricsLayer};
-use crate::trace::{TraceInterceptor, TracedChannel};
+use crate::service_auth::ServiceToken;
 
 /// Why a gRPC server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -32,15 +35,23 @@ pub enum ServeError {
 /// long-lived work (waiting claims, streams, background loops), is cancelled as soon as
 /// `shutdown` resolves, so open streams end and the drain can complete; and again when
 /// serving ends for any other reason. With a `metrics` registry, every call is measured into
-/// it. Plain HTTP/1.1 is accepted beside gRPC, for routes such as the metrics service's
-/// Prometheus page.
+/// it; with a service `token`, calls without it are refused (see [`crate::service_auth`]).
+/// Plain HTTP/1.1 is accepted beside gRPC, for routes such as the metrics service's Prometheus
+/// page.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     shutdown: impl Future<Output = ()> + Send,
     stop: CancellationToken,
     metrics: Option<&Arc<Registry>>,
+    token: &ServiceToken,
 ) -> Result<(), ServeError> {
+    if !token.is_set() {
+        tracing::warn!(
+            addr = ?listener.local_addr().ok(),
+            "SWARM_SERVICE_TOKEN is not set: this service's port accepts calls from anyone who reaches it"
+        );
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(swarm_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -60,6 +71,7 @@ pub async fn serve(
         .accept_http1(true)
         .trace_fn(request_span)
         .layer(tower::util::option_layer(measure))
+        .layer(tower::util::option_layer(token.layer()))
         .add_routes(routes.add_service(reflection))
         .serve_with_incoming_shutdown(connections, async move {
             shutdown.await;
@@ -83,14 +95,40 @@ fn request_span(request: &http::Request<()>) -> tracing::Span {
     span
 }
 
+/// A channel to another service whose calls carry the caller's trace context and the service
+/// token.
+pub type ServiceChannel = InterceptedService<Channel, CallInterceptor>;
+
+/// Adds the current trace context and the service token to each outgoing call.
+#[derive(Debug, Clone, Default)]
+pub struct CallInterceptor {
+    token: Option<MetadataValue<Ascii>>,
+}
+
+impl Interceptor for CallInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        crate::trace::inject_current(request.metadata_mut());
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// Builds a channel to the gRPC service at `url` that connects on first use and reconnects by
 /// itself: `TCP_NODELAY`, HTTP/2 keep-alives, a bound on connecting, (when given) a deadline
-/// for every call made on it, and the caller's trace context on every call.
+/// for every call made on it, and the caller's trace context and `token` on every call.
 pub fn lazy_channel(
     url: &str,
     connect_timeout: Duration,
     call_timeout: Option<Duration>,
-) -> Result<TracedChannel, tonic::transport::Error> {
+    token: &ServiceToken,
+) -> Result<ServiceChannel, tonic::transport::Error> {
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
@@ -99,9 +137,11 @@ pub fn lazy_channel(
     if let Some(timeout) = call_timeout {
         endpoint = endpoint.timeout(timeout);
     }
-    Ok(TracedChannel::new(
+    Ok(ServiceChannel::new(
         endpoint.connect_lazy(),
-        TraceInterceptor,
+        CallInterceptor {
+            token: token.bearer(),
+        },
     ))
 }
 

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod page;
 pub mod process;
 pub mod run;
+pub mod service_auth;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

@@ -1,35 +1,21 @@
 //! W3C trace context across processes: injected into the metadata of every outgoing gRPC call
-//! (by [`TraceInterceptor`] on every [`TracedChannel`]), extracted from incoming gRPC and HTTP
-//! headers to continue the caller's trace, and rendered as a `traceparent` header for answers.
+//! (by the interceptor of every [`crate::grpc::ServiceChannel`]), extracted from incoming gRPC
+//! and HTTP headers to continue the caller's trace, and rendered as a `traceparent` header for
+//! answers.
 
 use std::collections::HashMap;
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt as _;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// A channel whose calls carry the caller's trace context.
-pub type TracedChannel = InterceptedService<Channel, TraceInterceptor>;
-
-/// Injects the current span's trace context into each outgoing call.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceInterceptor;
-
-impl Interceptor for TraceInterceptor {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        let context = tracing::Span::current().context();
-        opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
-        });
-        Ok(request)
-    }
+/// Puts the current span's trace context into the metadata of an outgoing call.
+pub(crate) fn inject_current(metadata: &mut MetadataMap) {
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut MetadataInjector(metadata));
+    });
 }
 
 struct MetadataInjector<'a>(&'a mut MetadataMap);

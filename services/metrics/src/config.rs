@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use swarm_kit::config::{ConfigError, check_not_zero, env_value, override_from_env};
 use swarm_kit::metrics::ReporterConfig;
+use swarm_kit::service_auth::ServiceToken;
 
 use crate::domain::Targets;
 
@@ -19,6 +20,8 @@ pub struct MetricsConfig {
     pub targets: Targets,
     /// Where the service reports its own metrics: itself, usually.
     pub reporter: ReporterConfig,
+    /// The secret every call between services carries (`SWARM_SERVICE_TOKEN`).
+    pub service_token: ServiceToken,
 }
 
 impl Default for MetricsConfig {
@@ -27,6 +30,7 @@ impl Default for MetricsConfig {
             window: Duration::from_secs(60),
             targets: Targets::default(),
             reporter: ReporterConfig::default(),
+            service_token: ServiceToken::default(),
         }
     }
 }
@@ -49,6 +53,7 @@ impl MetricsConfig {
         )?;
         override_from_env(&mut targets.error_rate, &["SWARM_TARGET_ERROR_RATE"])?;
         config.reporter = ReporterConfig::from_env()?;
+        config.service_token = ServiceToken::from_env()?;
         config.validate()?;
         Ok(config)
     }
@@ -75,6 +80,7 @@ impl MetricsConfig {
                 return Err(ConfigError::new(name, value, "must be a ratio from 0 to 1"));
             }
         }
+        self.service_token.validate()?;
         self.reporter.validate()
     }
 }

@@ -40,7 +40,12 @@ pub async fn run(
     let stop = CancellationToken::new();
     let aggregator = Arc::new(Aggregator::new(config.window));
     let alerts = Arc::new(AlertBook::default());
-    let reporter = Reporter::start("metrics", &config.reporter, stop.clone())?;
+    let reporter = Reporter::start(
+        "metrics",
+        &config.reporter,
+        &config.service_token,
+        stop.clone(),
+    )?;
     let evaluating = tokio::spawn(evaluate(
         Arc::clone(&aggregator),
         Arc::clone(&alerts),
@@ -67,6 +72,7 @@ pub async fn run(
         shutdown,
         stop.clone(),
         reporter.as_ref().map(Reporter::registry),
+        &config.service_token,
     )
     .await;
     let _ = evaluating.await;

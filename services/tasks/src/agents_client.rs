@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use swarm_kit::cache_client::CacheClient;
-use swarm_kit::trace::TracedChannel;
+use swarm_kit::grpc::ServiceChannel;
+use swarm_kit::service_auth::ServiceToken;
 use swarm_proto::agents::v1 as pb;
 use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
 use uuid::Uuid;
@@ -23,14 +24,15 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// The agents service, seen as an agent directory.
 #[derive(Debug, Clone)]
 pub struct GrpcAgentDirectory {
-    client: AgentServiceClient<TracedChannel>,
+    client: AgentServiceClient<ServiceChannel>,
     profiles: Option<(CacheClient, Duration)>,
 }
 
 impl GrpcAgentDirectory {
-    /// Builds a lazily connected client of the agents service at `url`.
-    pub fn new(url: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = swarm_kit::grpc::lazy_channel(url, CALL_TIMEOUT, Some(CALL_TIMEOUT))?;
+    /// Builds a lazily connected client of the agents service at `url`, whose calls carry
+    /// `token`.
+    pub fn new(url: &str, token: &ServiceToken) -> Result<Self, tonic::transport::Error> {
+        let channel = swarm_kit::grpc::lazy_channel(url, CALL_TIMEOUT, Some(CALL_TIMEOUT), token)?;
         Ok(Self {
             client: AgentServiceClient::new(channel),
             profiles: None,

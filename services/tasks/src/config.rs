@@ -8,6 +8,7 @@ use swarm_kit::config::{
 };
 
 use swarm_kit::metrics::ReporterConfig;
+use swarm_kit::service_auth::ServiceToken;
 
 use crate::domain::{QueueSettings, RetryPolicy};
 
@@ -33,6 +34,8 @@ pub struct TasksConfig {
     pub slow_query: Duration,
     /// Where the service reports its metrics (`SWARM_METRICS_URL`, `SWARM_METRICS_INTERVAL_MS`).
     pub metrics: ReporterConfig,
+    /// The secret every call between services carries (`SWARM_SERVICE_TOKEN`).
+    pub service_token: ServiceToken,
     /// Backoff after the first failed attempt (`SWARM_RETRY_BASE_MS`).
     pub retry_base: Duration,
     /// Longest backoff (`SWARM_RETRY_MAX_MS`).
@@ -55,6 +58,7 @@ impl Default for TasksConfig {
             max_connections: 16,
             slow_query: swarm_kit::db::DEFAULT_SLOW_QUERY,
             metrics: ReporterConfig::default(),
+            service_token: ServiceToken::default(),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             poll_interval: Duration::from_millis(500),
@@ -77,6 +81,7 @@ impl TasksConfig {
         override_from_env(&mut config.max_connections, &["SWARM_DB_MAX_CONNECTIONS"])?;
         override_millis(&mut config.slow_query, "SWARM_SLOW_QUERY_MS")?;
         config.metrics = ReporterConfig::from_env()?;
+        config.service_token = ServiceToken::from_env()?;
         override_millis(&mut config.agent_profile_ttl, "SWARM_AGENT_PROFILE_TTL_MS")?;
         override_millis(&mut config.retry_base, "SWARM_RETRY_BASE_MS")?;
         override_millis(&mut config.retry_max, "SWARM_RETRY_MAX_MS")?;
@@ -99,6 +104,7 @@ impl TasksConfig {
         check_service_url("SWARM_CACHE_URL", &self.cache_url)?;
         check_not_zero("SWARM_DB_MAX_CONNECTIONS", self.max_connections == 0)?;
         self.metrics.validate()?;
+        self.service_token.validate()?;
         check_not_zero("SWARM_POLL_INTERVAL_MS", self.poll_interval.is_zero())?;
         check_not_zero(
             "SWARM_LEASE_SWEEP_INTERVAL_MS",

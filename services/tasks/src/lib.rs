@@ -52,8 +52,13 @@ pub async fn run(
     let store = storage::open(pool.clone()).await?;
     let stop = CancellationToken::new();
     let queue = TaskQueue::new(store, config.queue_settings(), stop.clone());
-    let reporter = Reporter::start("tasks", &config.metrics, stop.clone())?;
-    let mut directory = GrpcAgentDirectory::new(&config.agents_url)
+    let reporter = Reporter::start(
+        "tasks",
+        &config.metrics,
+        &config.service_token,
+        stop.clone(),
+    )?;
+    let mut directory = GrpcAgentDirectory::new(&config.agents_url, &config.service_token)
         .map_err(|error| ConfigError::new("SWARM_AGENTS_URL", &config.agents_url, error))?;
     if !config.agent_profile_ttl.is_zero() {
         let ttl = config.agent_profile_ttl;
@@ -63,6 +68,7 @@ pub async fn run(
             PROFILE_CACHE_ENTRIES,
             ttl,
             stop.clone(),
+            &config.service_token,
         )
         .map_err(|error| ConfigError::new("SWARM_CACHE_URL", &config.cache_url, error))?;
         directory = directory.with_cache(cache, ttl);
@@ -119,6 +125,7 @@ pub async fn run(
         shutdown,
         stop.clone(),
         reporter.as_ref().map(Reporter::registry),
+        &config.service_token,
     )
     .await;
     for task in background {

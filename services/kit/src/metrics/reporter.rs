@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Registry;
 use crate::config::{ConfigError, check_not_zero, check_service_url, env_value, override_millis};
-use crate::trace::TracedChannel;
+use crate::grpc::ServiceChannel;
+use crate::service_auth::ServiceToken;
 
 /// How long a report may take before it is given up.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -67,17 +68,18 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Starts reporting the metrics of `service` as `config` says, until `stop` is cancelled;
-    /// `None` when no metrics service is configured.
+    /// Starts reporting the metrics of `service` as `config` says, with calls carrying `token`,
+    /// until `stop` is cancelled; `None` when no metrics service is configured.
     pub fn start(
         service: &str,
         config: &ReporterConfig,
+        token: &ServiceToken,
         stop: CancellationToken,
     ) -> Result<Option<Self>, ConfigError> {
         let Some(url) = &config.url else {
             return Ok(None);
         };
-        let channel = crate::grpc::lazy_channel(url, REPORT_TIMEOUT, Some(REPORT_TIMEOUT))
+        let channel = crate::grpc::lazy_channel(url, REPORT_TIMEOUT, Some(REPORT_TIMEOUT), token)
             .map_err(|error| ConfigError::new("SWARM_METRICS_URL", url, error))?;
         let registry = Registry::new(service);
         let reporting = tokio::spawn(report(
@@ -129,7 +131,7 @@ impl Reporter {
 
 async fn report(
     registry: Arc<Registry>,
-    mut client: MetricsServiceClient<TracedChannel>,
+    mut client: MetricsServiceClient<ServiceChannel>,
     interval: Duration,
     stop: CancellationToken,
 ) {
