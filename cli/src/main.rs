@@ -467,7 +467,7 @@ async fn run_bench_overhead(args: BenchOverheadArgs) -> Outcome {
             })
             .collect();
         println!(
-            "overhead  {:<14} {:>8.1} req/s   {:.3} of baseline   ({})",
+            "overhead  {:<16} {:>8.1} req/s   {:.3} of baseline   ({})",
             measured.variant.name,
             measured.throughput(),
             measured.throughput() / baseline,
