@@ -774,3 +774,19 @@ async fn hostile_bodies_get_the_envelope_never_a_crash() {
     assert_error(&swarm.get("/api/cache/deep").await, 404, "not_found");
     swarm.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etags_can_be_switched_off() {
+    let swarm = TestStack::start_with(Backend::Sqlite, |config| config.gateway.etags = false).await;
+    let (_, task) = swarm.post("/api/tasks", json!({"title": "plain"})).await;
+    let read = swarm
+        .http
+        .get(swarm.url(&format!("/api/tasks/{}", task["id"].as_str().unwrap())))
+        .header("if-none-match", "\"anything\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    assert!(read.headers().get("etag").is_none());
+    swarm.stop().await;
+}
