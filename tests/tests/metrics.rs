@@ -61,10 +61,19 @@ fn promtool_check(text: &str) -> (bool, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_process_reports_and_the_figures_add_up() {
+async fn every_process_reports_and_the_figures_add_up_on_sqlite() {
+    every_process_reports_and_the_figures_add_up(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_process_reports_and_the_figures_add_up_on_postgres() {
+    every_process_reports_and_the_figures_add_up(Backend::Postgres).await;
+}
+
+async fn every_process_reports_and_the_figures_add_up(backend: Backend) {
     // Statements are measured by the telemetry every swarm process installs.
     swarm_kit::telemetry::init_with("swarm-e2e", None);
-    let swarm = TestStack::start_with(Backend::Sqlite, |config| {
+    let swarm = TestStack::start_with(backend, |config| {
         // Every statement counts as slow, and any process breaches a 1 MB memory target.
         config.tasks.slow_query = Duration::ZERO;
         config.metrics.targets.memory_mb = 1.0;
@@ -151,6 +160,10 @@ async fn every_process_reports_and_the_figures_add_up() {
     assert!(alert["value"].as_f64() > Some(1.0));
     assert!(alert["since"].is_string());
     assert_eq!(summary["window_seconds"], 60);
+    assert!(
+        summary["queue_wait_ms"]["p99"].as_f64() > Some(0.0),
+        "the claim waited a little"
+    );
 
     // Prometheus text through the gateway, checked by Prometheus's own tool.
     let response = swarm.http.get(swarm.url("/metrics")).send().await.unwrap();

@@ -86,6 +86,7 @@ fn summary_json(summary: &pb::Summary) -> Value {
             "evictions": cache.evictions,
         },
         "tasks": summary.tasks,
+        "queue_wait_ms": latency(summary.queue_wait_ms.as_ref()),
         "memory": summary.memory_mb.iter().map(|(service, mb)| (service.clone(), json!({"rss_mb": round2(*mb)}))).collect::<serde_json::Map<_, _>>(),
         "cpu_percent": summary.cpu_percent.iter().map(|(service, percent)| (service.clone(), json!(round2(*percent)))).collect::<serde_json::Map<_, _>>(),
         "alerts": summary.alerts.iter().map(|alert| json!({

@@ -117,6 +117,7 @@ fn summary(figures: &Figures, alerts: &AlertBook) -> pb::Summary {
             })
             .collect(),
         window_seconds: u32::try_from(figures.window.as_secs()).unwrap_or(u32::MAX),
+        queue_wait_ms: Some(latency(figures.queue_wait)),
         reporters: figures
             .reporters
             .iter()

@@ -112,6 +112,8 @@ pub struct Figures {
     pub cache: Cache,
     /// Tasks per status, as the tasks service counted them last.
     pub tasks: BTreeMap<String, u64>,
+    /// How long tasks claimed within the window had waited to be claimed.
+    pub queue_wait: Latency,
     /// Resident memory in bytes per service (its largest replica).
     pub memory_bytes: BTreeMap<String, f64>,
     /// CPU use in percent of one core over the window per service (its busiest replica).
@@ -212,10 +214,14 @@ impl Figures {
 
     fn add_database(&mut self, snapshot: &Snapshot) {
         let mut statements = Histogram::default();
+        let mut waits = Histogram::default();
         for ((_, (name, _)), increment) in &snapshot.increments {
             match increment {
                 Increment::Histogram(buckets, _) if name == names::DB_QUERY_DURATION.name => {
                     statements.add(buckets, false);
+                }
+                Increment::Histogram(buckets, _) if name == names::TASK_QUEUE_WAIT.name => {
+                    waits.add(buckets, false);
                 }
                 Increment::Count(count) if name == names::DB_SLOW_QUERIES.name => {
                     self.database.slow_queries += whole(*count);
@@ -223,6 +229,7 @@ impl Figures {
                 _ => {}
             }
         }
+        self.queue_wait = Latency::of(&waits.buckets);
         self.database.queries = statements.total();
         self.database.query_latency = Latency::of(&statements.buckets);
         for instance in &snapshot.instances {
