@@ -39,6 +39,19 @@ pub struct BenchOptions {
     pub cycle_tasks: u64,
 }
 
+impl BenchOptions {
+    /// Drives `concurrency` clients for `duration` at a stack of its own, no database named.
+    pub fn load(duration: Duration, concurrency: usize) -> Self {
+        Self {
+            database_url: String::new(),
+            duration,
+            concurrency,
+            agents: 0,
+            cycle_tasks: 0,
+        }
+    }
+}
+
 /// Everything one benchmark run measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {

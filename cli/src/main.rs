@@ -417,13 +417,7 @@ async fn run_agent(args: AgentArgs) -> Outcome {
 }
 
 async fn run_bench_cache(args: BenchCacheArgs) -> Outcome {
-    let options = BenchOptions {
-        database_url: String::new(),
-        duration: Duration::from_secs(args.seconds),
-        concurrency: args.concurrency,
-        agents: 0,
-        cycle_tasks: 0,
-    };
+    let options = BenchOptions::load(Duration::from_secs(args.seconds), args.concurrency);
     let report = bench::cache(&options, &args.redis_url).await?;
     for figure in &report.gets {
         println!(
@@ -445,13 +439,7 @@ async fn run_bench_cache(args: BenchCacheArgs) -> Outcome {
 }
 
 async fn run_bench_overhead(args: BenchOverheadArgs) -> Outcome {
-    let options = BenchOptions {
-        database_url: String::new(),
-        duration: Duration::from_secs(args.seconds),
-        concurrency: args.concurrency,
-        agents: 0,
-        cycle_tasks: 0,
-    };
+    let options = BenchOptions::load(Duration::from_secs(args.seconds), args.concurrency);
     std::fs::create_dir_all(&args.data_dir)?;
     let report = overhead::measure(&options, args.rounds.max(1), &args.data_dir).await?;
     let baseline = report.variants[0].throughput();
@@ -484,10 +472,7 @@ async fn run_bench_overhead(args: BenchOverheadArgs) -> Outcome {
 async fn run_bench_read(args: BenchReadArgs) -> Outcome {
     let options = BenchOptions {
         database_url: args.database_url,
-        duration: Duration::from_secs(args.seconds),
-        concurrency: args.concurrency,
-        agents: 0,
-        cycle_tasks: 0,
+        ..BenchOptions::load(Duration::from_secs(args.seconds), args.concurrency)
     };
     let get = bench::read_path(
         &options,

@@ -198,3 +198,24 @@ pub fn client_with_key(key: &str) -> reqwest::Client {
         .build()
         .expect("http client builds")
 }
+
+/// Exports buffered spans and asks `arrived` (given how many times it was asked before) until
+/// it answers `Some`, for at most 15 seconds; then fails with `what_is_missing`.
+pub async fn spans_until<T>(
+    telemetry: &swarm_kit::telemetry::Telemetry,
+    what_is_missing: &str,
+    mut arrived: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let flushing = telemetry.clone();
+        tokio::task::spawn_blocking(move || flushing.flush())
+            .await
+            .expect("the flush does not panic");
+        if let Some(found) = arrived() {
+            return found;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what_is_missing}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -6,7 +6,7 @@
 //! (Telemetry is process-wide, so this file is its own test binary.)
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::json;
-use swarm_e2e::{TestStack, answer};
+use swarm_e2e::{TestStack, answer, spans_until};
 use swarm_kit::telemetry::{Export, Protocol};
 use swarm_kit::testing::{Backend, RedisServer};
 
@@ -119,33 +119,25 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
         "db.query",
         "GET",
     ];
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let spans = loop {
-        let flushing = telemetry.clone();
-        tokio::task::spawn_blocking(move || flushing.flush())
-            .await
-            .unwrap();
-        let spans: Vec<(String, Span)> = collector
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, span)| hex(&span.trace_id) == trace_id)
-            .cloned()
-            .collect();
-        if wanted
-            .iter()
-            .all(|name| spans.iter().any(|(_, span)| span.name == *name))
-        {
-            break spans;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "spans of the trace: {:?}",
-            spans.iter().map(|(_, s)| &s.name).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let spans = spans_until(
+        &telemetry,
+        &format!("a trace with every span of {wanted:?}"),
+        || {
+            let spans: Vec<(String, Span)> = collector
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, span)| hex(&span.trace_id) == trace_id)
+                .cloned()
+                .collect();
+            wanted
+                .iter()
+                .all(|name| spans.iter().any(|(_, span)| span.name == *name))
+                .then_some(spans)
+        },
+    )
+    .await;
     let find = |name: &str| {
         spans
             .iter()
@@ -229,28 +221,26 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(claimed["tasks"][0]["id"], created["id"]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let flushing = telemetry.clone();
-        tokio::task::spawn_blocking(move || flushing.flush())
-            .await
-            .unwrap();
-        let linked = collector.0.lock().unwrap().iter().any(|(_, span)| {
-            span.name == "task.lease_expired"
-                && span
-                    .links
-                    .iter()
-                    .any(|link| hex(&link.trace_id) == creating_trace)
-        });
-        if linked {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no lease-expiry span linked to the creating trace"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    spans_until(
+        &telemetry,
+        "a lease-expiry span linked to the creating trace",
+        || {
+            collector
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, span)| {
+                    span.name == "task.lease_expired"
+                        && span
+                            .links
+                            .iter()
+                            .any(|link| hex(&link.trace_id) == creating_trace)
+                })
+                .then_some(())
+        },
+    )
+    .await;
     swarm.stop().await;
 }
 

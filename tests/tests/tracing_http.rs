@@ -4,7 +4,6 @@
 //! own test binary.)
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -14,7 +13,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message as _;
 use serde_json::json;
-use swarm_e2e::TestStack;
+use swarm_e2e::{TestStack, spans_until};
 use swarm_kit::telemetry::{Export, Protocol};
 use swarm_kit::testing::Backend;
 
@@ -64,22 +63,18 @@ async fn spans_arrive_over_http_protobuf() {
     let (status, _) = swarm.post("/api/tasks", json!({"title": "exported"})).await;
     assert_eq!(status, 201);
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let flushing = telemetry.clone();
-        tokio::task::spawn_blocking(move || flushing.flush())
-            .await
-            .unwrap();
-        let names = received.lock().unwrap().clone();
-        if names.iter().any(|name| name == "POST /api/tasks")
-            && names
-                .iter()
-                .any(|name| name == "/swarm.tasks.v1.TaskService/CreateTask")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "spans received: {names:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    spans_until(
+        &telemetry,
+        "the gateway's and the tasks service's spans",
+        || {
+            let names = received.lock().unwrap();
+            (names.iter().any(|name| name == "POST /api/tasks")
+                && names
+                    .iter()
+                    .any(|name| name == "/swarm.tasks.v1.TaskService/CreateTask"))
+            .then_some(())
+        },
+    )
+    .await;
     swarm.stop().await;
 }

@@ -93,14 +93,11 @@ pub async fn run(
         routes,
         shutdown,
         stop.clone(),
-        reporter.as_ref().map(Reporter::registry),
+        reporter,
         &config.service_token,
     )
     .await;
     let _ = database_health.await;
-    if let Some(reporter) = reporter {
-        reporter.finished().await;
-    }
     pool.close().await;
     info!("agents service stopped");
     Ok(served?)

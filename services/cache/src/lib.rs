@@ -71,15 +71,12 @@ pub async fn run(
         routes,
         shutdown,
         stop.clone(),
-        reporter.as_ref().map(Reporter::registry),
+        reporter,
         &config.service_token,
     )
     .await;
     for task in background {
         let _ = task.await;
-    }
-    if let Some(reporter) = reporter {
-        reporter.finished().await;
     }
     info!("cache service stopped");
     Ok(served?)

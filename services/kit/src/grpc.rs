@@ -16,7 +16,7 @@ use tonic::service::{Interceptor, Routes};
 use tonic::transport::Channel;
 use tonic::transport::Server;
 
-use crate::metrics::{Registry, RequestMetricsLayer};
+use crate::metrics::{Reporter, RequestMetricsLayer};
 use crate::service_auth::ServiceToken;
 
 /// Why a gRPC server stopped with an error.
@@ -34,8 +34,9 @@ pub enum ServeError {
 /// accepting and waits for in-flight calls to finish. `stop`, the service's token for its
 /// long-lived work (waiting claims, streams, background loops), is cancelled as soon as
 /// `shutdown` resolves, so open streams end and the drain can complete; and again when
-/// serving ends for any other reason. With a `metrics` registry, every call is measured into
-/// it; with a service `token`, calls without it are refused (see [`crate::service_auth`]).
+/// serving ends for any other reason. With a metrics `reporter`, every call is measured into
+/// its registry, and its last report is sent before this returns; with a service `token`,
+/// calls without it are refused (see [`crate::service_auth`]).
 /// Plain HTTP/1.1 is accepted beside gRPC, for routes such as the metrics service's Prometheus
 /// page.
 pub async fn serve(
@@ -43,7 +44,7 @@ pub async fn serve(
     routes: Routes,
     shutdown: impl Future<Output = ()> + Send,
     stop: CancellationToken,
-    metrics: Option<&Arc<Registry>>,
+    reporter: Option<Reporter>,
     token: &ServiceToken,
 ) -> Result<(), ServeError> {
     if !token.is_set() {
@@ -64,8 +65,9 @@ pub async fn serve(
         Ok::<_, std::io::Error>(stream)
     });
     let stopping = stop.clone();
-    let measure = metrics
-        .map(|registry| RequestMetricsLayer::new(Arc::clone(registry), crate::metrics::grpc_route));
+    let measure = reporter.as_ref().map(|reporter| {
+        RequestMetricsLayer::new(Arc::clone(reporter.registry()), crate::metrics::grpc_route)
+    });
     let served = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .accept_http1(true)
@@ -79,6 +81,9 @@ pub async fn serve(
         })
         .await;
     stop.cancel();
+    if let Some(reporter) = reporter {
+        reporter.finished().await;
+    }
     Ok(served?)
 }
 

@@ -71,14 +71,11 @@ pub async fn run(
         Routes::from(router),
         shutdown,
         stop.clone(),
-        reporter.as_ref().map(Reporter::registry),
+        reporter,
         &config.service_token,
     )
     .await;
     let _ = evaluating.await;
-    if let Some(reporter) = reporter {
-        reporter.finished().await;
-    }
     info!("metrics service stopped");
     Ok(served?)
 }

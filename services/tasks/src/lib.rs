@@ -124,15 +124,12 @@ pub async fn run(
         routes,
         shutdown,
         stop.clone(),
-        reporter.as_ref().map(Reporter::registry),
+        reporter,
         &config.service_token,
     )
     .await;
     for task in background {
         let _ = task.await;
-    }
-    if let Some(reporter) = reporter {
-        reporter.finished().await;
     }
     pool.close().await;
     info!("tasks service stopped");
