@@ -310,10 +310,11 @@ async fn config_read_mix() -> Result<(u64, u64), BenchError> {
     const AGENTS: usize = 200;
     const READS: u64 = 20_000;
     let database = std::env::temp_dir().join(format!("swarm-bench-{}.db", uuid_like()));
-    let stack = Stack::start(StackConfig::local(&format!(
-        "sqlite://{}",
-        database.display()
-    )))
+    let url = format!("sqlite://{}", database.display());
+    let stack = Stack::start(StackConfig {
+        gateway: bench_gateway(&url),
+        ..StackConfig::local(&url)
+    })
     .await?;
     let channel = local_channel(&stack.agents_url())?;
     let mut agents = AgentServiceClient::new(channel);
