@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use utoipa::ToSchema;
 
 use crate::model::round2;
 use crate::state::{AppState, Upstream};
@@ -17,32 +18,67 @@ use crate::state::{AppState, Upstream};
 /// How long a service may take to answer a health check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// What the health routes answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthReport {
+    /// `healthy`, `degraded` (Redis down, memory answering) or `unhealthy`.
+    status: &'static str,
+    /// When the report was made.
+    timestamp: String,
+    /// `connected` or `disconnected`.
+    database: &'static str,
+    /// `redis`, `memory` or `disconnected`.
+    cache: &'static str,
+    /// Each service: `serving`, `not_serving` or `unreachable`.
+    services: BTreeMap<&'static str, &'static str>,
+    /// How long the checks took.
+    response_time_ms: f64,
+    /// The gateway process's figures (`/api/health` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<ProcessFigures>,
+}
+
+/// Memory and CPU of the gateway process.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessFigures {
+    /// Resident memory.
+    memory_mb: f64,
+    /// Resident memory in percent of the machine's.
+    memory_percent: f64,
+    /// CPU use since the previous reading, in percent of one core.
+    cpu_percent: f64,
+}
+
 /// `GET /health`.
 #[utoipa::path(get, path = "/health", tag = "health",
-    responses((status = 200, description = "Every service answers (or the cache is degraded).", body = serde_json::Value),
-        (status = 503, description = "A service does not answer.", body = serde_json::Value)))]
-pub async fn health(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
+    responses((status = 200, description = "Every service answers (or the cache is degraded).", body = HealthReport),
+        (status = 503, description = "A service does not answer.", body = HealthReport)))]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, axum::Json<HealthReport>) {
     let (status, body) = report(&state).await;
     (status, axum::Json(body))
 }
 
 /// `GET /api/health`: the same report plus process figures.
 #[utoipa::path(get, path = "/api/health", tag = "health",
-    responses((status = 200, description = "Every service answers, with the gateway's memory and CPU.", body = serde_json::Value),
-        (status = 503, description = "A service does not answer.", body = serde_json::Value)))]
-pub async fn api_health(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
+    responses((status = 200, description = "Every service answers, with the gateway's memory and CPU.", body = HealthReport),
+        (status = 503, description = "A service does not answer.", body = HealthReport)))]
+pub async fn api_health(State(state): State<AppState>) -> (StatusCode, axum::Json<HealthReport>) {
     let (status, mut body) = report(&state).await;
     let rss = swarm_kit::process::resident_bytes().unwrap_or(0) as f64;
     let total = swarm_kit::process::total_memory_bytes().unwrap_or(0) as f64;
-    body["metrics"] = json!({
-        "memory_mb": round2(rss / (1024.0 * 1024.0)),
-        "memory_percent": if total > 0.0 { round2(rss / total * 100.0) } else { 0.0 },
-        "cpu_percent": round2(state.cpu.percent()),
+    body.metrics = Some(ProcessFigures {
+        memory_mb: round2(rss / (1024.0 * 1024.0)),
+        memory_percent: if total > 0.0 {
+            round2(rss / total * 100.0)
+        } else {
+            0.0
+        },
+        cpu_percent: round2(state.cpu.percent()),
     });
     (status, axum::Json(body))
 }
 
-async fn report(state: &AppState) -> (StatusCode, Value) {
+async fn report(state: &AppState) -> (StatusCode, HealthReport) {
     let started = Instant::now();
     let checks = futures_util::future::join_all(state.upstreams.iter().map(check)).await;
     let services: BTreeMap<&str, &str> = state
@@ -59,14 +95,19 @@ async fn report(state: &AppState) -> (StatusCode, Value) {
         (true, CacheTier::Degraded) => (StatusCode::OK, "degraded"),
         (true, _) => (StatusCode::OK, "healthy"),
     };
-    let body = json!({
-        "status": status,
-        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "database": if tasks_serving { "connected" } else { "disconnected" },
-        "cache": cache.name(),
-        "services": services,
-        "response_time_ms": round2(started.elapsed().as_secs_f64() * 1000.0),
-    });
+    let body = HealthReport {
+        status,
+        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        database: if tasks_serving {
+            "connected"
+        } else {
+            "disconnected"
+        },
+        cache: cache.name(),
+        services,
+        response_time_ms: round2(started.elapsed().as_secs_f64() * 1000.0),
+        metrics: None,
+    };
     (code, body)
 }
 
