@@ -86,7 +86,7 @@ pub async fn run(
     );
     let mut background = vec![
         match &reporter {
-            Some(reporter) => tokio::spawn(reporter.registry().scope(maintenance)),
+            Some(reporter) => tokio::spawn(reporter.registry().scope_background(maintenance)),
             None => tokio::spawn(maintenance),
         },
         tokio::spawn(swarm_kit::grpc::report_database_health(

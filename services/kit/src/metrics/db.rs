@@ -76,15 +76,28 @@ impl Visit for Statement {
 /// Tells whether the layer looks at `metadata`: statement events, and the spans that may
 /// enclose them (a layer sees only the spans its filter lets through).
 pub fn interested(metadata: &tracing::Metadata<'_>) -> bool {
-    (metadata.is_span() && *metadata.level() <= tracing::Level::INFO) || metadata.target() == TARGET
+    let enclosing = metadata.is_span()
+        && (*metadata.level() <= tracing::Level::INFO || metadata.target() == SCOPE_TARGET);
+    enclosing || metadata.target() == TARGET
+}
+
+/// The target of the spans that carry a registry through background work.
+const SCOPE_TARGET: &str = "swarm_kit::metrics::scope";
+
+/// Opens a span, seen by no log and no trace, that marks background work of `registry`'s
+/// service, for the statements SQLite runs on its own thread.
+pub(crate) fn scope_span(registry: &Arc<Registry>) -> tracing::Span {
+    let span = tracing::debug_span!(target: SCOPE_TARGET, "metrics.scope");
+    mark_span(&span, registry);
+    span
 }
 
 /// The registry of the service whose request a span belongs to.
 struct SpanScope(Arc<Registry>);
 
-/// Marks the current span, if any, as work of `registry`'s service.
-pub(crate) fn mark_current_span(registry: &Arc<Registry>) {
-    tracing::Span::current().with_subscriber(|(id, dispatch)| {
+/// Marks `span`, if enabled, as work of `registry`'s service.
+pub(crate) fn mark_span(span: &tracing::Span, registry: &Arc<Registry>) {
+    span.with_subscriber(|(id, dispatch)| {
         let span = dispatch
             .downcast_ref::<tracing_subscriber::Registry>()
             .and_then(|spans| spans.span(id));

@@ -83,7 +83,7 @@ where
         let started = Instant::now();
         let answer = self.registry.scope(self.inner.call(request));
         Box::pin(async move {
-            super::db::mark_current_span(&registry);
+            super::db::mark_span(&tracing::Span::current(), &registry);
             let result = answer.await;
             if let Some(route) = route {
                 let (status, error) = match &result {

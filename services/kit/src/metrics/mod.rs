@@ -315,6 +315,19 @@ impl Registry {
         CURRENT.scope(Arc::clone(self), work)
     }
 
+    /// Runs background `work` (a sweep, a periodic count) as work of this registry's service,
+    /// so that its database statements are counted here on every backend.
+    pub fn scope_background<F: Future>(
+        self: &Arc<Self>,
+        work: F,
+    ) -> impl Future<Output = F::Output> + use<F> {
+        let span = db::scope_span(self);
+        CURRENT.scope(
+            Arc::clone(self),
+            tracing::Instrument::instrument(work, span),
+        )
+    }
+
     /// Calls `record` with the registry of the service whose work the current task is doing,
     /// if any.
     pub fn with_current(record: impl FnOnce(&Self)) {

@@ -118,7 +118,9 @@ impl Reporter {
                     () = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                registry.scope(refresh(Arc::clone(&registry))).await;
+                registry
+                    .scope_background(refresh(Arc::clone(&registry)))
+                    .await;
             }
         })
     }
