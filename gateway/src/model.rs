@@ -196,6 +196,19 @@ impl PageQuery {
     pub fn to_proto(&self) -> Result<swarm_proto::common::v1::PageRequest, ApiError> {
         page_request(self.page, self.per_page)
     }
+
+    /// Validates the page (out-of-range values are refused, not clamped).
+    pub fn to_page(&self) -> Result<Page, ApiError> {
+        page(self.page, self.per_page)
+    }
+}
+
+/// Validates REST pagination parameters: absent means page 1 of 20.
+fn page(page: Option<u32>, per_page: Option<u32>) -> Result<Page, ApiError> {
+    Ok(Page::new(
+        page.unwrap_or(1),
+        per_page.unwrap_or(swarm_kit::page::DEFAULT_PER_PAGE),
+    )?)
 }
 
 /// Validates REST pagination parameters (absent means page 1 of 20) for a gRPC request.
@@ -203,10 +216,7 @@ pub fn page_request(
     page: Option<u32>,
     per_page: Option<u32>,
 ) -> Result<swarm_proto::common::v1::PageRequest, ApiError> {
-    let page = Page::new(
-        page.unwrap_or(1),
-        per_page.unwrap_or(swarm_kit::page::DEFAULT_PER_PAGE),
-    )?;
+    let page = self::page(page, per_page)?;
     Ok(swarm_proto::common::v1::PageRequest {
         page: page.page,
         per_page: page.per_page,
@@ -278,4 +288,20 @@ pub fn agent_status_from_name(
 /// Rounds a figure to two decimals for display.
 pub fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
+}
+
+/// The task a route names.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TaskPath {
+    /// The task id (a UUID).
+    pub id: uuid::Uuid,
+}
+
+/// The agent a route names.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AgentPath {
+    /// The agent id (a UUID).
+    pub id: uuid::Uuid,
 }

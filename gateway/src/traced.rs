@@ -8,16 +8,24 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+/// What requests that match no route are named.
+pub const UNMATCHED: &str = "unmatched";
+
+/// Returns the route template a request matched ([`UNMATCHED`] when none did), or `None` for
+/// health checks, which are neither traced nor measured.
+pub fn traffic_route(extensions: &axum::http::Extensions) -> Option<&str> {
+    match extensions.get::<MatchedPath>().map(MatchedPath::as_str) {
+        Some("/health" | "/api/health") => None,
+        Some(route) => Some(route),
+        None => Some(UNMATCHED),
+    }
+}
+
 /// Runs a request inside its span and answers with its `traceparent`.
 pub async fn trace(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    if route == "/health" || route == "/api/health" {
+    let Some(route) = traffic_route(request.extensions()).map(str::to_owned) else {
         return next.run(request).await;
-    }
+    };
     let method = request.method().clone();
     let span = tracing::info_span!(
         "http.request",

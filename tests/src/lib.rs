@@ -99,11 +99,7 @@ impl TestStack {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self.http.request(method, self.url(path));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        answer(request.send().await.expect("gateway answers")).await
+        send_with(&self.http, method, self.url(path), body).await
     }
 
     /// POSTs JSON.
@@ -218,4 +214,19 @@ pub async fn spans_until<T>(
         assert!(std::time::Instant::now() < deadline, "{what_is_missing}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Sends a JSON body with `method` to `url` from `client`; returns the status and the JSON
+/// answer (`Value::Null` for an empty body).
+pub async fn send_with(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client.request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    answer(request.send().await.expect("gateway answers")).await
 }

@@ -2,23 +2,10 @@
 //! client that sees only its own tasks, an agent key bound to its agent, revocation, rate
 //! limits with `Retry-After`, open health and metrics routes, and `SWARM_AUTH=off`.
 
-use serde_json::{Value, json};
-use swarm_e2e::{TestStack, answer, assert_error};
+use serde_json::json;
+use swarm_e2e::{TestStack, answer, assert_error, send_with};
 use swarm_gateway::auth::Rate;
 use swarm_kit::testing::Backend;
-
-async fn send(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = client.request(method, url);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    answer(request.send().await.expect("gateway answers")).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_decide_who_may_do_what() {
@@ -27,17 +14,17 @@ async fn keys_decide_who_may_do_what() {
 
     // No key, a malformed one, an unknown one: 401 with the envelope.
     let anonymous = reqwest::Client::new();
-    let (status, body) = send(&anonymous, get.clone(), swarm.url("/api/tasks"), None).await;
+    let (status, body) = send_with(&anonymous, get.clone(), swarm.url("/api/tasks"), None).await;
     assert_error(&(status, body), 401, "unauthenticated");
     let stranger = swarm_e2e::client_with_key("swarm_not_a_key_at_all_0000000000000000");
     assert_error(
-        &send(&stranger, get.clone(), swarm.url("/api/tasks"), None).await,
+        &send_with(&stranger, get.clone(), swarm.url("/api/tasks"), None).await,
         401,
         "unauthenticated",
     );
     // Health and the API's own description stay open.
     assert_eq!(
-        send(&anonymous, get.clone(), swarm.url("/health"), None)
+        send_with(&anonymous, get.clone(), swarm.url("/health"), None)
             .await
             .0,
         200
@@ -46,7 +33,7 @@ async fn keys_decide_who_may_do_what() {
     // Two clients: each sees only its own tasks; another's is 404, never 403.
     let ada = swarm.client_for("ada", "client", None).await;
     let bob = swarm.client_for("bob", "client", None).await;
-    let (status, adas) = send(
+    let (status, adas) = send_with(
         &ada,
         post.clone(),
         swarm.url("/api/tasks"),
@@ -59,7 +46,7 @@ async fn keys_decide_who_may_do_what() {
         "a client's tasks are recorded under its name"
     );
     let ada_task = adas["id"].as_str().unwrap().to_owned();
-    let (status, _) = send(
+    let (status, _) = send_with(
         &bob,
         post.clone(),
         swarm.url("/api/tasks"),
@@ -68,19 +55,22 @@ async fn keys_decide_who_may_do_what() {
     .await;
     assert_eq!(status, 201);
     let task_url = swarm.url(&format!("/api/tasks/{ada_task}"));
-    assert_eq!(send(&ada, get.clone(), task_url.clone(), None).await.0, 200);
+    assert_eq!(
+        send_with(&ada, get.clone(), task_url.clone(), None).await.0,
+        200
+    );
     assert_error(
-        &send(&bob, get.clone(), task_url.clone(), None).await,
+        &send_with(&bob, get.clone(), task_url.clone(), None).await,
         404,
         "not_found",
     );
     assert_error(
-        &send(&bob, post.clone(), format!("{task_url}/cancel"), None).await,
+        &send_with(&bob, post.clone(), format!("{task_url}/cancel"), None).await,
         404,
         "not_found",
     );
     assert_error(
-        &send(
+        &send_with(
             &bob,
             post.clone(),
             format!("{task_url}/messages"),
@@ -90,15 +80,15 @@ async fn keys_decide_who_may_do_what() {
         404,
         "not_found",
     );
-    let (_, listed) = send(&bob, get.clone(), swarm.url("/api/tasks"), None).await;
+    let (_, listed) = send_with(&bob, get.clone(), swarm.url("/api/tasks"), None).await;
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["items"][0]["title"], "bob's");
     assert_error(
-        &send(&bob, get.clone(), swarm.url("/api/tasks?user_id=ada"), None).await,
+        &send_with(&bob, get.clone(), swarm.url("/api/tasks?user_id=ada"), None).await,
         403,
         "permission_denied",
     );
-    let (status, _) = send(
+    let (status, _) = send_with(
         &ada,
         post.clone(),
         format!("{task_url}/messages"),
@@ -106,19 +96,19 @@ async fn keys_decide_who_may_do_what() {
     )
     .await;
     assert_eq!(status, 201);
-    let (_, bobs_messages) = send(&bob, get.clone(), swarm.url("/api/messages"), None).await;
+    let (_, bobs_messages) = send_with(&bob, get.clone(), swarm.url("/api/messages"), None).await;
     assert_eq!(
         bobs_messages["total"], 0,
         "recent messages are a client's own"
     );
     // A client may not claim, manage agents or keys.
     assert_error(
-        &send(&ada, get.clone(), swarm.url("/api/agents"), None).await,
+        &send_with(&ada, get.clone(), swarm.url("/api/agents"), None).await,
         403,
         "permission_denied",
     );
     assert_error(
-        &send(
+        &send_with(
             &ada,
             post.clone(),
             swarm.url("/api/keys"),
@@ -138,7 +128,7 @@ async fn keys_decide_who_may_do_what() {
     let second_key = swarm
         .client_for("second-worker", "agent", Some(&second))
         .await;
-    let (status, claimed) = send(
+    let (status, claimed) = send_with(
         &first_key,
         post.clone(),
         swarm.url("/api/tasks/claim"),
@@ -148,7 +138,7 @@ async fn keys_decide_who_may_do_what() {
     assert_eq!(status, 200);
     let held = claimed["tasks"][0]["id"].as_str().unwrap().to_owned();
     assert_error(
-        &send(
+        &send_with(
             &first_key,
             post.clone(),
             swarm.url("/api/tasks/claim"),
@@ -162,7 +152,7 @@ async fn keys_decide_who_may_do_what() {
     // holder) and with the other agent's id (403, not its agent).
     let complete = swarm.url(&format!("/api/tasks/{held}/complete"));
     assert_error(
-        &send(
+        &send_with(
             &second_key,
             post.clone(),
             complete.clone(),
@@ -173,7 +163,7 @@ async fn keys_decide_who_may_do_what() {
         "failed_precondition",
     );
     assert_error(
-        &send(
+        &send_with(
             &second_key,
             post.clone(),
             complete.clone(),
@@ -184,7 +174,7 @@ async fn keys_decide_who_may_do_what() {
         "permission_denied",
     );
     assert_eq!(
-        send(
+        send_with(
             &first_key,
             post.clone(),
             complete,
@@ -195,7 +185,7 @@ async fn keys_decide_who_may_do_what() {
         200
     );
     assert_eq!(
-        send(
+        send_with(
             &first_key,
             post.clone(),
             swarm.url(&format!("/api/agents/{first}/heartbeat")),
@@ -206,7 +196,7 @@ async fn keys_decide_who_may_do_what() {
         200
     );
     assert_error(
-        &send(
+        &send_with(
             &first_key,
             post.clone(),
             swarm.url(&format!("/api/agents/{second}/heartbeat")),
@@ -217,7 +207,7 @@ async fn keys_decide_who_may_do_what() {
         "permission_denied",
     );
     assert_error(
-        &send(
+        &send_with(
             &first_key,
             post.clone(),
             swarm.url("/api/tasks"),
@@ -248,7 +238,7 @@ async fn keys_decide_who_may_do_what() {
         .await;
     assert_eq!(status, 204);
     assert_error(
-        &send(&bob, get.clone(), swarm.url("/api/tasks"), None).await,
+        &send_with(&bob, get.clone(), swarm.url("/api/tasks"), None).await,
         401,
         "unauthenticated",
     );
@@ -322,7 +312,7 @@ async fn each_key_has_its_own_rate() {
 async fn auth_off_lets_everyone_in() {
     let swarm = TestStack::start_with(Backend::Sqlite, |config| config.gateway.auth = false).await;
     let anonymous = reqwest::Client::new();
-    let (status, _) = send(
+    let (status, _) = send_with(
         &anonymous,
         reqwest::Method::POST,
         swarm.url("/api/tasks"),

@@ -178,7 +178,11 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
             && span
                 .attributes
                 .iter()
-                .any(|attribute| attribute.key == "db.query.text")),
+                .any(|attribute| attribute.key == "db.query.text"
+                    && attribute
+                        .value
+                        .as_ref()
+                        .is_some_and(|value| format!("{value:?}").contains("tasks")))),
         "the claim's statements are child spans of the tasks span"
     );
     assert!(

@@ -15,7 +15,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::model::{
-    AgentView, PageView, agent_status_from_name, json_text, page_request, raw_json,
+    AgentPath, AgentView, PageView, agent_status_from_name, json_text, page_request, raw_json,
 };
 use crate::state::AppState;
 
@@ -92,7 +92,7 @@ pub async fn list(
 }
 
 /// Returns one agent.
-#[utoipa::path(get, path = "/api/agents/{id}", tag = "agents", params(("id" = uuid::Uuid, Path, description = "The agent id (a UUID).")),
+#[utoipa::path(get, path = "/api/agents/{id}", tag = "agents", params(AgentPath),
     responses((status = 200, description = "The agent.", body = AgentView)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -132,7 +132,7 @@ pub struct UpdateAgent {
 }
 
 /// Changes any of an agent's fields.
-#[utoipa::path(patch, path = "/api/agents/{id}", tag = "agents", params(("id" = uuid::Uuid, Path, description = "The agent id (a UUID).")), request_body = UpdateAgent,
+#[utoipa::path(patch, path = "/api/agents/{id}", tag = "agents", params(AgentPath), request_body = UpdateAgent,
     responses((status = 200, description = "The agent, changed.", body = AgentView)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -159,7 +159,7 @@ pub async fn update(
 }
 
 /// Deletes an agent: 204. Its active tasks go back to the queue.
-#[utoipa::path(delete, path = "/api/agents/{id}", tag = "agents", params(("id" = uuid::Uuid, Path, description = "The agent id (a UUID).")),
+#[utoipa::path(delete, path = "/api/agents/{id}", tag = "agents", params(AgentPath),
     responses((status = 204, description = "Deleted; its active tasks went back to the queue.")))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -174,7 +174,7 @@ pub async fn delete(
 }
 
 /// Records an agent's heartbeat.
-#[utoipa::path(post, path = "/api/agents/{id}/heartbeat", tag = "agents", params(("id" = uuid::Uuid, Path, description = "The agent id (a UUID).")),
+#[utoipa::path(post, path = "/api/agents/{id}/heartbeat", tag = "agents", params(AgentPath),
     responses((status = 200, description = "The agent, seen now.", body = AgentView)))]
 pub async fn heartbeat(
     State(state): State<AppState>,
@@ -192,7 +192,7 @@ pub async fn heartbeat(
 }
 
 /// Returns an agent's config object.
-#[utoipa::path(get, path = "/api/agents/{id}/config", tag = "agents", params(("id" = uuid::Uuid, Path, description = "The agent id (a UUID).")),
+#[utoipa::path(get, path = "/api/agents/{id}/config", tag = "agents", params(AgentPath),
     responses((status = 200, description = "The agent's config object.", body = serde_json::Value)))]
 pub async fn config(
     State(state): State<AppState>,

@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use swarm_kit::ErrorCode;
-use swarm_kit::page::Page;
 use swarm_kit::time::{rfc3339, timestamp_from_millis};
 
 use utoipa::ToSchema;
@@ -112,10 +111,7 @@ pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<PageQuery>,
 ) -> Result<axum::Json<PageView<KeyView>>, ApiError> {
-    let page = Page::new(
-        query.page.unwrap_or(1),
-        query.per_page.unwrap_or(swarm_kit::page::DEFAULT_PER_PAGE),
-    )?;
+    let page = query.to_page()?;
     let (keys, total) = registry(&state)?.list(page).await?;
     let items = keys
         .into_iter()

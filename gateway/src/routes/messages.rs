@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
-use crate::model::{MessageView, PageQuery, PageView, role_from_name};
+use crate::model::{MessageView, PageQuery, PageView, TaskPath, role_from_name};
 use crate::routes::tasks::check_visible;
 use crate::state::AppState;
 
@@ -27,7 +27,7 @@ pub struct AddMessage {
 }
 
 /// Adds a message to a task: 201 with the message.
-#[utoipa::path(post, path = "/api/tasks/{id}/messages", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")), request_body = AddMessage,
+#[utoipa::path(post, path = "/api/tasks/{id}/messages", tag = "messages", params(TaskPath), request_body = AddMessage,
     responses((status = 201, description = "The message.", body = MessageView)))]
 pub async fn add(
     State(state): State<AppState>,
@@ -53,7 +53,7 @@ pub async fn add(
 }
 
 /// Lists one task's messages, oldest first.
-#[utoipa::path(get, path = "/api/tasks/{id}/messages", tag = "messages", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID)."), PageQuery),
+#[utoipa::path(get, path = "/api/tasks/{id}/messages", tag = "messages", params(TaskPath, PageQuery),
     responses((status = 200, description = "A page of the task's messages, oldest first.", body = PageView<MessageView>)))]
 pub async fn list_for_task(
     State(state): State<AppState>,

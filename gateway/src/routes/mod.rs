@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::MatchedPath;
 use axum::http::{Extensions, Method, Uri};
 use axum::routing::{get, post};
 use swarm_kit::metrics::{Registry, RequestMetricsLayer};
@@ -106,9 +105,10 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
 
 /// Names a request for metrics by its method and route template; health checks are left out.
 fn http_route(method: &Method, _: &Uri, extensions: &Extensions) -> Option<String> {
-    match extensions.get::<MatchedPath>().map(MatchedPath::as_str) {
-        Some("/health" | "/api/health") => None,
-        Some(route) => Some(format!("{method} {route}")),
-        None => Some("unmatched".to_owned()),
-    }
+    let route = traced::traffic_route(extensions)?;
+    Some(if route == traced::UNMATCHED {
+        route.to_owned()
+    } else {
+        format!("{method} {route}")
+    })
 }

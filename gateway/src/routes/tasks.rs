@@ -22,7 +22,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::limits::MAX_CLAIM_WAIT;
-use crate::model::{PageView, TaskView, json_text, page_request, status_from_name};
+use crate::model::{PageView, TaskPath, TaskView, json_text, page_request, status_from_name};
 use crate::state::AppState;
 
 /// The header that makes task submission idempotent.
@@ -137,7 +137,7 @@ pub async fn list(
 }
 
 /// Returns one task.
-#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")),
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(TaskPath),
     responses((status = 200, description = "The task.", body = TaskView)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -183,7 +183,7 @@ fn submitter(caller: &Caller, asked: Option<String>) -> Result<Option<String>, A
 }
 
 /// Cancels a task; a finished one answers 409.
-#[utoipa::path(post, path = "/api/tasks/{id}/cancel", tag = "tasks", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")),
+#[utoipa::path(post, path = "/api/tasks/{id}/cancel", tag = "tasks", params(TaskPath),
     responses((status = 200, description = "The task, cancelled.", body = TaskView)))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -202,7 +202,7 @@ pub async fn cancel(
 
 /// Streams a task's changes as Server-Sent Events named `task`, ending after a final status
 /// (or with one `error` event if the watch breaks).
-#[utoipa::path(get, path = "/api/tasks/{id}/events", tag = "tasks", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")),
+#[utoipa::path(get, path = "/api/tasks/{id}/events", tag = "tasks", params(TaskPath),
     responses((status = 200, description = "Server-Sent Events named `task`, one per change, ending after a final status.", content_type = "text/event-stream", body = String)))]
 pub async fn events(
     State(state): State<AppState>,
@@ -354,7 +354,7 @@ pub struct ReportProgress {
 }
 
 /// Reports progress on a held task and renews its lease.
-#[utoipa::path(post, path = "/api/tasks/{id}/progress", tag = "agent work", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")), request_body = ReportProgress,
+#[utoipa::path(post, path = "/api/tasks/{id}/progress", tag = "agent work", params(TaskPath), request_body = ReportProgress,
     responses((status = 200, description = "The task, its lease renewed.", body = TaskView)))]
 pub async fn progress(
     State(state): State<AppState>,
@@ -362,10 +362,9 @@ pub async fn progress(
     Path(id): Path<String>,
     Json(body): Json<ReportProgress>,
 ) -> Result<axum::Json<TaskView>, ApiError> {
-    caller.check_agent(&body.agent_id)?;
     let request = pb::ReportProgressRequest {
         id,
-        lease: Some(lease(body.agent_id, body.lease_id)),
+        lease: Some(held_lease(&caller, body.agent_id, body.lease_id)?),
         percent: body.percent,
         message: body.message,
     };
@@ -390,7 +389,7 @@ pub struct CompleteTask {
 }
 
 /// Completes a held task.
-#[utoipa::path(post, path = "/api/tasks/{id}/complete", tag = "agent work", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")), request_body = CompleteTask,
+#[utoipa::path(post, path = "/api/tasks/{id}/complete", tag = "agent work", params(TaskPath), request_body = CompleteTask,
     responses((status = 200, description = "The task, completed.", body = TaskView)))]
 pub async fn complete(
     State(state): State<AppState>,
@@ -398,10 +397,9 @@ pub async fn complete(
     Path(id): Path<String>,
     Json(body): Json<CompleteTask>,
 ) -> Result<axum::Json<TaskView>, ApiError> {
-    caller.check_agent(&body.agent_id)?;
     let request = pb::CompleteTaskRequest {
         id,
-        lease: Some(lease(body.agent_id, body.lease_id)),
+        lease: Some(held_lease(&caller, body.agent_id, body.lease_id)?),
         result_json: json_text(body.result),
     };
     let task = state
@@ -425,7 +423,7 @@ pub struct FailTask {
 }
 
 /// Fails a held task: requeued with backoff while attempts remain, else `failed`.
-#[utoipa::path(post, path = "/api/tasks/{id}/fail", tag = "agent work", params(("id" = uuid::Uuid, Path, description = "The task id (a UUID).")), request_body = FailTask,
+#[utoipa::path(post, path = "/api/tasks/{id}/fail", tag = "agent work", params(TaskPath), request_body = FailTask,
     responses((status = 200, description = "The task: queued again with backoff while attempts remain, else failed.", body = TaskView)))]
 pub async fn fail(
     State(state): State<AppState>,
@@ -433,10 +431,9 @@ pub async fn fail(
     Path(id): Path<String>,
     Json(body): Json<FailTask>,
 ) -> Result<axum::Json<TaskView>, ApiError> {
-    caller.check_agent(&body.agent_id)?;
     let request = pb::FailTaskRequest {
         id,
-        lease: Some(lease(body.agent_id, body.lease_id)),
+        lease: Some(held_lease(&caller, body.agent_id, body.lease_id)?),
         error: body.error,
         retryable: body.retryable,
     };
@@ -449,8 +446,14 @@ pub async fn fail(
     Ok(axum::Json(task.into()))
 }
 
-fn lease(agent_id: String, lease_id: Option<String>) -> pb::LeaseRef {
-    pb::LeaseRef { agent_id, lease_id }
+/// Names the attempt a report is about, refusing an agent key that names another agent.
+fn held_lease(
+    caller: &Caller,
+    agent_id: String,
+    lease_id: Option<String>,
+) -> Result<pb::LeaseRef, ApiError> {
+    caller.check_agent(&agent_id)?;
+    Ok(pb::LeaseRef { agent_id, lease_id })
 }
 
 fn task_view(task: Option<pb::Task>) -> Result<TaskView, ApiError> {

@@ -63,12 +63,9 @@ impl Visit for Statement {
         }
     }
 
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        match field.name() {
-            "slow_threshold" => self.slow = true,
-            "summary" => self.summary = format!("{value:?}").trim_matches('"').to_owned(),
-            "db.statement" => self.text = format!("{value:?}").trim_matches('"').trim().to_owned(),
-            _ => {}
+    fn record_debug(&mut self, field: &Field, _: &dyn std::fmt::Debug) {
+        if field.name() == "slow_threshold" {
+            self.slow = true;
         }
     }
 }

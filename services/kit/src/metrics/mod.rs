@@ -328,12 +328,6 @@ impl Registry {
         )
     }
 
-    /// Calls `record` with the registry of the service whose work the current task is doing,
-    /// if any.
-    pub fn with_current(record: impl FnOnce(&Self)) {
-        let _ = CURRENT.try_with(|registry| record(registry));
-    }
-
     /// Returns the registry of the service whose work the current task is doing, if any.
     pub fn current() -> Option<Arc<Self>> {
         CURRENT.try_with(Arc::clone).ok()

@@ -156,11 +156,11 @@ impl TaskQueue {
                 let claimed_at = now_millis();
                 for task in &tasks {
                     let waited = u64::try_from(claimed_at - task.available_at).unwrap_or(0);
-                    Registry::with_current(|registry| {
+                    if let Some(registry) = Registry::current() {
                         registry
                             .histogram(&names::TASK_QUEUE_WAIT, &[])
                             .observe(Duration::from_millis(waited));
-                    });
+                    }
                     debug!(task_id = %task.id, agent_id = %claim.agent_id, attempt = task.attempts, "task claimed");
                     self.publish(task.clone());
                 }
