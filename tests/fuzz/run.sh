@@ -46,7 +46,9 @@ cat >"$work/schemathesis.toml" <<TOML
 bearer = "$key"
 TOML
 started=$(date +%s)
-# The event stream stays open while its task lives, by design; it is left out.
+# The event stream stays open while its task lives, by design; it is left out. One worker:
+# with two threads, Python 3.11.7 now and then fails inside hypothesis with "AST constructor
+# recursion depth mismatch" (CPython gh-106905), an interpreter fault, not a finding.
 "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run \
   "http://127.0.0.1:$gateway/api/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
@@ -54,6 +56,6 @@ started=$(date +%s)
   --exclude-path "/api/tasks/{id}/events" \
   --max-examples "$examples" \
   --request-timeout 10 \
-  --workers 2 \
+  --workers 1 \
   --seed 7
 echo "fuzz: $examples examples per operation, $(( $(date +%s) - started )) s"
