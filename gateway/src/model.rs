@@ -11,6 +11,7 @@ use swarm_proto::tasks::v1 as pb;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
+use crate::schema::{AGENT_STATUSES, MESSAGE_ROLES, TASK_STATUSES};
 
 /// A task as REST clients see it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -68,10 +69,16 @@ pub fn status_from_name(name: &str) -> Result<pb::TaskStatus, ApiError> {
         "completed" => Ok(pb::TaskStatus::Completed),
         "failed" => Ok(pb::TaskStatus::Failed),
         "cancelled" => Ok(pb::TaskStatus::Cancelled),
-        other => Err(ApiError::invalid(format!(
-            "status must be one of queued, active, completed, failed, cancelled (got {other:?})"
-        ))),
+        other => Err(not_one_of("status", &TASK_STATUSES, other)),
     }
+}
+
+/// Explains that `what` must be one of `names`.
+fn not_one_of(what: &str, names: &[&str], got: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "{what} must be one of {} (got {got:?})",
+        names.join(", ")
+    ))
 }
 
 /// Wraps JSON text that a service already validated, to send it on as it is.
@@ -151,9 +158,7 @@ pub fn role_from_name(name: &str) -> Result<pb::MessageRole, ApiError> {
         "user" => Ok(pb::MessageRole::User),
         "agent" => Ok(pb::MessageRole::Agent),
         "system" => Ok(pb::MessageRole::System),
-        other => Err(ApiError::invalid(format!(
-            "role must be one of user, agent, system (got {other:?})"
-        ))),
+        other => Err(not_one_of("role", &MESSAGE_ROLES, other)),
     }
 }
 
@@ -186,8 +191,10 @@ impl<T> PageView<T> {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// From 1; default 1.
+    #[param(minimum = 1)]
     pub page: Option<u32>,
     /// 1 to 100; default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub per_page: Option<u32>,
 }
 
@@ -279,9 +286,7 @@ pub fn agent_status_from_name(
         "idle" => Ok(AgentStatus::Idle),
         "busy" => Ok(AgentStatus::Busy),
         "offline" => Ok(AgentStatus::Offline),
-        other => Err(ApiError::invalid(format!(
-            "status must be one of idle, busy, offline (got {other:?})"
-        ))),
+        other => Err(not_one_of("status", &AGENT_STATUSES, other)),
     }
 }
 

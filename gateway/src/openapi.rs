@@ -1,12 +1,13 @@
 //! The OpenAPI 3.1 description of the REST API, generated from the handlers' annotations and
 //! completed here with what every route shares: bearer-key security (health, the Prometheus
-//! page and the docs stay open), `?fields=` and `304 Not Modified` on every GET, and the error
-//! envelope for every failure status. Served at `/api/openapi.json`, with Swagger UI (bundled
+//! page and the docs stay open), `?fields=` (naming the answer's own fields) and
+//! `304 Not Modified` on every GET, and the error envelope for every failure status. Served at `/api/openapi.json`, with Swagger UI (bundled
 //! in the binary, nothing fetched from the internet) at `/docs`.
 
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
+use utoipa::openapi::schema::{AnyOfBuilder, ArrayItems, Object, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
+use utoipa::openapi::{Components, ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::routes;
@@ -120,6 +121,7 @@ impl Modify for Conventions {
                 )
                 .build()
         };
+        let components = openapi.components.as_ref();
         for (path, item) in &mut openapi.paths.paths {
             let open = matches!(path.as_str(), "/health" | "/api/health" | "/metrics");
             let operations = [
@@ -149,32 +151,17 @@ impl Modify for Conventions {
                     }
                 }
                 if is_get {
-                    add_get_conventions(operation);
+                    add_get_conventions(operation, components);
                 }
             }
         }
     }
 }
 
-/// Documents `?fields=` and `304 Not Modified` on a GET.
-fn add_get_conventions(operation: &mut Operation) {
-    let mut fields = Parameter::new("fields");
-    fields.parameter_in = ParameterIn::Query;
-    fields.required = Required::False;
-    fields.description = Some(
-        "Only these top-level fields of each object, comma-separated (an unknown one is 400)."
-            .to_owned(),
-    );
-    fields.schema = Some(RefOr::T(
-        utoipa::openapi::schema::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .build()
-            .into(),
-    ));
-    operation
-        .parameters
-        .get_or_insert_with(Vec::new)
-        .push(RefOr::T(fields));
+/// Documents `304 Not Modified` on a GET and, when it answers JSON, `?fields=`: a
+/// comma-separated list of the answer's fields (any names when they are not fixed), and an
+/// answer that may then hold only those fields.
+fn add_get_conventions(operation: &mut Operation, components: Option<&Components>) {
     operation.responses.responses.insert(
         "304".to_owned(),
         RefOr::T(
@@ -183,6 +170,99 @@ fn add_get_conventions(operation: &mut Operation) {
                 .build(),
         ),
     );
+    let Some(RefOr::T(ok)) = operation.responses.responses.get_mut("200") else {
+        return;
+    };
+    let Some(RefOr::T(json)) = ok.content.get_mut("application/json") else {
+        return;
+    };
+    let Some(answer) = json.schema.take() else {
+        return;
+    };
+    let mut names = Vec::new();
+    json.schema = Some(match projection(&answer, components) {
+        Some((projected, fields)) => {
+            names = fields;
+            RefOr::T(Schema::AnyOf(
+                AnyOfBuilder::new().item(answer).item(projected).build(),
+            ))
+        }
+        None => answer,
+    });
+    let mut schema = ObjectBuilder::new().schema_type(Type::String);
+    if !names.is_empty() {
+        let one = format!("(?:{})", names.join("|"));
+        schema = schema.pattern(Some(format!("^{one}(?:,{one})*$")));
+    }
+    let mut fields = Parameter::new("fields");
+    fields.parameter_in = ParameterIn::Query;
+    fields.required = Required::False;
+    fields.description = Some(
+        "Only these top-level fields of each object, comma-separated (an unknown one is 400)."
+            .to_owned(),
+    );
+    fields.schema = Some(RefOr::T(schema.build().into()));
+    operation
+        .parameters
+        .get_or_insert_with(Vec::new)
+        .push(RefOr::T(fields));
+}
+
+/// Describes what `?fields=` leaves of `answer`: the object, or each item of a page, with
+/// none of its fields required; and the names it may project. `None` when the answer's fields
+/// are not fixed (a free JSON object).
+fn projection(
+    answer: &RefOr<Schema>,
+    components: Option<&Components>,
+) -> Option<(RefOr<Schema>, Vec<String>)> {
+    let answer = resolve(answer, components)?;
+    let mut projected = answer.clone();
+    let names = match projected.properties.get_mut("items") {
+        Some(RefOr::T(Schema::Array(page))) => {
+            let ArrayItems::RefOrSchema(item) = &mut page.items else {
+                return None;
+            };
+            let (partial, names) = partial(resolve(item, components)?)?;
+            **item = RefOr::T(Schema::Object(partial));
+            names
+        }
+        _ => {
+            let (partial, names) = partial(answer)?;
+            projected = partial;
+            names
+        }
+    };
+    Some((RefOr::T(Schema::Object(projected)), names))
+}
+
+/// Returns `object` with none of its fields required, and their names; `None` when it has no
+/// fixed fields.
+fn partial(object: &Object) -> Option<(Object, Vec<String>)> {
+    if object.properties.is_empty() {
+        return None;
+    }
+    let mut partial = object.clone();
+    partial.required.clear();
+    partial.description = Some("Only the fields `?fields=` names.".to_owned());
+    let names = partial.properties.keys().cloned().collect();
+    Some((partial, names))
+}
+
+/// Follows references to the object schema `schema` names, if it is one.
+fn resolve<'a>(
+    schema: &'a RefOr<Schema>,
+    components: Option<&'a Components>,
+) -> Option<&'a Object> {
+    match schema {
+        RefOr::T(Schema::Object(object)) => Some(object),
+        RefOr::Ref(reference) => {
+            let name = reference
+                .ref_location
+                .strip_prefix("#/components/schemas/")?;
+            resolve(components?.schemas.get(name)?, components)
+        }
+        RefOr::T(_) => None,
+    }
 }
 
 /// Returns the API description.
@@ -253,5 +333,71 @@ mod tests {
             "#/components/schemas/ErrorBody"
         );
         assert!(json["components"]["securitySchemes"]["api_key"].is_object());
+    }
+
+    #[test]
+    fn parameters_are_described_once_and_fields_name_the_answers_fields() {
+        let json = serde_json::to_value(document()).unwrap();
+        let parameters = |path: &str, method: &str| -> Vec<serde_json::Value> {
+            json["paths"][path][method]["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        };
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                let mut names: Vec<String> = parameters(path, method)
+                    .iter()
+                    .map(|p| format!("{} {}", p["in"], p["name"]))
+                    .collect();
+                let described = names.len();
+                names.sort();
+                names.dedup();
+                assert_eq!(names.len(), described, "{method} {path}: {names:?}");
+            }
+        }
+        let fields_pattern = |path: &str| {
+            parameters(path, "get")
+                .into_iter()
+                .find(|p| p["name"] == "fields")
+                .map(|p| p["schema"]["pattern"].as_str().map(str::to_owned))
+        };
+        let task = fields_pattern("/api/tasks/{id}").unwrap().unwrap();
+        assert!(task.contains("|status|"), "{task}");
+        assert_eq!(
+            fields_pattern("/api/tasks").unwrap().unwrap(),
+            task,
+            "a page projects its items"
+        );
+        assert_eq!(
+            fields_pattern("/api/agents/{id}/config"),
+            Some(None),
+            "a free object takes any names"
+        );
+        assert_eq!(fields_pattern("/metrics"), None, "text is not projected");
+        let answer = |path: &str| {
+            json["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+                ["anyOf"]
+                .clone()
+        };
+        let task = answer("/api/tasks/{id}");
+        assert_eq!(task[0]["$ref"], "#/components/schemas/TaskView");
+        assert!(task[1]["properties"]["status"].is_object(), "{task}");
+        assert!(
+            task[1].get("required").is_none(),
+            "a projection lacks fields"
+        );
+        let page = answer("/api/tasks");
+        assert!(
+            page[1]["required"]
+                .as_array()
+                .unwrap()
+                .contains(&"items".into())
+        );
+        assert!(
+            page[1]["properties"]["items"]["items"]
+                .get("required")
+                .is_none()
+        );
     }
 }

@@ -775,6 +775,80 @@ async fn hostile_bodies_get_the_envelope_never_a_crash() {
     swarm.stop().await;
 }
 
+/// PostgreSQL cannot store the NUL character, so no backend accepts it: every free text and
+/// filter that carries one gets a 400, never a storage failure, and changes nothing.
+async fn nul_characters_are_refused(backend: Backend) {
+    let swarm = TestStack::start(backend).await;
+    let (status, task) = swarm
+        .post("/api/tasks", json!({"title": "held", "kind": "echo"}))
+        .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let agent = swarm.register_agent("nul", &["echo"], 1).await;
+    let (status, claimed) = swarm
+        .post("/api/tasks/claim", json!({"agent_id": agent}))
+        .await;
+    assert_eq!(
+        (status, claimed["tasks"][0]["id"].as_str()),
+        (200, Some(id.as_str()))
+    );
+
+    let nul = "before\u{0}after";
+    for (path, body) in [
+        ("/api/tasks".to_owned(), json!({"title": nul})),
+        (
+            format!("/api/tasks/{id}/progress"),
+            json!({"agent_id": agent, "percent": 50, "message": nul}),
+        ),
+        (
+            format!("/api/tasks/{id}/fail"),
+            json!({"agent_id": agent, "error": nul}),
+        ),
+        (
+            format!("/api/tasks/{id}/messages"),
+            json!({"sender": "ada", "content": nul}),
+        ),
+        (
+            "/api/keys".to_owned(),
+            json!({"name": nul, "role": "client"}),
+        ),
+    ] {
+        assert_error(&swarm.post(&path, body).await, 400, "invalid_argument");
+    }
+    for path in [
+        "/api/tasks?kind=a%00b",
+        "/api/tasks?user_id=%00",
+        "/api/agents?capability=a%00",
+    ] {
+        assert_error(&swarm.get(path).await, 400, "invalid_argument");
+    }
+
+    let (_, read) = swarm.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(
+        (&read["status"], &read["progress"]["percent"]),
+        (&json!("active"), &json!(0))
+    );
+    let (_, tasks) = swarm.get("/api/tasks").await;
+    let (_, messages) = swarm.get(&format!("/api/tasks/{id}/messages")).await;
+    let (_, keys) = swarm.get("/api/keys").await;
+    assert_eq!(
+        (&tasks["total"], &messages["total"], &keys["total"]),
+        (&json!(1), &json!(0), &json!(1)),
+        "nothing was created but the task and the admin key"
+    );
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nul_characters_are_refused_on_sqlite() {
+    nul_characters_are_refused(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nul_characters_are_refused_on_postgres() {
+    nul_characters_are_refused(Backend::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn etags_can_be_switched_off() {
     let swarm = TestStack::start_with(Backend::Sqlite, |config| config.gateway.etags = false).await;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use swarm_kit::page::Page;
 use swarm_kit::time::now_millis;
+use swarm_kit::validate::check_text;
 use uuid::Uuid;
 
 use super::storage::{KeyStore, StoredKey};
@@ -36,6 +37,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role.
+    pub const ALL: [Self; 3] = [Self::Admin, Self::Client, Self::Agent];
+
     /// Returns the lowercase name used in storage and the API.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -169,6 +173,7 @@ impl KeyRegistry {
         if name.is_empty() || name.chars().count() > 128 {
             return Err(KeyError::Invalid("name must be 1 to 128 characters".into()));
         }
+        check_text("name", name).map_err(|invalid| KeyError::Invalid(invalid.0))?;
         match (key.role, key.agent_id) {
             (Role::Agent, None) => {
                 return Err(KeyError::Invalid("agent keys need an agent_id".into()));

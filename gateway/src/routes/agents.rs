@@ -17,17 +17,22 @@ use crate::extract::{Json, Query};
 use crate::model::{
     AgentPath, AgentView, PageView, agent_status_from_name, json_text, page_request, raw_json,
 };
+use crate::schema;
 use crate::state::AppState;
 
 /// Body of `POST /api/agents`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterAgent {
+    #[schema(schema_with = schema::name)]
     name: String,
+    #[schema(schema_with = schema::name)]
     kind: Option<String>,
+    #[schema(schema_with = schema::capabilities)]
     capabilities: Option<Vec<String>>,
-    #[schema(value_type = Option<serde_json::Value>)]
+    #[schema(schema_with = schema::config)]
     config: Option<Box<RawValue>>,
+    #[schema(minimum = 1, maximum = 1000)]
     max_concurrency: Option<i32>,
 }
 
@@ -58,9 +63,17 @@ pub async fn register(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListAgents {
+    /// Only agents in this status.
+    #[param(schema_with = schema::agent_status)]
     status: Option<String>,
+    /// Only agents with this capability.
+    #[param(schema_with = schema::text)]
     capability: Option<String>,
+    /// From 1; default 1.
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// 1 to 100; default 20.
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<u32>,
 }
 
@@ -123,11 +136,15 @@ pub async fn list_alias(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAgent {
+    #[schema(schema_with = schema::name)]
     name: Option<String>,
+    #[schema(schema_with = schema::name)]
     kind: Option<String>,
+    #[schema(schema_with = schema::capabilities)]
     capabilities: Option<Vec<String>>,
-    #[schema(value_type = Option<serde_json::Value>)]
+    #[schema(schema_with = schema::config)]
     config: Option<Box<RawValue>>,
+    #[schema(minimum = 1, maximum = 1000)]
     max_concurrency: Option<i32>,
 }
 

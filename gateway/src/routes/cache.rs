@@ -24,6 +24,8 @@ const DEFAULT_TTL_SECONDS: u64 = 300;
 pub struct PutValue {
     #[schema(value_type = serde_json::Value)]
     value: Box<RawValue>,
+    /// Seconds to keep it, 1 to 2,592,000 (30 days); default 300.
+    #[schema(minimum = 1, maximum = 2_592_000)]
     ttl_seconds: Option<u64>,
 }
 

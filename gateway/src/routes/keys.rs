@@ -14,14 +14,18 @@ use crate::auth::{ApiKey, KeyRegistry, NewKey};
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::model::{PageQuery, PageView};
+use crate::schema;
 use crate::state::AppState;
 
 /// Body of `POST /api/keys`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    #[schema(schema_with = schema::key_name)]
     name: String,
+    #[schema(schema_with = schema::key_role)]
     role: String,
+    #[schema(format = Uuid)]
     agent_id: Option<String>,
 }
 

@@ -15,14 +15,18 @@ use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::model::{MessageView, PageQuery, PageView, TaskPath, role_from_name};
 use crate::routes::tasks::check_visible;
+use crate::schema;
 use crate::state::AppState;
 
 /// Body of `POST /api/tasks/{id}/messages`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMessage {
+    #[schema(schema_with = schema::name)]
     sender: String,
+    #[schema(schema_with = schema::message_role)]
     role: Option<String>,
+    #[schema(schema_with = schema::message_content)]
     content: String,
 }
 

@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::limits::MAX_CLAIM_WAIT;
 use crate::model::{PageView, TaskPath, TaskView, json_text, page_request, status_from_name};
+use crate::schema;
 use crate::state::AppState;
 
 /// The header that makes task submission idempotent.
@@ -32,16 +33,19 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(schema_with = schema::title)]
     title: String,
+    #[schema(schema_with = schema::name)]
     kind: Option<String>,
     #[schema(value_type = Option<serde_json::Value>)]
     payload: Option<Box<RawValue>>,
     #[schema(minimum = 0, maximum = 9)]
     priority: Option<i32>,
+    #[schema(schema_with = schema::capabilities)]
     required_capabilities: Option<Vec<String>>,
     #[schema(format = Uuid)]
     agent_id: Option<String>,
+    #[schema(schema_with = schema::name)]
     user_id: Option<String>,
     #[schema(minimum = 1, maximum = 100)]
     max_attempts: Option<i32>,
@@ -52,7 +56,7 @@ pub struct CreateTask {
 /// Creates a task: 201 with the task, or 200 with the earlier task when the
 /// `Idempotency-Key` was seen before.
 #[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = CreateTask,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a resubmission answer 200 with the task the key created first.")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "1 to 128 visible ASCII characters. Makes a resubmission answer 200 with the task the key created first.")),
     responses((status = 201, description = "The task, queued.", body = TaskView),
         (status = 200, description = "The task this idempotency key created before.", body = TaskView)))]
 pub async fn create(
@@ -101,11 +105,23 @@ pub async fn create(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListTasks {
+    /// Only tasks in this status.
+    #[param(schema_with = schema::task_status)]
     status: Option<String>,
+    /// Only tasks held by or pinned to this agent.
+    #[param(format = Uuid)]
     agent_id: Option<String>,
+    /// Only tasks submitted for this user.
+    #[param(schema_with = schema::text)]
     user_id: Option<String>,
+    /// Only tasks of this kind.
+    #[param(schema_with = schema::text)]
     kind: Option<String>,
+    /// From 1; default 1.
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// 1 to 100; default 20.
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<u32>,
 }
 
@@ -241,9 +257,11 @@ pub async fn events(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Process {
+    #[schema(schema_with = schema::name)]
     kind: Option<String>,
     #[schema(value_type = Option<serde_json::Value>)]
     payload: Option<Box<RawValue>>,
+    #[schema(schema_with = schema::title)]
     title: Option<String>,
 }
 
@@ -347,9 +365,11 @@ pub async fn claim(
 pub struct ReportProgress {
     #[schema(format = Uuid)]
     agent_id: String,
+    #[schema(format = Uuid)]
     lease_id: Option<String>,
     #[schema(minimum = 0, maximum = 100)]
     percent: i32,
+    #[schema(schema_with = schema::progress_note)]
     message: Option<String>,
 }
 
@@ -383,6 +403,7 @@ pub async fn progress(
 pub struct CompleteTask {
     #[schema(format = Uuid)]
     agent_id: String,
+    #[schema(format = Uuid)]
     lease_id: Option<String>,
     #[schema(value_type = Option<serde_json::Value>)]
     result: Option<Box<RawValue>>,
@@ -417,7 +438,9 @@ pub async fn complete(
 pub struct FailTask {
     #[schema(format = Uuid)]
     agent_id: String,
+    #[schema(format = Uuid)]
     lease_id: Option<String>,
+    #[schema(schema_with = schema::failure)]
     error: String,
     retryable: Option<bool>,
 }

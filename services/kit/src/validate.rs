@@ -1,8 +1,10 @@
-//! Input rules shared by every service: short names (titles, kinds, capabilities, senders) and
-//! JSON documents with a size bound.
+//! Input rules shared by every service: short names (kinds, capabilities, senders), free text
+//! (titles, notes, filters) and JSON documents with a size bound.
 
 /// The longest name, in characters.
 pub const MAX_NAME_CHARS: usize = 128;
+/// The most capabilities an agent may have or a task may require.
+pub const MAX_CAPABILITIES: usize = 64;
 
 /// A request value that breaks a rule, with a message fit for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,6 +17,17 @@ pub fn check_name(what: &str, value: &str) -> Result<(), InvalidInput> {
     if chars == 0 || chars > MAX_NAME_CHARS || value.chars().any(char::is_control) {
         return Err(InvalidInput(format!(
             "{what} must be 1 to {MAX_NAME_CHARS} printable characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks free text (a title, a note, a filter): anything but the NUL character, which
+/// PostgreSQL cannot store, so that both backends accept the same text.
+pub fn check_text(what: &str, value: &str) -> Result<(), InvalidInput> {
+    if value.contains('\0') {
+        return Err(InvalidInput(format!(
+            "{what} must not contain the NUL character"
         )));
     }
     Ok(())
@@ -97,6 +110,13 @@ mod tests {
         assert!(check_name("kind", "a\nb").is_err());
         assert!(check_name("kind", &"é".repeat(128)).is_ok());
         assert!(check_name("kind", &"é".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn text_is_anything_but_nul() {
+        assert!(check_text("title", "résumé\n\t✓").is_ok());
+        assert!(check_text("title", "").is_ok());
+        assert!(check_text("title", "a\0b").is_err());
     }
 
     #[test]

@@ -4,13 +4,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use swarm_kit::validate::{check_name, name_set};
+use swarm_kit::validate::{MAX_CAPABILITIES, check_name, check_text, name_set};
 use uuid::Uuid;
 
 use crate::error::AgentError;
 
-/// The most capabilities an agent may declare.
-pub const MAX_CAPABILITIES: usize = 64;
 /// The largest config object, in bytes of JSON text.
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
 /// The largest `max_concurrency`.
@@ -178,6 +176,16 @@ pub struct AgentFilter {
     pub status: Option<AgentStatus>,
     /// Only agents with this capability.
     pub capability: Option<String>,
+}
+
+impl AgentFilter {
+    /// Checks the free-text filter.
+    pub fn check(&self) -> Result<(), AgentError> {
+        if let Some(capability) = &self.capability {
+            check_text("capability", capability)?;
+        }
+        Ok(())
+    }
 }
 
 fn config_object(config: String) -> Result<String, AgentError> {

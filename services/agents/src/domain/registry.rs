@@ -130,6 +130,7 @@ impl AgentRegistry {
         filter: &AgentFilter,
         page: Page,
     ) -> Result<(Vec<AgentView>, u64), AgentError> {
+        filter.check()?;
         let Some(cache) = &self.cache else {
             return self.list_uncached(filter, page).await;
         };

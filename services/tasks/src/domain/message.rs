@@ -6,7 +6,7 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 use crate::error::TaskError;
-use swarm_kit::validate::check_name;
+use swarm_kit::validate::{check_name, check_text};
 
 /// The largest message content, in bytes.
 pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
@@ -116,6 +116,7 @@ impl NewMessage {
                 "content must be 1 byte to 64 KiB".into(),
             ));
         }
+        check_text("content", &self.content)?;
         Ok(self)
     }
 }

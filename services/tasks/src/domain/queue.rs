@@ -10,6 +10,7 @@ use std::time::Duration;
 use swarm_kit::metrics::{Registry, names};
 use swarm_kit::page::Page;
 use swarm_kit::time::now_millis;
+use swarm_kit::validate::check_text;
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -120,6 +121,7 @@ impl TaskQueue {
         filter: &TaskFilter,
         page: Page,
     ) -> Result<(Vec<Task>, u64), TaskError> {
+        filter.check()?;
         Ok(self.store.list(filter, page).await?)
     }
 
@@ -251,6 +253,9 @@ impl TaskQueue {
                 "progress message must be at most {MAX_PROGRESS_MESSAGE_CHARS} characters"
             )));
         }
+        if let Some(message) = &message {
+            check_text("progress message", message)?;
+        }
         let updated = self
             .store
             .progress(id, &lease, percent, message.as_deref(), now_millis())
@@ -285,6 +290,7 @@ impl TaskQueue {
         if error.trim().is_empty() {
             return Err(TaskError::Invalid("error must not be empty".into()));
         }
+        check_text("error", &error)?;
         let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
         let task = self.get(id).await?;
         let Some(lease_id) = task.lease_id.filter(|_| lease.holds(&task)) else {

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use uuid::Uuid;
 
-use swarm_kit::validate::{check_name, name_set};
+use swarm_kit::validate::{MAX_CAPABILITIES, check_name, check_text, name_set};
 
 use crate::error::TaskError;
 
@@ -14,8 +14,6 @@ use crate::error::TaskError;
 pub const MAX_TITLE_CHARS: usize = 256;
 /// The largest payload or result, in bytes of JSON text.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
-/// The most capabilities a task may require.
-pub const MAX_CAPABILITIES: usize = 64;
 /// The longest error text kept, in characters.
 pub const MAX_ERROR_CHARS: usize = 4096;
 /// The longest timeout, in seconds (one day).
@@ -208,6 +206,7 @@ impl NewTask {
                 "title must be 1 to {MAX_TITLE_CHARS} characters"
             )));
         }
+        check_text("title", &self.title)?;
         if self.kind.is_empty() {
             "default".clone_into(&mut self.kind);
         }
@@ -264,6 +263,18 @@ pub struct TaskFilter {
     pub user_id: Option<String>,
     /// Only this kind.
     pub kind: Option<String>,
+}
+
+impl TaskFilter {
+    /// Checks the free-text filters.
+    pub fn check(&self) -> Result<(), TaskError> {
+        for (what, value) in [("user_id", &self.user_id), ("kind", &self.kind)] {
+            if let Some(value) = value {
+                check_text(what, value)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An agent's request for work, with what the registry says about the agent.
