@@ -3,8 +3,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
-BENCH_PG_ADMIN ?= postgres://postgres@127.0.0.1:5432/postgres
+PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 BENCH_PG_URL ?= postgres://postgres@127.0.0.1:5432/swarm_bench
+FUZZ_PG_URL ?= postgres://postgres@127.0.0.1:5432/swarm_fuzz
 BENCH_SECONDS ?= 5
 BENCH_CONCURRENCY ?= 32
 FUZZ_EXAMPLES ?= 100
@@ -40,14 +41,16 @@ bench: toolchain ## measure the API, the queue cycle, the cache and what observa
 	$(CARGO) build --release -p swarm
 	@mkdir -p data && rm -f data/bench.db data/bench.db-wal data/bench.db-shm
 	./target/release/swarm bench --database-url sqlite://data/bench.db --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
-	psql -q "$(BENCH_PG_ADMIN)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
+	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
 	./target/release/swarm bench --database-url $(BENCH_PG_URL) --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	./target/release/swarm bench-cache --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	./target/release/swarm bench-overhead --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 
-fuzz: toolchain ## fuzz the REST API against its OpenAPI document (schemathesis, FUZZ_EXAMPLES per operation)
+fuzz: toolchain ## fuzz the REST API against its OpenAPI document on SQLite and PostgreSQL (schemathesis, FUZZ_EXAMPLES per operation)
 	$(CARGO) build -p swarm
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) tests/fuzz/run.sh
+	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_fuzz' -c 'CREATE DATABASE swarm_fuzz'
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_DATABASE_URL=$(FUZZ_PG_URL) tests/fuzz/run.sh
 
 lint: toolchain ## check formatting and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the REST API against its own OpenAPI document with schemathesis (from PyPI, installed
-# into target/fuzz-venv on first use): starts `swarm up` on free loopback ports over a
-# throwaway SQLite file with a known admin key, runs schemathesis with FUZZ_EXAMPLES examples
-# per operation, and stops Swarm. Fails on any 5xx, hang (no answer within 10 s), undocumented
+# into target/fuzz-venv on first use): starts `swarm up` on free loopback ports with a known
+# admin key over FUZZ_DATABASE_URL (an empty database; unset, a throwaway SQLite file), runs
+# schemathesis with FUZZ_EXAMPLES examples per operation, and stops Swarm. Fails on any 5xx, hang (no answer within 10 s), undocumented
 # status, wrong content type or answer that breaks its schema.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +28,7 @@ PY
 )
 key="swarm_fuzz_$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
 SWARM_ADMIN_KEY=$key SWARM_RATE_LIMIT_PER_SECOND=0 RUST_LOG=warn "$swarm" up \
-  --database-url "sqlite://$work/fuzz.db" \
+  --database-url "${FUZZ_DATABASE_URL:-sqlite://$work/fuzz.db}" \
   --gateway-addr "127.0.0.1:$gateway" --tasks-addr "127.0.0.1:$tasks" \
   --agents-addr "127.0.0.1:$agents" --cache-addr "127.0.0.1:$cache" \
   --metrics-addr "127.0.0.1:$metrics" >"$work/swarm.log" 2>&1 &
@@ -58,4 +58,4 @@ started=$(date +%s)
   --request-timeout 10 \
   --workers 1 \
   --seed 7
-echo "fuzz: $examples examples per operation, $(( $(date +%s) - started )) s"
+echo "fuzz: $examples examples per operation on ${FUZZ_DATABASE_URL:-sqlite}, $(( $(date +%s) - started )) s"
