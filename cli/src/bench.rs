@@ -101,14 +101,23 @@ pub struct Figures {
     pub p50_ms: f64,
     /// 99th-percentile latency in milliseconds.
     pub p99_ms: f64,
+    /// CPU time this process (clients and stack alike) spent per successful request, in
+    /// milliseconds: unlike throughput, it does not move with what else the machine runs.
+    pub cpu_ms: f64,
 }
 
 impl std::fmt::Display for Figures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:<12} {:>9} ok {:>5} failed {:>10.1} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
-            self.operation, self.succeeded, self.failed, self.throughput, self.p50_ms, self.p99_ms
+            "{:<12} {:>9} ok {:>5} failed {:>10.1} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   cpu {:>6.3} ms/req",
+            self.operation,
+            self.succeeded,
+            self.failed,
+            self.throughput,
+            self.p50_ms,
+            self.p99_ms,
+            self.cpu_ms
         )
     }
 }
@@ -633,6 +642,7 @@ where
     Fut: Future<Output = Option<()>> + Send,
 {
     let started = Instant::now();
+    let cpu_before = swarm_kit::process::cpu_seconds();
     let deadline = started + options.duration;
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut workers = Vec::with_capacity(options.concurrency);
@@ -661,8 +671,12 @@ where
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_seconds = swarm_kit::process::cpu_seconds()
+        .zip(cpu_before)
+        .map_or(0.0, |(after, before)| after - before);
     latencies.sort_unstable();
     Figures {
+        cpu_ms: cpu_seconds * 1000.0 / latencies.len().max(1) as f64,
         operation,
         succeeded: latencies.len() as u64,
         failed,

@@ -442,23 +442,27 @@ async fn run_bench_overhead(args: BenchOverheadArgs) -> Outcome {
     let options = BenchOptions::load(Duration::from_secs(args.seconds), args.concurrency);
     std::fs::create_dir_all(&args.data_dir)?;
     let report = overhead::measure(&options, args.rounds.max(1), &args.data_dir).await?;
-    let baseline = report.variants[0].throughput();
+    let baseline = &report.variants[0];
     for measured in &report.variants {
         let runs: Vec<String> = measured
             .runs
             .iter()
             .map(|run| {
                 format!(
-                    "{:.0} req/s p50 {:.2} p99 {:.2} ms",
-                    run.throughput, run.p50_ms, run.p99_ms
+                    "{:.0} req/s p50 {:.2} p99 {:.2} ms cpu {:.3} ms",
+                    run.throughput, run.p50_ms, run.p99_ms, run.cpu_ms
                 )
             })
             .collect();
+        // Throughput moves with whatever else the machine runs; CPU per request does not, and
+        // on a saturated machine throughput is its inverse.
         println!(
-            "overhead  {:<16} {:>8.1} req/s   {:.3} of baseline   ({})",
+            "overhead  {:<16} {:>8.1} req/s   {:.3} of baseline   cpu {:.3} ms/req: {:.3} of baseline capacity   ({})",
             measured.variant.name,
             measured.throughput(),
-            measured.throughput() / baseline,
+            measured.throughput() / baseline.throughput(),
+            measured.cpu_ms(),
+            baseline.cpu_ms() / measured.cpu_ms(),
             runs.join("; ")
         );
     }
@@ -488,6 +492,7 @@ async fn run_bench_read(args: BenchReadArgs) -> Outcome {
             "throughput": get.throughput,
             "p50_ms": get.p50_ms,
             "p99_ms": get.p99_ms,
+            "cpu_ms": get.cpu_ms,
             "ok": get.succeeded,
             "failed": get.failed,
         })

@@ -74,6 +74,8 @@ pub struct Run {
     pub p50_ms: f64,
     /// 99th-percentile latency in milliseconds.
     pub p99_ms: f64,
+    /// CPU time per request, in milliseconds.
+    pub cpu_ms: f64,
 }
 
 /// A variant's runs.
@@ -88,13 +90,21 @@ pub struct Measured {
 impl Measured {
     /// Returns the median throughput over the rounds.
     pub fn throughput(&self) -> f64 {
-        let mut throughputs: Vec<f64> = self.runs.iter().map(|run| run.throughput).collect();
-        throughputs.sort_by(f64::total_cmp);
-        match throughputs.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => throughputs[n / 2],
-            n => (throughputs[n / 2 - 1] + throughputs[n / 2]) / 2.0,
-        }
+        median(self.runs.iter().map(|run| run.throughput).collect())
+    }
+
+    /// Returns the median CPU time per request over the rounds, in milliseconds.
+    pub fn cpu_ms(&self) -> f64 {
+        median(self.runs.iter().map(|run| run.cpu_ms).collect())
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 
@@ -246,15 +256,33 @@ async fn child_run(
         .and_then(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|_| output.status.success());
     let figure = |name: &str| figures.as_ref().and_then(|value| value[name].as_f64());
-    match (figure("throughput"), figure("p50_ms"), figure("p99_ms")) {
-        (Some(throughput), Some(p50_ms), Some(p99_ms)) => Ok(Run {
+    match (
+        figure("throughput"),
+        figure("p50_ms"),
+        figure("p99_ms"),
+        figure("cpu_ms"),
+    ) {
+        (Some(throughput), Some(p50_ms), Some(p99_ms), Some(cpu_ms)) => Ok(Run {
             throughput,
             p50_ms,
             p99_ms,
+            cpu_ms,
         }),
         _ => Err(OverheadError::Child {
             variant: variant.name,
             detail: format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_take_the_middle_or_the_mean_of_the_two_middles() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(Vec::new()), 0.0);
     }
 }
