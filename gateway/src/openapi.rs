@@ -1,9 +1,11 @@
 //! The OpenAPI 3.1 description of the REST API, generated from the handlers' annotations and
 //! completed here with what every route shares: bearer-key security (health, the Prometheus
 //! page and the docs stay open), `?fields=` (naming the answer's own fields) and
-//! `304 Not Modified` on every GET, and the error envelope for every failure status. Served at `/api/openapi.json`, with Swagger UI (bundled
+//! `304 Not Modified` on every GET, the error envelope for every failure status, and links
+//! from each create route to the routes of what it created. Served at `/api/openapi.json`, with Swagger UI (bundled
 //! in the binary, nothing fetched from the internet) at `/docs`.
 
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
 use utoipa::openapi::schema::{AnyOfBuilder, ArrayItems, Object, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -153,6 +155,41 @@ impl Modify for Conventions {
                 if is_get {
                     add_get_conventions(operation, components);
                 }
+            }
+        }
+        link_created(&mut openapi.paths.paths);
+    }
+}
+
+/// Links each create route's `201` answer to the routes of what it created: the `id` of the
+/// task `POST /api/tasks` answers fills `{id}` of every `/api/tasks/{id}…` route.
+fn link_created(paths: &mut utoipa::openapi::path::PathsMap<String, utoipa::openapi::PathItem>) {
+    let by_id: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            [&item.get, &item.post, &item.put, &item.patch, &item.delete]
+                .into_iter()
+                .flatten()
+                .filter_map(|operation| Some((path.clone(), operation.operation_id.clone()?)))
+        })
+        .filter(|(path, _)| path.contains("{id}"))
+        .collect();
+    for (path, item) in paths.iter_mut() {
+        let Some(RefOr::T(created)) = item
+            .post
+            .as_mut()
+            .and_then(|post| post.responses.responses.get_mut("201"))
+        else {
+            continue;
+        };
+        let own = format!("{path}/{{id}}");
+        for (target, operation_id) in &by_id {
+            if target == &own || target.starts_with(&format!("{own}/")) {
+                let link = LinkBuilder::new()
+                    .operation_id(operation_id)
+                    .parameter("id", "$response.body#/id")
+                    .build();
+                created.links.insert(operation_id.clone(), RefOr::T(link));
             }
         }
     }
@@ -399,5 +436,45 @@ mod tests {
                 .get("required")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn operations_have_unique_ids_and_creations_link_to_what_they_created() {
+        let json = serde_json::to_value(document()).unwrap();
+        let mut ids: Vec<&str> = json["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .map(|operation| operation["operationId"].as_str().unwrap())
+            .collect();
+        let operations = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), operations, "{ids:?}");
+        let links = |path: &str| -> Vec<String> {
+            let links = &json["paths"][path]["post"]["responses"]["201"]["links"];
+            links.as_object().map_or_else(Vec::new, |links| {
+                assert!(
+                    links
+                        .values()
+                        .all(|l| l["parameters"]["id"] == "$response.body#/id")
+                );
+                links.keys().cloned().collect()
+            })
+        };
+        let task = links("/api/tasks");
+        for id in [
+            "getTask",
+            "cancelTask",
+            "completeTask",
+            "addMessage",
+            "listTaskMessages",
+        ] {
+            assert!(task.contains(&id.to_owned()), "{task:?}");
+        }
+        assert!(!task.contains(&"claimTasks".to_owned()));
+        assert!(links("/api/agents").contains(&"heartbeat".to_owned()));
+        assert_eq!(links("/api/keys"), ["revokeKey"]);
     }
 }

@@ -2,8 +2,10 @@
 # Fuzzes the REST API against its own OpenAPI document with schemathesis (from PyPI, installed
 # into target/fuzz-venv on first use): starts `swarm up` on free loopback ports with a known
 # admin key over FUZZ_DATABASE_URL (an empty database; unset, a throwaway SQLite file), runs
-# schemathesis with FUZZ_EXAMPLES examples per operation, and stops Swarm. Fails on any 5xx, hang (no answer within 10 s), undocumented
-# status, wrong content type or answer that breaks its schema.
+# schemathesis with FUZZ_EXAMPLES examples per operation (and sequences along the document's
+# links, such as a task created then read, cancelled and messaged), and stops Swarm. Fails on
+# any 5xx, hang (no answer within 10 s), undocumented status, wrong content type or answer
+# that breaks its schema.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -52,7 +54,7 @@ started=$(date +%s)
 "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run \
   "http://127.0.0.1:$gateway/api/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --phases examples,coverage,fuzzing \
+  --phases examples,coverage,fuzzing,stateful \
   --exclude-path "/api/tasks/{id}/events" \
   --max-examples "$examples" \
   --request-timeout 10 \

@@ -37,7 +37,7 @@ pub struct RegisterAgent {
 }
 
 /// Registers an agent: 201, or 409 when the name is taken.
-#[utoipa::path(post, path = "/api/agents", tag = "agents", request_body = RegisterAgent,
+#[utoipa::path(post, operation_id = "registerAgent", path = "/api/agents", tag = "agents", request_body = RegisterAgent,
     responses((status = 201, description = "The agent.", body = AgentView)))]
 pub async fn register(
     State(state): State<AppState>,
@@ -78,7 +78,7 @@ pub struct ListAgents {
 }
 
 /// Lists agents, oldest first.
-#[utoipa::path(get, path = "/api/agents", tag = "agents", params(ListAgents),
+#[utoipa::path(get, operation_id = "listAgents", path = "/api/agents", tag = "agents", params(ListAgents),
     responses((status = 200, description = "A page of agents.", body = PageView<AgentView>)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -105,7 +105,7 @@ pub async fn list(
 }
 
 /// Returns one agent.
-#[utoipa::path(get, path = "/api/agents/{id}", tag = "agents", params(AgentPath),
+#[utoipa::path(get, operation_id = "getAgent", path = "/api/agents/{id}", tag = "agents", params(AgentPath),
     responses((status = 200, description = "The agent.", body = AgentView)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -123,7 +123,7 @@ pub async fn get(
 }
 
 /// Lists agents, as `GET /api/agents` does.
-#[utoipa::path(get, path = "/api/agents/list", tag = "agents", params(ListAgents),
+#[utoipa::path(get, operation_id = "listAgentsAlias", path = "/api/agents/list", tag = "agents", params(ListAgents),
     responses((status = 200, description = "A page of agents.", body = PageView<AgentView>)))]
 pub async fn list_alias(
     state: State<AppState>,
@@ -149,7 +149,7 @@ pub struct UpdateAgent {
 }
 
 /// Changes any of an agent's fields.
-#[utoipa::path(patch, path = "/api/agents/{id}", tag = "agents", params(AgentPath), request_body = UpdateAgent,
+#[utoipa::path(patch, operation_id = "updateAgent", path = "/api/agents/{id}", tag = "agents", params(AgentPath), request_body = UpdateAgent,
     responses((status = 200, description = "The agent, changed.", body = AgentView)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -176,7 +176,7 @@ pub async fn update(
 }
 
 /// Deletes an agent: 204. Its active tasks go back to the queue.
-#[utoipa::path(delete, path = "/api/agents/{id}", tag = "agents", params(AgentPath),
+#[utoipa::path(delete, operation_id = "deleteAgent", path = "/api/agents/{id}", tag = "agents", params(AgentPath),
     responses((status = 204, description = "Deleted; its active tasks went back to the queue.")))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -191,7 +191,7 @@ pub async fn delete(
 }
 
 /// Records an agent's heartbeat.
-#[utoipa::path(post, path = "/api/agents/{id}/heartbeat", tag = "agents", params(AgentPath),
+#[utoipa::path(post, operation_id = "heartbeat", path = "/api/agents/{id}/heartbeat", tag = "agents", params(AgentPath),
     responses((status = 200, description = "The agent, seen now.", body = AgentView)))]
 pub async fn heartbeat(
     State(state): State<AppState>,
@@ -209,7 +209,7 @@ pub async fn heartbeat(
 }
 
 /// Returns an agent's config object.
-#[utoipa::path(get, path = "/api/agents/{id}/config", tag = "agents", params(AgentPath),
+#[utoipa::path(get, operation_id = "getAgentConfig", path = "/api/agents/{id}/config", tag = "agents", params(AgentPath),
     responses((status = 200, description = "The agent's config object.", body = serde_json::Value)))]
 pub async fn config(
     State(state): State<AppState>,

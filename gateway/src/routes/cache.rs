@@ -61,7 +61,7 @@ pub struct CacheStats {
 }
 
 /// Stores a JSON value: 204.
-#[utoipa::path(put, path = "/api/cache/{key}", tag = "cache", params(("key" = String, Path, description = "The key, 1 to 512 bytes.")), request_body = PutValue,
+#[utoipa::path(put, operation_id = "putCacheValue", path = "/api/cache/{key}", tag = "cache", params(("key" = String, Path, description = "The key, 1 to 512 bytes.")), request_body = PutValue,
     responses((status = 204, description = "Stored.")))]
 pub async fn put(
     State(state): State<AppState>,
@@ -89,7 +89,7 @@ pub async fn put(
 }
 
 /// Reads a value: `{"key", "value", "ttl_seconds_remaining"}`, or 404.
-#[utoipa::path(get, path = "/api/cache/{key}", tag = "cache", params(("key" = String, Path, description = "The key, 1 to 512 bytes.")),
+#[utoipa::path(get, operation_id = "getCacheValue", path = "/api/cache/{key}", tag = "cache", params(("key" = String, Path, description = "The key, 1 to 512 bytes.")),
     responses((status = 200, description = "The value and its remaining time to live.", body = CacheEntry)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -115,7 +115,7 @@ pub async fn get(
 }
 
 /// Deletes a value: 204 whether or not it was there.
-#[utoipa::path(delete, path = "/api/cache/{key}", tag = "cache", params(("key" = String, Path, description = "The key, 1 to 512 bytes.")),
+#[utoipa::path(delete, operation_id = "deleteCacheValue", path = "/api/cache/{key}", tag = "cache", params(("key" = String, Path, description = "The key, 1 to 512 bytes.")),
     responses((status = 204, description = "Deleted, or was not there.")))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -130,7 +130,7 @@ pub async fn delete(
 }
 
 /// Returns the cache's statistics.
-#[utoipa::path(get, path = "/api/cache/stats", tag = "cache",
+#[utoipa::path(get, operation_id = "getCacheStats", path = "/api/cache/stats", tag = "cache",
     responses((status = 200, description = "The cache's statistics.", body = CacheStats)))]
 pub async fn stats(State(state): State<AppState>) -> Result<axum::Json<CacheStats>, ApiError> {
     let stats = state

@@ -50,7 +50,7 @@ pub struct ProcessFigures {
 }
 
 /// `GET /health`.
-#[utoipa::path(get, path = "/health", tag = "health",
+#[utoipa::path(get, operation_id = "health", path = "/health", tag = "health",
     responses((status = 200, description = "Every service answers (or the cache is degraded).", body = HealthReport),
         (status = 503, description = "A service does not answer.", body = HealthReport)))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, axum::Json<HealthReport>) {
@@ -59,7 +59,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, axum::Json<He
 }
 
 /// `GET /api/health`: the same report plus process figures.
-#[utoipa::path(get, path = "/api/health", tag = "health",
+#[utoipa::path(get, operation_id = "apiHealth", path = "/api/health", tag = "health",
     responses((status = 200, description = "Every service answers, with the gateway's memory and CPU.", body = HealthReport),
         (status = 503, description = "A service does not answer.", body = HealthReport)))]
 pub async fn api_health(State(state): State<AppState>) -> (StatusCode, axum::Json<HealthReport>) {

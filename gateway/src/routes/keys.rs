@@ -81,7 +81,7 @@ impl From<KeyError> for ApiError {
 }
 
 /// Issues a key: 201 with the key and, this once, its secret.
-#[utoipa::path(post, path = "/api/keys", tag = "keys", request_body = CreateKey,
+#[utoipa::path(post, operation_id = "createKey", path = "/api/keys", tag = "keys", request_body = CreateKey,
     responses((status = 201, description = "The key, with its secret (shown this once).", body = KeyView)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -109,7 +109,7 @@ pub async fn create(
 }
 
 /// Lists keys, oldest first, without their secrets.
-#[utoipa::path(get, path = "/api/keys", tag = "keys", params(PageQuery),
+#[utoipa::path(get, operation_id = "listKeys", path = "/api/keys", tag = "keys", params(PageQuery),
     responses((status = 200, description = "A page of keys, without secrets.", body = PageView<KeyView>)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -125,7 +125,7 @@ pub async fn list(
 }
 
 /// Revokes a key: 204; it stops working at once.
-#[utoipa::path(delete, path = "/api/keys/{id}", tag = "keys", params(("id" = uuid::Uuid, Path, description = "The key id (a UUID).")),
+#[utoipa::path(delete, operation_id = "revokeKey", path = "/api/keys/{id}", tag = "keys", params(("id" = uuid::Uuid, Path, description = "The key id (a UUID).")),
     responses((status = 204, description = "Revoked; it stops working at once.")))]
 pub async fn revoke(
     State(state): State<AppState>,

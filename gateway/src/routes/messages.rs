@@ -31,7 +31,7 @@ pub struct AddMessage {
 }
 
 /// Adds a message to a task: 201 with the message.
-#[utoipa::path(post, path = "/api/tasks/{id}/messages", tag = "messages", params(TaskPath), request_body = AddMessage,
+#[utoipa::path(post, operation_id = "addMessage", path = "/api/tasks/{id}/messages", tag = "messages", params(TaskPath), request_body = AddMessage,
     responses((status = 201, description = "The message.", body = MessageView)))]
 pub async fn add(
     State(state): State<AppState>,
@@ -57,7 +57,7 @@ pub async fn add(
 }
 
 /// Lists one task's messages, oldest first.
-#[utoipa::path(get, path = "/api/tasks/{id}/messages", tag = "messages", params(TaskPath, PageQuery),
+#[utoipa::path(get, operation_id = "listTaskMessages", path = "/api/tasks/{id}/messages", tag = "messages", params(TaskPath, PageQuery),
     responses((status = 200, description = "A page of the task's messages, oldest first.", body = PageView<MessageView>)))]
 pub async fn list_for_task(
     State(state): State<AppState>,
@@ -78,7 +78,7 @@ pub async fn list_for_task(
 }
 
 /// Lists recent messages across tasks (a client's: across its own tasks), newest first.
-#[utoipa::path(get, path = "/api/messages", tag = "messages", params(PageQuery),
+#[utoipa::path(get, operation_id = "listMessages", path = "/api/messages", tag = "messages", params(PageQuery),
     responses((status = 200, description = "A page of recent messages, newest first.", body = PageView<MessageView>)))]
 pub async fn list_recent(
     State(state): State<AppState>,

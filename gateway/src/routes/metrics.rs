@@ -32,7 +32,7 @@ fn client(state: &AppState) -> Result<MetricsServiceClient<ServiceChannel>, ApiE
 }
 
 /// `GET /api/metrics`: requests, database, cache, tasks, memory and alerts.
-#[utoipa::path(get, path = "/api/metrics", tag = "metrics",
+#[utoipa::path(get, operation_id = "getMetrics", path = "/api/metrics", tag = "metrics",
     responses((status = 200, description = "Requests, database, cache, tasks, memory and alerts across every service.", body = MetricsSummary)))]
 pub async fn summary(
     State(state): State<AppState>,
@@ -45,7 +45,7 @@ pub async fn summary(
 }
 
 /// `GET /metrics`: Prometheus text exposition of every process's metrics.
-#[utoipa::path(get, path = "/metrics", tag = "metrics",
+#[utoipa::path(get, operation_id = "getPrometheusMetrics", path = "/metrics", tag = "metrics",
     responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String)))]
 pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let text = client(&state)?

@@ -55,7 +55,7 @@ pub struct CreateTask {
 
 /// Creates a task: 201 with the task, or 200 with the earlier task when the
 /// `Idempotency-Key` was seen before.
-#[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = CreateTask,
+#[utoipa::path(post, operation_id = "createTask", path = "/api/tasks", tag = "tasks", request_body = CreateTask,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "1 to 128 visible ASCII characters. Makes a resubmission answer 200 with the task the key created first.")),
     responses((status = 201, description = "The task, queued.", body = TaskView),
         (status = 200, description = "The task this idempotency key created before.", body = TaskView)))]
@@ -126,7 +126,7 @@ pub struct ListTasks {
 }
 
 /// Lists tasks, newest first.
-#[utoipa::path(get, path = "/api/tasks", tag = "tasks", params(ListTasks),
+#[utoipa::path(get, operation_id = "listTasks", path = "/api/tasks", tag = "tasks", params(ListTasks),
     responses((status = 200, description = "A page of tasks, newest first.", body = PageView<TaskView>)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -153,7 +153,7 @@ pub async fn list(
 }
 
 /// Returns one task.
-#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(TaskPath),
+#[utoipa::path(get, operation_id = "getTask", path = "/api/tasks/{id}", tag = "tasks", params(TaskPath),
     responses((status = 200, description = "The task.", body = TaskView)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -199,7 +199,7 @@ fn submitter(caller: &Caller, asked: Option<String>) -> Result<Option<String>, A
 }
 
 /// Cancels a task; a finished one answers 409.
-#[utoipa::path(post, path = "/api/tasks/{id}/cancel", tag = "tasks", params(TaskPath),
+#[utoipa::path(post, operation_id = "cancelTask", path = "/api/tasks/{id}/cancel", tag = "tasks", params(TaskPath),
     responses((status = 200, description = "The task, cancelled.", body = TaskView)))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -218,7 +218,7 @@ pub async fn cancel(
 
 /// Streams a task's changes as Server-Sent Events named `task`, ending after a final status
 /// (or with one `error` event if the watch breaks).
-#[utoipa::path(get, path = "/api/tasks/{id}/events", tag = "tasks", params(TaskPath),
+#[utoipa::path(get, operation_id = "watchTask", path = "/api/tasks/{id}/events", tag = "tasks", params(TaskPath),
     responses((status = 200, description = "Server-Sent Events named `task`, one per change, ending after a final status.", content_type = "text/event-stream", body = String)))]
 pub async fn events(
     State(state): State<AppState>,
@@ -266,7 +266,7 @@ pub struct Process {
 }
 
 /// Queues background work and answers 202 with its task id at once.
-#[utoipa::path(post, path = "/api/process", tag = "tasks", request_body = Process,
+#[utoipa::path(post, operation_id = "process", path = "/api/process", tag = "tasks", request_body = Process,
     responses((status = 202, description = "The work is queued as a task.", body = Processing)))]
 pub async fn process(
     State(state): State<AppState>,
@@ -325,7 +325,7 @@ pub struct Claimed {
 }
 
 /// Claims tasks for an agent, long-polling up to `wait_seconds`.
-#[utoipa::path(post, path = "/api/tasks/claim", tag = "agent work", request_body = ClaimTasks,
+#[utoipa::path(post, operation_id = "claimTasks", path = "/api/tasks/claim", tag = "agent work", request_body = ClaimTasks,
     responses((status = 200, description = "The tasks claimed, now active under a lease; empty when none came within the wait.", body = Claimed)))]
 pub async fn claim(
     State(state): State<AppState>,
@@ -374,7 +374,7 @@ pub struct ReportProgress {
 }
 
 /// Reports progress on a held task and renews its lease.
-#[utoipa::path(post, path = "/api/tasks/{id}/progress", tag = "agent work", params(TaskPath), request_body = ReportProgress,
+#[utoipa::path(post, operation_id = "reportProgress", path = "/api/tasks/{id}/progress", tag = "agent work", params(TaskPath), request_body = ReportProgress,
     responses((status = 200, description = "The task, its lease renewed.", body = TaskView)))]
 pub async fn progress(
     State(state): State<AppState>,
@@ -410,7 +410,7 @@ pub struct CompleteTask {
 }
 
 /// Completes a held task.
-#[utoipa::path(post, path = "/api/tasks/{id}/complete", tag = "agent work", params(TaskPath), request_body = CompleteTask,
+#[utoipa::path(post, operation_id = "completeTask", path = "/api/tasks/{id}/complete", tag = "agent work", params(TaskPath), request_body = CompleteTask,
     responses((status = 200, description = "The task, completed.", body = TaskView)))]
 pub async fn complete(
     State(state): State<AppState>,
@@ -446,7 +446,7 @@ pub struct FailTask {
 }
 
 /// Fails a held task: requeued with backoff while attempts remain, else `failed`.
-#[utoipa::path(post, path = "/api/tasks/{id}/fail", tag = "agent work", params(TaskPath), request_body = FailTask,
+#[utoipa::path(post, operation_id = "failTask", path = "/api/tasks/{id}/fail", tag = "agent work", params(TaskPath), request_body = FailTask,
     responses((status = 200, description = "The task: queued again with backoff while attempts remain, else failed.", body = TaskView)))]
 pub async fn fail(
     State(state): State<AppState>,
