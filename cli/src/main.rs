@@ -89,7 +89,7 @@ struct BenchOverheadArgs {
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// How many times each variant runs, in rotating order.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Where the runs keep their SQLite files.
     #[arg(long, default_value = "data")]
@@ -442,7 +442,6 @@ async fn run_bench_overhead(args: BenchOverheadArgs) -> Outcome {
     let options = BenchOptions::load(Duration::from_secs(args.seconds), args.concurrency);
     std::fs::create_dir_all(&args.data_dir)?;
     let report = overhead::measure(&options, args.rounds.max(1), &args.data_dir).await?;
-    let baseline = &report.variants[0];
     for measured in &report.variants {
         let runs: Vec<String> = measured
             .runs
@@ -454,15 +453,15 @@ async fn run_bench_overhead(args: BenchOverheadArgs) -> Outcome {
                 )
             })
             .collect();
-        // Throughput moves with whatever else the machine runs; CPU per request does not, and
-        // on a saturated machine throughput is its inverse.
+        // On a saturated machine throughput is the inverse of CPU time per request: two
+        // views of one cost, the second less moved by what else the machine runs.
         println!(
             "overhead  {:<16} {:>8.1} req/s   {:.3} of baseline   cpu {:.3} ms/req: {:.3} of baseline capacity   ({})",
             measured.variant.name,
             measured.throughput(),
-            measured.throughput() / baseline.throughput(),
+            report.throughput_ratio(measured),
             measured.cpu_ms(),
-            baseline.cpu_ms() / measured.cpu_ms(),
+            report.capacity_ratio(measured),
             runs.join("; ")
         );
     }

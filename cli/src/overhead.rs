@@ -3,7 +3,8 @@
 //! span export off and on (to a collector this process runs, which counts what arrives) and
 //! with the metrics layer off and on, and with the gateway's guards (key checks, rate limits,
 //! ETags) off and on, rotating the variants' order over several rounds, and reports each
-//! variant's median throughput against the baseline's.
+//! variant against the baseline of the same round (the median over the rounds), so that a
+//! machine whose speed drifts over the run skews no variant.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -115,6 +116,33 @@ pub struct OverheadReport {
     pub variants: Vec<Measured>,
     /// Spans the collector received from the export runs.
     pub spans_exported: u64,
+}
+
+impl OverheadReport {
+    /// Returns `measured`'s throughput as a share of the baseline's: the median over the
+    /// rounds of the ratio within each round.
+    pub fn throughput_ratio(&self, measured: &Measured) -> f64 {
+        paired_median(measured, &self.variants[0], |run| run.throughput)
+    }
+
+    /// Returns the throughput `measured`'s CPU time per request allows as a share of the
+    /// baseline's (the inverse ratio of CPU times), paired by round like the throughput.
+    pub fn capacity_ratio(&self, measured: &Measured) -> f64 {
+        paired_median(&self.variants[0], measured, |run| run.cpu_ms)
+    }
+}
+
+/// Returns the median over the rounds of `figure` of `numerator` divided by that of
+/// `denominator` in the same round.
+fn paired_median(numerator: &Measured, denominator: &Measured, figure: fn(&Run) -> f64) -> f64 {
+    median(
+        numerator
+            .runs
+            .iter()
+            .zip(&denominator.runs)
+            .map(|(top, bottom)| figure(top) / figure(bottom))
+            .collect(),
+    )
 }
 
 /// Why an overhead run failed.
@@ -284,5 +312,30 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(Vec::new()), 0.0);
+    }
+
+    #[test]
+    fn ratios_pair_each_run_with_the_baseline_of_its_round() {
+        let run = |throughput: f64, cpu_ms: f64| Run {
+            throughput,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            cpu_ms,
+        };
+        // The machine halves its speed in the second round and recovers in the third.
+        let baseline = Measured {
+            variant: VARIANTS[0],
+            runs: vec![run(1000.0, 0.2), run(500.0, 0.4), run(1000.0, 0.2)],
+        };
+        let export = Measured {
+            variant: VARIANTS[1],
+            runs: vec![run(900.0, 0.25), run(450.0, 0.5), run(900.0, 0.25)],
+        };
+        let report = OverheadReport {
+            variants: vec![baseline, export.clone()],
+            spans_exported: 0,
+        };
+        assert!((report.throughput_ratio(&export) - 0.9).abs() < 1e-9);
+        assert!((report.capacity_ratio(&export) - 0.8).abs() < 1e-9);
     }
 }

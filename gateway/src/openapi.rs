@@ -2,11 +2,11 @@
 //! completed here with what every route shares: bearer-key security (health, the Prometheus
 //! page and the docs stay open), `?fields=` (naming the answer's own fields) and
 //! `304 Not Modified` on every GET, the error envelope for every failure status, and links
-//! from each create route to the routes of what it created. Served at `/api/openapi.json`, with Swagger UI (bundled
-//! in the binary, nothing fetched from the internet) at `/docs`.
+//! from each create route to the routes of what it created. Served at `/api/openapi.json`,
+//! with Swagger UI (bundled in the binary, nothing fetched from the internet) at `/docs`.
 
 use utoipa::openapi::link::LinkBuilder;
-use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
+use utoipa::openapi::path::{Operation, Parameter, ParameterIn, PathItem, PathsMap};
 use utoipa::openapi::schema::{AnyOfBuilder, ArrayItems, Object, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Components, ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
@@ -163,7 +163,7 @@ impl Modify for Conventions {
 
 /// Links each create route's `201` answer to the routes of what it created: the `id` of the
 /// task `POST /api/tasks` answers fills `{id}` of every `/api/tasks/{id}…` route.
-fn link_created(paths: &mut utoipa::openapi::path::PathsMap<String, utoipa::openapi::PathItem>) {
+fn link_created(paths: &mut PathsMap<String, PathItem>) {
     let by_id: Vec<(String, String)> = paths
         .iter()
         .flat_map(|(path, item)| {
@@ -216,16 +216,16 @@ fn add_get_conventions(operation: &mut Operation, components: Option<&Components
     let Some(answer) = json.schema.take() else {
         return;
     };
-    let mut names = Vec::new();
-    json.schema = Some(match projection(&answer, components) {
-        Some((projected, fields)) => {
-            names = fields;
+    let (answer, names) = match projection(&answer, components) {
+        Some((projected, names)) => (
             RefOr::T(Schema::AnyOf(
                 AnyOfBuilder::new().item(answer).item(projected).build(),
-            ))
-        }
-        None => answer,
-    });
+            )),
+            names,
+        ),
+        None => (answer, Vec::new()),
+    };
+    json.schema = Some(answer);
     let mut schema = ObjectBuilder::new().schema_type(Type::String);
     if !names.is_empty() {
         let one = format!("(?:{})", names.join("|"));
