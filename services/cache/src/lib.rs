@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod tiered;
 
 use std::future::Future;
+use std::time::Duration;
 
 use swarm_kit::RunError;
 use swarm_kit::config::ConfigError;
@@ -27,6 +28,10 @@ pub use config::CacheConfig;
 use crate::backend::{MemoryBackend, RedisBackend};
 use crate::grpc::CacheGrpc;
 use crate::tiered::TieredCache;
+
+/// The oldest count of Redis entries a periodic metrics report reuses (counting walks the
+/// namespace).
+const ENTRY_RECOUNT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs the cache service on `listener` until `shutdown` resolves.
 pub async fn run(
@@ -82,9 +87,10 @@ pub async fn run(
     Ok(served?)
 }
 
-/// Copies the cache's running totals and size into the service's metrics.
+/// Copies the cache's running totals and size into the service's metrics; the size of a Redis
+/// tier is counted afresh at most every [`ENTRY_RECOUNT_INTERVAL`].
 async fn report_stats(cache: &TieredCache, registry: &Registry) {
-    let stats = cache.stats().await;
+    let stats = cache.stats_counted_within(ENTRY_RECOUNT_INTERVAL).await;
     #[allow(clippy::cast_precision_loss)] // counts stay far below 2^53
     for (metric, value) in [
         (&names::CACHE_HITS, stats.hits),

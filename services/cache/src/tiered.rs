@@ -4,9 +4,9 @@
 //! write or delete is announced as an invalidation, locally and (through Redis pub/sub) to
 //! every other replica.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
@@ -85,6 +85,8 @@ pub struct TieredCache {
     invalidations: broadcast::Sender<Invalidation>,
     origin: String,
     redis_url: Option<String>,
+    /// The last count of Redis entries and when it was taken.
+    redis_entries: Mutex<Option<(Instant, u64)>>,
 }
 
 impl std::fmt::Debug for TieredCache {
@@ -113,6 +115,7 @@ impl TieredCache {
             invalidations,
             origin: uuid::Uuid::new_v4().to_string(),
             redis_url,
+            redis_entries: Mutex::new(None),
         })
     }
 
@@ -202,10 +205,20 @@ impl TieredCache {
         deleted
     }
 
-    /// Returns the statistics of the tier that answers now.
+    /// Returns the statistics of the tier that answers now, its entries counted now.
     pub async fn stats(&self) -> Stats {
+        self.stats_counted_within(Duration::ZERO).await
+    }
+
+    /// Returns the statistics of the tier that answers now, reusing a count of Redis entries
+    /// up to `max_age` old: counting walks the whole namespace (`SCAN`), so its cost grows with
+    /// the cache, and periodic reports need not pay it each time.
+    pub async fn stats_counted_within(&self, max_age: Duration) -> Stats {
         let (backend, entries, evictions) = match self.healthy_redis() {
-            Some(redis) => match (redis.entries().await, redis.evictions().await) {
+            Some(redis) => match (
+                self.redis_entries(redis, max_age).await,
+                redis.evictions().await,
+            ) {
                 (Ok(entries), Ok(evictions)) => ("redis", entries, evictions),
                 (Err(error), _) | (_, Err(error)) => {
                     self.degrade(&error);
@@ -222,6 +235,22 @@ impl TieredCache {
             backend,
             degraded: self.is_degraded(),
         }
+    }
+
+    async fn redis_entries(
+        &self,
+        redis: &RedisBackend,
+        max_age: Duration,
+    ) -> Result<u64, BackendError> {
+        let lock = || self.redis_entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((counted_at, entries)) = *lock()
+            && counted_at.elapsed() < max_age
+        {
+            return Ok(entries);
+        }
+        let entries = redis.entries().await?;
+        *lock() = Some((Instant::now(), entries));
+        Ok(entries)
     }
 
     /// Tells whether Redis is configured but unreachable.

@@ -43,6 +43,25 @@ async fn stats_count_hits_and_misses() {
     assert!((stats.hit_rate() - 0.8).abs() < 1e-9);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recent_count_of_redis_entries_is_reused_only_when_asked() {
+    let namespace = format!("swarm-test:{}:", uuid::Uuid::new_v4().simple());
+    let cache = tiered(&shared_redis_url(), &namespace);
+    cache.set("a", b"1", Duration::from_secs(60)).await;
+    assert_eq!(cache.stats().await.entries, 1);
+    cache.set("b", b"2", Duration::from_secs(60)).await;
+    let hour = Duration::from_secs(3600);
+    assert_eq!(cache.stats_counted_within(hour).await.entries, 1, "reused");
+    assert_eq!(cache.stats().await.entries, 2, "counted now");
+    cache.set("c", b"3", Duration::from_secs(60)).await;
+    assert_eq!(
+        cache.stats_counted_within(Duration::ZERO).await.entries,
+        3,
+        "a count may not be older than asked"
+    );
+    cache.delete_prefix("").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_on_one_replica_invalidates_the_other() {
     let namespace = format!("swarm-test:{}:", uuid::Uuid::new_v4().simple());
