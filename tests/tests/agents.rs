@@ -7,6 +7,52 @@ use serde_json::json;
 use swarm_e2e::{TestStack, assert_error};
 use swarm_kit::testing::Backend;
 
+/// A reader that read an agent's config just before an update may store it in the cache just
+/// after the update's invalidation; no lock prevents that race. The invalidation is repeated a
+/// second later, so the old config stays a moment, not for the cache's five minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_config_a_racing_reader_stored_is_cleared_within_seconds() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let (status, agent) = swarm
+        .post("/api/agents", json!({"name": "racer", "config": {"v": 1}}))
+        .await;
+    assert_eq!(status, 201, "{agent}");
+    let id = agent["id"].as_str().unwrap();
+    let update = swarm
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/agents/{id}"),
+            Some(json!({"config": {"v": 2}})),
+        )
+        .await;
+    assert_eq!(update.0, 200, "{}", update.1);
+    // What the racing reader stores, under the key the registry caches configs at.
+    let stale = swarm
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/cache/agents:{id}:config"),
+            Some(json!({"value": {"v": 1}, "ttl_seconds": 300})),
+        )
+        .await;
+    assert_eq!(stale.0, 204, "{}", stale.1);
+    let path = format!("/api/agents/{id}/config");
+    let config = || swarm.get(&path);
+    assert_eq!(
+        config().await.1,
+        json!({"v": 1}),
+        "the race left the old config"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while config().await.1 != json!({"v": 2}) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old config outlived the repeated invalidation"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    swarm.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_register_change_and_leave() {
     let swarm = TestStack::start(Backend::Sqlite).await;

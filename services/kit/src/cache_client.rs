@@ -3,6 +3,8 @@
 //! invalidation stream evicts them the moment anyone changes them anywhere. While the stream is
 //! down the near cache is emptied and bypassed, so it never serves what it cannot vouch for.
 //! A cache that does not answer is a miss, never an error: callers fall back to their source.
+//! Invalidations are repeated a moment later, which clears what a reader that read the source
+//! just before a change stored just after it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +21,9 @@ use tracing::{debug, warn};
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long the watcher waits before subscribing again after the stream broke.
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(200);
+/// How long after an invalidation it is repeated: longer than a reader takes between reading
+/// the source and storing what it read.
+const REPEAT_INVALIDATION_AFTER: Duration = Duration::from_secs(1);
 
 /// A near-cached value and how long it may be kept.
 #[derive(Clone)]
@@ -133,8 +138,19 @@ impl CacheClient {
     }
 
     /// Removes every key under `prefix`, here and (through the cache service's invalidations)
-    /// in every other near cache. Call it after the source changed and before answering.
+    /// in every other near cache, now and once more a second later (a reader may store what
+    /// it read before the change after this call). Call it after the source changed and before
+    /// answering.
     pub async fn invalidate_prefix(&self, prefix: &str) {
+        self.delete_prefix(prefix).await;
+        let (client, prefix) = (self.clone(), prefix.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(REPEAT_INVALIDATION_AFTER).await;
+            client.delete_prefix(&prefix).await;
+        });
+    }
+
+    async fn delete_prefix(&self, prefix: &str) {
         self.forget(prefix, true).await;
         let mut request = tonic::Request::new(pb::DeletePrefixRequest {
             prefix: prefix.to_owned(),

@@ -2,7 +2,8 @@
 //! each agent's status from its last heartbeat (offline after the TTL) and the tasks it holds
 //! (busy at its concurrency), which the tasks service counts. Agent configs and lists are
 //! served through the cache service (and its near cache); every registration, update or delete
-//! invalidates what it changes before it answers, so a change is visible at once. Cached lists
+//! invalidates what it changes before it answers, so a change is visible at once (and again a
+//! second later, for a copy a racing reader stored meanwhile). Cached lists
 //! live one second, so a status that moves with time (a missed heartbeat) shows within it.
 
 use std::collections::HashMap;
