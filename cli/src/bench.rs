@@ -37,6 +37,10 @@ pub struct BenchOptions {
     pub agents: usize,
     /// How many tasks go through the queue in the cycle benchmark.
     pub cycle_tasks: u64,
+    /// The request rate of the paced runs (all clients together, per second): each request
+    /// leaves at its scheduled time and its latency counts from then, so a slow answer that
+    /// delays the next send is not hidden. No paced runs when `None`.
+    pub pace: Option<f64>,
 }
 
 impl BenchOptions {
@@ -48,6 +52,7 @@ impl BenchOptions {
             concurrency,
             agents: 0,
             cycle_tasks: 0,
+            pace: None,
         }
     }
 }
@@ -55,8 +60,10 @@ impl BenchOptions {
 /// Everything one benchmark run measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
-    /// REST operations through the gateway.
+    /// REST operations through the gateway, as fast as the clients can send.
     pub api: Vec<Figures>,
+    /// The same operations at the paced rate.
+    pub paced: Vec<Figures>,
     /// The queue cycle.
     pub cycle: CycleFigures,
 }
@@ -388,25 +395,39 @@ async fn config_read_mix() -> Result<(u64, u64), BenchError> {
     Ok((READS, after.misses - before.misses))
 }
 
-/// Runs the queue cycle, then the create-task and get-task benchmarks, and returns the figures.
+/// Runs the queue cycle, then the create-task and get-task benchmarks (at saturation, then at
+/// the paced rate when one is set), and returns the figures.
 pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
     let stack = Stack::start(StackConfig {
         gateway: bench_gateway(&options.database_url),
         ..StackConfig::local(&options.database_url)
     })
     .await?;
-    // The cycle runs first, on an empty queue; the API tasks created after it stay queued.
-    let measured = match queue_cycle(&stack, options).await {
-        Ok(cycle) => create_then_get(&stack, options)
-            .await
-            .map(|(create, get)| Report {
-                api: vec![create, get],
-                cycle,
-            }),
-        Err(error) => Err(error),
-    };
+    let measured = measure_all(&stack, options).await;
     stack.stop().await?;
     measured
+}
+
+async fn measure_all(stack: &Stack, options: &BenchOptions) -> Result<Report, BenchError> {
+    // The cycle runs first, on an empty queue; the API tasks created after it stay queued.
+    let cycle = queue_cycle(stack, options).await?;
+    let saturated = BenchOptions {
+        pace: None,
+        ..options.clone()
+    };
+    let (create, get) = create_then_get(stack, &saturated).await?;
+    let paced = match options.pace {
+        Some(_) => {
+            let (create, get) = create_then_get(stack, options).await?;
+            vec![create, get]
+        }
+        None => Vec::new(),
+    };
+    Ok(Report {
+        api: vec![create, get],
+        paced,
+        cycle,
+    })
 }
 
 /// What the read path runs with.
@@ -645,15 +666,32 @@ where
     let cpu_before = swarm_kit::process::cpu_seconds();
     let deadline = started + options.duration;
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Paced, each client sends every `interval`, the clients staggered evenly.
+    let interval = options
+        .pace
+        .map(|rate| Duration::from_secs_f64(options.concurrency as f64 / rate));
     let mut workers = Vec::with_capacity(options.concurrency);
-    for _ in 0..options.concurrency {
+    for index in 0..options.concurrency {
         let (client, request, counter) = (client.clone(), request.clone(), counter.clone());
+        let mut scheduled = interval
+            .map(|every| started + every.mul_f64(index as f64 / options.concurrency as f64));
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut failed = 0u64;
-            while Instant::now() < deadline {
+            loop {
+                let sent = match (scheduled.as_mut(), interval) {
+                    (Some(at), Some(every)) => {
+                        let sent = *at;
+                        *at += every;
+                        tokio::time::sleep_until(sent.into()).await;
+                        sent
+                    }
+                    _ => Instant::now(),
+                };
+                if sent >= deadline {
+                    break;
+                }
                 let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let sent = Instant::now();
                 match request(client.clone(), n).await {
                     Some(()) => latencies.push(sent.elapsed()),
                     None => failed += 1,
@@ -698,6 +736,20 @@ fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn paced_clients_send_at_the_rate_asked_and_no_faster() {
+        let options = BenchOptions {
+            pace: Some(200.0),
+            ..BenchOptions::load(Duration::from_secs(1), 4)
+        };
+        let figures = measure("noop", &options, &(), |(), _| async { Some(()) }).await;
+        assert!(
+            (190..=201).contains(&figures.succeeded),
+            "{} requests in a second at 200/s",
+            figures.succeeded
+        );
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {

@@ -236,6 +236,10 @@ struct BenchArgs {
     /// Tasks sent through the queue in the cycle benchmark.
     #[arg(long, default_value_t = 5000)]
     cycle_tasks: u64,
+    /// Requests per second of the paced create and get runs, which measure latency below
+    /// saturation (0: no paced runs).
+    #[arg(long, default_value_t = 1000.0)]
+    pace: f64,
 }
 
 #[tokio::main]
@@ -377,6 +381,7 @@ async fn run_bench(args: BenchArgs) -> Outcome {
         concurrency: args.concurrency,
         agents: args.agents,
         cycle_tasks: args.cycle_tasks,
+        pace: Some(args.pace).filter(|rate| *rate > 0.0),
     };
     let backend = options
         .database_url
@@ -389,6 +394,12 @@ async fn run_bench(args: BenchArgs) -> Outcome {
         println!(
             "{backend:<9} {figure}   ({} clients, {} s)",
             options.concurrency, args.seconds
+        );
+    }
+    for figure in report.paced {
+        println!(
+            "{backend:<9} {figure}   (paced at {} req/s, {} clients, {} s)",
+            args.pace, options.concurrency, args.seconds
         );
     }
     println!(
