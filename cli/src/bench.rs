@@ -666,27 +666,28 @@ where
     let cpu_before = swarm_kit::process::cpu_seconds();
     let deadline = started + options.duration;
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    // Paced, each client sends every `interval`, the clients staggered evenly.
-    let interval = options
-        .pace
-        .map(|rate| Duration::from_secs_f64(options.concurrency as f64 / rate));
     let mut workers = Vec::with_capacity(options.concurrency);
     for index in 0..options.concurrency {
         let (client, request, counter) = (client.clone(), request.clone(), counter.clone());
-        let mut scheduled = interval
-            .map(|every| started + every.mul_f64(index as f64 / options.concurrency as f64));
+        // Paced, each client sends every `every` from its next scheduled time, the clients
+        // staggered evenly.
+        let mut pacing = options.pace.map(|rate| {
+            let every = Duration::from_secs_f64(options.concurrency as f64 / rate);
+            let first = started + every.mul_f64(index as f64 / options.concurrency as f64);
+            (first, every)
+        });
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut failed = 0u64;
             loop {
-                let sent = match (scheduled.as_mut(), interval) {
-                    (Some(at), Some(every)) => {
-                        let sent = *at;
-                        *at += every;
+                let sent = match pacing.as_mut() {
+                    Some((next, every)) => {
+                        let sent = *next;
+                        *next += *every;
                         tokio::time::sleep_until(sent.into()).await;
                         sent
                     }
-                    _ => Instant::now(),
+                    None => Instant::now(),
                 };
                 if sent >= deadline {
                     break;

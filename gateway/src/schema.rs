@@ -18,8 +18,8 @@ pub const MESSAGE_ROLES: [&str; 3] = ["user", "agent", "system"];
 /// A character class of everything but control characters (Unicode `Cc`, what
 /// `char::is_control` means).
 const PRINTABLE: &str = r"[^\u0000-\u001f\u007f-\u009f]";
-/// A character class of everything but NUL, which no backend stores.
-const NOT_NUL: &str = r"[^\u0000]";
+/// Text without NUL, which no backend stores.
+const FREE_TEXT: &str = r"^[^\u0000]*$";
 /// Free text with at least one character that is neither white space nor NUL.
 const NOT_BLANK: &str = r"^\s*[^\s\u0000][^\u0000]*$";
 
@@ -43,7 +43,7 @@ pub fn capabilities() -> Array {
 
 /// Free text: anything but the NUL character.
 pub fn text() -> Object {
-    string(&format!("^{NOT_NUL}*$"), None, "Any text without NUL.")
+    string(FREE_TEXT, None, "Any text without NUL.")
 }
 
 /// A task title: 1 to 256 characters, not only white space.
@@ -76,17 +76,13 @@ pub fn failure() -> Object {
 
 /// A progress note: at most 1,024 characters, no NUL.
 pub fn progress_note() -> Object {
-    string(
-        &format!("^{NOT_NUL}*$"),
-        Some(1024),
-        "At most 1,024 characters, no NUL.",
-    )
+    string(FREE_TEXT, Some(1024), "At most 1,024 characters, no NUL.")
 }
 
 /// A message's content: 1 byte to 64 KiB, no NUL.
 pub fn message_content() -> Object {
     string(
-        &format!("^{NOT_NUL}+$"),
+        FREE_TEXT,
         Some(16 * 1024),
         "1 byte to 64 KiB of text, no NUL.",
     )

@@ -54,14 +54,10 @@ impl std::str::FromStr for Role {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Self, String> {
-        match name {
-            "admin" => Ok(Self::Admin),
-            "client" => Ok(Self::Client),
-            "agent" => Ok(Self::Agent),
-            other => Err(format!(
-                "role must be admin, client or agent, not {other:?}"
-            )),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|role| role.as_str() == name)
+            .ok_or_else(|| format!("role must be admin, client or agent, not {name:?}"))
     }
 }
 

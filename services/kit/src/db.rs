@@ -6,8 +6,7 @@
 //! wrecks tail latency under load. So SQLite gets two pools: readers, and a single writer
 //! connection that queues writes fairly in process. Its write-ahead log is copied back into
 //! the database file beside the writer, four times a second, so a committing write seldom
-//! waits for that copy and its fsync (paced creates: p99 from 15 ms down to 2.4 ms), and a log
-//! grown past 256 MiB is truncated.
+//! waits for that copy and its fsync, and a log grown past 256 MiB is truncated.
 
 use std::str::FromStr;
 use std::time::Duration;
