@@ -216,6 +216,7 @@ pub async fn cache(options: &BenchOptions, redis_url: &str) -> Result<CacheRepor
                 key: format!("k{n}"),
                 value: value.clone(),
                 ttl_seconds: 600,
+                namespace: cache_pb::Namespace::tenant(""),
             };
             client
                 .clone()
@@ -231,6 +232,7 @@ pub async fn cache(options: &BenchOptions, redis_url: &str) -> Result<CacheRepor
                 |mut client: CacheServiceClient<swarm_kit::grpc::ServiceChannel>, n| async move {
                     let get = cache_pb::GetRequest {
                         key: format!("k{}", n % CACHE_KEYS),
+                        namespace: cache_pb::Namespace::tenant(""),
                     };
                     client
                         .get(get)
@@ -244,7 +246,10 @@ pub async fn cache(options: &BenchOptions, redis_url: &str) -> Result<CacheRepor
         );
         client
             .clone()
-            .delete_prefix(cache_pb::DeletePrefixRequest { prefix: "k".into() })
+            .delete_prefix(cache_pb::DeletePrefixRequest {
+                prefix: "k".into(),
+                namespace: cache_pb::Namespace::tenant(""),
+            })
             .await
             .ok();
         stop.cancel();

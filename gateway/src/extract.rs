@@ -22,32 +22,61 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
-            let is_json = content_type
-                .to_str()
-                .ok()
-                .and_then(|value| value.split(';').next())
-                .is_some_and(|mime| {
-                    let mime = mime.trim();
-                    mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
-                });
-            if !is_json {
-                return Err(ApiError::invalid("content type must be application/json"));
-            }
-        }
-        let body = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
-                } else {
-                    ApiError::invalid(format!("cannot read request body: {rejection}"))
-                }
-            })?;
-        serde_json::from_slice(&body)
-            .map(Json)
-            .map_err(|error| ApiError::invalid(format!("invalid json body: {error}")))
+        let body = json_body(request, state).await?;
+        parse(&body).map(Json)
     }
+}
+
+/// A JSON request body that may be left out: an empty body is `None`, anything else must be
+/// valid as for [`Json`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = json_body(request, state).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        parse(&body).map(|value| OptionalJson(Some(value)))
+    }
+}
+
+/// Reads a request body, refusing a `Content-Type` other than JSON (a missing one is accepted).
+async fn json_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
+        let is_json = content_type
+            .to_str()
+            .ok()
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+            });
+        if !is_json {
+            return Err(ApiError::invalid("content type must be application/json"));
+        }
+    }
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
+            } else {
+                ApiError::invalid(format!("cannot read request body: {rejection}"))
+            }
+        })
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|error| ApiError::invalid(format!("invalid json body: {error}")))
 }
 
 /// Query parameters.

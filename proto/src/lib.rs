@@ -29,6 +29,22 @@ pub mod agents {
 pub mod cache {
     pub mod v1 {
         tonic::include_proto!("swarm.cache.v1");
+
+        impl Namespace {
+            /// The services' own entries.
+            pub fn internal() -> Option<Self> {
+                Some(Self {
+                    owner: Some(namespace::Owner::Internal(Internal {})),
+                })
+            }
+
+            /// The application entries of `tenant` (empty: the ones admin callers share).
+            pub fn tenant(tenant: impl Into<String>) -> Option<Self> {
+                Some(Self {
+                    owner: Some(namespace::Owner::Tenant(tenant.into())),
+                })
+            }
+        }
     }
 }
 

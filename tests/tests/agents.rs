@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 use swarm_e2e::{TestStack, assert_error};
 use swarm_kit::testing::Backend;
+use swarm_proto::cache::v1 as cache_pb;
+use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
 
 /// A reader that read an agent's config just before an update may store it in the cache just
 /// after the update's invalidation; no lock prevents that race. The invalidation is repeated a
@@ -26,15 +28,18 @@ async fn a_config_a_racing_reader_stored_is_cleared_within_seconds() {
         )
         .await;
     assert_eq!(update.0, 200, "{}", update.1);
-    // What the racing reader stores, under the key the registry caches configs at.
-    let stale = swarm
-        .send(
-            reqwest::Method::PUT,
-            &format!("/api/cache/agents:{id}:config"),
-            Some(json!({"value": {"v": 1}, "ttl_seconds": 300})),
-        )
-        .await;
-    assert_eq!(stale.0, 204, "{}", stale.1);
+    // What the racing reader stores, under the key the registry caches configs at (in the
+    // services' own namespace, which only a service reaches).
+    let mut cache = CacheServiceClient::new(swarm.service_channel(&swarm.stack.cache_url()));
+    cache
+        .set(cache_pb::SetRequest {
+            key: format!("agents:{id}:config"),
+            value: br#"{"v":1}"#.to_vec(),
+            ttl_seconds: 300,
+            namespace: cache_pb::Namespace::internal(),
+        })
+        .await
+        .expect("a service writes its own entries");
     let path = format!("/api/agents/{id}/config");
     let config = || swarm.get(&path);
     assert_eq!(

@@ -1,6 +1,8 @@
 //! Authentication and authorization end to end: keys by role through the admin route, a
 //! client that sees only its own tasks, an agent key bound to its agent, revocation, rate
-//! limits with `Retry-After`, open health and metrics routes, and `SWARM_AUTH=off`.
+//! limits with `Retry-After`, open health and metrics routes, `SWARM_AUTH=off`, and isolation
+//! on both backends: tenants' idempotency keys and cache entries, the services' own cache
+//! entries out of every caller's reach, agents squaring what they hold, repeated reports.
 
 use serde_json::json;
 use swarm_e2e::{TestStack, answer, assert_error, send_with};
@@ -322,3 +324,253 @@ async fn auth_off_lets_everyone_in() {
     assert_eq!(status, 201);
     swarm.stop().await;
 }
+
+/// POSTs `body` to `path` with `client`.
+async fn post_as(
+    swarm: &TestStack,
+    client: &reqwest::Client,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    send_with(client, reqwest::Method::POST, swarm.url(path), Some(body)).await
+}
+
+/// Sends a task submission with an `Idempotency-Key`.
+async fn create_keyed(
+    swarm: &TestStack,
+    client: &reqwest::Client,
+    key: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = client
+        .post(swarm.url("/api/tasks"))
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("gateway answers");
+    answer(response).await
+}
+
+/// Two clients with one idempotency key get a task each; the same client reusing its key for
+/// another request is refused and creates nothing.
+async fn idempotency_keys_belong_to_their_tenant(backend: Backend) {
+    let swarm = TestStack::start(backend).await;
+    let ada = swarm.client_for("ada", "client", None).await;
+    let bob = swarm.client_for("bob", "client", None).await;
+    let body = json!({"title": "invoice", "payload": {"secret": "ada's"}});
+    let (status, adas) = create_keyed(&swarm, &ada, "invoice-7", body.clone()).await;
+    assert_eq!(status, 201, "{adas}");
+    let (status, bobs) = create_keyed(&swarm, &bob, "invoice-7", json!({"title": "mine"})).await;
+    assert_eq!(status, 201, "bob's key is his own: {bobs}");
+    assert_ne!(bobs["id"], adas["id"]);
+    assert_eq!(
+        bobs["payload"],
+        serde_json::Value::Null,
+        "bob never sees ada's payload"
+    );
+    let (status, again) = create_keyed(&swarm, &ada, "invoice-7", body).await;
+    assert_eq!((status, &again["id"]), (200, &adas["id"]), "a resubmission");
+    let reused = create_keyed(&swarm, &ada, "invoice-7", json!({"title": "other"})).await;
+    assert_error(&reused, 409, "already_exists");
+    assert!(
+        reused.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another request")
+    );
+    let (_, listed) = swarm.get("/api/tasks").await;
+    assert_eq!(listed["total"], 2, "the refused reuse created nothing");
+    swarm.stop().await;
+}
+
+/// No REST caller reaches the entries the services keep for themselves, and tenants do not
+/// reach each other's entries.
+async fn cache_entries_belong_to_their_tenant(backend: Backend) {
+    let swarm = TestStack::start(backend).await;
+    let agent = swarm.register_agent("target", &["echo"], 1).await;
+    let (status, _) = swarm
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/agents/{agent}"),
+            Some(json!({"config": {"model": "secret"}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // The registry caches the config; a reader of the same key name finds nothing.
+    assert_eq!(
+        swarm.get(&format!("/api/agents/{agent}/config")).await.1["model"],
+        "secret"
+    );
+    let ada = swarm.client_for("ada", "client", None).await;
+    let bob = swarm.client_for("bob", "client", None).await;
+    let cache = |key: String| swarm.url(&format!("/api/cache/{key}"));
+    for client in [&ada, &swarm.http] {
+        let (status, body) = send_with(
+            client,
+            reqwest::Method::GET,
+            cache(format!("agents:{agent}:config")),
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "the agent's config is out of reach: {body}");
+        // Writing the profile key claims read lands in the caller's own namespace.
+        let poison = json!({"value": {"status": "offline"}, "ttl_seconds": 300});
+        let (status, _) = send_with(
+            client,
+            reqwest::Method::PUT,
+            cache(format!("agents:{agent}:profile")),
+            Some(poison),
+        )
+        .await;
+        assert_eq!(status, 204);
+    }
+    // The agent still claims: nothing a caller wrote reached the profile the tasks service reads.
+    swarm
+        .post(&format!("/api/agents/{agent}/heartbeat"), json!({}))
+        .await;
+    let (status, created) = swarm
+        .post(
+            "/api/tasks",
+            json!({"title": "t", "required_capabilities": ["echo"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, claimed) = swarm
+        .post("/api/tasks/claim", json!({"agent_id": agent}))
+        .await;
+    assert_eq!(status, 200, "{claimed}");
+    assert_eq!(claimed["tasks"].as_array().unwrap().len(), 1);
+
+    // Ada's entries are hers: bob and admins see theirs under the same name.
+    let put = async |client: &reqwest::Client, value: i32| {
+        send_with(
+            client,
+            reqwest::Method::PUT,
+            cache("shared-name".into()),
+            Some(json!({"value": value})),
+        )
+        .await
+    };
+    assert_eq!(put(&ada, 1).await.0, 204);
+    assert_eq!(put(&swarm.http, 2).await.0, 204);
+    let get = async |client: &reqwest::Client| {
+        send_with(
+            client,
+            reqwest::Method::GET,
+            cache("shared-name".into()),
+            None,
+        )
+        .await
+    };
+    assert_eq!(get(&ada).await.1["value"], 1);
+    assert_eq!(get(&swarm.http).await.1["value"], 2);
+    assert_error(&get(&bob).await, 404, "not_found");
+    swarm.stop().await;
+}
+
+/// An agent that lists what it holds in its heartbeats gets back a task whose claim answer it
+/// lost, hears of cancellations, and may repeat a report whose answer it lost.
+async fn heartbeats_square_what_an_agent_holds(backend: Backend) {
+    let swarm = TestStack::start(backend).await;
+    let agent = swarm.register_agent("lister", &[], 4).await;
+    let other = swarm.register_agent("stranger", &[], 1).await;
+    let key = swarm.client_for("lister", "agent", Some(&agent)).await;
+    for title in ["kept", "lost", "cancelled"] {
+        assert_eq!(
+            swarm.post("/api/tasks", json!({"title": title})).await.0,
+            201
+        );
+    }
+    let (status, claimed) = post_as(
+        &swarm,
+        &key,
+        "/api/tasks/claim",
+        json!({"agent_id": agent, "max_tasks": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{claimed}");
+    let id = |title: &str| {
+        claimed["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|task| task["title"] == title)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (kept, lost, cancelled) = (id("kept"), id("lost"), id("cancelled"));
+
+    // The agent reads and writes the conversation of a task it holds, not of others'.
+    let messages = format!("/api/tasks/{kept}/messages");
+    let note = json!({"sender": "lister", "role": "agent", "content": "on it"});
+    assert_eq!(post_as(&swarm, &key, &messages, note.clone()).await.0, 201);
+    let (status, read) = send_with(&key, reqwest::Method::GET, swarm.url(&messages), None).await;
+    assert_eq!((status, &read["total"]), (200, &json!(1)));
+    let (_, elsewhere) = swarm.post("/api/tasks", json!({"title": "not held"})).await;
+    let foreign = format!("/api/tasks/{}/messages", elsewhere["id"].as_str().unwrap());
+    assert_error(
+        &post_as(&swarm, &key, &foreign, note).await,
+        404,
+        "not_found",
+    );
+
+    let (status, _) = swarm
+        .post(&format!("/api/tasks/{cancelled}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    // The claim's answer for `lost` never arrived: the agent lists the others only.
+    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+    let heartbeat = format!("/api/agents/{agent}/heartbeat");
+    let (status, beat) = post_as(
+        &swarm,
+        &key,
+        &heartbeat,
+        json!({"active_tasks": [kept, cancelled]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{beat}");
+    assert_eq!(beat["cancel"], json!([cancelled]));
+    assert_eq!(beat["id"], agent);
+    let (_, lost_now) = swarm.get(&format!("/api/tasks/{lost}")).await;
+    assert_eq!(lost_now["status"], "queued", "{lost_now}");
+    // An agent key lists only for its own agent; a body-less heartbeat still works.
+    assert_error(
+        &post_as(
+            &swarm,
+            &key,
+            &format!("/api/agents/{other}/heartbeat"),
+            json!({"active_tasks": []}),
+        )
+        .await,
+        403,
+        "permission_denied",
+    );
+    let bare = send_with(&key, reqwest::Method::POST, swarm.url(&heartbeat), None).await;
+    assert_eq!(bare.0, 200, "{}", bare.1);
+
+    // A completion whose answer was lost is repeated: the same answer; another result: 409.
+    let complete = format!("/api/tasks/{kept}/complete");
+    let done = json!({"agent_id": agent, "result": {"n": 1}});
+    let first = post_as(&swarm, &key, &complete, done.clone()).await;
+    assert_eq!(first.0, 200, "{}", first.1);
+    let again = post_as(&swarm, &key, &complete, done).await;
+    assert_eq!(again, first);
+    let differs = post_as(
+        &swarm,
+        &key,
+        &complete,
+        json!({"agent_id": agent, "result": 2}),
+    )
+    .await;
+    assert_error(&differs, 409, "failed_precondition");
+    swarm.stop().await;
+}
+
+swarm_kit::conformance!(
+    idempotency_keys_belong_to_their_tenant,
+    cache_entries_belong_to_their_tenant,
+    heartbeats_square_what_an_agent_holds,
+);

@@ -56,6 +56,9 @@ const AGENT_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/agents/{id}"),
     ("POST", "/api/agents/{id}/heartbeat"),
     ("GET", "/api/agents/{id}/config"),
+    ("GET", "/api/tasks/{id}/events"),
+    ("POST", "/api/tasks/{id}/messages"),
+    ("GET", "/api/tasks/{id}/messages"),
 ];
 
 /// Tells whether `role` may call `method` on `route`.
@@ -202,14 +205,37 @@ impl Caller {
         (self.role == Role::Client).then_some(self.name.as_str())
     }
 
-    /// Refuses a client whose task `owner` is not itself, as if the task did not exist.
-    pub fn check_owner(&self, task_id: &str, owner: Option<&str>) -> Result<(), ApiError> {
-        match self.client_user() {
-            Some(user) if owner != Some(user) => Err(ApiError::new(
+    /// Returns the tenant the caller's idempotency keys and cache entries belong to: a
+    /// client's own user, or the empty name of the scope admin callers share.
+    pub fn tenant(&self) -> &str {
+        self.client_user().unwrap_or_default()
+    }
+
+    /// Tells whether the caller must be shown a task before reaching it (clients reach only
+    /// their own tasks, agents only those they hold).
+    pub fn is_confined(&self) -> bool {
+        self.role != Role::Admin
+    }
+
+    /// Refuses a caller a task it may not reach, as if the task did not exist: a client
+    /// another user's task, an agent a task it does not hold.
+    pub fn check_reach(&self, task: &swarm_proto::tasks::v1::Task) -> Result<(), ApiError> {
+        use swarm_proto::tasks::v1::TaskStatus;
+        let reaches = match self.role {
+            Role::Admin => true,
+            Role::Client => task.user_id.as_deref() == self.client_user(),
+            Role::Agent => {
+                task.status() == TaskStatus::Active
+                    && task.agent_id.as_deref() == self.agent_id.map(|id| id.to_string()).as_deref()
+            }
+        };
+        if reaches {
+            Ok(())
+        } else {
+            Err(ApiError::new(
                 ErrorCode::NotFound,
-                format!("task {task_id} not found"),
-            )),
-            _ => Ok(()),
+                format!("task {} not found", task.id),
+            ))
         }
     }
 }
@@ -263,17 +289,42 @@ mod tests {
                 .check_agent(&uuid::Uuid::now_v7().to_string())
                 .is_err()
         );
+        let task =
+            |user: Option<&str>, holder: Option<uuid::Uuid>, status| swarm_proto::tasks::v1::Task {
+                id: "t".into(),
+                user_id: user.map(str::to_owned),
+                agent_id: holder.map(|id| id.to_string()),
+                status,
+                ..Default::default()
+            };
+        let active = swarm_proto::tasks::v1::TaskStatus::Active as i32;
+        let done = swarm_proto::tasks::v1::TaskStatus::Completed as i32;
+        assert!(caller.check_reach(&task(None, Some(agent), active)).is_ok());
+        assert!(caller.check_reach(&task(None, Some(agent), done)).is_err());
+        let other = uuid::Uuid::now_v7();
+        assert!(
+            caller
+                .check_reach(&task(None, Some(other), active))
+                .is_err()
+        );
         let client = Caller {
             role: Role::Client,
             agent_id: None,
             name: "ada".into(),
             ..caller
         };
-        assert!(client.check_owner("t", Some("ada")).is_ok());
+        assert_eq!(client.tenant(), "ada");
+        assert!(client.check_reach(&task(Some("ada"), None, active)).is_ok());
         assert_eq!(
-            client.check_owner("t", Some("bob")).unwrap_err().0.code,
+            client
+                .check_reach(&task(Some("bob"), None, active))
+                .unwrap_err()
+                .0
+                .code,
             ErrorCode::NotFound
         );
-        assert!(Caller::anonymous_admin().check_owner("t", None).is_ok());
+        let admin = Caller::anonymous_admin();
+        assert_eq!(admin.tenant(), "");
+        assert!(admin.check_reach(&task(None, None, active)).is_ok());
     }
 }

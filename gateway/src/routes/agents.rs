@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use swarm_proto::agents::v1 as pb;
 
@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{Json, Query};
+use crate::extract::{Json, OptionalJson, Query};
 use crate::model::{
     AgentPath, AgentView, PageView, agent_status_from_name, json_text, page_request, raw_json,
 };
@@ -190,22 +190,42 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Records an agent's heartbeat.
-#[utoipa::path(post, operation_id = "heartbeat", path = "/api/agents/{id}/heartbeat", tag = "agents", params(AgentPath),
-    responses((status = 200, description = "The agent, seen now.", body = AgentView)))]
+/// Body of `POST /api/agents/{id}/heartbeat`; it may be left out.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Ids of the tasks the agent is working on. Their leases are renewed; a task the agent
+    /// was handed more than a few seconds ago but does not list goes back to the queue (the
+    /// answer to its claim was lost). Leave it out to record only a sign of life.
+    #[schema(max_items = 1000, value_type = Option<Vec<String>>, format = Uuid)]
+    active_tasks: Option<Vec<String>>,
+}
+
+/// Answer of a heartbeat: the agent, and the listed tasks that were cancelled.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeartbeatView {
+    #[serde(flatten)]
+    agent: AgentView,
+    /// Listed tasks that were cancelled: stop working on them.
+    cancel: Vec<String>,
+}
+
+/// Records an agent's heartbeat, squaring the tasks it lists as held.
+#[utoipa::path(post, operation_id = "heartbeat", path = "/api/agents/{id}/heartbeat", tag = "agents", params(AgentPath), request_body(content = Option<Heartbeat>, description = "Optional: the tasks the agent holds."),
+    responses((status = 200, description = "The agent, seen now, and the listed tasks that were cancelled.", body = HeartbeatView)))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<axum::Json<AgentView>, ApiError> {
+    OptionalJson(body): OptionalJson<Heartbeat>,
+) -> Result<axum::Json<HeartbeatView>, ApiError> {
     caller.check_agent(&id)?;
-    let agent = state
-        .agents
-        .clone()
-        .heartbeat(state.call(pb::HeartbeatRequest { id }, Duration::ZERO))
-        .await?
-        .into_inner();
-    Ok(axum::Json(agent.into()))
+    let held = body.and_then(|body| body.active_tasks);
+    let (agent, cancel) = crate::workers::heartbeat(&state, id, held).await?;
+    Ok(axum::Json(HeartbeatView {
+        agent: agent.into(),
+        cancel,
+    }))
 }
 
 /// Returns an agent's config object.

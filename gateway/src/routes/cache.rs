@@ -1,7 +1,11 @@
 //! Cache routes: store, read and delete JSON values by key, and read the cache's statistics.
+//! Every key is the caller's tenant's: a client reaches only its own entries, admins a shared
+//! namespace, and nobody the entries the services keep for themselves (the cache service stores
+//! each key under the owner it is named with).
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -10,6 +14,7 @@ use swarm_proto::cache::v1 as pb;
 
 use utoipa::ToSchema;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Json;
 use crate::model::raw_json;
@@ -65,6 +70,7 @@ pub struct CacheStats {
     responses((status = 204, description = "Stored.")))]
 pub async fn put(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     Json(body): Json<PutValue>,
 ) -> Result<StatusCode, ApiError> {
@@ -79,6 +85,7 @@ pub async fn put(
         key,
         value: value.into_bytes(),
         ttl_seconds,
+        namespace: pb::Namespace::tenant(caller.tenant()),
     };
     state
         .cache
@@ -93,12 +100,19 @@ pub async fn put(
     responses((status = 200, description = "The value and its remaining time to live.", body = CacheEntry)))]
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<axum::Json<CacheEntry>, ApiError> {
     let entry = state
         .cache
         .clone()
-        .get(state.call(pb::GetRequest { key }, Duration::ZERO))
+        .get(state.call(
+            pb::GetRequest {
+                key,
+                namespace: pb::Namespace::tenant(caller.tenant()),
+            },
+            Duration::ZERO,
+        ))
         .await?
         .into_inner();
     if !entry.found {
@@ -119,12 +133,19 @@ pub async fn get(
     responses((status = 204, description = "Deleted, or was not there.")))]
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state
         .cache
         .clone()
-        .delete(state.call(pb::DeleteRequest { key }, Duration::ZERO))
+        .delete(state.call(
+            pb::DeleteRequest {
+                key,
+                namespace: pb::Namespace::tenant(caller.tenant()),
+            },
+            Duration::ZERO,
+        ))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -53,8 +53,9 @@ pub struct CreateTask {
     timeout_seconds: Option<i32>,
 }
 
-/// Creates a task: 201 with the task, or 200 with the earlier task when the
-/// `Idempotency-Key` was seen before.
+/// Creates a task: 201 with the task, or 200 with the earlier task when the caller's tenant
+/// sent the same request with the same `Idempotency-Key` before (the same key with another
+/// request: 409).
 #[utoipa::path(post, operation_id = "createTask", path = "/api/tasks", tag = "tasks", request_body = CreateTask,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$", description = "1 to 128 visible ASCII characters. Makes a resubmission answer 200 with the task the key created first.")),
     responses((status = 201, description = "The task, queued.", body = TaskView),
@@ -86,6 +87,7 @@ pub async fn create(
         max_attempts: body.max_attempts,
         timeout_seconds: body.timeout_seconds,
         idempotency_key,
+        tenant: caller.tenant().to_owned(),
     };
     let response = state
         .tasks
@@ -166,14 +168,14 @@ pub async fn get(
         .get_task(state.call(pb::GetTaskRequest { id: id.clone() }, Duration::ZERO))
         .await?
         .into_inner();
-    caller.check_owner(&id, task.user_id.as_deref())?;
+    caller.check_reach(&task)?;
     Ok(axum::Json(task.into()))
 }
 
-/// Refuses a client the task `id` when another client submitted it, as if it did not exist;
-/// other callers pass without a lookup.
+/// Refuses the caller the task `id` when it may not reach it (another client's task, a task
+/// an agent does not hold), as if it did not exist; admins pass without a lookup.
 pub async fn check_visible(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
-    if caller.client_user().is_none() {
+    if !caller.is_confined() {
         return Ok(());
     }
     let task = state
@@ -182,7 +184,7 @@ pub async fn check_visible(state: &AppState, caller: &Caller, id: &str) -> Resul
         .get_task(state.call(pb::GetTaskRequest { id: id.to_owned() }, Duration::ZERO))
         .await?
         .into_inner();
-    caller.check_owner(id, task.user_id.as_deref())
+    caller.check_reach(&task)
 }
 
 /// Returns the user a task is submitted or listed under: a client's own name (naming another

@@ -1,5 +1,6 @@
-//! The `swarm.cache.v1.CacheService` gRPC surface: checks keys and values, calls the tiered
-//! cache, and streams invalidations.
+//! The `swarm.cache.v1.CacheService` gRPC surface: checks keys and values, stores each under
+//! the namespace of the owner the call names, calls the tiered cache, and streams
+//! invalidations of the services' own entries.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::backend::Entry;
+use crate::namespace::{Owner, internal_key};
 use crate::tiered::{Invalidation, TieredCache};
 
 /// The longest key, in bytes.
@@ -73,25 +75,33 @@ impl CacheService for CacheGrpc {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let key = request.into_inner().key;
-        check_key(&key)?;
-        let entry = self.cache.get(&key).await;
-        Ok(Response::new(answer(key, entry)))
+        let request = request.into_inner();
+        check_key(&request.key)?;
+        let owner = Owner::from_proto(request.namespace)?;
+        let entry = self.cache.get(&owner.storage_key(&request.key)).await;
+        Ok(Response::new(answer(request.key, entry)))
     }
 
     async fn get_many(
         &self,
         request: Request<pb::GetManyRequest>,
     ) -> Result<Response<pb::GetManyResponse>, Status> {
-        let keys = request.into_inner().keys;
-        if keys.len() > MAX_KEYS {
+        let request = request.into_inner();
+        if request.keys.len() > MAX_KEYS {
             return Err(Status::invalid_argument(format!("at most {MAX_KEYS} keys")));
         }
-        for key in &keys {
+        for key in &request.keys {
             check_key(key)?;
         }
-        let found = self.cache.get_many(&keys).await;
-        let entries = keys
+        let owner = Owner::from_proto(request.namespace)?;
+        let stored: Vec<String> = request
+            .keys
+            .iter()
+            .map(|key| owner.storage_key(key))
+            .collect();
+        let found = self.cache.get_many(&stored).await;
+        let entries = request
+            .keys
             .into_iter()
             .zip(found)
             .map(|(key, entry)| answer(key, entry))
@@ -105,6 +115,7 @@ impl CacheService for CacheGrpc {
     ) -> Result<Response<pb::SetResponse>, Status> {
         let request = request.into_inner();
         check_key(&request.key)?;
+        let owner = Owner::from_proto(request.namespace)?;
         if request.value.len() > MAX_VALUE_BYTES {
             return Err(Status::invalid_argument("value must be at most 1 MiB"));
         }
@@ -117,7 +128,9 @@ impl CacheService for CacheGrpc {
                 "ttl_seconds must be at most 30 days",
             ));
         }
-        self.cache.set(&request.key, &request.value, ttl).await;
+        self.cache
+            .set(&owner.storage_key(&request.key), &request.value, ttl)
+            .await;
         Ok(Response::new(pb::SetResponse {}))
     }
 
@@ -125,9 +138,10 @@ impl CacheService for CacheGrpc {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let key = request.into_inner().key;
-        check_key(&key)?;
-        let deleted = self.cache.delete(&key).await;
+        let request = request.into_inner();
+        check_key(&request.key)?;
+        let owner = Owner::from_proto(request.namespace)?;
+        let deleted = self.cache.delete(&owner.storage_key(&request.key)).await;
         Ok(Response::new(pb::DeleteResponse { deleted }))
     }
 
@@ -135,9 +149,13 @@ impl CacheService for CacheGrpc {
         &self,
         request: Request<pb::DeletePrefixRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let prefix = request.into_inner().prefix;
-        check_key(&prefix)?;
-        let deleted = self.cache.delete_prefix(&prefix).await;
+        let request = request.into_inner();
+        check_key(&request.prefix)?;
+        let owner = Owner::from_proto(request.namespace)?;
+        let deleted = self
+            .cache
+            .delete_prefix(&owner.storage_key(&request.prefix))
+            .await;
         Ok(Response::new(pb::DeleteResponse { deleted }))
     }
 
@@ -175,10 +193,12 @@ impl CacheService for CacheGrpc {
                     next = invalidations.recv() => next,
                 };
                 let item = match next {
-                    Ok(invalidation) if invalidation.concerns(&prefix) => {
-                        Ok(to_proto(invalidation))
-                    }
-                    Ok(_) => continue,
+                    Ok(invalidation) => match internal(invalidation) {
+                        Some(invalidation) if invalidation.concerns(&prefix) => {
+                            Ok(to_proto(invalidation))
+                        }
+                        _ => continue,
+                    },
                     // A watcher that fell behind cannot know what it missed: it must drop its
                     // near cache, so tell it and end the stream.
                     Err(RecvError::Lagged(missed)) => Err(Status::data_loss(format!(
@@ -196,6 +216,15 @@ impl CacheService for CacheGrpc {
             tokio_stream::wrappers::ReceiverStream::new(receiver),
         )))
     }
+}
+
+/// Names an invalidation of the services' own entries by the key the services use; tenants'
+/// entries are never near-cached, so theirs are not streamed.
+fn internal(invalidation: Invalidation) -> Option<Invalidation> {
+    Some(Invalidation {
+        key: internal_key(&invalidation.key)?.to_owned(),
+        is_prefix: invalidation.is_prefix,
+    })
 }
 
 fn to_proto(invalidation: Invalidation) -> pb::Invalidation {

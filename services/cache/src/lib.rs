@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod config;
 pub mod grpc;
+pub mod namespace;
 pub mod tiered;
 
 use std::future::Future;

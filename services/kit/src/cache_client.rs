@@ -99,6 +99,7 @@ impl CacheClient {
         }
         let mut request = tonic::Request::new(pb::GetRequest {
             key: key.to_owned(),
+            namespace: pb::Namespace::internal(),
         });
         request.set_timeout(CALL_TIMEOUT);
         match self.remote.clone().get(request).await {
@@ -129,6 +130,7 @@ impl CacheClient {
             key: key.to_owned(),
             value,
             ttl_seconds: ttl.as_secs().max(1),
+            namespace: pb::Namespace::internal(),
         };
         let mut request = tonic::Request::new(request);
         request.set_timeout(CALL_TIMEOUT);
@@ -154,6 +156,7 @@ impl CacheClient {
         self.forget(prefix, true).await;
         let mut request = tonic::Request::new(pb::DeletePrefixRequest {
             prefix: prefix.to_owned(),
+            namespace: pb::Namespace::internal(),
         });
         request.set_timeout(CALL_TIMEOUT);
         if let Err(status) = self.remote.clone().delete_prefix(request).await {

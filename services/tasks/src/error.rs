@@ -30,6 +30,17 @@ pub enum TaskError {
         /// The agent that asked.
         agent_id: Uuid,
     },
+    /// An idempotency key came back with a request other than the one that first used it.
+    #[error("idempotency key was used for another request")]
+    IdempotencyKeyReused,
+    /// The holder of a finished attempt reported it again with a different outcome.
+    #[error("task {id} was already {status} by this attempt with a different outcome")]
+    OutcomeDiffers {
+        /// The task.
+        id: Uuid,
+        /// The status the first report gave it.
+        status: TaskStatus,
+    },
     /// The claiming agent is not registered.
     #[error("agent {0} not found")]
     AgentNotFound(Uuid),
@@ -57,7 +68,11 @@ impl From<TaskError> for Error {
             TaskError::NotFound(_) | TaskError::AgentNotFound(_) => {
                 Error::not_found(error.to_string())
             }
+            TaskError::IdempotencyKeyReused => {
+                Error::new(swarm_kit::ErrorCode::AlreadyExists, error.to_string())
+            }
             TaskError::WrongStatus { .. }
+            | TaskError::OutcomeDiffers { .. }
             | TaskError::NotLeaseHolder { .. }
             | TaskError::AgentOffline(_) => Error::precondition(error.to_string()),
             TaskError::Dependency(error) => error,

@@ -15,8 +15,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    Dispatcher, LeaseRef, Message, MessageRole, MessageScope, NewMessage, NewTask, Task,
-    TaskFilter, TaskQueue, TaskStatus,
+    Dispatcher, IdempotencyKey, LeaseRef, Message, MessageRole, MessageScope, NewMessage, NewTask,
+    Task, TaskFilter, TaskQueue, TaskStatus,
 };
 
 /// The gRPC handler of the tasks service.
@@ -57,7 +57,10 @@ impl TaskService for TaskGrpc {
             user_id: request.user_id,
             max_attempts: request.max_attempts.unwrap_or(defaults.max_attempts),
             timeout_seconds: request.timeout_seconds.unwrap_or(defaults.timeout_seconds),
-            idempotency_key: request.idempotency_key,
+            idempotency_key: request.idempotency_key.map(|key| IdempotencyKey {
+                tenant: request.tenant,
+                key,
+            }),
             trace_parent: swarm_kit::trace::traceparent(&tracing::Span::current()),
         };
         let (task, created) = self.queue.create(task).await?;
@@ -177,6 +180,25 @@ impl TaskService for TaskGrpc {
         Ok(Response::new(Box::pin(events)))
     }
 
+    async fn sync_held_tasks(
+        &self,
+        request: Request<pb::SyncHeldTasksRequest>,
+    ) -> Result<Response<pb::SyncHeldTasksResponse>, Status> {
+        let request = request.into_inner();
+        let agent_id = parse_uuid("agent_id", &request.agent_id)?;
+        let listed = request
+            .task_ids
+            .iter()
+            .map(|id| parse_uuid("task_ids", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let synced = self.queue.sync_held(agent_id, &listed).await?;
+        let ids = |ids: Vec<uuid::Uuid>| ids.iter().map(uuid::Uuid::to_string).collect();
+        Ok(Response::new(pb::SyncHeldTasksResponse {
+            cancelled: ids(synced.cancelled),
+            released: ids(synced.released),
+        }))
+    }
+
     async fn add_message(
         &self,
         request: Request<pb::AddMessageRequest>,
@@ -291,6 +313,7 @@ fn role_to_proto(role: MessageRole) -> pb::MessageRole {
 
 /// Converts a stored task to its protobuf form.
 pub fn task_to_proto(task: Task) -> pb::Task {
+    let active = task.status == TaskStatus::Active;
     pb::Task {
         id: task.id.to_string(),
         title: task.title,
@@ -311,14 +334,17 @@ pub fn task_to_proto(task: Task) -> pb::Task {
         }),
         result_json: task.result,
         error: task.error,
-        lease_id: task.lease_id.map(|id| id.to_string()),
+        lease_id: task.lease_id.filter(|_| active).map(|id| id.to_string()),
         lease_expires_at: task.lease_expires_at.map(timestamp_from_millis),
         available_at: Some(timestamp_from_millis(task.available_at)),
         created_at: Some(timestamp_from_millis(task.created_at)),
         updated_at: Some(timestamp_from_millis(task.updated_at)),
         started_at: task.started_at.map(timestamp_from_millis),
         finished_at: task.finished_at.map(timestamp_from_millis),
-        idempotency_key: task.idempotency_key,
+        idempotency_key: task
+            .idempotency_key
+            .as_deref()
+            .map(|stored| IdempotencyKey::client_part(stored).to_owned()),
     }
 }
 

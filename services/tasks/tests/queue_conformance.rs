@@ -10,8 +10,8 @@ use std::time::Duration;
 use swarm_kit::page::Page;
 use swarm_kit::testing::{Backend, TestDatabase};
 use swarm_tasks::domain::{
-    Claim, LeaseRef, MessageRole, MessageScope, NewMessage, NewTask, QueueSettings, RetryPolicy,
-    Task, TaskFilter, TaskQueue, TaskStatus,
+    Claim, IdempotencyKey, LeaseRef, MessageRole, MessageScope, NewMessage, NewTask, QueueSettings,
+    RetryPolicy, Task, TaskFilter, TaskQueue, TaskStatus,
 };
 use swarm_tasks::error::TaskError;
 use swarm_tasks::storage;
@@ -136,24 +136,39 @@ async fn invalid_task_changes_nothing(backend: Backend) {
     assert_eq!(total, 0);
 }
 
-async fn idempotency_key_returns_the_first_task(backend: Backend) {
+async fn idempotency_keys_are_per_tenant_and_bound_to_their_request(backend: Backend) {
     let f = fixture(backend).await;
-    let keyed = |title: &str| NewTask {
-        idempotency_key: Some("order-42".into()),
+    let keyed = |tenant: &str, title: &str| NewTask {
+        idempotency_key: Some(IdempotencyKey {
+            tenant: tenant.into(),
+            key: "order-42".into(),
+        }),
         ..titled(title)
     };
-    let (first, created) = f.queue.create(keyed("first")).await.unwrap();
+    let (first, created) = f.queue.create(keyed("ada", "first")).await.unwrap();
     assert!(created);
-    let (again, created) = f.queue.create(keyed("second")).await.unwrap();
-    assert!(!created);
-    assert_eq!(again.id, first.id);
-    assert_eq!(again.title, "first");
+    let (again, created) = f.queue.create(keyed("ada", "first")).await.unwrap();
+    assert!(
+        !created,
+        "the same request with the same key is a resubmission"
+    );
+    assert_eq!(again, first);
+    let reused = f.queue.create(keyed("ada", "second")).await;
+    assert!(
+        matches!(reused, Err(TaskError::IdempotencyKeyReused)),
+        "{reused:?}"
+    );
+    let (other, created) = f.queue.create(keyed("bob", "first")).await.unwrap();
+    assert!(created, "another tenant's key never meets ada's");
+    assert_ne!(other.id, first.id);
+    let (shared, created) = f.queue.create(keyed("", "first")).await.unwrap();
+    assert!(created && shared.id != first.id && shared.id != other.id);
     let (_, total) = f
         .queue
         .list(&TaskFilter::default(), Page::default())
         .await
         .unwrap();
-    assert_eq!(total, 1);
+    assert_eq!(total, 3, "the refused reuse created nothing");
 }
 
 async fn lists_filter_and_paginate_newest_first(backend: Backend) {
@@ -501,17 +516,143 @@ async fn completion_is_accepted_once(backend: Backend) {
     assert_eq!(done.status, TaskStatus::Completed);
     assert_eq!(done.result.as_deref(), Some(r#"{"ok":true}"#));
     assert_eq!(done.progress_percent, 100);
-    assert!(done.finished_at.is_some() && done.lease_id.is_none());
+    assert!(done.finished_at.is_some() && done.lease_expires_at.is_none());
     let again = f.queue.complete(task.id, lease_of(&task), "2".into()).await;
     assert!(matches!(
         again,
-        Err(TaskError::WrongStatus {
+        Err(TaskError::OutcomeDiffers {
             status: TaskStatus::Completed,
             ..
         })
     ));
+    let failed_instead = f
+        .queue
+        .fail(task.id, lease_of(&task), "no".into(), true)
+        .await;
+    assert!(matches!(
+        failed_instead,
+        Err(TaskError::OutcomeDiffers { .. })
+    ));
+    let stranger = LeaseRef {
+        agent_id: Uuid::now_v7(),
+        lease_id: None,
+    };
+    let by_stranger = f
+        .queue
+        .complete(task.id, stranger, r#"{"ok":true}"#.into())
+        .await;
+    assert!(matches!(by_stranger, Err(TaskError::WrongStatus { .. })));
     let bad_json = f.queue.complete(task.id, lease_of(&task), "{".into()).await;
     assert!(matches!(bad_json, Err(TaskError::Invalid(_))));
+    assert_eq!(
+        f.queue.get(task.id).await.unwrap(),
+        done,
+        "refusals changed nothing"
+    );
+}
+
+async fn a_repeated_report_gets_the_same_answer(backend: Backend) {
+    let f = fixture(backend).await;
+    let agent = Uuid::now_v7();
+    f.queue.create(titled("done")).await.unwrap();
+    let task = claim_one(&f.queue, agent).await;
+    let done = f
+        .queue
+        .complete(task.id, lease_of(&task), r#"{"n": 1}"#.into())
+        .await
+        .unwrap();
+    for lease in [
+        lease_of(&task),
+        LeaseRef {
+            agent_id: agent,
+            lease_id: None,
+        },
+    ] {
+        let again = f.queue.complete(task.id, lease, r#"{"n": 1}"#.into()).await;
+        assert_eq!(again.unwrap(), done, "the answer that was lost, again");
+    }
+
+    f.queue
+        .create(NewTask {
+            max_attempts: 2,
+            ..titled("failing")
+        })
+        .await
+        .unwrap();
+    let first = claim_one(&f.queue, agent).await;
+    let requeued = f
+        .queue
+        .fail(first.id, lease_of(&first), "boom".into(), true)
+        .await
+        .unwrap();
+    assert_eq!(requeued.status, TaskStatus::Queued);
+    let repeated = f
+        .queue
+        .fail(first.id, lease_of(&first), "boom".into(), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (repeated.status, repeated.attempts),
+        (TaskStatus::Queued, 1)
+    );
+    let other_error = f
+        .queue
+        .fail(first.id, lease_of(&first), "bang".into(), true)
+        .await;
+    assert!(matches!(other_error, Err(TaskError::OutcomeDiffers { .. })));
+}
+
+async fn heartbeats_renew_listed_tasks_and_take_back_unlisted_ones(backend: Backend) {
+    let f = fixture(backend).await;
+    let agent = Uuid::now_v7();
+    for title in ["kept", "lost", "cancelled"] {
+        f.queue
+            .create(NewTask {
+                timeout_seconds: 60,
+                ..titled(title)
+            })
+            .await
+            .unwrap();
+    }
+    let held = f.queue.claim(claim_for(agent, &[], 3)).await.unwrap();
+    let [kept, lost, cancelled] = [0, 1, 2].map(|i| held[i].clone());
+    f.queue.cancel(cancelled.id).await.unwrap();
+
+    // Just claimed: a heartbeat that does not list a task yet leaves it alone.
+    let synced = f.queue.sync_held(agent, &[kept.id]).await.unwrap();
+    assert!(synced.released.is_empty());
+    assert_eq!(
+        f.queue.get(lost.id).await.unwrap().status,
+        TaskStatus::Active
+    );
+
+    // Past the grace period, the unlisted task goes back; the listed ones are renewed, and
+    // the cancelled one is named.
+    tokio::time::sleep(swarm_tasks::domain::queue::CLAIM_ANSWER_GRACE + Duration::from_millis(100))
+        .await;
+    let synced = f
+        .queue
+        .sync_held(agent, &[kept.id, cancelled.id])
+        .await
+        .unwrap();
+    assert_eq!(synced.released, [lost.id]);
+    assert_eq!(synced.cancelled, [cancelled.id]);
+    let taken_back = f.queue.get(lost.id).await.unwrap();
+    assert_eq!(taken_back.status, TaskStatus::Queued);
+    assert!(taken_back.error.unwrap().contains("does not hold"));
+    let renewed = f.queue.get(kept.id).await.unwrap();
+    assert_eq!(renewed.status, TaskStatus::Active);
+    assert!(renewed.lease_expires_at.unwrap() > kept.lease_expires_at.unwrap());
+    let late = f.queue.complete(lost.id, lease_of(&lost), "1".into()).await;
+    assert!(late.is_err(), "the lost attempt's report is refused");
+
+    let stranger = f.queue.sync_held(Uuid::now_v7(), &[kept.id]).await.unwrap();
+    assert!(stranger.released.is_empty() && stranger.cancelled.is_empty());
+    assert_eq!(
+        f.queue.get(kept.id).await.unwrap().lease_expires_at,
+        renewed.lease_expires_at,
+        "another agent's listing renews nothing"
+    );
 }
 
 async fn failures_retry_with_backoff_until_attempts_run_out(backend: Backend) {
@@ -871,7 +1012,7 @@ async fn finished_tasks_are_pruned_after_retention(backend: Backend) {
 swarm_kit::conformance!(
     created_task_keeps_every_field,
     invalid_task_changes_nothing,
-    idempotency_key_returns_the_first_task,
+    idempotency_keys_are_per_tenant_and_bound_to_their_request,
     lists_filter_and_paginate_newest_first,
     claims_take_highest_priority_then_oldest,
     claims_route_by_capability_and_pin,
@@ -881,6 +1022,8 @@ swarm_kit::conformance!(
     only_the_lease_holder_may_report,
     progress_renews_the_lease,
     completion_is_accepted_once,
+    a_repeated_report_gets_the_same_answer,
+    heartbeats_renew_listed_tasks_and_take_back_unlisted_ones,
     failures_retry_with_backoff_until_attempts_run_out,
     permanent_failures_do_not_retry,
     expired_leases_return_to_the_queue,

@@ -2,13 +2,15 @@
 //! ties storage, wake-ups and watchers together.
 
 pub mod dispatch;
+pub mod idempotency;
 pub mod message;
 pub mod queue;
 pub mod retry;
 pub mod task;
 
 pub use dispatch::{AgentDirectory, AgentProfile, Dispatcher};
+pub use idempotency::IdempotencyKey;
 pub use message::{Message, MessageRole, MessageScope, NewMessage};
-pub use queue::{QueueSettings, TaskQueue};
+pub use queue::{HeldSync, QueueSettings, TaskQueue};
 pub use retry::RetryPolicy;
 pub use task::{Claim, LeaseRef, NewTask, Task, TaskFilter, TaskStatus};

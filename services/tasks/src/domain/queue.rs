@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use crate::domain::idempotency::fingerprint;
 use crate::domain::task::{MAX_CLAIM, MAX_ERROR_CHARS, json_text};
 use crate::domain::{
     Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, RetryPolicy, Task, TaskFilter,
@@ -33,6 +34,13 @@ const SWEEP_BATCH: u32 = 500;
 const FINISHED_CACHE_ENTRIES: u64 = 10_000;
 /// How long a finished task is kept in memory (pruning elsewhere is noticed within this time).
 const FINISHED_CACHE_TTL: Duration = Duration::from_secs(600);
+/// How long after a claim a task may go unlisted by its agent's heartbeats before it is taken
+/// back: a heartbeat sent while the claim's answer was on its way does not list it yet.
+pub const CLAIM_ANSWER_GRACE: Duration = Duration::from_secs(5);
+/// The most held tasks one heartbeat may list.
+const MAX_LISTED_HELD: usize = 1000;
+/// The error recorded on an attempt its agent does not hold.
+const NOT_HELD: &str = "the agent does not hold the task (the answer to its claim was lost)";
 /// The longest progress note kept, in characters.
 const MAX_PROGRESS_MESSAGE_CHARS: usize = 1024;
 
@@ -53,6 +61,15 @@ impl Default for QueueSettings {
             poll_interval: Duration::from_millis(500),
         }
     }
+}
+
+/// What squaring an agent's held tasks did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSync {
+    /// Listed tasks that were cancelled.
+    pub cancelled: Vec<Uuid>,
+    /// Unlisted tasks taken back from the agent.
+    pub released: Vec<Uuid>,
 }
 
 /// The task queue of one tasks-service process.
@@ -97,7 +114,15 @@ impl TaskQueue {
     /// Creates a task, or returns the one its idempotency key created before (`false`).
     pub async fn create(&self, task: NewTask) -> Result<(Task, bool), TaskError> {
         let task = task.validated()?;
-        let (task, created) = self.store.insert(&task, now_millis()).await?;
+        let fingerprint = task.idempotency_key.is_some().then(|| fingerprint(&task));
+        let (task, created) = self
+            .store
+            .insert(&task, fingerprint.as_deref(), now_millis())
+            .await?;
+        // Tasks keyed before fingerprints were kept have none, and match any request.
+        if !created && task.request_hash.is_some() && task.request_hash != fingerprint {
+            return Err(TaskError::IdempotencyKeyReused);
+        }
         if created {
             self.publish(task.clone());
             self.work_ready.notify_waiters();
@@ -232,6 +257,37 @@ impl TaskQueue {
         Ok(tasks.len())
     }
 
+    /// Squares what an agent says it holds (`listed`, from its heartbeat) with what the queue
+    /// says it holds: renews the leases of the listed tasks; takes back each task it was handed
+    /// more than [`CLAIM_ANSWER_GRACE`] ago but does not list (the answer to its claim was
+    /// lost), which counts as a lost attempt; and names the listed tasks that were cancelled,
+    /// which the agent should stop working on.
+    pub async fn sync_held(&self, agent_id: Uuid, listed: &[Uuid]) -> Result<HeldSync, TaskError> {
+        if listed.len() > MAX_LISTED_HELD {
+            return Err(TaskError::Invalid(format!(
+                "an agent may list at most {MAX_LISTED_HELD} held tasks"
+            )));
+        }
+        let now = now_millis();
+        let grace = i64::try_from(CLAIM_ANSWER_GRACE.as_millis()).unwrap_or(i64::MAX / 2);
+        let (released, cancelled) = self
+            .store
+            .sync_held(agent_id, listed, now - grace, NOT_HELD, now)
+            .await?;
+        for task in &released {
+            let _span = task_span("task.taken_back", task).entered();
+            warn!(task_id = %task.id, %agent_id, status = %task.status, "task taken back: its agent does not hold it");
+            self.publish(task.clone());
+        }
+        if !released.is_empty() {
+            self.work_ready.notify_waiters();
+        }
+        Ok(HeldSync {
+            cancelled,
+            released: released.iter().map(|task| task.id).collect(),
+        })
+    }
+
     /// Records progress (0 to 100) on a held task and renews its lease.
     pub async fn progress(
         &self,
@@ -275,7 +331,12 @@ impl TaskQueue {
             .store
             .complete(id, &lease, &result, now_millis())
             .await?;
-        self.held_outcome(id, lease, updated).await
+        match updated {
+            Some(task) => Ok(self.publish(task)),
+            None => answer_repeat(self.get(id).await?, lease, |task| {
+                task.result.as_deref() == Some(result.as_str())
+            }),
+        }
     }
 
     /// Fails a held task. While it is retryable and attempts remain it goes back to the queue
@@ -293,8 +354,9 @@ impl TaskQueue {
         check_text("error", &error)?;
         let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
         let task = self.get(id).await?;
+        let same_error = |task: &Task| task.error.as_deref() == Some(error.as_str());
         let Some(lease_id) = task.lease_id.filter(|_| lease.holds(&task)) else {
-            return Err(refusal(&task, lease));
+            return answer_repeat(task, lease, same_error);
         };
         let now = now_millis();
         let release = if retryable && task.attempts < task.max_attempts {
@@ -315,8 +377,11 @@ impl TaskQueue {
         };
         match self.store.release(id, lease_id, &release, now).await? {
             Some(task) => Ok(self.publish(task)),
-            // The attempt ended between our read and our write (expired, cancelled).
-            None => Err(refusal(&self.get(id).await?, lease)),
+            // The attempt ended between our read and our write (expired, cancelled, or a
+            // repeat of this very report that won the race).
+            None => answer_repeat(self.get(id).await?, lease, |task| {
+                task.error.as_deref() == Some(release.error.as_str())
+            }),
         }
     }
 
@@ -458,6 +523,32 @@ impl TaskQueue {
             Some(task) => Ok(self.publish(task)),
             None => Err(refusal(&self.get(id).await?, lease)),
         }
+    }
+}
+
+/// Answers a completion or failure that `lease` cannot make because its attempt is over: when
+/// that attempt's own report ended it and `same_outcome` says this one repeats it (an answer
+/// lost on the way), the task as it is; a different outcome is refused, and so is any other
+/// caller.
+fn answer_repeat(
+    task: Task,
+    lease: LeaseRef,
+    same_outcome: impl Fn(&Task) -> bool,
+) -> Result<Task, TaskError> {
+    let ended_by_lease = [
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Queued,
+    ]
+    .into_iter()
+    .any(|status| lease.reported(&task, status));
+    match (ended_by_lease, same_outcome(&task)) {
+        (true, true) => Ok(task),
+        (true, false) => Err(TaskError::OutcomeDiffers {
+            id: task.id,
+            status: task.status,
+        }),
+        (false, _) => Err(refusal(&task, lease)),
     }
 }
 

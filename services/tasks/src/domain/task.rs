@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use swarm_kit::validate::{MAX_CAPABILITIES, check_name, check_text, name_set};
 
+use super::IdempotencyKey;
 use crate::error::TaskError;
 
 /// The longest title, in characters.
@@ -131,14 +132,18 @@ pub struct Task {
     pub result: Option<String>,
     /// The last error.
     pub error: Option<String>,
-    /// The lease of the current attempt, while active.
+    /// The lease of the current attempt while active; once its holder reported it completed
+    /// or failed, the lease of that attempt (so a repeated report is recognised). Cleared when
+    /// the attempt is taken back or the task cancelled.
     pub lease_id: Option<Uuid>,
     /// When the current lease expires, while active.
     pub lease_expires_at: Option<i64>,
     /// The earliest time the task may be claimed.
     pub available_at: i64,
-    /// The client's idempotency key.
+    /// The idempotency key as stored, tenant included ([`IdempotencyKey::storage_key`]).
     pub idempotency_key: Option<String>,
+    /// The fingerprint of the request that created it, when it came with an idempotency key.
+    pub request_hash: Option<String>,
     /// When it was created.
     pub created_at: i64,
     /// When it last changed.
@@ -172,8 +177,8 @@ pub struct NewTask {
     pub max_attempts: i32,
     /// 1 to 86400.
     pub timeout_seconds: i32,
-    /// A key that makes a repeated submission return the first task.
-    pub idempotency_key: Option<String>,
+    /// A key that makes a repeated submission (of the same tenant) return the first task.
+    pub idempotency_key: Option<IdempotencyKey>,
     /// The W3C `traceparent` of the request that creates it.
     pub trace_parent: Option<String>,
 }
@@ -226,7 +231,10 @@ impl NewTask {
             check_name("user_id", user_id)?;
         }
         if let Some(key) = &self.idempotency_key {
-            check_name("idempotency key", key)?;
+            check_name("idempotency key", &key.key)?;
+            if !key.tenant.is_empty() {
+                check_name("tenant", &key.tenant)?;
+            }
         }
         if !(1..=100).contains(&self.max_attempts) {
             return Err(TaskError::Invalid(
@@ -304,8 +312,25 @@ pub struct LeaseRef {
 impl LeaseRef {
     /// Tells whether this reference names the current attempt of `task`.
     pub fn holds(&self, task: &Task) -> bool {
-        task.status == TaskStatus::Active
-            && task.agent_id == Some(self.agent_id)
+        task.status == TaskStatus::Active && self.names_attempt_of(task)
+    }
+
+    /// Tells whether this reference names the attempt that last reported on `task`, which
+    /// left it in `status`: its holder completed it, failed it for good, or (naming the lease,
+    /// as the requeued task no longer names its last holder) failed it back to the queue.
+    pub fn reported(&self, task: &Task, status: TaskStatus) -> bool {
+        match (task.status, status) {
+            (TaskStatus::Completed, TaskStatus::Completed)
+            | (TaskStatus::Failed, TaskStatus::Failed) => self.names_attempt_of(task),
+            (TaskStatus::Queued, TaskStatus::Queued) => {
+                self.lease_id.is_some() && task.lease_id == self.lease_id
+            }
+            _ => false,
+        }
+    }
+
+    fn names_attempt_of(&self, task: &Task) -> bool {
+        task.agent_id == Some(self.agent_id)
             && self
                 .lease_id
                 .is_none_or(|lease| task.lease_id == Some(lease))

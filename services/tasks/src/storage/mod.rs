@@ -39,9 +39,14 @@ pub struct Release {
 /// nothing. Times are Unix milliseconds.
 #[async_trait]
 pub trait TaskStore: Send + Sync + 'static {
-    /// Inserts a queued task; when its idempotency key exists already, returns that task and
-    /// `false` instead.
-    async fn insert(&self, task: &NewTask, now: i64) -> Result<(Task, bool), sqlx::Error>;
+    /// Inserts a queued task, keeping `fingerprint` of its request; when its (tenant-scoped)
+    /// idempotency key exists already, returns that task and `false` instead.
+    async fn insert(
+        &self,
+        task: &NewTask,
+        fingerprint: Option<&str>,
+        now: i64,
+    ) -> Result<(Task, bool), sqlx::Error>;
 
     /// Returns a task by id.
     async fn get(&self, id: Uuid) -> Result<Option<Task>, sqlx::Error>;
@@ -75,6 +80,19 @@ pub trait TaskStore: Send + Sync + 'static {
         error: &str,
         now: i64,
     ) -> Result<Vec<Task>, sqlx::Error>;
+
+    /// Squares what `agent_id` holds with what it says it holds (`listed`), in one
+    /// transaction: renews the leases of the listed tasks it holds, ends as lost each active
+    /// task it holds unlisted that it claimed before `claimed_before` (recording `error`), and
+    /// returns those ended tasks and the ids of listed tasks that were cancelled.
+    async fn sync_held(
+        &self,
+        agent_id: Uuid,
+        listed: &[Uuid],
+        claimed_before: i64,
+        error: &str,
+        now: i64,
+    ) -> Result<(Vec<Task>, Vec<Uuid>), sqlx::Error>;
 
     /// Records progress and renews the lease, if `lease` names the current attempt.
     async fn progress(

@@ -6,11 +6,12 @@
 pub const INSERT: &str = "INSERT INTO tasks (id, title, kind, payload, status, priority, \
     required_capabilities, agent_id, pinned_agent_id, user_id, attempts, max_attempts, \
     timeout_seconds, progress_percent, available_at, idempotency_key, created_at, updated_at, \
-    trace_parent) \
-    VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $7, $8, 0, $9, $10, 0, $11, $12, $11, $11, $13) \
+    trace_parent, request_hash) \
+    VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $7, $8, 0, $9, $10, 0, $11, $12, $11, $11, $13, \
+    $14) \
     ON CONFLICT (idempotency_key) DO NOTHING RETURNING *";
 
-/// Finds the task an idempotency key created.
+/// Finds the task a stored (tenant-scoped) idempotency key created.
 pub const BY_IDEMPOTENCY_KEY: &str = "SELECT * FROM tasks WHERE idempotency_key = $1";
 
 /// Finds a task by id.
@@ -32,16 +33,18 @@ pub const PROGRESS: &str = const_format::concatcp!(
     HELD
 );
 
-/// Completes the current attempt.
+/// Completes the current attempt. The lease id stays, naming the attempt that reported, so a
+/// repeated report of it is recognised.
 pub const COMPLETE: &str = const_format::concatcp!(
     "UPDATE tasks SET status = 'completed', result = $4, progress_percent = 100, \
-    lease_id = NULL, lease_expires_at = NULL, finished_at = $5, updated_at = $5 ",
+    lease_expires_at = NULL, finished_at = $5, updated_at = $5 ",
     HELD
 );
 
-/// Ends the attempt holding lease `$2` as requeued or failed.
+/// Ends the attempt holding lease `$2` as requeued or failed; the lease id stays, as on
+/// completion.
 pub const RELEASE: &str = "UPDATE tasks SET status = $3, error = $4, available_at = $5, \
-    agent_id = $6, lease_id = NULL, lease_expires_at = NULL, \
+    agent_id = $6, lease_expires_at = NULL, \
     finished_at = CASE WHEN $3 = 'queued' THEN NULL ELSE $7 END, updated_at = $7 \
     WHERE id = $1 AND status = 'active' AND lease_id = $2 RETURNING *";
 
@@ -58,6 +61,27 @@ pub const REQUEUE_AGENT: &str = const_format::concatcp!(
     REQUEUE_SET,
     "WHERE status = 'active' AND agent_id = $2 RETURNING *"
 );
+
+/// Renews the leases of the tasks agent `$2` holds among `$3..` (appended by the caller).
+pub const RENEW_LISTED: &str = "UPDATE tasks SET lease_expires_at = $1 + timeout_seconds * 1000 \
+    WHERE status = 'active' AND agent_id = $2 AND id IN ";
+
+/// Ends the attempts agent `$2` began before `$4` on tasks it does not list (the caller appends
+/// `AND id NOT IN (..)` when it lists any).
+pub const RELEASE_UNLISTED: &str = const_format::concatcp!(
+    REQUEUE_SET,
+    "WHERE status = 'active' AND agent_id = $2 AND started_at < $4"
+);
+
+/// The cancelled tasks agent `$1` last held among `$2..` (appended by the caller).
+pub const CANCELLED_LISTED: &str =
+    "SELECT id FROM tasks WHERE status = 'cancelled' AND agent_id = $1 AND id IN ";
+
+/// Returns `($first, $first+1, ..)` for `count` bound values.
+pub fn placeholders(first: usize, count: usize) -> String {
+    let list: Vec<String> = (first..first + count).map(|n| format!("${n}")).collect();
+    format!("({})", list.join(", "))
+}
 
 /// The error recorded on attempts whose lease expired.
 pub const LEASE_EXPIRED: &str = "lease expired";
@@ -116,9 +140,14 @@ macro_rules! impl_task_store {
             async fn insert(
                 &self,
                 task: &$crate::domain::NewTask,
+                fingerprint: Option<&str>,
                 now: i64,
             ) -> Result<($crate::domain::Task, bool), sqlx::Error> {
                 use $crate::storage::sql;
+                let idempotency_key = task
+                    .idempotency_key
+                    .as_ref()
+                    .map($crate::domain::IdempotencyKey::storage_key);
                 let inserted = sqlx::query_as(sql::INSERT)
                     .bind(uuid::Uuid::now_v7())
                     .bind(&task.title)
@@ -131,15 +160,16 @@ macro_rules! impl_task_store {
                     .bind(task.max_attempts)
                     .bind(task.timeout_seconds)
                     .bind(now)
-                    .bind(&task.idempotency_key)
+                    .bind(&idempotency_key)
                     .bind(&task.trace_parent)
+                    .bind(fingerprint)
                     .fetch_optional(&self.writer)
                     .await?;
                 match inserted {
                     Some(created) => Ok((created, true)),
                     None => {
                         let existing = sqlx::query_as(sql::BY_IDEMPOTENCY_KEY)
-                            .bind(&task.idempotency_key)
+                            .bind(&idempotency_key)
                             .fetch_one(&self.writer)
                             .await?;
                         Ok((existing, false))
@@ -202,6 +232,53 @@ macro_rules! impl_task_store {
                         .then(a.id.cmp(&b.id))
                 });
                 Ok(tasks)
+            }
+
+            async fn sync_held(
+                &self,
+                agent_id: uuid::Uuid,
+                listed: &[uuid::Uuid],
+                claimed_before: i64,
+                error: &str,
+                now: i64,
+            ) -> Result<(Vec<$crate::domain::Task>, Vec<uuid::Uuid>), sqlx::Error> {
+                use $crate::storage::sql;
+                // The statements are fixed text plus numbered placeholders: nothing from the
+                // caller reaches the SQL but through binds.
+                let mut transaction = self.writer.begin().await?;
+                let mut cancelled = Vec::new();
+                if !listed.is_empty() {
+                    let renew = format!("{}{}", sql::RENEW_LISTED, sql::placeholders(3, listed.len()));
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(renew)).bind(now).bind(agent_id);
+                    for id in listed {
+                        query = query.bind(*id);
+                    }
+                    query.execute(&mut *transaction).await?;
+                    let select =
+                        format!("{}{}", sql::CANCELLED_LISTED, sql::placeholders(2, listed.len()));
+                    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(select)).bind(agent_id);
+                    for id in listed {
+                        query = query.bind(*id);
+                    }
+                    cancelled = query.fetch_all(&mut *transaction).await?;
+                }
+                let mut release = sql::RELEASE_UNLISTED.to_owned();
+                if !listed.is_empty() {
+                    release.push_str(" AND id NOT IN ");
+                    release.push_str(&sql::placeholders(5, listed.len()));
+                }
+                release.push_str(" RETURNING *");
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(release))
+                    .bind(now)
+                    .bind(agent_id)
+                    .bind(error)
+                    .bind(claimed_before);
+                for id in listed {
+                    query = query.bind(*id);
+                }
+                let released = query.fetch_all(&mut *transaction).await?;
+                transaction.commit().await?;
+                Ok((released, cancelled))
             }
 
             async fn progress(
