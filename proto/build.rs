@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "swarm/agents/v1/agents.proto",
     "swarm/cache/v1/cache.proto",
     "swarm/metrics/v1/metrics.proto",
+    "swarm/worker/v1/worker.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -17,7 +17,7 @@ use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
 use swarm_proto::common::v1::PageRequest;
 use swarm_proto::tasks::v1 as pb;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
-use swarm_sdk::{AgentSpec, Assignment, Endpoints, Failure, Worker};
+use swarm_sdk::{AgentSpec, Assignment, Failure, Gateway, Worker};
 use tokio_util::sync::CancellationToken;
 
 use swarm_gateway::GatewayConfig;
@@ -546,10 +546,12 @@ async fn create_then_get(
 /// Runs `options.agents` SDK agents while `options.concurrency` producers enqueue
 /// `options.cycle_tasks` tasks over gRPC, and measures until the last one completes.
 async fn queue_cycle(stack: &Stack, options: &BenchOptions) -> Result<CycleFigures, BenchError> {
-    let endpoints = Endpoints {
-        tasks_url: stack.tasks_url(),
-        agents_url: stack.agents_url(),
-        service_token: None,
+    // Workers join through the gateway, as they do in production.
+    let gateway = Gateway {
+        url: stack.gateway_url(),
+        api_key: BENCH_AUTHORIZATION
+            .strip_prefix("Bearer ")
+            .map(str::to_owned),
     };
     let stop = CancellationToken::new();
     let mut agents = Vec::new();
@@ -557,7 +559,7 @@ async fn queue_cycle(stack: &Stack, options: &BenchOptions) -> Result<CycleFigur
         let spec = AgentSpec::new(format!("bench-agent-{i}"))
             .capability("bench")
             .max_concurrency(8);
-        let worker = Worker::register(&endpoints, spec).await?;
+        let worker = Worker::register(&gateway, spec).await?;
         let stop = stop.clone();
         agents.push(tokio::spawn(async move {
             let echo = |task: Assignment| async move { Ok::<_, Failure>(task.payload) };

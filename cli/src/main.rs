@@ -139,23 +139,13 @@ struct AgentArgs {
     /// How many tasks it runs at once.
     #[arg(long, default_value_t = 2)]
     concurrency: u32,
-    /// The tasks service.
-    #[arg(
-        long,
-        env = "SWARM_TASKS_URL",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    tasks_url: String,
-    /// The agents service.
-    #[arg(
-        long,
-        env = "SWARM_AGENTS_URL",
-        default_value = "http://127.0.0.1:50052"
-    )]
-    agents_url: String,
-    /// The services' shared token, when they demand one.
-    #[arg(long, env = "SWARM_SERVICE_TOKEN", hide_env_values = true)]
-    service_token: Option<String>,
+    /// The gateway (it answers the worker's gRPC calls beside REST).
+    #[arg(long, env = "SWARM_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// An agent key (the agent it is bound to runs here), or an admin key (the agent `--name`
+    /// is registered).
+    #[arg(long, env = "SWARM_KEY", hide_env_values = true)]
+    key: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -410,20 +400,18 @@ async fn run_bench(args: BenchArgs) -> Outcome {
 }
 
 async fn run_agent(args: AgentArgs) -> Outcome {
-    let endpoints = swarm_sdk::Endpoints {
-        tasks_url: args.tasks_url,
-        agents_url: args.agents_url,
-        service_token: args.service_token,
+    let gateway = swarm_sdk::Gateway {
+        url: args.url,
+        api_key: args.key,
     };
     let mut spec = swarm_sdk::AgentSpec::new(args.name).max_concurrency(args.concurrency);
     spec.capabilities = args.capabilities;
-    let worker = swarm_sdk::Worker::register(&endpoints, spec).await?;
-    info!(agent_id = worker.id(), "agent registered; ctrl-c stops it");
+    let worker = swarm_sdk::Worker::register(&gateway, spec).await?;
+    info!(agent_id = worker.id(), "agent joined; ctrl-c stops it");
     worker
         .run(swarm_cli::agent::handle, swarm_kit::shutdown::signal())
         .await?;
-    worker.deregister().await?;
-    info!("agent stopped");
+    info!("agent stopped; it shows offline once its heartbeats are missed");
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use swarm_kit::metrics::ReporterConfig;
 use swarm_kit::service_auth::ServiceToken;
 
 use crate::auth::Rate;
-use crate::auth::keys::MIN_KEY_CHARS;
+use crate::auth::keys::{MAX_KEY_CHARS, MIN_KEY_CHARS, is_well_formed};
 
 /// Everything the gateway needs to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,12 +114,12 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_database_url("DATABASE_URL", &self.database_url)?;
         if let Some(key) = &self.admin_key
-            && key.chars().count() < MIN_KEY_CHARS
+            && !is_well_formed(key)
         {
             return Err(ConfigError::new(
                 "SWARM_ADMIN_KEY",
                 "(hidden)",
-                format!("must be at least {MIN_KEY_CHARS} characters"),
+                format!("must be {MIN_KEY_CHARS} to {MAX_KEY_CHARS} visible ascii characters"),
             ));
         }
         if !(self.rate.per_second.is_finite() && self.rate.per_second >= 0.0) {

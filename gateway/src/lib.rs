@@ -16,6 +16,7 @@ mod routes;
 pub mod schema;
 pub mod state;
 pub mod traced;
+mod worker_grpc;
 pub mod workers;
 
 use std::future::Future;

@@ -55,5 +55,12 @@ pub mod metrics {
     }
 }
 
+/// The worker contract the gateway serves.
+pub mod worker {
+    pub mod v1 {
+        tonic::include_proto!("swarm.worker.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every Swarm .proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("swarm_descriptor");

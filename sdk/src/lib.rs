@@ -1,15 +1,18 @@
 //! The Swarm worker SDK: what an agent program uses to join a Swarm.
 //!
-//! [`Worker::register`] registers the agent with the agents service and keeps it alive with
-//! heartbeats in the background (they stop when the worker is dropped). [`Worker::run`] then
+//! [`Worker::register`] joins Swarm through the gateway (gRPC on the gateway's own address,
+//! with an agent key, so a worker host never holds the services' token) and keeps the agent
+//! alive with heartbeats in the background that list the tasks it runs (they stop when the
+//! worker is dropped). [`Worker::run`] then
 //! long-polls the tasks service for work the agent is able to do, runs a handler on each task
 //! (never more at once than the agent's `max_concurrency`), and reports each outcome:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), swarm_sdk::SdkError> {
-//! use swarm_sdk::{AgentSpec, Endpoints, Failure, Worker};
+//! use swarm_sdk::{AgentSpec, Failure, Gateway, Worker};
 //! let spec = AgentSpec::new("echo-1").capability("echo").max_concurrency(4);
-//! let worker = Worker::register(&Endpoints::local(), spec).await?;
+//! let gateway = Gateway::local(std::env::var("SWARM_KEY").ok());
+//! let worker = Worker::register(&gateway, spec).await?;
 //! worker
 //!     .run(
 //!         |task| async move {
@@ -29,4 +32,4 @@
 
 mod worker;
 
-pub use worker::{AgentSpec, Assignment, Endpoints, Failure, SdkError, Worker};
+pub use worker::{AgentSpec, Assignment, Failure, Gateway, SdkError, Worker};

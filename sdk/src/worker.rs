@@ -1,14 +1,16 @@
-//! The worker: registration, background heartbeats, claims, reports and the run loop.
+//! The worker: joining through the gateway, background heartbeats that list held tasks, claims,
+//! reports retried until acknowledged, and the run loop.
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use swarm_proto::agents::v1 as agents_pb;
-use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
 use swarm_proto::tasks::v1 as tasks_pb;
-use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
+use swarm_proto::worker::v1 as worker_pb;
+use swarm_proto::worker::v1::worker_service_client::WorkerServiceClient;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -19,27 +21,38 @@ use tracing::{debug, warn};
 
 /// How long one claim waits for work before it asks again.
 const CLAIM_WAIT_SECONDS: u32 = 20;
-/// How long the worker waits before claiming again after an error.
+/// How long the worker waits before claiming (or reporting) again after an error.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// The longest pause between two tries of one report.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(8);
+/// How many times a report is tried while the gateway is out of reach.
+const REPORT_ATTEMPTS: u32 = 8;
 
-/// Where the Swarm services listen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoints {
-    /// The tasks service, such as `http://127.0.0.1:50051`.
-    pub tasks_url: String,
-    /// The agents service, such as `http://127.0.0.1:50052`.
-    pub agents_url: String,
-    /// The services' shared token (`SWARM_SERVICE_TOKEN`), when they demand one.
-    pub service_token: Option<String>,
+/// Where a worker reaches Swarm: the gateway's address and an API key. With an agent key the
+/// worker acts as that key's agent; with an admin key it registers the agent it describes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Gateway {
+    /// The gateway, such as `http://127.0.0.1:8080`; it answers gRPC beside REST.
+    pub url: String,
+    /// The API key, when the gateway checks keys.
+    pub api_key: Option<String>,
 }
 
-impl Endpoints {
-    /// The addresses `swarm up` uses by default.
-    pub fn local() -> Self {
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("url", &self.url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
+}
+
+impl Gateway {
+    /// The gateway `swarm up` starts by default, with `api_key`.
+    pub fn local(api_key: Option<String>) -> Self {
         Self {
-            tasks_url: "http://127.0.0.1:50051".to_owned(),
-            agents_url: "http://127.0.0.1:50052".to_owned(),
-            service_token: None,
+            url: "http://127.0.0.1:8080".to_owned(),
+            api_key,
         }
     }
 }
@@ -168,7 +181,7 @@ pub struct Assignment {
     pub lease_id: String,
     /// The agent holding it.
     pub agent_id: String,
-    tasks: TaskServiceClient<ServiceChannel>,
+    gateway: WorkerServiceClient<GatewayChannel>,
 }
 
 impl Assignment {
@@ -187,7 +200,7 @@ impl Assignment {
             percent,
             message: message.map(str::to_owned),
         };
-        self.tasks.clone().report_progress(request).await?;
+        self.gateway.clone().report_progress(request).await?;
         Ok(())
     }
 
@@ -198,7 +211,7 @@ impl Assignment {
             lease: Some(self.lease()),
             result_json: result.to_string(),
         };
-        self.tasks.clone().complete_task(request).await?;
+        self.gateway.clone().complete_task(request).await?;
         Ok(())
     }
 
@@ -210,20 +223,36 @@ impl Assignment {
             error: failure.message.clone(),
             retryable: Some(failure.retryable),
         };
-        self.tasks.clone().fail_task(request).await?;
+        self.gateway.clone().fail_task(request).await?;
         Ok(())
     }
 
-    /// Reports a handler's outcome. A refused report means the lease was lost (expired or
-    /// taken back): the task belongs to another attempt now, and this outcome does not count.
+    /// Reports a handler's outcome, retrying with a jittered backoff while the gateway is out
+    /// of reach (a repeated report whose first answer was lost gets the same answer). A refused
+    /// report means the lease was lost (expired or taken back): the task belongs to another
+    /// attempt now, and this outcome does not count.
     async fn report(&self, outcome: Result<Value, Failure>) {
-        let reported = match outcome {
-            Ok(result) => self.complete(&result).await,
-            Err(failure) => self.fail(&failure).await,
-        };
-        match reported {
-            Ok(()) => debug!(task_id = %self.id, "outcome reported"),
-            Err(error) => warn!(task_id = %self.id, %error, "outcome refused"),
+        let mut pause = RETRY_PAUSE;
+        for attempt in 1..=REPORT_ATTEMPTS {
+            let reported = match &outcome {
+                Ok(result) => self.complete(result).await,
+                Err(failure) => self.fail(failure).await,
+            };
+            match reported {
+                Ok(()) => {
+                    debug!(task_id = %self.id, "outcome reported");
+                    return;
+                }
+                Err(error) if error.is_transient() && attempt < REPORT_ATTEMPTS => {
+                    warn!(task_id = %self.id, %error, attempt, "outcome not acknowledged; retrying");
+                    tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+                Err(error) => {
+                    warn!(task_id = %self.id, %error, "outcome refused");
+                    return;
+                }
+            }
         }
     }
 }
@@ -233,8 +262,8 @@ impl Assignment {
 pub struct Worker {
     id: String,
     max_concurrency: u32,
-    tasks: TaskServiceClient<ServiceChannel>,
-    agents: AgentServiceClient<ServiceChannel>,
+    gateway: WorkerServiceClient<GatewayChannel>,
+    held: HeldTasks,
     heartbeat: JoinHandle<()>,
 }
 
@@ -244,10 +273,13 @@ impl Drop for Worker {
     }
 }
 
-/// A channel to a service whose calls carry the service token, if any.
-type ServiceChannel = InterceptedService<Channel, Bearer>;
+/// The ids of the tasks a worker is running, which its heartbeats list.
+type HeldTasks = Arc<Mutex<HashSet<String>>>;
 
-/// Adds `authorization: Bearer <token>` to every call.
+/// A channel to the gateway whose calls carry the API key, if any.
+type GatewayChannel = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <key>` to every call.
 #[derive(Debug, Clone)]
 struct Bearer(Option<MetadataValue<Ascii>>);
 
@@ -256,36 +288,42 @@ impl Interceptor for Bearer {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", token.clone());
+        if let Some(key) = &self.0 {
+            request.metadata_mut().insert("authorization", key.clone());
         }
         Ok(request)
     }
 }
 
-fn channel(url: &str, token: Option<&str>) -> Result<ServiceChannel, SdkError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())?
+fn channel(gateway: &Gateway) -> Result<GatewayChannel, SdkError> {
+    let endpoint = Endpoint::from_shared(gateway.url.clone())?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .connect_lazy();
-    let bearer = token
-        .map(|token| MetadataValue::try_from(format!("Bearer {token}")))
+    let bearer = gateway
+        .api_key
+        .as_deref()
+        .map(|key| {
+            let mut value = MetadataValue::try_from(format!("Bearer {key}"))?;
+            value.set_sensitive(true);
+            Ok(value)
+        })
         .transpose()
-        .map_err(|_| SdkError::Invalid("the service token must be visible ascii".into()))?;
+        .map_err(|_: tonic::metadata::errors::InvalidMetadataValue| {
+            SdkError::Invalid("the api key must be visible ascii".into())
+        })?;
     Ok(InterceptedService::new(endpoint, Bearer(bearer)))
 }
 
 impl Worker {
-    /// Registers the agent and starts its heartbeats.
-    pub async fn register(endpoints: &Endpoints, spec: AgentSpec) -> Result<Self, SdkError> {
-        let token = endpoints.service_token.as_deref();
-        let tasks = TaskServiceClient::new(channel(&endpoints.tasks_url, token)?);
-        let mut agents = AgentServiceClient::new(channel(&endpoints.agents_url, token)?);
-        let agent = agents
-            .register_agent(agents_pb::RegisterAgentRequest {
+    /// Joins Swarm through the gateway and starts the heartbeats: with an agent key, as the
+    /// key's agent (its kind, capabilities and concurrency set to `spec`'s); with an admin key,
+    /// as a newly registered agent `spec.name`.
+    pub async fn register(gateway: &Gateway, spec: AgentSpec) -> Result<Self, SdkError> {
+        let mut client = WorkerServiceClient::new(channel(gateway)?);
+        let agent = client
+            .join(agents_pb::RegisterAgentRequest {
                 name: spec.name,
                 kind: spec.kind,
                 capabilities: spec.capabilities,
@@ -294,12 +332,18 @@ impl Worker {
             })
             .await?
             .into_inner();
-        let heartbeat = tokio::spawn(beat(agents.clone(), agent.id.clone(), spec.heartbeat_every));
+        let held = HeldTasks::default();
+        let heartbeat = tokio::spawn(beat(
+            client.clone(),
+            agent.id.clone(),
+            Arc::clone(&held),
+            spec.heartbeat_every,
+        ));
         Ok(Self {
             id: agent.id,
             max_concurrency: spec.max_concurrency,
-            tasks,
-            agents,
+            gateway: client,
+            held,
             heartbeat,
         })
     }
@@ -321,7 +365,7 @@ impl Worker {
             wait_seconds,
         };
         let tasks = self
-            .tasks
+            .gateway
             .clone()
             .claim_tasks(request)
             .await?
@@ -342,18 +386,8 @@ impl Worker {
             attempt: task.attempts,
             lease_id: task.lease_id.unwrap_or_default(),
             agent_id: self.id.clone(),
-            tasks: self.tasks.clone(),
+            gateway: self.gateway.clone(),
         }
-    }
-
-    /// Removes the agent from the registry; tasks it still holds go back to the queue.
-    pub async fn deregister(self) -> Result<(), SdkError> {
-        self.heartbeat.abort();
-        let request = agents_pb::DeleteAgentRequest {
-            id: self.id.clone(),
-        };
-        self.agents.clone().delete_agent(request).await?;
-        Ok(())
     }
 
     /// Receives tasks until `shutdown` resolves and runs `handler` on each, at most
@@ -395,9 +429,12 @@ impl Worker {
                             break;
                         };
                         let handler = handler.clone();
+                        let held = Arc::clone(&self.held);
+                        lock(&held).insert(assignment.id.clone());
                         running.spawn(async move {
                             let outcome = handler(assignment.clone()).await;
                             assignment.report(outcome).await;
+                            lock(&held).remove(&assignment.id);
                             drop(permit);
                         });
                     }
@@ -415,17 +452,36 @@ impl Worker {
     }
 }
 
-/// Sends a heartbeat every `period` until aborted; failures are logged and retried.
-async fn beat(mut agents: AgentServiceClient<ServiceChannel>, id: String, period: Duration) {
+/// Locks the held-task set (a panicked holder left it usable: it holds plain ids).
+fn lock(held: &HeldTasks) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    held.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sends a heartbeat listing the held tasks every `period` until aborted; failures are logged
+/// and retried at the next beat.
+async fn beat(
+    mut gateway: WorkerServiceClient<GatewayChannel>,
+    id: String,
+    held: HeldTasks,
+    period: Duration,
+) {
     let mut tick = tokio::time::interval(period);
-    tick.tick().await; // registration counted as the first
+    tick.tick().await; // joining counted as the first
     loop {
         tick.tick().await;
-        if let Err(status) = agents
-            .heartbeat(agents_pb::HeartbeatRequest { id: id.clone() })
-            .await
-        {
-            warn!(agent_id = %id, code = ?status.code(), "heartbeat failed");
+        let task_ids = lock(&held).iter().cloned().collect();
+        let request = worker_pb::HeartbeatRequest {
+            agent_id: id.clone(),
+            held: Some(worker_pb::HeldTasks { task_ids }),
+        };
+        match gateway.heartbeat(request).await {
+            Ok(answer) => {
+                for task_id in answer.into_inner().cancel {
+                    warn!(agent_id = %id, %task_id, "a held task was cancelled");
+                }
+            }
+            Err(status) => warn!(agent_id = %id, code = ?status.code(), "heartbeat failed"),
         }
     }
 }

@@ -140,12 +140,11 @@ impl TestStack {
         .expect("service urls are valid")
     }
 
-    /// Returns where the services listen, for SDK workers.
-    pub fn endpoints(&self) -> swarm_sdk::Endpoints {
-        swarm_sdk::Endpoints {
-            tasks_url: self.stack.tasks_url(),
-            agents_url: self.stack.agents_url(),
-            service_token: Some(self.service_token.clone()),
+    /// Returns the gateway with the stack's admin key, for SDK workers that register agents.
+    pub fn gateway(&self) -> swarm_sdk::Gateway {
+        swarm_sdk::Gateway {
+            url: self.base.clone(),
+            api_key: Some(self.admin_key.clone()),
         }
     }
 

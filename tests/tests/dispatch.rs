@@ -69,7 +69,7 @@ async fn thousand_tasks_each_done_once_by_an_able_agent(backend: Backend) {
     for (name, capabilities, concurrency) in fleet {
         let mut spec = AgentSpec::new(name).max_concurrency(concurrency);
         spec.capabilities = capabilities.iter().map(|c| (*c).to_owned()).collect();
-        let worker = Worker::register(&swarm.endpoints(), spec).await.unwrap();
+        let worker = Worker::register(&swarm.gateway(), spec).await.unwrap();
         let ledger = Arc::new(Ledger::default());
         agents.insert(
             worker.id().to_owned(),
@@ -188,7 +188,7 @@ async fn a_dead_agents_task_goes_to_another_and_its_late_result_is_refused() {
 
     let heartbeat = Duration::from_millis(300);
     let doomed = Worker::register(
-        &swarm.endpoints(),
+        &swarm.gateway(),
         AgentSpec::new("doomed")
             .capability("echo")
             .heartbeat_every(heartbeat),
@@ -206,7 +206,7 @@ async fn a_dead_agents_task_goes_to_another_and_its_late_result_is_refused() {
     let died = Instant::now();
 
     let survivor = Worker::register(
-        &swarm.endpoints(),
+        &swarm.gateway(),
         AgentSpec::new("survivor")
             .capability("echo")
             .heartbeat_every(heartbeat),

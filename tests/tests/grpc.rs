@@ -210,3 +210,125 @@ fn tokio_stream_once<T: Send + 'static>(
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::iter([item])
 }
+
+/// A worker with nothing but an agent key and the gateway's address joins, claims, reports
+/// and heartbeats over gRPC; its key acts for its own agent only, and client keys, missing
+/// keys and the services' ports without the token get nowhere.
+async fn workers_need_only_an_agent_key_and_the_gateway(backend: Backend) {
+    use swarm_proto::worker::v1 as worker_pb;
+    use swarm_proto::worker::v1::worker_service_client::WorkerServiceClient;
+    use swarm_sdk::{AgentSpec, Gateway, Worker};
+
+    let swarm = TestStack::start(backend).await;
+    let agent = swarm.register_agent("keyed", &[], 1).await;
+    let other = swarm.register_agent("other", &[], 1).await;
+    let (status, issued) = swarm
+        .post(
+            "/api/keys",
+            serde_json::json!({"name": "keyed", "role": "agent", "agent_id": agent}),
+        )
+        .await;
+    assert_eq!(status, 201, "{issued}");
+    let key = issued["key"].as_str().unwrap().to_owned();
+    let gateway = Gateway {
+        url: swarm.base.clone(),
+        api_key: Some(key.clone()),
+    };
+
+    // The SDK worker acts as the key's agent, declaring what it can do.
+    let spec = AgentSpec::new("ignored")
+        .capability("echo")
+        .max_concurrency(2);
+    let worker = Worker::register(&gateway, spec).await.unwrap();
+    assert_eq!(worker.id(), agent);
+    let (_, seen) = swarm.get(&format!("/api/agents/{agent}")).await;
+    assert_eq!(
+        (&seen["capabilities"], &seen["max_concurrency"]),
+        (&serde_json::json!(["echo"]), &serde_json::json!(2))
+    );
+    let (status, task) = swarm
+        .post(
+            "/api/tasks",
+            serde_json::json!({"title": "via gateway", "required_capabilities": ["echo"], "payload": 7}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let echo = |task: swarm_sdk::Assignment| async move { Ok(task.payload) };
+            worker.run(echo, stop.cancelled_owned()).await
+        }
+    });
+    let path = format!("/api/tasks/{}", task["id"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while swarm.get(&path).await.1["status"] != "completed" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the task never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(swarm.get(&path).await.1["result"], 7);
+    stop.cancel();
+    run.await.unwrap().unwrap();
+
+    // The raw service: the key's own agent may beat, another may not.
+    let channel = tonic::transport::Endpoint::from_shared(swarm.base.clone())
+        .unwrap()
+        .connect_lazy();
+    fn with_key<T>(key: &str, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        request
+    }
+    let mut client = WorkerServiceClient::new(channel.clone());
+    let beat = |agent_id: &str| worker_pb::HeartbeatRequest {
+        agent_id: agent_id.to_owned(),
+        held: Some(worker_pb::HeldTasks { task_ids: vec![] }),
+    };
+    let own = client.heartbeat(with_key(&key, beat(""))).await.unwrap();
+    assert_eq!(own.get_ref().agent.as_ref().unwrap().id, agent);
+    let refused = client.heartbeat(with_key(&key, beat(&other))).await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::PermissionDenied);
+    let anonymous = client.heartbeat(tonic::Request::new(beat(&agent))).await;
+    assert_eq!(anonymous.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let (_, client_key) = swarm
+        .post(
+            "/api/keys",
+            serde_json::json!({"name": "ada", "role": "client"}),
+        )
+        .await;
+    let as_client = client
+        .heartbeat(with_key(client_key["key"].as_str().unwrap(), beat(&agent)))
+        .await;
+    assert_eq!(as_client.unwrap_err().code(), tonic::Code::PermissionDenied);
+    let claim_for_other = client
+        .claim_tasks(with_key(
+            &key,
+            pb::ClaimTasksRequest {
+                agent_id: other.clone(),
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert_eq!(
+        claim_for_other.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
+
+    // The services themselves refuse a caller without their token.
+    let mut direct = TaskServiceClient::new(
+        tonic::transport::Endpoint::from_shared(swarm.stack.tasks_url())
+            .unwrap()
+            .connect_lazy(),
+    );
+    let list = direct.list_tasks(pb::ListTasksRequest::default()).await;
+    assert_eq!(list.unwrap_err().code(), tonic::Code::Unauthenticated);
+    swarm.stop().await;
+}
+
+swarm_kit::conformance!(workers_need_only_an_agent_key_and_the_gateway);

@@ -17,6 +17,8 @@ use super::storage::{KeyStore, StoredKey};
 pub const KEY_PREFIX: &str = "swarm_";
 /// The shortest key accepted from `SWARM_ADMIN_KEY`.
 pub const MIN_KEY_CHARS: usize = 32;
+/// The longest key accepted: no key we issue or take is longer.
+pub const MAX_KEY_CHARS: usize = 256;
 /// How long a checked key is trusted without asking the store again; revocation through this
 /// gateway takes effect at once, through another replica within this time.
 const CHECK_CACHE_TTL: Duration = Duration::from_secs(5);
@@ -207,9 +209,10 @@ impl KeyRegistry {
     /// issued when no admin key is active. Returns the secret of an issued key.
     pub async fn bootstrap(&self, given: Option<&str>) -> Result<Option<String>, KeyError> {
         if let Some(secret) = given {
-            if secret.chars().count() < MIN_KEY_CHARS {
+            if !is_well_formed(secret) {
                 return Err(KeyError::Invalid(format!(
-                    "SWARM_ADMIN_KEY must be at least {MIN_KEY_CHARS} characters"
+                    "SWARM_ADMIN_KEY must be {MIN_KEY_CHARS} to {MAX_KEY_CHARS} visible ascii \
+                     characters"
                 )));
             }
             let stored = StoredKey {
@@ -261,6 +264,13 @@ impl KeyRegistry {
         }
         Ok(revoked)
     }
+}
+
+/// Tells whether `secret` could be a key at all (issued keys, and `SWARM_ADMIN_KEY`, are 32 to
+/// 256 visible ASCII characters), so the rest are refused without asking the key store.
+pub fn is_well_formed(secret: &str) -> bool {
+    (MIN_KEY_CHARS..=MAX_KEY_CHARS).contains(&secret.len())
+        && secret.bytes().all(|byte| byte.is_ascii_graphic())
 }
 
 /// Returns a new secret: the prefix and 244 random bits from the operating system.

@@ -19,7 +19,6 @@ pub use keys::{ApiKey, Caller, KeyRegistry, NewKey, Role};
 pub use limit::{Rate, RateLimiter};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Routes open to anyone: health, the Prometheus page and the API's documentation.
 fn is_open(route: &str) -> bool {
@@ -105,12 +104,51 @@ impl Authenticator {
     pub fn keys(&self) -> Option<&KeyRegistry> {
         self.keys.as_ref()
     }
+
+    /// Identifies the holder of the key that `headers` carry (anyone is an admin while checking
+    /// is off). A key that cannot be one of ours is refused without asking the key store.
+    pub async fn identify(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let (Some(keys), true) = (&self.keys, self.enforce) else {
+            return Ok(Caller::anonymous_admin());
+        };
+        let Some(secret) = bearer(headers) else {
+            return Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "an api key is required: send Authorization: Bearer <key>",
+            ));
+        };
+        let unknown = || {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "the api key is unknown or revoked",
+            )
+        };
+        if !keys::is_well_formed(secret) {
+            return Err(unknown());
+        }
+        match keys.check(secret).await {
+            Ok(Some(caller)) => Ok(caller),
+            Ok(None) => Err(unknown()),
+            Err(error) => {
+                tracing::warn!(%error, "cannot check an api key");
+                Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    "cannot check the api key now",
+                ))
+            }
+        }
+    }
+
+    /// Takes one request from `caller`'s rate; past it, says how long to wait.
+    pub fn limit(&self, caller: &Caller) -> Result<(), std::time::Duration> {
+        self.limiter.take(caller.key_id)
+    }
 }
 
 /// Identifies the caller of every route that is not open, checks its role may call the route
 /// and that its rate allows it, and hands the [`Caller`] to the handler.
 pub async fn authenticate(
-    State(state): State<AppState>,
+    State(auth): State<Authenticator>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -125,23 +163,18 @@ pub async fn authenticate(
     if is_open(&route) {
         return next.run(request).await;
     }
-    let auth = &state.auth;
-    let caller = match (&auth.keys, auth.enforce) {
-        (Some(keys), true) => {
-            let Some(secret) = bearer(request.headers()) else {
-                return unauthenticated("an api key is required: send Authorization: Bearer <key>");
-            };
-            match keys.check(secret).await {
-                Ok(Some(caller)) => caller,
-                Ok(None) => return unauthenticated("the api key is unknown or revoked"),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot check an api key");
-                    return ApiError::new(ErrorCode::Unavailable, "cannot check the api key now")
-                        .into_response();
-                }
+    let caller = match auth.identify(request.headers()).await {
+        Ok(caller) => caller,
+        Err(error) => {
+            let challenge = error.0.code == ErrorCode::Unauthenticated;
+            let mut response = error.into_response();
+            if challenge {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            return response;
         }
-        _ => Caller::anonymous_admin(),
     };
     let method = request.method().as_str().to_owned();
     if !allowed(caller.role, &method, &route) {
@@ -154,7 +187,7 @@ pub async fn authenticate(
         )
         .into_response();
     }
-    if let Err(wait) = auth.limiter.take(caller.key_id) {
+    if let Err(wait) = auth.limit(&caller) {
         let seconds = wait.as_secs_f64().ceil().max(1.0);
         let mut response = ApiError::new(
             ErrorCode::ResourceExhausted,
@@ -176,14 +209,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let (scheme, key) = value.split_once(' ')?;
     let key = key.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
-}
-
-fn unauthenticated(message: &str) -> Response {
-    let mut response = ApiError::new(ErrorCode::Unauthenticated, message).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
 }
 
 impl Caller {

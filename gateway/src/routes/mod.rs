@@ -38,7 +38,8 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
         .etags
         .then(|| axum::middleware::from_fn(conditional::etag));
     let measure = metrics.map(|registry| RequestMetricsLayer::new(registry, http_route));
-    Router::new()
+    let worker_state = state.clone();
+    let rest = Router::new()
         .route("/health", get(health::health))
         .route("/api/health", get(health::api_health))
         .route("/api/tasks", post(tasks::create).get(tasks::list))
@@ -80,7 +81,7 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
         )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.auth.clone(),
             auth::authenticate,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -100,7 +101,9 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(tower::util::option_layer(cors))
-        .layer(tower::util::option_layer(measure))
+        .layer(tower::util::option_layer(measure));
+    // Workers' gRPC calls come in beside REST, past none of its layers.
+    crate::worker_grpc::serve_beside(rest, worker_state)
 }
 
 /// Names a request for metrics by its method and route template; health checks are left out.
