@@ -225,12 +225,14 @@ async fn idempotency_key_answers_with_the_first_task() {
     };
     let (status, first) = answer(submit("first").send().await.unwrap()).await;
     assert_eq!(status, 201);
-    let (status, second) = answer(submit("second").send().await.unwrap()).await;
+    let (status, second) = answer(submit("first").send().await.unwrap()).await;
     assert_eq!(status, 200);
     assert_eq!(
-        (second["id"].clone(), second["title"].clone()),
-        (first["id"].clone(), json!("first"))
+        second, first,
+        "the resubmission answers with the first task"
     );
+    let (status, reused) = answer(submit("second").send().await.unwrap()).await;
+    assert_error(&(status, reused), 409, "already_exists");
     swarm.stop().await;
 }
 
