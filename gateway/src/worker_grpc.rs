@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use swarm_kit::ErrorCode;
 use swarm_proto::agents::v1 as agents_pb;
 use swarm_proto::tasks::v1 as tasks_pb;
 use swarm_proto::worker::v1 as pb;
@@ -46,10 +45,10 @@ fn answer<T>(forwarded: Result<Response<T>, Status>) -> Result<Response<T>, Stat
 
 impl WorkerGrpc {
     /// Identifies the caller of a worker call: an agent or admin key within its rate.
-    async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
+    async fn caller(&self, metadata: MetadataMap) -> Result<Caller, Status> {
         let auth = &self.state.auth;
         let caller = auth
-            .identify(&metadata.clone().into_headers())
+            .identify(&metadata.into_headers())
             .await
             .map_err(status)?;
         if caller.role == Role::Client {
@@ -57,49 +56,46 @@ impl WorkerGrpc {
                 "a client key may not call the worker service",
             ));
         }
-        auth.limit(&caller).map_err(|wait| {
-            Status::resource_exhausted(format!(
-                "rate limit reached; retry in {} s",
-                wait.as_secs_f64().ceil().max(1.0)
-            ))
-        })?;
+        auth.limit(&caller)
+            .map_err(|limited| status(limited.error()))?;
         Ok(caller)
     }
 
     /// Returns the agent a call acts for: the one it names, which an agent key must own, or
     /// the key's own agent when it names none.
-    async fn acting_for(&self, metadata: &MetadataMap, named: &str) -> Result<String, Status> {
+    async fn acting_for(&self, metadata: MetadataMap, named: &str) -> Result<String, Status> {
         let caller = self.caller(metadata).await?;
         if named.is_empty() {
-            return caller
-                .agent_id
-                .map(|id| id.to_string())
-                .ok_or_else(|| Status::invalid_argument("agent_id is required with an admin key"));
+            return caller.agent_id.map(|id| id.to_string()).ok_or_else(|| {
+                status(ApiError::invalid("agent_id is required with an admin key"))
+            });
         }
         caller.check_agent(named).map_err(status)?;
         Ok(named.to_owned())
     }
 
+    /// Makes a report's lease name the agent the caller acts for.
+    async fn own_lease(
+        &self,
+        metadata: MetadataMap,
+        lease: &mut Option<tasks_pb::LeaseRef>,
+    ) -> Result<(), Status> {
+        let lease = lease.get_or_insert_default();
+        lease.agent_id = self.acting_for(metadata, &lease.agent_id).await?;
+        Ok(())
+    }
+
     /// Refuses a call about a task its caller's agent does not hold.
-    async fn check_task(&self, metadata: &MetadataMap, task_id: &str) -> Result<(), Status> {
+    async fn check_task(&self, metadata: MetadataMap, task_id: &str) -> Result<(), Status> {
         let caller = self.caller(metadata).await?;
         check_visible(&self.state, &caller, task_id)
             .await
             .map_err(status)
     }
 
-    /// Names the attempt a report is about, for the agent the caller acts for.
-    async fn lease(
-        &self,
-        metadata: &MetadataMap,
-        lease: Option<tasks_pb::LeaseRef>,
-    ) -> Result<Option<tasks_pb::LeaseRef>, Status> {
-        let lease = lease.unwrap_or_default();
-        let agent_id = self.acting_for(metadata, &lease.agent_id).await?;
-        Ok(Some(tasks_pb::LeaseRef {
-            agent_id,
-            lease_id: lease.lease_id,
-        }))
+    /// Wraps a call to a service with the gateway's deadline.
+    fn call<T>(&self, message: T) -> Request<T> {
+        self.state.call(message, Duration::ZERO)
     }
 }
 
@@ -109,45 +105,40 @@ impl WorkerService for WorkerGrpc {
         &self,
         request: Request<agents_pb::RegisterAgentRequest>,
     ) -> Result<Response<agents_pb::Agent>, Status> {
-        let caller = self.caller(request.metadata()).await?;
-        let declared = request.into_inner();
-        let state = &self.state;
-        let Some(own) = caller.agent_id.filter(|_| caller.role == Role::Agent) else {
-            return answer(
-                state
-                    .agents
-                    .clone()
-                    .register_agent(state.call(declared, Duration::ZERO))
-                    .await,
-            );
+        let (metadata, _, declared) = request.into_parts();
+        let caller = self.caller(metadata).await?;
+        let mut agents = self.state.agents.clone();
+        // An agent key resumes its own agent, whatever name the worker declares.
+        let name = match caller.agent_id.filter(|_| caller.role == Role::Agent) {
+            Some(own) => {
+                let request = agents_pb::GetAgentRequest {
+                    id: own.to_string(),
+                };
+                agents
+                    .get_agent(self.call(request))
+                    .await?
+                    .into_inner()
+                    .name
+            }
+            None => declared.name,
         };
-        let update = agents_pb::UpdateAgentRequest {
-            id: own.to_string(),
-            kind: Some(declared.kind).filter(|kind| !kind.is_empty()),
-            capabilities: Some(agents_pb::CapabilityList {
-                values: declared.capabilities,
-            }),
-            max_concurrency: declared.max_concurrency,
-            ..agents_pb::UpdateAgentRequest::default()
+        let join = agents_pb::RegisterAgentRequest {
+            name,
+            resume: true,
+            ..declared
         };
-        answer(
-            state
-                .agents
-                .clone()
-                .update_agent(state.call(update, Duration::ZERO))
-                .await,
-        )
+        answer(agents.register_agent(self.call(join)).await)
     }
 
     async fn heartbeat(
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let agent_id = self
-            .acting_for(request.metadata(), &request.get_ref().agent_id)
-            .await?;
-        let held = request.into_inner().held.map(|held| held.task_ids);
-        let (agent, cancel) = crate::workers::heartbeat(&self.state, agent_id, held).await?;
+        let (metadata, _, beat) = request.into_parts();
+        let agent_id = self.acting_for(metadata, &beat.agent_id).await?;
+        let active_tasks = beat.active_tasks.map(|held| held.ids);
+        let (agent, cancel) =
+            crate::workers::heartbeat(&self.state, agent_id, active_tasks).await?;
         Ok(Response::new(pb::HeartbeatResponse {
             agent: Some(agent),
             cancel,
@@ -158,41 +149,24 @@ impl WorkerService for WorkerGrpc {
         &self,
         request: Request<tasks_pb::ClaimTasksRequest>,
     ) -> Result<Response<tasks_pb::ClaimTasksResponse>, Status> {
-        let agent_id = self
-            .acting_for(request.metadata(), &request.get_ref().agent_id)
-            .await?;
-        let claim = tasks_pb::ClaimTasksRequest {
-            agent_id,
-            ..request.into_inner()
-        };
+        let (metadata, _, mut claim) = request.into_parts();
+        claim.agent_id = self.acting_for(metadata, &claim.agent_id).await?;
         let wait = Duration::from_secs(u64::from(claim.wait_seconds));
-        let state = &self.state;
-        answer(
-            state
-                .tasks
-                .clone()
-                .claim_tasks(state.call(claim, wait))
-                .await,
-        )
+        let request = self.state.call(claim, wait);
+        answer(self.state.tasks.clone().claim_tasks(request).await)
     }
 
     async fn report_progress(
         &self,
         request: Request<tasks_pb::ReportProgressRequest>,
     ) -> Result<Response<tasks_pb::Task>, Status> {
-        let lease = self
-            .lease(request.metadata(), request.get_ref().lease.clone())
-            .await?;
-        let report = tasks_pb::ReportProgressRequest {
-            lease,
-            ..request.into_inner()
-        };
-        let state = &self.state;
+        let (metadata, _, mut report) = request.into_parts();
+        self.own_lease(metadata, &mut report.lease).await?;
         answer(
-            state
+            self.state
                 .tasks
                 .clone()
-                .report_progress(state.call(report, Duration::ZERO))
+                .report_progress(self.call(report))
                 .await,
         )
     }
@@ -201,19 +175,13 @@ impl WorkerService for WorkerGrpc {
         &self,
         request: Request<tasks_pb::CompleteTaskRequest>,
     ) -> Result<Response<tasks_pb::Task>, Status> {
-        let lease = self
-            .lease(request.metadata(), request.get_ref().lease.clone())
-            .await?;
-        let report = tasks_pb::CompleteTaskRequest {
-            lease,
-            ..request.into_inner()
-        };
-        let state = &self.state;
+        let (metadata, _, mut report) = request.into_parts();
+        self.own_lease(metadata, &mut report.lease).await?;
         answer(
-            state
+            self.state
                 .tasks
                 .clone()
-                .complete_task(state.call(report, Duration::ZERO))
+                .complete_task(self.call(report))
                 .await,
         )
     }
@@ -222,35 +190,22 @@ impl WorkerService for WorkerGrpc {
         &self,
         request: Request<tasks_pb::FailTaskRequest>,
     ) -> Result<Response<tasks_pb::Task>, Status> {
-        let lease = self
-            .lease(request.metadata(), request.get_ref().lease.clone())
-            .await?;
-        let report = tasks_pb::FailTaskRequest {
-            lease,
-            ..request.into_inner()
-        };
-        let state = &self.state;
-        answer(
-            state
-                .tasks
-                .clone()
-                .fail_task(state.call(report, Duration::ZERO))
-                .await,
-        )
+        let (metadata, _, mut report) = request.into_parts();
+        self.own_lease(metadata, &mut report.lease).await?;
+        answer(self.state.tasks.clone().fail_task(self.call(report)).await)
     }
 
     async fn add_message(
         &self,
         request: Request<tasks_pb::AddMessageRequest>,
     ) -> Result<Response<tasks_pb::Message>, Status> {
-        self.check_task(request.metadata(), &request.get_ref().task_id)
-            .await?;
-        let state = &self.state;
+        let (metadata, _, message) = request.into_parts();
+        self.check_task(metadata, &message.task_id).await?;
         answer(
-            state
+            self.state
                 .tasks
                 .clone()
-                .add_message(state.call(request.into_inner(), Duration::ZERO))
+                .add_message(self.call(message))
                 .await,
         )
     }
@@ -259,20 +214,16 @@ impl WorkerService for WorkerGrpc {
         &self,
         request: Request<tasks_pb::ListMessagesRequest>,
     ) -> Result<Response<tasks_pb::ListMessagesResponse>, Status> {
-        let Some(task_id) = request.get_ref().task_id.clone() else {
-            return Err(
-                ApiError::new(ErrorCode::InvalidArgument, "task_id is required")
-                    .0
-                    .into(),
-            );
+        let (metadata, _, list) = request.into_parts();
+        let Some(task_id) = &list.task_id else {
+            return Err(status(ApiError::invalid("task_id is required")));
         };
-        self.check_task(request.metadata(), &task_id).await?;
-        let state = &self.state;
+        self.check_task(metadata, task_id).await?;
         answer(
-            state
+            self.state
                 .tasks
                 .clone()
-                .list_messages(state.call(request.into_inner(), Duration::ZERO))
+                .list_messages(self.call(list))
                 .await,
         )
     }
@@ -283,15 +234,9 @@ impl WorkerService for WorkerGrpc {
         &self,
         request: Request<tasks_pb::WatchTaskRequest>,
     ) -> Result<Response<Self::WatchTaskStream>, Status> {
-        self.check_task(request.metadata(), &request.get_ref().id)
-            .await?;
+        let (metadata, _, watch) = request.into_parts();
+        self.check_task(metadata, &watch.id).await?;
         // A watch lasts as long as the task runs: no deadline.
-        answer(
-            self.state
-                .tasks
-                .clone()
-                .watch_task(request.into_inner())
-                .await,
-        )
+        answer(self.state.tasks.clone().watch_task(watch).await)
     }
 }

@@ -10,12 +10,12 @@ use swarm_proto::tasks::v1 as tasks_pb;
 
 use crate::state::AppState;
 
-/// Records a heartbeat of `agent_id`; with `held` (the task ids it works on), squares them
-/// with the queue. Returns the agent and the held tasks that were cancelled.
+/// Records a heartbeat of `agent_id`; with `active_tasks` (the ids of the tasks it works
+/// on), squares them with the queue. Returns the agent and the held tasks that were cancelled.
 pub async fn heartbeat(
     state: &AppState,
     agent_id: String,
-    held: Option<Vec<String>>,
+    active_tasks: Option<Vec<String>>,
 ) -> Result<(agents_pb::Agent, Vec<String>), tonic::Status> {
     let agent = state
         .agents
@@ -28,14 +28,17 @@ pub async fn heartbeat(
         ))
         .await?
         .into_inner();
-    let Some(task_ids) = held else {
+    let Some(active_tasks) = active_tasks else {
         return Ok((agent, Vec::new()));
     };
     let synced = state
         .tasks
         .clone()
         .sync_held_tasks(state.call(
-            tasks_pb::SyncHeldTasksRequest { agent_id, task_ids },
+            tasks_pb::SyncHeldTasksRequest {
+                agent_id,
+                active_tasks,
+            },
             Duration::ZERO,
         ))
         .await?

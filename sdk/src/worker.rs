@@ -318,8 +318,8 @@ fn channel(gateway: &Gateway) -> Result<GatewayChannel, SdkError> {
 
 impl Worker {
     /// Joins Swarm through the gateway and starts the heartbeats: with an agent key, as the
-    /// key's agent (its kind, capabilities and concurrency set to `spec`'s); with an admin key,
-    /// as a newly registered agent `spec.name`.
+    /// key's agent; with an admin key, as the agent `spec.name`, registered unless it exists.
+    /// Either way the agent's kind, capabilities and concurrency become `spec`'s.
     pub async fn register(gateway: &Gateway, spec: AgentSpec) -> Result<Self, SdkError> {
         let mut client = WorkerServiceClient::new(channel(gateway)?);
         let agent = client
@@ -329,6 +329,7 @@ impl Worker {
                 capabilities: spec.capabilities,
                 config_json: spec.config.to_string(),
                 max_concurrency: Some(i32::try_from(spec.max_concurrency).unwrap_or(i32::MAX)),
+                resume: true,
             })
             .await?
             .into_inner();
@@ -470,10 +471,10 @@ async fn beat(
     tick.tick().await; // joining counted as the first
     loop {
         tick.tick().await;
-        let task_ids = lock(&held).iter().cloned().collect();
+        let ids = lock(&held).iter().cloned().collect();
         let request = worker_pb::HeartbeatRequest {
             agent_id: id.clone(),
-            held: Some(worker_pb::HeldTasks { task_ids }),
+            active_tasks: Some(worker_pb::HeldTasks { ids }),
         };
         match gateway.heartbeat(request).await {
             Ok(answer) => {

@@ -273,6 +273,12 @@ async fn workers_need_only_an_agent_key_and_the_gateway(backend: Backend) {
     assert_eq!(swarm.get(&path).await.1["result"], 7);
     stop.cancel();
     run.await.unwrap().unwrap();
+    // Restarted with an admin key under the same name, a worker resumes the same agent.
+    let restarted = Worker::register(&swarm.gateway(), AgentSpec::new("keyed"))
+        .await
+        .unwrap();
+    assert_eq!(restarted.id(), agent);
+    drop(restarted);
 
     // The raw service: the key's own agent may beat, another may not.
     let channel = tonic::transport::Endpoint::from_shared(swarm.base.clone())
@@ -288,7 +294,7 @@ async fn workers_need_only_an_agent_key_and_the_gateway(backend: Backend) {
     let mut client = WorkerServiceClient::new(channel.clone());
     let beat = |agent_id: &str| worker_pb::HeartbeatRequest {
         agent_id: agent_id.to_owned(),
-        held: Some(worker_pb::HeldTasks { task_ids: vec![] }),
+        active_tasks: Some(worker_pb::HeldTasks { ids: vec![] }),
     };
     let own = client.heartbeat(with_key(&key, beat(""))).await.unwrap();
     assert_eq!(own.get_ref().agent.as_ref().unwrap().id, agent);

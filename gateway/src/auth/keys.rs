@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use swarm_kit::page::Page;
 use swarm_kit::time::now_millis;
 use swarm_kit::validate::check_text;
@@ -284,10 +283,7 @@ fn new_secret() -> String {
 
 /// Returns the SHA-256 of `secret`, hex: random keys need no slow hash.
 fn hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    swarm_kit::digest::sha256_hex(secret.as_bytes())
 }
 
 #[cfg(test)]

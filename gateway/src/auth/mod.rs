@@ -140,8 +140,32 @@ impl Authenticator {
     }
 
     /// Takes one request from `caller`'s rate; past it, says how long to wait.
-    pub fn limit(&self, caller: &Caller) -> Result<(), std::time::Duration> {
-        self.limiter.take(caller.key_id)
+    pub fn limit(&self, caller: &Caller) -> Result<(), RateLimited> {
+        self.limiter
+            .take(caller.key_id)
+            .map_err(|wait| RateLimited {
+                retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+            })
+    }
+}
+
+/// A request past its key's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    /// Whole seconds to wait before the next request, at least 1.
+    pub retry_after_seconds: u64,
+}
+
+impl RateLimited {
+    /// Returns the error that answers the request.
+    pub fn error(self) -> ApiError {
+        ApiError::new(
+            ErrorCode::ResourceExhausted,
+            format!(
+                "rate limit reached; retry in {} s",
+                self.retry_after_seconds
+            ),
+        )
     }
 }
 
@@ -187,16 +211,12 @@ pub async fn authenticate(
         )
         .into_response();
     }
-    if let Err(wait) = auth.limit(&caller) {
-        let seconds = wait.as_secs_f64().ceil().max(1.0);
-        let mut response = ApiError::new(
-            ErrorCode::ResourceExhausted,
-            format!("rate limit reached; retry in {seconds} s"),
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
+    if let Err(limited) = auth.limit(&caller) {
+        let mut response = limited.error().into_response();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(limited.retry_after_seconds),
+        );
         return response;
     }
     request.extensions_mut().insert(caller);

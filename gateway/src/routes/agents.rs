@@ -49,6 +49,7 @@ pub async fn register(
         capabilities: body.capabilities.unwrap_or_default(),
         config_json: json_text(body.config),
         max_concurrency: body.max_concurrency,
+        resume: false,
     };
     let agent = state
         .agents
@@ -220,8 +221,8 @@ pub async fn heartbeat(
     OptionalJson(body): OptionalJson<Heartbeat>,
 ) -> Result<axum::Json<HeartbeatView>, ApiError> {
     caller.check_agent(&id)?;
-    let held = body.and_then(|body| body.active_tasks);
-    let (agent, cancel) = crate::workers::heartbeat(&state, id, held).await?;
+    let active_tasks = body.and_then(|body| body.active_tasks);
+    let (agent, cancel) = crate::workers::heartbeat(&state, id, active_tasks).await?;
     Ok(axum::Json(HeartbeatView {
         agent: agent.into(),
         cancel,

@@ -37,9 +37,12 @@ impl AgentService for AgentGrpc {
             config: request.config_json,
             max_concurrency: request.max_concurrency.unwrap_or(1),
         };
-        Ok(Response::new(agent_to_proto(
-            self.registry.register(agent).await?,
-        )))
+        let agent = if request.resume {
+            self.registry.register_or_resume(agent).await?
+        } else {
+            self.registry.register(agent).await?
+        };
+        Ok(Response::new(agent_to_proto(agent)))
     }
 
     async fn get_agent(

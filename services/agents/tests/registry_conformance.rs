@@ -280,7 +280,57 @@ async fn lists_filter_by_status_and_capability(backend: Backend) {
     assert_eq!(found, expected);
 }
 
+/// A worker that restarts under its name gets its agent back, as it declares itself now,
+/// online at once; its config (set by an operator) stays.
+async fn a_taken_name_resumes_its_agent(backend: Backend) {
+    let f = fixture(backend).await;
+    let first = f
+        .registry
+        .register_or_resume(named("phoenix", &["echo"]))
+        .await
+        .unwrap()
+        .agent;
+    tokio::time::sleep(TTL + Duration::from_millis(100)).await;
+    assert_eq!(
+        f.registry.get(first.id).await.unwrap().status,
+        AgentStatus::Offline
+    );
+    let declared = NewAgent {
+        kind: "rewritten".into(),
+        config: r#"{"model":"ignored"}"#.into(),
+        max_concurrency: 5,
+        ..named("phoenix", &["gpu"])
+    };
+    let resumed = f.registry.register_or_resume(declared).await.unwrap();
+    assert_eq!(resumed.agent.id, first.id);
+    assert_eq!(
+        resumed.status,
+        AgentStatus::Idle,
+        "resuming counts as a heartbeat"
+    );
+    assert_eq!(
+        (
+            resumed.agent.kind.as_str(),
+            resumed.agent.capabilities.clone(),
+            resumed.agent.max_concurrency,
+            resumed.agent.config.as_str()
+        ),
+        (
+            "rewritten",
+            vec!["gpu".to_owned()],
+            5,
+            r#"{"model":"small"}"#
+        )
+    );
+    let taken = f.registry.register(named("phoenix", &[])).await;
+    assert!(
+        matches!(taken, Err(AgentError::NameTaken(_))),
+        "plain registration still refuses"
+    );
+}
+
 swarm_kit::conformance!(
+    a_taken_name_resumes_its_agent,
     registration_keeps_every_field_and_names_are_unique,
     updates_change_only_what_they_name,
     deleted_agents_are_gone,

@@ -6,6 +6,7 @@
 pub mod cache_client;
 pub mod config;
 pub mod db;
+pub mod digest;
 pub mod error;
 pub mod grpc;
 pub mod metrics;

@@ -187,9 +187,9 @@ impl TaskService for TaskGrpc {
         let request = request.into_inner();
         let agent_id = parse_uuid("agent_id", &request.agent_id)?;
         let listed = request
-            .task_ids
+            .active_tasks
             .iter()
-            .map(|id| parse_uuid("task_ids", id))
+            .map(|id| parse_uuid("active_tasks", id))
             .collect::<Result<Vec<_>, _>>()?;
         let synced = self.queue.sync_held(agent_id, &listed).await?;
         let ids = |ids: Vec<uuid::Uuid>| ids.iter().map(uuid::Uuid::to_string).collect();

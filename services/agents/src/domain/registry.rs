@@ -105,6 +105,31 @@ impl AgentRegistry {
         Ok(self.view(stored, 0))
     }
 
+    /// Registers an agent or, when its name is taken, resumes that agent: its kind,
+    /// capabilities and concurrency become the declared ones (its config stays), and the
+    /// resumption counts as a heartbeat, so a restarted worker claims at once.
+    pub async fn register_or_resume(&self, agent: NewAgent) -> Result<AgentView, AgentError> {
+        let agent = agent.validated()?;
+        let name = match self.register(agent.clone()).await {
+            Err(AgentError::NameTaken(name)) => name,
+            registered => return registered,
+        };
+        // Deleted since the conflict: the name is free again, but nobody can be resumed.
+        let existing = self
+            .store
+            .by_name(&name)
+            .await?
+            .ok_or(AgentError::NameTaken(name))?;
+        let declared = AgentUpdate {
+            kind: Some(agent.kind),
+            capabilities: Some(agent.capabilities),
+            max_concurrency: Some(agent.max_concurrency),
+            ..AgentUpdate::default()
+        };
+        self.update(existing.id, declared).await?;
+        self.heartbeat(existing.id).await
+    }
+
     /// Returns one agent with its status.
     pub async fn get(&self, id: Uuid) -> Result<AgentView, AgentError> {
         let agent = self.store.get(id).await?.ok_or(AgentError::NotFound(id))?;

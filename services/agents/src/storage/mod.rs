@@ -36,6 +36,9 @@ pub trait AgentStore: Send + Sync + 'static {
     /// Returns an agent by id.
     async fn get(&self, id: Uuid) -> Result<Option<Agent>, sqlx::Error>;
 
+    /// Returns the agent named `name`.
+    async fn by_name(&self, name: &str) -> Result<Option<Agent>, sqlx::Error>;
+
     /// Returns the agents that exist among `ids`.
     async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Agent>, sqlx::Error>;
 

@@ -10,6 +10,9 @@ pub const INSERT: &str = "INSERT INTO agents (id, name, kind, capabilities, conf
 /// Finds an agent by id.
 pub const BY_ID: &str = "SELECT * FROM agents WHERE id = $1";
 
+/// Finds an agent by its unique name.
+pub const BY_NAME: &str = "SELECT * FROM agents WHERE name = $1";
+
 /// Applies the set fields of an update.
 pub const UPDATE: &str = "UPDATE agents SET name = COALESCE($2, name), \
     kind = COALESCE($3, kind), capabilities = COALESCE($4, capabilities), \
@@ -51,6 +54,16 @@ macro_rules! impl_agent_store {
             ) -> Result<Option<$crate::domain::Agent>, sqlx::Error> {
                 sqlx::query_as($crate::storage::sql::BY_ID)
                     .bind(id)
+                    .fetch_optional(&self.readers)
+                    .await
+            }
+
+            async fn by_name(
+                &self,
+                name: &str,
+            ) -> Result<Option<$crate::domain::Agent>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::BY_NAME)
+                    .bind(name)
                     .fetch_optional(&self.readers)
                     .await
             }

@@ -3,8 +3,6 @@
 //! task by reusing its key, whatever route it comes through; a fingerprint of the request tells
 //! a genuine resubmission from a different request that reuses a key.
 
-use sha2::{Digest, Sha256};
-
 use super::NewTask;
 
 /// A client's idempotency key within its tenant's scope.
@@ -61,10 +59,7 @@ pub fn fingerprint(task: &NewTask) -> String {
         task.max_attempts,
         task.timeout_seconds,
     ]);
-    Sha256::digest(fields.to_string().as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    swarm_kit::digest::sha256_hex(fields.to_string().as_bytes())
 }
 
 #[cfg(test)]

@@ -363,14 +363,14 @@ impl TaskQueue {
             let delay = self.settings.retry.delay(task.attempts.unsigned_abs());
             Release {
                 status: TaskStatus::Queued,
-                error,
+                error: error.clone(),
                 available_at: now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2),
                 agent_id: task.pinned_agent_id,
             }
         } else {
             Release {
                 status: TaskStatus::Failed,
-                error,
+                error: error.clone(),
                 available_at: task.available_at,
                 agent_id: task.agent_id,
             }
@@ -379,9 +379,7 @@ impl TaskQueue {
             Some(task) => Ok(self.publish(task)),
             // The attempt ended between our read and our write (expired, cancelled, or a
             // repeat of this very report that won the race).
-            None => answer_repeat(self.get(id).await?, lease, |task| {
-                task.error.as_deref() == Some(release.error.as_str())
-            }),
+            None => answer_repeat(self.get(id).await?, lease, same_error),
         }
     }
 
@@ -535,14 +533,7 @@ fn answer_repeat(
     lease: LeaseRef,
     same_outcome: impl Fn(&Task) -> bool,
 ) -> Result<Task, TaskError> {
-    let ended_by_lease = [
-        TaskStatus::Completed,
-        TaskStatus::Failed,
-        TaskStatus::Queued,
-    ]
-    .into_iter()
-    .any(|status| lease.reported(&task, status));
-    match (ended_by_lease, same_outcome(&task)) {
+    match (lease.reported(&task), same_outcome(&task)) {
         (true, true) => Ok(task),
         (true, false) => Err(TaskError::OutcomeDiffers {
             id: task.id,

@@ -315,17 +315,14 @@ impl LeaseRef {
         task.status == TaskStatus::Active && self.names_attempt_of(task)
     }
 
-    /// Tells whether this reference names the attempt that last reported on `task`, which
-    /// left it in `status`: its holder completed it, failed it for good, or (naming the lease,
-    /// as the requeued task no longer names its last holder) failed it back to the queue.
-    pub fn reported(&self, task: &Task, status: TaskStatus) -> bool {
-        match (task.status, status) {
-            (TaskStatus::Completed, TaskStatus::Completed)
-            | (TaskStatus::Failed, TaskStatus::Failed) => self.names_attempt_of(task),
-            (TaskStatus::Queued, TaskStatus::Queued) => {
-                self.lease_id.is_some() && task.lease_id == self.lease_id
-            }
-            _ => false,
+    /// Tells whether this reference names the attempt whose own report left `task` as it is:
+    /// its holder completed it, failed it for good, or (naming the lease, as the requeued task
+    /// no longer names its last holder) failed it back to the queue.
+    pub fn reported(&self, task: &Task) -> bool {
+        match task.status {
+            TaskStatus::Completed | TaskStatus::Failed => self.names_attempt_of(task),
+            TaskStatus::Queued => self.lease_id.is_some() && task.lease_id == self.lease_id,
+            TaskStatus::Active | TaskStatus::Cancelled => false,
         }
     }
 
