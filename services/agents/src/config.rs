@@ -29,6 +29,10 @@ pub struct AgentsConfig {
     pub service_token: ServiceToken,
     /// How long an agent stays online after a heartbeat (`SWARM_AGENT_TTL_SECONDS`).
     pub agent_ttl: Duration,
+    /// Milliseconds this process's clock is taken to run ahead of the true time. Always zero
+    /// but in tests, which skew a replica to show that replicas agree whatever their clocks say
+    /// (times come from the database's clock); not read from the environment.
+    pub clock_skew_millis: i64,
 }
 
 impl Default for AgentsConfig {
@@ -42,6 +46,7 @@ impl Default for AgentsConfig {
             metrics: ReporterConfig::default(),
             service_token: ServiceToken::default(),
             agent_ttl: Duration::from_secs(30),
+            clock_skew_millis: 0,
         }
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use swarm_kit::RunError;
 use swarm_kit::cache_client::CacheClient;
+use swarm_kit::clock::Clock;
 use swarm_kit::config::ConfigError;
 use swarm_kit::metrics::Reporter;
 use swarm_proto::agents::v1::agent_service_server::AgentServiceServer;
@@ -55,6 +56,9 @@ pub async fn run(
     .await?;
     let store = storage::open(pool.clone()).await?;
     let stop = CancellationToken::new();
+    let clock = Clock::skewed(config.clock_skew_millis);
+    clock.sync(&pool).await?;
+    let clock_sync = tokio::spawn(clock.clone().keep_synced(pool.clone(), stop.clone()));
     let reporter = Reporter::start(
         "agents",
         &config.metrics,
@@ -73,7 +77,8 @@ pub async fn run(
         &config.service_token,
     )
     .map_err(|error| ConfigError::new("SWARM_CACHE_URL", &config.cache_url, error))?;
-    let registry = AgentRegistry::new(store, Arc::new(counts), config.agent_ttl).with_cache(cache);
+    let registry =
+        AgentRegistry::new(store, Arc::new(counts), config.agent_ttl, clock).with_cache(cache);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AgentServiceServer<AgentGrpc>>().await;
@@ -98,6 +103,7 @@ pub async fn run(
     )
     .await;
     let _ = database_health.await;
+    let _ = clock_sync.await;
     pool.close().await;
     info!("agents service stopped");
     Ok(served?)

@@ -1,6 +1,7 @@
 //! One conformance suite for agent storage, run against every backend (SQLite and a real
 //! PostgreSQL) through the registry the service uses: registration and unique names, updates,
-//! deletion, heartbeats and the derived status, and list filters.
+//! deletion, heartbeats and the derived status (the same on replicas whose clocks disagree),
+//! and list filters.
 //!
 //! Task counts normally come from the tasks service over gRPC; here a fixed table stands in for
 //! it (the end-to-end tests use the real one).
@@ -15,6 +16,7 @@ use swarm_agents::domain::{
 };
 use swarm_agents::error::AgentError;
 use swarm_agents::storage;
+use swarm_kit::clock::Clock;
 use swarm_kit::page::Page;
 use swarm_kit::testing::{Backend, TestDatabase};
 use uuid::Uuid;
@@ -37,22 +39,35 @@ impl ActiveTaskCounts for FixedCounts {
 struct Fixture {
     registry: AgentRegistry,
     counts: Arc<FixedCounts>,
-    _database: TestDatabase,
+    database: TestDatabase,
 }
 
 const TTL: Duration = Duration::from_millis(400);
 
 async fn fixture(backend: Backend) -> Fixture {
     let database = TestDatabase::new(backend).await;
+    let counts = Arc::new(FixedCounts::default());
+    Fixture {
+        registry: replica(&database, counts.clone(), Clock::new()).await,
+        counts,
+        database,
+    }
+}
+
+/// A registry over the fixture's database, telling time by `clock` once synced.
+async fn replica(
+    database: &TestDatabase,
+    counts: Arc<FixedCounts>,
+    clock: Arc<Clock>,
+) -> AgentRegistry {
     let store = storage::open(database.pool())
         .await
         .expect("migrations apply");
-    let counts = Arc::new(FixedCounts::default());
-    Fixture {
-        registry: AgentRegistry::new(store, counts.clone(), TTL),
-        counts,
-        _database: database,
-    }
+    clock
+        .sync(&database.pool())
+        .await
+        .expect("the database tells the time");
+    AgentRegistry::new(store, counts, TTL, clock)
 }
 
 fn named(name: &str, capabilities: &[&str]) -> NewAgent {
@@ -207,6 +222,27 @@ async fn status_follows_heartbeats_and_load(backend: Backend) {
     assert!(revived.agent.last_heartbeat_at > alpha.last_heartbeat_at);
 }
 
+async fn replicas_with_skewed_clocks_agree_on_liveness(backend: Backend) {
+    const ONE_MINUTE: i64 = 60_000;
+    let f = fixture(backend).await;
+    let ahead = replica(&f.database, f.counts.clone(), Clock::skewed(ONE_MINUTE)).await;
+    let behind = replica(&f.database, f.counts.clone(), Clock::skewed(-ONE_MINUTE)).await;
+    let agent = behind.register(named("steady", &[])).await.unwrap().agent;
+    assert_eq!(
+        ahead.get(agent.id).await.unwrap().status,
+        AgentStatus::Idle,
+        "a heartbeat recorded by a replica behind is fresh to a replica ahead"
+    );
+    tokio::time::sleep(TTL + Duration::from_millis(100)).await;
+    assert_eq!(
+        behind.get(agent.id).await.unwrap().status,
+        AgentStatus::Offline,
+        "and stale to the replica behind once the ttl passed"
+    );
+    let revived = ahead.heartbeat(agent.id).await.unwrap().agent;
+    assert!((revived.last_heartbeat_at - f.registry.now_millis()).abs() < 1_000);
+}
+
 async fn lists_filter_by_status_and_capability(backend: Backend) {
     let f = fixture(backend).await;
     let old = f
@@ -335,5 +371,6 @@ swarm_kit::conformance!(
     updates_change_only_what_they_name,
     deleted_agents_are_gone,
     status_follows_heartbeats_and_load,
+    replicas_with_skewed_clocks_agree_on_liveness,
     lists_filter_by_status_and_capability,
 );

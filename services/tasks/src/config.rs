@@ -46,6 +46,15 @@ pub struct TasksConfig {
     pub lease_sweep_interval: Duration,
     /// How long finished tasks are kept; zero keeps them forever (`SWARM_TASK_RETENTION_HOURS`).
     pub retention: Duration,
+    /// The most task watchers (gRPC watches, and the gateway's event streams) at once; more
+    /// are refused as exhausted (`SWARM_MAX_WATCHERS`).
+    pub max_watchers: usize,
+    /// The memory finished tasks kept for reads may take, in MiB (`SWARM_FINISHED_CACHE_MB`).
+    pub finished_cache_mb: u64,
+    /// Milliseconds this process's clock is taken to run ahead of the true time. Always zero
+    /// but in tests, which skew a replica to show that replicas agree whatever their clocks say
+    /// (times come from the database's clock); not read from the environment.
+    pub clock_skew_millis: i64,
 }
 
 impl Default for TasksConfig {
@@ -64,6 +73,9 @@ impl Default for TasksConfig {
             poll_interval: Duration::from_millis(500),
             lease_sweep_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
+            max_watchers: 10_000,
+            finished_cache_mb: 64,
+            clock_skew_millis: 0,
         }
     }
 }
@@ -90,6 +102,8 @@ impl TasksConfig {
             &mut config.lease_sweep_interval,
             "SWARM_LEASE_SWEEP_INTERVAL_MS",
         )?;
+        override_from_env(&mut config.max_watchers, &["SWARM_MAX_WATCHERS"])?;
+        override_from_env(&mut config.finished_cache_mb, &["SWARM_FINISHED_CACHE_MB"])?;
         let mut retention_hours = config.retention.as_secs() / 3600;
         override_from_env(&mut retention_hours, &["SWARM_TASK_RETENTION_HOURS"])?;
         config.retention = Duration::from_secs(retention_hours * 3600);
@@ -106,6 +120,7 @@ impl TasksConfig {
         self.metrics.validate()?;
         self.service_token.validate()?;
         check_not_zero("SWARM_POLL_INTERVAL_MS", self.poll_interval.is_zero())?;
+        check_not_zero("SWARM_MAX_WATCHERS", self.max_watchers == 0)?;
         check_not_zero(
             "SWARM_LEASE_SWEEP_INTERVAL_MS",
             self.lease_sweep_interval.is_zero(),
@@ -128,6 +143,9 @@ impl TasksConfig {
                 max: self.retry_max,
             },
             poll_interval: self.poll_interval,
+            max_watchers: self.max_watchers,
+            finished_cache_bytes: self.finished_cache_mb * 1024 * 1024,
+            ..QueueSettings::default()
         }
     }
 }

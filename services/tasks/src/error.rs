@@ -47,6 +47,12 @@ pub enum TaskError {
     /// The claiming agent has not sent a heartbeat within its TTL.
     #[error("agent {0} is offline; send a heartbeat first")]
     AgentOffline(Uuid),
+    /// As many watchers as allowed are watching.
+    #[error("too many watchers ({limit}); try again later")]
+    TooManyWatchers {
+        /// The cap.
+        limit: usize,
+    },
     /// Another service failed (the agents service, for claims).
     #[error("{0}")]
     Dependency(Error),
@@ -75,6 +81,9 @@ impl From<TaskError> for Error {
             | TaskError::OutcomeDiffers { .. }
             | TaskError::NotLeaseHolder { .. }
             | TaskError::AgentOffline(_) => Error::precondition(error.to_string()),
+            TaskError::TooManyWatchers { .. } => {
+                Error::new(swarm_kit::ErrorCode::ResourceExhausted, error.to_string())
+            }
             TaskError::Dependency(error) => error,
             TaskError::Storage(cause) => cause.into(),
         }

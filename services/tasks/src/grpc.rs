@@ -173,7 +173,7 @@ impl TaskService for TaskGrpc {
         let events = ReceiverStream::new(states).map(|state| {
             state
                 .map(|task| pb::TaskEvent {
-                    task: Some(task_to_proto(task)),
+                    task: Some(task_to_proto(std::sync::Arc::unwrap_or_clone(task))),
                 })
                 .map_err(Status::from)
         });

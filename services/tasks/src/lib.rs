@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use swarm_kit::RunError;
 use swarm_kit::cache_client::CacheClient;
+use swarm_kit::clock::Clock;
 use swarm_kit::config::ConfigError;
 use swarm_kit::metrics::{Registry, Reporter, names};
 use swarm_proto::tasks::v1::task_service_server::TaskServiceServer;
@@ -51,7 +52,9 @@ pub async fn run(
     .await?;
     let store = storage::open(pool.clone()).await?;
     let stop = CancellationToken::new();
-    let queue = TaskQueue::new(store, config.queue_settings(), stop.clone());
+    let clock = Clock::skewed(config.clock_skew_millis);
+    clock.sync(&pool).await?;
+    let queue = TaskQueue::new(store, config.queue_settings(), clock.clone(), stop.clone());
     let reporter = Reporter::start(
         "tasks",
         &config.metrics,
@@ -89,6 +92,7 @@ pub async fn run(
             Some(reporter) => tokio::spawn(reporter.registry().scope_background(maintenance)),
             None => tokio::spawn(maintenance),
         },
+        tokio::spawn(clock.keep_synced(pool.clone(), stop.clone())),
         tokio::spawn(swarm_kit::grpc::report_database_health(
             pool.clone(),
             health,
@@ -108,7 +112,7 @@ pub async fn run(
         let waker = queue.clone();
         background.push(tokio::spawn(storage::relay_task_ready(
             pg.clone(),
-            move || waker.wake_claimers(),
+            move |id| waker.nudge(id),
             stop.clone(),
         )));
     }

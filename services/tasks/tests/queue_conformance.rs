@@ -1,12 +1,16 @@
 //! One conformance suite for task storage, run against every backend (SQLite and a real
 //! PostgreSQL) through the queue that the service uses: creation and idempotency, lists, claims
 //! (ordering, routing, leases, racing claimers), reports from the lease holder only, retries
-//! with backoff, lease expiry, cancellation, messages, watches and pruning.
+//! with backoff, lease expiry, cancellation, messages, watches and pruning, wake-ups that cost
+//! one claim per task, bounded watchers, and replicas whose clocks disagree.
+
+mod counting;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarm_kit::clock::Clock;
 use swarm_kit::page::Page;
 use swarm_kit::testing::{Backend, TestDatabase};
 use swarm_tasks::domain::{
@@ -14,32 +18,59 @@ use swarm_tasks::domain::{
     RetryPolicy, Task, TaskFilter, TaskQueue, TaskStatus,
 };
 use swarm_tasks::error::TaskError;
-use swarm_tasks::storage;
+use swarm_tasks::storage::{self, TaskStore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use counting::CountingStore;
 
 /// A queue on a fresh database; the database lives as long as the fixture.
 struct Fixture {
     queue: Arc<TaskQueue>,
-    _database: TestDatabase,
+    /// The queue's storage, counting the claim statements it runs.
+    store: Arc<CountingStore>,
+    database: TestDatabase,
 }
 
-async fn fixture(backend: Backend) -> Fixture {
-    let database = TestDatabase::new(backend).await;
-    let store = storage::open(database.pool())
-        .await
-        .expect("migrations apply");
-    let settings = QueueSettings {
+fn test_settings() -> QueueSettings {
+    QueueSettings {
         retry: RetryPolicy {
             base: Duration::from_millis(200),
             max: Duration::from_millis(400),
         },
         poll_interval: Duration::from_millis(50),
-    };
-    Fixture {
-        queue: TaskQueue::new(store, settings, CancellationToken::new()),
-        _database: database,
+        max_watchers: 4,
+        slow_watcher_limit: Duration::from_millis(300),
+        ..QueueSettings::default()
     }
+}
+
+async fn fixture(backend: Backend) -> Fixture {
+    let database = TestDatabase::new(backend).await;
+    let store = Arc::new(CountingStore::new(
+        storage::open(database.pool())
+            .await
+            .expect("migrations apply"),
+    ));
+    let queue = replica(&database, store.clone(), Clock::new()).await;
+    Fixture {
+        queue,
+        store,
+        database,
+    }
+}
+
+/// Another queue over the fixture's database, telling time by `clock` once synced.
+async fn replica(
+    database: &TestDatabase,
+    store: Arc<dyn TaskStore>,
+    clock: Arc<Clock>,
+) -> Arc<TaskQueue> {
+    clock
+        .sync(&database.pool())
+        .await
+        .expect("the database tells the time");
+    TaskQueue::new(store, test_settings(), clock, CancellationToken::new())
 }
 
 fn titled(title: &str) -> NewTask {
@@ -938,37 +969,180 @@ async fn long_polling_claims_wake_when_work_arrives(backend: Backend) {
 async fn watchers_see_every_change_until_the_end(backend: Backend) {
     let f = fixture(backend).await;
     let task = f.queue.create(titled("watched")).await.unwrap().0;
-    let mut states = f.queue.watch(task.id).await.unwrap();
+    let mut attentive = f.queue.watch(task.id).await.unwrap();
+    let mut slow = f.queue.watch(task.id).await.unwrap();
+    let mut next = async || {
+        let state = tokio::time::timeout(Duration::from_secs(5), attentive.recv())
+            .await
+            .expect("a change arrives")
+            .map(|state| state.unwrap());
+        state.map(|state| (state.status, state.progress_percent))
+    };
+    assert_eq!(next().await, Some((TaskStatus::Queued, 0)));
     let claimed = claim_one(&f.queue, Uuid::now_v7()).await;
+    assert_eq!(next().await, Some((TaskStatus::Active, 0)));
     f.queue
         .progress(task.id, lease_of(&claimed), 50, None)
         .await
         .unwrap();
+    assert_eq!(next().await, Some((TaskStatus::Active, 50)));
     f.queue
         .complete(task.id, lease_of(&claimed), String::new())
         .await
         .unwrap();
-    let mut seen = Vec::new();
-    while let Some(state) = tokio::time::timeout(Duration::from_secs(5), states.recv())
-        .await
-        .expect("watch ends after the final status")
-    {
-        let state = state.unwrap();
-        seen.push((state.status, state.progress_percent));
+    assert_eq!(next().await, Some((TaskStatus::Completed, 100)));
+    assert_eq!(next().await, None, "the watch ends after the final status");
+
+    // A watcher that read nothing meanwhile skips to the newest state, never back.
+    let mut updated = Vec::new();
+    while let Some(state) = slow.recv().await {
+        updated.push(state.unwrap().updated_at);
     }
-    assert_eq!(
-        seen,
-        [
-            (TaskStatus::Queued, 0),
-            (TaskStatus::Active, 0),
-            (TaskStatus::Active, 50),
-            (TaskStatus::Completed, 100)
-        ]
-    );
+    assert!(updated.len() >= 2 && updated.is_sorted(), "{updated:?}");
     assert!(matches!(
         f.queue.watch(Uuid::now_v7()).await,
         Err(TaskError::NotFound(_))
     ));
+}
+
+async fn watchers_are_capped_and_slow_ones_dropped(backend: Backend) {
+    let f = fixture(backend).await;
+    let task = f.queue.create(titled("watched")).await.unwrap().0;
+    let mut watches = Vec::new();
+    for _ in 0..test_settings().max_watchers {
+        watches.push(f.queue.watch(task.id).await.unwrap());
+    }
+    assert!(matches!(
+        f.queue.watch(task.id).await,
+        Err(TaskError::TooManyWatchers { limit: 4 })
+    ));
+    drop(watches.pop());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut slow = f
+        .queue
+        .watch(task.id)
+        .await
+        .expect("a freed place is taken");
+    // Each watcher's first state waits in its channel; the claim cannot be handed over until
+    // that is read, and no watcher reads within the limit.
+    claim_one(&f.queue, Uuid::now_v7()).await;
+    tokio::time::sleep(test_settings().slow_watcher_limit * 2).await;
+    assert_eq!(
+        slow.recv().await.unwrap().unwrap().status,
+        TaskStatus::Queued
+    );
+    assert!(slow.recv().await.is_none(), "a slow watcher's watch ends");
+    assert_eq!(
+        f.queue.watcher_count(),
+        0,
+        "slow watchers give their places back"
+    );
+}
+
+async fn one_new_task_wakes_one_waiting_claim(backend: Backend) {
+    const WAITERS: usize = 8;
+    let f = fixture(backend).await;
+    let mut waiting = Vec::new();
+    for _ in 0..WAITERS {
+        let queue = f.queue.clone();
+        waiting.push(tokio::spawn(async move {
+            let claim = Claim {
+                wait: Duration::from_secs(3),
+                ..claim_for(Uuid::now_v7(), &["cpu"], 1)
+            };
+            queue.claim(claim).await.unwrap()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        f.store.claims(),
+        WAITERS,
+        "waiting claims look once, not once per poll interval"
+    );
+    f.queue
+        .create(NewTask {
+            required_capabilities: vec!["gpu".into()],
+            ..titled("nobody waits for this")
+        })
+        .await
+        .unwrap();
+    let task = f
+        .queue
+        .create(NewTask {
+            required_capabilities: vec!["cpu".into()],
+            ..titled("one of them takes this")
+        })
+        .await
+        .unwrap()
+        .0;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.store.claims(), WAITERS + 1, "the new task woke one claim");
+    let mut taken = Vec::new();
+    for waiter in waiting {
+        taken.extend(waiter.await.unwrap());
+    }
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].id, task.id);
+}
+
+async fn work_that_becomes_ready_later_wakes_a_waiting_claim(backend: Backend) {
+    let f = fixture(backend).await;
+    f.queue
+        .create(NewTask {
+            max_attempts: 2,
+            ..titled("t")
+        })
+        .await
+        .unwrap();
+    let agent = Uuid::now_v7();
+    let first = claim_one(&f.queue, agent).await;
+    f.queue
+        .fail(first.id, lease_of(&first), "boom".into(), true)
+        .await
+        .unwrap();
+    let claim = Claim {
+        wait: Duration::from_secs(5),
+        ..claim_for(agent, &[], 1)
+    };
+    let started = tokio::time::Instant::now();
+    let retried = f.queue.claim(claim).await.unwrap();
+    assert_eq!(
+        retried.len(),
+        1,
+        "the retry is handed out once its backoff ends"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+async fn replicas_with_skewed_clocks_agree_on_leases(backend: Backend) {
+    const TEN_MINUTES: i64 = 600_000;
+    let f = fixture(backend).await;
+    let ahead = replica(&f.database, f.store.clone(), Clock::skewed(TEN_MINUTES)).await;
+    let behind = replica(&f.database, f.store.clone(), Clock::skewed(-TEN_MINUTES)).await;
+    f.queue
+        .create(NewTask {
+            timeout_seconds: 60,
+            ..titled("held")
+        })
+        .await
+        .unwrap();
+    let claimed = claim_one(&behind, Uuid::now_v7()).await;
+    assert_eq!(
+        ahead.sweep_expired_leases().await.unwrap(),
+        0,
+        "a replica whose clock runs ten minutes ahead sees the lease as the others do"
+    );
+    let expires_in = claimed.lease_expires_at.unwrap() - f.queue.now_millis();
+    assert!((55_000..=60_000).contains(&expires_in), "{expires_in}");
+    let due = ahead
+        .create(NewTask {
+            max_attempts: 2,
+            ..titled("retried")
+        })
+        .await
+        .unwrap()
+        .0;
+    assert!((due.created_at - f.queue.now_millis()).abs() < 5_000);
 }
 
 async fn finished_tasks_are_pruned_after_retention(backend: Backend) {
@@ -1032,5 +1206,9 @@ swarm_kit::conformance!(
     racing_claimers_never_share_an_attempt,
     long_polling_claims_wake_when_work_arrives,
     watchers_see_every_change_until_the_end,
+    watchers_are_capped_and_slow_ones_dropped,
+    one_new_task_wakes_one_waiting_claim,
+    work_that_becomes_ready_later_wakes_a_waiting_claim,
+    replicas_with_skewed_clocks_agree_on_leases,
     finished_tasks_are_pruned_after_retention,
 );

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use swarm_kit::cache_client::CacheClient;
+use swarm_kit::clock::Clock;
 use swarm_kit::page::Page;
-use swarm_kit::time::now_millis;
 use uuid::Uuid;
 
 use crate::domain::{Agent, AgentFilter, AgentStatus, AgentUpdate, AgentView, NewAgent};
@@ -45,6 +45,7 @@ pub struct AgentRegistry {
     counts: Arc<dyn ActiveTaskCounts>,
     cache: Option<CacheClient>,
     ttl: Duration,
+    clock: Arc<Clock>,
 }
 
 /// The cache key prefix of everything cached about one agent.
@@ -61,17 +62,20 @@ impl std::fmt::Debug for AgentRegistry {
 }
 
 impl AgentRegistry {
-    /// Builds a registry; agents without a heartbeat for `ttl` are offline.
+    /// Builds a registry; agents without a heartbeat for `ttl` by `clock` (the database's)
+    /// are offline.
     pub fn new(
         store: Arc<dyn AgentStore>,
         counts: Arc<dyn ActiveTaskCounts>,
         ttl: Duration,
+        clock: Arc<Clock>,
     ) -> Self {
         Self {
             store,
             counts,
             cache: None,
             ttl,
+            clock,
         }
     }
 
@@ -98,7 +102,7 @@ impl AgentRegistry {
         let name = agent.name.clone();
         let stored = self
             .store
-            .insert(&agent, now_millis())
+            .insert(&agent, self.clock.now_millis())
             .await
             .map_err(|error| name_conflict(error, &name))?;
         self.invalidate(None).await;
@@ -223,7 +227,7 @@ impl AgentRegistry {
         let name = update.name.clone().unwrap_or_default();
         let agent = self
             .store
-            .update(id, &update, now_millis())
+            .update(id, &update, self.clock.now_millis())
             .await
             .map_err(|error| name_conflict(error, &name))?
             .ok_or(AgentError::NotFound(id))?;
@@ -248,7 +252,7 @@ impl AgentRegistry {
     pub async fn heartbeat(&self, id: Uuid) -> Result<AgentView, AgentError> {
         let agent = self
             .store
-            .heartbeat(id, now_millis())
+            .heartbeat(id, self.clock.now_millis())
             .await?
             .ok_or(AgentError::NotFound(id))?;
         self.with_status(vec![agent])
@@ -280,8 +284,13 @@ impl AgentRegistry {
         Ok(config)
     }
 
+    /// Returns the current time on the registry's clock.
+    pub fn now_millis(&self) -> i64 {
+        self.clock.now_millis()
+    }
+
     fn online_since(&self) -> i64 {
-        now_millis() - i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2)
+        self.now_millis() - i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2)
     }
 
     fn view(&self, agent: Agent, active_tasks: u32) -> AgentView {

@@ -7,6 +7,8 @@ pub mod message;
 pub mod queue;
 pub mod retry;
 pub mod task;
+pub mod waiters;
+pub mod watchers;
 
 pub use dispatch::{AgentDirectory, AgentProfile, Dispatcher};
 pub use idempotency::IdempotencyKey;
@@ -14,3 +16,4 @@ pub use message::{Message, MessageRole, MessageScope, NewMessage};
 pub use queue::{HeldSync, QueueSettings, TaskQueue};
 pub use retry::RetryPolicy;
 pub use task::{Claim, LeaseRef, NewTask, Task, TaskFilter, TaskStatus};
+pub use waiters::ReadyWork;

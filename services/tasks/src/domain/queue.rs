@@ -1,17 +1,18 @@
-//! The task queue: validates requests, runs them against storage, wakes long-polling claimers
-//! when work arrives, publishes every change to watchers, and explains refusals (a missing task,
-//! a final task, a stale lease) precisely. Finished tasks never change again, so reads of them
-//! (the hottest reads: clients polling for results) are answered from memory.
+//! The task queue: validates requests, runs them against storage, wakes the one waiting claim
+//! that can take new work, hands every change to the task's watchers, and explains refusals (a
+//! missing task, a final task, a stale lease) precisely. Finished tasks never change again, so
+//! reads of them (the hottest reads: clients polling for results) are answered from memory, up
+//! to a budget in bytes. Times come from the database's clock ([`Clock`]).
 
-use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use swarm_kit::clock::Clock;
 use swarm_kit::metrics::{Registry, names};
 use swarm_kit::page::Page;
-use swarm_kit::time::now_millis;
 use swarm_kit::validate::check_text;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -19,6 +20,8 @@ use uuid::Uuid;
 
 use crate::domain::idempotency::fingerprint;
 use crate::domain::task::{MAX_CLAIM, MAX_ERROR_CHARS, json_text};
+use crate::domain::waiters::{ReadyWork, Waiters};
+use crate::domain::watchers::{Seen, Watchers};
 use crate::domain::{
     Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, RetryPolicy, Task, TaskFilter,
     TaskStatus,
@@ -30,10 +33,23 @@ use crate::storage::{Release, TaskStore};
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
 /// The most expired leases one sweep statement ends.
 const SWEEP_BATCH: u32 = 500;
-/// How many finished tasks are kept in memory for reads.
-const FINISHED_CACHE_ENTRIES: u64 = 10_000;
 /// How long a finished task is kept in memory (pruning elsewhere is noticed within this time).
 const FINISHED_CACHE_TTL: Duration = Duration::from_secs(600);
+/// What a cached task costs besides its text, in bytes.
+const TASK_OVERHEAD_BYTES: usize = 512;
+/// How far back each look for ready work reaches past the previous one, for tasks whose
+/// transaction committed a little after the time it stamped.
+const READY_SLACK_MILLIS: i64 = 1_000;
+/// The most ready tasks one look reads.
+const READY_BATCH: u32 = 1_000;
+/// How long tasks announced to waiting claims are remembered, so no task wakes two.
+const ANNOUNCED_TTL: Duration = Duration::from_secs(30);
+/// How many announced tasks are remembered.
+const ANNOUNCED_ENTRIES: u64 = 200_000;
+/// How many watched tasks one re-read asks storage for.
+const REREAD_BATCH: usize = 500;
+/// How long a look for ready work waits after a nudge, to serve several nudges at once.
+const NUDGE_DEBOUNCE: Duration = Duration::from_millis(20);
 /// How long after a claim a task may go unlisted by its agent's heartbeats before it is taken
 /// back: a heartbeat sent while the claim's answer was on its way does not list it yet.
 pub const CLAIM_ANSWER_GRACE: Duration = Duration::from_secs(5);
@@ -44,14 +60,20 @@ const NOT_HELD: &str = "the agent does not hold the task (the answer to its clai
 /// The longest progress note kept, in characters.
 const MAX_PROGRESS_MESSAGE_CHARS: usize = 1024;
 
-/// How the queue paces itself.
+/// How the queue paces and bounds itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSettings {
     /// Backoff between attempts of a failed task.
     pub retry: RetryPolicy,
-    /// How often a waiting claimer or watcher looks again without a wake-up (changes made by
-    /// other replicas, retries whose backoff ended).
+    /// How often the queue looks again, for all waiting claims and watchers together, at what
+    /// no wake-up announced (changes made by other replicas, retries whose backoff ended).
     pub poll_interval: Duration,
+    /// The most watchers at once; more are refused as exhausted.
+    pub max_watchers: usize,
+    /// The memory finished tasks kept for reads may take, in bytes.
+    pub finished_cache_bytes: u64,
+    /// How long a watcher may leave a state unread before its watch ends.
+    pub slow_watcher_limit: Duration,
 }
 
 impl Default for QueueSettings {
@@ -59,6 +81,9 @@ impl Default for QueueSettings {
         Self {
             retry: RetryPolicy::default(),
             poll_interval: Duration::from_millis(500),
+            max_watchers: 10_000,
+            finished_cache_bytes: 64 * 1024 * 1024,
+            slow_watcher_limit: Duration::from_secs(10),
         }
     }
 }
@@ -76,9 +101,15 @@ pub struct HeldSync {
 pub struct TaskQueue {
     store: Arc<dyn TaskStore>,
     settings: QueueSettings,
-    work_ready: Notify,
-    changes: broadcast::Sender<Task>,
-    finished: moka::sync::Cache<Uuid, Task>,
+    clock: Arc<Clock>,
+    waiters: Waiters,
+    watchers: Arc<Watchers>,
+    /// Tasks whose readiness was announced to the waiting claims already, with the time they
+    /// became ready (a task requeued later is announced again).
+    announced: moka::sync::Cache<Uuid, i64>,
+    /// Asks for a look at ready work before the next interval.
+    nudged: Notify,
+    finished: moka::sync::Cache<Uuid, Arc<Task>>,
     shutdown: CancellationToken,
 }
 
@@ -91,24 +122,39 @@ impl std::fmt::Debug for TaskQueue {
 }
 
 impl TaskQueue {
-    /// Builds a queue over `store`; waiting claims and watches end when `shutdown` is cancelled.
+    /// Builds a queue over `store` that tells time by `clock`, and starts its periodic look at
+    /// what no wake-up announced; waiting claims and watches end when `shutdown` is cancelled.
     pub fn new(
         store: Arc<dyn TaskStore>,
         settings: QueueSettings,
+        clock: Arc<Clock>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let (changes, _) = broadcast::channel(1024);
-        Arc::new(Self {
+        let queue = Arc::new(Self {
             store,
             settings,
-            work_ready: Notify::new(),
-            changes,
+            clock,
+            waiters: Waiters::default(),
+            watchers: Watchers::new(settings.max_watchers),
+            announced: moka::sync::Cache::builder()
+                .max_capacity(ANNOUNCED_ENTRIES)
+                .time_to_live(ANNOUNCED_TTL)
+                .build(),
+            nudged: Notify::new(),
             finished: moka::sync::Cache::builder()
-                .max_capacity(FINISHED_CACHE_ENTRIES)
+                .max_capacity(settings.finished_cache_bytes)
+                .weigher(|_, task: &Arc<Task>| task_weight(task))
                 .time_to_live(FINISHED_CACHE_TTL)
                 .build(),
             shutdown,
-        })
+        });
+        tokio::spawn(keep_looking(Arc::downgrade(&queue)));
+        queue
+    }
+
+    /// Returns the current time on the queue's clock.
+    pub fn now_millis(&self) -> i64 {
+        self.clock.now_millis()
     }
 
     /// Creates a task, or returns the one its idempotency key created before (`false`).
@@ -117,25 +163,28 @@ impl TaskQueue {
         let fingerprint = task.idempotency_key.is_some().then(|| fingerprint(&task));
         let (task, created) = self
             .store
-            .insert(&task, fingerprint.as_deref(), now_millis())
+            .insert(&task, fingerprint.as_deref(), self.now_millis())
             .await?;
         // Tasks keyed before fingerprints were kept have none, and match any request.
         if !created && task.request_hash.is_some() && task.request_hash != fingerprint {
             return Err(TaskError::IdempotencyKeyReused);
         }
         if created {
-            self.publish(task.clone());
-            self.work_ready.notify_waiters();
+            self.announce(&ReadyWork::of(&task));
         }
         Ok((task, created))
     }
 
     /// Returns one task.
     pub async fn get(&self, id: Uuid) -> Result<Task, TaskError> {
+        Ok(Arc::unwrap_or_clone(self.get_shared(id).await?))
+    }
+
+    async fn get_shared(&self, id: Uuid) -> Result<Arc<Task>, TaskError> {
         if let Some(task) = self.finished.get(&id) {
             return Ok(task);
         }
-        let task = self.store.get(id).await?.ok_or(TaskError::NotFound(id))?;
+        let task = Arc::new(self.store.get(id).await?.ok_or(TaskError::NotFound(id))?);
         self.remember_if_finished(&task);
         Ok(task)
     }
@@ -152,7 +201,7 @@ impl TaskQueue {
 
     /// Cancels a queued or active task; a final one is refused.
     pub async fn cancel(&self, id: Uuid) -> Result<Task, TaskError> {
-        match self.store.cancel(id, now_millis()).await? {
+        match self.store.cancel(id, self.now_millis()).await? {
             Some(task) => Ok(self.publish(task)),
             None => {
                 let task = self.get(id).await?;
@@ -165,8 +214,9 @@ impl TaskQueue {
     }
 
     /// Claims up to `claim.max_tasks` tasks, waiting up to `claim.wait` (at most a minute) for
-    /// work when none is ready. New tasks wake waiting claimers at once; a periodic look covers
-    /// work that becomes ready otherwise. Returns an empty list when the wait ends without work.
+    /// work when none is ready. A waiting claim runs no statement until work it can take is
+    /// announced to it (each new task is announced to one waiting claim); it returns an empty
+    /// list when the wait ends without work.
     pub async fn claim(&self, claim: Claim) -> Result<Vec<Task>, TaskError> {
         if !(1..=MAX_CLAIM).contains(&claim.max_tasks) {
             return Err(TaskError::Invalid(format!(
@@ -174,36 +224,49 @@ impl TaskQueue {
             )));
         }
         let deadline = Instant::now() + claim.wait.min(MAX_CLAIM_WAIT);
+        let mut woken_for = None;
         loop {
-            // Register for a wake-up before looking, so work created meanwhile is not missed.
-            let mut woken = pin!(self.work_ready.notified());
-            woken.as_mut().enable();
-            let tasks = self.store.claim(&claim, now_millis()).await?;
+            // Enlist before looking, so work announced meanwhile is not missed.
+            let mut wait = self.waiters.enlist(claim.agent_id, &claim.capabilities);
+            let tasks = self.store.claim(&claim, self.now_millis()).await?;
             if !tasks.is_empty() {
-                let claimed_at = now_millis();
-                for task in &tasks {
-                    let waited = u64::try_from(claimed_at - task.available_at).unwrap_or(0);
-                    if let Some(registry) = Registry::current() {
-                        registry
-                            .histogram(&names::TASK_QUEUE_WAIT, &[])
-                            .observe(Duration::from_millis(waited));
-                    }
-                    debug!(task_id = %task.id, agent_id = %claim.agent_id, attempt = task.attempts, "task claimed");
-                    self.publish(task.clone());
-                }
+                self.record_claimed(&claim, &tasks);
                 return Ok(tasks);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(Vec::new());
+            if let Some(work) = woken_for.take() {
+                self.pass_on_if_full(&claim, &work).await?;
             }
-            let nap = (deadline - now).min(self.settings.poll_interval);
             tokio::select! {
-                () = woken => {}
-                () = tokio::time::sleep(nap) => {}
+                work = wait.woken() => woken_for = work,
+                () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
                 () = self.shutdown.cancelled() => return Ok(Vec::new()),
             }
         }
+    }
+
+    fn record_claimed(&self, claim: &Claim, tasks: &[Task]) {
+        let claimed_at = self.now_millis();
+        for task in tasks {
+            let waited = u64::try_from(claimed_at - task.available_at).unwrap_or(0);
+            if let Some(registry) = Registry::current() {
+                registry
+                    .histogram(&names::TASK_QUEUE_WAIT, &[])
+                    .observe(Duration::from_millis(waited));
+            }
+            debug!(task_id = %task.id, agent_id = %claim.agent_id, attempt = task.attempts, "task claimed");
+            self.publish(task.clone());
+        }
+    }
+
+    /// Hands `work`, announced to a claim that found nothing, to another waiting claim when
+    /// this one's agent has no free slot (rather than another claim having taken the work).
+    async fn pass_on_if_full(&self, claim: &Claim, work: &ReadyWork) -> Result<(), TaskError> {
+        let held = self.store.count_active(&[claim.agent_id]).await?;
+        let held = held.first().map_or(0, |(_, count)| *count);
+        if held >= i64::from(claim.max_concurrency) {
+            self.waiters.wake_one(work, Some(claim.agent_id));
+        }
+        Ok(())
     }
 
     /// Counts the tasks in every status; statuses without tasks count zero.
@@ -244,15 +307,12 @@ impl TaskQueue {
     ) -> Result<usize, TaskError> {
         let tasks = self
             .store
-            .requeue_agent_tasks(agent_id, reason, now_millis())
+            .requeue_agent_tasks(agent_id, reason, self.now_millis())
             .await?;
         for task in &tasks {
             let _span = task_span("task.taken_back", task).entered();
             warn!(task_id = %task.id, %agent_id, reason, status = %task.status, "task taken back from agent");
-            self.publish(task.clone());
-        }
-        if !tasks.is_empty() {
-            self.work_ready.notify_waiters();
+            self.publish_returned(task.clone());
         }
         Ok(tasks.len())
     }
@@ -268,7 +328,7 @@ impl TaskQueue {
                 "an agent may list at most {MAX_LISTED_HELD} held tasks"
             )));
         }
-        let now = now_millis();
+        let now = self.now_millis();
         let grace = i64::try_from(CLAIM_ANSWER_GRACE.as_millis()).unwrap_or(i64::MAX / 2);
         let (released, cancelled) = self
             .store
@@ -277,10 +337,7 @@ impl TaskQueue {
         for task in &released {
             let _span = task_span("task.taken_back", task).entered();
             warn!(task_id = %task.id, %agent_id, status = %task.status, "task taken back: its agent does not hold it");
-            self.publish(task.clone());
-        }
-        if !released.is_empty() {
-            self.work_ready.notify_waiters();
+            self.publish_returned(task.clone());
         }
         Ok(HeldSync {
             cancelled,
@@ -314,7 +371,7 @@ impl TaskQueue {
         }
         let updated = self
             .store
-            .progress(id, &lease, percent, message.as_deref(), now_millis())
+            .progress(id, &lease, percent, message.as_deref(), self.now_millis())
             .await?;
         self.held_outcome(id, lease, updated).await
     }
@@ -329,7 +386,7 @@ impl TaskQueue {
         let result = json_text("result", result)?;
         let updated = self
             .store
-            .complete(id, &lease, &result, now_millis())
+            .complete(id, &lease, &result, self.now_millis())
             .await?;
         match updated {
             Some(task) => Ok(self.publish(task)),
@@ -358,7 +415,7 @@ impl TaskQueue {
         let Some(lease_id) = task.lease_id.filter(|_| lease.holds(&task)) else {
             return answer_repeat(task, lease, same_error);
         };
-        let now = now_millis();
+        let now = self.now_millis();
         let release = if retryable && task.attempts < task.max_attempts {
             let delay = self.settings.retry.delay(task.attempts.unsigned_abs());
             Release {
@@ -376,7 +433,7 @@ impl TaskQueue {
             }
         };
         match self.store.release(id, lease_id, &release, now).await? {
-            Some(task) => Ok(self.publish(task)),
+            Some(task) => Ok(self.publish_returned(task)),
             // The attempt ended between our read and our write (expired, cancelled, or a
             // repeat of this very report that won the race).
             None => answer_repeat(self.get(id).await?, lease, same_error),
@@ -384,49 +441,41 @@ impl TaskQueue {
     }
 
     /// Streams a task's states: the current one first, then each change, ending after a final
-    /// status, when the receiver is dropped, or at shutdown. Changes made by other replicas are
-    /// picked up by a periodic re-read.
+    /// status, when the receiver is dropped or leaves a state unread too long, or at shutdown.
+    /// Watchers of one task share its states; a watcher that reads slowly skips to the newest.
+    /// Changes made by other replicas arrive through the queue's periodic re-read.
     pub async fn watch(
         self: &Arc<Self>,
         id: Uuid,
-    ) -> Result<mpsc::Receiver<Result<Task, TaskError>>, TaskError> {
-        let mut changes = self.changes.subscribe();
-        let current = self.get(id).await?;
-        let (sender, receiver) = mpsc::channel(16);
-        let queue = Arc::clone(self);
+    ) -> Result<mpsc::Receiver<Result<Arc<Task>, TaskError>>, TaskError> {
+        let current = self.get_shared(id).await?;
+        let mut watch = self
+            .watchers
+            .watch(current)
+            .map_err(|full| TaskError::TooManyWatchers { limit: full.limit })?;
+        let (sender, receiver) = mpsc::channel(1);
+        let shutdown = self.shutdown.clone();
+        let slow_watcher_limit = self.settings.slow_watcher_limit;
         tokio::spawn(async move {
-            let mut last = current;
-            if sender.send(Ok(last.clone())).await.is_err() || last.status.is_final() {
-                return;
-            }
-            let period = queue.settings.poll_interval;
-            let mut reread = tokio::time::interval_at(Instant::now() + period, period);
             loop {
-                // Changes announced in this process come first; the re-read catches the rest.
-                let next = tokio::select! {
-                    biased;
-                    change = changes.recv() => match change {
-                        Ok(task) if task.id == id => Ok(task),
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(_)) => queue.get(id).await,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    _ = reread.tick() => queue.get(id).await,
+                let seen = tokio::select! {
+                    seen = watch.next() => seen,
                     () = sender.closed() => return,
-                    () = queue.shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => return,
                 };
-                match next {
-                    Ok(task) if task == last => {}
-                    Ok(task) => {
-                        let done = task.status.is_final();
-                        if sender.send(Ok(task.clone())).await.is_err() || done {
-                            return;
-                        }
-                        last = task;
+                let (state, last) = match seen {
+                    None => return,
+                    Some(Seen::Gone) => (Err(TaskError::NotFound(id)), true),
+                    Some(Seen::Task(task)) => {
+                        let last = task.status.is_final();
+                        (Ok(task), last)
                     }
-                    Err(error) => {
-                        // Deleted (pruned) or storage trouble: tell the watcher and stop.
-                        let _ = sender.send(Err(error)).await;
+                };
+                match sender.send_timeout(state, slow_watcher_limit).await {
+                    Ok(()) if !last => {}
+                    Ok(()) | Err(SendTimeoutError::Closed(_)) => return,
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        debug!(task_id = %id, "watcher reads too slowly; ending its watch");
                         return;
                     }
                 }
@@ -435,11 +484,16 @@ impl TaskQueue {
         Ok(receiver)
     }
 
+    /// Tells how many watchers there are.
+    pub fn watcher_count(&self) -> usize {
+        self.watchers.count()
+    }
+
     /// Adds a message to a task's conversation.
     pub async fn add_message(&self, message: NewMessage) -> Result<Message, TaskError> {
         let message = message.validated()?;
         self.store
-            .add_message(&message, now_millis())
+            .add_message(&message, self.now_millis())
             .await?
             .ok_or(TaskError::NotFound(message.task_id))
     }
@@ -464,20 +518,17 @@ impl TaskQueue {
         loop {
             let tasks = self
                 .store
-                .requeue_expired(now_millis(), SWEEP_BATCH)
+                .requeue_expired(self.now_millis(), SWEEP_BATCH)
                 .await?;
             for task in &tasks {
                 let _span = task_span("task.lease_expired", task).entered();
                 warn!(task_id = %task.id, attempts = task.attempts, status = %task.status, "lease expired");
-                self.publish(task.clone());
+                self.publish_returned(task.clone());
             }
             ended += tasks.len();
             if tasks.len() < SWEEP_BATCH as usize {
                 break;
             }
-        }
-        if ended > 0 {
-            self.work_ready.notify_waiters();
         }
         Ok(ended)
     }
@@ -485,29 +536,95 @@ impl TaskQueue {
     /// Deletes final tasks that finished more than `retention` ago. Returns how many.
     pub async fn prune_finished(&self, retention: Duration) -> Result<u64, TaskError> {
         let age = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
-        let pruned = self.store.prune_finished(now_millis() - age).await?;
+        let pruned = self.store.prune_finished(self.now_millis() - age).await?;
         if pruned > 0 {
             self.finished.invalidate_all();
         }
         Ok(pruned)
     }
 
-    /// Wakes every waiting claimer, for work that became ready outside this process.
-    pub fn wake_claimers(&self) {
-        self.work_ready.notify_waiters();
+    /// Asks for a look at ready work soon, for task `id` that became claimable in another
+    /// process (a PostgreSQL notification); tasks announced here already are left to the
+    /// periodic look.
+    pub fn nudge(&self, id: Uuid) {
+        if !self.announced.contains_key(&id) {
+            self.nudged.notify_one();
+        }
     }
 
-    /// Tells watchers about a task's new state and hands the task back.
+    /// Hands a task's new state to its watchers and hands the task back.
     fn publish(&self, task: Task) -> Task {
+        let task = Arc::new(task);
         self.remember_if_finished(&task);
-        // No watcher listening is fine: the send only fails when nobody subscribed.
-        let _ = self.changes.send(task.clone());
-        task
+        self.watchers.publish(&task);
+        Arc::unwrap_or_clone(task)
     }
 
-    fn remember_if_finished(&self, task: &Task) {
+    /// Publishes a task that an ended attempt returned, announcing it when it is claimable now.
+    fn publish_returned(&self, task: Task) -> Task {
+        if task.status == TaskStatus::Queued && task.available_at <= self.now_millis() {
+            self.announce(&ReadyWork::of(&task));
+        }
+        self.publish(task)
+    }
+
+    fn remember_if_finished(&self, task: &Arc<Task>) {
         if task.status.is_final() {
-            self.finished.insert(task.id, task.clone());
+            self.finished.insert(task.id, Arc::clone(task));
+        }
+    }
+
+    /// Wakes the one waiting claim that should take `work`, once per task.
+    fn announce(&self, work: &ReadyWork) {
+        if self.announced.get(&work.id) == Some(work.available_at) {
+            return;
+        }
+        self.announced.insert(work.id, work.available_at);
+        self.waiters.wake_one(work, None);
+    }
+
+    /// Looks at what no wake-up announced: re-reads the unfinished watched tasks (changed by
+    /// other replicas) and, while claims wait, announces tasks that became ready since the
+    /// last look. `window_start` is where the last look ended; `None` before the first.
+    async fn look_again(&self, window_start: &mut Option<i64>) {
+        let watched = self.watchers.unfinished();
+        for ids in watched.chunks(REREAD_BATCH) {
+            match self.store.get_many(ids).await {
+                Ok(tasks) => {
+                    for id in ids {
+                        match tasks.iter().find(|task| task.id == *id) {
+                            Some(task) => {
+                                let task = Arc::new(task.clone());
+                                self.remember_if_finished(&task);
+                                self.watchers.publish(&task);
+                            }
+                            None => self.watchers.gone(*id),
+                        }
+                    }
+                }
+                Err(error) => debug!(%error, "cannot re-read watched tasks"),
+            }
+        }
+        if self.waiters.is_empty() {
+            *window_start = None;
+            return;
+        }
+        let now = self.now_millis();
+        let after = window_start.unwrap_or(now) - READY_SLACK_MILLIS;
+        match self.store.ready_between(after, now, READY_BATCH).await {
+            Ok(ready) => {
+                let next_start = match ready.last() {
+                    Some(last) if ready.len() == READY_BATCH as usize => {
+                        last.available_at - 1 + READY_SLACK_MILLIS
+                    }
+                    _ => now,
+                };
+                for work in &ready {
+                    self.announce(work);
+                }
+                *window_start = Some(next_start);
+            }
+            Err(error) => debug!(%error, "cannot look for ready tasks"),
         }
     }
 
@@ -522,6 +639,38 @@ impl TaskQueue {
             None => Err(refusal(&self.get(id).await?, lease)),
         }
     }
+}
+
+/// Looks again every poll interval, or soon after a nudge, for as long as the queue exists
+/// and runs.
+async fn keep_looking(queue: Weak<TaskQueue>) {
+    let mut window_start = None;
+    loop {
+        let Some(queue) = queue.upgrade() else { return };
+        queue.look_again(&mut window_start).await;
+        tokio::select! {
+            () = queue.shutdown.cancelled() => return,
+            () = tokio::time::sleep(queue.settings.poll_interval) => {}
+            () = queue.nudged.notified() => tokio::time::sleep(NUDGE_DEBOUNCE).await,
+        }
+    }
+}
+
+/// What a finished task held in memory costs, in bytes.
+fn task_weight(task: &Task) -> u32 {
+    let text = [
+        task.title.len(),
+        task.kind.len(),
+        task.payload.len(),
+        task.result.as_ref().map_or(0, String::len),
+        task.error.as_ref().map_or(0, String::len),
+        task.progress_message.as_ref().map_or(0, String::len),
+        task.user_id.as_ref().map_or(0, String::len),
+        task.idempotency_key.as_ref().map_or(0, String::len),
+        task.trace_parent.as_ref().map_or(0, String::len),
+        task.required_capabilities.iter().map(String::len).sum(),
+    ];
+    u32::try_from(TASK_OVERHEAD_BYTES + text.iter().sum::<usize>()).unwrap_or(u32::MAX)
 }
 
 /// Answers a completion or failure that `lease` cannot make because its attempt is over: when

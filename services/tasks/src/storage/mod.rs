@@ -15,7 +15,8 @@ use swarm_kit::page::Page;
 use uuid::Uuid;
 
 use crate::domain::{
-    Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, Task, TaskFilter, TaskStatus,
+    Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Task, TaskFilter,
+    TaskStatus,
 };
 
 pub use postgres::{PostgresTaskStore, relay_task_ready};
@@ -50,6 +51,18 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Returns a task by id.
     async fn get(&self, id: Uuid) -> Result<Option<Task>, sqlx::Error>;
+
+    /// Returns those of `ids` that exist, in no particular order.
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, sqlx::Error>;
+
+    /// Returns what up to `limit` queued tasks that became claimable after `after` and by
+    /// `until` ask of their taker, oldest first.
+    async fn ready_between(
+        &self,
+        after: i64,
+        until: i64,
+        limit: u32,
+    ) -> Result<Vec<ReadyWork>, sqlx::Error>;
 
     /// Returns a page of tasks matching `filter`, newest first, and how many match in all.
     async fn list(&self, filter: &TaskFilter, page: Page) -> Result<(Vec<Task>, u64), sqlx::Error>;

@@ -51,11 +51,11 @@ impl PostgresTaskStore {
 /// The channel on which the database announces claimable tasks (see migration 0002).
 const TASK_READY_CHANNEL: &str = "swarm_task_ready";
 
-/// Listens for claimable-task notifications from every replica and calls `wake` for each,
-/// until `stop` is cancelled; a lost connection is re-established.
+/// Listens for claimable-task notifications from every replica and calls `wake` with each
+/// task's id, until `stop` is cancelled; a lost connection is re-established.
 pub async fn relay_task_ready(
     pool: PgPool,
-    wake: impl Fn() + Send,
+    wake: impl Fn(Uuid) + Send,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
@@ -77,7 +77,10 @@ pub async fn relay_task_ready(
             tokio::select! {
                 () = stop.cancelled() => return,
                 notification = listener.recv() => match notification {
-                    Ok(_) => wake(),
+                    Ok(notification) => match notification.payload().parse() {
+                        Ok(id) => wake(id),
+                        Err(_) => tracing::debug!(payload = notification.payload(), "task notification names no task"),
+                    },
                     Err(error) => {
                         tracing::warn!(%error, "task notifications interrupted");
                         break;

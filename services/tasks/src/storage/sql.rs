@@ -17,6 +17,11 @@ pub const BY_IDEMPOTENCY_KEY: &str = "SELECT * FROM tasks WHERE idempotency_key 
 /// Finds a task by id.
 pub const BY_ID: &str = "SELECT * FROM tasks WHERE id = $1";
 
+/// What queued tasks that became claimable in `($1, $2]` ask of their taker, at most `$3`.
+pub const READY_BETWEEN: &str = "SELECT id, pinned_agent_id, required_capabilities, available_at \
+    FROM tasks WHERE status = 'queued' AND available_at > $1 AND available_at <= $2 \
+    ORDER BY available_at, id LIMIT $3";
+
 /// Cancels a task that is not final yet.
 pub const CANCEL: &str = "UPDATE tasks SET status = 'cancelled', lease_id = NULL, \
     lease_expires_at = NULL, finished_at = $2, updated_at = $2 \
@@ -184,6 +189,36 @@ macro_rules! impl_task_store {
                 sqlx::query_as($crate::storage::sql::BY_ID)
                     .bind(id)
                     .fetch_optional(&self.readers)
+                    .await
+            }
+
+            async fn get_many(
+                &self,
+                ids: &[uuid::Uuid],
+            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new("SELECT * FROM tasks WHERE id IN (");
+                let mut list = query.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                query.push(")");
+                query.build_query_as().fetch_all(&self.readers).await
+            }
+
+            async fn ready_between(
+                &self,
+                after: i64,
+                until: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::domain::ReadyWork>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::READY_BETWEEN)
+                    .bind(after)
+                    .bind(until)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.readers)
                     .await
             }
 

@@ -1,0 +1,164 @@
+//! Task storage that counts the claim statements run through it, so tests can tell how much
+//! work waiting claims cost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use swarm_kit::page::Page;
+use swarm_tasks::domain::{
+    Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Task, TaskFilter,
+};
+use swarm_tasks::storage::{Release, TaskStore};
+use uuid::Uuid;
+
+/// Wraps a store and counts its claims.
+pub struct CountingStore {
+    inner: Arc<dyn TaskStore>,
+    claims: AtomicUsize,
+}
+
+impl CountingStore {
+    pub fn new(inner: Arc<dyn TaskStore>) -> Self {
+        Self {
+            inner,
+            claims: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many claim statements ran.
+    pub fn claims(&self) -> usize {
+        self.claims.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl TaskStore for CountingStore {
+    async fn insert(
+        &self,
+        task: &NewTask,
+        fingerprint: Option<&str>,
+        now: i64,
+    ) -> Result<(Task, bool), sqlx::Error> {
+        self.inner.insert(task, fingerprint, now).await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Task>, sqlx::Error> {
+        self.inner.get(id).await
+    }
+
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, sqlx::Error> {
+        self.inner.get_many(ids).await
+    }
+
+    async fn ready_between(
+        &self,
+        after: i64,
+        until: i64,
+        limit: u32,
+    ) -> Result<Vec<ReadyWork>, sqlx::Error> {
+        self.inner.ready_between(after, until, limit).await
+    }
+
+    async fn list(&self, filter: &TaskFilter, page: Page) -> Result<(Vec<Task>, u64), sqlx::Error> {
+        self.inner.list(filter, page).await
+    }
+
+    async fn cancel(&self, id: Uuid, now: i64) -> Result<Option<Task>, sqlx::Error> {
+        self.inner.cancel(id, now).await
+    }
+
+    async fn claim(&self, claim: &Claim, now: i64) -> Result<Vec<Task>, sqlx::Error> {
+        self.claims.fetch_add(1, Ordering::SeqCst);
+        self.inner.claim(claim, now).await
+    }
+
+    async fn active_agents(&self) -> Result<Vec<Uuid>, sqlx::Error> {
+        self.inner.active_agents().await
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        self.inner.count_by_status().await
+    }
+
+    async fn count_active(&self, agent_ids: &[Uuid]) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+        self.inner.count_active(agent_ids).await
+    }
+
+    async fn requeue_agent_tasks(
+        &self,
+        agent_id: Uuid,
+        error: &str,
+        now: i64,
+    ) -> Result<Vec<Task>, sqlx::Error> {
+        self.inner.requeue_agent_tasks(agent_id, error, now).await
+    }
+
+    async fn sync_held(
+        &self,
+        agent_id: Uuid,
+        listed: &[Uuid],
+        claimed_before: i64,
+        error: &str,
+        now: i64,
+    ) -> Result<(Vec<Task>, Vec<Uuid>), sqlx::Error> {
+        self.inner
+            .sync_held(agent_id, listed, claimed_before, error, now)
+            .await
+    }
+
+    async fn progress(
+        &self,
+        id: Uuid,
+        lease: &LeaseRef,
+        percent: i32,
+        message: Option<&str>,
+        now: i64,
+    ) -> Result<Option<Task>, sqlx::Error> {
+        self.inner.progress(id, lease, percent, message, now).await
+    }
+
+    async fn complete(
+        &self,
+        id: Uuid,
+        lease: &LeaseRef,
+        result: &str,
+        now: i64,
+    ) -> Result<Option<Task>, sqlx::Error> {
+        self.inner.complete(id, lease, result, now).await
+    }
+
+    async fn release(
+        &self,
+        id: Uuid,
+        lease_id: Uuid,
+        release: &Release,
+        now: i64,
+    ) -> Result<Option<Task>, sqlx::Error> {
+        self.inner.release(id, lease_id, release, now).await
+    }
+
+    async fn requeue_expired(&self, now: i64, limit: u32) -> Result<Vec<Task>, sqlx::Error> {
+        self.inner.requeue_expired(now, limit).await
+    }
+
+    async fn prune_finished(&self, before: i64) -> Result<u64, sqlx::Error> {
+        self.inner.prune_finished(before).await
+    }
+
+    async fn add_message(
+        &self,
+        message: &NewMessage,
+        now: i64,
+    ) -> Result<Option<Message>, sqlx::Error> {
+        self.inner.add_message(message, now).await
+    }
+
+    async fn list_messages(
+        &self,
+        scope: &MessageScope,
+        page: Page,
+    ) -> Result<(Vec<Message>, u64), sqlx::Error> {
+        self.inner.list_messages(scope, page).await
+    }
+}
