@@ -47,6 +47,9 @@ pub struct GatewayConfig {
     /// Browser origins allowed to call the API, or `*` for any; empty allows none
     /// (`SWARM_CORS_ORIGINS`, comma-separated).
     pub cors_origins: Vec<String>,
+    /// The most task watches (event streams, worker `WatchTask`) one key may hold open at once
+    /// (`SWARM_MAX_STREAMS_PER_KEY`).
+    pub max_streams_per_key: usize,
 }
 
 impl Default for GatewayConfig {
@@ -68,6 +71,7 @@ impl Default for GatewayConfig {
             body_limit: 2 * 1024 * 1024,
             cors_origins: Vec::new(),
             etags: true,
+            max_streams_per_key: 1000,
         }
     }
 }
@@ -98,6 +102,10 @@ impl GatewayConfig {
             "SWARM_REQUEST_TIMEOUT_MS",
         )?;
         override_from_env(&mut config.body_limit, &["SWARM_BODY_LIMIT_BYTES"])?;
+        override_from_env(
+            &mut config.max_streams_per_key,
+            &["SWARM_MAX_STREAMS_PER_KEY"],
+        )?;
         if let Some(origins) = swarm_kit::config::env_value::<String>("SWARM_CORS_ORIGINS")? {
             config.cors_origins = origins
                 .split(',')
@@ -129,6 +137,7 @@ impl GatewayConfig {
                 "must be zero (no limit) or a positive number",
             ));
         }
+        check_not_zero("SWARM_MAX_STREAMS_PER_KEY", self.max_streams_per_key == 0)?;
         if self.rate.per_second > 0.0 {
             check_not_zero("SWARM_RATE_LIMIT_BURST", self.rate.burst == 0)?;
         }

@@ -15,6 +15,7 @@ pub mod openapi;
 mod routes;
 pub mod schema;
 pub mod state;
+pub mod streams;
 pub mod traced;
 mod worker_grpc;
 pub mod workers;

@@ -16,6 +16,7 @@ use tonic::codec::CompressionEncoding;
 
 use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
+use crate::streams::StreamSlots;
 
 /// How long the gateway waits to open a connection to a service before calling it unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,6 +51,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Who may call what.
     pub auth: Authenticator,
+    /// The task watches each key holds open.
+    pub streams: Arc<StreamSlots>,
 }
 
 impl AppState {
@@ -105,6 +108,7 @@ impl AppState {
             cache,
             metrics: metrics_channel.map(MetricsServiceClient::new),
             upstreams: upstreams.into(),
+            streams: StreamSlots::new(config.max_streams_per_key),
             config: Arc::new(config),
             cpu: Arc::new(CpuMeter::default()),
             shutdown,

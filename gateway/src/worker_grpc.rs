@@ -27,6 +27,10 @@ pub fn serve_beside(router: axum::Router, state: AppState) -> axum::Router {
     )
 }
 
+/// A task's changes as the worker service streams them.
+type TaskEvents =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<tasks_pb::TaskEvent, Status>> + Send>>;
+
 /// The gateway's worker service.
 #[derive(Debug, Clone)]
 struct WorkerGrpc {
@@ -85,12 +89,13 @@ impl WorkerGrpc {
         Ok(())
     }
 
-    /// Refuses a call about a task its caller's agent does not hold.
-    async fn check_task(&self, metadata: MetadataMap, task_id: &str) -> Result<(), Status> {
+    /// Refuses a call about a task its caller's agent does not hold; returns the caller.
+    async fn check_task(&self, metadata: MetadataMap, task_id: &str) -> Result<Caller, Status> {
         let caller = self.caller(metadata).await?;
         check_visible(&self.state, &caller, task_id)
             .await
-            .map_err(status)
+            .map_err(status)?;
+        Ok(caller)
     }
 
     /// Wraps a call to a service with the gateway's deadline.
@@ -228,15 +233,17 @@ impl WorkerService for WorkerGrpc {
         )
     }
 
-    type WatchTaskStream = tonic::Streaming<tasks_pb::TaskEvent>;
+    type WatchTaskStream = TaskEvents;
 
     async fn watch_task(
         &self,
         request: Request<tasks_pb::WatchTaskRequest>,
     ) -> Result<Response<Self::WatchTaskStream>, Status> {
         let (metadata, _, watch) = request.into_parts();
-        self.check_task(metadata, &watch.id).await?;
+        let caller = self.check_task(metadata, &watch.id).await?;
+        let slot = self.state.streams.take(caller.key_id).map_err(status)?;
         // A watch lasts as long as the task runs: no deadline.
-        answer(self.state.tasks.clone().watch_task(watch).await)
+        let events = self.state.tasks.clone().watch_task(watch).await?;
+        Ok(Response::new(Box::pin(slot.hold(events.into_inner()))))
     }
 }

@@ -311,6 +311,54 @@ async fn each_key_has_its_own_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn task_watches_are_bounded_per_key_and_in_total() {
+    let swarm = TestStack::start_with(Backend::Sqlite, |config| {
+        config.gateway.max_streams_per_key = 2;
+        config.tasks.max_watchers = 3;
+    })
+    .await;
+    let ada = swarm.client_for("ada", "client", None).await;
+    let bob = swarm.client_for("bob", "client", None).await;
+    let watch_url = |task: &serde_json::Value| {
+        swarm.url(&format!(
+            "/api/tasks/{}/events",
+            task["id"].as_str().unwrap()
+        ))
+    };
+    let (_, adas) = post_as(&swarm, &ada, "/api/tasks", json!({"title": "ada's"})).await;
+    let (_, bobs) = post_as(&swarm, &bob, "/api/tasks", json!({"title": "bob's"})).await;
+    let open = async |client: &reqwest::Client, url: &str| client.get(url).send().await.unwrap();
+
+    let mut adas_watches = vec![
+        open(&ada, &watch_url(&adas)).await,
+        open(&ada, &watch_url(&adas)).await,
+    ];
+    assert!(adas_watches.iter().all(|watch| watch.status() == 200));
+    let (status, refused) = answer(open(&ada, &watch_url(&adas)).await).await;
+    assert_eq!(status, 429, "a key past its share: {refused}");
+    assert_eq!(refused["error"]["code"], "rate_limited");
+
+    let bobs_watch = open(&bob, &watch_url(&bobs)).await;
+    assert_eq!(bobs_watch.status(), 200, "another key has its own share");
+    let (status, refused) = answer(open(&bob, &watch_url(&bobs)).await).await;
+    assert_eq!(status, 429, "the tasks service is full: {refused}");
+
+    drop(adas_watches.pop());
+    let mut reopened = None;
+    for _ in 0..50 {
+        let watch = open(&bob, &watch_url(&bobs)).await;
+        if watch.status() == 200 {
+            reopened = Some(watch);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(reopened.is_some(), "a closed watch gives its place back");
+    drop((adas_watches, bobs_watch, reopened));
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn auth_off_lets_everyone_in() {
     let swarm = TestStack::start_with(Backend::Sqlite, |config| config.gateway.auth = false).await;
     let anonymous = reqwest::Client::new();

@@ -23,6 +23,11 @@ pub const MAX_KEY_CHARS: usize = 256;
 const CHECK_CACHE_TTL: Duration = Duration::from_secs(5);
 /// How many checked keys the cache holds.
 const CHECK_CACHE_ENTRIES: u64 = 100_000;
+/// How many key lookups may wait on the store at once: keys that miss the cache (a flood of
+/// made-up keys does nothing else) never hold more of the store's connections than this.
+const STORE_LOOKUPS: usize = 4;
+/// How long a key lookup waits for its turn before the key counts as uncheckable for now.
+const LOOKUP_WAIT: Duration = Duration::from_secs(2);
 /// How many characters of a key lists show.
 const SHOWN_CHARS: usize = 12;
 
@@ -137,6 +142,9 @@ pub enum KeyError {
     /// The store failed.
     #[error("key store: {0}")]
     Store(#[from] sqlx::Error),
+    /// Too many keys wait to be looked up.
+    #[error("too many api keys are being checked at once")]
+    Busy,
 }
 
 /// Issues, checks and revokes keys.
@@ -144,6 +152,7 @@ pub enum KeyError {
 pub struct KeyRegistry {
     store: Arc<dyn KeyStore>,
     checked: moka::sync::Cache<String, Option<Caller>>,
+    lookups: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for KeyRegistry {
@@ -161,6 +170,7 @@ impl KeyRegistry {
                 .max_capacity(CHECK_CACHE_ENTRIES)
                 .time_to_live(CHECK_CACHE_TTL)
                 .build(),
+            lookups: Arc::new(tokio::sync::Semaphore::new(STORE_LOOKUPS)),
         }
     }
 
@@ -238,9 +248,19 @@ impl KeyRegistry {
         Ok(Some(secret))
     }
 
-    /// Returns who holds `secret`, or `None` for a key that is unknown or revoked.
+    /// Returns who holds `secret`, or `None` for a key that is unknown or revoked. Answers,
+    /// unknown keys included, are cached for a few seconds; lookups in the store take turns
+    /// ([`STORE_LOOKUPS`] at once), and one that waits too long is [`KeyError::Busy`].
     pub async fn check(&self, secret: &str) -> Result<Option<Caller>, KeyError> {
         let hash = hash(secret);
+        if let Some(known) = self.checked.get(&hash) {
+            return Ok(known);
+        }
+        let _turn = tokio::time::timeout(LOOKUP_WAIT, self.lookups.acquire())
+            .await
+            .map_err(|_| KeyError::Busy)?
+            .expect("the lookup semaphore is never closed");
+        // The same key may have been looked up while this one waited.
         if let Some(known) = self.checked.get(&hash) {
             return Ok(known);
         }
@@ -298,6 +318,71 @@ mod tests {
         assert_eq!(hash(&a).len(), 64);
         assert_ne!(hash(&a), hash(&b));
         assert_eq!(hash(&a), hash(&a.clone()));
+    }
+
+    /// A store that knows no key and takes a while to say so, counting lookups in flight.
+    #[derive(Default)]
+    struct SlowStore {
+        lookups: std::sync::atomic::AtomicUsize,
+        in_flight: std::sync::atomic::AtomicUsize,
+        most_in_flight: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl KeyStore for SlowStore {
+        async fn insert(&self, _: &StoredKey, _: i64) -> Result<bool, sqlx::Error> {
+            Ok(true)
+        }
+
+        async fn find_active(&self, _: &str) -> Result<Option<ApiKey>, sqlx::Error> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.lookups.fetch_add(1, SeqCst);
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.in_flight.fetch_sub(1, SeqCst);
+            Ok(None)
+        }
+
+        async fn list(&self, _: Page) -> Result<(Vec<ApiKey>, u64), sqlx::Error> {
+            Ok((Vec::new(), 0))
+        }
+
+        async fn revoke(&self, _: Uuid, _: i64) -> Result<Option<ApiKey>, sqlx::Error> {
+            Ok(None)
+        }
+
+        async fn count_active_admins(&self) -> Result<u64, sqlx::Error> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_unknown_keys_holds_few_store_connections() {
+        let store = Arc::new(SlowStore::default());
+        let registry = KeyRegistry::new(store.clone());
+        let flood = (0..64).map(|_| {
+            let registry = registry.clone();
+            tokio::spawn(async move { registry.check(&new_secret()).await })
+        });
+        for answer in futures_util::future::join_all(flood).await {
+            assert!(matches!(answer.unwrap(), Ok(None) | Err(KeyError::Busy)));
+        }
+        use std::sync::atomic::Ordering::SeqCst;
+        let most = store.most_in_flight.load(SeqCst);
+        assert!(
+            (1..=STORE_LOOKUPS).contains(&most),
+            "{most} lookups at once"
+        );
+        let repeated = new_secret();
+        assert_eq!(registry.check(&repeated).await.unwrap(), None);
+        let lookups = store.lookups.load(SeqCst);
+        assert_eq!(registry.check(&repeated).await.unwrap(), None);
+        assert_eq!(
+            store.lookups.load(SeqCst),
+            lookups,
+            "an unknown key is remembered"
+        );
     }
 
     #[test]

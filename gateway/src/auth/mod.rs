@@ -130,7 +130,12 @@ impl Authenticator {
             Ok(Some(caller)) => Ok(caller),
             Ok(None) => Err(unknown()),
             Err(error) => {
-                tracing::warn!(%error, "cannot check an api key");
+                // Busy is what a flood of made-up keys causes: not worth a warning each.
+                if matches!(error, keys::KeyError::Busy) {
+                    tracing::debug!(%error, "cannot check an api key");
+                } else {
+                    tracing::warn!(%error, "cannot check an api key");
+                }
                 Err(ApiError::new(
                     ErrorCode::Unavailable,
                     "cannot check the api key now",

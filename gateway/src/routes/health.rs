@@ -131,12 +131,13 @@ impl CacheTier {
     }
 }
 
+/// Asks the cache service which tier answers (which it knows without calling Redis).
 async fn cache_tier(state: &AppState) -> CacheTier {
-    let mut request = tonic::Request::new(swarm_proto::cache::v1::StatsRequest {});
+    let mut request = tonic::Request::new(swarm_proto::cache::v1::TierRequest {});
     request.set_timeout(CHECK_TIMEOUT);
-    match tokio::time::timeout(CHECK_TIMEOUT, state.cache.clone().stats(request)).await {
-        Ok(Ok(stats)) if stats.get_ref().degraded => CacheTier::Degraded,
-        Ok(Ok(stats)) if stats.get_ref().backend == "redis" => CacheTier::Redis,
+    match tokio::time::timeout(CHECK_TIMEOUT, state.cache.clone().tier(request)).await {
+        Ok(Ok(tier)) if tier.get_ref().degraded => CacheTier::Degraded,
+        Ok(Ok(tier)) if tier.get_ref().backend == "redis" => CacheTier::Redis,
         Ok(Ok(_)) => CacheTier::Memory,
         Ok(Err(_)) | Err(_) => CacheTier::Disconnected,
     }

@@ -76,6 +76,7 @@ impl From<KeyError> for ApiError {
                 tracing::warn!(%error, "key store failed");
                 ApiError::new(ErrorCode::Unavailable, "the key store is unavailable")
             }
+            KeyError::Busy => ApiError::new(ErrorCode::Unavailable, error.to_string()),
         }
     }
 }

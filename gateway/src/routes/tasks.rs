@@ -228,6 +228,7 @@ pub async fn events(
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     check_visible(&state, &caller, &id).await?;
+    let slot = state.streams.take(caller.key_id)?;
     let changes = state
         .tasks
         .clone()
@@ -252,7 +253,7 @@ pub async fn events(
         })
         .map(Ok)
         .take_until(async move { stopping.cancelled().await });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(slot.hold(events)).keep_alive(KeepAlive::default()))
 }
 
 /// Body of `POST /api/process`.

@@ -159,6 +159,16 @@ impl CacheService for CacheGrpc {
         Ok(Response::new(pb::DeleteResponse { deleted }))
     }
 
+    async fn tier(
+        &self,
+        _request: Request<pb::TierRequest>,
+    ) -> Result<Response<pb::CacheTier>, Status> {
+        Ok(Response::new(pb::CacheTier {
+            backend: self.cache.backend().to_owned(),
+            degraded: self.cache.is_degraded(),
+        }))
+    }
+
     async fn stats(
         &self,
         _request: Request<pb::StatsRequest>,

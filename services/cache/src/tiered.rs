@@ -205,6 +205,16 @@ impl TieredCache {
         deleted
     }
 
+    /// Returns the tier the cache is configured with (`redis` or `memory`), from what it knows
+    /// already: no call to Redis.
+    pub fn backend(&self) -> &'static str {
+        if self.redis.is_some() {
+            "redis"
+        } else {
+            "memory"
+        }
+    }
+
     /// Returns the statistics of the tier that answers now, its entries counted now.
     pub async fn stats(&self) -> Stats {
         self.stats_counted_within(Duration::ZERO).await

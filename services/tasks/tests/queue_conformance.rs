@@ -14,8 +14,9 @@ use swarm_kit::clock::Clock;
 use swarm_kit::page::Page;
 use swarm_kit::testing::{Backend, TestDatabase};
 use swarm_tasks::domain::{
-    Claim, IdempotencyKey, LeaseRef, MessageRole, MessageScope, NewMessage, NewTask, QueueSettings,
-    RetryPolicy, Task, TaskFilter, TaskQueue, TaskStatus,
+    AgentDirectory, AgentProfile, Claim, Dispatcher, IdempotencyKey, LeaseRef, MessageRole,
+    MessageScope, NewMessage, NewTask, QueueSettings, RetryPolicy, Task, TaskFilter, TaskQueue,
+    TaskStatus,
 };
 use swarm_tasks::error::TaskError;
 use swarm_tasks::storage::{self, TaskStore};
@@ -403,6 +404,53 @@ async fn claims_never_exceed_the_agents_concurrency(backend: Backend) {
         f.queue.claim(limited(10)).await.unwrap().len(),
         1,
         "a finished task frees its slot"
+    );
+}
+
+/// A registry that, like the agents service, answers at most 1,000 agents per question, and
+/// knows every agent but the ones it was told are offline.
+struct Registry {
+    offline: HashSet<Uuid>,
+}
+
+#[async_trait::async_trait]
+impl AgentDirectory for Registry {
+    async fn profile(&self, _: Uuid) -> Result<AgentProfile, TaskError> {
+        unreachable!("the sweep asks only about liveness")
+    }
+
+    async fn online(&self, agent_ids: &[Uuid]) -> Result<HashSet<Uuid>, TaskError> {
+        if agent_ids.len() > 1000 {
+            return Err(TaskError::Invalid("at most 1000 agent ids".into()));
+        }
+        Ok(agent_ids
+            .iter()
+            .filter(|id| !self.offline.contains(id))
+            .copied()
+            .collect())
+    }
+}
+
+async fn the_liveness_sweep_handles_thousands_of_busy_agents(backend: Backend) {
+    const AGENTS: usize = 2_500;
+    let f = fixture(backend).await;
+    let mut offline = HashSet::new();
+    for i in 0..AGENTS {
+        f.queue.create(titled(&format!("t{i}"))).await.unwrap();
+        let agent = Uuid::now_v7();
+        claim_one(&f.queue, agent).await;
+        if i % 100 == 0 {
+            offline.insert(agent);
+        }
+    }
+    let dispatcher = Dispatcher::new(f.queue.clone(), Arc::new(Registry { offline }));
+    assert_eq!(
+        dispatcher.requeue_tasks_of_lost_agents().await.unwrap(),
+        AGENTS / 100
+    );
+    assert_eq!(
+        f.queue.active_agents().await.unwrap().len(),
+        AGENTS - AGENTS / 100
     );
 }
 
@@ -1192,6 +1240,7 @@ swarm_kit::conformance!(
     claims_route_by_capability_and_pin,
     claims_never_exceed_the_agents_concurrency,
     tasks_of_a_lost_agent_return_to_the_queue,
+    the_liveness_sweep_handles_thousands_of_busy_agents,
     each_claim_is_a_new_attempt_with_a_fresh_lease,
     only_the_lease_holder_may_report,
     progress_renews_the_lease,

@@ -12,6 +12,10 @@ use uuid::Uuid;
 use crate::domain::{Claim, Task, TaskQueue};
 use crate::error::TaskError;
 
+/// How many agents one liveness question names: the agents service answers at most 1,000 per
+/// call, and smaller questions keep each answer quick however many agents are busy.
+pub const LIVENESS_BATCH: usize = 500;
+
 /// What the registry says about an agent.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AgentProfile {
@@ -76,19 +80,19 @@ impl Dispatcher {
     }
 
     /// Returns the tasks of every agent that holds some but is deleted or offline to the
-    /// queue. Returns how many attempts it ended.
+    /// queue, asking the registry about [`LIVENESS_BATCH`] agents at a time. Returns how many
+    /// attempts it ended.
     pub async fn requeue_tasks_of_lost_agents(&self) -> Result<usize, TaskError> {
         let holders = self.queue.active_agents().await?;
-        if holders.is_empty() {
-            return Ok(0);
-        }
-        let online = self.directory.online(&holders).await?;
         let mut ended = 0;
-        for agent_id in holders.into_iter().filter(|id| !online.contains(id)) {
-            ended += self
-                .queue
-                .requeue_agent_tasks(agent_id, "agent went offline or was deleted")
-                .await?;
+        for batch in holders.chunks(LIVENESS_BATCH) {
+            let online = self.directory.online(batch).await?;
+            for agent_id in batch.iter().filter(|id| !online.contains(id)) {
+                ended += self
+                    .queue
+                    .requeue_agent_tasks(*agent_id, "agent went offline or was deleted")
+                    .await?;
+            }
         }
         Ok(ended)
     }
