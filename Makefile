@@ -8,9 +8,10 @@ BENCH_PG_URL ?= postgres://postgres@127.0.0.1:5432/swarm_bench
 FUZZ_PG_URL ?= postgres://postgres@127.0.0.1:5432/swarm_fuzz
 BENCH_SECONDS ?= 5
 BENCH_CONCURRENCY ?= 32
+HELD_SECONDS ?= 10
 FUZZ_EXAMPLES ?= 100
 
-.PHONY: help run test e2e bench fuzz lint fmt toolchain tools
+.PHONY: help run test e2e bench bench-held fuzz lint fmt toolchain tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,14 +38,22 @@ test: toolchain tools ## run unit, integration (SQLite and PostgreSQL) and end-t
 e2e: toolchain tools ## run only the end-to-end tests
 	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} $(CARGO) test -p swarm-e2e
 
-bench: toolchain ## measure the API, the queue cycle, the cache and what observability costs
-	$(CARGO) build --release -p swarm
+bench: toolchain ## measure the API, the queue cycle, the cache, what observability costs, and held load
+	$(CARGO) build --release -p swarm -p swarm-bench
 	@mkdir -p data && rm -f data/bench.db data/bench.db-wal data/bench.db-shm
 	./target/release/swarm bench --database-url sqlite://data/bench.db --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
 	./target/release/swarm bench --database-url $(BENCH_PG_URL) --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	./target/release/swarm bench-cache --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	./target/release/swarm bench-overhead --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
+	$(MAKE) --no-print-directory bench-held
+
+bench-held: ## hold 2,000 event streams and 1,000 waiting claims while creating tasks, on SQLite and PostgreSQL
+	$(CARGO) build --release -p swarm -p swarm-bench
+	@mkdir -p data && rm -f data/bench-held.db data/bench-held.db-wal data/bench-held.db-shm
+	./target/release/swarm-bench held-load --database-url sqlite://data/bench-held.db --seconds $(HELD_SECONDS)
+	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
+	./target/release/swarm-bench held-load --database-url $(BENCH_PG_URL) --seconds $(HELD_SECONDS)
 
 fuzz: toolchain ## fuzz the REST API against its OpenAPI document on SQLite and PostgreSQL (schemathesis, FUZZ_EXAMPLES per operation)
 	$(CARGO) build -p swarm

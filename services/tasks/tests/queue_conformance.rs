@@ -1053,6 +1053,28 @@ async fn watchers_see_every_change_until_the_end(backend: Backend) {
     ));
 }
 
+async fn watchers_see_changes_another_replica_makes(backend: Backend) {
+    let f = fixture(backend).await;
+    let other = replica(&f.database, f.store.clone(), Clock::new()).await;
+    let task = f.queue.create(titled("watched here")).await.unwrap().0;
+    let mut states = f.queue.watch(task.id).await.unwrap();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), states.recv())
+            .await
+            .expect("a change arrives")
+            .map(|state| state.unwrap().status)
+    };
+    assert_eq!(next().await, Some(TaskStatus::Queued));
+    let claimed = claim_one(&other, Uuid::now_v7()).await;
+    assert_eq!(next().await, Some(TaskStatus::Active));
+    other
+        .complete(task.id, lease_of(&claimed), String::new())
+        .await
+        .unwrap();
+    assert_eq!(next().await, Some(TaskStatus::Completed));
+    assert_eq!(next().await, None);
+}
+
 async fn watchers_are_capped_and_slow_ones_dropped(backend: Backend) {
     let f = fixture(backend).await;
     let task = f.queue.create(titled("watched")).await.unwrap().0;
@@ -1255,6 +1277,7 @@ swarm_kit::conformance!(
     racing_claimers_never_share_an_attempt,
     long_polling_claims_wake_when_work_arrives,
     watchers_see_every_change_until_the_end,
+    watchers_see_changes_another_replica_makes,
     watchers_are_capped_and_slow_ones_dropped,
     one_new_task_wakes_one_waiting_claim,
     work_that_becomes_ready_later_wakes_a_waiting_claim,

@@ -4,6 +4,7 @@
 //! reads of them (the hottest reads: clients polling for results) are answered from memory, up
 //! to a budget in bytes. Times come from the database's clock ([`Clock`]).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use crate::domain::{
     TaskStatus,
 };
 use crate::error::TaskError;
-use crate::storage::{Release, TaskStore};
+use crate::storage::{Release, TaskStore, TaskVersion};
 
 /// The longest a claim may wait for work.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
@@ -583,26 +584,40 @@ impl TaskQueue {
         self.waiters.wake_one(work, None);
     }
 
+    /// Hands watchers the tasks that changed since the versions they have `seen`, or that are
+    /// gone: first reads the tasks' versions, then only the tasks that changed.
+    async fn reread_changed(&self, seen: &[TaskVersion]) -> Result<(), TaskError> {
+        let ids: Vec<Uuid> = seen.iter().map(|version| version.id).collect();
+        let current: HashMap<Uuid, TaskVersion> = self
+            .store
+            .versions(&ids)
+            .await?
+            .into_iter()
+            .map(|version| (version.id, version))
+            .collect();
+        let mut changed = Vec::new();
+        for version in seen {
+            match current.get(&version.id) {
+                Some(now) if now != version => changed.push(version.id),
+                Some(_) => {}
+                None => self.watchers.gone(version.id),
+            }
+        }
+        for task in self.store.get_many(&changed).await? {
+            let task = Arc::new(task);
+            self.remember_if_finished(&task);
+            self.watchers.publish(&task);
+        }
+        Ok(())
+    }
+
     /// Looks at what no wake-up announced: re-reads the unfinished watched tasks (changed by
     /// other replicas) and, while claims wait, announces tasks that became ready since the
     /// last look. `window_start` is where the last look ended; `None` before the first.
     async fn look_again(&self, window_start: &mut Option<i64>) {
-        let watched = self.watchers.unfinished();
-        for ids in watched.chunks(REREAD_BATCH) {
-            match self.store.get_many(ids).await {
-                Ok(tasks) => {
-                    for id in ids {
-                        match tasks.iter().find(|task| task.id == *id) {
-                            Some(task) => {
-                                let task = Arc::new(task.clone());
-                                self.remember_if_finished(&task);
-                                self.watchers.publish(&task);
-                            }
-                            None => self.watchers.gone(*id),
-                        }
-                    }
-                }
-                Err(error) => debug!(%error, "cannot re-read watched tasks"),
+        for seen in self.watchers.unfinished().chunks(REREAD_BATCH) {
+            if let Err(error) = self.reread_changed(seen).await {
+                debug!(%error, "cannot re-read watched tasks");
             }
         }
         if self.waiters.is_empty() {

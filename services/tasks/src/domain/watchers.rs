@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::domain::Task;
+use crate::storage::TaskVersion;
 
 /// What a watcher last saw of its task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,15 +100,15 @@ impl Watchers {
         }
     }
 
-    /// Returns the ids of the watched tasks that are not final yet.
-    pub fn unfinished(&self) -> Vec<Uuid> {
+    /// Returns the versions of the watched tasks that are not final yet.
+    pub fn unfinished(&self) -> Vec<TaskVersion> {
         self.lock()
             .tasks
-            .iter()
-            .filter(|(_, watched)| {
-                matches!(&*watched.state.borrow(), Seen::Task(task) if !task.status.is_final())
+            .values()
+            .filter_map(|watched| match &*watched.state.borrow() {
+                Seen::Task(task) if !task.status.is_final() => Some(TaskVersion::of(task)),
+                _ => None,
             })
-            .map(|(id, _)| *id)
             .collect()
     }
 

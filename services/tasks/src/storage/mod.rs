@@ -22,6 +22,33 @@ use crate::domain::{
 pub use postgres::{PostgresTaskStore, relay_task_ready};
 pub use sqlite::SqliteTaskStore;
 
+/// What tells one state of a task from the next, read without the rest of the task: when it
+/// last changed, and (for changes within one millisecond) its status and progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct TaskVersion {
+    /// The task.
+    pub id: Uuid,
+    /// When it last changed.
+    pub updated_at: i64,
+    /// Its status.
+    #[sqlx(try_from = "String")]
+    pub status: TaskStatus,
+    /// Its progress.
+    pub progress_percent: i32,
+}
+
+impl TaskVersion {
+    /// The version of `task`.
+    pub fn of(task: &Task) -> Self {
+        Self {
+            id: task.id,
+            updated_at: task.updated_at,
+            status: task.status,
+            progress_percent: task.progress_percent,
+        }
+    }
+}
+
 /// How a failed attempt ends: back to the queue after a delay, or finally failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
@@ -54,6 +81,9 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Returns those of `ids` that exist, in no particular order.
     async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, sqlx::Error>;
+
+    /// Returns the version of each of `ids` that exists.
+    async fn versions(&self, ids: &[Uuid]) -> Result<Vec<TaskVersion>, sqlx::Error>;
 
     /// Returns what up to `limit` queued tasks that became claimable after `after` and by
     /// `until` ask of their taker, oldest first.

@@ -199,13 +199,23 @@ macro_rules! impl_task_store {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut query = sqlx::QueryBuilder::<$db>::new("SELECT * FROM tasks WHERE id IN (");
-                let mut list = query.separated(", ");
-                for id in ids {
-                    list.push_bind(*id);
+                by_ids("SELECT * FROM tasks", ids)
+                    .build_query_as()
+                    .fetch_all(&self.readers)
+                    .await
+            }
+
+            async fn versions(
+                &self,
+                ids: &[uuid::Uuid],
+            ) -> Result<Vec<$crate::storage::TaskVersion>, sqlx::Error> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
                 }
-                query.push(")");
-                query.build_query_as().fetch_all(&self.readers).await
+                by_ids("SELECT id, updated_at, status, progress_percent FROM tasks", ids)
+                    .build_query_as()
+                    .fetch_all(&self.readers)
+                    .await
             }
 
             async fn ready_between(
@@ -488,6 +498,18 @@ macro_rules! impl_task_store {
                 };
                 Ok((messages, total.unsigned_abs()))
             }
+        }
+
+        /// Starts `select` over the tasks among `ids`.
+        fn by_ids(select: &str, ids: &[uuid::Uuid]) -> sqlx::QueryBuilder<$db> {
+            let mut query = sqlx::QueryBuilder::<$db>::new(select);
+            query.push(" WHERE id IN (");
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            query.push(")");
+            query
         }
 
         /// Appends the `WHERE` clause of a task list filter.

@@ -9,7 +9,7 @@ use swarm_kit::page::Page;
 use swarm_tasks::domain::{
     Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Task, TaskFilter,
 };
-use swarm_tasks::storage::{Release, TaskStore};
+use swarm_tasks::storage::{Release, TaskStore, TaskVersion};
 use uuid::Uuid;
 
 /// Wraps a store and counts its claims.
@@ -49,6 +49,10 @@ impl TaskStore for CountingStore {
 
     async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, sqlx::Error> {
         self.inner.get_many(ids).await
+    }
+
+    async fn versions(&self, ids: &[Uuid]) -> Result<Vec<TaskVersion>, sqlx::Error> {
+        self.inner.versions(ids).await
     }
 
     async fn ready_between(

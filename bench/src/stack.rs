@@ -1,0 +1,157 @@
+//! A Swarm deployment of separate processes for a scenario to load: every role of the `swarm`
+//! binary on a free local port over one database, with the in-memory cache, an admin key of the
+//! bench's own, and no rate limit. The processes are killed when the stack is dropped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+/// The roles, in the order they start.
+const ROLES: [&str; 5] = ["metrics", "cache", "agents", "tasks", "gateway"];
+/// How long the stack may take to answer its health check.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The running roles.
+pub struct Stack {
+    children: HashMap<&'static str, Child>,
+    /// The gateway's base URL.
+    pub base: String,
+    /// An admin key.
+    pub admin_key: String,
+}
+
+impl Stack {
+    /// Starts every role of `swarm` over `database_url` (with `extra` environment for all)
+    /// and waits until the gateway reports every service serving. Each role's log goes to
+    /// `data/bench-logs/<role>.log`.
+    pub async fn start(
+        swarm: &Path,
+        database_url: &str,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let ports: HashMap<&str, u16> = ROLES
+            .iter()
+            .map(|role| Ok((*role, free_port()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let url = |role: &str| format!("http://127.0.0.1:{}", ports[role]);
+        let admin_key = format!(
+            "swarm_bench_{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut environment: Vec<(String, String)> = vec![
+            ("DATABASE_URL".into(), database_url.to_owned()),
+            ("SWARM_TASKS_URL".into(), url("tasks")),
+            ("SWARM_AGENTS_URL".into(), url("agents")),
+            ("SWARM_CACHE_URL".into(), url("cache")),
+            ("SWARM_METRICS_URL".into(), url("metrics")),
+            (
+                "SWARM_SERVICE_TOKEN".into(),
+                format!("bench-{}", uuid::Uuid::new_v4()),
+            ),
+            ("SWARM_ADMIN_KEY".into(), admin_key.clone()),
+            ("SWARM_RATE_LIMIT_PER_SECOND".into(), "0".into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        environment.extend(
+            extra
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), value.clone())),
+        );
+        let logs = PathBuf::from("data/bench-logs");
+        std::fs::create_dir_all(&logs).context("creating data/bench-logs")?;
+        let mut children = HashMap::new();
+        for role in ROLES {
+            let log = std::fs::File::create(logs.join(format!("{role}.log")))?;
+            let child = Command::new(swarm)
+                .args([
+                    "serve",
+                    role,
+                    "--addr",
+                    &format!("127.0.0.1:{}", ports[role]),
+                ])
+                .envs(environment.iter().map(|(name, value)| (name, value)))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting {} serve {role}", swarm.display()))?;
+            children.insert(role, child);
+        }
+        let stack = Self {
+            children,
+            base: url("gateway"),
+            admin_key,
+        };
+        stack.wait_healthy().await?;
+        Ok(stack)
+    }
+
+    /// Returns the process id of `role`.
+    pub fn pid(&self, role: &str) -> Option<u32> {
+        self.children.get(role)?.id()
+    }
+
+    async fn wait_healthy(&self) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(response) = http.get(format!("{}/health", self.base)).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "the stack did not report healthy within {START_TIMEOUT:?}; see data/bench-logs/"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Returns a port nothing listens on now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Reads a process's resident memory now and at its peak, in bytes, from `/proc`.
+pub fn memory(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .with_context(|| format!("/proc/{pid}/status has no {name}"))?;
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .context("a memory figure")?
+            .parse()?;
+        Ok(kib * 1024)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Reads the CPU time a process has used so far, from `/proc` (in the kernel's user ticks,
+/// 100 per second on Linux).
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("a process status line")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
+}
