@@ -1,7 +1,9 @@
 //! End to end with SDK workers: a fleet of agents with different capabilities works through a
 //! thousand tasks of mixed requirements (each done once, by an able agent, within every
 //! agent's concurrency), and an agent that dies mid-task loses it to another agent, whose
-//! result counts while the dead agent's late one is refused.
+//! result counts while the dead agent's late one is refused. Tasks-service replicas: a task
+//! created on one wakes a claim waiting on another, and a replica whose clock runs ten minutes
+//! ahead agrees with the others on who holds what.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -278,23 +280,7 @@ async fn a_task_created_on_one_replica_wakes_a_claim_waiting_on_another() {
         config.tasks.poll_interval = Duration::from_secs(30);
     })
     .await;
-    let replica_b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let replica_b_url = format!("http://{}", replica_b.local_addr().unwrap());
-    let config = swarm_tasks::TasksConfig {
-        database_url: swarm.database_url().to_owned(),
-        agents_url: swarm.stack.agents_url(),
-        cache_url: swarm.stack.cache_url(),
-        service_token: swarm_kit::service_auth::ServiceToken::new(Some(
-            swarm.service_token.clone(),
-        )),
-        ..swarm_tasks::TasksConfig::default()
-    };
-    let stop_b = CancellationToken::new();
-    let b = tokio::spawn(swarm_tasks::run(
-        replica_b,
-        config,
-        stop_b.clone().cancelled_owned(),
-    ));
+    let replica_b = TasksReplica::start(&swarm, |_| {}).await;
 
     let agent = swarm.register_agent("waiter", &[], 1).await;
     let mut replica_a = TaskServiceClient::new(swarm.service_channel(&swarm.stack.tasks_url()));
@@ -313,7 +299,7 @@ async fn a_task_created_on_one_replica_wakes_a_claim_waiting_on_another() {
         (claimed, started.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut on_b = TaskServiceClient::new(swarm.service_channel(&replica_b_url));
+    let mut on_b = TaskServiceClient::new(swarm.service_channel(&replica_b.url));
     let created = on_b
         .create_task(pb::CreateTaskRequest {
             title: "via b".into(),
@@ -331,7 +317,88 @@ async fn a_task_created_on_one_replica_wakes_a_claim_waiting_on_another() {
     );
     assert!(waited < Duration::from_secs(3), "woke after {waited:?}");
 
-    stop_b.cancel();
-    b.await.unwrap().unwrap();
+    replica_b.stop().await;
     swarm.stop().await;
 }
+
+/// A second tasks service over a stack's database.
+struct TasksReplica {
+    url: String,
+    stop: CancellationToken,
+    running: tokio::task::JoinHandle<Result<(), swarm_kit::RunError>>,
+}
+
+impl TasksReplica {
+    /// Starts a replica configured like the stack's own, then by `tune`.
+    async fn start(swarm: &TestStack, tune: impl FnOnce(&mut swarm_tasks::TasksConfig)) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = swarm_tasks::TasksConfig {
+            database_url: swarm.database_url().to_owned(),
+            agents_url: swarm.stack.agents_url(),
+            cache_url: swarm.stack.cache_url(),
+            service_token: swarm_kit::service_auth::ServiceToken::new(Some(
+                swarm.service_token.clone(),
+            )),
+            ..swarm_tasks::TasksConfig::default()
+        };
+        tune(&mut config);
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(swarm_tasks::run(
+            listener,
+            config,
+            stop.clone().cancelled_owned(),
+        ));
+        Self { url, stop, running }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.running.await.unwrap().unwrap();
+    }
+}
+
+async fn a_replica_whose_clock_runs_ahead_agrees_on_leases(backend: Backend) {
+    let swarm = TestStack::start(backend).await;
+    // Replica B believes it is ten minutes later than it is, and sweeps leases ten times a
+    // second: were it to trust its own clock, every lease would look expired to it.
+    let replica_b = TasksReplica::start(&swarm, |config| {
+        config.clock_skew_millis = 600_000;
+        config.lease_sweep_interval = Duration::from_millis(100);
+    })
+    .await;
+    let agent = swarm.register_agent("steady", &[], 1).await;
+    let (status, task) = swarm
+        .post(
+            "/api/tasks",
+            json!({"title": "held", "timeout_seconds": 60}),
+        )
+        .await;
+    assert_eq!(status, 201, "{task}");
+    let (status, claimed) = swarm
+        .post("/api/tasks/claim", json!({"agent_id": agent}))
+        .await;
+    assert_eq!(status, 200, "{claimed}");
+    let held = &claimed["tasks"][0];
+    assert_eq!(held["id"], task["id"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let task_path = format!("/api/tasks/{}", task["id"].as_str().unwrap());
+    let (_, now) = swarm.get(&task_path).await;
+    assert_eq!(
+        now["status"], "active",
+        "the skewed replica left the lease alone: {now}"
+    );
+    assert_eq!(now["lease_id"], held["lease_id"]);
+    let (status, done) = swarm
+        .post(
+            &format!("{task_path}/complete"),
+            json!({"agent_id": agent, "lease_id": held["lease_id"], "result": {"ok": true}}),
+        )
+        .await;
+    assert_eq!((status, done["status"].as_str()), (200, Some("completed")));
+    replica_b.stop().await;
+    swarm.stop().await;
+}
+
+swarm_kit::conformance!(a_replica_whose_clock_runs_ahead_agrees_on_leases);

@@ -227,9 +227,17 @@ pub async fn connect_postgres(
         .await
 }
 
+/// How often SQLite migrations are tried when another process migrates the same file at once.
+const SQLITE_MIGRATION_TRIES: u32 = 10;
+
 /// Applies a service's migrations, recorded in the service's own history table
 /// (`_swarm_<service>_migrations`), so services that share one database never see each other's
 /// migrations.
+///
+/// Replicas starting together migrate once: PostgreSQL serializes them with an advisory lock.
+/// SQLite has none, so a replica that listed the applied migrations just before another
+/// committed one fails that migration (its transaction rolls back, changing nothing) and
+/// tries again, when it finds the migration applied.
 pub async fn migrate(
     pool: &Pool,
     service: &str,
@@ -237,7 +245,20 @@ pub async fn migrate(
 ) -> Result<(), sqlx::migrate::MigrateError> {
     migrator.dangerous_set_table_name(format!("_swarm_{service}_migrations"));
     match pool {
-        Pool::Sqlite(pools) => migrator.run(&pools.writer).await,
+        Pool::Sqlite(pools) => {
+            let mut tries = 1;
+            loop {
+                match migrator.run(&pools.writer).await {
+                    Err(sqlx::migrate::MigrateError::ExecuteMigration(..))
+                        if tries < SQLITE_MIGRATION_TRIES =>
+                    {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
+                    }
+                    migrated => return migrated,
+                }
+            }
+        }
         Pool::Postgres(pool) => migrator.run(pool).await,
     }
 }
@@ -245,6 +266,42 @@ pub async fn migrate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn replicas_migrating_one_sqlite_file_together_all_succeed() {
+        let path =
+            std::env::temp_dir().join(format!("swarm-kit-migrate-{}.db", std::process::id()));
+        let url = format!("sqlite://{}", path.display());
+        let migrations =
+            std::env::temp_dir().join(format!("swarm-kit-migrations-{}", std::process::id()));
+        std::fs::create_dir_all(&migrations).unwrap();
+        for n in 1..=5 {
+            std::fs::write(
+                migrations.join(format!("000{n}_table.sql")),
+                format!("CREATE TABLE t{n} (id INTEGER PRIMARY KEY); CREATE INDEX t{n}_idx ON t{n} (id);"),
+            )
+            .unwrap();
+        }
+        let replicas: Vec<_> = (0..6)
+            .map(|_| {
+                let (url, migrations) = (url.clone(), migrations.clone());
+                tokio::spawn(async move {
+                    let pool = connect(&url, 2, DEFAULT_SLOW_QUERY).await.unwrap();
+                    let migrator = Migrator::new(migrations.as_path()).await.unwrap();
+                    let migrated = migrate(&pool, "race", migrator).await;
+                    pool.close().await;
+                    migrated
+                })
+            })
+            .collect();
+        for replica in replicas {
+            replica.await.unwrap().expect("every replica migrates");
+        }
+        let _ = std::fs::remove_dir_all(&migrations);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn services_opening_a_new_sqlite_file_together_all_succeed() {
