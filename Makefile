@@ -41,11 +41,11 @@ e2e: toolchain tools ## run only the end-to-end tests
 bench: toolchain ## measure the API, the queue cycle, the cache, what observability costs, and held load
 	$(CARGO) build --release -p swarm -p swarm-bench
 	@mkdir -p data && rm -f data/bench.db data/bench.db-wal data/bench.db-shm
-	./target/release/swarm bench --database-url sqlite://data/bench.db --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
+	./target/release/swarm-bench api --database-url sqlite://data/bench.db --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
-	./target/release/swarm bench --database-url $(BENCH_PG_URL) --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
-	./target/release/swarm bench-cache --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
-	./target/release/swarm bench-overhead --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
+	./target/release/swarm-bench api --database-url $(BENCH_PG_URL) --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
+	./target/release/swarm-bench cache --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
+	./target/release/swarm-bench overhead --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	$(MAKE) --no-print-directory bench-held
 
 bench-held: ## hold 2,000 event streams and 1,000 waiting claims while creating tasks, on SQLite and PostgreSQL

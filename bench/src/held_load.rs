@@ -15,7 +15,7 @@ use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::stack::{self, Stack};
+use crate::processes::{self, Stack};
 
 /// The capability the created tasks need and no agent has, so waiting claims stay waiting.
 const NOBODY_CAN: &str = "bench-nobody";
@@ -98,7 +98,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "held load on {}: {} event streams, {} waiting claims, {} creates/s for {:?}",
         options.database_url, options.streams, options.claims, options.rate, options.duration
     );
-    let (idle_rss, _) = stack::memory(tasks_pid)?;
+    let (idle_rss, _) = processes::memory(tasks_pid)?;
     // The same creates with nothing held first: what the machine and database give anyway.
     let unloaded = create_at(&api, options.rate, options.duration).await?;
     let (stop, stopped) = watch::channel(false);
@@ -107,10 +107,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let claims_answered = hold_claims(&api, options.claims, stopped.clone()).await?;
     // Let every claim reach the queue and wait there, then see what holding costs.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle_cpu = stack::cpu_time(tasks_pid)?;
+    let idle_cpu = processes::cpu_time(tasks_pid)?;
     tokio::time::sleep(HOLD_MEASURE).await;
-    let holding_cpu = stack::cpu_time(tasks_pid)? - idle_cpu;
-    let (held_rss, _) = stack::memory(tasks_pid)?;
+    let holding_cpu = processes::cpu_time(tasks_pid)? - idle_cpu;
+    let (held_rss, _) = processes::memory(tasks_pid)?;
 
     let sampler = tokio::spawn(sample_memory(tasks_pid, stopped.clone()));
     let latencies = create_at(&api, options.rate, options.duration).await?;
@@ -292,7 +292,7 @@ async fn create_at(api: &Api, rate: f64, duration: Duration) -> anyhow::Result<V
 async fn sample_memory(pid: u32, mut stopped: watch::Receiver<bool>) -> anyhow::Result<u64> {
     let mut peak = 0;
     loop {
-        peak = peak.max(stack::memory(pid)?.0);
+        peak = peak.max(processes::memory(pid)?.0);
         tokio::select! {
             _ = stopped.changed() => return Ok(peak),
             () = tokio::time::sleep(Duration::from_millis(100)) => {}

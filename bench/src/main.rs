@@ -1,8 +1,14 @@
-//! `swarm-bench`: load scenarios that measure Swarm as its users meet it, from a client process
-//! of its own, against the `swarm` binary's roles started as separate processes.
+//! `swarm-bench`: the load generators and scenarios behind `make bench`, kept out of the
+//! shipped `swarm` binary. `api`, `cache`, `overhead` (and `read`, which `overhead` runs) drive
+//! a stack started in this process; `held-load` is a client process of its own against the
+//! `swarm` binary's roles started as separate processes.
 
+mod api;
 mod held_load;
-mod stack;
+mod overhead;
+mod processes;
+
+use api::BenchOptions;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +26,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
+    /// Measures create-task and get-task throughput and latency through the gateway, and the
+    /// queue cycle with agents.
+    Api(BenchArgs),
+    /// Measures cache gets (memory, Redis, plain Redis) and the hit rate of agent config reads.
+    Cache(BenchCacheArgs),
+    /// Measures what span export, the metrics layer and the gateway's guards cost on get-task.
+    Overhead(BenchOverheadArgs),
+    /// Measures get-task once and prints the figures as JSON (run by `overhead`).
+    #[command(hide = true)]
+    Read(BenchReadArgs),
     /// Holds many open task event streams and waiting claims, then measures task creation
     /// and the tasks service's memory.
     HeldLoad(HeldLoadArgs),
@@ -47,27 +63,231 @@ struct HeldLoadArgs {
     rate: f64,
 }
 
+type Outcome = Result<(), Box<dyn std::error::Error>>;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.scenario {
-        Scenario::HeldLoad(args) => {
-            held_load::run(held_load::Options {
-                swarm: args.swarm,
-                database_url: args.database_url,
-                streams: args.streams,
-                claims: args.claims,
-                duration: Duration::from_secs(args.seconds),
-                rate: args.rate,
-            })
-            .await
+    // Spans of the stacks started here (and of `read` runs) go where OTEL_* says.
+    let telemetry = match swarm_kit::telemetry::init("swarm-bench") {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("swarm-bench: {error}");
+            return ExitCode::FAILURE;
         }
     };
+    let outcome: Outcome = match cli.scenario {
+        Scenario::Api(args) => run_bench(args).await,
+        Scenario::Cache(args) => run_bench_cache(args).await,
+        Scenario::Overhead(args) => run_bench_overhead(args).await,
+        Scenario::Read(args) => run_bench_read(args).await,
+        Scenario::HeldLoad(args) => held_load::run(held_load::Options {
+            swarm: args.swarm,
+            database_url: args.database_url,
+            streams: args.streams,
+            claims: args.claims,
+            duration: Duration::from_secs(args.seconds),
+            rate: args.rate,
+        })
+        .await
+        .map_err(Into::into),
+    };
+    // Export the spans still buffered; the exporter blocks, so not on a runtime thread.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("swarm-bench: {error:#}");
+            eprintln!("swarm-bench: {error}");
             ExitCode::FAILURE
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// The database to measure against.
+    #[arg(long, default_value = "sqlite://data/bench.db")]
+    database_url: String,
+    /// Seconds to drive each operation.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent clients (and task producers in the queue cycle).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Agents working the queue in the cycle benchmark.
+    #[arg(long, default_value_t = 4)]
+    agents: usize,
+    /// Tasks sent through the queue in the cycle benchmark.
+    #[arg(long, default_value_t = 5000)]
+    cycle_tasks: u64,
+    /// Requests per second of the paced create and get runs, which measure latency below
+    /// saturation (0: no paced runs).
+    #[arg(long, default_value_t = 1000.0)]
+    pace: f64,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchCacheArgs {
+    /// The Redis server to measure against.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Seconds to drive each operation.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchOverheadArgs {
+    /// Seconds to drive each run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// How many times each variant runs, in rotating order.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Where the runs keep their SQLite files.
+    #[arg(long, default_value = "data")]
+    data_dir: std::path::PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchReadArgs {
+    /// The database.
+    #[arg(long)]
+    database_url: String,
+    /// Seconds to create, then seconds to read.
+    #[arg(long)]
+    seconds: u64,
+    /// Concurrent clients.
+    #[arg(long)]
+    concurrency: usize,
+    /// Whether every process measures its requests and reports them (`true` or `false`).
+    #[arg(long, action = clap::ArgAction::Set)]
+    report_metrics: bool,
+    /// Whether the gateway checks keys, limits rates and computes ETags (`true` or `false`).
+    #[arg(long, action = clap::ArgAction::Set)]
+    guards: bool,
+}
+
+async fn run_bench(args: BenchArgs) -> Outcome {
+    let options = BenchOptions {
+        database_url: args.database_url,
+        duration: Duration::from_secs(args.seconds),
+        concurrency: args.concurrency,
+        agents: args.agents,
+        cycle_tasks: args.cycle_tasks,
+        pace: Some(args.pace).filter(|rate| *rate > 0.0),
+    };
+    let backend = options
+        .database_url
+        .split(':')
+        .next()
+        .unwrap_or("?")
+        .to_owned();
+    let report = api::run(&options).await?;
+    for figure in report.api {
+        println!(
+            "{backend:<9} {figure}   ({} clients, {} s)",
+            options.concurrency, args.seconds
+        );
+    }
+    for figure in report.paced {
+        println!(
+            "{backend:<9} {figure}   (paced at {} req/s, {} clients, {} s)",
+            args.pace, options.concurrency, args.seconds
+        );
+    }
+    println!(
+        "{backend:<9} {}   ({} producers)",
+        report.cycle, options.concurrency
+    );
+    Ok(())
+}
+
+async fn run_bench_cache(args: BenchCacheArgs) -> Outcome {
+    let options = BenchOptions::load(Duration::from_secs(args.seconds), args.concurrency);
+    let report = api::cache(&options, &args.redis_url).await?;
+    for figure in &report.gets {
+        println!(
+            "cache     {figure}   ({} clients, {} s)",
+            args.concurrency, args.seconds
+        );
+    }
+    println!(
+        "cache     service-on-redis / plain-redis throughput: {:.2}",
+        report.redis_ratio
+    );
+    println!(
+        "cache     agent config read mix: hit rate {:.1} % ({} reads, {} reached the database)",
+        report.hit_rate() * 100.0,
+        report.config_reads,
+        report.config_misses
+    );
+    Ok(())
+}
+
+async fn run_bench_overhead(args: BenchOverheadArgs) -> Outcome {
+    let options = BenchOptions::load(Duration::from_secs(args.seconds), args.concurrency);
+    std::fs::create_dir_all(&args.data_dir)?;
+    let report = overhead::measure(&options, args.rounds.max(1), &args.data_dir).await?;
+    for measured in &report.variants {
+        let runs: Vec<String> = measured
+            .runs
+            .iter()
+            .map(|run| {
+                format!(
+                    "{:.0} req/s p50 {:.2} p99 {:.2} ms cpu {:.3} ms",
+                    run.throughput, run.p50_ms, run.p99_ms, run.cpu_ms
+                )
+            })
+            .collect();
+        // On a saturated machine throughput is the inverse of CPU time per request: two
+        // views of one cost, the second less moved by what else the machine runs.
+        println!(
+            "overhead  {:<16} {:>8.1} req/s   {:.3} of baseline   cpu {:.3} ms/req: {:.3} of baseline capacity   ({})",
+            measured.variant.name,
+            measured.throughput(),
+            report.throughput_ratio(measured),
+            measured.cpu_ms(),
+            report.capacity_ratio(measured),
+            runs.join("; ")
+        );
+    }
+    println!(
+        "overhead  get task, {} clients, {} s per run, {} rounds; spans received by the collector: {}",
+        args.concurrency, args.seconds, args.rounds, report.spans_exported
+    );
+    Ok(())
+}
+
+async fn run_bench_read(args: BenchReadArgs) -> Outcome {
+    let options = BenchOptions {
+        database_url: args.database_url,
+        ..BenchOptions::load(Duration::from_secs(args.seconds), args.concurrency)
+    };
+    let get = api::read_path(
+        &options,
+        api::ReadPath {
+            report_metrics: args.report_metrics,
+            guards: args.guards,
+        },
+    )
+    .await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "throughput": get.throughput,
+            "p50_ms": get.p50_ms,
+            "p99_ms": get.p99_ms,
+            "cpu_ms": get.cpu_ms,
+            "ok": get.succeeded,
+            "failed": get.failed,
+        })
+    );
+    Ok(())
 }

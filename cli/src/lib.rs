@@ -1,9 +1,6 @@
 //! The library behind the `swarm` command: starting every service in one process
-//! ([`stack`]), the load generator behind `swarm bench` ([`bench`]), and the measure of what
-//! observability costs ([`overhead`]).
+//! ([`stack`]), the example agent ([`agent`]) and key management on the key database ([`keys`]).
 
 pub mod agent;
-pub mod bench;
 pub mod keys;
-pub mod overhead;
 pub mod stack;

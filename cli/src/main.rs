@@ -1,17 +1,15 @@
 //! The `swarm` command: `swarm up` runs every service and the gateway in one process,
-//! `swarm serve <role>` runs one role alone (for separate deployment), and `swarm bench`
-//! measures the API.
+//! `swarm serve <role>` runs one role alone (for separate deployment), `swarm agent` runs an
+//! example worker and `swarm keys` manages API keys.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use swarm_agents::AgentsConfig;
 use swarm_cache::CacheConfig;
-use swarm_cli::bench::{self, BenchOptions};
+use swarm_cli::keys;
 use swarm_cli::stack::{Stack, StackConfig};
-use swarm_cli::{keys, overhead};
 use swarm_gateway::GatewayConfig;
 use swarm_metrics::MetricsConfig;
 use swarm_tasks::TasksConfig;
@@ -31,20 +29,11 @@ enum Command {
     Up(UpArgs),
     /// Runs one role alone.
     Serve(ServeArgs),
-    /// Measures create-task and get-task throughput and latency through the gateway.
-    Bench(BenchArgs),
     /// Runs an example agent that does `echo` and `sleep` tasks.
     Agent(AgentArgs),
     /// Manages API keys in the gateway's key database.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Measures cache gets (memory, Redis, plain Redis) and the hit rate of agent config reads.
-    BenchCache(BenchCacheArgs),
-    /// Measures what span export, the metrics layer and the gateway's guards cost on get-task.
-    BenchOverhead(BenchOverheadArgs),
-    /// Measures get-task once and prints the figures as JSON (run by bench-overhead).
-    #[command(hide = true)]
-    BenchRead(BenchReadArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,54 +67,6 @@ enum KeysCommand {
         #[arg(long)]
         database_url: Option<String>,
     },
-}
-
-#[derive(Debug, clap::Args)]
-struct BenchOverheadArgs {
-    /// Seconds to drive each run.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
-    /// How many times each variant runs, in rotating order.
-    #[arg(long, default_value_t = 5)]
-    rounds: usize,
-    /// Where the runs keep their SQLite files.
-    #[arg(long, default_value = "data")]
-    data_dir: std::path::PathBuf,
-}
-
-#[derive(Debug, clap::Args)]
-struct BenchReadArgs {
-    /// The database.
-    #[arg(long)]
-    database_url: String,
-    /// Seconds to create, then seconds to read.
-    #[arg(long)]
-    seconds: u64,
-    /// Concurrent clients.
-    #[arg(long)]
-    concurrency: usize,
-    /// Whether every process measures its requests and reports them (`true` or `false`).
-    #[arg(long, action = clap::ArgAction::Set)]
-    report_metrics: bool,
-    /// Whether the gateway checks keys, limits rates and computes ETags (`true` or `false`).
-    #[arg(long, action = clap::ArgAction::Set)]
-    guards: bool,
-}
-
-#[derive(Debug, clap::Args)]
-struct BenchCacheArgs {
-    /// The Redis server to measure against.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
-    /// Seconds to drive each operation.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -209,29 +150,6 @@ struct ServeArgs {
     database_url: Option<String>,
 }
 
-#[derive(Debug, clap::Args)]
-struct BenchArgs {
-    /// The database to measure against.
-    #[arg(long, default_value = "sqlite://data/bench.db")]
-    database_url: String,
-    /// Seconds to drive each operation.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
-    /// Concurrent clients (and task producers in the queue cycle).
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
-    /// Agents working the queue in the cycle benchmark.
-    #[arg(long, default_value_t = 4)]
-    agents: usize,
-    /// Tasks sent through the queue in the cycle benchmark.
-    #[arg(long, default_value_t = 5000)]
-    cycle_tasks: u64,
-    /// Requests per second of the paced create and get runs, which measure latency below
-    /// saturation (0: no paced runs).
-    #[arg(long, default_value_t = 1000.0)]
-    pace: f64,
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -245,11 +163,7 @@ async fn main() -> ExitCode {
         },
         Command::Agent(_) => "swarm-agent",
         Command::Keys(_) => "swarm-keys",
-        Command::Up(_)
-        | Command::Bench(_)
-        | Command::BenchCache(_)
-        | Command::BenchOverhead(_)
-        | Command::BenchRead(_) => "swarm",
+        Command::Up(_) => "swarm",
     };
     let telemetry = match swarm_kit::telemetry::init(service) {
         Ok(telemetry) => telemetry,
@@ -261,12 +175,8 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Up(args) => up(args).await,
         Command::Serve(args) => serve(args).await,
-        Command::Bench(args) => run_bench(args).await,
         Command::Agent(args) => run_agent(args).await,
         Command::Keys(command) => run_keys(command).await,
-        Command::BenchCache(args) => run_bench_cache(args).await,
-        Command::BenchOverhead(args) => run_bench_overhead(args).await,
-        Command::BenchRead(args) => run_bench_read(args).await,
     };
     // Export the spans still buffered; the exporter blocks, so not on a runtime thread.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
@@ -364,41 +274,6 @@ fn role_addr(variable: &str, default: &str) -> Result<SocketAddr, swarm_kit::con
     Ok(addr)
 }
 
-async fn run_bench(args: BenchArgs) -> Outcome {
-    let options = BenchOptions {
-        database_url: args.database_url,
-        duration: Duration::from_secs(args.seconds),
-        concurrency: args.concurrency,
-        agents: args.agents,
-        cycle_tasks: args.cycle_tasks,
-        pace: Some(args.pace).filter(|rate| *rate > 0.0),
-    };
-    let backend = options
-        .database_url
-        .split(':')
-        .next()
-        .unwrap_or("?")
-        .to_owned();
-    let report = bench::run(&options).await?;
-    for figure in report.api {
-        println!(
-            "{backend:<9} {figure}   ({} clients, {} s)",
-            options.concurrency, args.seconds
-        );
-    }
-    for figure in report.paced {
-        println!(
-            "{backend:<9} {figure}   (paced at {} req/s, {} clients, {} s)",
-            args.pace, options.concurrency, args.seconds
-        );
-    }
-    println!(
-        "{backend:<9} {}   ({} producers)",
-        report.cycle, options.concurrency
-    );
-    Ok(())
-}
-
 async fn run_agent(args: AgentArgs) -> Outcome {
     let gateway = swarm_sdk::Gateway {
         url: args.url,
@@ -412,89 +287,6 @@ async fn run_agent(args: AgentArgs) -> Outcome {
         .run(swarm_cli::agent::handle, swarm_kit::shutdown::signal())
         .await?;
     info!("agent stopped; it shows offline once its heartbeats are missed");
-    Ok(())
-}
-
-async fn run_bench_cache(args: BenchCacheArgs) -> Outcome {
-    let options = BenchOptions::load(Duration::from_secs(args.seconds), args.concurrency);
-    let report = bench::cache(&options, &args.redis_url).await?;
-    for figure in &report.gets {
-        println!(
-            "cache     {figure}   ({} clients, {} s)",
-            args.concurrency, args.seconds
-        );
-    }
-    println!(
-        "cache     service-on-redis / plain-redis throughput: {:.2}",
-        report.redis_ratio
-    );
-    println!(
-        "cache     agent config read mix: hit rate {:.1} % ({} reads, {} reached the database)",
-        report.hit_rate() * 100.0,
-        report.config_reads,
-        report.config_misses
-    );
-    Ok(())
-}
-
-async fn run_bench_overhead(args: BenchOverheadArgs) -> Outcome {
-    let options = BenchOptions::load(Duration::from_secs(args.seconds), args.concurrency);
-    std::fs::create_dir_all(&args.data_dir)?;
-    let report = overhead::measure(&options, args.rounds.max(1), &args.data_dir).await?;
-    for measured in &report.variants {
-        let runs: Vec<String> = measured
-            .runs
-            .iter()
-            .map(|run| {
-                format!(
-                    "{:.0} req/s p50 {:.2} p99 {:.2} ms cpu {:.3} ms",
-                    run.throughput, run.p50_ms, run.p99_ms, run.cpu_ms
-                )
-            })
-            .collect();
-        // On a saturated machine throughput is the inverse of CPU time per request: two
-        // views of one cost, the second less moved by what else the machine runs.
-        println!(
-            "overhead  {:<16} {:>8.1} req/s   {:.3} of baseline   cpu {:.3} ms/req: {:.3} of baseline capacity   ({})",
-            measured.variant.name,
-            measured.throughput(),
-            report.throughput_ratio(measured),
-            measured.cpu_ms(),
-            report.capacity_ratio(measured),
-            runs.join("; ")
-        );
-    }
-    println!(
-        "overhead  get task, {} clients, {} s per run, {} rounds; spans received by the collector: {}",
-        args.concurrency, args.seconds, args.rounds, report.spans_exported
-    );
-    Ok(())
-}
-
-async fn run_bench_read(args: BenchReadArgs) -> Outcome {
-    let options = BenchOptions {
-        database_url: args.database_url,
-        ..BenchOptions::load(Duration::from_secs(args.seconds), args.concurrency)
-    };
-    let get = bench::read_path(
-        &options,
-        bench::ReadPath {
-            report_metrics: args.report_metrics,
-            guards: args.guards,
-        },
-    )
-    .await?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "throughput": get.throughput,
-            "p50_ms": get.p50_ms,
-            "p99_ms": get.p99_ms,
-            "cpu_ms": get.cpu_ms,
-            "ok": get.succeeded,
-            "failed": get.failed,
-        })
-    );
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! The load generator behind `swarm bench`: starts the whole stack in this process on free
+//! The load generator behind `swarm-bench api`: starts the whole stack in this process on free
 //! ports over a given database, drives the gateway's REST API with concurrent clients for a
 //! fixed time per operation, and runs the full queue cycle (enqueue → claim → complete) with
 //! SDK agents; it reports throughput and latency percentiles.
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use swarm_gateway::GatewayConfig;
 
-use crate::stack::{Stack, StackConfig, StackError};
+use swarm_cli::stack::{Stack, StackConfig, StackError};
 
 /// What to measure.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! What observability costs on the read path, measured in one run: `swarm bench-overhead`
+//! What observability costs on the read path, measured in one run: `swarm-bench overhead`
 //! runs the get-task benchmark in child processes (telemetry is set up once per process) with
 //! span export off and on (to a collector this process runs, which counts what arrives) and
 //! with the metrics layer off and on, and with the gateway's guards (key checks, rate limits,
@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::BenchOptions;
+use crate::api::BenchOptions;
 
 /// One configuration of the read path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +186,7 @@ impl TraceService for CountingCollector {
 }
 
 /// Runs every variant `rounds` times, alternating, each in a child process of this binary
-/// (`swarm bench-read`) over a fresh SQLite file under `data_dir`.
+/// (`swarm-bench read`) over a fresh SQLite file under `data_dir`.
 pub async fn measure(
     options: &BenchOptions,
     rounds: usize,
@@ -249,7 +249,7 @@ async fn child_run(
 ) -> Result<Run, OverheadError> {
     let mut command = tokio::process::Command::new(std::env::current_exe()?);
     command
-        .arg("bench-read")
+        .arg("read")
         .arg("--database-url")
         .arg(format!("sqlite://{}", file.display()))
         .arg("--seconds")
