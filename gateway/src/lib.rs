@@ -13,6 +13,7 @@ pub mod limits;
 pub mod model;
 pub mod openapi;
 mod routes;
+pub mod rules;
 pub mod schema;
 pub mod state;
 pub mod streams;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -12,21 +12,21 @@ use swarm_kit::ErrorCode;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::rules::RouteRules;
 
 /// The longest a claim may long-poll, on top of the request deadline.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
 
-/// Answers 504 `deadline_exceeded` when a request takes longer than the configured deadline
-/// (plus the longest claim wait, for claims) to produce its answer's head. Event streams are
-/// long by nature: only their head is bounded.
-pub async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let is_claim = request
+/// Answers 504 `deadline_exceeded` when a request takes longer than `timeout` (plus the
+/// longest claim wait, for long polls) to produce its answer's head. Event streams are long by
+/// nature: only their head is bounded.
+pub async fn deadline(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    let long_poll = request
         .extensions()
-        .get::<MatchedPath>()
-        .is_some_and(|path| path.as_str() == "/api/tasks/claim");
-    let limit = state.config.request_timeout
-        + if is_claim {
+        .get::<RouteRules>()
+        .is_some_and(|rules| rules.long_poll);
+    let limit = timeout
+        + if long_poll {
             MAX_CLAIM_WAIT
         } else {
             Duration::ZERO
@@ -85,21 +85,12 @@ mod tests {
     use axum::Router;
     use axum::body::Body;
     use axum::routing::get;
-    use tokio_util::sync::CancellationToken;
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::auth::Authenticator;
-    use crate::config::GatewayConfig;
 
     #[tokio::test]
     async fn a_request_past_its_deadline_gets_504_with_the_envelope() {
-        let config = GatewayConfig {
-            request_timeout: Duration::from_millis(20),
-            ..GatewayConfig::default()
-        };
-        let state =
-            AppState::new(config, CancellationToken::new(), Authenticator::off(None)).unwrap();
         let app = Router::new()
             .route(
                 "/slow",
@@ -110,10 +101,9 @@ mod tests {
             )
             .route("/fast", get(|| async { "on time" }))
             .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
+                Duration::from_millis(20),
                 deadline,
-            ))
-            .with_state(state);
+            ));
         let answer = |path: &'static str| {
             app.clone()
                 .oneshot(Request::get(path).body(Body::empty()).unwrap())

@@ -5,14 +5,15 @@
 //! from each create route to the routes of what it created. Served at `/api/openapi.json`,
 //! with Swagger UI (bundled in the binary, nothing fetched from the internet) at `/docs`.
 
+use axum::http::Method;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn, PathItem, PathsMap};
 use utoipa::openapi::schema::{AnyOfBuilder, ArrayItems, Object, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Components, ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 
-use crate::routes;
+use crate::rules::{Access, RuleBook};
 
 /// The error envelope every failure answers with.
 #[derive(Debug, ToSchema)]
@@ -38,47 +39,9 @@ pub struct ErrorDetail {
         description = "The control plane for fleets of worker agents: submit tasks, let agents claim and report them, watch it all.",
         license(name = "Apache-2.0")
     ),
-    paths(
-        routes::health::health,
-        routes::health::api_health,
-        routes::tasks::create,
-        routes::tasks::list,
-        routes::tasks::get,
-        routes::tasks::cancel,
-        routes::tasks::events,
-        routes::tasks::process,
-        routes::tasks::claim,
-        routes::tasks::progress,
-        routes::tasks::complete,
-        routes::tasks::fail,
-        routes::messages::add,
-        routes::messages::list_for_task,
-        routes::messages::list_recent,
-        routes::agents::register,
-        routes::agents::list,
-        routes::agents::list_alias,
-        routes::agents::get,
-        routes::agents::update,
-        routes::agents::delete,
-        routes::agents::heartbeat,
-        routes::agents::config,
-        routes::cache::put,
-        routes::cache::get,
-        routes::cache::delete,
-        routes::cache::stats,
-        routes::metrics::summary,
-        routes::metrics::prometheus,
-        routes::keys::create,
-        routes::keys::list,
-        routes::keys::revoke,
-    ),
-    components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&Conventions)
+    components(schemas(ErrorBody, ErrorDetail))
 )]
 pub struct ApiDoc;
-
-/// Adds what every route shares.
-struct Conventions;
 
 /// The statuses any authenticated route may answer with the error envelope, and why.
 const ERRORS: &[(&str, &str)] = &[
@@ -100,65 +63,68 @@ const ERRORS: &[(&str, &str)] = &[
     ("504", "The request ran out of time."),
 ];
 
-impl Modify for Conventions {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An api key: `Authorization: Bearer swarm_...`"))
+/// Adds what every route shares to the description of the routes in `book`: bearer security
+/// on the routes that take keys, the error envelope on every failure status they may answer,
+/// the GET conventions, and links from creations to what they created.
+pub fn apply_conventions(openapi: &mut utoipa::openapi::OpenApi, book: &RuleBook) {
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "api_key",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("An api key: `Authorization: Bearer swarm_...`"))
+                .build(),
+        ),
+    );
+    let envelope = |why: &str| {
+        ResponseBuilder::new()
+            .description(why)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
                     .build(),
-            ),
-        );
-        let envelope = |why: &str| {
-            ResponseBuilder::new()
-                .description(why)
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("ErrorBody")))
-                        .build(),
-                )
-                .build()
-        };
-        let components = openapi.components.as_ref();
-        for (path, item) in &mut openapi.paths.paths {
-            let open = matches!(path.as_str(), "/health" | "/api/health" | "/metrics");
-            let operations = [
-                (true, &mut item.get),
-                (false, &mut item.post),
-                (false, &mut item.put),
-                (false, &mut item.patch),
-                (false, &mut item.delete),
-            ];
-            for (is_get, operation) in operations {
-                let Some(operation) = operation.as_mut() else {
-                    continue;
-                };
-                if !open {
-                    operation.security = Some(vec![SecurityRequirement::new(
-                        "api_key",
-                        Vec::<String>::new(),
-                    )]);
-                }
-                for (status, why) in ERRORS {
-                    let applies = !open || matches!(*status, "400" | "500" | "504");
-                    if applies && !operation.responses.responses.contains_key(*status) {
-                        operation
-                            .responses
-                            .responses
-                            .insert((*status).to_owned(), RefOr::T(envelope(why)));
-                    }
-                }
-                if is_get {
-                    add_get_conventions(operation, components);
+            )
+            .build()
+    };
+    let components = openapi.components.as_ref();
+    for (path, item) in &mut openapi.paths.paths {
+        let operations = [
+            (Method::GET, &mut item.get),
+            (Method::POST, &mut item.post),
+            (Method::PUT, &mut item.put),
+            (Method::PATCH, &mut item.patch),
+            (Method::DELETE, &mut item.delete),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation.as_mut() else {
+                continue;
+            };
+            let open = book
+                .get(&method, path)
+                .is_none_or(|rules| rules.access == Access::Open);
+            if !open {
+                operation.security = Some(vec![SecurityRequirement::new(
+                    "api_key",
+                    Vec::<String>::new(),
+                )]);
+            }
+            for (status, why) in ERRORS {
+                let applies = !open || matches!(*status, "400" | "500" | "504");
+                if applies && !operation.responses.responses.contains_key(*status) {
+                    operation
+                        .responses
+                        .responses
+                        .insert((*status).to_owned(), RefOr::T(envelope(why)));
                 }
             }
+            if method == Method::GET {
+                add_get_conventions(operation, components);
+            }
         }
-        link_created(&mut openapi.paths.paths);
     }
+    link_created(&mut openapi.paths.paths);
 }
 
 /// Links each create route's `201` answer to the routes of what it created: the `id` of the
@@ -304,7 +270,7 @@ fn resolve<'a>(
 
 /// Returns the API description.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    crate::routes::api().1
 }
 
 #[cfg(test)]
@@ -320,50 +286,30 @@ mod tests {
             json["openapi"]
         );
         let paths = json["paths"].as_object().unwrap();
-        for (method, path) in [
-            ("get", "/health"),
-            ("get", "/api/health"),
-            ("post", "/api/tasks"),
-            ("get", "/api/tasks"),
-            ("post", "/api/tasks/claim"),
-            ("get", "/api/tasks/{id}"),
-            ("post", "/api/tasks/{id}/cancel"),
-            ("get", "/api/tasks/{id}/events"),
-            ("post", "/api/tasks/{id}/progress"),
-            ("post", "/api/tasks/{id}/complete"),
-            ("post", "/api/tasks/{id}/fail"),
-            ("post", "/api/tasks/{id}/messages"),
-            ("get", "/api/tasks/{id}/messages"),
-            ("get", "/api/messages"),
-            ("post", "/api/process"),
-            ("post", "/api/agents"),
-            ("get", "/api/agents"),
-            ("get", "/api/agents/list"),
-            ("get", "/api/agents/{id}"),
-            ("patch", "/api/agents/{id}"),
-            ("delete", "/api/agents/{id}"),
-            ("post", "/api/agents/{id}/heartbeat"),
-            ("get", "/api/agents/{id}/config"),
-            ("get", "/api/cache/stats"),
-            ("get", "/api/cache/{key}"),
-            ("put", "/api/cache/{key}"),
-            ("delete", "/api/cache/{key}"),
-            ("get", "/api/metrics"),
-            ("get", "/metrics"),
-            ("post", "/api/keys"),
-            ("get", "/api/keys"),
-            ("delete", "/api/keys/{id}"),
-        ] {
-            let operation = &paths[path][method];
+        let (_, _, book) = crate::routes::api();
+        let mut described = 0;
+        for (method, path, rules) in book.iter() {
+            let method = method.as_str().to_lowercase();
+            let operation = &paths[path][&method];
             assert!(operation.is_object(), "{method} {path} is described");
-            let open = ["/health", "/api/health", "/metrics"].contains(&path);
+            let open = rules.access == Access::Open;
             assert_eq!(
                 operation.get("security").is_some(),
                 !open,
                 "{method} {path}"
             );
             assert!(operation["responses"]["500"].is_object(), "{method} {path}");
+            described += 1;
         }
+        let operations: usize = paths
+            .values()
+            .map(|item| item.as_object().unwrap().len())
+            .sum();
+        assert_eq!(
+            described, operations,
+            "every described operation is a route"
+        );
+        assert_eq!(described, 32);
         let create = &paths["/api/tasks"]["post"];
         assert_eq!(
             create["responses"]["400"]["content"]["application/json"]["schema"]["$ref"],

@@ -1,6 +1,6 @@
 //! Request tracing: each API request runs in a span that continues the caller's `traceparent`
 //! (or starts a trace), every gRPC call made while handling it carries that context, and the
-//! answer returns the request's `traceparent`. Health checks are not traced.
+//! answer returns the request's `traceparent`. Quiet routes (health checks) are not traced.
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
@@ -8,17 +8,25 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use crate::rules::RouteRules;
+
 /// What requests that match no route are named.
 pub const UNMATCHED: &str = "unmatched";
 
 /// Returns the route template a request matched ([`UNMATCHED`] when none did), or `None` for
-/// health checks, which are neither traced nor measured.
+/// quiet routes (health checks), which are neither traced nor measured.
 pub fn traffic_route(extensions: &axum::http::Extensions) -> Option<&str> {
-    match extensions.get::<MatchedPath>().map(MatchedPath::as_str) {
-        Some("/health" | "/api/health") => None,
-        Some(route) => Some(route),
-        None => Some(UNMATCHED),
+    if extensions
+        .get::<RouteRules>()
+        .is_some_and(|rules| rules.quiet)
+    {
+        return None;
     }
+    Some(
+        extensions
+            .get::<MatchedPath>()
+            .map_or(UNMATCHED, MatchedPath::as_str),
+    )
 }
 
 /// Runs a request inside its span and answers with its `traceparent`.

@@ -19,56 +19,7 @@ pub use keys::{ApiKey, Caller, KeyRegistry, NewKey, Role};
 pub use limit::{Rate, RateLimiter};
 
 use crate::error::ApiError;
-
-/// Routes open to anyone: health, the Prometheus page and the API's documentation.
-fn is_open(route: &str) -> bool {
-    matches!(
-        route,
-        "/health" | "/api/health" | "/metrics" | "/api/openapi.json"
-    ) || route == "/docs"
-        || route.starts_with("/docs/")
-}
-
-/// The routes a client key may call.
-const CLIENT_ROUTES: &[(&str, &str)] = &[
-    ("POST", "/api/tasks"),
-    ("GET", "/api/tasks"),
-    ("GET", "/api/tasks/{id}"),
-    ("POST", "/api/tasks/{id}/cancel"),
-    ("GET", "/api/tasks/{id}/events"),
-    ("POST", "/api/tasks/{id}/messages"),
-    ("GET", "/api/tasks/{id}/messages"),
-    ("GET", "/api/messages"),
-    ("POST", "/api/process"),
-    ("GET", "/api/cache/stats"),
-    ("GET", "/api/cache/{key}"),
-    ("PUT", "/api/cache/{key}"),
-    ("DELETE", "/api/cache/{key}"),
-];
-
-/// The routes an agent key may call.
-const AGENT_ROUTES: &[(&str, &str)] = &[
-    ("POST", "/api/tasks/claim"),
-    ("POST", "/api/tasks/{id}/progress"),
-    ("POST", "/api/tasks/{id}/complete"),
-    ("POST", "/api/tasks/{id}/fail"),
-    ("GET", "/api/agents/{id}"),
-    ("POST", "/api/agents/{id}/heartbeat"),
-    ("GET", "/api/agents/{id}/config"),
-    ("GET", "/api/tasks/{id}/events"),
-    ("POST", "/api/tasks/{id}/messages"),
-    ("GET", "/api/tasks/{id}/messages"),
-];
-
-/// Tells whether `role` may call `method` on `route`.
-pub fn allowed(role: Role, method: &str, route: &str) -> bool {
-    let listed = |routes: &[(&str, &str)]| routes.contains(&(method, route));
-    match role {
-        Role::Admin => true,
-        Role::Client => listed(CLIENT_ROUTES),
-        Role::Agent => listed(AGENT_ROUTES),
-    }
-}
+use crate::rules::{Access, RouteRules};
 
 /// How the gateway checks callers.
 #[derive(Debug, Clone)]
@@ -174,22 +125,18 @@ impl RateLimited {
     }
 }
 
-/// Identifies the caller of every route that is not open, checks its role may call the route
-/// and that its rate allows it, and hands the [`Caller`] to the handler.
+/// Identifies the caller of every route that takes keys, checks the route admits its role and
+/// that its rate allows it, and hands the [`Caller`] to the handler. Open routes, and requests
+/// that match no route (their 404), pass.
 pub async fn authenticate(
     State(auth): State<Authenticator>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    // Unknown routes pass on to their 404.
-    let Some(route) = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-    else {
+    let Some(rules) = request.extensions().get::<RouteRules>().copied() else {
         return next.run(request).await;
     };
-    if is_open(&route) {
+    if rules.access == Access::Open {
         return next.run(request).await;
     }
     let caller = match auth.identify(request.headers()).await {
@@ -205,13 +152,17 @@ pub async fn authenticate(
             return response;
         }
     };
-    let method = request.method().as_str().to_owned();
-    if !allowed(caller.role, &method, &route) {
+    if !rules.access.admits(caller.role) {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("", MatchedPath::as_str);
         return ApiError::new(
             ErrorCode::PermissionDenied,
             format!(
-                "a {} key may not call {method} {route}",
-                caller.role.as_str()
+                "a {} key may not call {} {route}",
+                caller.role.as_str(),
+                request.method()
             ),
         )
         .into_response();
@@ -293,18 +244,6 @@ impl Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn roles_reach_their_routes_only() {
-        assert!(allowed(Role::Admin, "POST", "/api/keys"));
-        assert!(allowed(Role::Client, "POST", "/api/tasks"));
-        assert!(!allowed(Role::Client, "POST", "/api/tasks/claim"));
-        assert!(!allowed(Role::Client, "POST", "/api/agents"));
-        assert!(!allowed(Role::Client, "GET", "/api/keys"));
-        assert!(allowed(Role::Agent, "POST", "/api/tasks/{id}/complete"));
-        assert!(!allowed(Role::Agent, "POST", "/api/tasks"));
-        assert!(!allowed(Role::Agent, "DELETE", "/api/agents/{id}"));
-    }
 
     #[test]
     fn bearer_keys_are_read_from_the_authorization_header() {

@@ -1,4 +1,5 @@
-//! The REST routes of API.md, assembled into one router with the gateway's middleware: body
+//! The REST routes, declared once each in [`table`], assembled into one router with the
+//! gateway's middleware: the role check, body
 //! limit, a deadline per request, request ids, panic safety, the error envelope for unknown
 //! routes, `?fields=` projection, gzip, brotli or zstd for answers of 1 KiB or more, `ETag` /
 //! `If-None-Match` on GETs, CORS for configured origins, request metrics, and a trace span per
@@ -17,16 +18,126 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Extensions, Method, Uri};
-use axum::routing::{get, post};
 use swarm_kit::metrics::{Registry, RequestMetricsLayer};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
+use crate::auth::Role;
 use crate::error::{not_found, panic_response};
+use crate::rules::{Access, RouteRules, RuleBook};
 use crate::state::AppState;
-use crate::{auth, conditional, fields, limits, traced};
+use crate::{auth, conditional, fields, limits, openapi, rules, traced};
+
+/// Keys that may call a route besides admin keys, which may call them all.
+const ADMINS: Access = Access::Keys(&[]);
+const CLIENTS: Access = Access::Keys(&[Role::Client]);
+const AGENTS: Access = Access::Keys(&[Role::Agent]);
+const CLIENTS_AND_AGENTS: Access = Access::Keys(&[Role::Client, Role::Agent]);
+
+/// One REST route: its handler, whose `#[utoipa::path]` gives the method, the path and the
+/// OpenAPI description, and the rules that apply to it.
+struct Route {
+    handler: UtoipaMethodRouter<AppState>,
+    rules: RouteRules,
+}
+
+impl Route {
+    fn new(handler: UtoipaMethodRouter<AppState>, access: Access) -> Self {
+        Self {
+            handler,
+            rules: RouteRules::new(access),
+        }
+    }
+
+    /// Neither traced nor measured.
+    fn quiet(mut self) -> Self {
+        self.rules.quiet = true;
+        self
+    }
+
+    /// A long poll, whose deadline stretches by the longest wait.
+    fn long_poll(mut self) -> Self {
+        self.rules.long_poll = true;
+        self
+    }
+}
+
+/// Every REST route. Adding one is a line here and its handler: the router, the OpenAPI
+/// document, the role check, tracing, metrics and the deadline all follow from this table.
+fn table() -> Vec<Route> {
+    vec![
+        Route::new(routes!(health::health), Access::Open).quiet(),
+        Route::new(routes!(health::api_health), Access::Open).quiet(),
+        Route::new(routes!(metrics::prometheus), Access::Open),
+        Route::new(routes!(tasks::create), CLIENTS),
+        Route::new(routes!(tasks::list), CLIENTS),
+        Route::new(routes!(tasks::get), CLIENTS),
+        Route::new(routes!(tasks::cancel), CLIENTS),
+        Route::new(routes!(tasks::events), CLIENTS_AND_AGENTS),
+        Route::new(routes!(tasks::process), CLIENTS),
+        Route::new(routes!(tasks::claim), AGENTS).long_poll(),
+        Route::new(routes!(tasks::progress), AGENTS),
+        Route::new(routes!(tasks::complete), AGENTS),
+        Route::new(routes!(tasks::fail), AGENTS),
+        Route::new(routes!(messages::add), CLIENTS_AND_AGENTS),
+        Route::new(routes!(messages::list_for_task), CLIENTS_AND_AGENTS),
+        Route::new(routes!(messages::list_recent), CLIENTS),
+        Route::new(routes!(agents::register), ADMINS),
+        Route::new(routes!(agents::list), ADMINS),
+        Route::new(routes!(agents::list_alias), ADMINS),
+        Route::new(routes!(agents::get), AGENTS),
+        Route::new(routes!(agents::update), ADMINS),
+        Route::new(routes!(agents::delete), ADMINS),
+        Route::new(routes!(agents::heartbeat), AGENTS),
+        Route::new(routes!(agents::config), AGENTS),
+        Route::new(routes!(cache::stats), CLIENTS),
+        Route::new(routes!(cache::get), CLIENTS),
+        Route::new(routes!(cache::put), CLIENTS),
+        Route::new(routes!(cache::delete), CLIENTS),
+        Route::new(routes!(metrics::summary), ADMINS),
+        Route::new(routes!(keys::create), ADMINS),
+        Route::new(routes!(keys::list), ADMINS),
+        Route::new(routes!(keys::revoke), ADMINS),
+    ]
+}
+
+/// The REST API as the table declares it: the routes, their OpenAPI description (with the
+/// conventions every route shares) and the rules of each.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi, RuleBook) {
+    let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi());
+    let mut book = RuleBook::default();
+    for route in table() {
+        for (path, item) in &route.handler.1.paths {
+            for method in methods(item) {
+                book.insert(method, path, route.rules);
+            }
+        }
+        router = router.routes(route.handler);
+    }
+    let (router, mut document) = router.split_for_parts();
+    openapi::apply_conventions(&mut document, &book);
+    (router, document, book)
+}
+
+/// The methods a path item describes.
+fn methods(item: &utoipa::openapi::path::PathItem) -> Vec<Method> {
+    [
+        (&item.get, Method::GET),
+        (&item.post, Method::POST),
+        (&item.put, Method::PUT),
+        (&item.patch, Method::PATCH),
+        (&item.delete, Method::DELETE),
+    ]
+    .into_iter()
+    .filter(|(operation, _)| operation.is_some())
+    .map(|(_, method)| method)
+    .collect()
+}
 
 /// Builds the gateway's router over `state`; with a `metrics` registry, every request is
 /// measured into it.
@@ -39,53 +150,17 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
         .then(|| axum::middleware::from_fn(conditional::etag));
     let measure = metrics.map(|registry| RequestMetricsLayer::new(registry, http_route));
     let worker_state = state.clone();
-    let rest = Router::new()
-        .route("/health", get(health::health))
-        .route("/api/health", get(health::api_health))
-        .route("/api/tasks", post(tasks::create).get(tasks::list))
-        .route("/api/tasks/claim", post(tasks::claim))
-        .route("/api/tasks/{id}", get(tasks::get))
-        .route("/api/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/api/tasks/{id}/events", get(tasks::events))
-        .route("/api/tasks/{id}/progress", post(tasks::progress))
-        .route("/api/tasks/{id}/complete", post(tasks::complete))
-        .route("/api/tasks/{id}/fail", post(tasks::fail))
-        .route(
-            "/api/tasks/{id}/messages",
-            post(messages::add).get(messages::list_for_task),
-        )
-        .route("/api/messages", get(messages::list_recent))
-        .route("/api/process", post(tasks::process))
-        .route("/api/agents", post(agents::register).get(agents::list))
-        .route("/api/agents/list", get(agents::list_alias))
-        .route(
-            "/api/agents/{id}",
-            get(agents::get)
-                .patch(agents::update)
-                .delete(agents::delete),
-        )
-        .route("/api/agents/{id}/heartbeat", post(agents::heartbeat))
-        .route("/api/agents/{id}/config", get(agents::config))
-        .route("/api/cache/stats", get(cache::stats))
-        .route("/api/metrics", get(metrics::summary))
-        .route("/api/keys", post(keys::create).get(keys::list))
-        .route("/api/keys/{id}", axum::routing::delete(keys::revoke))
-        .route("/metrics", get(metrics::prometheus))
-        .route(
-            "/api/cache/{key}",
-            get(cache::get).put(cache::put).delete(cache::delete),
-        )
-        .merge(
-            utoipa_swagger_ui::SwaggerUi::new("/docs")
-                .url("/api/openapi.json", crate::openapi::document()),
-        )
+    let (api, document, book) = api();
+    let rest = api
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.auth.clone(),
             auth::authenticate,
         ))
+        // The documentation is open, and outside the role check.
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/api/openapi.json", document))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.config.request_timeout,
             limits::deadline,
         ))
         .with_state(state)
@@ -101,7 +176,11 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(tower::util::option_layer(cors))
-        .layer(tower::util::option_layer(measure));
+        .layer(tower::util::option_layer(measure))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(book),
+            rules::attach,
+        ));
     // Workers' gRPC calls come in beside REST, past none of its layers.
     crate::worker_grpc::serve_beside(rest, worker_state)
 }
@@ -114,4 +193,36 @@ fn http_route(method: &Method, _: &Uri, extensions: &Extensions) -> Option<Strin
     } else {
         format!("{method} {route}")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_reach_their_routes_only() {
+        let (_, _, book) = api();
+        let admits = |role: Role, method: Method, path: &str| {
+            book.get(&method, path)
+                .unwrap_or_else(|| panic!("{method} {path} is declared"))
+                .access
+                .admits(role)
+        };
+        assert!(admits(Role::Admin, Method::POST, "/api/keys"));
+        assert!(admits(Role::Client, Method::POST, "/api/tasks"));
+        assert!(!admits(Role::Client, Method::POST, "/api/tasks/claim"));
+        assert!(!admits(Role::Client, Method::POST, "/api/agents"));
+        assert!(!admits(Role::Client, Method::GET, "/api/keys"));
+        assert!(admits(
+            Role::Agent,
+            Method::POST,
+            "/api/tasks/{id}/complete"
+        ));
+        assert!(!admits(Role::Agent, Method::POST, "/api/tasks"));
+        assert!(!admits(Role::Agent, Method::DELETE, "/api/agents/{id}"));
+        assert!(admits(Role::Agent, Method::GET, "/api/tasks/{id}/events"));
+        let claim = book.get(&Method::POST, "/api/tasks/claim").unwrap();
+        assert!(claim.long_poll && !claim.quiet);
+        assert!(book.get(&Method::GET, "/health").unwrap().quiet);
+    }
 }
