@@ -268,14 +268,14 @@ fn resolve<'a>(
     }
 }
 
-/// Returns the API description.
-pub fn document() -> utoipa::openapi::OpenApi {
-    crate::routes::api().1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The description the gateway serves.
+    fn document() -> utoipa::openapi::OpenApi {
+        crate::routes::api().1
+    }
 
     #[test]
     fn every_route_is_described_in_openapi_3_1() {

@@ -10,6 +10,7 @@ use swarm_kit::time::now_millis;
 use swarm_kit::validate::check_text;
 use uuid::Uuid;
 
+use super::identity::{ApiKey, Caller, Role};
 use super::storage::{KeyStore, StoredKey};
 
 /// How every key starts, so a leaked one is easy to recognise and scan for.
@@ -30,97 +31,6 @@ const STORE_LOOKUPS: usize = 4;
 const LOOKUP_WAIT: Duration = Duration::from_secs(2);
 /// How many characters of a key lists show.
 const SHOWN_CHARS: usize = 12;
-
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Everything, key management included.
-    Admin,
-    /// Submits tasks and reads its own tasks and messages.
-    Client,
-    /// Claims and reports tasks, as one agent.
-    Agent,
-}
-
-impl Role {
-    /// Every role.
-    pub const ALL: [Self; 3] = [Self::Admin, Self::Client, Self::Agent];
-
-    /// Returns the lowercase name used in storage and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Client => "client",
-            Self::Agent => "agent",
-        }
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-
-    fn from_str(name: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|role| role.as_str() == name)
-            .ok_or_else(|| format!("role must be admin, client or agent, not {name:?}"))
-    }
-}
-
-/// A stored key, without its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKey {
-    /// Its id.
-    pub id: Uuid,
-    /// Who or what it is for; a client's tasks are recorded under this name.
-    pub name: String,
-    /// What it may do.
-    pub role: Role,
-    /// The agent an agent key acts for.
-    pub agent_id: Option<Uuid>,
-    /// The secret's first characters.
-    pub prefix: String,
-    /// When it was issued (Unix milliseconds).
-    pub created_at: i64,
-    /// When it was revoked, if it was.
-    pub revoked_at: Option<i64>,
-}
-
-/// Who sent a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The key's id; nil when authentication is off.
-    pub key_id: Uuid,
-    /// The key's name.
-    pub name: String,
-    /// What it may do.
-    pub role: Role,
-    /// The agent an agent key acts for.
-    pub agent_id: Option<Uuid>,
-}
-
-impl Caller {
-    /// The caller of every request while authentication is off.
-    pub fn anonymous_admin() -> Self {
-        Self {
-            key_id: Uuid::nil(),
-            name: "anonymous".to_owned(),
-            role: Role::Admin,
-            agent_id: None,
-        }
-    }
-}
-
-impl From<ApiKey> for Caller {
-    fn from(key: ApiKey) -> Self {
-        Self {
-            key_id: key.id,
-            name: key.name,
-            role: key.role,
-            agent_id: key.agent_id,
-        }
-    }
-}
 
 /// A key to issue.
 #[derive(Debug, Clone, PartialEq, Eq)]

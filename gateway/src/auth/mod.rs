@@ -5,6 +5,7 @@
 //! sees only the tasks it submitted (another's are 404), an agent key acts only for its agent.
 //! `SWARM_AUTH=off` lets every caller act as admin.
 
+pub mod identity;
 pub mod keys;
 pub mod limit;
 pub mod storage;
@@ -15,7 +16,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use swarm_kit::ErrorCode;
 
-pub use keys::{ApiKey, Caller, KeyRegistry, NewKey, Role};
+pub use identity::{ApiKey, Caller, Role};
+pub use keys::{KeyRegistry, NewKey};
 pub use limit::{Rate, RateLimiter};
 
 use crate::error::ApiError;

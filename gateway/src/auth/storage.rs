@@ -9,7 +9,7 @@ use swarm_kit::db::Pool;
 use swarm_kit::page::Page;
 use uuid::Uuid;
 
-use super::keys::{ApiKey, Role};
+use super::identity::{ApiKey, Role};
 
 /// A key to store: its metadata and the hash of its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
