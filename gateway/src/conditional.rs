@@ -10,6 +10,9 @@ use axum::http::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use swarm_kit::ErrorCode;
+
+use crate::error::ApiError;
 
 /// The largest answer the middleware buffers to hash; larger ones pass without an `ETag`.
 const MAX_HASHED_BYTES: usize = 16 * 1024 * 1024;
@@ -28,10 +31,7 @@ pub async fn etag(request: Request, next: Next) -> Response {
     }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = to_bytes(body, MAX_HASHED_BYTES).await else {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "answer too large to send",
-        )
+        return ApiError::new(ErrorCode::Internal, "the answer is too large to send")
             .into_response();
     };
     let tag = strong_tag(&bytes);

@@ -72,10 +72,7 @@ impl From<KeyError> for ApiError {
     fn from(error: KeyError) -> Self {
         match error {
             KeyError::Invalid(message) => ApiError::invalid(message),
-            KeyError::Store(error) => {
-                tracing::warn!(%error, "key store failed");
-                ApiError::new(ErrorCode::Unavailable, "the key store is unavailable")
-            }
+            KeyError::Store(error) => swarm_kit::Error::from(error).into(),
             KeyError::Busy => ApiError::new(ErrorCode::Unavailable, error.to_string()),
         }
     }

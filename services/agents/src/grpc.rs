@@ -1,9 +1,10 @@
 //! The `swarm.agents.v1.AgentService` gRPC surface: converts protobuf to domain values, calls
 //! the registry, and converts back. No rules live here.
 
-use swarm_kit::grpc::parse_uuid;
 use swarm_kit::page::Page;
 use swarm_kit::time::timestamp_from_millis;
+use swarm_kit::validate::InvalidInput;
+use swarm_kit::validate::parse_uuid;
 use swarm_proto::agents::v1 as pb;
 use swarm_proto::agents::v1::agent_service_server::AgentService;
 use tonic::{Request, Response, Status};
@@ -65,10 +66,9 @@ impl AgentService for AgentGrpc {
             Ok(pb::AgentStatus::Busy) => Some(AgentStatus::Busy),
             Ok(pb::AgentStatus::Offline) => Some(AgentStatus::Offline),
             Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown agent status {}",
-                    request.status
-                )));
+                return Err(
+                    InvalidInput::new(format!("unknown agent status {}", request.status)).into(),
+                );
             }
         };
         let filter = AgentFilter {

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarm_kit::validate::InvalidInput;
 use swarm_proto::cache::v1 as pb;
 use swarm_proto::cache::v1::cache_service_server::CacheService;
 use tokio::sync::broadcast::error::RecvError;
@@ -44,9 +45,7 @@ impl CacheGrpc {
 
 fn check_key(key: &str) -> Result<(), Status> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "key must be 1 to {MAX_KEY_BYTES} bytes"
-        )));
+        return Err(InvalidInput::new(format!("key must be 1 to {MAX_KEY_BYTES} bytes")).into());
     }
     Ok(())
 }
@@ -88,7 +87,7 @@ impl CacheService for CacheGrpc {
     ) -> Result<Response<pb::GetManyResponse>, Status> {
         let request = request.into_inner();
         if request.keys.len() > MAX_KEYS {
-            return Err(Status::invalid_argument(format!("at most {MAX_KEYS} keys")));
+            return Err(InvalidInput::new(format!("at most {MAX_KEYS} keys")).into());
         }
         for key in &request.keys {
             check_key(key)?;
@@ -117,16 +116,14 @@ impl CacheService for CacheGrpc {
         check_key(&request.key)?;
         let owner = Owner::from_proto(request.namespace)?;
         if request.value.len() > MAX_VALUE_BYTES {
-            return Err(Status::invalid_argument("value must be at most 1 MiB"));
+            return Err(InvalidInput::new("value must be at most 1 MiB").into());
         }
         let ttl = match request.ttl_seconds {
             0 => DEFAULT_TTL,
             seconds => Duration::from_secs(seconds),
         };
         if ttl > MAX_TTL {
-            return Err(Status::invalid_argument(
-                "ttl_seconds must be at most 30 days",
-            ));
+            return Err(InvalidInput::new("ttl_seconds must be at most 30 days").into());
         }
         self.cache
             .set(&owner.storage_key(&request.key), &request.value, ttl)

@@ -3,6 +3,7 @@
 //! configs and profiles). The rule lives in the stored key, here, so no route of any caller can
 //! forget it: a call must name its owner, and the owner is part of what is stored.
 
+use swarm_kit::validate::InvalidInput;
 use swarm_proto::cache::v1 as pb;
 use tonic::Status;
 
@@ -26,9 +27,10 @@ impl Owner {
         match namespace.and_then(|namespace| namespace.owner) {
             Some(pb::namespace::Owner::Tenant(tenant)) => Ok(Self::Tenant(tenant)),
             Some(pb::namespace::Owner::Internal(_)) => Ok(Self::Internal),
-            None => Err(Status::invalid_argument(
+            None => Err(InvalidInput::new(
                 "namespace is required: a tenant, or internal for the services' own entries",
-            )),
+            )
+            .into()),
         }
     }
 

@@ -194,13 +194,16 @@ impl From<Error> for tonic::Status {
 }
 
 impl From<sqlx::Error> for Error {
-    /// Maps database failures: an unreachable or exhausted database is `unavailable`, anything
-    /// else is `internal` (and logged).
+    /// Maps database failures: an unreachable or exhausted database is `unavailable`, a unique
+    /// violation is `already_exists`, anything else is `internal` (and logged).
     fn from(error: sqlx::Error) -> Self {
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 tracing::warn!(error = %error, "database unavailable");
                 Self::new(ErrorCode::Unavailable, "database unavailable")
+            }
+            sqlx::Error::Database(ref database) if database.is_unique_violation() => {
+                Self::new(ErrorCode::AlreadyExists, "it exists already")
             }
             other => Self::internal(&other),
         }

@@ -193,9 +193,3 @@ pub async fn report_database_health(
         }
     }
 }
-
-/// Parses the UUID in request field `field`, or explains that it must be one.
-pub fn parse_uuid(field: &str, text: &str) -> Result<uuid::Uuid, tonic::Status> {
-    uuid::Uuid::parse_str(text)
-        .map_err(|_| tonic::Status::invalid_argument(format!("{field} must be a uuid")))
-}

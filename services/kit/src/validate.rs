@@ -6,10 +6,36 @@ pub const MAX_NAME_CHARS: usize = 128;
 /// The most capabilities an agent may have or a task may require.
 pub const MAX_CAPABILITIES: usize = 64;
 
-/// A request value that breaks a rule, with a message fit for the client.
+/// A request value that breaks a rule, with a message fit for the client. It becomes the
+/// shared [`Error`](crate::Error) with code `invalid_argument`, and so a gRPC
+/// `INVALID_ARGUMENT` or an HTTP 400, through the one mapping of [`crate::error`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InvalidInput(pub String);
+
+impl InvalidInput {
+    /// A broken rule, explained by `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl From<InvalidInput> for crate::Error {
+    fn from(invalid: InvalidInput) -> Self {
+        Self::invalid(invalid.0)
+    }
+}
+
+impl From<InvalidInput> for tonic::Status {
+    fn from(invalid: InvalidInput) -> Self {
+        crate::Error::from(invalid).into()
+    }
+}
+
+/// Parses the UUID in request field `field`, or explains that it must be one.
+pub fn parse_uuid(field: &str, text: &str) -> Result<uuid::Uuid, InvalidInput> {
+    uuid::Uuid::parse_str(text).map_err(|_| InvalidInput(format!("{field} must be a uuid")))
+}
 
 /// Checks a short identifier-like text: 1 to 128 characters, no control characters.
 pub fn check_name(what: &str, value: &str) -> Result<(), InvalidInput> {

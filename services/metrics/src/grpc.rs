@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use swarm_kit::validate::InvalidInput;
 use swarm_proto::metrics::v1 as pb;
 use swarm_proto::metrics::v1::metrics_service_server::MetricsService;
 use tonic::{Request, Response, Status};
@@ -33,7 +34,7 @@ impl MetricsService for MetricsGrpc {
         let accepted = self
             .aggregator
             .record(request.into_inner())
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+            .map_err(|error| InvalidInput::new(error.to_string()))?;
         Ok(Response::new(pb::RecordResponse {
             accepted: accepted as u64,
         }))

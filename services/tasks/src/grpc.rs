@@ -5,9 +5,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use swarm_kit::grpc::parse_uuid;
 use swarm_kit::page::Page;
 use swarm_kit::time::timestamp_from_millis;
+use swarm_kit::validate::InvalidInput;
+use swarm_kit::validate::parse_uuid;
 use swarm_proto::tasks::v1 as pb;
 use swarm_proto::tasks::v1::task_service_server::TaskService;
 use tokio_stream::wrappers::ReceiverStream;
@@ -240,7 +241,7 @@ impl TaskService for TaskGrpc {
     ) -> Result<Response<pb::CountActiveTasksResponse>, Status> {
         let ids = &request.get_ref().agent_ids;
         if ids.len() > 1000 {
-            return Err(Status::invalid_argument("at most 1000 agent ids"));
+            return Err(InvalidInput::new("at most 1000 agent ids").into());
         }
         let ids = ids
             .iter()
@@ -257,7 +258,7 @@ impl TaskService for TaskGrpc {
 }
 
 fn lease_from_proto(lease: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
-    let lease = lease.ok_or_else(|| Status::invalid_argument("lease is required"))?;
+    let lease = lease.ok_or_else(|| InvalidInput::new("lease is required"))?;
     Ok(LeaseRef {
         agent_id: parse_uuid("agent_id", &lease.agent_id)?,
         lease_id: lease
@@ -276,9 +277,7 @@ fn status_from_proto(status: i32) -> Result<Option<TaskStatus>, Status> {
         Ok(pb::TaskStatus::Completed) => Ok(Some(TaskStatus::Completed)),
         Ok(pb::TaskStatus::Failed) => Ok(Some(TaskStatus::Failed)),
         Ok(pb::TaskStatus::Cancelled) => Ok(Some(TaskStatus::Cancelled)),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "unknown task status {status}"
-        ))),
+        Err(_) => Err(InvalidInput::new(format!("unknown task status {status}")).into()),
     }
 }
 
@@ -297,9 +296,7 @@ fn role_from_proto(role: i32) -> Result<MessageRole, Status> {
         Ok(pb::MessageRole::Unspecified | pb::MessageRole::User) => Ok(MessageRole::User),
         Ok(pb::MessageRole::Agent) => Ok(MessageRole::Agent),
         Ok(pb::MessageRole::System) => Ok(MessageRole::System),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "unknown message role {role}"
-        ))),
+        Err(_) => Err(InvalidInput::new(format!("unknown message role {role}")).into()),
     }
 }
 
