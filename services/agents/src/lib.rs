@@ -19,12 +19,10 @@ use swarm_kit::RunError;
 use swarm_kit::cache_client::CacheClient;
 use swarm_kit::clock::Clock;
 use swarm_kit::config::ConfigError;
-use swarm_kit::metrics::Reporter;
+use swarm_kit::host::ServiceHost;
 use swarm_proto::agents::v1::agent_service_server::AgentServiceServer;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
-use tonic::service::Routes;
 use tracing::info;
 
 pub use config::AgentsConfig;
@@ -55,56 +53,29 @@ pub async fn run(
     )
     .await?;
     let store = storage::open(pool.clone()).await?;
-    let stop = CancellationToken::new();
+    let mut host = ServiceHost::new("agents", &config.metrics, &config.service_token)?;
     let clock = Clock::skewed(config.clock_skew_millis);
     clock.sync(&pool).await?;
-    let clock_sync = tokio::spawn(clock.clone().keep_synced(pool.clone(), stop.clone()));
-    let reporter = Reporter::start(
-        "agents",
-        &config.metrics,
-        &config.service_token,
-        stop.clone(),
-    )?;
-    if let Some(reporter) = &reporter {
-        pool.report_to(reporter.registry());
-    }
+    host.spawn(clock.clone().keep_synced(pool.clone(), host.stopping()));
     let cache = CacheClient::new(
         &config.cache_url,
         "agents:",
         NEAR_CACHE_ENTRIES,
         NEAR_CACHE_TTL,
-        stop.clone(),
+        host.stopping(),
         &config.service_token,
     )
     .map_err(|error| ConfigError::new("SWARM_CACHE_URL", &config.cache_url, error))?;
     let registry =
         AgentRegistry::new(store, Arc::new(counts), config.agent_ttl, clock).with_cache(cache);
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AgentServiceServer<AgentGrpc>>().await;
+    host.serving::<AgentServiceServer<AgentGrpc>>(Some(&pool))
+        .await;
     let agents = AgentServiceServer::new(AgentGrpc::new(registry))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
-    let routes = Routes::new(health_service).add_service(agents);
-    let database_health = tokio::spawn(swarm_kit::grpc::report_database_health(
-        pool.clone(),
-        health,
-        <AgentServiceServer<AgentGrpc> as tonic::server::NamedService>::NAME,
-        stop.clone().cancelled_owned(),
-    ));
-    info!(addr = %listener.local_addr()?, backend = pool.backend(), "agents service listening");
-    let served = swarm_kit::grpc::serve(
-        listener,
-        routes,
-        shutdown,
-        stop.clone(),
-        reporter,
-        &config.service_token,
-    )
-    .await;
-    let _ = database_health.await;
-    let _ = clock_sync.await;
+    info!(backend = pool.backend(), "agents registry ready");
+    let routes = host.routes().add_service(agents);
+    let served = host.serve(listener, routes, shutdown).await;
     pool.close().await;
-    info!("agents service stopped");
-    Ok(served?)
+    served
 }

@@ -17,11 +17,10 @@ use std::time::Duration;
 
 use swarm_kit::RunError;
 use swarm_kit::config::ConfigError;
-use swarm_kit::metrics::{Registry, Reporter, names};
+use swarm_kit::host::ServiceHost;
+use swarm_kit::metrics::{Registry, names};
 use swarm_proto::cache::v1::cache_service_server::CacheServiceServer;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tonic::service::Routes;
 use tracing::info;
 
 pub use config::CacheConfig;
@@ -51,41 +50,22 @@ pub async fn run(
     };
     let backend = if redis.is_some() { "redis" } else { "memory" };
     let cache = TieredCache::new(MemoryBackend::new(config.max_bytes), redis);
-    let stop = CancellationToken::new();
-    let mut background = vec![tokio::spawn(cache.clone().run_background(stop.clone()))];
-    let reporter = Reporter::start(
-        "cache",
-        &config.metrics,
-        &config.service_token,
-        stop.clone(),
-    )?;
-    if let Some(reporter) = &reporter {
-        let cache = cache.clone();
-        background.push(reporter.refresh(move |registry| {
-            let cache = cache.clone();
-            async move { report_stats(&cache, &registry).await }
-        }));
-    }
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<CacheServiceServer<CacheGrpc>>().await;
-    let routes = Routes::new(health_service)
-        .add_service(CacheServiceServer::new(CacheGrpc::new(cache, stop.clone())));
-    info!(addr = %listener.local_addr()?, backend, "cache service listening");
-    let served = swarm_kit::grpc::serve(
-        listener,
-        routes,
-        shutdown,
-        stop.clone(),
-        reporter,
-        &config.service_token,
-    )
-    .await;
-    for task in background {
-        let _ = task.await;
-    }
-    info!("cache service stopped");
-    Ok(served?)
+    let mut host = ServiceHost::new("cache", &config.metrics, &config.service_token)?;
+    host.spawn(cache.clone().run_background(host.stopping()));
+    let counted = cache.clone();
+    host.refresh(move |registry| {
+        let cache = counted.clone();
+        async move { report_stats(&cache, &registry).await }
+    });
+    host.serving::<CacheServiceServer<CacheGrpc>>(None).await;
+    let routes = host
+        .routes()
+        .add_service(CacheServiceServer::new(CacheGrpc::new(
+            cache,
+            host.stopping(),
+        )));
+    info!(backend, "cache tiers ready");
+    host.serve(listener, routes, shutdown).await
 }
 
 /// Copies the cache's running totals and size into the service's metrics; the size of a Redis

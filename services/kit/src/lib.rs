@@ -10,6 +10,7 @@ pub mod db;
 pub mod digest;
 pub mod error;
 pub mod grpc;
+pub mod host;
 pub mod metrics;
 pub mod page;
 pub mod process;

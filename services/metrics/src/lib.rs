@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use swarm_kit::RunError;
-use swarm_kit::metrics::Reporter;
+use swarm_kit::host::ServiceHost;
 use swarm_proto::metrics::v1::metrics_service_server::MetricsServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,47 +37,27 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let stop = CancellationToken::new();
+    let mut host = ServiceHost::new("metrics", &config.reporter, &config.service_token)?;
     let aggregator = Arc::new(Aggregator::new(config.window));
     let alerts = Arc::new(AlertBook::default());
-    let reporter = Reporter::start(
-        "metrics",
-        &config.reporter,
-        &config.service_token,
-        stop.clone(),
-    )?;
-    let evaluating = tokio::spawn(evaluate(
+    host.spawn(evaluate(
         Arc::clone(&aggregator),
         Arc::clone(&alerts),
         config.targets.clone(),
-        stop.clone(),
+        host.stopping(),
     ));
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<MetricsServiceServer<MetricsGrpc>>()
+    host.serving::<MetricsServiceServer<MetricsGrpc>>(None)
         .await;
     let grpc = MetricsServiceServer::new(MetricsGrpc::new(Arc::clone(&aggregator), alerts));
-    let router = Routes::new(health_service)
-        .add_service(grpc)
-        .into_axum_router()
-        .route(
-            "/metrics",
-            axum::routing::get(prometheus).with_state(Arc::clone(&aggregator)),
-        );
-    info!(addr = %listener.local_addr()?, window_seconds = config.window.as_secs(), "metrics service listening");
-    let served = swarm_kit::grpc::serve(
-        listener,
-        Routes::from(router),
-        shutdown,
-        stop.clone(),
-        reporter,
-        &config.service_token,
-    )
-    .await;
-    let _ = evaluating.await;
-    info!("metrics service stopped");
-    Ok(served?)
+    let router = host.routes().add_service(grpc).into_axum_router().route(
+        "/metrics",
+        axum::routing::get(prometheus).with_state(Arc::clone(&aggregator)),
+    );
+    info!(
+        window_seconds = config.window.as_secs(),
+        "metrics window set"
+    );
+    host.serve(listener, Routes::from(router), shutdown).await
 }
 
 /// Answers a scrape with the Prometheus text exposition.

@@ -19,12 +19,11 @@ use swarm_kit::RunError;
 use swarm_kit::cache_client::CacheClient;
 use swarm_kit::clock::Clock;
 use swarm_kit::config::ConfigError;
-use swarm_kit::metrics::{Registry, Reporter, names};
+use swarm_kit::host::ServiceHost;
+use swarm_kit::metrics::{Registry, names};
 use swarm_proto::tasks::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
-use tonic::service::Routes;
 use tracing::info;
 
 pub use config::TasksConfig;
@@ -51,16 +50,12 @@ pub async fn run(
     )
     .await?;
     let store = storage::open(pool.clone()).await?;
-    let stop = CancellationToken::new();
+    let mut host = ServiceHost::new("tasks", &config.metrics, &config.service_token)?;
+    let stop = host.stopping();
     let clock = Clock::skewed(config.clock_skew_millis);
     clock.sync(&pool).await?;
-    let queue = TaskQueue::new(store, config.queue_settings(), clock.clone(), stop.clone());
-    let reporter = Reporter::start(
-        "tasks",
-        &config.metrics,
-        &config.service_token,
-        stop.clone(),
-    )?;
+    host.spawn(clock.clone().keep_synced(pool.clone(), stop.clone()));
+    let queue = TaskQueue::new(store, config.queue_settings(), clock, stop.clone());
     let mut directory = GrpcAgentDirectory::new(&config.agents_url, &config.service_token)
         .map_err(|error| ConfigError::new("SWARM_AGENTS_URL", &config.agents_url, error))?;
     if !config.agent_profile_ttl.is_zero() {
@@ -78,66 +73,38 @@ pub async fn run(
     }
     let dispatcher = Dispatcher::new(queue.clone(), Arc::new(directory));
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<TaskServiceServer<TaskGrpc>>().await;
-    let maintenance = maintenance::run(
+    host.spawn(maintenance::run(
         queue.clone(),
         dispatcher.clone(),
         config.lease_sweep_interval,
         config.retention,
         stop.clone(),
-    );
-    let mut background = vec![
-        match &reporter {
-            Some(reporter) => tokio::spawn(reporter.registry().scope_background(maintenance)),
-            None => tokio::spawn(maintenance),
-        },
-        tokio::spawn(clock.keep_synced(pool.clone(), stop.clone())),
-        tokio::spawn(swarm_kit::grpc::report_database_health(
-            pool.clone(),
-            health,
-            <TaskServiceServer<TaskGrpc> as tonic::server::NamedService>::NAME,
-            stop.clone().cancelled_owned(),
-        )),
-    ];
-    if let Some(reporter) = &reporter {
-        pool.report_to(reporter.registry());
-        let queue = queue.clone();
-        background.push(reporter.refresh(move |registry| {
-            let queue = queue.clone();
-            async move { report_queue_depth(&queue, &registry).await }
-        }));
-    }
+    ));
+    host.serving::<TaskServiceServer<TaskGrpc>>(Some(&pool))
+        .await;
+    let counted = queue.clone();
+    host.refresh(move |registry| {
+        let queue = counted.clone();
+        async move { report_queue_depth(&queue, &registry).await }
+    });
     if let swarm_kit::db::Pool::Postgres(pg) = &pool {
         let waker = queue.clone();
-        background.push(tokio::spawn(storage::relay_task_ready(
+        host.spawn(storage::relay_task_ready(
             pg.clone(),
             move |id| waker.nudge(id),
             stop.clone(),
-        )));
+        ));
     }
 
     let tasks = TaskServiceServer::new(TaskGrpc::new(queue, dispatcher))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(4 * 1024 * 1024);
-    let routes = Routes::new(health_service).add_service(tasks);
-    info!(addr = %listener.local_addr()?, backend = pool.backend(), "tasks service listening");
-    let served = swarm_kit::grpc::serve(
-        listener,
-        routes,
-        shutdown,
-        stop.clone(),
-        reporter,
-        &config.service_token,
-    )
-    .await;
-    for task in background {
-        let _ = task.await;
-    }
+    let routes = host.routes().add_service(tasks);
+    info!(backend = pool.backend(), "task queue ready");
+    let served = host.serve(listener, routes, shutdown).await;
     pool.close().await;
-    info!("tasks service stopped");
-    Ok(served?)
+    served
 }
 
 /// Sets the `swarm_tasks` gauge of every status from a count in the database.
