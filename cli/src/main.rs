@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use swarm_kit::config::defaults;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use swarm_agents::AgentsConfig;
@@ -81,7 +82,7 @@ struct AgentArgs {
     #[arg(long, default_value_t = 2)]
     concurrency: u32,
     /// The gateway (it answers the worker's gRPC calls beside REST).
-    #[arg(long, env = "SWARM_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "SWARM_URL", default_value = defaults::GATEWAY_URL)]
     url: String,
     /// An agent key (the agent it is bound to runs here), or an admin key (the agent `--name`
     /// is registered).
@@ -92,19 +93,19 @@ struct AgentArgs {
 #[derive(Debug, clap::Args)]
 struct UpArgs {
     /// Where the gateway listens.
-    #[arg(long, env = "SWARM_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "SWARM_GATEWAY_ADDR", default_value = defaults::GATEWAY_ADDR)]
     gateway_addr: SocketAddr,
     /// Where the tasks service listens.
-    #[arg(long, env = "SWARM_TASKS_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "SWARM_TASKS_ADDR", default_value = defaults::TASKS_ADDR)]
     tasks_addr: SocketAddr,
     /// Where the agents service listens.
-    #[arg(long, env = "SWARM_AGENTS_ADDR", default_value = "127.0.0.1:50052")]
+    #[arg(long, env = "SWARM_AGENTS_ADDR", default_value = defaults::AGENTS_ADDR)]
     agents_addr: SocketAddr,
     /// Where the cache service listens.
-    #[arg(long, env = "SWARM_CACHE_ADDR", default_value = "127.0.0.1:50053")]
+    #[arg(long, env = "SWARM_CACHE_ADDR", default_value = defaults::CACHE_ADDR)]
     cache_addr: SocketAddr,
     /// Where the metrics service listens (gRPC, and `GET /metrics` for scrapers).
-    #[arg(long, env = "SWARM_METRICS_ADDR", default_value = "127.0.0.1:50054")]
+    #[arg(long, env = "SWARM_METRICS_ADDR", default_value = defaults::METRICS_ADDR)]
     metrics_addr: SocketAddr,
     /// The database (overrides DATABASE_URL): sqlite://path or postgres://...
     #[arg(long)]
@@ -129,11 +130,11 @@ impl Role {
     /// Returns the variable that sets the role's address, and its default from API.md.
     fn default_addr(self) -> (&'static str, &'static str) {
         match self {
-            Self::Tasks => ("SWARM_TASKS_ADDR", "127.0.0.1:50051"),
-            Self::Agents => ("SWARM_AGENTS_ADDR", "127.0.0.1:50052"),
-            Self::Cache => ("SWARM_CACHE_ADDR", "127.0.0.1:50053"),
-            Self::Metrics => ("SWARM_METRICS_ADDR", "127.0.0.1:50054"),
-            Self::Gateway => ("SWARM_GATEWAY_ADDR", "127.0.0.1:8080"),
+            Self::Tasks => ("SWARM_TASKS_ADDR", defaults::TASKS_ADDR),
+            Self::Agents => ("SWARM_AGENTS_ADDR", defaults::AGENTS_ADDR),
+            Self::Cache => ("SWARM_CACHE_ADDR", defaults::CACHE_ADDR),
+            Self::Metrics => ("SWARM_METRICS_ADDR", defaults::METRICS_ADDR),
+            Self::Gateway => ("SWARM_GATEWAY_ADDR", defaults::GATEWAY_ADDR),
         }
     }
 }

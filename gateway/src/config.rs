@@ -2,6 +2,7 @@
 //! and request limits.
 
 use std::time::Duration;
+use swarm_kit::config::defaults;
 
 use swarm_kit::config::{
     ConfigError, check_database_url, check_not_zero, check_service_url, env_value,
@@ -62,9 +63,9 @@ impl Default for GatewayConfig {
                 per_second: 1000.0,
                 burst: 2000,
             },
-            tasks_url: "http://127.0.0.1:50051".to_owned(),
-            agents_url: "http://127.0.0.1:50052".to_owned(),
-            cache_url: "http://127.0.0.1:50053".to_owned(),
+            tasks_url: defaults::TASKS_URL.to_owned(),
+            agents_url: defaults::AGENTS_URL.to_owned(),
+            cache_url: defaults::CACHE_URL.to_owned(),
             metrics: ReporterConfig::default(),
             service_token: ServiceToken::default(),
             request_timeout: Duration::from_secs(30),

@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_kit::config::ConfigError;
-use swarm_kit::grpc::ServiceChannel;
+use swarm_kit::grpc::{MAX_MESSAGE_BYTES, ServiceChannel};
 use swarm_kit::process::CpuMeter;
 use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
 use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
 use swarm_proto::metrics::v1::metrics_service_client::MetricsServiceClient;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
 
 use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
@@ -93,15 +92,11 @@ impl AppState {
                 channel: channel.clone(),
             });
         }
-        let tasks = TaskServiceClient::new(tasks_channel)
-            .send_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(8 * 1024 * 1024);
-        let agents = AgentServiceClient::new(agents_channel)
-            .send_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Gzip);
+        let tasks =
+            TaskServiceClient::new(tasks_channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let agents = AgentServiceClient::new(agents_channel);
         let cache =
-            CacheServiceClient::new(cache_channel).max_decoding_message_size(4 * 1024 * 1024);
+            CacheServiceClient::new(cache_channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Self {
             tasks,
             agents,

@@ -1,6 +1,7 @@
 //! The agents service's configuration: defaults, then environment variables.
 
 use std::time::Duration;
+use swarm_kit::config::defaults;
 
 use swarm_kit::config::{
     ConfigError, check_database_url, check_not_zero, check_service_url, override_from_env,
@@ -39,8 +40,8 @@ impl Default for AgentsConfig {
     fn default() -> Self {
         Self {
             database_url: "sqlite://data/swarm.db".to_owned(),
-            tasks_url: "http://127.0.0.1:50051".to_owned(),
-            cache_url: "http://127.0.0.1:50053".to_owned(),
+            tasks_url: defaults::TASKS_URL.to_owned(),
+            cache_url: defaults::CACHE_URL.to_owned(),
             max_connections: 8,
             slow_query: swarm_kit::db::DEFAULT_SLOW_QUERY,
             metrics: ReporterConfig::default(),

@@ -22,7 +22,6 @@ use swarm_kit::config::ConfigError;
 use swarm_kit::host::ServiceHost;
 use swarm_proto::agents::v1::agent_service_server::AgentServiceServer;
 use tokio::net::TcpListener;
-use tonic::codec::CompressionEncoding;
 use tracing::info;
 
 pub use config::AgentsConfig;
@@ -70,9 +69,7 @@ pub async fn run(
         AgentRegistry::new(store, Arc::new(counts), config.agent_ttl, clock).with_cache(cache);
     host.serving::<AgentServiceServer<AgentGrpc>>(Some(&pool))
         .await;
-    let agents = AgentServiceServer::new(AgentGrpc::new(registry))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip);
+    let agents = AgentServiceServer::new(AgentGrpc::new(registry));
     info!(backend = pool.backend(), "agents registry ready");
     let routes = host.routes().add_service(agents);
     let served = host.serve(listener, routes, shutdown).await;

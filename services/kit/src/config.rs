@@ -6,6 +6,31 @@ use std::fmt::Display;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Where each role listens unless told otherwise (`SWARM_<ROLE>_ADDR`), and where the others
+/// find it (`SWARM_<ROLE>_URL`).
+pub mod defaults {
+    use const_format::concatcp;
+
+    /// The gateway's address.
+    pub const GATEWAY_ADDR: &str = "127.0.0.1:8080";
+    /// The tasks service's address.
+    pub const TASKS_ADDR: &str = "127.0.0.1:50051";
+    /// The agents service's address.
+    pub const AGENTS_ADDR: &str = "127.0.0.1:50052";
+    /// The cache service's address.
+    pub const CACHE_ADDR: &str = "127.0.0.1:50053";
+    /// The metrics service's address.
+    pub const METRICS_ADDR: &str = "127.0.0.1:50054";
+    /// The gateway, as clients call it.
+    pub const GATEWAY_URL: &str = concatcp!("http://", GATEWAY_ADDR);
+    /// The tasks service, as the other roles call it.
+    pub const TASKS_URL: &str = concatcp!("http://", TASKS_ADDR);
+    /// The agents service, as the other roles call it.
+    pub const AGENTS_URL: &str = concatcp!("http://", AGENTS_ADDR);
+    /// The cache service, as the other roles call it.
+    pub const CACHE_URL: &str = concatcp!("http://", CACHE_ADDR);
+}
+
 /// A configuration value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration {name}={value:?}: {reason}")]

@@ -30,6 +30,13 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// The largest message a service reads, and its clients read, where the default 4 MiB is too
+/// small: a page of tasks whose payloads and results are large (up to 1 MiB of JSON each).
+///
+/// Calls between services are not compressed: they stay inside the cluster and are small, and
+/// gzip cost more CPU per call (a fresh deflate state per message) than it saved on the wire.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Serves `routes`, health and reflection on `listener` until `shutdown` resolves, then stops
 /// accepting and waits for in-flight calls to finish. `stop`, the service's token for its
 /// long-lived work (waiting claims, streams, background loops), is cancelled as soon as

@@ -1,6 +1,7 @@
 //! The tasks service's configuration: defaults, then environment variables.
 
 use std::time::Duration;
+use swarm_kit::config::defaults;
 
 use swarm_kit::config::{
     ConfigError, check_database_url, check_not_zero, check_service_url, override_from_env,
@@ -61,8 +62,8 @@ impl Default for TasksConfig {
     fn default() -> Self {
         Self {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
-            agents_url: "http://127.0.0.1:50052".to_owned(),
-            cache_url: "http://127.0.0.1:50053".to_owned(),
+            agents_url: defaults::AGENTS_URL.to_owned(),
+            cache_url: defaults::CACHE_URL.to_owned(),
             agent_profile_ttl: Duration::from_secs(1),
             max_connections: 16,
             slow_query: swarm_kit::db::DEFAULT_SLOW_QUERY,

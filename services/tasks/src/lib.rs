@@ -23,7 +23,6 @@ use swarm_kit::host::ServiceHost;
 use swarm_kit::metrics::{Registry, names};
 use swarm_proto::tasks::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
-use tonic::codec::CompressionEncoding;
 use tracing::info;
 
 pub use config::TasksConfig;
@@ -97,9 +96,7 @@ pub async fn run(
     }
 
     let tasks = TaskServiceServer::new(TaskGrpc::new(queue, dispatcher))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(4 * 1024 * 1024);
+        .max_decoding_message_size(swarm_kit::grpc::MAX_MESSAGE_BYTES);
     let routes = host.routes().add_service(tasks);
     info!(backend = pool.backend(), "task queue ready");
     let served = host.serve(listener, routes, shutdown).await;
