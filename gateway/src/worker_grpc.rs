@@ -16,6 +16,7 @@ use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::routes::tasks::check_visible;
 use crate::state::AppState;
+use crate::workers::{self, Report};
 
 /// Adds the worker service's routes to `router`, after (so outside) the REST layers.
 pub fn serve_beside(router: axum::Router, state: AppState) -> axum::Router {
@@ -167,13 +168,8 @@ impl WorkerService for WorkerGrpc {
     ) -> Result<Response<tasks_pb::Task>, Status> {
         let (metadata, _, mut report) = request.into_parts();
         self.own_lease(metadata, &mut report.lease).await?;
-        answer(
-            self.state
-                .tasks
-                .clone()
-                .report_progress(self.call(report))
-                .await,
-        )
+        let task = workers::report(&self.state, Report::Progress(report)).await?;
+        Ok(Response::new(task))
     }
 
     async fn complete_task(
@@ -182,13 +178,8 @@ impl WorkerService for WorkerGrpc {
     ) -> Result<Response<tasks_pb::Task>, Status> {
         let (metadata, _, mut report) = request.into_parts();
         self.own_lease(metadata, &mut report.lease).await?;
-        answer(
-            self.state
-                .tasks
-                .clone()
-                .complete_task(self.call(report))
-                .await,
-        )
+        let task = workers::report(&self.state, Report::Complete(report)).await?;
+        Ok(Response::new(task))
     }
 
     async fn fail_task(
@@ -197,7 +188,8 @@ impl WorkerService for WorkerGrpc {
     ) -> Result<Response<tasks_pb::Task>, Status> {
         let (metadata, _, mut report) = request.into_parts();
         self.own_lease(metadata, &mut report.lease).await?;
-        answer(self.state.tasks.clone().fail_task(self.call(report)).await)
+        let task = workers::report(&self.state, Report::Fail(report)).await?;
+        Ok(Response::new(task))
     }
 
     async fn add_message(

@@ -1,7 +1,8 @@
-//! What the worker calls do at the gateway beyond forwarding one service call: a heartbeat
-//! records the agent's sign of life with the agents service and, when the agent lists the
-//! tasks it holds, squares them with the tasks service (renewing their leases, taking back
-//! what it was handed but never got, and naming what was cancelled).
+//! The worker calls that REST and the worker gRPC service share: a heartbeat records the
+//! agent's sign of life with the agents service and, when the agent lists the tasks it holds,
+//! squares them with the tasks service (renewing their leases, taking back what it was handed
+//! but never got, and naming what was cancelled); a report on a held task goes to the tasks
+//! service once its lease names the caller's agent.
 
 use std::time::Duration;
 
@@ -44,4 +45,34 @@ pub async fn heartbeat(
         .await?
         .into_inner();
     Ok((agent, synced.cancelled))
+}
+
+/// A report on a held task, its lease already checked to name the caller's agent.
+#[derive(Debug)]
+pub enum Report {
+    /// Progress, which renews the lease.
+    Progress(tasks_pb::ReportProgressRequest),
+    /// The result.
+    Complete(tasks_pb::CompleteTaskRequest),
+    /// The failure.
+    Fail(tasks_pb::FailTaskRequest),
+}
+
+/// Sends `report` to the tasks service and returns the task as it is afterwards.
+pub async fn report(state: &AppState, report: Report) -> Result<tasks_pb::Task, tonic::Status> {
+    let mut tasks = state.tasks.clone();
+    let answered = match report {
+        Report::Progress(progress) => {
+            tasks
+                .report_progress(state.call(progress, Duration::ZERO))
+                .await
+        }
+        Report::Complete(completion) => {
+            tasks
+                .complete_task(state.call(completion, Duration::ZERO))
+                .await
+        }
+        Report::Fail(failure) => tasks.fail_task(state.call(failure, Duration::ZERO)).await,
+    };
+    answered.map(tonic::Response::into_inner)
 }

@@ -25,6 +25,7 @@ use crate::limits::MAX_CLAIM_WAIT;
 use crate::model::{PageView, TaskPath, TaskView, json_text, page_request, status_from_name};
 use crate::schema;
 use crate::state::AppState;
+use crate::workers::{self, Report};
 
 /// The header that makes task submission idempotent.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -391,12 +392,7 @@ pub async fn progress(
         percent: body.percent,
         message: body.message,
     };
-    let task = state
-        .tasks
-        .clone()
-        .report_progress(state.call(request, Duration::ZERO))
-        .await?
-        .into_inner();
+    let task = workers::report(&state, Report::Progress(request)).await?;
     Ok(axum::Json(task.into()))
 }
 
@@ -426,12 +422,7 @@ pub async fn complete(
         lease: Some(held_lease(&caller, body.agent_id, body.lease_id)?),
         result_json: json_text(body.result),
     };
-    let task = state
-        .tasks
-        .clone()
-        .complete_task(state.call(request, Duration::ZERO))
-        .await?
-        .into_inner();
+    let task = workers::report(&state, Report::Complete(request)).await?;
     Ok(axum::Json(task.into()))
 }
 
@@ -463,12 +454,7 @@ pub async fn fail(
         error: body.error,
         retryable: body.retryable,
     };
-    let task = state
-        .tasks
-        .clone()
-        .fail_task(state.call(request, Duration::ZERO))
-        .await?
-        .into_inner();
+    let task = workers::report(&state, Report::Fail(request)).await?;
     Ok(axum::Json(task.into()))
 }
 

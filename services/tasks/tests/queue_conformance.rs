@@ -734,9 +734,10 @@ async fn heartbeats_renew_listed_tasks_and_take_back_unlisted_ones(backend: Back
     );
 }
 
-async fn failures_retry_with_backoff_until_attempts_run_out(backend: Backend) {
-    let f = fixture(backend).await;
-    f.queue
+/// Creates a task with two attempts, has an agent claim it and fail its first attempt (a
+/// retryable "boom"); returns the agent and the task as it was requeued.
+async fn failed_once(queue: &TaskQueue) -> (Uuid, Task) {
+    queue
         .create(NewTask {
             max_attempts: 2,
             ..titled("t")
@@ -744,12 +745,17 @@ async fn failures_retry_with_backoff_until_attempts_run_out(backend: Backend) {
         .await
         .unwrap();
     let agent = Uuid::now_v7();
-    let first = claim_one(&f.queue, agent).await;
-    let requeued = f
-        .queue
+    let first = claim_one(queue, agent).await;
+    let requeued = queue
         .fail(first.id, lease_of(&first), "boom".into(), true)
         .await
         .unwrap();
+    (agent, requeued)
+}
+
+async fn failures_retry_with_backoff_until_attempts_run_out(backend: Backend) {
+    let f = fixture(backend).await;
+    let (agent, requeued) = failed_once(&f.queue).await;
     assert_eq!(requeued.status, TaskStatus::Queued);
     assert_eq!(requeued.error.as_deref(), Some("boom"));
     assert_eq!(requeued.agent_id, None);
@@ -1157,19 +1163,7 @@ async fn one_new_task_wakes_one_waiting_claim(backend: Backend) {
 
 async fn work_that_becomes_ready_later_wakes_a_waiting_claim(backend: Backend) {
     let f = fixture(backend).await;
-    f.queue
-        .create(NewTask {
-            max_attempts: 2,
-            ..titled("t")
-        })
-        .await
-        .unwrap();
-    let agent = Uuid::now_v7();
-    let first = claim_one(&f.queue, agent).await;
-    f.queue
-        .fail(first.id, lease_of(&first), "boom".into(), true)
-        .await
-        .unwrap();
+    let (agent, _) = failed_once(&f.queue).await;
     let claim = Claim {
         wait: Duration::from_secs(5),
         ..claim_for(agent, &[], 1)
