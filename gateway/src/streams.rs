@@ -36,7 +36,7 @@ impl StreamSlots {
             return Err(ApiError::new(
                 ErrorCode::ResourceExhausted,
                 format!(
-                    "this key has {} streams open, the most it may; close one first",
+                    "this key holds as many open streams as it may ({}); close one first",
                     self.per_key
                 ),
             ));

@@ -79,15 +79,15 @@ impl WorkerGrpc {
         Ok(named.to_owned())
     }
 
-    /// Makes a report's lease name the agent the caller acts for.
-    async fn own_lease(
+    /// Sends a report on a held task once its lease names the agent the caller acts for.
+    async fn report(
         &self,
         metadata: MetadataMap,
-        lease: &mut Option<tasks_pb::LeaseRef>,
-    ) -> Result<(), Status> {
-        let lease = lease.get_or_insert_default();
+        mut report: Report,
+    ) -> Result<Response<tasks_pb::Task>, Status> {
+        let lease = report.lease_mut().get_or_insert_default();
         lease.agent_id = self.acting_for(metadata, &lease.agent_id).await?;
-        Ok(())
+        Ok(Response::new(workers::report(&self.state, report).await?))
     }
 
     /// Refuses a call about a task its caller's agent does not hold; returns the caller.
@@ -166,30 +166,24 @@ impl WorkerService for WorkerGrpc {
         &self,
         request: Request<tasks_pb::ReportProgressRequest>,
     ) -> Result<Response<tasks_pb::Task>, Status> {
-        let (metadata, _, mut report) = request.into_parts();
-        self.own_lease(metadata, &mut report.lease).await?;
-        let task = workers::report(&self.state, Report::Progress(report)).await?;
-        Ok(Response::new(task))
+        let (metadata, _, report) = request.into_parts();
+        self.report(metadata, Report::Progress(report)).await
     }
 
     async fn complete_task(
         &self,
         request: Request<tasks_pb::CompleteTaskRequest>,
     ) -> Result<Response<tasks_pb::Task>, Status> {
-        let (metadata, _, mut report) = request.into_parts();
-        self.own_lease(metadata, &mut report.lease).await?;
-        let task = workers::report(&self.state, Report::Complete(report)).await?;
-        Ok(Response::new(task))
+        let (metadata, _, report) = request.into_parts();
+        self.report(metadata, Report::Complete(report)).await
     }
 
     async fn fail_task(
         &self,
         request: Request<tasks_pb::FailTaskRequest>,
     ) -> Result<Response<tasks_pb::Task>, Status> {
-        let (metadata, _, mut report) = request.into_parts();
-        self.own_lease(metadata, &mut report.lease).await?;
-        let task = workers::report(&self.state, Report::Fail(report)).await?;
-        Ok(Response::new(task))
+        let (metadata, _, report) = request.into_parts();
+        self.report(metadata, Report::Fail(report)).await
     }
 
     async fn add_message(

@@ -58,6 +58,17 @@ pub enum Report {
     Fail(tasks_pb::FailTaskRequest),
 }
 
+impl Report {
+    /// The lease the report names.
+    pub fn lease_mut(&mut self) -> &mut Option<tasks_pb::LeaseRef> {
+        match self {
+            Self::Progress(progress) => &mut progress.lease,
+            Self::Complete(completion) => &mut completion.lease,
+            Self::Fail(failure) => &mut failure.lease,
+        }
+    }
+}
+
 /// Sends `report` to the tasks service and returns the task as it is afterwards.
 pub async fn report(state: &AppState, report: Report) -> Result<tasks_pb::Task, tonic::Status> {
     let mut tasks = state.tasks.clone();

@@ -68,10 +68,12 @@ impl Clock {
         Ok(())
     }
 
-    /// Syncs with `pool` every [`SYNC_INTERVAL`] until `stop` is cancelled; a failed reading
-    /// keeps the last offset.
+    /// Syncs with `pool` every [`SYNC_INTERVAL`] from one interval on (the caller syncs once
+    /// at start) until `stop` is cancelled; a failed reading keeps the last offset.
     pub async fn keep_synced(self: Arc<Self>, pool: Pool, stop: CancellationToken) {
-        let mut ticks = tokio::time::interval(SYNC_INTERVAL);
+        // The caller synced at start: the first look is one interval away.
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + SYNC_INTERVAL, SYNC_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
