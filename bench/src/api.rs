@@ -475,8 +475,7 @@ const BENCH_AUTHORIZATION: &str = "Bearer swarm_bench_key_0123456789abcdef012345
 /// The benchmarks' gateway: keys checked as in production (the benchmark's own admin key,
 /// whose rate is not limited, so the figures measure the work rather than the limit).
 fn bench_gateway(database_url: &str) -> GatewayConfig {
-    GatewayConfig {
-        database_url: database_url.to_owned(),
+    let mut gateway = GatewayConfig {
         admin_key: BENCH_AUTHORIZATION
             .strip_prefix("Bearer ")
             .map(str::to_owned),
@@ -485,7 +484,9 @@ fn bench_gateway(database_url: &str) -> GatewayConfig {
             burst: 0,
         },
         ..GatewayConfig::default()
-    }
+    };
+    database_url.clone_into(&mut gateway.database.url);
+    gateway
 }
 
 /// Creates tasks through the gateway for `options.duration`, then reads them back for as long.

@@ -194,15 +194,7 @@ async fn main() -> ExitCode {
 type Outcome = Result<(), Box<dyn std::error::Error>>;
 
 async fn up(args: UpArgs) -> Outcome {
-    let mut tasks = TasksConfig::from_env()?;
-    let mut agents = AgentsConfig::from_env()?;
-    let mut gateway = GatewayConfig::from_env()?;
-    if let Some(url) = args.database_url {
-        tasks.database_url.clone_from(&url);
-        agents.database_url.clone_from(&url);
-        gateway.database_url = url;
-    }
-    let stack = Stack::start(StackConfig {
+    let mut stack = StackConfig {
         gateway_addr: args.gateway_addr,
         tasks_addr: args.tasks_addr,
         agents_addr: args.agents_addr,
@@ -210,13 +202,16 @@ async fn up(args: UpArgs) -> Outcome {
         metrics_addr: args.metrics_addr,
         report_metrics: true,
         service_token: swarm_kit::service_auth::ServiceToken::from_env()?,
-        tasks,
-        agents,
+        tasks: TasksConfig::from_env()?,
+        agents: AgentsConfig::from_env()?,
         cache: CacheConfig::from_env()?,
         metrics: MetricsConfig::from_env()?,
-        gateway,
-    })
-    .await?;
+        gateway: GatewayConfig::from_env()?,
+    };
+    if let Some(url) = args.database_url {
+        stack = stack.over(&url);
+    }
+    let stack = Stack::start(stack).await?;
     info!(
         gateway = %stack.gateway_url(),
         tasks = %stack.tasks_url(),
@@ -243,14 +238,14 @@ async fn serve(args: ServeArgs) -> Outcome {
         Role::Tasks => {
             let mut config = TasksConfig::from_env()?;
             if let Some(url) = args.database_url {
-                config.database_url = url;
+                config.database.url = url;
             }
             swarm_tasks::run(listener, config, shutdown).await?;
         }
         Role::Agents => {
             let mut config = AgentsConfig::from_env()?;
             if let Some(url) = args.database_url {
-                config.database_url = url;
+                config.database.url = url;
             }
             swarm_agents::run(listener, config, shutdown).await?;
         }
@@ -261,7 +256,7 @@ async fn serve(args: ServeArgs) -> Outcome {
         Role::Gateway => {
             let mut config = GatewayConfig::from_env()?;
             if let Some(url) = args.database_url {
-                config.database_url = url;
+                config.database.url = url;
             }
             swarm_gateway::run(listener, config, shutdown).await?;
         }
@@ -295,7 +290,7 @@ async fn run_keys(command: KeysCommand) -> Outcome {
     let database = |given: Option<String>| -> Result<String, swarm_kit::config::ConfigError> {
         match given {
             Some(url) => Ok(url),
-            None => GatewayConfig::from_env().map(|config| config.database_url),
+            None => GatewayConfig::from_env().map(|config| config.database.url),
         }
     };
     match command {

@@ -59,21 +59,26 @@ impl StackConfig {
             metrics_addr: any_port,
             report_metrics: true,
             service_token: ServiceToken::default(),
-            tasks: TasksConfig {
-                database_url: database_url.to_owned(),
-                ..TasksConfig::default()
-            },
-            agents: AgentsConfig {
-                database_url: database_url.to_owned(),
-                ..AgentsConfig::default()
-            },
+            tasks: TasksConfig::default(),
+            agents: AgentsConfig::default(),
             cache: CacheConfig::default(),
             metrics: MetricsConfig::default(),
-            gateway: GatewayConfig {
-                database_url: database_url.to_owned(),
-                ..GatewayConfig::default()
-            },
+            gateway: GatewayConfig::default(),
         }
+        .over(database_url)
+    }
+
+    /// Returns this stack with every role that has a database using the one at `url`.
+    #[must_use]
+    pub fn over(mut self, url: &str) -> Self {
+        for database in [
+            &mut self.tasks.database,
+            &mut self.agents.database,
+            &mut self.gateway.database,
+        ] {
+            url.clone_into(&mut database.url);
+        }
+        self
     }
 }
 
@@ -154,7 +159,6 @@ impl Stack {
             ..config.tasks
         };
         let agents = AgentsConfig {
-            tasks_url: tasks_url.clone(),
             cache_url: cache_url.clone(),
             metrics: reporting(config.agents.metrics.clone()),
             service_token: config.service_token.clone(),

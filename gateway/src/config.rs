@@ -5,9 +5,9 @@ use std::time::Duration;
 use swarm_kit::config::defaults;
 
 use swarm_kit::config::{
-    ConfigError, check_database_url, check_not_zero, check_service_url, env_value,
-    override_from_env,
+    ConfigError, check_not_zero, check_service_url, env_value, override_from_env,
 };
+use swarm_kit::db::DatabaseConfig;
 use swarm_kit::metrics::ReporterConfig;
 use swarm_kit::service_auth::ServiceToken;
 
@@ -17,9 +17,9 @@ use crate::auth::keys::{MAX_KEY_CHARS, MIN_KEY_CHARS, is_well_formed};
 /// Everything the gateway needs to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
-    /// Where API keys are kept: `sqlite://path` or `postgres://...`
-    /// (`SWARM_GATEWAY_DATABASE_URL`, else `DATABASE_URL`).
-    pub database_url: String,
+    /// Where API keys are kept (`SWARM_GATEWAY_DATABASE_URL`, else `DATABASE_URL`); key
+    /// checks are cached, so a small pool suffices.
+    pub database: DatabaseConfig,
     /// Whether API keys are checked (`SWARM_AUTH`, `on` or `off`).
     pub auth: bool,
     /// The first admin key, set without a prompt (`SWARM_ADMIN_KEY`, at least 32 characters).
@@ -56,7 +56,7 @@ pub struct GatewayConfig {
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
-            database_url: "sqlite://data/swarm.db".to_owned(),
+            database: DatabaseConfig::local(4),
             auth: true,
             admin_key: None,
             rate: Rate {
@@ -81,10 +81,7 @@ impl GatewayConfig {
     /// Reads the defaults overridden by the environment, and validates them.
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut config = Self::default();
-        override_from_env(
-            &mut config.database_url,
-            &["SWARM_GATEWAY_DATABASE_URL", "DATABASE_URL"],
-        )?;
+        config.database.read_env("gateway")?;
         override_switch(&mut config.auth, "SWARM_AUTH")?;
         override_switch(&mut config.etags, "SWARM_ETAGS")?;
         config.admin_key = env_value("SWARM_ADMIN_KEY")?;
@@ -121,7 +118,7 @@ impl GatewayConfig {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_database_url("DATABASE_URL", &self.database_url)?;
+        self.database.validate()?;
         if let Some(key) = &self.admin_key
             && !is_well_formed(key)
         {

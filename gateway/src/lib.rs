@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod fields;
+pub mod fleet;
 pub mod limits;
 pub mod model;
 pub mod openapi;
@@ -47,12 +48,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let pool = swarm_kit::db::connect(
-        &config.database_url,
-        KEY_DATABASE_CONNECTIONS,
-        swarm_kit::db::DEFAULT_SLOW_QUERY,
-    )
-    .await?;
+    let pool = config.database.connect().await?;
     let keys = KeyRegistry::new(auth::storage::open(pool.clone()).await?);
     let auth = if config.auth {
         match keys.bootstrap(config.admin_key.as_deref()).await {
@@ -100,9 +96,6 @@ pub async fn run(
     info!("gateway stopped");
     Ok(())
 }
-
-/// Connections to the key database: key checks are cached, so a few suffice.
-const KEY_DATABASE_CONNECTIONS: u32 = 4;
 
 /// Shows the admin key issued on first start, once, where the person starting Swarm sees it.
 fn announce_admin_key(secret: &str) {

@@ -211,7 +211,7 @@ impl PageQuery {
 }
 
 /// Validates REST pagination parameters: absent means page 1 of 20.
-fn page(page: Option<u32>, per_page: Option<u32>) -> Result<Page, ApiError> {
+pub fn page(page: Option<u32>, per_page: Option<u32>) -> Result<Page, ApiError> {
     Ok(Page::new(
         page.unwrap_or(1),
         per_page.unwrap_or(swarm_kit::page::DEFAULT_PER_PAGE),

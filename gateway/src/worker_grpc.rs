@@ -133,7 +133,8 @@ impl WorkerService for WorkerGrpc {
             resume: true,
             ..declared
         };
-        answer(agents.register_agent(self.call(join)).await)
+        let agent = agents.register_agent(self.call(join)).await?.into_inner();
+        Ok(Response::new(crate::fleet::one(&self.state, agent).await))
     }
 
     async fn heartbeat(

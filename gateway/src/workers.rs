@@ -9,6 +9,7 @@ use std::time::Duration;
 use swarm_proto::agents::v1 as agents_pb;
 use swarm_proto::tasks::v1 as tasks_pb;
 
+use crate::fleet;
 use crate::state::AppState;
 
 /// Records a heartbeat of `agent_id`; with `active_tasks` (the ids of the tasks it works
@@ -30,7 +31,7 @@ pub async fn heartbeat(
         .await?
         .into_inner();
     let Some(active_tasks) = active_tasks else {
-        return Ok((agent, Vec::new()));
+        return Ok((fleet::one(state, agent).await, Vec::new()));
     };
     let synced = state
         .tasks
@@ -44,7 +45,7 @@ pub async fn heartbeat(
         ))
         .await?
         .into_inner();
-    Ok((agent, synced.cancelled))
+    Ok((fleet::one(state, agent).await, synced.cancelled))
 }
 
 /// A report on a held task, its lease already checked to name the caller's agent.

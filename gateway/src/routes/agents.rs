@@ -14,8 +14,9 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, OptionalJson, Query};
+use crate::fleet;
 use crate::model::{
-    AgentPath, AgentView, PageView, agent_status_from_name, json_text, page_request, raw_json,
+    AgentPath, AgentView, PageView, agent_status_from_name, json_text, page, raw_json,
 };
 use crate::schema;
 use crate::state::AppState;
@@ -90,19 +91,11 @@ pub async fn list(
         .as_deref()
         .map(agent_status_from_name)
         .transpose()?;
-    let request = pb::ListAgentsRequest {
-        status: status.unwrap_or(pb::AgentStatus::Unspecified).into(),
-        capability: query.capability,
-        page: Some(page_request(query.page, query.per_page)?),
-    };
-    let response = state
-        .agents
-        .clone()
-        .list_agents(state.call(request, Duration::ZERO))
-        .await?
-        .into_inner();
-    let items = response.agents.into_iter().map(AgentView::from).collect();
-    Ok(axum::Json(PageView::new(items, response.page)))
+    let status = status.unwrap_or(pb::AgentStatus::Unspecified);
+    let page = page(query.page, query.per_page)?;
+    let (agents, info) = fleet::list(&state, status, query.capability, page).await?;
+    let items = agents.into_iter().map(AgentView::from).collect();
+    Ok(axum::Json(PageView::new(items, info)))
 }
 
 /// Returns one agent.
@@ -120,7 +113,7 @@ pub async fn get(
         .get_agent(state.call(pb::GetAgentRequest { id }, Duration::ZERO))
         .await?
         .into_inner();
-    Ok(axum::Json(agent.into()))
+    Ok(axum::Json(fleet::one(&state, agent).await.into()))
 }
 
 /// Lists agents, as `GET /api/agents` does.
@@ -173,7 +166,7 @@ pub async fn update(
         .update_agent(state.call(request, Duration::ZERO))
         .await?
         .into_inner();
-    Ok(axum::Json(agent.into()))
+    Ok(axum::Json(fleet::one(&state, agent).await.into()))
 }
 
 /// Deletes an agent: 204. Its active tasks go back to the queue.

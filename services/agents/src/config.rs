@@ -3,27 +3,18 @@
 use std::time::Duration;
 use swarm_kit::config::defaults;
 
-use swarm_kit::config::{
-    ConfigError, check_database_url, check_not_zero, check_service_url, override_from_env,
-    override_millis,
-};
+use swarm_kit::config::{ConfigError, check_not_zero, check_service_url, override_from_env};
+use swarm_kit::db::DatabaseConfig;
 use swarm_kit::metrics::ReporterConfig;
 use swarm_kit::service_auth::ServiceToken;
 
 /// Everything the agents service needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentsConfig {
-    /// `sqlite://path` or `postgres://...` (`SWARM_AGENTS_DATABASE_URL`, else `DATABASE_URL`).
-    pub database_url: String,
-    /// The tasks service, which counts the tasks agents hold (`SWARM_TASKS_URL`).
-    pub tasks_url: String,
+    /// Its database (`SWARM_AGENTS_DATABASE_URL`, else `DATABASE_URL`).
+    pub database: DatabaseConfig,
     /// The cache service, through which agent configs are served (`SWARM_CACHE_URL`).
     pub cache_url: String,
-    /// Most pooled connections (`SWARM_DB_MAX_CONNECTIONS`).
-    pub max_connections: u32,
-    /// Statements slower than this are logged with their text and counted
-    /// (`SWARM_SLOW_QUERY_MS`).
-    pub slow_query: Duration,
     /// Where the service reports its metrics (`SWARM_METRICS_URL`, `SWARM_METRICS_INTERVAL_MS`).
     pub metrics: ReporterConfig,
     /// The secret every call between services carries (`SWARM_SERVICE_TOKEN`).
@@ -39,11 +30,8 @@ pub struct AgentsConfig {
 impl Default for AgentsConfig {
     fn default() -> Self {
         Self {
-            database_url: "sqlite://data/swarm.db".to_owned(),
-            tasks_url: defaults::TASKS_URL.to_owned(),
+            database: DatabaseConfig::local(8),
             cache_url: defaults::CACHE_URL.to_owned(),
-            max_connections: 8,
-            slow_query: swarm_kit::db::DEFAULT_SLOW_QUERY,
             metrics: ReporterConfig::default(),
             service_token: ServiceToken::default(),
             agent_ttl: Duration::from_secs(30),
@@ -56,14 +44,8 @@ impl AgentsConfig {
     /// Reads the defaults overridden by the environment, and validates them.
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut config = Self::default();
-        override_from_env(
-            &mut config.database_url,
-            &["SWARM_AGENTS_DATABASE_URL", "DATABASE_URL"],
-        )?;
-        override_from_env(&mut config.tasks_url, &["SWARM_TASKS_URL"])?;
+        config.database.read_env("agents")?;
         override_from_env(&mut config.cache_url, &["SWARM_CACHE_URL"])?;
-        override_from_env(&mut config.max_connections, &["SWARM_DB_MAX_CONNECTIONS"])?;
-        override_millis(&mut config.slow_query, "SWARM_SLOW_QUERY_MS")?;
         config.metrics = ReporterConfig::from_env()?;
         config.service_token = ServiceToken::from_env()?;
         let mut ttl_seconds = config.agent_ttl.as_secs();
@@ -75,10 +57,8 @@ impl AgentsConfig {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_database_url("DATABASE_URL", &self.database_url)?;
-        check_service_url("SWARM_TASKS_URL", &self.tasks_url)?;
+        self.database.validate()?;
         check_service_url("SWARM_CACHE_URL", &self.cache_url)?;
-        check_not_zero("SWARM_DB_MAX_CONNECTIONS", self.max_connections == 0)?;
         self.metrics.validate()?;
         self.service_token.validate()?;
         check_not_zero("SWARM_AGENT_TTL_SECONDS", self.agent_ttl.is_zero())

@@ -9,7 +9,7 @@ use swarm_proto::agents::v1 as pb;
 use swarm_proto::agents::v1::agent_service_server::AgentService;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{AgentFilter, AgentRegistry, AgentStatus, AgentUpdate, AgentView, NewAgent};
+use crate::domain::{AgentFilter, AgentRegistry, AgentUpdate, AgentView, Liveness, NewAgent};
 
 /// The gRPC handler of the agents service.
 #[derive(Debug, Clone)]
@@ -60,11 +60,11 @@ impl AgentService for AgentGrpc {
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let request = request.into_inner();
         let page = Page::from_proto(request.page)?;
-        let status = match pb::AgentStatus::try_from(request.status) {
+        // Idle and busy both read as alive: how busy an agent is, the caller learns elsewhere.
+        let liveness = match pb::AgentStatus::try_from(request.status) {
             Ok(pb::AgentStatus::Unspecified) => None,
-            Ok(pb::AgentStatus::Idle) => Some(AgentStatus::Idle),
-            Ok(pb::AgentStatus::Busy) => Some(AgentStatus::Busy),
-            Ok(pb::AgentStatus::Offline) => Some(AgentStatus::Offline),
+            Ok(pb::AgentStatus::Idle | pb::AgentStatus::Busy) => Some(Liveness::Online),
+            Ok(pb::AgentStatus::Offline) => Some(Liveness::Offline),
             Err(_) => {
                 return Err(
                     InvalidInput::new(format!("unknown agent status {}", request.status)).into(),
@@ -72,13 +72,14 @@ impl AgentService for AgentGrpc {
             }
         };
         let filter = AgentFilter {
-            status,
+            liveness,
             capability: request.capability,
         };
+        let page = (!request.every_match).then_some(page);
         let (agents, total) = self.registry.list(&filter, page).await?;
         Ok(Response::new(pb::ListAgentsResponse {
             agents: agents.into_iter().map(agent_to_proto).collect(),
-            page: Some(page.info(total)),
+            page: page.map(|page| page.info(total)),
         }))
     }
 
@@ -149,15 +150,10 @@ impl AgentService for AgentGrpc {
 }
 
 fn agent_to_proto(view: AgentView) -> pb::Agent {
-    let AgentView {
-        agent,
-        status,
-        active_tasks,
-    } = view;
-    let status = match status {
-        AgentStatus::Idle => pb::AgentStatus::Idle,
-        AgentStatus::Busy => pb::AgentStatus::Busy,
-        AgentStatus::Offline => pb::AgentStatus::Offline,
+    let AgentView { agent, liveness } = view;
+    let status = match liveness {
+        Liveness::Online => pb::AgentStatus::Idle,
+        Liveness::Offline => pb::AgentStatus::Offline,
     };
     pb::Agent {
         id: agent.id.to_string(),
@@ -167,7 +163,7 @@ fn agent_to_proto(view: AgentView) -> pb::Agent {
         config_json: agent.config,
         status: status.into(),
         max_concurrency: agent.max_concurrency,
-        active_tasks: i32::try_from(active_tasks).unwrap_or(i32::MAX),
+        active_tasks: 0,
         last_heartbeat_at: Some(timestamp_from_millis(agent.last_heartbeat_at)),
         created_at: Some(timestamp_from_millis(agent.created_at)),
         updated_at: Some(timestamp_from_millis(agent.updated_at)),

@@ -9,10 +9,8 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod storage;
-pub mod tasks_client;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_kit::RunError;
@@ -33,7 +31,6 @@ const NEAR_CACHE_TTL: Duration = Duration::from_secs(30);
 
 use crate::domain::AgentRegistry;
 use crate::grpc::AgentGrpc;
-use crate::tasks_client::GrpcTaskCounts;
 
 /// Runs the agents service on `listener` until `shutdown` resolves; then it stops accepting,
 /// lets in-flight calls finish and closes the database.
@@ -43,14 +40,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let counts = GrpcTaskCounts::new(&config.tasks_url, &config.service_token)
-        .map_err(|error| ConfigError::new("SWARM_TASKS_URL", &config.tasks_url, error))?;
-    let pool = swarm_kit::db::connect(
-        &config.database_url,
-        config.max_connections,
-        config.slow_query,
-    )
-    .await?;
+    let pool = config.database.connect().await?;
     let store = storage::open(pool.clone()).await?;
     let mut host = ServiceHost::new("agents", &config.metrics, &config.service_token)?;
     let clock = Clock::skewed(config.clock_skew_millis);
@@ -58,15 +48,14 @@ pub async fn run(
     host.spawn(clock.clone().keep_synced(pool.clone(), host.stopping()));
     let cache = CacheClient::new(
         &config.cache_url,
-        "agents:",
+        swarm_kit::cache_keys::AGENTS,
         NEAR_CACHE_ENTRIES,
         NEAR_CACHE_TTL,
         host.stopping(),
         &config.service_token,
     )
     .map_err(|error| ConfigError::new("SWARM_CACHE_URL", &config.cache_url, error))?;
-    let registry =
-        AgentRegistry::new(store, Arc::new(counts), config.agent_ttl, clock).with_cache(cache);
+    let registry = AgentRegistry::new(store, config.agent_ttl, clock).with_cache(cache);
     host.serving::<AgentServiceServer<AgentGrpc>>(Some(&pool))
         .await;
     let agents = AgentServiceServer::new(AgentGrpc::new(registry));

@@ -1,19 +1,13 @@
 //! One conformance suite for agent storage, run against every backend (SQLite and a real
 //! PostgreSQL) through the registry the service uses: registration and unique names, updates,
-//! deletion, heartbeats and the derived status (the same on replicas whose clocks disagree),
-//! and list filters.
-//!
-//! Task counts normally come from the tasks service over gRPC; here a fixed table stands in for
-//! it (the end-to-end tests use the real one).
+//! deletion, heartbeats and the liveness they give (the same on replicas whose clocks
+//! disagree), and list filters. How busy agents are is the gateway's join with the tasks
+//! service; the end-to-end tests check it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use swarm_agents::domain::{
-    ActiveTaskCounts, AgentFilter, AgentRegistry, AgentStatus, AgentUpdate, NewAgent,
-};
+use swarm_agents::domain::{AgentFilter, AgentRegistry, AgentUpdate, Liveness, NewAgent};
 use swarm_agents::error::AgentError;
 use swarm_agents::storage;
 use swarm_kit::clock::Clock;
@@ -21,24 +15,8 @@ use swarm_kit::page::Page;
 use swarm_kit::testing::{Backend, TestDatabase};
 use uuid::Uuid;
 
-/// Task counts the test sets by hand.
-#[derive(Default)]
-struct FixedCounts(Mutex<HashMap<Uuid, u32>>);
-
-#[async_trait]
-impl ActiveTaskCounts for FixedCounts {
-    async fn active_tasks(&self, agent_ids: &[Uuid]) -> HashMap<Uuid, u32> {
-        let counts = self.0.lock().unwrap();
-        agent_ids
-            .iter()
-            .filter_map(|id| Some((*id, *counts.get(id)?)))
-            .collect()
-    }
-}
-
 struct Fixture {
     registry: AgentRegistry,
-    counts: Arc<FixedCounts>,
     database: TestDatabase,
 }
 
@@ -46,20 +24,14 @@ const TTL: Duration = Duration::from_millis(400);
 
 async fn fixture(backend: Backend) -> Fixture {
     let database = TestDatabase::new(backend).await;
-    let counts = Arc::new(FixedCounts::default());
     Fixture {
-        registry: replica(&database, counts.clone(), Clock::new()).await,
-        counts,
+        registry: replica(&database, Clock::new()).await,
         database,
     }
 }
 
 /// A registry over the fixture's database, telling time by `clock` once synced.
-async fn replica(
-    database: &TestDatabase,
-    counts: Arc<FixedCounts>,
-    clock: Arc<Clock>,
-) -> AgentRegistry {
+async fn replica(database: &TestDatabase, clock: Arc<Clock>) -> AgentRegistry {
     let store = storage::open(database.pool())
         .await
         .expect("migrations apply");
@@ -67,7 +39,7 @@ async fn replica(
         .sync(&database.pool())
         .await
         .expect("the database tells the time");
-    AgentRegistry::new(store, counts, TTL, clock)
+    AgentRegistry::new(store, TTL, clock)
 }
 
 fn named(name: &str, capabilities: &[&str]) -> NewAgent {
@@ -87,7 +59,7 @@ async fn registration_keeps_every_field_and_names_are_unique(backend: Backend) {
         .register(named("alpha", &["gpu", "echo", "gpu"]))
         .await
         .unwrap();
-    assert_eq!(view.status, AgentStatus::Idle);
+    assert_eq!(view.liveness, Liveness::Online);
     let read = f.registry.get(view.agent.id).await.unwrap();
     assert_eq!(read.agent, view.agent);
     assert_eq!(read.agent.capabilities, ["echo", "gpu"]);
@@ -112,7 +84,7 @@ async fn registration_keeps_every_field_and_names_are_unique(backend: Backend) {
     assert!(matches!(invalid, Err(AgentError::Invalid(_))));
     let (_, total) = f
         .registry
-        .list(&AgentFilter::default(), Page::default())
+        .list(&AgentFilter::default(), Some(Page::default()))
         .await
         .unwrap();
     assert_eq!(total, 1, "failed registrations store nothing");
@@ -195,7 +167,7 @@ async fn deleted_agents_are_gone(backend: Backend) {
     f.registry.register(named("alpha", &[])).await.unwrap();
 }
 
-async fn status_follows_heartbeats_and_load(backend: Backend) {
+async fn liveness_follows_heartbeats(backend: Backend) {
     let f = fixture(backend).await;
     let alpha = f
         .registry
@@ -203,47 +175,42 @@ async fn status_follows_heartbeats_and_load(backend: Backend) {
         .await
         .unwrap()
         .agent;
-    f.counts.0.lock().unwrap().insert(alpha.id, 2);
     assert_eq!(
-        f.registry.get(alpha.id).await.unwrap().status,
-        AgentStatus::Busy
+        f.registry.get(alpha.id).await.unwrap().liveness,
+        Liveness::Online
     );
-    f.counts.0.lock().unwrap().insert(alpha.id, 1);
-    let view = f.registry.get(alpha.id).await.unwrap();
-    assert_eq!((view.status, view.active_tasks), (AgentStatus::Idle, 1));
-
     tokio::time::sleep(TTL + Duration::from_millis(100)).await;
     assert_eq!(
-        f.registry.get(alpha.id).await.unwrap().status,
-        AgentStatus::Offline
+        f.registry.get(alpha.id).await.unwrap().liveness,
+        Liveness::Offline
     );
     let revived = f.registry.heartbeat(alpha.id).await.unwrap();
-    assert_eq!(revived.status, AgentStatus::Idle);
+    assert_eq!(revived.liveness, Liveness::Online);
     assert!(revived.agent.last_heartbeat_at > alpha.last_heartbeat_at);
 }
 
 async fn replicas_with_skewed_clocks_agree_on_liveness(backend: Backend) {
     const ONE_MINUTE: i64 = 60_000;
     let f = fixture(backend).await;
-    let ahead = replica(&f.database, f.counts.clone(), Clock::skewed(ONE_MINUTE)).await;
-    let behind = replica(&f.database, f.counts.clone(), Clock::skewed(-ONE_MINUTE)).await;
+    let ahead = replica(&f.database, Clock::skewed(ONE_MINUTE)).await;
+    let behind = replica(&f.database, Clock::skewed(-ONE_MINUTE)).await;
     let agent = behind.register(named("steady", &[])).await.unwrap().agent;
     assert_eq!(
-        ahead.get(agent.id).await.unwrap().status,
-        AgentStatus::Idle,
+        ahead.get(agent.id).await.unwrap().liveness,
+        Liveness::Online,
         "a heartbeat recorded by a replica behind is fresh to a replica ahead"
     );
     tokio::time::sleep(TTL + Duration::from_millis(100)).await;
     assert_eq!(
-        behind.get(agent.id).await.unwrap().status,
-        AgentStatus::Offline,
+        behind.get(agent.id).await.unwrap().liveness,
+        Liveness::Offline,
         "and stale to the replica behind once the ttl passed"
     );
     let revived = ahead.heartbeat(agent.id).await.unwrap().agent;
     assert!((revived.last_heartbeat_at - f.registry.now_millis()).abs() < 1_000);
 }
 
-async fn lists_filter_by_status_and_capability(backend: Backend) {
+async fn lists_filter_by_liveness_and_capability(backend: Backend) {
     let f = fixture(backend).await;
     let old = f
         .registry
@@ -252,9 +219,9 @@ async fn lists_filter_by_status_and_capability(backend: Backend) {
         .unwrap()
         .agent;
     tokio::time::sleep(TTL + Duration::from_millis(100)).await;
-    let busy = f
+    let gpu = f
         .registry
-        .register(named("busy", &["echo", "gpu"]))
+        .register(named("gpu", &["echo", "gpu"]))
         .await
         .unwrap()
         .agent;
@@ -264,45 +231,47 @@ async fn lists_filter_by_status_and_capability(backend: Backend) {
         .await
         .unwrap()
         .agent;
-    f.counts.0.lock().unwrap().insert(busy.id, 2);
 
     let ids = |views: Vec<swarm_agents::domain::AgentView>| {
         views.into_iter().map(|v| v.agent.id).collect::<Vec<_>>()
     };
-    let by = |status, capability: Option<&str>| AgentFilter {
-        status,
+    let by = |liveness, capability: Option<&str>| AgentFilter {
+        liveness,
         capability: capability.map(str::to_owned),
     };
     let (all, total) = f
         .registry
-        .list(&by(None, None), Page::default())
+        .list(&by(None, None), Some(Page::default()))
         .await
         .unwrap();
-    assert_eq!((ids(all), total), (vec![old.id, busy.id, idle.id], 3));
+    assert_eq!((ids(all), total), (vec![old.id, gpu.id, idle.id], 3));
     let (offline, _) = f
         .registry
-        .list(&by(Some(AgentStatus::Offline), None), Page::default())
+        .list(&by(Some(Liveness::Offline), None), Some(Page::default()))
         .await
         .unwrap();
     assert_eq!(ids(offline), [old.id]);
-    let (busy_list, _) = f
+    let (online, total) = f
         .registry
-        .list(&by(Some(AgentStatus::Busy), None), Page::default())
+        .list(
+            &by(Some(Liveness::Online), None),
+            Some(Page::new(2, 1).unwrap()),
+        )
         .await
         .unwrap();
-    assert_eq!(ids(busy_list), [busy.id]);
-    let (idle_list, total) = f
+    assert_eq!((ids(online), total), (vec![idle.id], 2));
+    let (every_online, total) = f
         .registry
-        .list(&by(Some(AgentStatus::Idle), None), Page::default())
+        .list(&by(Some(Liveness::Online), None), None)
         .await
         .unwrap();
-    assert_eq!((ids(idle_list), total), (vec![idle.id], 1));
+    assert_eq!((ids(every_online), total), (vec![gpu.id, idle.id], 2));
     let (echo, total) = f
         .registry
-        .list(&by(None, Some("echo")), Page::new(2, 1).unwrap())
+        .list(&by(None, Some("echo")), Some(Page::new(2, 1).unwrap()))
         .await
         .unwrap();
-    assert_eq!((ids(echo), total), (vec![busy.id], 2));
+    assert_eq!((ids(echo), total), (vec![gpu.id], 2));
 
     let many = f
         .registry
@@ -328,8 +297,8 @@ async fn a_taken_name_resumes_its_agent(backend: Backend) {
         .agent;
     tokio::time::sleep(TTL + Duration::from_millis(100)).await;
     assert_eq!(
-        f.registry.get(first.id).await.unwrap().status,
-        AgentStatus::Offline
+        f.registry.get(first.id).await.unwrap().liveness,
+        Liveness::Offline
     );
     let declared = NewAgent {
         kind: "rewritten".into(),
@@ -340,8 +309,8 @@ async fn a_taken_name_resumes_its_agent(backend: Backend) {
     let resumed = f.registry.register_or_resume(declared).await.unwrap();
     assert_eq!(resumed.agent.id, first.id);
     assert_eq!(
-        resumed.status,
-        AgentStatus::Idle,
+        resumed.liveness,
+        Liveness::Online,
         "resuming counts as a heartbeat"
     );
     assert_eq!(
@@ -370,7 +339,7 @@ swarm_kit::conformance!(
     registration_keeps_every_field_and_names_are_unique,
     updates_change_only_what_they_name,
     deleted_agents_are_gone,
-    status_follows_heartbeats_and_load,
+    liveness_follows_heartbeats,
     replicas_with_skewed_clocks_agree_on_liveness,
-    lists_filter_by_status_and_capability,
+    lists_filter_by_liveness_and_capability,
 );

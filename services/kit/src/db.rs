@@ -11,6 +11,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::config::{
+    ConfigError, check_database_url, check_not_zero, override_from_env, override_millis,
+};
+
 use sqlx::ConnectOptions as _;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -103,6 +107,60 @@ impl Pool {
 
 /// The default slow-query threshold.
 pub const DEFAULT_SLOW_QUERY: Duration = Duration::from_millis(100);
+
+/// The embedded default database: a SQLite file under `./data/`.
+pub const DEFAULT_URL: &str = "sqlite://data/swarm.db";
+
+/// Where a process keeps its tables and how its pool behaves, read the same way by every role
+/// that has a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` or `postgres://...` (`SWARM_<ROLE>_DATABASE_URL`, else `DATABASE_URL`).
+    pub url: String,
+    /// Most pooled connections (`SWARM_DB_MAX_CONNECTIONS`).
+    pub max_connections: u32,
+    /// Statements slower than this are logged with their text and counted
+    /// (`SWARM_SLOW_QUERY_MS`).
+    pub slow_query: Duration,
+}
+
+impl DatabaseConfig {
+    /// The embedded default database with a pool of at most `max_connections`.
+    pub fn local(max_connections: u32) -> Self {
+        Self {
+            url: DEFAULT_URL.to_owned(),
+            max_connections,
+            slow_query: DEFAULT_SLOW_QUERY,
+        }
+    }
+
+    /// Returns this configuration with its database at `url`.
+    #[must_use]
+    pub fn at(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// Overrides the fields from the environment; `role` names the process's own URL variable
+    /// (`SWARM_<ROLE>_DATABASE_URL`), which wins over the shared `DATABASE_URL`.
+    pub fn read_env(&mut self, role: &str) -> Result<(), ConfigError> {
+        let own = format!("SWARM_{}_DATABASE_URL", role.to_ascii_uppercase());
+        override_from_env(&mut self.url, &[own.as_str(), "DATABASE_URL"])?;
+        override_from_env(&mut self.max_connections, &["SWARM_DB_MAX_CONNECTIONS"])?;
+        override_millis(&mut self.slow_query, "SWARM_SLOW_QUERY_MS")
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_database_url("DATABASE_URL", &self.url)?;
+        check_not_zero("SWARM_DB_MAX_CONNECTIONS", self.max_connections == 0)
+    }
+
+    /// Opens the pool.
+    pub async fn connect(&self) -> Result<Pool, sqlx::Error> {
+        connect(&self.url, self.max_connections, self.slow_query).await
+    }
+}
 
 /// Opens a pool for `url` (`sqlite://path` or `postgres://...`) with at most `max_connections`;
 /// statements slower than `slow_query` are logged as warnings with their text (and counted, see

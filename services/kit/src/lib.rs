@@ -4,6 +4,7 @@
 //! the cache client with its near cache.
 
 pub mod cache_client;
+pub mod cache_keys;
 pub mod clock;
 pub mod config;
 pub mod db;

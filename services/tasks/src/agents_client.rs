@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use swarm_kit::cache_client::CacheClient;
+use swarm_kit::cache_keys;
 use swarm_kit::grpc::ServiceChannel;
 use swarm_kit::service_auth::ServiceToken;
 use swarm_proto::agents::v1 as pb;
@@ -47,11 +48,6 @@ impl GrpcAgentDirectory {
     }
 }
 
-/// The cache key of an agent's profile; the agents service invalidates `agents:{id}:`.
-fn profile_key(agent_id: Uuid) -> String {
-    format!("agents:{agent_id}:profile")
-}
-
 fn dependency(status: tonic::Status) -> TaskError {
     let mut error = swarm_kit::Error::from_status(&status);
     error.message = format!("agents service: {}", error.message);
@@ -70,7 +66,7 @@ fn profile(agent: &pb::Agent) -> AgentProfile {
 impl AgentDirectory for GrpcAgentDirectory {
     async fn profile(&self, agent_id: Uuid) -> Result<AgentProfile, TaskError> {
         if let Some((cache, _)) = &self.profiles
-            && let Some(cached) = cache.get(&profile_key(agent_id)).await
+            && let Some(cached) = cache.get(&cache_keys::agent_profile(agent_id)).await
             && let Ok(profile) = serde_json::from_slice(&cached)
         {
             return Ok(profile);
@@ -86,7 +82,9 @@ impl AgentDirectory for GrpcAgentDirectory {
                     && let Some((cache, ttl)) = &self.profiles
                     && let Ok(encoded) = serde_json::to_vec(&fresh)
                 {
-                    cache.set(&profile_key(agent_id), encoded, *ttl).await;
+                    cache
+                        .set(&cache_keys::agent_profile(agent_id), encoded, *ttl)
+                        .await;
                 }
                 Ok(fresh)
             }

@@ -4,23 +4,20 @@ use std::time::Duration;
 use swarm_kit::config::defaults;
 
 use swarm_kit::config::{
-    ConfigError, check_database_url, check_not_zero, check_service_url, override_from_env,
-    override_millis,
+    ConfigError, check_not_zero, check_service_url, override_from_env, override_millis,
 };
+use swarm_kit::db::DatabaseConfig;
 
 use swarm_kit::metrics::ReporterConfig;
 use swarm_kit::service_auth::ServiceToken;
 
 use crate::domain::{QueueSettings, RetryPolicy};
 
-/// The embedded default database: a SQLite file under `./data/`.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/swarm.db";
-
 /// Everything the tasks service needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TasksConfig {
-    /// `sqlite://path` or `postgres://...` (`SWARM_TASKS_DATABASE_URL`, else `DATABASE_URL`).
-    pub database_url: String,
+    /// Its database (`SWARM_TASKS_DATABASE_URL`, else `DATABASE_URL`).
+    pub database: DatabaseConfig,
     /// The agents service, which claims consult (`SWARM_AGENTS_URL`).
     pub agents_url: String,
     /// The cache service, which keeps agent profiles between claims (`SWARM_CACHE_URL`).
@@ -28,11 +25,6 @@ pub struct TasksConfig {
     /// How long an online agent's profile is reused for its claims, unless the agent changes
     /// first; zero asks the agents service on every claim (`SWARM_AGENT_PROFILE_TTL_MS`).
     pub agent_profile_ttl: Duration,
-    /// Most pooled connections (`SWARM_DB_MAX_CONNECTIONS`).
-    pub max_connections: u32,
-    /// Statements slower than this are logged with their text and counted
-    /// (`SWARM_SLOW_QUERY_MS`).
-    pub slow_query: Duration,
     /// Where the service reports its metrics (`SWARM_METRICS_URL`, `SWARM_METRICS_INTERVAL_MS`).
     pub metrics: ReporterConfig,
     /// The secret every call between services carries (`SWARM_SERVICE_TOKEN`).
@@ -61,12 +53,10 @@ pub struct TasksConfig {
 impl Default for TasksConfig {
     fn default() -> Self {
         Self {
-            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            database: DatabaseConfig::local(16),
             agents_url: defaults::AGENTS_URL.to_owned(),
             cache_url: defaults::CACHE_URL.to_owned(),
             agent_profile_ttl: Duration::from_secs(1),
-            max_connections: 16,
-            slow_query: swarm_kit::db::DEFAULT_SLOW_QUERY,
             metrics: ReporterConfig::default(),
             service_token: ServiceToken::default(),
             retry_base: Duration::from_secs(1),
@@ -85,14 +75,9 @@ impl TasksConfig {
     /// Reads the defaults overridden by the environment, and validates them.
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut config = Self::default();
-        override_from_env(
-            &mut config.database_url,
-            &["SWARM_TASKS_DATABASE_URL", "DATABASE_URL"],
-        )?;
+        config.database.read_env("tasks")?;
         override_from_env(&mut config.agents_url, &["SWARM_AGENTS_URL"])?;
         override_from_env(&mut config.cache_url, &["SWARM_CACHE_URL"])?;
-        override_from_env(&mut config.max_connections, &["SWARM_DB_MAX_CONNECTIONS"])?;
-        override_millis(&mut config.slow_query, "SWARM_SLOW_QUERY_MS")?;
         config.metrics = ReporterConfig::from_env()?;
         config.service_token = ServiceToken::from_env()?;
         override_millis(&mut config.agent_profile_ttl, "SWARM_AGENT_PROFILE_TTL_MS")?;
@@ -114,10 +99,9 @@ impl TasksConfig {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_database_url("DATABASE_URL", &self.database_url)?;
+        self.database.validate()?;
         check_service_url("SWARM_AGENTS_URL", &self.agents_url)?;
         check_service_url("SWARM_CACHE_URL", &self.cache_url)?;
-        check_not_zero("SWARM_DB_MAX_CONNECTIONS", self.max_connections == 0)?;
         self.metrics.validate()?;
         self.service_token.validate()?;
         check_not_zero("SWARM_POLL_INTERVAL_MS", self.poll_interval.is_zero())?;
@@ -163,7 +147,7 @@ mod tests {
     #[test]
     fn unusable_values_are_named() {
         let config = TasksConfig {
-            database_url: "mysql://x".into(),
+            database: DatabaseConfig::local(1).at("mysql://x"),
             ..TasksConfig::default()
         };
         assert_eq!(config.validate().unwrap_err().name, "DATABASE_URL");

@@ -42,12 +42,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let pool = swarm_kit::db::connect(
-        &config.database_url,
-        config.max_connections,
-        config.slow_query,
-    )
-    .await?;
+    let pool = config.database.connect().await?;
     let store = storage::open(pool.clone()).await?;
     let mut host = ServiceHost::new("tasks", &config.metrics, &config.service_token)?;
     let stop = host.stopping();
@@ -61,7 +56,7 @@ pub async fn run(
         let ttl = config.agent_profile_ttl;
         let cache = CacheClient::new(
             &config.cache_url,
-            "agents:",
+            swarm_kit::cache_keys::AGENTS,
             PROFILE_CACHE_ENTRIES,
             ttl,
             stop.clone(),

@@ -188,6 +188,7 @@ async fn claims_need_a_registered_online_agent_and_busy_shows() {
     );
 
     let agent = swarm.register_agent("solo", &[], 1).await;
+    let spare = swarm.register_agent("spare", &[], 2).await;
     swarm.post("/api/tasks", json!({"title": "one"})).await;
     swarm.post("/api/tasks", json!({"title": "two"})).await;
     let (_, claimed) = swarm
@@ -207,7 +208,24 @@ async fn claims_need_a_registered_online_agent_and_busy_shows() {
         (&json!("busy"), &json!(1))
     );
     let (_, busy_list) = swarm.get("/api/agents?status=busy").await;
-    assert_eq!(busy_list["total"], 1);
+    assert_eq!(
+        (&busy_list["total"], &busy_list["items"][0]["id"]),
+        (&json!(1), &json!(agent))
+    );
+    let (_, idle_list) = swarm.get("/api/agents?status=idle").await;
+    assert_eq!(
+        (&idle_list["total"], &idle_list["items"][0]["id"]),
+        (&json!(1), &json!(spare))
+    );
+    let (_, past_the_end) = swarm.get("/api/agents?status=idle&page=2&per_page=1").await;
+    assert_eq!(
+        (
+            &past_the_end["total"],
+            &past_the_end["pages"],
+            &past_the_end["items"]
+        ),
+        (&json!(1), &json!(1), &json!([]))
+    );
 
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let (_, offline) = swarm.get(&format!("/api/agents/{agent}")).await;

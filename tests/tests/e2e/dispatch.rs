@@ -334,7 +334,7 @@ impl TasksReplica {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let mut config = swarm_tasks::TasksConfig {
-            database_url: swarm.database_url().to_owned(),
+            database: swarm_kit::db::DatabaseConfig::local(8).at(swarm.database_url()),
             agents_url: swarm.stack.agents_url(),
             cache_url: swarm.stack.cache_url(),
             service_token: swarm_kit::service_auth::ServiceToken::new(Some(

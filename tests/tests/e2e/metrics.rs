@@ -75,7 +75,7 @@ async fn every_process_reports_and_the_figures_add_up(backend: Backend) {
     swarm_kit::telemetry::init_with("swarm-e2e", None);
     let swarm = TestStack::start_with(backend, |config| {
         // Every statement counts as slow, and any process breaches a 1 MB memory target.
-        config.tasks.slow_query = Duration::ZERO;
+        config.tasks.database.slow_query = Duration::ZERO;
         config.metrics.targets.memory_mb = 1.0;
     })
     .await;

@@ -489,12 +489,12 @@ async fn a_dead_tasks_service_is_unavailable_not_a_hang() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let keys = swarm_kit::testing::TestDatabase::new(Backend::Sqlite).await;
-    let config = swarm_gateway::GatewayConfig {
+    let mut config = swarm_gateway::GatewayConfig {
         tasks_url: format!("http://{closed}"),
-        database_url: keys.url().to_owned(),
         auth: false,
         ..swarm_gateway::GatewayConfig::default()
     };
+    keys.url().clone_into(&mut config.database.url);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let gateway = tokio::spawn(swarm_gateway::run(listener, config, async {
         stopped.await.ok();

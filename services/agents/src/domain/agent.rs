@@ -1,8 +1,5 @@
-//! Agents: what a registration and an update may hold, and the status derived from heartbeats
-//! and held tasks.
-
-use std::fmt;
-use std::str::FromStr;
+//! Agents: what a registration and an update may hold, and the liveness derived from
+//! heartbeats.
 
 use swarm_kit::validate::{MAX_CAPABILITIES, check_name, check_text, name_set};
 use uuid::Uuid;
@@ -38,69 +35,42 @@ pub struct Agent {
     pub updated_at: i64,
 }
 
-/// How an agent is doing.
+/// Whether an agent is alive, as its heartbeats tell. How busy a live agent is depends on the
+/// tasks it holds, which the tasks service counts; the gateway joins the two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum AgentStatus {
-    /// Alive with free slots.
-    Idle,
-    /// Alive and holding as many tasks as it may.
-    Busy,
+pub enum Liveness {
+    /// A heartbeat arrived within the TTL.
+    Online,
     /// No heartbeat within the TTL.
     Offline,
 }
 
-impl AgentStatus {
-    /// Returns the lowercase name used in the REST API.
+impl Liveness {
+    /// Returns the lowercase name, as cache keys spell it.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Idle => "idle",
-            Self::Busy => "busy",
+            Self::Online => "online",
             Self::Offline => "offline",
         }
     }
 
-    /// Derives the status of an agent from its last heartbeat and the tasks it holds.
-    pub fn derive(agent: &Agent, active_tasks: u32, online_since: i64) -> Self {
+    /// Derives the liveness of an agent from its last heartbeat.
+    pub fn derive(agent: &Agent, online_since: i64) -> Self {
         if agent.last_heartbeat_at < online_since {
             Self::Offline
-        } else if i64::from(active_tasks) >= i64::from(agent.max_concurrency) {
-            Self::Busy
         } else {
-            Self::Idle
+            Self::Online
         }
     }
 }
 
-impl fmt::Display for AgentStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for AgentStatus {
-    type Err = AgentError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "idle" => Ok(Self::Idle),
-            "busy" => Ok(Self::Busy),
-            "offline" => Ok(Self::Offline),
-            other => Err(AgentError::Invalid(format!(
-                "unknown agent status {other:?}"
-            ))),
-        }
-    }
-}
-
-/// An agent with its derived status.
+/// An agent with its liveness.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AgentView {
     /// The stored agent.
     pub agent: Agent,
-    /// Its status now.
-    pub status: AgentStatus,
-    /// Tasks it holds now.
-    pub active_tasks: u32,
+    /// Whether it is alive now.
+    pub liveness: Liveness,
 }
 
 /// A registration.
@@ -172,8 +142,8 @@ impl AgentUpdate {
 /// Filters of an agent list; `None` means "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentFilter {
-    /// Only agents in this status.
-    pub status: Option<AgentStatus>,
+    /// Only agents alive or not.
+    pub liveness: Option<Liveness>,
     /// Only agents with this capability.
     pub capability: Option<String>,
 }
@@ -224,19 +194,10 @@ mod tests {
     }
 
     #[test]
-    fn status_is_derived_from_heartbeat_then_load() {
-        assert_eq!(
-            AgentStatus::derive(&agent(2, 100), 0, 50),
-            AgentStatus::Idle
-        );
-        assert_eq!(
-            AgentStatus::derive(&agent(2, 100), 2, 50),
-            AgentStatus::Busy
-        );
-        assert_eq!(
-            AgentStatus::derive(&agent(2, 40), 0, 50),
-            AgentStatus::Offline
-        );
+    fn liveness_is_derived_from_the_last_heartbeat() {
+        assert_eq!(Liveness::derive(&agent(2, 100), 50), Liveness::Online);
+        assert_eq!(Liveness::derive(&agent(2, 50), 50), Liveness::Online);
+        assert_eq!(Liveness::derive(&agent(2, 40), 50), Liveness::Offline);
     }
 
     #[test]

@@ -3,5 +3,5 @@
 pub mod agent;
 pub mod registry;
 
-pub use agent::{Agent, AgentFilter, AgentStatus, AgentUpdate, AgentView, NewAgent};
-pub use registry::{ActiveTaskCounts, AgentRegistry};
+pub use agent::{Agent, AgentFilter, AgentUpdate, AgentView, Liveness, NewAgent};
+pub use registry::AgentRegistry;

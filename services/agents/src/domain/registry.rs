@@ -1,56 +1,40 @@
 //! The agent registry: registers, updates and removes agents, records heartbeats, and derives
-//! each agent's status from its last heartbeat (offline after the TTL) and the tasks it holds
-//! (busy at its concurrency), which the tasks service counts. Agent configs and lists are
+//! each agent's liveness from its last heartbeat (offline after the TTL); how busy an agent is
+//! depends on the tasks it holds, which the gateway learns from the tasks service, so this
+//! service never calls the tasks service. Agent configs and lists are
 //! served through the cache service (and its near cache); every registration, update or delete
 //! invalidates what it changes before it answers, so a change is visible at once (and again a
 //! second later, for a copy a racing reader stored meanwhile). Cached lists
 //! live one second, so a status that moves with time (a missed heartbeat) shows within it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use swarm_kit::cache_client::CacheClient;
+use swarm_kit::cache_keys;
 use swarm_kit::clock::Clock;
 use swarm_kit::page::Page;
 use uuid::Uuid;
 
-use crate::domain::{Agent, AgentFilter, AgentStatus, AgentUpdate, AgentView, NewAgent};
+use crate::domain::{Agent, AgentFilter, AgentUpdate, AgentView, Liveness, NewAgent};
 use crate::error::AgentError;
 use crate::storage::{AgentStore, HeartbeatFilter};
 
 /// The most agents one batch lookup may name.
 pub const MAX_BATCH: usize = 1000;
 
-/// Where the registry learns how many tasks agents hold.
-#[async_trait]
-pub trait ActiveTaskCounts: Send + Sync + 'static {
-    /// Returns the active task count of each of `agent_ids` that holds any. When the counts
-    /// cannot be had, it logs why and returns none (agents then show as idle, not as errors).
-    async fn active_tasks(&self, agent_ids: &[Uuid]) -> HashMap<Uuid, u32>;
-}
-
 /// How long a cached agent config lives when nothing invalidates it sooner.
 const CONFIG_CACHE_TTL: Duration = Duration::from_secs(300);
 /// How long a cached agent list lives (statuses move with time, so briefly).
 const LIST_CACHE_TTL: Duration = Duration::from_secs(1);
-/// The cache key prefix of every cached agent list.
-const LIST_PREFIX: &str = "agents:list:";
 
 /// The registry of one agents-service process.
 #[derive(Clone)]
 pub struct AgentRegistry {
     store: Arc<dyn AgentStore>,
-    counts: Arc<dyn ActiveTaskCounts>,
     cache: Option<CacheClient>,
     ttl: Duration,
     clock: Arc<Clock>,
-}
-
-/// The cache key prefix of everything cached about one agent.
-fn agent_prefix(id: Uuid) -> String {
-    format!("agents:{id}:")
 }
 
 impl std::fmt::Debug for AgentRegistry {
@@ -64,15 +48,9 @@ impl std::fmt::Debug for AgentRegistry {
 impl AgentRegistry {
     /// Builds a registry; agents without a heartbeat for `ttl` by `clock` (the database's)
     /// are offline.
-    pub fn new(
-        store: Arc<dyn AgentStore>,
-        counts: Arc<dyn ActiveTaskCounts>,
-        ttl: Duration,
-        clock: Arc<Clock>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn AgentStore>, ttl: Duration, clock: Arc<Clock>) -> Self {
         Self {
             store,
-            counts,
             cache: None,
             ttl,
             clock,
@@ -90,9 +68,9 @@ impl AgentRegistry {
     async fn invalidate(&self, id: Option<Uuid>) {
         if let Some(cache) = &self.cache {
             if let Some(id) = id {
-                cache.invalidate_prefix(&agent_prefix(id)).await;
+                cache.invalidate_prefix(&cache_keys::agent(id)).await;
             }
-            cache.invalidate_prefix(LIST_PREFIX).await;
+            cache.invalidate_prefix(cache_keys::AGENT_LISTS).await;
         }
     }
 
@@ -106,7 +84,7 @@ impl AgentRegistry {
             .await
             .map_err(|error| name_conflict(error, &name))?;
         self.invalidate(None).await;
-        Ok(self.view(stored, 0))
+        Ok(self.view(stored))
     }
 
     /// Registers an agent or, when its name is taken, resumes that agent: its kind,
@@ -134,16 +112,13 @@ impl AgentRegistry {
         self.heartbeat(existing.id).await
     }
 
-    /// Returns one agent with its status.
+    /// Returns one agent with its liveness.
     pub async fn get(&self, id: Uuid) -> Result<AgentView, AgentError> {
         let agent = self.store.get(id).await?.ok_or(AgentError::NotFound(id))?;
-        self.with_status(vec![agent])
-            .await
-            .pop()
-            .ok_or(AgentError::NotFound(id))
+        Ok(self.view(agent))
     }
 
-    /// Returns the agents that exist among `ids`, with their status.
+    /// Returns the agents that exist among `ids`, with their liveness.
     pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<AgentView>, AgentError> {
         if ids.len() > MAX_BATCH {
             return Err(AgentError::Invalid(format!(
@@ -151,26 +126,27 @@ impl AgentRegistry {
             )));
         }
         let agents = self.store.get_many(ids).await?;
-        Ok(self.with_status(agents).await)
+        Ok(self.views(agents))
     }
 
-    /// Returns a page of agents, oldest first, and how many match.
+    /// Returns a page of agents (with no page, every match), oldest first, and how many match.
     pub async fn list(
         &self,
         filter: &AgentFilter,
-        page: Page,
+        page: Option<Page>,
     ) -> Result<(Vec<AgentView>, u64), AgentError> {
         filter.check()?;
         let Some(cache) = &self.cache else {
             return self.list_uncached(filter, page).await;
         };
-        let status = filter.status.map_or("any", AgentStatus::as_str);
+        let liveness = filter.liveness.map_or("any", Liveness::as_str);
         let capability = filter.capability.as_deref().unwrap_or("");
-        // The free-text capability goes last, so distinct filters never share a key.
-        let key = format!(
-            "{LIST_PREFIX}{status}:{}:{}:{capability}",
-            page.page, page.per_page
+        let page_key = page.map_or_else(
+            || "all".to_owned(),
+            |page| format!("{}:{}", page.page, page.per_page),
         );
+        // The free-text capability goes last, so distinct filters never share a key.
+        let key = cache_keys::agent_list(&format!("{liveness}:{page_key}:{capability}"));
         if let Some(cached) = cache.get(&key).await
             && let Ok(answer) = serde_json::from_slice(&cached)
         {
@@ -186,39 +162,18 @@ impl AgentRegistry {
     async fn list_uncached(
         &self,
         filter: &AgentFilter,
-        page: Page,
+        page: Option<Page>,
     ) -> Result<(Vec<AgentView>, u64), AgentError> {
         let online_since = self.online_since();
-        let capability = filter.capability.as_deref();
-        match filter.status {
-            None => {
-                let (agents, total) = self.store.list(capability, None, Some(page)).await?;
-                Ok((self.with_status(agents).await, total))
-            }
-            Some(AgentStatus::Offline) => {
-                let heartbeat = Some(HeartbeatFilter::Before(online_since));
-                let (agents, total) = self.store.list(capability, heartbeat, Some(page)).await?;
-                Ok((self.with_status(agents).await, total))
-            }
-            Some(wanted) => {
-                // Idle and busy depend on task counts held elsewhere: filter online agents here.
-                let heartbeat = Some(HeartbeatFilter::Since(online_since));
-                let (online, _) = self.store.list(capability, heartbeat, None).await?;
-                let matching: Vec<AgentView> = self
-                    .with_status(online)
-                    .await
-                    .into_iter()
-                    .filter(|view| view.status == wanted)
-                    .collect();
-                let total = matching.len() as u64;
-                let offset = usize::try_from(page.offset()).unwrap_or(usize::MAX);
-                let limit = usize::try_from(page.limit()).unwrap_or(usize::MAX);
-                Ok((
-                    matching.into_iter().skip(offset).take(limit).collect(),
-                    total,
-                ))
-            }
-        }
+        let heartbeat = filter.liveness.map(|liveness| match liveness {
+            Liveness::Online => HeartbeatFilter::Since(online_since),
+            Liveness::Offline => HeartbeatFilter::Before(online_since),
+        });
+        let (agents, total) = self
+            .store
+            .list(filter.capability.as_deref(), heartbeat, page)
+            .await?;
+        Ok((self.views(agents), total))
     }
 
     /// Changes an agent.
@@ -232,10 +187,7 @@ impl AgentRegistry {
             .map_err(|error| name_conflict(error, &name))?
             .ok_or(AgentError::NotFound(id))?;
         self.invalidate(Some(id)).await;
-        self.with_status(vec![agent])
-            .await
-            .pop()
-            .ok_or(AgentError::NotFound(id))
+        Ok(self.view(agent))
     }
 
     /// Removes an agent; the tasks service takes back the tasks it held.
@@ -255,15 +207,12 @@ impl AgentRegistry {
             .heartbeat(id, self.clock.now_millis())
             .await?
             .ok_or(AgentError::NotFound(id))?;
-        self.with_status(vec![agent])
-            .await
-            .pop()
-            .ok_or(AgentError::NotFound(id))
+        Ok(self.view(agent))
     }
 
     /// Returns an agent's config object (JSON text).
     pub async fn config(&self, id: Uuid) -> Result<String, AgentError> {
-        let key = format!("{}config", agent_prefix(id));
+        let key = cache_keys::agent_config(id);
         if let Some(cache) = &self.cache
             && let Some(cached) = cache.get(&key).await
             && let Ok(config) = std::str::from_utf8(&cached)
@@ -293,27 +242,15 @@ impl AgentRegistry {
         self.now_millis() - i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2)
     }
 
-    fn view(&self, agent: Agent, active_tasks: u32) -> AgentView {
+    fn view(&self, agent: Agent) -> AgentView {
         AgentView {
-            status: AgentStatus::derive(&agent, active_tasks, self.online_since()),
+            liveness: Liveness::derive(&agent, self.online_since()),
             agent,
-            active_tasks,
         }
     }
 
-    async fn with_status(&self, agents: Vec<Agent>) -> Vec<AgentView> {
-        if agents.is_empty() {
-            return Vec::new();
-        }
-        let ids: Vec<Uuid> = agents.iter().map(|agent| agent.id).collect();
-        let counts = self.counts.active_tasks(&ids).await;
-        agents
-            .into_iter()
-            .map(|agent| {
-                let active = counts.get(&agent.id).copied().unwrap_or(0);
-                self.view(agent, active)
-            })
-            .collect()
+    fn views(&self, agents: Vec<Agent>) -> Vec<AgentView> {
+        agents.into_iter().map(|agent| self.view(agent)).collect()
     }
 }
 
