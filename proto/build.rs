@@ -13,6 +13,26 @@ const PROTOS: &[&str] = &[
     "swarm/worker/v1/worker.proto",
 ];
 
+/// Messages the gateway answers as JSON just as the services send them (with the `json`
+/// feature): the metrics summary is defined once, here, for gRPC, REST and OpenAPI alike.
+const SERVED_AS_JSON: &[&str] = &[
+    ".swarm.metrics.v1.Summary",
+    ".swarm.metrics.v1.RequestSummary",
+    ".swarm.metrics.v1.RouteSummary",
+    ".swarm.metrics.v1.Latency",
+    ".swarm.metrics.v1.DatabaseSummary",
+    ".swarm.metrics.v1.CacheSummary",
+    ".swarm.metrics.v1.Memory",
+    ".swarm.metrics.v1.Alert",
+    ".swarm.metrics.v1.Reporter",
+];
+
+/// Timestamp fields of those messages, written as RFC 3339 text.
+const JSON_TIMESTAMPS: &[&str] = &[
+    ".swarm.metrics.v1.Alert.since",
+    ".swarm.metrics.v1.Reporter.last_seen",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=swarm");
     let descriptors = protox::compile(PROTOS, ["."])?;
@@ -21,6 +41,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("swarm_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    let mut config = tonic_prost_build::configure().btree_map(".swarm.metrics.v1.Summary");
+    for message in SERVED_AS_JSON {
+        config = config.message_attribute(
+            message,
+            "#[cfg_attr(feature = \"json\", derive(serde::Serialize, utoipa::ToSchema))]",
+        );
+    }
+    for field in JSON_TIMESTAMPS {
+        config = config.field_attribute(
+            field,
+            "#[cfg_attr(feature = \"json\", serde(serialize_with = \"crate::json::timestamp\"), \
+             schema(value_type = Option<String>, format = DateTime))]",
+        );
+    }
+    config
+        .message_attribute(
+            ".swarm.metrics.v1.Summary",
+            "#[cfg_attr(feature = \"json\", schema(as = MetricsSummary))]",
+        )
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -290,11 +290,6 @@ pub fn agent_status_from_name(
     }
 }
 
-/// Rounds a figure to two decimals for display.
-pub fn round2(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
-}
-
 /// The task a route names.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Path)]

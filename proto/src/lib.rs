@@ -62,5 +62,8 @@ pub mod worker {
     }
 }
 
+#[cfg(feature = "json")]
+pub mod json;
+
 /// The encoded `FileDescriptorSet` of every Swarm .proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("swarm_descriptor");

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
+use swarm_kit::metrics::round2;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use utoipa::ToSchema;
 
-use crate::model::round2;
 use crate::state::{AppState, Upstream};
 
 /// How long a service may take to answer a health check.

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use swarm_kit::metrics::round2;
 use swarm_kit::validate::InvalidInput;
 use swarm_proto::metrics::v1 as pb;
 use swarm_proto::metrics::v1::metrics_service_server::MetricsService;
@@ -99,13 +100,20 @@ fn summary(figures: &Figures, alerts: &AlertBook) -> pb::Summary {
             entries: cache.entries,
             evictions: cache.evictions,
         }),
-        tasks: figures.tasks.clone().into_iter().collect(),
-        memory_mb: figures
+        tasks: figures.tasks.clone(),
+        memory: figures
             .memory_bytes
             .iter()
-            .map(|(service, bytes)| (service.clone(), bytes / 1_048_576.0))
+            .map(|(service, bytes)| {
+                let rss_mb = round2(bytes / 1_048_576.0);
+                (service.clone(), pb::Memory { rss_mb })
+            })
             .collect(),
-        cpu_percent: figures.cpu_percent.clone().into_iter().collect(),
+        cpu_percent: figures
+            .cpu_percent
+            .iter()
+            .map(|(service, percent)| (service.clone(), round2(*percent)))
+            .collect(),
         alerts: alerts
             .open()
             .into_iter()
@@ -133,8 +141,8 @@ fn summary(figures: &Figures, alerts: &AlertBook) -> pb::Summary {
 
 fn latency(latency: Latency) -> pb::Latency {
     pb::Latency {
-        p50: latency.p50,
-        p95: latency.p95,
-        p99: latency.p99,
+        p50: round2(latency.p50),
+        p95: round2(latency.p95),
+        p99: round2(latency.p99),
     }
 }

@@ -350,6 +350,11 @@ fn instance_id() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// Rounds a figure to two decimals, as answers show figures to people.
+pub fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
