@@ -11,6 +11,7 @@ use swarm_kit::ErrorCode;
 use crate::error::ApiError;
 
 /// A JSON request body. A `Content-Type` other than JSON is refused; a missing one is accepted.
+/// An empty body reads as `null`: `Json<Option<T>>` takes a body that may be left out.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -24,27 +25,6 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let body = json_body(request, state).await?;
         parse(&body).map(Json)
-    }
-}
-
-/// A JSON request body that may be left out: an empty body is `None`, anything else must be
-/// valid as for [`Json`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OptionalJson<T>(pub Option<T>);
-
-impl<T, S> FromRequest<S> for OptionalJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let body = json_body(request, state).await?;
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(OptionalJson(None));
-        }
-        parse(&body).map(|value| OptionalJson(Some(value)))
     }
 }
 
@@ -75,6 +55,10 @@ async fn json_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::from_slice(b"null")
+            .map_err(|_| ApiError::invalid("a json request body is required"));
+    }
     serde_json::from_slice(body)
         .map_err(|error| ApiError::invalid(format!("invalid json body: {error}")))
 }

@@ -4,7 +4,6 @@
 //! concurrency `busy`.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use swarm_kit::page::Page;
 use swarm_proto::agents::v1 as pb;
@@ -59,9 +58,8 @@ pub async fn list(
         every_match: by_load,
     };
     let listed = state
-        .agents
-        .clone()
-        .list_agents(state.call(request, Duration::ZERO))
+        .agents()
+        .list_agents(state.ask(request))
         .await?
         .into_inner();
     let agents = with_load(state, listed.agents).await;
@@ -86,12 +84,7 @@ async fn active_tasks(state: &AppState, agent_ids: Vec<String>) -> HashMap<Strin
         let request = tasks_pb::CountActiveTasksRequest {
             agent_ids: batch.to_vec(),
         };
-        match state
-            .tasks
-            .clone()
-            .count_active_tasks(state.call(request, Duration::ZERO))
-            .await
-        {
+        match state.tasks().count_active_tasks(state.ask(request)).await {
             Ok(response) => counts.extend(response.into_inner().active),
             Err(status) => {
                 warn!(code = ?status.code(), message = status.message(), "cannot count active tasks; alive agents show as idle");

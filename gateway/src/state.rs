@@ -111,6 +111,26 @@ impl AppState {
         })
     }
 
+    /// A client of the tasks service (clones share one connection).
+    pub fn tasks(&self) -> TaskServiceClient<ServiceChannel> {
+        self.tasks.clone()
+    }
+
+    /// A client of the agents service (clones share one connection).
+    pub fn agents(&self) -> AgentServiceClient<ServiceChannel> {
+        self.agents.clone()
+    }
+
+    /// A client of the cache service (clones share one connection).
+    pub fn cache(&self) -> CacheServiceClient<ServiceChannel> {
+        self.cache.clone()
+    }
+
+    /// Wraps `message` for a call to a service within the gateway's deadline.
+    pub fn ask<T>(&self, message: T) -> tonic::Request<T> {
+        self.call(message, Duration::ZERO)
+    }
+
     /// Wraps a gRPC message with the gateway's deadline plus `extra` (a claim's own wait).
     pub fn call<T>(&self, message: T, extra: Duration) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);

@@ -98,11 +98,6 @@ impl WorkerGrpc {
             .map_err(status)?;
         Ok(caller)
     }
-
-    /// Wraps a call to a service with the gateway's deadline.
-    fn call<T>(&self, message: T) -> Request<T> {
-        self.state.call(message, Duration::ZERO)
-    }
 }
 
 #[tonic::async_trait]
@@ -121,7 +116,7 @@ impl WorkerService for WorkerGrpc {
                     id: own.to_string(),
                 };
                 agents
-                    .get_agent(self.call(request))
+                    .get_agent(self.state.ask(request))
                     .await?
                     .into_inner()
                     .name
@@ -133,7 +128,10 @@ impl WorkerService for WorkerGrpc {
             resume: true,
             ..declared
         };
-        let agent = agents.register_agent(self.call(join)).await?.into_inner();
+        let agent = agents
+            .register_agent(self.state.ask(join))
+            .await?
+            .into_inner();
         Ok(Response::new(crate::fleet::one(&self.state, agent).await))
     }
 
@@ -197,7 +195,7 @@ impl WorkerService for WorkerGrpc {
             self.state
                 .tasks
                 .clone()
-                .add_message(self.call(message))
+                .add_message(self.state.ask(message))
                 .await,
         )
     }
@@ -215,7 +213,7 @@ impl WorkerService for WorkerGrpc {
             self.state
                 .tasks
                 .clone()
-                .list_messages(self.call(list))
+                .list_messages(self.state.ask(list))
                 .await,
         )
     }

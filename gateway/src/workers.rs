@@ -4,8 +4,6 @@
 //! but never got, and naming what was cancelled); a report on a held task goes to the tasks
 //! service once its lease names the caller's agent.
 
-use std::time::Duration;
-
 use swarm_proto::agents::v1 as agents_pb;
 use swarm_proto::tasks::v1 as tasks_pb;
 
@@ -20,29 +18,21 @@ pub async fn heartbeat(
     active_tasks: Option<Vec<String>>,
 ) -> Result<(agents_pb::Agent, Vec<String>), tonic::Status> {
     let agent = state
-        .agents
-        .clone()
-        .heartbeat(state.call(
-            agents_pb::HeartbeatRequest {
-                id: agent_id.clone(),
-            },
-            Duration::ZERO,
-        ))
+        .agents()
+        .heartbeat(state.ask(agents_pb::HeartbeatRequest {
+            id: agent_id.clone(),
+        }))
         .await?
         .into_inner();
     let Some(active_tasks) = active_tasks else {
         return Ok((fleet::one(state, agent).await, Vec::new()));
     };
     let synced = state
-        .tasks
-        .clone()
-        .sync_held_tasks(state.call(
-            tasks_pb::SyncHeldTasksRequest {
-                agent_id,
-                active_tasks,
-            },
-            Duration::ZERO,
-        ))
+        .tasks()
+        .sync_held_tasks(state.ask(tasks_pb::SyncHeldTasksRequest {
+            agent_id,
+            active_tasks,
+        }))
         .await?
         .into_inner();
     Ok((fleet::one(state, agent).await, synced.cancelled))
@@ -74,17 +64,9 @@ impl Report {
 pub async fn report(state: &AppState, report: Report) -> Result<tasks_pb::Task, tonic::Status> {
     let mut tasks = state.tasks.clone();
     let answered = match report {
-        Report::Progress(progress) => {
-            tasks
-                .report_progress(state.call(progress, Duration::ZERO))
-                .await
-        }
-        Report::Complete(completion) => {
-            tasks
-                .complete_task(state.call(completion, Duration::ZERO))
-                .await
-        }
-        Report::Fail(failure) => tasks.fail_task(state.call(failure, Duration::ZERO)).await,
+        Report::Progress(progress) => tasks.report_progress(state.ask(progress)).await,
+        Report::Complete(completion) => tasks.complete_task(state.ask(completion)).await,
+        Report::Fail(failure) => tasks.fail_task(state.ask(failure)).await,
     };
     answered.map(tonic::Response::into_inner)
 }

@@ -1,7 +1,5 @@
 //! Agent routes: register, list, read, update, delete, heartbeat, and read an agent's config.
 
-use std::time::Duration;
-
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{Json, OptionalJson, Query};
+use crate::extract::{Json, Query};
 use crate::fleet;
 use crate::model::{
     AgentPath, AgentView, PageView, agent_status_from_name, json_text, page, raw_json,
@@ -53,9 +51,8 @@ pub async fn register(
         resume: false,
     };
     let agent = state
-        .agents
-        .clone()
-        .register_agent(state.call(request, Duration::ZERO))
+        .agents()
+        .register_agent(state.ask(request))
         .await?
         .into_inner();
     Ok((StatusCode::CREATED, axum::Json(agent.into())))
@@ -108,9 +105,8 @@ pub async fn get(
 ) -> Result<axum::Json<AgentView>, ApiError> {
     caller.check_agent(&id)?;
     let agent = state
-        .agents
-        .clone()
-        .get_agent(state.call(pb::GetAgentRequest { id }, Duration::ZERO))
+        .agents()
+        .get_agent(state.ask(pb::GetAgentRequest { id }))
         .await?
         .into_inner();
     Ok(axum::Json(fleet::one(&state, agent).await.into()))
@@ -161,9 +157,8 @@ pub async fn update(
         max_concurrency: body.max_concurrency,
     };
     let agent = state
-        .agents
-        .clone()
-        .update_agent(state.call(request, Duration::ZERO))
+        .agents()
+        .update_agent(state.ask(request))
         .await?
         .into_inner();
     Ok(axum::Json(fleet::one(&state, agent).await.into()))
@@ -177,9 +172,8 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state
-        .agents
-        .clone()
-        .delete_agent(state.call(pb::DeleteAgentRequest { id }, Duration::ZERO))
+        .agents()
+        .delete_agent(state.ask(pb::DeleteAgentRequest { id }))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -211,7 +205,7 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    OptionalJson(body): OptionalJson<Heartbeat>,
+    Json(body): Json<Option<Heartbeat>>,
 ) -> Result<axum::Json<HeartbeatView>, ApiError> {
     caller.check_agent(&id)?;
     let active_tasks = body.and_then(|body| body.active_tasks);
@@ -232,9 +226,8 @@ pub async fn config(
 ) -> Result<axum::Json<Box<RawValue>>, ApiError> {
     caller.check_agent(&id)?;
     let config = state
-        .agents
-        .clone()
-        .get_agent_config(state.call(pb::GetAgentConfigRequest { id }, Duration::ZERO))
+        .agents()
+        .get_agent_config(state.ask(pb::GetAgentConfigRequest { id }))
         .await?
         .into_inner();
     Ok(axum::Json(raw_json(config.config_json)))

@@ -3,8 +3,6 @@
 //! namespace, and nobody the entries the services keep for themselves (the cache service stores
 //! each key under the owner it is named with).
 
-use std::time::Duration;
-
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -87,11 +85,7 @@ pub async fn put(
         ttl_seconds,
         namespace: pb::Namespace::tenant(caller.tenant()),
     };
-    state
-        .cache
-        .clone()
-        .set(state.call(request, Duration::ZERO))
-        .await?;
+    state.cache().set(state.ask(request)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -104,15 +98,11 @@ pub async fn get(
     Path(key): Path<String>,
 ) -> Result<axum::Json<CacheEntry>, ApiError> {
     let entry = state
-        .cache
-        .clone()
-        .get(state.call(
-            pb::GetRequest {
-                key,
-                namespace: pb::Namespace::tenant(caller.tenant()),
-            },
-            Duration::ZERO,
-        ))
+        .cache()
+        .get(state.ask(pb::GetRequest {
+            key,
+            namespace: pb::Namespace::tenant(caller.tenant()),
+        }))
         .await?
         .into_inner();
     if !entry.found {
@@ -137,15 +127,11 @@ pub async fn delete(
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state
-        .cache
-        .clone()
-        .delete(state.call(
-            pb::DeleteRequest {
-                key,
-                namespace: pb::Namespace::tenant(caller.tenant()),
-            },
-            Duration::ZERO,
-        ))
+        .cache()
+        .delete(state.ask(pb::DeleteRequest {
+            key,
+            namespace: pb::Namespace::tenant(caller.tenant()),
+        }))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -155,9 +141,8 @@ pub async fn delete(
     responses((status = 200, description = "The cache's statistics.", body = CacheStats)))]
 pub async fn stats(State(state): State<AppState>) -> Result<axum::Json<CacheStats>, ApiError> {
     let stats = state
-        .cache
-        .clone()
-        .stats(state.call(pb::StatsRequest {}, Duration::ZERO))
+        .cache()
+        .stats(state.ask(pb::StatsRequest {}))
         .await?
         .into_inner();
     Ok(axum::Json(CacheStats {

@@ -1,7 +1,5 @@
 //! Message routes: add to a task's conversation, read it, and read recent messages everywhere.
 
-use std::time::Duration;
-
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -48,9 +46,8 @@ pub async fn add(
         content: body.content,
     };
     let message = state
-        .tasks
-        .clone()
-        .add_message(state.call(request, Duration::ZERO))
+        .tasks()
+        .add_message(state.ask(request))
         .await?
         .into_inner();
     Ok((StatusCode::CREATED, axum::Json(message.into())))
@@ -101,9 +98,8 @@ async fn list(
     request: pb::ListMessagesRequest,
 ) -> Result<axum::Json<PageView<MessageView>>, ApiError> {
     let response = state
-        .tasks
-        .clone()
-        .list_messages(state.call(request, Duration::ZERO))
+        .tasks()
+        .list_messages(state.ask(request))
         .await?
         .into_inner();
     let items = response

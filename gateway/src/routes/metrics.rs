@@ -2,8 +2,6 @@
 //! every service with its alerts (the metrics service's own message, served as it comes), and
 //! `GET /metrics`, the Prometheus text exposition.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -32,7 +30,7 @@ fn client(state: &AppState) -> Result<MetricsServiceClient<ServiceChannel>, ApiE
     responses((status = 200, description = "Requests, database, cache, tasks, memory and alerts across every service.", body = pb::Summary)))]
 pub async fn summary(State(state): State<AppState>) -> Result<axum::Json<pb::Summary>, ApiError> {
     let summary = client(&state)?
-        .get_summary(state.call(pb::GetSummaryRequest {}, Duration::ZERO))
+        .get_summary(state.ask(pb::GetSummaryRequest {}))
         .await?
         .into_inner();
     Ok(axum::Json(summary))
@@ -43,7 +41,7 @@ pub async fn summary(State(state): State<AppState>) -> Result<axum::Json<pb::Sum
     responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String)))]
 pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let text = client(&state)?
-        .get_prometheus(state.call(pb::GetPrometheusRequest {}, Duration::ZERO))
+        .get_prometheus(state.ask(pb::GetPrometheusRequest {}))
         .await?
         .into_inner()
         .text;

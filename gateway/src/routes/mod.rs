@@ -12,6 +12,7 @@ pub(crate) mod keys;
 pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod tasks;
+pub(crate) mod work;
 
 use std::sync::Arc;
 
@@ -80,10 +81,10 @@ fn table() -> Vec<Route> {
         Route::new(routes!(tasks::cancel), CLIENTS),
         Route::new(routes!(tasks::events), CLIENTS_AND_AGENTS),
         Route::new(routes!(tasks::process), CLIENTS),
-        Route::new(routes!(tasks::claim), AGENTS).long_poll(),
-        Route::new(routes!(tasks::progress), AGENTS),
-        Route::new(routes!(tasks::complete), AGENTS),
-        Route::new(routes!(tasks::fail), AGENTS),
+        Route::new(routes!(work::claim), AGENTS).long_poll(),
+        Route::new(routes!(work::progress), AGENTS),
+        Route::new(routes!(work::complete), AGENTS),
+        Route::new(routes!(work::fail), AGENTS),
         Route::new(routes!(messages::add), CLIENTS_AND_AGENTS),
         Route::new(routes!(messages::list_for_task), CLIENTS_AND_AGENTS),
         Route::new(routes!(messages::list_recent), CLIENTS),

@@ -2,7 +2,6 @@
 //! and the agent-side claim, progress, complete and fail calls.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -21,11 +20,9 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
-use crate::limits::MAX_CLAIM_WAIT;
 use crate::model::{PageView, TaskPath, TaskView, json_text, page_request, status_from_name};
 use crate::schema;
 use crate::state::AppState;
-use crate::workers::{self, Report};
 
 /// The header that makes task submission idempotent.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -91,9 +88,8 @@ pub async fn create(
         tenant: caller.tenant().to_owned(),
     };
     let response = state
-        .tasks
-        .clone()
-        .create_task(state.call(request, Duration::ZERO))
+        .tasks()
+        .create_task(state.ask(request))
         .await?
         .into_inner();
     let status = if response.created {
@@ -146,9 +142,8 @@ pub async fn list(
         page: Some(page_request(query.page, query.per_page)?),
     };
     let response = state
-        .tasks
-        .clone()
-        .list_tasks(state.call(request, Duration::ZERO))
+        .tasks()
+        .list_tasks(state.ask(request))
         .await?
         .into_inner();
     let items = response.tasks.into_iter().map(TaskView::from).collect();
@@ -164,9 +159,8 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<axum::Json<TaskView>, ApiError> {
     let task = state
-        .tasks
-        .clone()
-        .get_task(state.call(pb::GetTaskRequest { id: id.clone() }, Duration::ZERO))
+        .tasks()
+        .get_task(state.ask(pb::GetTaskRequest { id: id.clone() }))
         .await?
         .into_inner();
     caller.check_reach(&task)?;
@@ -180,9 +174,8 @@ pub async fn check_visible(state: &AppState, caller: &Caller, id: &str) -> Resul
         return Ok(());
     }
     let task = state
-        .tasks
-        .clone()
-        .get_task(state.call(pb::GetTaskRequest { id: id.to_owned() }, Duration::ZERO))
+        .tasks()
+        .get_task(state.ask(pb::GetTaskRequest { id: id.to_owned() }))
         .await?
         .into_inner();
     caller.check_reach(&task)
@@ -211,9 +204,8 @@ pub async fn cancel(
 ) -> Result<axum::Json<TaskView>, ApiError> {
     check_visible(&state, &caller, &id).await?;
     let task = state
-        .tasks
-        .clone()
-        .cancel_task(state.call(pb::CancelTaskRequest { id }, Duration::ZERO))
+        .tasks()
+        .cancel_task(state.ask(pb::CancelTaskRequest { id }))
         .await?
         .into_inner();
     Ok(axum::Json(task.into()))
@@ -286,9 +278,8 @@ pub async fn process(
         ..pb::CreateTaskRequest::default()
     };
     let response = state
-        .tasks
-        .clone()
-        .create_task(state.call(request, Duration::ZERO))
+        .tasks()
+        .create_task(state.ask(request))
         .await?
         .into_inner();
     let task = response.task.ok_or_else(missing_task)?;
@@ -308,164 +299,6 @@ pub struct Processing {
     task_id: String,
     /// Always `processing`.
     status: &'static str,
-}
-
-/// Body of `POST /api/tasks/claim`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimTasks {
-    #[schema(format = Uuid)]
-    agent_id: String,
-    #[schema(minimum = 1, maximum = 100)]
-    max_tasks: Option<u32>,
-    #[schema(maximum = 60)]
-    wait_seconds: Option<u32>,
-}
-
-/// Answer of `POST /api/tasks/claim`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Claimed {
-    tasks: Vec<TaskView>,
-}
-
-/// Claims tasks for an agent, long-polling up to `wait_seconds`.
-#[utoipa::path(post, operation_id = "claimTasks", path = "/api/tasks/claim", tag = "agent work", request_body = ClaimTasks,
-    responses((status = 200, description = "The tasks claimed, now active under a lease; empty when none came within the wait.", body = Claimed)))]
-pub async fn claim(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Json(body): Json<ClaimTasks>,
-) -> Result<axum::Json<Claimed>, ApiError> {
-    caller.check_agent(&body.agent_id)?;
-    let wait_seconds = body.wait_seconds.unwrap_or(0);
-    if u64::from(wait_seconds) > MAX_CLAIM_WAIT.as_secs() {
-        return Err(ApiError::invalid(format!(
-            "wait_seconds must be between 0 and {}",
-            MAX_CLAIM_WAIT.as_secs()
-        )));
-    }
-    let request = pb::ClaimTasksRequest {
-        agent_id: body.agent_id,
-        max_tasks: body.max_tasks.unwrap_or(1),
-        wait_seconds,
-    };
-    if request.max_tasks == 0 {
-        return Err(ApiError::invalid("max_tasks must be between 1 and 100"));
-    }
-    let wait = Duration::from_secs(u64::from(wait_seconds));
-    let response = state
-        .tasks
-        .clone()
-        .claim_tasks(state.call(request, wait))
-        .await?
-        .into_inner();
-    let tasks = response.tasks.into_iter().map(TaskView::from).collect();
-    Ok(axum::Json(Claimed { tasks }))
-}
-
-/// Body of `POST /api/tasks/{id}/progress`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReportProgress {
-    #[schema(format = Uuid)]
-    agent_id: String,
-    #[schema(format = Uuid)]
-    lease_id: Option<String>,
-    #[schema(minimum = 0, maximum = 100)]
-    percent: i32,
-    #[schema(schema_with = schema::progress_note)]
-    message: Option<String>,
-}
-
-/// Reports progress on a held task and renews its lease.
-#[utoipa::path(post, operation_id = "reportProgress", path = "/api/tasks/{id}/progress", tag = "agent work", params(TaskPath), request_body = ReportProgress,
-    responses((status = 200, description = "The task, its lease renewed.", body = TaskView)))]
-pub async fn progress(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    Json(body): Json<ReportProgress>,
-) -> Result<axum::Json<TaskView>, ApiError> {
-    let request = pb::ReportProgressRequest {
-        id,
-        lease: Some(held_lease(&caller, body.agent_id, body.lease_id)?),
-        percent: body.percent,
-        message: body.message,
-    };
-    let task = workers::report(&state, Report::Progress(request)).await?;
-    Ok(axum::Json(task.into()))
-}
-
-/// Body of `POST /api/tasks/{id}/complete`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CompleteTask {
-    #[schema(format = Uuid)]
-    agent_id: String,
-    #[schema(format = Uuid)]
-    lease_id: Option<String>,
-    #[schema(value_type = Option<serde_json::Value>)]
-    result: Option<Box<RawValue>>,
-}
-
-/// Completes a held task.
-#[utoipa::path(post, operation_id = "completeTask", path = "/api/tasks/{id}/complete", tag = "agent work", params(TaskPath), request_body = CompleteTask,
-    responses((status = 200, description = "The task, completed.", body = TaskView)))]
-pub async fn complete(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    Json(body): Json<CompleteTask>,
-) -> Result<axum::Json<TaskView>, ApiError> {
-    let request = pb::CompleteTaskRequest {
-        id,
-        lease: Some(held_lease(&caller, body.agent_id, body.lease_id)?),
-        result_json: json_text(body.result),
-    };
-    let task = workers::report(&state, Report::Complete(request)).await?;
-    Ok(axum::Json(task.into()))
-}
-
-/// Body of `POST /api/tasks/{id}/fail`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FailTask {
-    #[schema(format = Uuid)]
-    agent_id: String,
-    #[schema(format = Uuid)]
-    lease_id: Option<String>,
-    #[schema(schema_with = schema::failure)]
-    error: String,
-    retryable: Option<bool>,
-}
-
-/// Fails a held task: requeued with backoff while attempts remain, else `failed`.
-#[utoipa::path(post, operation_id = "failTask", path = "/api/tasks/{id}/fail", tag = "agent work", params(TaskPath), request_body = FailTask,
-    responses((status = 200, description = "The task: queued again with backoff while attempts remain, else failed.", body = TaskView)))]
-pub async fn fail(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    Json(body): Json<FailTask>,
-) -> Result<axum::Json<TaskView>, ApiError> {
-    let request = pb::FailTaskRequest {
-        id,
-        lease: Some(held_lease(&caller, body.agent_id, body.lease_id)?),
-        error: body.error,
-        retryable: body.retryable,
-    };
-    let task = workers::report(&state, Report::Fail(request)).await?;
-    Ok(axum::Json(task.into()))
-}
-
-/// Names the attempt a report is about, refusing an agent key that names another agent.
-fn held_lease(
-    caller: &Caller,
-    agent_id: String,
-    lease_id: Option<String>,
-) -> Result<pb::LeaseRef, ApiError> {
-    caller.check_agent(&agent_id)?;
-    Ok(pb::LeaseRef { agent_id, lease_id })
 }
 
 fn task_view(task: Option<pb::Task>) -> Result<TaskView, ApiError> {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use swarm_agents::domain::{AgentFilter, AgentRegistry, AgentUpdate, Liveness, NewAgent};
+use swarm_agents::domain::{Agent, AgentFilter, AgentRegistry, AgentUpdate, Liveness, NewAgent};
 use swarm_agents::error::AgentError;
 use swarm_agents::storage;
 use swarm_kit::clock::Clock;
@@ -18,6 +18,13 @@ use uuid::Uuid;
 struct Fixture {
     registry: AgentRegistry,
     database: TestDatabase,
+}
+
+impl Fixture {
+    /// Registers `agent`, which must succeed, and returns it as stored.
+    async fn add(&self, agent: NewAgent) -> Agent {
+        self.registry.register(agent).await.unwrap().agent
+    }
 }
 
 const TTL: Duration = Duration::from_millis(400);
@@ -96,12 +103,7 @@ async fn registration_keeps_every_field_and_names_are_unique(backend: Backend) {
 
 async fn updates_change_only_what_they_name(backend: Backend) {
     let f = fixture(backend).await;
-    let alpha = f
-        .registry
-        .register(named("alpha", &["echo"]))
-        .await
-        .unwrap()
-        .agent;
+    let alpha = f.add(named("alpha", &["echo"])).await;
     f.registry.register(named("beta", &[])).await.unwrap();
     let update = AgentUpdate {
         capabilities: Some(vec!["sleep".into()]),
@@ -144,12 +146,7 @@ async fn updates_change_only_what_they_name(backend: Backend) {
 
 async fn deleted_agents_are_gone(backend: Backend) {
     let f = fixture(backend).await;
-    let alpha = f
-        .registry
-        .register(named("alpha", &[]))
-        .await
-        .unwrap()
-        .agent;
+    let alpha = f.add(named("alpha", &[])).await;
     f.registry.delete(alpha.id).await.unwrap();
     assert!(matches!(
         f.registry.get(alpha.id).await,
@@ -169,12 +166,7 @@ async fn deleted_agents_are_gone(backend: Backend) {
 
 async fn liveness_follows_heartbeats(backend: Backend) {
     let f = fixture(backend).await;
-    let alpha = f
-        .registry
-        .register(named("alpha", &[]))
-        .await
-        .unwrap()
-        .agent;
+    let alpha = f.add(named("alpha", &[])).await;
     assert_eq!(
         f.registry.get(alpha.id).await.unwrap().liveness,
         Liveness::Online
@@ -212,25 +204,10 @@ async fn replicas_with_skewed_clocks_agree_on_liveness(backend: Backend) {
 
 async fn lists_filter_by_liveness_and_capability(backend: Backend) {
     let f = fixture(backend).await;
-    let old = f
-        .registry
-        .register(named("old", &["echo"]))
-        .await
-        .unwrap()
-        .agent;
+    let old = f.add(named("old", &["echo"])).await;
     tokio::time::sleep(TTL + Duration::from_millis(100)).await;
-    let gpu = f
-        .registry
-        .register(named("gpu", &["echo", "gpu"]))
-        .await
-        .unwrap()
-        .agent;
-    let idle = f
-        .registry
-        .register(named("idle", &["sleep"]))
-        .await
-        .unwrap()
-        .agent;
+    let gpu = f.add(named("gpu", &["echo", "gpu"])).await;
+    let idle = f.add(named("idle", &["sleep"])).await;
 
     let ids = |views: Vec<swarm_agents::domain::AgentView>| {
         views.into_iter().map(|v| v.agent.id).collect::<Vec<_>>()

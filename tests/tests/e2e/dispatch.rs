@@ -156,16 +156,6 @@ async fn thousand_tasks_each_done_once_by_an_able_agent(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn thousand_tasks_on_sqlite() {
-    thousand_tasks_each_done_once_by_an_able_agent(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn thousand_tasks_on_postgres() {
-    thousand_tasks_each_done_once_by_an_able_agent(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_agents_task_goes_to_another_and_its_late_result_is_refused() {
     const TTL: Duration = Duration::from_secs(2);
     let swarm = TestStack::start_with(Backend::Sqlite, |config| {
@@ -401,4 +391,7 @@ async fn a_replica_whose_clock_runs_ahead_agrees_on_leases(backend: Backend) {
     swarm.stop().await;
 }
 
-swarm_kit::conformance!(a_replica_whose_clock_runs_ahead_agrees_on_leases);
+swarm_kit::conformance!(
+    a_replica_whose_clock_runs_ahead_agrees_on_leases,
+    thousand_tasks_each_done_once_by_an_able_agent,
+);

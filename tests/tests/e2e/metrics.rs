@@ -60,16 +60,6 @@ fn promtool_check(text: &str) -> (bool, String) {
     (output.status.success() && said.trim().is_empty(), said)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_process_reports_and_the_figures_add_up_on_sqlite() {
-    every_process_reports_and_the_figures_add_up(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_process_reports_and_the_figures_add_up_on_postgres() {
-    every_process_reports_and_the_figures_add_up(Backend::Postgres).await;
-}
-
 async fn every_process_reports_and_the_figures_add_up(backend: Backend) {
     // Statements are measured by the telemetry every swarm process installs.
     swarm_kit::telemetry::init_with("swarm-e2e", None);
@@ -227,3 +217,5 @@ async fn a_dead_metrics_service_costs_callers_nothing() {
     assert_error(&swarm.get("/metrics").await, 503, "unavailable");
     swarm.stop().await;
 }
+
+swarm_kit::conformance!(every_process_reports_and_the_figures_add_up,);

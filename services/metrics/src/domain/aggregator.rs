@@ -304,6 +304,11 @@ fn growth(before: Option<&Increment>, now: &Increment) -> Option<Increment> {
 pub(crate) mod tests {
     use super::*;
 
+    /// Records `report`, which must be accepted.
+    pub(crate) fn take(aggregator: &Aggregator, report: pb::RecordRequest) {
+        aggregator.record(report).expect("the report is accepted");
+    }
+
     /// A report of one histogram series and one counter.
     pub(crate) fn report(
         service: &str,
@@ -366,29 +371,19 @@ pub(crate) mod tests {
     #[test]
     fn increments_are_the_growth_between_reports() {
         let aggregator = Aggregator::new(Duration::from_secs(60));
-        aggregator
-            .record(report("cache", "a", "r", buckets(1), 10.0))
-            .unwrap();
-        aggregator
-            .record(report("cache", "a", "r", buckets(3), 25.0))
-            .unwrap();
+        take(&aggregator, report("cache", "a", "r", buckets(1), 10.0));
+        take(&aggregator, report("cache", "a", "r", buckets(3), 25.0));
         assert_eq!(hits(&aggregator.snapshot()), 25.0);
         // A restart starts the totals again from zero: the new total is all growth.
-        aggregator
-            .record(report("cache", "a", "r", buckets(0), 4.0))
-            .unwrap();
+        take(&aggregator, report("cache", "a", "r", buckets(0), 4.0));
         assert_eq!(hits(&aggregator.snapshot()), 29.0);
     }
 
     #[test]
     fn replicas_add_up() {
         let aggregator = Aggregator::new(Duration::from_secs(60));
-        aggregator
-            .record(report("cache", "a", "r", buckets(1), 10.0))
-            .unwrap();
-        aggregator
-            .record(report("cache", "b", "r", buckets(1), 5.0))
-            .unwrap();
+        take(&aggregator, report("cache", "a", "r", buckets(1), 10.0));
+        take(&aggregator, report("cache", "b", "r", buckets(1), 5.0));
         let snapshot = aggregator.snapshot();
         assert_eq!(hits(&snapshot), 15.0);
         assert_eq!(snapshot.instances.len(), 2);
@@ -397,9 +392,7 @@ pub(crate) mod tests {
     #[test]
     fn increments_and_processes_leave_the_window() {
         let aggregator = Aggregator::new(Duration::from_millis(200));
-        aggregator
-            .record(report("cache", "a", "r", buckets(1), 10.0))
-            .unwrap();
+        take(&aggregator, report("cache", "a", "r", buckets(1), 10.0));
         std::thread::sleep(Duration::from_millis(300));
         let snapshot = aggregator.snapshot();
         assert_eq!(hits(&snapshot), 0.0);

@@ -119,16 +119,17 @@ mod tests {
 
     use super::*;
     use crate::domain::Aggregator;
-    use crate::domain::aggregator::tests::{buckets, report};
+    use crate::domain::aggregator::tests::{buckets, report, take};
 
     #[test]
     fn histograms_are_cumulative_with_sum_and_count() {
         let aggregator = Aggregator::new(Duration::from_secs(60));
         let mut counts = buckets(2);
         counts[3] = 1;
-        aggregator
-            .record(report("gateway", "g:1", "GET /api/tasks/{id}", counts, 4.0))
-            .unwrap();
+        take(
+            &aggregator,
+            report("gateway", "g:1", "GET /api/tasks/{id}", counts, 4.0),
+        );
         let text = render(&aggregator.snapshot().instances);
         let labels = r#"service="gateway",instance="g:1",outcome="ok",route="GET /api/tasks/{id}",status="200""#;
         assert!(text.contains("# TYPE swarm_request_duration_seconds histogram\n"));

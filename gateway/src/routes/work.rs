@@ -1,0 +1,231 @@
+//! Agent work routes, the REST twins of the worker gRPC calls: claim tasks, then report on a
+//! held task (progress, completion, failure). Every report names the agent that holds the task
+//! (and, optionally, the attempt's lease); an agent key may only name its own agent.
+
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use swarm_proto::tasks::v1 as pb;
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::Json;
+use crate::limits::MAX_CLAIM_WAIT;
+use crate::model::{TaskPath, TaskView, json_text};
+use crate::schema;
+use crate::state::AppState;
+use crate::workers::{self, Report};
+
+/// Body of `POST /api/tasks/claim`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimTasks {
+    #[schema(format = Uuid)]
+    agent_id: String,
+    #[schema(minimum = 1, maximum = 100)]
+    max_tasks: Option<u32>,
+    #[schema(maximum = 60)]
+    wait_seconds: Option<u32>,
+}
+
+/// Answer of `POST /api/tasks/claim`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Claimed {
+    tasks: Vec<TaskView>,
+}
+
+/// Claims tasks for an agent, long-polling up to `wait_seconds`.
+#[utoipa::path(post, operation_id = "claimTasks", path = "/api/tasks/claim", tag = "agent work", request_body = ClaimTasks,
+    responses((status = 200, description = "The tasks claimed, now active under a lease; empty when none came within the wait.", body = Claimed)))]
+pub async fn claim(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(body): Json<ClaimTasks>,
+) -> Result<axum::Json<Claimed>, ApiError> {
+    caller.check_agent(&body.agent_id)?;
+    let wait_seconds = body.wait_seconds.unwrap_or(0);
+    if u64::from(wait_seconds) > MAX_CLAIM_WAIT.as_secs() {
+        return Err(ApiError::invalid(format!(
+            "wait_seconds must be between 0 and {}",
+            MAX_CLAIM_WAIT.as_secs()
+        )));
+    }
+    let request = pb::ClaimTasksRequest {
+        agent_id: body.agent_id,
+        max_tasks: body.max_tasks.unwrap_or(1),
+        wait_seconds,
+    };
+    if request.max_tasks == 0 {
+        return Err(ApiError::invalid("max_tasks must be between 1 and 100"));
+    }
+    let wait = Duration::from_secs(u64::from(wait_seconds));
+    let response = state
+        .tasks
+        .clone()
+        .claim_tasks(state.call(request, wait))
+        .await?
+        .into_inner();
+    let tasks = response.tasks.into_iter().map(TaskView::from).collect();
+    Ok(axum::Json(Claimed { tasks }))
+}
+
+/// Body of `POST /api/tasks/{id}/progress`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportProgress {
+    #[schema(format = Uuid)]
+    agent_id: String,
+    #[schema(format = Uuid)]
+    lease_id: Option<String>,
+    #[schema(minimum = 0, maximum = 100)]
+    percent: i32,
+    #[schema(schema_with = schema::progress_note)]
+    message: Option<String>,
+}
+
+/// Reports progress on a held task and renews its lease.
+#[utoipa::path(post, operation_id = "reportProgress", path = "/api/tasks/{id}/progress", tag = "agent work", params(TaskPath), request_body = ReportProgress,
+    responses((status = 200, description = "The task, its lease renewed.", body = TaskView)))]
+pub async fn progress(
+    report: HeldReport<ReportProgress>,
+) -> Result<axum::Json<TaskView>, ApiError> {
+    report.send().await
+}
+
+/// Body of `POST /api/tasks/{id}/complete`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteTask {
+    #[schema(format = Uuid)]
+    agent_id: String,
+    #[schema(format = Uuid)]
+    lease_id: Option<String>,
+    #[schema(value_type = Option<serde_json::Value>)]
+    result: Option<Box<RawValue>>,
+}
+
+/// Completes a held task.
+#[utoipa::path(post, operation_id = "completeTask", path = "/api/tasks/{id}/complete", tag = "agent work", params(TaskPath), request_body = CompleteTask,
+    responses((status = 200, description = "The task, completed.", body = TaskView)))]
+pub async fn complete(report: HeldReport<CompleteTask>) -> Result<axum::Json<TaskView>, ApiError> {
+    report.send().await
+}
+
+/// Body of `POST /api/tasks/{id}/fail`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailTask {
+    #[schema(format = Uuid)]
+    agent_id: String,
+    #[schema(format = Uuid)]
+    lease_id: Option<String>,
+    #[schema(schema_with = schema::failure)]
+    error: String,
+    retryable: Option<bool>,
+}
+
+/// Fails a held task: requeued with backoff while attempts remain, else `failed`.
+#[utoipa::path(post, operation_id = "failTask", path = "/api/tasks/{id}/fail", tag = "agent work", params(TaskPath), request_body = FailTask,
+    responses((status = 200, description = "The task: queued again with backoff while attempts remain, else failed.", body = TaskView)))]
+pub async fn fail(report: HeldReport<FailTask>) -> Result<axum::Json<TaskView>, ApiError> {
+    report.send().await
+}
+
+/// The body of a report on a held task.
+pub trait ReportBody: DeserializeOwned + Send {
+    /// Splits the body into the attempt it names and the report on task `id`.
+    fn into_report(self, id: String) -> (pb::LeaseRef, Report);
+}
+
+impl ReportBody for ReportProgress {
+    fn into_report(self, id: String) -> (pb::LeaseRef, Report) {
+        let report = pb::ReportProgressRequest {
+            id,
+            lease: None,
+            percent: self.percent,
+            message: self.message,
+        };
+        (
+            attempt(self.agent_id, self.lease_id),
+            Report::Progress(report),
+        )
+    }
+}
+
+impl ReportBody for CompleteTask {
+    fn into_report(self, id: String) -> (pb::LeaseRef, Report) {
+        let report = pb::CompleteTaskRequest {
+            id,
+            lease: None,
+            result_json: json_text(self.result),
+        };
+        (
+            attempt(self.agent_id, self.lease_id),
+            Report::Complete(report),
+        )
+    }
+}
+
+impl ReportBody for FailTask {
+    fn into_report(self, id: String) -> (pb::LeaseRef, Report) {
+        let report = pb::FailTaskRequest {
+            id,
+            lease: None,
+            error: self.error,
+            retryable: self.retryable,
+        };
+        (attempt(self.agent_id, self.lease_id), Report::Fail(report))
+    }
+}
+
+fn attempt(agent_id: String, lease_id: Option<String>) -> pb::LeaseRef {
+    pb::LeaseRef { agent_id, lease_id }
+}
+
+/// A report on a held task as a handler takes it: who calls, the task the path names, and the
+/// body.
+pub struct HeldReport<B> {
+    state: AppState,
+    caller: Caller,
+    task_id: String,
+    body: B,
+}
+
+impl<B: ReportBody> HeldReport<B> {
+    /// Sends the report, refusing an agent key that names another agent, and answers the task
+    /// as it is afterwards.
+    async fn send(self) -> Result<axum::Json<TaskView>, ApiError> {
+        let (lease, mut report) = self.body.into_report(self.task_id);
+        self.caller.check_agent(&lease.agent_id)?;
+        *report.lease_mut() = Some(lease);
+        let task = workers::report(&self.state, report).await?;
+        Ok(axum::Json(task.into()))
+    }
+}
+
+impl<B: ReportBody> FromRequest<AppState> for HeldReport<B> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let Path(task_id) = Path::<String>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+        let caller = parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            tracing::error!("a report reached its handler without a caller");
+            ApiError::new(swarm_kit::ErrorCode::Internal, "internal error")
+        })?;
+        let Json(body) = Json::<B>::from_request(Request::from_parts(parts, body), state).await?;
+        Ok(Self {
+            state: state.clone(),
+            caller,
+            task_id,
+            body,
+        })
+    }
+}
