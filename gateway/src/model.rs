@@ -53,6 +53,7 @@ struct ProgressView {
 pub fn status_name(status: pb::TaskStatus) -> &'static str {
     match status {
         pb::TaskStatus::Unspecified => "unknown",
+        pb::TaskStatus::Scheduled => "scheduled",
         pb::TaskStatus::Queued => "queued",
         pb::TaskStatus::Active => "active",
         pb::TaskStatus::Completed => "completed",
@@ -64,6 +65,7 @@ pub fn status_name(status: pb::TaskStatus) -> &'static str {
 /// Parses a REST status filter.
 pub fn status_from_name(name: &str) -> Result<pb::TaskStatus, ApiError> {
     match name {
+        "scheduled" => Ok(pb::TaskStatus::Scheduled),
         "queued" => Ok(pb::TaskStatus::Queued),
         "active" => Ok(pb::TaskStatus::Active),
         "completed" => Ok(pb::TaskStatus::Completed),
@@ -120,6 +122,41 @@ impl From<pb::Task> for TaskView {
             updated_at: task.updated_at.as_ref().map(rfc3339),
             started_at: task.started_at.as_ref().map(rfc3339),
             finished_at: task.finished_at.as_ref().map(rfc3339),
+        }
+    }
+}
+
+/// An attempt at a task as REST clients see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptView {
+    /// 1 for the first attempt, counting across retries.
+    attempt: i32,
+    /// The agent that made it.
+    agent_id: Option<String>,
+    /// When it was claimed.
+    started_at: Option<String>,
+    /// When it ended, if it has.
+    finished_at: Option<String>,
+    /// How it ended: `running` (not yet), `completed`, `failed`, `lease_expired`,
+    /// `agent_lost`, `cancelled` or `timed_out`.
+    outcome: String,
+    /// The error it ended with.
+    error: Option<String>,
+}
+
+impl From<pb::Attempt> for AttemptView {
+    fn from(attempt: pb::Attempt) -> Self {
+        let outcome = attempt.outcome().as_str_name();
+        Self {
+            outcome: outcome
+                .strip_prefix("ATTEMPT_OUTCOME_")
+                .unwrap_or(outcome)
+                .to_ascii_lowercase(),
+            attempt: attempt.attempt,
+            agent_id: attempt.agent_id,
+            started_at: attempt.started_at.as_ref().map(rfc3339),
+            finished_at: attempt.finished_at.as_ref().map(rfc3339),
+            error: attempt.error,
         }
     }
 }

@@ -9,7 +9,14 @@ use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, Type};
 use crate::auth::Role;
 
 /// The REST names of task statuses, in the order of a task's life.
-pub const TASK_STATUSES: [&str; 5] = ["queued", "active", "completed", "failed", "cancelled"];
+pub const TASK_STATUSES: [&str; 6] = [
+    "scheduled",
+    "queued",
+    "active",
+    "completed",
+    "failed",
+    "cancelled",
+];
 /// The REST names of agent statuses.
 pub const AGENT_STATUSES: [&str; 3] = ["idle", "busy", "offline"];
 /// The REST names of message roles.

@@ -79,6 +79,8 @@ fn table() -> Vec<Route> {
         Route::new(routes!(tasks::list), CLIENTS),
         Route::new(routes!(tasks::get), CLIENTS),
         Route::new(routes!(tasks::cancel), CLIENTS),
+        Route::new(routes!(tasks::retry), CLIENTS),
+        Route::new(routes!(tasks::attempts), CLIENTS),
         Route::new(routes!(tasks::events), CLIENTS_AND_AGENTS),
         Route::new(routes!(tasks::process), CLIENTS),
         Route::new(routes!(work::claim), AGENTS).long_poll(),

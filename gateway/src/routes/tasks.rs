@@ -20,7 +20,9 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
-use crate::model::{PageView, TaskPath, TaskView, json_text, page_request, status_from_name};
+use crate::model::{
+    AttemptView, PageQuery, PageView, TaskPath, TaskView, json_text, page_request, status_from_name,
+};
 use crate::schema;
 use crate::state::AppState;
 
@@ -49,6 +51,14 @@ pub struct CreateTask {
     max_attempts: Option<i32>,
     #[schema(minimum = 1, maximum = 86400)]
     timeout_seconds: Option<i32>,
+    /// When the task may start (RFC 3339); until then it is `scheduled`. Not with
+    /// `delay_seconds`.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    run_at: Option<String>,
+    /// Seconds from now until the task may start; until then it is `scheduled`. Not with
+    /// `run_at`.
+    #[schema(minimum = 1, maximum = 31536000)]
+    delay_seconds: Option<u32>,
 }
 
 /// Creates a task: 201 with the task, or 200 with the earlier task when the caller's tenant
@@ -86,6 +96,14 @@ pub async fn create(
         timeout_seconds: body.timeout_seconds,
         idempotency_key,
         tenant: caller.tenant().to_owned(),
+        run_at: body
+            .run_at
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| ApiError::invalid("run_at must be an rfc 3339 time"))
+            })
+            .transpose()?,
+        delay_seconds: body.delay_seconds,
     };
     let response = state
         .tasks()
@@ -209,6 +227,51 @@ pub async fn cancel(
         .await?
         .into_inner();
     Ok(axum::Json(task.into()))
+}
+
+/// Queues a failed or cancelled task again with a fresh attempt budget; any other status
+/// answers 409.
+#[utoipa::path(post, operation_id = "retryTask", path = "/api/tasks/{id}/retry", tag = "tasks", params(TaskPath),
+    responses((status = 200, description = "The task, queued again.", body = TaskView)))]
+pub async fn retry(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<TaskView>, ApiError> {
+    check_visible(&state, &caller, &id).await?;
+    let task = state
+        .tasks()
+        .retry_task(state.ask(pb::RetryTaskRequest { id }))
+        .await?
+        .into_inner();
+    Ok(axum::Json(task.into()))
+}
+
+/// Lists a task's attempts, oldest first: who made each, when, and how it ended.
+#[utoipa::path(get, operation_id = "listAttempts", path = "/api/tasks/{id}/attempts", tag = "tasks", params(TaskPath, PageQuery),
+    responses((status = 200, description = "A page of attempts.", body = PageView<AttemptView>)))]
+pub async fn attempts(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<axum::Json<PageView<AttemptView>>, ApiError> {
+    check_visible(&state, &caller, &id).await?;
+    let request = pb::ListAttemptsRequest {
+        id,
+        page: Some(page.to_proto()?),
+    };
+    let response = state
+        .tasks()
+        .list_attempts(state.ask(request))
+        .await?
+        .into_inner();
+    let items = response
+        .attempts
+        .into_iter()
+        .map(AttemptView::from)
+        .collect();
+    Ok(axum::Json(PageView::new(items, response.page)))
 }
 
 /// Streams a task's changes as Server-Sent Events named `task`, ending after a final status

@@ -16,6 +16,14 @@ pub fn timestamp_from_millis(millis: i64) -> Timestamp {
     }
 }
 
+/// Converts a protobuf timestamp to Unix milliseconds.
+pub fn millis_from_timestamp(timestamp: &Timestamp) -> i64 {
+    timestamp
+        .seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(timestamp.nanos / 1_000_000))
+}
+
 /// Formats a protobuf timestamp as RFC 3339 UTC with millisecond precision.
 pub fn rfc3339(timestamp: &Timestamp) -> String {
     DateTime::<Utc>::from_timestamp(timestamp.seconds, timestamp.nanos.max(0) as u32)

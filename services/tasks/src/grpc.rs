@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_kit::page::Page;
-use swarm_kit::time::timestamp_from_millis;
+use swarm_kit::time::{millis_from_timestamp, timestamp_from_millis};
 use swarm_kit::validate::InvalidInput;
 use swarm_kit::validate::parse_uuid;
 use swarm_proto::tasks::v1 as pb;
@@ -16,8 +16,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    Dispatcher, IdempotencyKey, LeaseRef, Message, MessageRole, MessageScope, NewMessage, NewTask,
-    Task, TaskFilter, TaskQueue, TaskStatus,
+    Attempt, AttemptOutcome, Dispatcher, IdempotencyKey, LeaseRef, Message, MessageRole,
+    MessageScope, NewMessage, NewTask, Task, TaskFilter, TaskQueue, TaskStatus,
 };
 
 /// The gRPC handler of the tasks service.
@@ -63,6 +63,8 @@ impl TaskService for TaskGrpc {
                 key,
             }),
             trace_parent: swarm_kit::trace::traceparent(&tracing::Span::current()),
+            run_at: request.run_at.as_ref().map(millis_from_timestamp),
+            delay_seconds: request.delay_seconds,
         };
         let (task, created) = self.queue.create(task).await?;
         Ok(Response::new(pb::CreateTaskResponse {
@@ -108,6 +110,28 @@ impl TaskService for TaskGrpc {
     ) -> Result<Response<pb::Task>, Status> {
         let id = parse_uuid("id", &request.get_ref().id)?;
         Ok(Response::new(task_to_proto(self.queue.cancel(id).await?)))
+    }
+
+    async fn retry_task(
+        &self,
+        request: Request<pb::RetryTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let id = parse_uuid("id", &request.get_ref().id)?;
+        Ok(Response::new(task_to_proto(self.queue.retry(id).await?)))
+    }
+
+    async fn list_attempts(
+        &self,
+        request: Request<pb::ListAttemptsRequest>,
+    ) -> Result<Response<pb::ListAttemptsResponse>, Status> {
+        let request = request.into_inner();
+        let id = parse_uuid("id", &request.id)?;
+        let page = Page::from_proto(request.page)?;
+        let (attempts, total) = self.queue.attempts(id, page).await?;
+        Ok(Response::new(pb::ListAttemptsResponse {
+            attempts: attempts.into_iter().map(attempt_to_proto).collect(),
+            page: Some(page.info(total)),
+        }))
     }
 
     async fn claim_tasks(
@@ -272,22 +296,41 @@ fn lease_from_proto(lease: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
 fn status_from_proto(status: i32) -> Result<Option<TaskStatus>, Status> {
     match pb::TaskStatus::try_from(status) {
         Ok(pb::TaskStatus::Unspecified) => Ok(None),
-        Ok(pb::TaskStatus::Queued) => Ok(Some(TaskStatus::Queued)),
-        Ok(pb::TaskStatus::Active) => Ok(Some(TaskStatus::Active)),
-        Ok(pb::TaskStatus::Completed) => Ok(Some(TaskStatus::Completed)),
-        Ok(pb::TaskStatus::Failed) => Ok(Some(TaskStatus::Failed)),
-        Ok(pb::TaskStatus::Cancelled) => Ok(Some(TaskStatus::Cancelled)),
+        Ok(known) => Ok(TaskStatus::ALL
+            .into_iter()
+            .find(|candidate| status_to_proto(*candidate) == known)),
         Err(_) => Err(InvalidInput::new(format!("unknown task status {status}")).into()),
     }
 }
 
 fn status_to_proto(status: TaskStatus) -> pb::TaskStatus {
     match status {
+        TaskStatus::Scheduled => pb::TaskStatus::Scheduled,
         TaskStatus::Queued => pb::TaskStatus::Queued,
         TaskStatus::Active => pb::TaskStatus::Active,
         TaskStatus::Completed => pb::TaskStatus::Completed,
         TaskStatus::Failed => pb::TaskStatus::Failed,
         TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
+    }
+}
+
+fn attempt_to_proto(attempt: Attempt) -> pb::Attempt {
+    let outcome = match attempt.outcome {
+        AttemptOutcome::Running => pb::AttemptOutcome::Running,
+        AttemptOutcome::Completed => pb::AttemptOutcome::Completed,
+        AttemptOutcome::Failed => pb::AttemptOutcome::Failed,
+        AttemptOutcome::LeaseExpired => pb::AttemptOutcome::LeaseExpired,
+        AttemptOutcome::AgentLost => pb::AttemptOutcome::AgentLost,
+        AttemptOutcome::Cancelled => pb::AttemptOutcome::Cancelled,
+        AttemptOutcome::TimedOut => pb::AttemptOutcome::TimedOut,
+    };
+    pb::Attempt {
+        attempt: attempt.attempt,
+        agent_id: attempt.agent_id.map(|id| id.to_string()),
+        started_at: Some(timestamp_from_millis(attempt.started_at)),
+        finished_at: attempt.finished_at.map(timestamp_from_millis),
+        outcome: outcome.into(),
+        error: attempt.error,
     }
 }
 

@@ -2,7 +2,8 @@
 //! PostgreSQL) through the queue that the service uses: creation and idempotency, lists, claims
 //! (ordering, routing, leases, racing claimers), reports from the lease holder only, retries
 //! with backoff, lease expiry, cancellation, messages, watches and pruning, wake-ups that cost
-//! one claim per task, bounded watchers, and replicas whose clocks disagree.
+//! one claim per task, bounded watchers, replicas whose clocks disagree, delayed tasks, re-drive
+//! and the attempts history.
 
 mod counting;
 
@@ -14,9 +15,9 @@ use swarm_kit::clock::Clock;
 use swarm_kit::page::Page;
 use swarm_kit::testing::{Backend, TestDatabase};
 use swarm_tasks::domain::{
-    AgentDirectory, AgentProfile, Claim, Dispatcher, IdempotencyKey, LeaseRef, MessageRole,
-    MessageScope, NewMessage, NewTask, QueueSettings, RetryPolicy, Task, TaskFilter, TaskQueue,
-    TaskStatus,
+    AgentDirectory, AgentProfile, AttemptOutcome, Claim, Dispatcher, IdempotencyKey, LeaseRef,
+    MessageRole, MessageScope, NewMessage, NewTask, QueueSettings, RetryPolicy, Task, TaskFilter,
+    TaskQueue, TaskStatus,
 };
 use swarm_tasks::error::TaskError;
 use swarm_tasks::storage::{self, TaskStore};
@@ -121,6 +122,8 @@ async fn created_task_keeps_every_field(backend: Backend) {
             timeout_seconds: 30,
             idempotency_key: None,
             trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            run_at: None,
+            delay_seconds: None,
         })
         .await
         .unwrap();
@@ -376,6 +379,7 @@ async fn claims_never_exceed_the_agents_concurrency(backend: Backend) {
     assert_eq!(
         f.queue.count_by_status().await.unwrap(),
         [
+            (TaskStatus::Scheduled, 0),
             (TaskStatus::Queued, 2),
             (TaskStatus::Active, 3),
             (TaskStatus::Completed, 0),
@@ -1253,7 +1257,179 @@ async fn finished_tasks_are_pruned_after_retention(backend: Backend) {
     );
 }
 
+/// Waits until the queue's clock reads `millis`.
+async fn sleep_until_millis(queue: &TaskQueue, millis: i64) {
+    let left = u64::try_from(millis - queue.now_millis()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(left)).await;
+}
+
+async fn delayed_tasks_are_claimable_on_time_and_not_before(backend: Backend) {
+    let f = fixture(backend).await;
+    let run_at = f.queue.now_millis() + 1_500;
+    let (task, _) = f
+        .queue
+        .create(NewTask {
+            run_at: Some(run_at),
+            ..titled("later")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (task.status, task.available_at),
+        (TaskStatus::Scheduled, run_at)
+    );
+    let scheduled = TaskFilter {
+        status: Some(TaskStatus::Scheduled),
+        ..TaskFilter::default()
+    };
+    assert_eq!(
+        f.queue.list(&scheduled, Page::default()).await.unwrap().1,
+        1
+    );
+    let agent = Uuid::now_v7();
+    sleep_until_millis(&f.queue, run_at - 1_000).await;
+    let early = f.queue.claim(claim_for(agent, &[], 1)).await.unwrap();
+    assert!(early.is_empty(), "one second early, nothing is handed out");
+
+    sleep_until_millis(&f.queue, run_at + 100).await;
+    let on_time = f.queue.claim(claim_for(agent, &[], 1)).await.unwrap();
+    assert_eq!(
+        on_time.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [task.id],
+        "100 ms after its time, it is claimable"
+    );
+}
+
+async fn a_waiting_claim_gets_a_delayed_task_on_time(backend: Backend) {
+    let f = fixture(backend).await;
+    let (task, _) = f
+        .queue
+        .create(NewTask {
+            delay_seconds: Some(1),
+            ..titled("in a second")
+        })
+        .await
+        .unwrap();
+    let waiting = Claim {
+        wait: Duration::from_secs(5),
+        ..claim_for(Uuid::now_v7(), &[], 1)
+    };
+    let claimed = f.queue.claim(waiting).await.unwrap();
+    let late_by = f.queue.now_millis() - task.available_at;
+    assert_eq!(claimed.iter().map(|t| t.id).collect::<Vec<_>>(), [task.id]);
+    assert!(
+        (0..250).contains(&late_by),
+        "woken {late_by} ms after its time"
+    );
+}
+
+async fn scheduled_tasks_can_be_cancelled(backend: Backend) {
+    let f = fixture(backend).await;
+    let (task, _) = f
+        .queue
+        .create(NewTask {
+            delay_seconds: Some(60),
+            ..titled("never mind")
+        })
+        .await
+        .unwrap();
+    let cancelled = f.queue.cancel(task.id).await.unwrap();
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    let (attempts, total) = f.queue.attempts(task.id, Page::default()).await.unwrap();
+    assert_eq!((attempts.len(), total), (0, 0), "it never ran");
+}
+
+async fn a_retried_task_runs_again_and_its_attempts_tell_each_run(backend: Backend) {
+    let f = fixture(backend).await;
+    let (task, _) = f
+        .queue
+        .create(NewTask {
+            max_attempts: 1,
+            timeout_seconds: 1,
+            ..titled("flaky")
+        })
+        .await
+        .unwrap();
+    let first_agent = Uuid::now_v7();
+    let first = claim_one(&f.queue, first_agent).await;
+    let failed = f
+        .queue
+        .fail(first.id, lease_of(&first), "boom".into(), true)
+        .await
+        .unwrap();
+    assert_eq!(failed.status, TaskStatus::Failed, "no attempts were left");
+    let unknown = f.queue.retry(Uuid::now_v7()).await;
+    assert!(matches!(unknown, Err(TaskError::NotFound(_))));
+
+    let retried = f.queue.retry(task.id).await.unwrap();
+    assert_eq!(
+        (retried.status, retried.attempts, retried.error.as_deref()),
+        (TaskStatus::Queued, 0, None)
+    );
+    let second = claim_one(&f.queue, Uuid::now_v7()).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(f.queue.sweep_expired_leases().await.unwrap(), 1);
+    f.queue.retry(task.id).await.unwrap();
+    let third = claim_one(&f.queue, first_agent).await;
+    f.queue.cancel(task.id).await.unwrap();
+    f.queue.retry(task.id).await.unwrap();
+    let fourth = claim_one(&f.queue, first_agent).await;
+    let done = f
+        .queue
+        .complete(fourth.id, lease_of(&fourth), r#"{"ok":true}"#.into())
+        .await
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    let again = f.queue.retry(task.id).await;
+    assert!(
+        matches!(
+            again,
+            Err(TaskError::WrongStatus {
+                status: TaskStatus::Completed,
+                ..
+            })
+        ),
+        "a completed task is not retried: {again:?}"
+    );
+
+    let (attempts, total) = f.queue.attempts(task.id, Page::default()).await.unwrap();
+    assert_eq!(total, 4);
+    let told: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.attempt, a.agent_id, a.outcome, a.error.as_deref()))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            (1, first.agent_id, AttemptOutcome::Failed, Some("boom")),
+            (
+                2,
+                second.agent_id,
+                AttemptOutcome::LeaseExpired,
+                Some("lease expired")
+            ),
+            (3, third.agent_id, AttemptOutcome::Cancelled, None),
+            (4, fourth.agent_id, AttemptOutcome::Completed, None),
+        ]
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.finished_at.is_some_and(|end| end >= a.started_at))
+    );
+    let (page, _) = f
+        .queue
+        .attempts(task.id, Page::new(2, 3).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|a| a.attempt).collect::<Vec<_>>(), [4]);
+}
+
 swarm_kit::conformance!(
+    delayed_tasks_are_claimable_on_time_and_not_before,
+    a_waiting_claim_gets_a_delayed_task_on_time,
+    scheduled_tasks_can_be_cancelled,
+    a_retried_task_runs_again_and_its_attempts_tell_each_run,
     created_task_keeps_every_field,
     invalid_task_changes_nothing,
     idempotency_keys_are_per_tenant_and_bound_to_their_request,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use swarm_e2e::{TestStack, answer, assert_error};
+use swarm_e2e::{TestStack, answer, assert_error, send_with};
 use swarm_kit::testing::Backend;
 
 async fn claim_progress_complete_round_trip(backend: Backend) {
@@ -347,6 +347,130 @@ async fn events_stream_every_change_and_end_after_the_final_status() {
         404,
         "not_found",
     );
+    swarm.stop().await;
+}
+
+/// Delayed tasks wait as `scheduled`, may be cancelled, and come back with `retry`; every run
+/// shows in the attempts history; another client reaches none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delayed_tasks_wait_and_failed_ones_run_again_with_their_history() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    for (body, says) in [
+        (
+            json!({"title": "t", "run_at": "2030-01-01T00:00:00Z", "delay_seconds": 5}),
+            "not both",
+        ),
+        (json!({"title": "t", "run_at": "tomorrow"}), "run_at"),
+        (json!({"title": "t", "delay_seconds": 0}), "delay_seconds"),
+        (
+            json!({"title": "t", "delay_seconds": 31_536_001}),
+            "delay_seconds",
+        ),
+    ] {
+        let refused = swarm.post("/api/tasks", body).await;
+        assert_error(&refused, 400, "invalid_argument");
+        assert!(refused.1.to_string().contains(says), "{}", refused.1);
+    }
+    let (status, later) = swarm
+        .post(
+            "/api/tasks",
+            json!({"title": "later", "run_at": "2099-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{later}");
+    assert_eq!(
+        (&later["status"], &later["available_at"]),
+        (&json!("scheduled"), &json!("2099-01-01T00:00:00.000Z"))
+    );
+    let later = later["id"].as_str().unwrap().to_owned();
+    let (_, scheduled) = swarm.get("/api/tasks?status=scheduled").await;
+    assert_eq!(scheduled["total"], 1);
+    let agent = swarm.register_agent("eager", &[], 5).await;
+    let (_, none) = swarm
+        .post("/api/tasks/claim", json!({"agent_id": agent}))
+        .await;
+    assert_eq!(
+        none["tasks"],
+        json!([]),
+        "a scheduled task is not handed out"
+    );
+    assert_error(
+        &swarm
+            .post(&format!("/api/tasks/{later}/retry"), json!({}))
+            .await,
+        409,
+        "failed_precondition",
+    );
+    let (_, cancelled) = swarm
+        .post(&format!("/api/tasks/{later}/cancel"), json!({}))
+        .await;
+    assert_eq!(cancelled["status"], "cancelled");
+    let (status, requeued) = swarm
+        .post(&format!("/api/tasks/{later}/retry"), json!({}))
+        .await;
+    assert_eq!((status, &requeued["status"]), (200, &json!("queued")));
+
+    let (_, claimed) = swarm
+        .post("/api/tasks/claim", json!({"agent_id": agent}))
+        .await;
+    assert_eq!(claimed["tasks"][0]["id"], later.as_str());
+    let (_, failed) = swarm
+        .post(
+            &format!("/api/tasks/{later}/fail"),
+            json!({"agent_id": agent, "error": "disk full", "retryable": false}),
+        )
+        .await;
+    assert_eq!(failed["status"], "failed");
+    swarm
+        .post(&format!("/api/tasks/{later}/retry"), json!({}))
+        .await;
+    swarm
+        .post("/api/tasks/claim", json!({"agent_id": agent}))
+        .await;
+    let (status, done) = swarm
+        .post(
+            &format!("/api/tasks/{later}/complete"),
+            json!({"agent_id": agent, "result": 42}),
+        )
+        .await;
+    assert_eq!((status, &done["status"]), (200, &json!("completed")));
+
+    let (status, attempts) = swarm.get(&format!("/api/tasks/{later}/attempts")).await;
+    assert_eq!(status, 200, "{attempts}");
+    assert_eq!(attempts["total"], 2);
+    let told: Vec<_> = attempts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["attempt"].clone(),
+                a["agent_id"].clone(),
+                a["outcome"].clone(),
+                a["error"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            (json!(1), json!(agent), json!("failed"), json!("disk full")),
+            (json!(2), json!(agent), json!("completed"), json!(null)),
+        ]
+    );
+    let (_, second_page) = swarm
+        .get(&format!("/api/tasks/{later}/attempts?page=2&per_page=1"))
+        .await;
+    assert_eq!(second_page["items"][0]["attempt"], 2);
+
+    let stranger = swarm.client_for("stranger", "client", None).await;
+    for (method, path) in [
+        (reqwest::Method::POST, format!("/api/tasks/{later}/retry")),
+        (reqwest::Method::GET, format!("/api/tasks/{later}/attempts")),
+    ] {
+        let answer = send_with(&stranger, method, swarm.url(&path), None).await;
+        assert_error(&answer, 404, "not_found");
+    }
     swarm.stop().await;
 }
 

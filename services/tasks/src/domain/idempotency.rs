@@ -48,7 +48,7 @@ impl IdempotencyKey {
 pub fn fingerprint(task: &NewTask) -> String {
     let payload = serde_json::from_str::<serde_json::Value>(&task.payload)
         .map_or_else(|_| task.payload.clone(), |value| value.to_string());
-    let fields = serde_json::json!([
+    let mut fields = serde_json::json!([
         task.title,
         task.kind,
         payload,
@@ -59,6 +59,12 @@ pub fn fingerprint(task: &NewTask) -> String {
         task.max_attempts,
         task.timeout_seconds,
     ]);
+    // Fields added later count only when set, so requests made before keep their fingerprint.
+    if (task.run_at.is_some() || task.delay_seconds.is_some())
+        && let Some(fields) = fields.as_array_mut()
+    {
+        fields.extend([task.run_at.into(), task.delay_seconds.into()]);
+    }
     swarm_kit::digest::sha256_hex(fields.to_string().as_bytes())
 }
 

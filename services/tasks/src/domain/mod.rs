@@ -1,6 +1,7 @@
 //! The task queue's domain: tasks and their rules, messages, retry policy and the queue that
 //! ties storage, wake-ups and watchers together.
 
+pub mod attempt;
 pub mod dispatch;
 pub mod idempotency;
 pub mod message;
@@ -10,6 +11,7 @@ pub mod task;
 pub mod waiters;
 pub mod watchers;
 
+pub use attempt::{Attempt, AttemptOutcome};
 pub use dispatch::{AgentDirectory, AgentProfile, Dispatcher};
 pub use idempotency::IdempotencyKey;
 pub use message::{Message, MessageRole, MessageScope, NewMessage};

@@ -2,9 +2,12 @@
 //! that can take new work, hands every change to the task's watchers, and explains refusals (a
 //! missing task, a final task, a stale lease) precisely. Finished tasks never change again, so
 //! reads of them (the hottest reads: clients polling for results) are answered from memory, up
-//! to a budget in bytes. Times come from the database's clock ([`Clock`]).
+//! to a budget in bytes. Delayed tasks wait as scheduled: a timer set for the next due one
+//! queues it on time (and a claim that finds it due queues it first), so none is claimed early
+//! and none waits for a poll. Times come from the database's clock ([`Clock`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -24,8 +27,8 @@ use crate::domain::task::{MAX_CLAIM, MAX_ERROR_CHARS, json_text};
 use crate::domain::waiters::{ReadyWork, Waiters};
 use crate::domain::watchers::{Seen, Watchers};
 use crate::domain::{
-    Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, RetryPolicy, Task, TaskFilter,
-    TaskStatus,
+    Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, RetryPolicy, Task,
+    TaskFilter, TaskStatus,
 };
 use crate::error::TaskError;
 use crate::storage::{Release, TaskStore, TaskVersion};
@@ -110,6 +113,8 @@ pub struct TaskQueue {
     announced: moka::sync::Cache<Uuid, i64>,
     /// Asks for a look at ready work before the next interval.
     nudged: Notify,
+    /// When the next scheduled task is due, as far as this process knows (`i64::MAX`: none).
+    next_due: AtomicI64,
     finished: moka::sync::Cache<Uuid, Arc<Task>>,
     shutdown: CancellationToken,
 }
@@ -142,6 +147,7 @@ impl TaskQueue {
                 .time_to_live(ANNOUNCED_TTL)
                 .build(),
             nudged: Notify::new(),
+            next_due: AtomicI64::new(i64::MIN),
             finished: moka::sync::Cache::builder()
                 .max_capacity(settings.finished_cache_bytes)
                 .weigher(|_, task: &Arc<Task>| task_weight(task))
@@ -170,7 +176,12 @@ impl TaskQueue {
         if !created && task.request_hash.is_some() && task.request_hash != fingerprint {
             return Err(TaskError::IdempotencyKeyReused);
         }
-        if created {
+        if created && task.status == TaskStatus::Scheduled {
+            if self.next_due.fetch_min(task.available_at, Ordering::SeqCst) > task.available_at {
+                // The timer is set for later: have it set again.
+                self.nudged.notify_one();
+            }
+        } else if created {
             self.announce(&ReadyWork::of(&task));
         }
         Ok((task, created))
@@ -200,7 +211,63 @@ impl TaskQueue {
         Ok(self.store.list(filter, page).await?)
     }
 
-    /// Cancels a queued or active task; a final one is refused.
+    /// Queues a failed or cancelled task again with a fresh attempt budget; any other status
+    /// is refused.
+    pub async fn retry(&self, id: Uuid) -> Result<Task, TaskError> {
+        match self.store.retry(id, self.now_millis()).await? {
+            Some(task) => {
+                self.finished.invalidate(&id);
+                Ok(self.publish_returned(task))
+            }
+            None => {
+                let task = self.get(id).await?;
+                Err(TaskError::WrongStatus {
+                    id,
+                    status: task.status,
+                })
+            }
+        }
+    }
+
+    /// Returns a page of a task's attempts, oldest first, and how many it made.
+    pub async fn attempts(&self, id: Uuid, page: Page) -> Result<(Vec<Attempt>, u64), TaskError> {
+        self.get_shared(id).await?;
+        Ok(self.store.attempts(id, page).await?)
+    }
+
+    /// Queues the scheduled tasks that are due, then learns when the next one is.
+    async fn queue_due(&self) -> Result<(), TaskError> {
+        loop {
+            let now = self.now_millis();
+            let queued = self.store.queue_due(now, SWEEP_BATCH).await?;
+            for task in &queued {
+                debug!(task_id = %task.id, "scheduled task queued");
+                self.publish_returned(task.clone());
+            }
+            if queued.len() < SWEEP_BATCH as usize {
+                break;
+            }
+        }
+        let next = self.store.next_due().await?.unwrap_or(i64::MAX);
+        self.next_due.store(next, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Tells whether a scheduled task is due by now, as far as this process knows.
+    fn something_due(&self) -> bool {
+        self.next_due.load(Ordering::SeqCst) <= self.now_millis()
+    }
+
+    /// How long until the next scheduled task this process knows of is due.
+    fn until_next_due(&self) -> Duration {
+        let millis = self
+            .next_due
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.now_millis());
+        Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+    }
+
+    /// Cancels a scheduled, queued or active task; a final one is refused.
     pub async fn cancel(&self, id: Uuid) -> Result<Task, TaskError> {
         match self.store.cancel(id, self.now_millis()).await? {
             Some(task) => Ok(self.publish(task)),
@@ -227,6 +294,9 @@ impl TaskQueue {
         let deadline = Instant::now() + claim.wait.min(MAX_CLAIM_WAIT);
         let mut woken_for = None;
         loop {
+            if self.something_due() {
+                self.queue_due().await?;
+            }
             // Enlist before looking, so work announced meanwhile is not missed.
             let mut wait = self.waiters.enlist(claim.agent_id, &claim.capabilities);
             let tasks = self.store.claim(&claim, self.now_millis()).await?;
@@ -657,15 +727,24 @@ impl TaskQueue {
 }
 
 /// Looks again every poll interval, or soon after a nudge, for as long as the queue exists
-/// and runs.
+/// and runs; queues scheduled tasks when the next one is due, and at every interval (another
+/// replica may have scheduled one sooner).
 async fn keep_looking(queue: Weak<TaskQueue>) {
     let mut window_start = None;
+    let mut due_checked = Instant::now();
     loop {
         let Some(queue) = queue.upgrade() else { return };
+        if queue.something_due() || due_checked.elapsed() >= queue.settings.poll_interval {
+            due_checked = Instant::now();
+            if let Err(error) = queue.queue_due().await {
+                debug!(%error, "cannot queue due tasks");
+            }
+        }
         queue.look_again(&mut window_start).await;
+        let wait = queue.settings.poll_interval.min(queue.until_next_due());
         tokio::select! {
             () = queue.shutdown.cancelled() => return,
-            () = tokio::time::sleep(queue.settings.poll_interval) => {}
+            () = tokio::time::sleep(wait) => {}
             () = queue.nudged.notified() => tokio::time::sleep(NUDGE_DEBOUNCE).await,
         }
     }

@@ -21,10 +21,14 @@ pub const MAX_ERROR_CHARS: usize = 4096;
 pub const MAX_TIMEOUT_SECONDS: i32 = 86_400;
 /// The most tasks one claim may take.
 pub const MAX_CLAIM: u32 = 100;
+/// The longest delay a task may be submitted with, in seconds (a year).
+pub const MAX_DELAY_SECONDS: u32 = 31_536_000;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskStatus {
+    /// Waiting for its time before it is queued.
+    Scheduled,
     /// Waiting to be claimed.
     Queued,
     /// Held by an agent under a lease.
@@ -39,7 +43,8 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     /// Every status, in the order of a task's life.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
+        Self::Scheduled,
         Self::Queued,
         Self::Active,
         Self::Completed,
@@ -50,6 +55,7 @@ impl TaskStatus {
     /// Returns the lowercase name used in storage and in the REST API.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Scheduled => "scheduled",
             Self::Queued => "queued",
             Self::Active => "active",
             Self::Completed => "completed",
@@ -75,6 +81,7 @@ impl FromStr for TaskStatus {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "scheduled" => Ok(Self::Scheduled),
             "queued" => Ok(Self::Queued),
             "active" => Ok(Self::Active),
             "completed" => Ok(Self::Completed),
@@ -138,7 +145,8 @@ pub struct Task {
     pub lease_id: Option<Uuid>,
     /// When the current lease expires, while active.
     pub lease_expires_at: Option<i64>,
-    /// The earliest time the task may be claimed.
+    /// The earliest time the task may be claimed: when a scheduled task is queued, or when a
+    /// failed attempt's backoff ends.
     pub available_at: i64,
     /// The idempotency key as stored, tenant included ([`IdempotencyKey::storage_key`]).
     pub idempotency_key: Option<String>,
@@ -181,6 +189,10 @@ pub struct NewTask {
     pub idempotency_key: Option<IdempotencyKey>,
     /// The W3C `traceparent` of the request that creates it.
     pub trace_parent: Option<String>,
+    /// When it may start (Unix milliseconds); until then it is scheduled.
+    pub run_at: Option<i64>,
+    /// Seconds from submission until it may start, 1 to a year; not with `run_at`.
+    pub delay_seconds: Option<u32>,
 }
 
 impl Default for NewTask {
@@ -197,6 +209,8 @@ impl Default for NewTask {
             timeout_seconds: 300,
             idempotency_key: None,
             trace_parent: None,
+            run_at: None,
+            delay_seconds: None,
         }
     }
 }
@@ -246,7 +260,29 @@ impl NewTask {
                 "timeout_seconds must be between 1 and {MAX_TIMEOUT_SECONDS}"
             )));
         }
+        if self.run_at.is_some() && self.delay_seconds.is_some() {
+            return Err(TaskError::Invalid(
+                "give run_at or delay_seconds, not both".into(),
+            ));
+        }
+        if self
+            .delay_seconds
+            .is_some_and(|delay| !(1..=MAX_DELAY_SECONDS).contains(&delay))
+        {
+            return Err(TaskError::Invalid(format!(
+                "delay_seconds must be between 1 and {MAX_DELAY_SECONDS}"
+            )));
+        }
         Ok(self)
+    }
+
+    /// Returns when the task, submitted at `now`, may first be claimed.
+    pub fn available_at(&self, now: i64) -> i64 {
+        match (self.run_at, self.delay_seconds) {
+            (Some(run_at), _) => run_at.max(now),
+            (None, Some(delay)) => now + i64::from(delay) * 1000,
+            (None, None) => now,
+        }
     }
 }
 
@@ -322,7 +358,7 @@ impl LeaseRef {
         match task.status {
             TaskStatus::Completed | TaskStatus::Failed => self.names_attempt_of(task),
             TaskStatus::Queued => self.lease_id.is_some() && task.lease_id == self.lease_id,
-            TaskStatus::Active | TaskStatus::Cancelled => false,
+            TaskStatus::Scheduled | TaskStatus::Active | TaskStatus::Cancelled => false,
         }
     }
 
@@ -434,14 +470,36 @@ mod tests {
     }
 
     #[test]
+    fn a_start_is_a_time_or_a_delay_within_a_year() {
+        let both = NewTask {
+            run_at: Some(5_000),
+            delay_seconds: Some(5),
+            ..valid()
+        };
+        assert!(both.validated().is_err());
+        for delay in [0, MAX_DELAY_SECONDS + 1] {
+            let task = NewTask {
+                delay_seconds: Some(delay),
+                ..valid()
+            };
+            assert!(task.validated().is_err(), "{delay}");
+        }
+        let delayed = NewTask {
+            delay_seconds: Some(2),
+            ..valid()
+        };
+        assert_eq!(delayed.validated().unwrap().available_at(1_000), 3_000);
+        let past = NewTask {
+            run_at: Some(500),
+            ..valid()
+        };
+        assert_eq!(past.available_at(1_000), 1_000, "a past time starts now");
+        assert_eq!(valid().available_at(1_000), 1_000);
+    }
+
+    #[test]
     fn statuses_round_trip_through_text() {
-        for status in [
-            TaskStatus::Queued,
-            TaskStatus::Active,
-            TaskStatus::Completed,
-            TaskStatus::Failed,
-            TaskStatus::Cancelled,
-        ] {
+        for status in TaskStatus::ALL {
             assert_eq!(status.as_str().parse::<TaskStatus>().unwrap(), status);
         }
         assert!("running".parse::<TaskStatus>().is_err());

@@ -15,8 +15,8 @@ use swarm_kit::page::Page;
 use uuid::Uuid;
 
 use crate::domain::{
-    Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Task, TaskFilter,
-    TaskStatus,
+    Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Task,
+    TaskFilter, TaskStatus,
 };
 
 pub use postgres::{PostgresTaskStore, relay_task_ready};
@@ -67,7 +67,7 @@ pub struct Release {
 /// nothing. Times are Unix milliseconds.
 #[async_trait]
 pub trait TaskStore: Send + Sync + 'static {
-    /// Inserts a queued task, keeping `fingerprint` of its request; when its (tenant-scoped)
+    /// Inserts a task, queued or (when it starts later) scheduled, keeping `fingerprint` of its request; when its (tenant-scoped)
     /// idempotency key exists already, returns that task and `false` instead.
     async fn insert(
         &self,
@@ -97,8 +97,23 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Returns a page of tasks matching `filter`, newest first, and how many match in all.
     async fn list(&self, filter: &TaskFilter, page: Page) -> Result<(Vec<Task>, u64), sqlx::Error>;
 
-    /// Cancels a queued or active task; `None` when the task is missing or already final.
+    /// Cancels a scheduled, queued or active task; `None` when the task is missing or already
+    /// final.
     async fn cancel(&self, id: Uuid, now: i64) -> Result<Option<Task>, sqlx::Error>;
+
+    /// Queues a failed or cancelled task again with a fresh attempt budget; `None` when the
+    /// task is missing or in another status.
+    async fn retry(&self, id: Uuid, now: i64) -> Result<Option<Task>, sqlx::Error>;
+
+    /// Queues up to `limit` scheduled tasks that are due by `now`, earliest first.
+    async fn queue_due(&self, now: i64, limit: u32) -> Result<Vec<Task>, sqlx::Error>;
+
+    /// Returns when the next scheduled task is due, if any task is scheduled.
+    async fn next_due(&self) -> Result<Option<i64>, sqlx::Error>;
+
+    /// Returns a page of a task's attempts, oldest first, and how many it made.
+    async fn attempts(&self, task_id: Uuid, page: Page)
+    -> Result<(Vec<Attempt>, u64), sqlx::Error>;
 
     /// Claims ready tasks for an agent atomically: tasks pinned to it, and unpinned tasks whose
     /// required capabilities are all among its capabilities, highest priority first, then

@@ -2,13 +2,14 @@
 //! macro that implements [`TaskStore`](super::TaskStore) over them for one backend, given that
 //! backend's own claim and lease-sweep statements.
 
-/// Inserts a queued task; on an idempotency-key conflict it returns nothing.
+/// Inserts a task, queued or (when it may start only after `$11` now) scheduled; on an
+/// idempotency-key conflict it returns nothing.
 pub const INSERT: &str = "INSERT INTO tasks (id, title, kind, payload, status, priority, \
     required_capabilities, agent_id, pinned_agent_id, user_id, attempts, max_attempts, \
     timeout_seconds, progress_percent, available_at, idempotency_key, created_at, updated_at, \
     trace_parent, request_hash) \
-    VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $7, $8, 0, $9, $10, 0, $11, $12, $11, $11, $13, \
-    $14) \
+    VALUES ($1, $2, $3, $4, CASE WHEN $15 > $11 THEN 'scheduled' ELSE 'queued' END, $5, $6, $7, \
+    $7, $8, 0, $9, $10, 0, $15, $12, $11, $11, $13, $14) \
     ON CONFLICT (idempotency_key) DO NOTHING RETURNING *";
 
 /// Finds the task a stored (tenant-scoped) idempotency key created.
@@ -24,8 +25,34 @@ pub const READY_BETWEEN: &str = "SELECT id, pinned_agent_id, required_capabiliti
 
 /// Cancels a task that is not final yet.
 pub const CANCEL: &str = "UPDATE tasks SET status = 'cancelled', lease_id = NULL, \
-    lease_expires_at = NULL, finished_at = $2, updated_at = $2 \
-    WHERE id = $1 AND status IN ('queued', 'active') RETURNING *";
+    lease_expires_at = NULL, finished_at = $2, updated_at = $2, attempt_outcome = 'cancelled' \
+    WHERE id = $1 AND status IN ('scheduled', 'queued', 'active') RETURNING *";
+
+/// Queues a failed or cancelled task again with a fresh attempt budget, as it was submitted.
+pub const RETRY: &str = "UPDATE tasks SET status = 'queued', attempts = 0, \
+    agent_id = pinned_agent_id, lease_id = NULL, lease_expires_at = NULL, result = NULL, \
+    error = NULL, progress_percent = 0, progress_message = NULL, attempt_outcome = NULL, \
+    available_at = $2, started_at = NULL, finished_at = NULL, updated_at = $2 \
+    WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING *";
+
+/// Selects up to `$2` scheduled tasks due by `$1`, earliest first; the caller appends locking.
+pub const DUE_IDS: &str = "SELECT id FROM tasks WHERE status = 'scheduled' \
+    AND available_at <= $1 ORDER BY available_at, id LIMIT $2";
+
+/// Queues the scheduled tasks among the caller's selection (`$1` now).
+/// A task queued late (no replica ran at its time) becomes available when it is queued.
+pub const QUEUE_DUE: &str = "UPDATE tasks SET status = 'queued', available_at = $1, \
+    updated_at = $1 WHERE id IN (";
+
+/// When the next scheduled task is due.
+pub const NEXT_DUE: &str = "SELECT MIN(available_at) FROM tasks WHERE status = 'scheduled'";
+
+/// One task's attempts, oldest first.
+pub const TASK_ATTEMPTS: &str = "SELECT attempt, agent_id, started_at, finished_at, outcome, \
+    error FROM task_attempts WHERE task_id = $1 ORDER BY attempt LIMIT $2 OFFSET $3";
+
+/// Counts one task's attempts.
+pub const COUNT_TASK_ATTEMPTS: &str = "SELECT COUNT(*) FROM task_attempts WHERE task_id = $1";
 
 /// Matches the current attempt: `$1` task, `$2` agent, `$3` lease or NULL for "any lease".
 const HELD: &str = "WHERE id = $1 AND status = 'active' AND agent_id = $2 \
@@ -42,28 +69,35 @@ pub const PROGRESS: &str = const_format::concatcp!(
 /// repeated report of it is recognised.
 pub const COMPLETE: &str = const_format::concatcp!(
     "UPDATE tasks SET status = 'completed', result = $4, progress_percent = 100, \
-    lease_expires_at = NULL, finished_at = $5, updated_at = $5 ",
+    lease_expires_at = NULL, finished_at = $5, updated_at = $5, attempt_outcome = 'completed' ",
     HELD
 );
 
 /// Ends the attempt holding lease `$2` as requeued or failed; the lease id stays, as on
 /// completion.
 pub const RELEASE: &str = "UPDATE tasks SET status = $3, error = $4, available_at = $5, \
-    agent_id = $6, lease_expires_at = NULL, \
+    agent_id = $6, lease_expires_at = NULL, attempt_outcome = 'failed', \
     finished_at = CASE WHEN $3 = 'queued' THEN NULL ELSE $7 END, updated_at = $7 \
     WHERE id = $1 AND status = 'active' AND lease_id = $2 RETURNING *";
 
 /// Ends an abandoned attempt (`$1` now, `$3` the error): requeued while attempts remain,
-/// failed otherwise. The caller appends the row selection.
-pub const REQUEUE_SET: &str = "UPDATE tasks SET \
+/// failed otherwise. The caller appends how the attempt ended, then the row selection.
+const REQUEUE_SET: &str = "UPDATE tasks SET \
     status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END, \
     agent_id = CASE WHEN attempts < max_attempts THEN pinned_agent_id ELSE agent_id END, \
     error = $3, available_at = $1, lease_id = NULL, lease_expires_at = NULL, \
-    finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $1 END, updated_at = $1 ";
+    finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $1 END, updated_at = $1, \
+    attempt_outcome = ";
+
+/// [`REQUEUE_SET`] for attempts whose lease expired; the caller appends the row selection.
+pub const REQUEUE_EXPIRED_SET: &str = const_format::concatcp!(REQUEUE_SET, "'lease_expired' ");
+
+/// [`REQUEUE_SET`] for attempts whose agent is lost; the caller appends the row selection.
+const REQUEUE_LOST_SET: &str = const_format::concatcp!(REQUEUE_SET, "'agent_lost' ");
 
 /// Ends every active attempt of agent `$2`.
 pub const REQUEUE_AGENT: &str = const_format::concatcp!(
-    REQUEUE_SET,
+    REQUEUE_LOST_SET,
     "WHERE status = 'active' AND agent_id = $2 RETURNING *"
 );
 
@@ -74,7 +108,7 @@ pub const RENEW_LISTED: &str = "UPDATE tasks SET lease_expires_at = $1 + timeout
 /// Ends the attempts agent `$2` began before `$4` on tasks it does not list (the caller appends
 /// `AND id NOT IN (..)` when it lists any).
 pub const RELEASE_UNLISTED: &str = const_format::concatcp!(
-    REQUEUE_SET,
+    REQUEUE_LOST_SET,
     "WHERE status = 'active' AND agent_id = $2 AND started_at < $4"
 );
 
@@ -168,6 +202,7 @@ macro_rules! impl_task_store {
                     .bind(&idempotency_key)
                     .bind(&task.trace_parent)
                     .bind(fingerprint)
+                    .bind(task.available_at(now))
                     .fetch_optional(&self.writer)
                     .await?;
                 match inserted {
@@ -261,6 +296,56 @@ macro_rules! impl_task_store {
                     .bind(now)
                     .fetch_optional(&self.writer)
                     .await
+            }
+
+            async fn retry(
+                &self,
+                id: uuid::Uuid,
+                now: i64,
+            ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::RETRY)
+                    .bind(id)
+                    .bind(now)
+                    .fetch_optional(&self.writer)
+                    .await
+            }
+
+            async fn queue_due(
+                &self,
+                now: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+                use $dialect as dialect;
+                sqlx::query_as(dialect::QUEUE_DUE)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.writer)
+                    .await
+            }
+
+            async fn next_due(&self) -> Result<Option<i64>, sqlx::Error> {
+                sqlx::query_scalar($crate::storage::sql::NEXT_DUE)
+                    .fetch_one(&self.readers)
+                    .await
+            }
+
+            async fn attempts(
+                &self,
+                task_id: uuid::Uuid,
+                page: swarm_kit::page::Page,
+            ) -> Result<(Vec<$crate::domain::Attempt>, u64), sqlx::Error> {
+                use $crate::storage::sql;
+                let attempts = sqlx::query_as(sql::TASK_ATTEMPTS)
+                    .bind(task_id)
+                    .bind(page.limit())
+                    .bind(page.offset())
+                    .fetch_all(&self.readers)
+                    .await?;
+                let total: i64 = sqlx::query_scalar(sql::COUNT_TASK_ATTEMPTS)
+                    .bind(task_id)
+                    .fetch_one(&self.readers)
+                    .await?;
+                Ok((attempts, total.unsigned_abs()))
             }
 
             async fn claim(

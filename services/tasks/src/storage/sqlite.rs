@@ -58,10 +58,14 @@ const CLAIM: &str = const_format::concatcp!(
 
 /// Ends expired attempts: `$1` now, `$2` how many at most.
 pub(crate) const REQUEUE_EXPIRED: &str = const_format::concatcp!(
-    sql::REQUEUE_SET,
+    sql::REQUEUE_EXPIRED_SET,
     "WHERE id IN (",
     sql::EXPIRED_IDS,
     ") RETURNING *"
 );
+
+/// Queues due scheduled tasks: `$1` now, `$2` how many at most.
+pub(crate) const QUEUE_DUE: &str =
+    const_format::concatcp!(sql::QUEUE_DUE, sql::DUE_IDS, ") RETURNING *");
 
 impl_task_store!(SqliteTaskStore, Sqlite, crate::storage::sqlite);

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use swarm_kit::page::Page;
 use swarm_tasks::domain::{
-    Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Task, TaskFilter,
+    Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Task,
+    TaskFilter,
 };
 use swarm_tasks::storage::{Release, TaskStore, TaskVersion};
 use uuid::Uuid;
@@ -70,6 +71,26 @@ impl TaskStore for CountingStore {
 
     async fn cancel(&self, id: Uuid, now: i64) -> Result<Option<Task>, sqlx::Error> {
         self.inner.cancel(id, now).await
+    }
+
+    async fn retry(&self, id: Uuid, now: i64) -> Result<Option<Task>, sqlx::Error> {
+        self.inner.retry(id, now).await
+    }
+
+    async fn queue_due(&self, now: i64, limit: u32) -> Result<Vec<Task>, sqlx::Error> {
+        self.inner.queue_due(now, limit).await
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>, sqlx::Error> {
+        self.inner.next_due().await
+    }
+
+    async fn attempts(
+        &self,
+        task_id: Uuid,
+        page: Page,
+    ) -> Result<(Vec<Attempt>, u64), sqlx::Error> {
+        self.inner.attempts(task_id, page).await
     }
 
     async fn claim(&self, claim: &Claim, now: i64) -> Result<Vec<Task>, sqlx::Error> {
