@@ -22,6 +22,16 @@ impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self(Error::new(code, message))
     }
+
+    /// Names the part of the request an invalid input is about: `tasks[3]` turns "title must
+    /// be .." into "tasks[3].title must be ..". Other errors stay as they are.
+    #[must_use]
+    pub fn within(mut self, part: &str) -> Self {
+        if self.0.code == ErrorCode::InvalidArgument {
+            self.0.message = format!("{part}.{}", self.0.message);
+        }
+        self
+    }
 }
 
 impl From<Error> for ApiError {

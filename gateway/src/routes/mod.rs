@@ -76,6 +76,7 @@ fn table() -> Vec<Route> {
         Route::new(routes!(health::api_health), Access::Open).quiet(),
         Route::new(routes!(metrics::prometheus), Access::Open),
         Route::new(routes!(tasks::create), CLIENTS),
+        Route::new(routes!(tasks::create_batch), CLIENTS),
         Route::new(routes!(tasks::list), CLIENTS),
         Route::new(routes!(tasks::get), CLIENTS),
         Route::new(routes!(tasks::cancel), CLIENTS),

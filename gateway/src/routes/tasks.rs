@@ -74,7 +74,6 @@ pub async fn create(
     headers: HeaderMap,
     Json(body): Json<CreateTask>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let user_id = submitter(&caller, body.user_id)?;
     let idempotency_key = headers
         .get(IDEMPOTENCY_KEY)
         .map(|value| {
@@ -85,25 +84,8 @@ pub async fn create(
         })
         .transpose()?;
     let request = pb::CreateTaskRequest {
-        title: body.title,
-        kind: body.kind.unwrap_or_default(),
-        payload_json: json_text(body.payload),
-        priority: body.priority.unwrap_or(0),
-        required_capabilities: body.required_capabilities.unwrap_or_default(),
-        agent_id: body.agent_id,
-        user_id,
-        max_attempts: body.max_attempts,
-        timeout_seconds: body.timeout_seconds,
         idempotency_key,
-        tenant: caller.tenant().to_owned(),
-        run_at: body
-            .run_at
-            .map(|text| {
-                text.parse()
-                    .map_err(|_| ApiError::invalid("run_at must be an rfc 3339 time"))
-            })
-            .transpose()?,
-        delay_seconds: body.delay_seconds,
+        ..creation(&caller, body)?
     };
     let response = state
         .tasks()
@@ -116,6 +98,74 @@ pub async fn create(
         StatusCode::OK
     };
     Ok((status, axum::Json(task_view(response.task)?)))
+}
+
+/// Turns a creation body into the tasks service's request, for `caller`.
+fn creation(caller: &Caller, body: CreateTask) -> Result<pb::CreateTaskRequest, ApiError> {
+    Ok(pb::CreateTaskRequest {
+        user_id: submitter(caller, body.user_id)?,
+        title: body.title,
+        kind: body.kind.unwrap_or_default(),
+        payload_json: json_text(body.payload),
+        priority: body.priority.unwrap_or(0),
+        required_capabilities: body.required_capabilities.unwrap_or_default(),
+        agent_id: body.agent_id,
+        max_attempts: body.max_attempts,
+        timeout_seconds: body.timeout_seconds,
+        idempotency_key: None,
+        tenant: caller.tenant().to_owned(),
+        run_at: body
+            .run_at
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| ApiError::invalid("run_at must be an rfc 3339 time"))
+            })
+            .transpose()?,
+        delay_seconds: body.delay_seconds,
+    })
+}
+
+/// Body of `POST /api/tasks/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTasks {
+    /// 1 to 1000 tasks, each as `POST /api/tasks` takes it.
+    #[schema(min_items = 1, max_items = 1000)]
+    tasks: Vec<CreateTask>,
+}
+
+/// Answer of `POST /api/tasks/batch`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedTasks {
+    /// The tasks, in the order asked.
+    items: Vec<TaskView>,
+}
+
+/// Creates 1 to 1000 tasks in one transaction: all of them, or (when one is invalid, named by
+/// its index) none.
+#[utoipa::path(post, operation_id = "createTasks", path = "/api/tasks/batch", tag = "tasks", request_body = CreateTasks,
+    responses((status = 201, description = "The tasks, in the order asked.", body = CreatedTasks)))]
+pub async fn create_batch(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(body): Json<CreateTasks>,
+) -> Result<(StatusCode, axum::Json<CreatedTasks>), ApiError> {
+    let tasks = body
+        .tasks
+        .into_iter()
+        .enumerate()
+        .map(|(index, task)| {
+            creation(&caller, task).map_err(|error| error.within(&format!("tasks[{index}]")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let request = pb::CreateTasksRequest { tasks };
+    let created = state
+        .tasks()
+        .create_tasks(state.ask(request))
+        .await?
+        .into_inner();
+    let items = created.tasks.into_iter().map(TaskView::from).collect();
+    Ok((StatusCode::CREATED, axum::Json(CreatedTasks { items })))
 }
 
 /// Query of `GET /api/tasks`.

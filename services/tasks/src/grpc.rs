@@ -42,34 +42,35 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::CreateTaskRequest>,
     ) -> Result<Response<pb::CreateTaskResponse>, Status> {
-        let request = request.into_inner();
-        let defaults = NewTask::default();
-        let task = NewTask {
-            title: request.title,
-            kind: request.kind,
-            payload: request.payload_json,
-            priority: request.priority,
-            required_capabilities: request.required_capabilities,
-            pinned_agent_id: request
-                .agent_id
-                .as_deref()
-                .map(|id| parse_uuid("agent_id", id))
-                .transpose()?,
-            user_id: request.user_id,
-            max_attempts: request.max_attempts.unwrap_or(defaults.max_attempts),
-            timeout_seconds: request.timeout_seconds.unwrap_or(defaults.timeout_seconds),
-            idempotency_key: request.idempotency_key.map(|key| IdempotencyKey {
-                tenant: request.tenant,
-                key,
-            }),
-            trace_parent: swarm_kit::trace::traceparent(&tracing::Span::current()),
-            run_at: request.run_at.as_ref().map(millis_from_timestamp),
-            delay_seconds: request.delay_seconds,
-        };
+        let task = new_task_from_proto(request.into_inner())?;
         let (task, created) = self.queue.create(task).await?;
         Ok(Response::new(pb::CreateTaskResponse {
             task: Some(task_to_proto(task)),
             created,
+        }))
+    }
+
+    async fn create_tasks(
+        &self,
+        request: Request<pb::CreateTasksRequest>,
+    ) -> Result<Response<pb::CreateTasksResponse>, Status> {
+        let tasks = request
+            .into_inner()
+            .tasks
+            .into_iter()
+            .enumerate()
+            .map(|(index, task)| {
+                new_task_from_proto(task).map_err(|status| {
+                    Status::new(
+                        status.code(),
+                        format!("tasks[{index}].{}", status.message()),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tasks = self.queue.create_many(tasks).await?;
+        Ok(Response::new(pb::CreateTasksResponse {
+            tasks: tasks.into_iter().map(task_to_proto).collect(),
         }))
     }
 
@@ -279,6 +280,32 @@ impl TaskService for TaskGrpc {
                 .collect(),
         }))
     }
+}
+
+fn new_task_from_proto(request: pb::CreateTaskRequest) -> Result<NewTask, Status> {
+    let defaults = NewTask::default();
+    Ok(NewTask {
+        title: request.title,
+        kind: request.kind,
+        payload: request.payload_json,
+        priority: request.priority,
+        required_capabilities: request.required_capabilities,
+        pinned_agent_id: request
+            .agent_id
+            .as_deref()
+            .map(|id| parse_uuid("agent_id", id))
+            .transpose()?,
+        user_id: request.user_id,
+        max_attempts: request.max_attempts.unwrap_or(defaults.max_attempts),
+        timeout_seconds: request.timeout_seconds.unwrap_or(defaults.timeout_seconds),
+        idempotency_key: request.idempotency_key.map(|key| IdempotencyKey {
+            tenant: request.tenant,
+            key,
+        }),
+        trace_parent: swarm_kit::trace::traceparent(&tracing::Span::current()),
+        run_at: request.run_at.as_ref().map(millis_from_timestamp),
+        delay_seconds: request.delay_seconds,
+    })
 }
 
 fn lease_from_proto(lease: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {

@@ -1425,7 +1425,50 @@ async fn a_retried_task_runs_again_and_its_attempts_tell_each_run(backend: Backe
     assert_eq!(page.iter().map(|a| a.attempt).collect::<Vec<_>>(), [4]);
 }
 
+async fn a_batch_is_created_whole_or_not_at_all(backend: Backend) {
+    let f = fixture(backend).await;
+    let mut tasks: Vec<NewTask> = (0..1000).map(|i| titled(&format!("t{i}"))).collect();
+    tasks[700].priority = 12;
+    let refused = f.queue.create_many(tasks.clone()).await;
+    assert!(
+        matches!(&refused, Err(TaskError::Invalid(reason)) if reason.starts_with("tasks[700].priority")),
+        "{refused:?}"
+    );
+    let everything = TaskFilter::default();
+    assert_eq!(
+        f.queue.list(&everything, Page::default()).await.unwrap().1,
+        0
+    );
+
+    tasks[700].priority = 1;
+    tasks[3].delay_seconds = Some(60);
+    let created = f.queue.create_many(tasks).await.unwrap();
+    let titles: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
+    assert_eq!(
+        created.iter().map(|t| t.title.clone()).collect::<Vec<_>>(),
+        titles,
+        "given back in the order asked"
+    );
+    assert_eq!(created[3].status, TaskStatus::Scheduled);
+    assert_eq!(created[700].priority, 1);
+    assert_eq!(
+        f.queue.list(&everything, Page::default()).await.unwrap().1,
+        1000
+    );
+    let first = claim_one(&f.queue, Uuid::now_v7()).await;
+    assert_eq!(first.title, "t700", "the one with priority goes first");
+
+    for size in [0, 1001] {
+        let tasks = (0..size).map(|i| titled(&format!("x{i}"))).collect();
+        assert!(matches!(
+            f.queue.create_many(tasks).await,
+            Err(TaskError::Invalid(_))
+        ));
+    }
+}
+
 swarm_kit::conformance!(
+    a_batch_is_created_whole_or_not_at_all,
     delayed_tasks_are_claimable_on_time_and_not_before,
     a_waiting_claim_gets_a_delayed_task_on_time,
     scheduled_tasks_can_be_cancelled,

@@ -350,6 +350,68 @@ async fn events_stream_every_change_and_end_after_the_final_status() {
     swarm.stop().await;
 }
 
+/// A batch is created in one go, in the order sent, or (with one bad element, named by its
+/// index) not at all; a client's batch is recorded under its own name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_are_all_or_nothing() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let mut tasks: Vec<Value> = (0..50).map(|i| json!({"title": format!("t{i}")})).collect();
+    tasks[7] = json!({"title": "late", "delay_seconds": 3600});
+    tasks[31] = json!({"title": ""});
+    let refused = swarm
+        .post("/api/tasks/batch", json!({"tasks": tasks}))
+        .await;
+    assert_error(&refused, 400, "invalid_argument");
+    assert!(
+        refused.1["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.starts_with("tasks[31].title")),
+        "{}",
+        refused.1
+    );
+    assert_eq!(swarm.get("/api/tasks").await.1["total"], 0);
+    for empty in [json!({"tasks": []}), json!({})] {
+        assert_error(
+            &swarm.post("/api/tasks/batch", empty).await,
+            400,
+            "invalid_argument",
+        );
+    }
+
+    tasks[31] = json!({"title": "fixed"});
+    let (status, created) = swarm
+        .post("/api/tasks/batch", json!({"tasks": tasks}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let items = created["items"].as_array().unwrap();
+    assert_eq!(items.len(), 50);
+    assert_eq!(
+        (&items[0]["title"], &items[7]["status"], &items[31]["title"]),
+        (&json!("t0"), &json!("scheduled"), &json!("fixed"))
+    );
+    assert_eq!(swarm.get("/api/tasks").await.1["total"], 50);
+
+    let ada = swarm.client_for("ada", "client", None).await;
+    let (status, mine) = send_with(
+        &ada,
+        reqwest::Method::POST,
+        swarm.url("/api/tasks/batch"),
+        Some(json!({"tasks": [{"title": "a"}, {"title": "b", "user_id": "bob"}]})),
+    )
+    .await;
+    assert_eq!(status, 403, "naming another user is refused: {mine}");
+    let (status, mine) = send_with(
+        &ada,
+        reqwest::Method::POST,
+        swarm.url("/api/tasks/batch"),
+        Some(json!({"tasks": [{"title": "a"}, {"title": "b"}]})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(mine["items"][1]["user_id"], "ada");
+    swarm.stop().await;
+}
+
 /// Delayed tasks wait as `scheduled`, may be cancelled, and come back with `retry`; every run
 /// shows in the attempts history; another client reaches none of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

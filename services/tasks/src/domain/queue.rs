@@ -35,6 +35,8 @@ use crate::storage::{Release, TaskStore, TaskVersion};
 
 /// The longest a claim may wait for work.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
+/// The most tasks one batch creates.
+pub const MAX_BATCH: usize = 1000;
 /// The most expired leases one sweep statement ends.
 const SWEEP_BATCH: u32 = 500;
 /// How long a finished task is kept in memory (pruning elsewhere is noticed within this time).
@@ -176,15 +178,55 @@ impl TaskQueue {
         if !created && task.request_hash.is_some() && task.request_hash != fingerprint {
             return Err(TaskError::IdempotencyKeyReused);
         }
-        if created && task.status == TaskStatus::Scheduled {
+        if created {
+            self.announce_new(&task);
+        }
+        Ok((task, created))
+    }
+
+    /// Creates up to [`MAX_BATCH`] tasks at once, all or none; an invalid one is named by its
+    /// index and nothing is created. Batch tasks carry no idempotency key.
+    pub async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Task>, TaskError> {
+        if !(1..=MAX_BATCH).contains(&tasks.len()) {
+            return Err(TaskError::Invalid(format!(
+                "a batch holds 1 to {MAX_BATCH} tasks"
+            )));
+        }
+        let tasks = tasks
+            .into_iter()
+            .enumerate()
+            .map(|(index, task)| {
+                if task.idempotency_key.is_some() {
+                    return Err(TaskError::Invalid(format!(
+                        "tasks[{index}]: batch tasks take no idempotency key"
+                    )));
+                }
+                task.validated().map_err(|error| match error {
+                    TaskError::Invalid(reason) => {
+                        TaskError::Invalid(format!("tasks[{index}].{reason}"))
+                    }
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let created = self.store.insert_many(&tasks, self.now_millis()).await?;
+        for task in &created {
+            self.announce_new(task);
+        }
+        Ok(created)
+    }
+
+    /// Tells waiting claims about a task just created: announced when it is queued, the timer
+    /// set for it when it is scheduled.
+    fn announce_new(&self, task: &Task) {
+        if task.status == TaskStatus::Scheduled {
             if self.next_due.fetch_min(task.available_at, Ordering::SeqCst) > task.available_at {
                 // The timer is set for later: have it set again.
                 self.nudged.notify_one();
             }
-        } else if created {
-            self.announce(&ReadyWork::of(&task));
+        } else {
+            self.announce(&ReadyWork::of(task));
         }
-        Ok((task, created))
     }
 
     /// Returns one task.

@@ -276,6 +276,16 @@ impl NewTask {
         Ok(self)
     }
 
+    /// Returns the status the task, submitted at `now`, starts in: scheduled when it may start
+    /// only later, queued otherwise.
+    pub fn initial_status(&self, now: i64) -> TaskStatus {
+        if self.available_at(now) > now {
+            TaskStatus::Scheduled
+        } else {
+            TaskStatus::Queued
+        }
+    }
+
     /// Returns when the task, submitted at `now`, may first be claimed.
     pub fn available_at(&self, now: i64) -> i64 {
         match (self.run_at, self.delay_seconds) {

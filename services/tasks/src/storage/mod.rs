@@ -76,6 +76,10 @@ pub trait TaskStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<(Task, bool), sqlx::Error>;
 
+    /// Inserts `tasks` in one statement (all or none), without idempotency keys, and returns
+    /// them in the order given.
+    async fn insert_many(&self, tasks: &[NewTask], now: i64) -> Result<Vec<Task>, sqlx::Error>;
+
     /// Returns a task by id.
     async fn get(&self, id: Uuid) -> Result<Option<Task>, sqlx::Error>;
 

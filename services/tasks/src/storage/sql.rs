@@ -2,15 +2,21 @@
 //! macro that implements [`TaskStore`](super::TaskStore) over them for one backend, given that
 //! backend's own claim and lease-sweep statements.
 
-/// Inserts a task, queued or (when it may start only after `$11` now) scheduled; on an
-/// idempotency-key conflict it returns nothing.
-pub const INSERT: &str = "INSERT INTO tasks (id, title, kind, payload, status, priority, \
+/// The columns a new task sets, in the order [`bind_new_task`] binds them.
+const NEW_TASK_COLUMNS: &str = "INSERT INTO tasks (id, title, kind, payload, status, priority, \
     required_capabilities, agent_id, pinned_agent_id, user_id, attempts, max_attempts, \
-    timeout_seconds, progress_percent, available_at, idempotency_key, created_at, updated_at, \
-    trace_parent, request_hash) \
-    VALUES ($1, $2, $3, $4, CASE WHEN $15 > $11 THEN 'scheduled' ELSE 'queued' END, $5, $6, $7, \
-    $7, $8, 0, $9, $10, 0, $15, $12, $11, $11, $13, $14) \
-    ON CONFLICT (idempotency_key) DO NOTHING RETURNING *";
+    timeout_seconds, progress_percent, available_at, created_at, updated_at, trace_parent, \
+    idempotency_key, request_hash) ";
+
+/// Inserts a task; on an idempotency-key conflict it returns nothing.
+pub const INSERT: &str = const_format::concatcp!(
+    NEW_TASK_COLUMNS,
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, 0, $10, $11, 0, $12, $13, $13, $14, $15, \
+    $16) ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
+);
+
+/// Starts a statement that inserts many tasks; the caller appends their values.
+pub const INSERT_MANY: &str = NEW_TASK_COLUMNS;
 
 /// Finds the task a stored (tenant-scoped) idempotency key created.
 pub const BY_IDEMPOTENCY_KEY: &str = "SELECT * FROM tasks WHERE idempotency_key = $1";
@@ -192,17 +198,18 @@ macro_rules! impl_task_store {
                     .bind(&task.title)
                     .bind(&task.kind)
                     .bind(&task.payload)
+                    .bind(task.initial_status(now).as_str())
                     .bind(task.priority)
                     .bind(sqlx::types::Json(&task.required_capabilities))
                     .bind(task.pinned_agent_id)
                     .bind(&task.user_id)
                     .bind(task.max_attempts)
                     .bind(task.timeout_seconds)
-                    .bind(now)
-                    .bind(&idempotency_key)
-                    .bind(&task.trace_parent)
-                    .bind(fingerprint)
                     .bind(task.available_at(now))
+                    .bind(now)
+                    .bind(&task.trace_parent)
+                    .bind(&idempotency_key)
+                    .bind(fingerprint)
                     .fetch_optional(&self.writer)
                     .await?;
                 match inserted {
@@ -215,6 +222,48 @@ macro_rules! impl_task_store {
                         Ok((existing, false))
                     }
                 }
+            }
+
+            async fn insert_many(
+                &self,
+                tasks: &[$crate::domain::NewTask],
+                now: i64,
+            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+                if tasks.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let ids: Vec<uuid::Uuid> = tasks.iter().map(|_| uuid::Uuid::now_v7()).collect();
+                let mut insert = sqlx::QueryBuilder::<$db>::new($crate::storage::sql::INSERT_MANY);
+                insert.push_values(ids.iter().zip(tasks), |mut row, (id, task)| {
+                    row.push_bind(*id)
+                        .push_bind(task.title.clone())
+                        .push_bind(task.kind.clone())
+                        .push_bind(task.payload.clone())
+                        .push_bind(task.initial_status(now).as_str())
+                        .push_bind(task.priority)
+                        .push_bind(sqlx::types::Json(task.required_capabilities.clone()))
+                        .push_bind(task.pinned_agent_id)
+                        .push_bind(task.pinned_agent_id)
+                        .push_bind(task.user_id.clone())
+                        .push_bind(0_i32)
+                        .push_bind(task.max_attempts)
+                        .push_bind(task.timeout_seconds)
+                        .push_bind(0_i32)
+                        .push_bind(task.available_at(now))
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(task.trace_parent.clone())
+                        .push_bind(None::<String>)
+                        .push_bind(None::<String>);
+                });
+                insert.push(" RETURNING *");
+                let mut created: Vec<$crate::domain::Task> =
+                    insert.build_query_as().fetch_all(&self.writer).await?;
+                // RETURNING promises no order: give the tasks back in the order asked.
+                let order: std::collections::HashMap<uuid::Uuid, usize> =
+                    ids.iter().enumerate().map(|(at, id)| (*id, at)).collect();
+                created.sort_by_key(|task| order.get(&task.id).copied());
+                Ok(created)
             }
 
             async fn get(

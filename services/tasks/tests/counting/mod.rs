@@ -44,6 +44,10 @@ impl TaskStore for CountingStore {
         self.inner.insert(task, fingerprint, now).await
     }
 
+    async fn insert_many(&self, tasks: &[NewTask], now: i64) -> Result<Vec<Task>, sqlx::Error> {
+        self.inner.insert_many(tasks, now).await
+    }
+
     async fn get(&self, id: Uuid) -> Result<Option<Task>, sqlx::Error> {
         self.inner.get(id).await
     }
