@@ -1,5 +1,7 @@
-//! The JSON shapes of the REST API (see API.md) and their conversions from protobuf. JSON
+//! The JSON shapes of the REST API (see docs/api.md) and their conversions from protobuf. JSON
 //! payloads and results travel as raw JSON text end to end and are never re-parsed here.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -40,6 +42,10 @@ pub struct TaskView {
     updated_at: Option<String>,
     started_at: Option<String>,
     finished_at: Option<String>,
+    /// On a claimed task that depends on others: each one's result, by task id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, serde_json::Value>>)]
+    dependency_results: Option<BTreeMap<String, Box<RawValue>>>,
 }
 
 /// Progress as REST clients see it.
@@ -53,6 +59,7 @@ struct ProgressView {
 pub fn status_name(status: pb::TaskStatus) -> &'static str {
     match status {
         pb::TaskStatus::Unspecified => "unknown",
+        pb::TaskStatus::Waiting => "waiting",
         pb::TaskStatus::Scheduled => "scheduled",
         pb::TaskStatus::Queued => "queued",
         pb::TaskStatus::Active => "active",
@@ -65,6 +72,7 @@ pub fn status_name(status: pb::TaskStatus) -> &'static str {
 /// Parses a REST status filter.
 pub fn status_from_name(name: &str) -> Result<pb::TaskStatus, ApiError> {
     match name {
+        "waiting" => Ok(pb::TaskStatus::Waiting),
         "scheduled" => Ok(pb::TaskStatus::Scheduled),
         "queued" => Ok(pb::TaskStatus::Queued),
         "active" => Ok(pb::TaskStatus::Active),
@@ -122,6 +130,12 @@ impl From<pb::Task> for TaskView {
             updated_at: task.updated_at.as_ref().map(rfc3339),
             started_at: task.started_at.as_ref().map(rfc3339),
             finished_at: task.finished_at.as_ref().map(rfc3339),
+            dependency_results: (!task.dependency_results_json.is_empty()).then(|| {
+                task.dependency_results_json
+                    .into_iter()
+                    .map(|(id, result)| (id, raw_json(result)))
+                    .collect()
+            }),
         }
     }
 }

@@ -9,7 +9,8 @@ use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, Type};
 use crate::auth::Role;
 
 /// The REST names of task statuses, in the order of a task's life.
-pub const TASK_STATUSES: [&str; 6] = [
+pub const TASK_STATUSES: [&str; 7] = [
+    "waiting",
     "scheduled",
     "queued",
     "active",

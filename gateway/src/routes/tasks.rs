@@ -59,6 +59,10 @@ pub struct CreateTask {
     /// `run_at`.
     #[schema(minimum = 1, maximum = 31536000)]
     delay_seconds: Option<u32>,
+    /// Tasks (at most 100, the caller's own) that must complete first: until then the task is
+    /// `waiting`; if one fails or is cancelled, so is this one.
+    #[schema(max_items = 100, value_type = Option<Vec<String>>, format = Uuid)]
+    depends_on: Option<Vec<String>>,
 }
 
 /// Creates a task: 201 with the task, or 200 with the earlier task when the caller's tenant
@@ -122,6 +126,7 @@ fn creation(caller: &Caller, body: CreateTask) -> Result<pb::CreateTaskRequest, 
             })
             .transpose()?,
         delay_seconds: body.delay_seconds,
+        depends_on: body.depends_on.unwrap_or_default(),
     })
 }
 

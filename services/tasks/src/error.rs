@@ -22,6 +22,14 @@ pub enum TaskError {
         /// Its current status.
         status: TaskStatus,
     },
+    /// A task the new one would depend on ended without completing.
+    #[error("task {id}, a dependency, is {status}")]
+    DependencyEnded {
+        /// The dependency.
+        id: Uuid,
+        /// How it ended.
+        status: TaskStatus,
+    },
     /// The caller does not hold the lease of the task's current attempt.
     #[error("agent {agent_id} does not hold the lease of task {id}")]
     NotLeaseHolder {
@@ -78,6 +86,7 @@ impl From<TaskError> for Error {
                 Error::new(swarm_kit::ErrorCode::AlreadyExists, error.to_string())
             }
             TaskError::WrongStatus { .. }
+            | TaskError::DependencyEnded { .. }
             | TaskError::OutcomeDiffers { .. }
             | TaskError::NotLeaseHolder { .. }
             | TaskError::AgentOffline(_) => Error::precondition(error.to_string()),

@@ -299,12 +299,19 @@ fn new_task_from_proto(request: pb::CreateTaskRequest) -> Result<NewTask, Status
         max_attempts: request.max_attempts.unwrap_or(defaults.max_attempts),
         timeout_seconds: request.timeout_seconds.unwrap_or(defaults.timeout_seconds),
         idempotency_key: request.idempotency_key.map(|key| IdempotencyKey {
-            tenant: request.tenant,
+            tenant: request.tenant.clone(),
             key,
         }),
         trace_parent: swarm_kit::trace::traceparent(&tracing::Span::current()),
         run_at: request.run_at.as_ref().map(millis_from_timestamp),
         delay_seconds: request.delay_seconds,
+        depends_on: request
+            .depends_on
+            .iter()
+            .map(|id| parse_uuid("depends_on", id))
+            .collect::<Result<_, _>>()?,
+        after: Vec::new(),
+        tenant: Some(request.tenant).filter(|tenant| !tenant.is_empty()),
     })
 }
 
@@ -332,6 +339,7 @@ fn status_from_proto(status: i32) -> Result<Option<TaskStatus>, Status> {
 
 fn status_to_proto(status: TaskStatus) -> pb::TaskStatus {
     match status {
+        TaskStatus::Waiting => pb::TaskStatus::Waiting,
         TaskStatus::Scheduled => pb::TaskStatus::Scheduled,
         TaskStatus::Queued => pb::TaskStatus::Queued,
         TaskStatus::Active => pb::TaskStatus::Active,
@@ -412,6 +420,11 @@ pub fn task_to_proto(task: Task) -> pb::Task {
             .idempotency_key
             .as_deref()
             .map(|stored| IdempotencyKey::client_part(stored).to_owned()),
+        dependency_results_json: task
+            .dependency_results
+            .into_iter()
+            .map(|(id, result)| (id.to_string(), result.unwrap_or_else(|| "null".to_owned())))
+            .collect(),
     }
 }
 

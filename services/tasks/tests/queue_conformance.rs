@@ -2,8 +2,9 @@
 //! PostgreSQL) through the queue that the service uses: creation and idempotency, lists, claims
 //! (ordering, routing, leases, racing claimers), reports from the lease holder only, retries
 //! with backoff, lease expiry, cancellation, messages, watches and pruning, wake-ups that cost
-//! one claim per task, bounded watchers, replicas whose clocks disagree, delayed tasks, re-drive
-//! and the attempts history.
+//! one claim per task, bounded watchers, replicas whose clocks disagree, delayed tasks,
+//! dependencies (released, cancelled, results handed down), batches, re-drive and the attempts
+//! history.
 
 mod counting;
 
@@ -124,6 +125,9 @@ async fn created_task_keeps_every_field(backend: Backend) {
             trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             run_at: None,
             delay_seconds: None,
+            depends_on: Vec::new(),
+            after: Vec::new(),
+            tenant: None,
         })
         .await
         .unwrap();
@@ -379,6 +383,7 @@ async fn claims_never_exceed_the_agents_concurrency(backend: Backend) {
     assert_eq!(
         f.queue.count_by_status().await.unwrap(),
         [
+            (TaskStatus::Waiting, 0),
             (TaskStatus::Scheduled, 0),
             (TaskStatus::Queued, 2),
             (TaskStatus::Active, 3),
@@ -1467,7 +1472,209 @@ async fn a_batch_is_created_whole_or_not_at_all(backend: Backend) {
     }
 }
 
+fn after(title: &str, parents: &[&Task]) -> NewTask {
+    NewTask {
+        depends_on: parents.iter().map(|parent| parent.id).collect(),
+        ..titled(title)
+    }
+}
+
+/// Claims the one ready task and completes it with `result`; returns it as claimed.
+async fn run_one(queue: &TaskQueue, result: &str) -> Task {
+    let task = claim_one(queue, Uuid::now_v7()).await;
+    queue
+        .complete(task.id, lease_of(&task), result.into())
+        .await
+        .unwrap();
+    task
+}
+
+async fn a_diamond_runs_in_dependency_order_and_passes_results_down(backend: Backend) {
+    let f = fixture(backend).await;
+    let (plan, _) = f.queue.create(titled("plan")).await.unwrap();
+    let (left, _) = f.queue.create(after("left", &[&plan])).await.unwrap();
+    let (right, _) = f.queue.create(after("right", &[&plan])).await.unwrap();
+    let (join, _) = f
+        .queue
+        .create(after("join", &[&left, &right]))
+        .await
+        .unwrap();
+    assert_eq!(
+        [plan.status, left.status, right.status, join.status],
+        [
+            TaskStatus::Queued,
+            TaskStatus::Waiting,
+            TaskStatus::Waiting,
+            TaskStatus::Waiting
+        ]
+    );
+    assert_eq!((left.dependency_count, join.dependency_count), (1, 2));
+
+    assert_eq!(run_one(&f.queue, r#"{"steps":2}"#).await.id, plan.id);
+    let agent = Uuid::now_v7();
+    let mut middle = f.queue.claim(claim_for(agent, &[], 5)).await.unwrap();
+    middle.sort_by_key(|task| task.title.clone());
+    assert_eq!(
+        middle.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [left.id, right.id],
+        "both sides run once the plan is done, the join does not"
+    );
+    for side in &middle {
+        assert_eq!(
+            side.dependency_results,
+            [(plan.id, Some(r#"{"steps":2}"#.to_owned()))]
+        );
+    }
+    f.queue
+        .complete(left.id, lease_of(&middle[0]), r#""l""#.into())
+        .await
+        .unwrap();
+    assert_eq!(
+        f.queue.get(join.id).await.unwrap().status,
+        TaskStatus::Waiting
+    );
+    let waiting = tokio::spawn({
+        let queue = f.queue.clone();
+        async move {
+            let claim = Claim {
+                wait: Duration::from_secs(5),
+                ..claim_for(Uuid::now_v7(), &[], 1)
+            };
+            queue.claim(claim).await.unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let completed_at = f.queue.now_millis();
+    f.queue
+        .complete(right.id, lease_of(&middle[1]), r#""r""#.into())
+        .await
+        .unwrap();
+    let joined = waiting.await.unwrap();
+    assert_eq!(joined.iter().map(|t| t.id).collect::<Vec<_>>(), [join.id]);
+    assert!(
+        f.queue.now_millis() - completed_at < 200,
+        "a waiting claim gets the released task at once"
+    );
+    let mut results = joined[0].dependency_results.clone();
+    results.sort();
+    let mut expected = vec![
+        (left.id, Some(r#""l""#.to_owned())),
+        (right.id, Some(r#""r""#.to_owned())),
+    ];
+    expected.sort();
+    assert_eq!(results, expected);
+}
+
+async fn a_failed_parent_cancels_its_descendants(backend: Backend) {
+    let f = fixture(backend).await;
+    let (root, _) = f
+        .queue
+        .create(NewTask {
+            max_attempts: 1,
+            ..titled("root")
+        })
+        .await
+        .unwrap();
+    let (child, _) = f.queue.create(after("child", &[&root])).await.unwrap();
+    let (grandchild, _) = f
+        .queue
+        .create(after("grandchild", &[&child]))
+        .await
+        .unwrap();
+    let (bystander, _) = f.queue.create(titled("bystander")).await.unwrap();
+    let held = claim_one(&f.queue, Uuid::now_v7()).await;
+    assert_eq!(held.id, root.id);
+    f.queue
+        .fail(root.id, lease_of(&held), "broke".into(), true)
+        .await
+        .unwrap();
+    let reason = format!("dependency {} ended failed", root.id);
+    for id in [child.id, grandchild.id] {
+        let task = f.queue.get(id).await.unwrap();
+        assert_eq!(
+            (task.status, task.error.as_deref()),
+            (TaskStatus::Cancelled, Some(reason.as_str()))
+        );
+        assert!(task.finished_at.is_some());
+    }
+    assert_eq!(
+        f.queue.get(bystander.id).await.unwrap().status,
+        TaskStatus::Queued
+    );
+
+    let too_late = f.queue.create(after("too late", &[&root])).await;
+    assert!(
+        matches!(too_late, Err(TaskError::DependencyEnded { id, status: TaskStatus::Failed }) if id == root.id),
+        "{too_late:?}"
+    );
+    let unknown = f
+        .queue
+        .create(NewTask {
+            depends_on: vec![Uuid::now_v7()],
+            ..titled("orphan")
+        })
+        .await;
+    assert!(matches!(unknown, Err(TaskError::Invalid(_))), "{unknown:?}");
+    let foreign = f
+        .queue
+        .create(NewTask {
+            tenant: Some("mallory".into()),
+            user_id: Some("mallory".into()),
+            ..after("foreign", &[&bystander])
+        })
+        .await;
+    assert!(
+        matches!(foreign, Err(TaskError::Invalid(_))),
+        "another tenant's task is no dependency: {foreign:?}"
+    );
+    let everything = TaskFilter::default();
+    assert_eq!(
+        f.queue.list(&everything, Page::default()).await.unwrap().1,
+        4,
+        "refused tasks were not created"
+    );
+}
+
+async fn a_batch_waits_on_its_own_tasks(backend: Backend) {
+    let f = fixture(backend).await;
+    let created = f
+        .queue
+        .create_many(vec![
+            titled("first"),
+            NewTask {
+                after: vec![0],
+                ..titled("second")
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        created.iter().map(|t| t.status).collect::<Vec<_>>(),
+        [TaskStatus::Queued, TaskStatus::Waiting]
+    );
+    run_one(&f.queue, "1").await;
+    let second = claim_one(&f.queue, Uuid::now_v7()).await;
+    assert_eq!(second.id, created[1].id);
+    assert_eq!(
+        second.dependency_results,
+        [(created[0].id, Some("1".to_owned()))]
+    );
+    let backwards = f
+        .queue
+        .create_many(vec![NewTask {
+            after: vec![0],
+            ..titled("self")
+        }])
+        .await;
+    assert!(
+        matches!(backwards, Err(TaskError::Invalid(reason)) if reason.starts_with("tasks[0]."))
+    );
+}
+
 swarm_kit::conformance!(
+    a_diamond_runs_in_dependency_order_and_passes_results_down,
+    a_failed_parent_cancels_its_descendants,
+    a_batch_waits_on_its_own_tasks,
     a_batch_is_created_whole_or_not_at_all,
     delayed_tasks_are_claimable_on_time_and_not_before,
     a_waiting_claim_gets_a_delayed_task_on_time,

@@ -350,6 +350,87 @@ async fn events_stream_every_change_and_end_after_the_final_status() {
     swarm.stop().await;
 }
 
+/// A task that depends on others waits, then runs with their results; one whose dependency
+/// fails is cancelled, naming it; a client depends only on its own tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dependencies_order_the_work() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let (_, first) = swarm.post("/api/tasks", json!({"title": "fetch"})).await;
+    let first = first["id"].as_str().unwrap().to_owned();
+    let (status, then) = swarm
+        .post(
+            "/api/tasks",
+            json!({"title": "summarise", "depends_on": [first]}),
+        )
+        .await;
+    assert_eq!(
+        (status, &then["status"]),
+        (201, &json!("waiting")),
+        "{then}"
+    );
+    let then = then["id"].as_str().unwrap().to_owned();
+    let (_, waiting) = swarm.get("/api/tasks?status=waiting").await;
+    assert_eq!(waiting["total"], 1);
+
+    let agent = swarm.register_agent("worker", &[], 5).await;
+    let (_, claimed) = swarm
+        .post(
+            "/api/tasks/claim",
+            json!({"agent_id": agent, "max_tasks": 5}),
+        )
+        .await;
+    assert_eq!(claimed["tasks"].as_array().unwrap().len(), 1);
+    assert!(claimed["tasks"][0].get("dependency_results").is_none());
+    swarm
+        .post(
+            &format!("/api/tasks/{first}/complete"),
+            json!({"agent_id": agent, "result": {"pages": 3}}),
+        )
+        .await;
+    let (_, claimed) = swarm
+        .post("/api/tasks/claim", json!({"agent_id": agent}))
+        .await;
+    assert_eq!(claimed["tasks"][0]["id"], then.as_str());
+    assert_eq!(
+        claimed["tasks"][0]["dependency_results"],
+        json!({first.clone(): {"pages": 3}})
+    );
+    let (_, failed) = swarm
+        .post(
+            &format!("/api/tasks/{then}/fail"),
+            json!({"agent_id": agent, "error": "no", "retryable": false}),
+        )
+        .await;
+    assert_eq!(failed["status"], "failed");
+    let orphan = swarm
+        .post(
+            "/api/tasks",
+            json!({"title": "publish", "depends_on": [then]}),
+        )
+        .await;
+    assert_error(&orphan, 409, "failed_precondition");
+    for bad in [
+        json!(["not-a-uuid"]),
+        json!(["0190f5d2-0000-7000-8000-00000000abcd"]),
+    ] {
+        let refused = swarm
+            .post("/api/tasks", json!({"title": "t", "depends_on": bad}))
+            .await;
+        assert_error(&refused, 400, "invalid_argument");
+    }
+
+    let ada = swarm.client_for("ada", "client", None).await;
+    let (status, _) = send_with(
+        &ada,
+        reqwest::Method::POST,
+        swarm.url("/api/tasks"),
+        Some(json!({"title": "borrowed", "depends_on": [first]})),
+    )
+    .await;
+    assert_eq!(status, 400, "an admin's task is no client's dependency");
+    swarm.stop().await;
+}
+
 /// A batch is created in one go, in the order sent, or (with one bad element, named by its
 /// index) not at all; a client's batch is recorded under its own name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -60,10 +60,15 @@ pub fn fingerprint(task: &NewTask) -> String {
         task.timeout_seconds,
     ]);
     // Fields added later count only when set, so requests made before keep their fingerprint.
-    if (task.run_at.is_some() || task.delay_seconds.is_some())
+    let later = task.run_at.is_some() || task.delay_seconds.is_some();
+    if (later || !task.depends_on.is_empty())
         && let Some(fields) = fields.as_array_mut()
     {
-        fields.extend([task.run_at.into(), task.delay_seconds.into()]);
+        fields.extend([
+            task.run_at.into(),
+            task.delay_seconds.into(),
+            serde_json::json!(task.depends_on),
+        ]);
     }
     swarm_kit::digest::sha256_hex(fields.to_string().as_bytes())
 }

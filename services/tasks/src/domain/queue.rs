@@ -31,7 +31,7 @@ use crate::domain::{
     TaskFilter, TaskStatus,
 };
 use crate::error::TaskError;
-use crate::storage::{Release, TaskStore, TaskVersion};
+use crate::storage::{Insertion, Release, TaskStore, TaskVersion};
 
 /// The longest a claim may wait for work.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
@@ -169,23 +169,34 @@ impl TaskQueue {
     /// Creates a task, or returns the one its idempotency key created before (`false`).
     pub async fn create(&self, task: NewTask) -> Result<(Task, bool), TaskError> {
         let task = task.validated()?;
+        self.check_dependencies_reachable(std::slice::from_ref(&task))
+            .await?;
         let fingerprint = task.idempotency_key.is_some().then(|| fingerprint(&task));
-        let (task, created) = self
+        let insertion = self
             .store
             .insert(&task, fingerprint.as_deref(), self.now_millis())
             .await?;
-        // Tasks keyed before fingerprints were kept have none, and match any request.
-        if !created && task.request_hash.is_some() && task.request_hash != fingerprint {
-            return Err(TaskError::IdempotencyKeyReused);
+        match dependencies_met(insertion)? {
+            // Tasks keyed before fingerprints were kept have none, and match any request.
+            Inserted::Existing(task)
+                if task.request_hash.is_some() && task.request_hash != fingerprint =>
+            {
+                Err(TaskError::IdempotencyKeyReused)
+            }
+            Inserted::Existing(task) => Ok((*task, false)),
+            Inserted::Created(mut created) => {
+                let task = created
+                    .pop()
+                    .ok_or_else(|| TaskError::Invalid("the task was not created".into()))?;
+                self.announce_ready(&task);
+                Ok((task, true))
+            }
         }
-        if created {
-            self.announce_new(&task);
-        }
-        Ok((task, created))
     }
 
     /// Creates up to [`MAX_BATCH`] tasks at once, all or none; an invalid one is named by its
-    /// index and nothing is created. Batch tasks carry no idempotency key.
+    /// index and nothing is created. Batch tasks carry no idempotency key; `after` names tasks
+    /// of the batch a task waits for, which must come before it.
     pub async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Task>, TaskError> {
         if !(1..=MAX_BATCH).contains(&tasks.len()) {
             return Err(TaskError::Invalid(format!(
@@ -196,36 +207,88 @@ impl TaskQueue {
             .into_iter()
             .enumerate()
             .map(|(index, task)| {
+                let within =
+                    |reason: String| TaskError::Invalid(format!("tasks[{index}].{reason}"));
                 if task.idempotency_key.is_some() {
-                    return Err(TaskError::Invalid(format!(
-                        "tasks[{index}]: batch tasks take no idempotency key"
-                    )));
+                    return Err(within("idempotency_key is not taken in a batch".into()));
+                }
+                if task.after.iter().any(|sibling| *sibling >= index) {
+                    return Err(within(
+                        "depends_on names a task that does not come before it".into(),
+                    ));
                 }
                 task.validated().map_err(|error| match error {
-                    TaskError::Invalid(reason) => {
-                        TaskError::Invalid(format!("tasks[{index}].{reason}"))
-                    }
+                    TaskError::Invalid(reason) => within(reason),
                     other => other,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let created = self.store.insert_many(&tasks, self.now_millis()).await?;
+        self.check_dependencies_reachable(&tasks).await?;
+        let insertion = self.store.insert_many(&tasks, self.now_millis()).await?;
+        let Inserted::Created(created) = dependencies_met(insertion)? else {
+            return Err(TaskError::Invalid(
+                "a batch takes no idempotency key".into(),
+            ));
+        };
         for task in &created {
-            self.announce_new(task);
+            self.announce_ready(task);
         }
         Ok(created)
     }
 
-    /// Tells waiting claims about a task just created: announced when it is queued, the timer
-    /// set for it when it is scheduled.
-    fn announce_new(&self, task: &Task) {
-        if task.status == TaskStatus::Scheduled {
-            if self.next_due.fetch_min(task.available_at, Ordering::SeqCst) > task.available_at {
-                // The timer is set for later: have it set again.
-                self.nudged.notify_one();
+    /// Refuses dependencies a client may not see: a client's tasks depend only on its own.
+    async fn check_dependencies_reachable(&self, tasks: &[NewTask]) -> Result<(), TaskError> {
+        for task in tasks {
+            let Some(tenant) = &task.tenant else { continue };
+            if task.depends_on.is_empty() {
+                continue;
             }
-        } else {
-            self.announce(&ReadyWork::of(task));
+            let parents = self.store.get_many(&task.depends_on).await?;
+            let reachable = |id: &Uuid| {
+                parents
+                    .iter()
+                    .any(|parent| parent.id == *id && parent.user_id.as_ref() == Some(tenant))
+            };
+            if let Some(hidden) = task.depends_on.iter().find(|id| !reachable(id)) {
+                return Err(missing_dependency(*hidden));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells waiting claims about a task that just became ready: announced when it is queued,
+    /// the timer set for it when it is scheduled; nothing while it waits.
+    fn announce_ready(&self, task: &Task) {
+        match task.status {
+            TaskStatus::Scheduled => {
+                let before = self.next_due.fetch_min(task.available_at, Ordering::SeqCst);
+                if before > task.available_at {
+                    // The timer is set for later: have it set again.
+                    self.nudged.notify_one();
+                }
+            }
+            TaskStatus::Queued => self.announce(&ReadyWork::of(task)),
+            _ => {}
+        }
+    }
+
+    /// Hands the tasks that depend on `task`, which just ended, to their watchers, and those
+    /// its completion made ready to waiting claims (storage released or cancelled them in
+    /// the statement that ended it).
+    async fn settle_dependents(&self, task: &Task) {
+        if task.dependent_count == 0 || !task.status.is_final() {
+            return;
+        }
+        match self.store.dependents(task.id).await {
+            Ok(dependents) => {
+                for dependent in dependents {
+                    self.announce_ready(&dependent);
+                    self.publish(dependent);
+                }
+            }
+            Err(error) => {
+                warn!(task_id = %task.id, %error, "cannot read the tasks that depend on a task; the periodic look finds them");
+            }
         }
     }
 
@@ -312,7 +375,10 @@ impl TaskQueue {
     /// Cancels a scheduled, queued or active task; a final one is refused.
     pub async fn cancel(&self, id: Uuid) -> Result<Task, TaskError> {
         match self.store.cancel(id, self.now_millis()).await? {
-            Some(task) => Ok(self.publish(task)),
+            Some(task) => {
+                self.settle_dependents(&task).await;
+                Ok(self.publish(task))
+            }
             None => {
                 let task = self.get(id).await?;
                 Err(TaskError::WrongStatus {
@@ -502,7 +568,10 @@ impl TaskQueue {
             .complete(id, &lease, &result, self.now_millis())
             .await?;
         match updated {
-            Some(task) => Ok(self.publish(task)),
+            Some(task) => {
+                self.settle_dependents(&task).await;
+                Ok(self.publish(task))
+            }
             None => answer_repeat(self.get(id).await?, lease, |task| {
                 task.result.as_deref() == Some(result.as_str())
             }),
@@ -546,7 +615,10 @@ impl TaskQueue {
             }
         };
         match self.store.release(id, lease_id, &release, now).await? {
-            Some(task) => Ok(self.publish_returned(task)),
+            Some(task) => {
+                self.settle_dependents(&task).await;
+                Ok(self.publish_returned(task))
+            }
             // The attempt ended between our read and our write (expired, cancelled, or a
             // repeat of this very report that won the race).
             None => answer_repeat(self.get(id).await?, lease, same_error),
@@ -807,6 +879,26 @@ fn task_weight(task: &Task) -> u32 {
         task.required_capabilities.iter().map(String::len).sum(),
     ];
     u32::try_from(TASK_OVERHEAD_BYTES + text.iter().sum::<usize>()).unwrap_or(u32::MAX)
+}
+
+/// What inserting tasks did, once their dependencies were found fit.
+enum Inserted {
+    Created(Vec<Task>),
+    Existing(Box<Task>),
+}
+
+/// Turns a dependency storage could not use into the error that explains it.
+fn dependencies_met(insertion: Insertion) -> Result<Inserted, TaskError> {
+    match insertion {
+        Insertion::Created(tasks) => Ok(Inserted::Created(tasks)),
+        Insertion::Existing(task) => Ok(Inserted::Existing(task)),
+        Insertion::MissingDependency(id) => Err(missing_dependency(id)),
+        Insertion::EndedDependency(id, status) => Err(TaskError::DependencyEnded { id, status }),
+    }
+}
+
+fn missing_dependency(id: Uuid) -> TaskError {
+    TaskError::Invalid(format!("depends_on names task {id}, which does not exist"))
 }
 
 /// Answers a completion or failure that `lease` cannot make because its attempt is over: when

@@ -23,10 +23,14 @@ pub const MAX_TIMEOUT_SECONDS: i32 = 86_400;
 pub const MAX_CLAIM: u32 = 100;
 /// The longest delay a task may be submitted with, in seconds (a year).
 pub const MAX_DELAY_SECONDS: u32 = 31_536_000;
+/// The most tasks one task may depend on.
+pub const MAX_DEPENDENCIES: usize = 100;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskStatus {
+    /// Waiting for the tasks it depends on to complete.
+    Waiting,
     /// Waiting for its time before it is queued.
     Scheduled,
     /// Waiting to be claimed.
@@ -43,7 +47,8 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     /// Every status, in the order of a task's life.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
+        Self::Waiting,
         Self::Scheduled,
         Self::Queued,
         Self::Active,
@@ -55,6 +60,7 @@ impl TaskStatus {
     /// Returns the lowercase name used in storage and in the REST API.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Waiting => "waiting",
             Self::Scheduled => "scheduled",
             Self::Queued => "queued",
             Self::Active => "active",
@@ -81,6 +87,7 @@ impl FromStr for TaskStatus {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "waiting" => Ok(Self::Waiting),
             "scheduled" => Ok(Self::Scheduled),
             "queued" => Ok(Self::Queued),
             "active" => Ok(Self::Active),
@@ -162,6 +169,13 @@ pub struct Task {
     pub finished_at: Option<i64>,
     /// The W3C `traceparent` of the request that created it, for background work to link to.
     pub trace_parent: Option<String>,
+    /// How many tasks it depends on.
+    pub dependency_count: i32,
+    /// How many tasks depend on it.
+    pub dependent_count: i32,
+    /// The results of the tasks it depends on (JSON text), handed to an agent that claims it.
+    #[sqlx(skip)]
+    pub dependency_results: Vec<(Uuid, Option<String>)>,
 }
 
 /// What a client asks for when it submits a task.
@@ -193,6 +207,14 @@ pub struct NewTask {
     pub run_at: Option<i64>,
     /// Seconds from submission until it may start, 1 to a year; not with `run_at`.
     pub delay_seconds: Option<u32>,
+    /// Existing tasks it waits for (at most 100 with `after`): it is queued once they all
+    /// completed, and cancelled if one fails or is cancelled.
+    pub depends_on: Vec<Uuid>,
+    /// Tasks created in the same batch it waits for, by their index in the batch.
+    pub after: Vec<usize>,
+    /// The client tenant that submits it, if a client does: the tasks it depends on must be
+    /// that tenant's.
+    pub tenant: Option<String>,
 }
 
 impl Default for NewTask {
@@ -211,6 +233,9 @@ impl Default for NewTask {
             trace_parent: None,
             run_at: None,
             delay_seconds: None,
+            depends_on: Vec::new(),
+            after: Vec::new(),
+            tenant: None,
         }
     }
 }
@@ -265,6 +290,15 @@ impl NewTask {
                 "give run_at or delay_seconds, not both".into(),
             ));
         }
+        self.depends_on.sort_unstable();
+        self.depends_on.dedup();
+        self.after.sort_unstable();
+        self.after.dedup();
+        if self.depends_on.len() + self.after.len() > MAX_DEPENDENCIES {
+            return Err(TaskError::Invalid(format!(
+                "depends_on names at most {MAX_DEPENDENCIES} tasks"
+            )));
+        }
         if self
             .delay_seconds
             .is_some_and(|delay| !(1..=MAX_DELAY_SECONDS).contains(&delay))
@@ -276,8 +310,13 @@ impl NewTask {
         Ok(self)
     }
 
-    /// Returns the status the task, submitted at `now`, starts in: scheduled when it may start
-    /// only later, queued otherwise.
+    /// How many tasks it depends on.
+    pub fn dependency_count(&self) -> usize {
+        self.depends_on.len() + self.after.len()
+    }
+
+    /// Returns the status the task, submitted at `now`, starts in once nothing it depends on
+    /// is left to complete: scheduled when it may start only later, queued otherwise.
     pub fn initial_status(&self, now: i64) -> TaskStatus {
         if self.available_at(now) > now {
             TaskStatus::Scheduled
@@ -368,7 +407,10 @@ impl LeaseRef {
         match task.status {
             TaskStatus::Completed | TaskStatus::Failed => self.names_attempt_of(task),
             TaskStatus::Queued => self.lease_id.is_some() && task.lease_id == self.lease_id,
-            TaskStatus::Scheduled | TaskStatus::Active | TaskStatus::Cancelled => false,
+            TaskStatus::Waiting
+            | TaskStatus::Scheduled
+            | TaskStatus::Active
+            | TaskStatus::Cancelled => false,
         }
     }
 

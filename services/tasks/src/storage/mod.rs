@@ -49,6 +49,19 @@ impl TaskVersion {
     }
 }
 
+/// What inserting tasks did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Insertion {
+    /// The tasks were created; here in the order given.
+    Created(Vec<Task>),
+    /// The idempotency key of the (single) task created this task before; nothing changed.
+    Existing(Box<Task>),
+    /// A task they depend on does not exist; nothing changed.
+    MissingDependency(Uuid),
+    /// A task they depend on ended without completing; nothing changed.
+    EndedDependency(Uuid, TaskStatus),
+}
+
 /// How a failed attempt ends: back to the queue after a delay, or finally failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
@@ -67,18 +80,22 @@ pub struct Release {
 /// nothing. Times are Unix milliseconds.
 #[async_trait]
 pub trait TaskStore: Send + Sync + 'static {
-    /// Inserts a task, queued or (when it starts later) scheduled, keeping `fingerprint` of its request; when its (tenant-scoped)
-    /// idempotency key exists already, returns that task and `false` instead.
+    /// Inserts a task, waiting (for what it depends on), scheduled (for its time) or queued,
+    /// keeping `fingerprint` of its request; when its (tenant-scoped) idempotency key exists
+    /// already, answers that task instead.
     async fn insert(
         &self,
         task: &NewTask,
         fingerprint: Option<&str>,
         now: i64,
-    ) -> Result<(Task, bool), sqlx::Error>;
+    ) -> Result<Insertion, sqlx::Error>;
 
-    /// Inserts `tasks` in one statement (all or none), without idempotency keys, and returns
-    /// them in the order given.
-    async fn insert_many(&self, tasks: &[NewTask], now: i64) -> Result<Vec<Task>, sqlx::Error>;
+    /// Inserts `tasks` (without idempotency keys; `after` names tasks among them) in one
+    /// transaction, all or none.
+    async fn insert_many(&self, tasks: &[NewTask], now: i64) -> Result<Insertion, sqlx::Error>;
+
+    /// Returns the tasks that depend on task `id`.
+    async fn dependents(&self, id: Uuid) -> Result<Vec<Task>, sqlx::Error>;
 
     /// Returns a task by id.
     async fn get(&self, id: Uuid) -> Result<Option<Task>, sqlx::Error>;

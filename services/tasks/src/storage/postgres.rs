@@ -131,4 +131,8 @@ pub(crate) const QUEUE_DUE: &str = const_format::concatcp!(
     " FOR UPDATE SKIP LOCKED) RETURNING *"
 );
 
+/// Locks the parents a new task depends on until it is recorded, so none ends before the
+/// dependency is there for its trigger to see.
+pub(crate) const LOCK_FOR_SHARE: &str = " FOR SHARE";
+
 impl_task_store!(PostgresTaskStore, Postgres, crate::storage::postgres);

@@ -2,21 +2,31 @@
 //! macro that implements [`TaskStore`](super::TaskStore) over them for one backend, given that
 //! backend's own claim and lease-sweep statements.
 
-/// The columns a new task sets, in the order [`bind_new_task`] binds them.
-const NEW_TASK_COLUMNS: &str = "INSERT INTO tasks (id, title, kind, payload, status, priority, \
+/// Starts a statement that inserts tasks; the caller appends their values and
+/// [`INSERT_TASKS_END`].
+pub const INSERT_TASKS: &str = "INSERT INTO tasks (id, title, kind, payload, status, priority, \
     required_capabilities, agent_id, pinned_agent_id, user_id, attempts, max_attempts, \
     timeout_seconds, progress_percent, available_at, created_at, updated_at, trace_parent, \
-    idempotency_key, request_hash) ";
+    idempotency_key, request_hash, dependency_count) ";
 
-/// Inserts a task; on an idempotency-key conflict it returns nothing.
-pub const INSERT: &str = const_format::concatcp!(
-    NEW_TASK_COLUMNS,
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, 0, $10, $11, 0, $12, $13, $13, $14, $15, \
-    $16) ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
-);
+/// Ends [`INSERT_TASKS`]: a task whose idempotency key exists already is left out.
+pub const INSERT_TASKS_END: &str = " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *";
 
-/// Starts a statement that inserts many tasks; the caller appends their values.
-pub const INSERT_MANY: &str = NEW_TASK_COLUMNS;
+/// Starts a statement that records dependencies; the caller appends `(task, parent)` values.
+pub const INSERT_DEPENDENCIES: &str = "INSERT INTO task_dependencies (task_id, depends_on) ";
+
+/// Counts, on each parent among the caller's list, the dependents just recorded; `$1..` are
+/// the new tasks' ids and the caller closes both lists.
+pub const COUNT_DEPENDENTS: &str = "UPDATE tasks SET dependent_count = dependent_count + \
+    (SELECT COUNT(*) FROM task_dependencies d WHERE d.depends_on = tasks.id AND d.task_id IN ";
+
+/// The results of the tasks that the caller's tasks depend on; the caller closes the list.
+pub const DEPENDENCY_RESULTS: &str = "SELECT d.task_id, parent.id, parent.result \
+    FROM task_dependencies d JOIN tasks parent ON parent.id = d.depends_on WHERE d.task_id IN ";
+
+/// The tasks that depend on task `$1`.
+pub const DEPENDENTS: &str = "SELECT tasks.* FROM tasks JOIN task_dependencies d \
+    ON d.task_id = tasks.id WHERE d.depends_on = $1";
 
 /// Finds the task a stored (tenant-scoped) idempotency key created.
 pub const BY_IDEMPOTENCY_KEY: &str = "SELECT * FROM tasks WHERE idempotency_key = $1";
@@ -32,10 +42,14 @@ pub const READY_BETWEEN: &str = "SELECT id, pinned_agent_id, required_capabiliti
 /// Cancels a task that is not final yet.
 pub const CANCEL: &str = "UPDATE tasks SET status = 'cancelled', lease_id = NULL, \
     lease_expires_at = NULL, finished_at = $2, updated_at = $2, attempt_outcome = 'cancelled' \
-    WHERE id = $1 AND status IN ('scheduled', 'queued', 'active') RETURNING *";
+    WHERE id = $1 AND status IN ('waiting', 'scheduled', 'queued', 'active') RETURNING *";
 
-/// Queues a failed or cancelled task again with a fresh attempt budget, as it was submitted.
-pub const RETRY: &str = "UPDATE tasks SET status = 'queued', attempts = 0, \
+/// Queues a failed or cancelled task again with a fresh attempt budget, as it was submitted:
+/// waiting again while a task it depends on has not completed.
+pub const RETRY: &str = "UPDATE tasks SET status = CASE WHEN EXISTS (SELECT 1 \
+    FROM task_dependencies d JOIN tasks parent ON parent.id = d.depends_on \
+    WHERE d.task_id = tasks.id AND parent.status <> 'completed') THEN 'waiting' ELSE 'queued' END, \
+    attempts = 0, \
     agent_id = pinned_agent_id, lease_id = NULL, lease_expires_at = NULL, result = NULL, \
     error = NULL, progress_percent = 0, progress_message = NULL, attempt_outcome = NULL, \
     available_at = $2, started_at = NULL, finished_at = NULL, updated_at = $2 \
@@ -187,83 +201,26 @@ macro_rules! impl_task_store {
                 task: &$crate::domain::NewTask,
                 fingerprint: Option<&str>,
                 now: i64,
-            ) -> Result<($crate::domain::Task, bool), sqlx::Error> {
-                use $crate::storage::sql;
-                let idempotency_key = task
-                    .idempotency_key
-                    .as_ref()
-                    .map($crate::domain::IdempotencyKey::storage_key);
-                let inserted = sqlx::query_as(sql::INSERT)
-                    .bind(uuid::Uuid::now_v7())
-                    .bind(&task.title)
-                    .bind(&task.kind)
-                    .bind(&task.payload)
-                    .bind(task.initial_status(now).as_str())
-                    .bind(task.priority)
-                    .bind(sqlx::types::Json(&task.required_capabilities))
-                    .bind(task.pinned_agent_id)
-                    .bind(&task.user_id)
-                    .bind(task.max_attempts)
-                    .bind(task.timeout_seconds)
-                    .bind(task.available_at(now))
-                    .bind(now)
-                    .bind(&task.trace_parent)
-                    .bind(&idempotency_key)
-                    .bind(fingerprint)
-                    .fetch_optional(&self.writer)
-                    .await?;
-                match inserted {
-                    Some(created) => Ok((created, true)),
-                    None => {
-                        let existing = sqlx::query_as(sql::BY_IDEMPOTENCY_KEY)
-                            .bind(&idempotency_key)
-                            .fetch_one(&self.writer)
-                            .await?;
-                        Ok((existing, false))
-                    }
-                }
+            ) -> Result<$crate::storage::Insertion, sqlx::Error> {
+                self.insert_all(std::slice::from_ref(task), fingerprint, now).await
             }
 
             async fn insert_many(
                 &self,
                 tasks: &[$crate::domain::NewTask],
                 now: i64,
+            ) -> Result<$crate::storage::Insertion, sqlx::Error> {
+                self.insert_all(tasks, None, now).await
+            }
+
+            async fn dependents(
+                &self,
+                id: uuid::Uuid,
             ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
-                if tasks.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let ids: Vec<uuid::Uuid> = tasks.iter().map(|_| uuid::Uuid::now_v7()).collect();
-                let mut insert = sqlx::QueryBuilder::<$db>::new($crate::storage::sql::INSERT_MANY);
-                insert.push_values(ids.iter().zip(tasks), |mut row, (id, task)| {
-                    row.push_bind(*id)
-                        .push_bind(task.title.clone())
-                        .push_bind(task.kind.clone())
-                        .push_bind(task.payload.clone())
-                        .push_bind(task.initial_status(now).as_str())
-                        .push_bind(task.priority)
-                        .push_bind(sqlx::types::Json(task.required_capabilities.clone()))
-                        .push_bind(task.pinned_agent_id)
-                        .push_bind(task.pinned_agent_id)
-                        .push_bind(task.user_id.clone())
-                        .push_bind(0_i32)
-                        .push_bind(task.max_attempts)
-                        .push_bind(task.timeout_seconds)
-                        .push_bind(0_i32)
-                        .push_bind(task.available_at(now))
-                        .push_bind(now)
-                        .push_bind(now)
-                        .push_bind(task.trace_parent.clone())
-                        .push_bind(None::<String>)
-                        .push_bind(None::<String>);
-                });
-                insert.push(" RETURNING *");
-                let mut created: Vec<$crate::domain::Task> =
-                    insert.build_query_as().fetch_all(&self.writer).await?;
-                // RETURNING promises no order: give the tasks back in the order asked.
-                let order: std::collections::HashMap<uuid::Uuid, usize> =
-                    ids.iter().enumerate().map(|(at, id)| (*id, at)).collect();
-                created.sort_by_key(|task| order.get(&task.id).copied());
-                Ok(created)
+                sqlx::query_as($crate::storage::sql::DEPENDENTS)
+                    .bind(id)
+                    .fetch_all(&self.readers)
+                    .await
             }
 
             async fn get(
@@ -403,6 +360,7 @@ macro_rules! impl_task_store {
                 now: i64,
             ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
                 let mut tasks = self.claim_rows(claim, now).await?;
+                self.add_dependency_results(&mut tasks).await?;
                 // UPDATE .. RETURNING gives rows in no particular order.
                 tasks.sort_by(|a, b| {
                     b.priority
@@ -634,15 +592,168 @@ macro_rules! impl_task_store {
             }
         }
 
-        /// Starts `select` over the tasks among `ids`.
-        fn by_ids(select: &str, ids: &[uuid::Uuid]) -> sqlx::QueryBuilder<$db> {
-            let mut query = sqlx::QueryBuilder::<$db>::new(select);
-            query.push(" WHERE id IN (");
+        impl $store {
+            /// Inserts `tasks` in one transaction, all or none, with their dependencies (the
+            /// parents outside the batch locked first, so none ends unseen meanwhile), and
+            /// returns them in the order given. A task that depends on anything not yet
+            /// completed starts waiting.
+            async fn insert_all(
+                &self,
+                tasks: &[$crate::domain::NewTask],
+                fingerprint: Option<&str>,
+                now: i64,
+            ) -> Result<$crate::storage::Insertion, sqlx::Error> {
+                use $crate::domain::TaskStatus;
+                use $crate::storage::{Insertion, sql};
+                use $dialect as dialect;
+                let ids: Vec<uuid::Uuid> = tasks.iter().map(|_| uuid::Uuid::now_v7()).collect();
+                let parents: std::collections::BTreeSet<uuid::Uuid> =
+                    tasks.iter().flat_map(|task| task.depends_on.iter().copied()).collect();
+                let mut transaction = self.writer.begin().await?;
+                let mut parent_status = std::collections::HashMap::new();
+                if !parents.is_empty() {
+                    let mut lock = by_ids("SELECT id, status FROM tasks", &Vec::from_iter(parents.iter().copied()));
+                    lock.push(dialect::LOCK_FOR_SHARE);
+                    let found: Vec<(uuid::Uuid, String)> =
+                        lock.build_query_as().fetch_all(&mut *transaction).await?;
+                    parent_status.extend(found);
+                }
+                for parent in &parents {
+                    match parent_status.get(parent).map(|status| status.parse::<TaskStatus>()) {
+                        None => return Ok(Insertion::MissingDependency(*parent)),
+                        Some(Ok(status @ (TaskStatus::Failed | TaskStatus::Cancelled))) => {
+                            return Ok(Insertion::EndedDependency(*parent, status));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                let waits = |task: &$crate::domain::NewTask| {
+                    !task.after.is_empty()
+                        || task.depends_on.iter().any(|parent| {
+                            parent_status.get(parent).map(String::as_str) != Some("completed")
+                        })
+                };
+                let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_TASKS);
+                insert.push_values(ids.iter().zip(tasks), |mut row, (id, task)| {
+                    let status = if waits(task) {
+                        TaskStatus::Waiting
+                    } else {
+                        task.initial_status(now)
+                    };
+                    row.push_bind(*id)
+                        .push_bind(task.title.clone())
+                        .push_bind(task.kind.clone())
+                        .push_bind(task.payload.clone())
+                        .push_bind(status.as_str())
+                        .push_bind(task.priority)
+                        .push_bind(sqlx::types::Json(task.required_capabilities.clone()))
+                        .push_bind(task.pinned_agent_id)
+                        .push_bind(task.pinned_agent_id)
+                        .push_bind(task.user_id.clone())
+                        .push_bind(0_i32)
+                        .push_bind(task.max_attempts)
+                        .push_bind(task.timeout_seconds)
+                        .push_bind(0_i32)
+                        .push_bind(task.available_at(now))
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(task.trace_parent.clone())
+                        .push_bind(
+                            task.idempotency_key
+                                .as_ref()
+                                .map($crate::domain::IdempotencyKey::storage_key),
+                        )
+                        .push_bind(fingerprint.map(str::to_owned))
+                        .push_bind(i32::try_from(task.dependency_count()).unwrap_or(i32::MAX));
+                });
+                insert.push(sql::INSERT_TASKS_END);
+                let mut created: Vec<$crate::domain::Task> =
+                    insert.build_query_as().fetch_all(&mut *transaction).await?;
+                if created.len() < tasks.len() {
+                    // Only a single task with an idempotency key seen before is left out.
+                    let key = tasks
+                        .first()
+                        .and_then(|task| task.idempotency_key.as_ref())
+                        .map($crate::domain::IdempotencyKey::storage_key);
+                    let existing = sqlx::query_as(sql::BY_IDEMPOTENCY_KEY)
+                        .bind(key)
+                        .fetch_one(&mut *transaction)
+                        .await?;
+                    transaction.commit().await?;
+                    return Ok(Insertion::Existing(Box::new(existing)));
+                }
+                let edges: Vec<(uuid::Uuid, uuid::Uuid)> = ids
+                    .iter()
+                    .zip(tasks)
+                    .flat_map(|(id, task)| {
+                        let siblings = task.after.iter().map(|sibling| ids[*sibling]);
+                        task.depends_on.iter().copied().chain(siblings).map(|parent| (*id, parent))
+                    })
+                    .collect();
+                if !edges.is_empty() {
+                    let mut record = sqlx::QueryBuilder::<$db>::new(sql::INSERT_DEPENDENCIES);
+                    record.push_values(&edges, |mut row, (child, parent)| {
+                        row.push_bind(*child).push_bind(*parent);
+                    });
+                    record.build().execute(&mut *transaction).await?;
+                    let parent_ids: std::collections::BTreeSet<uuid::Uuid> =
+                        edges.iter().map(|(_, parent)| *parent).collect();
+                    let mut count = sqlx::QueryBuilder::<$db>::new(sql::COUNT_DEPENDENTS);
+                    push_id_list(&mut count, &ids);
+                    count.push(") WHERE id IN ");
+                    push_id_list(&mut count, &Vec::from_iter(parent_ids));
+                    count.build().execute(&mut *transaction).await?;
+                }
+                transaction.commit().await?;
+                // RETURNING promises no order: give the tasks back in the order asked.
+                let order: std::collections::HashMap<uuid::Uuid, usize> =
+                    ids.iter().enumerate().map(|(at, id)| (*id, at)).collect();
+                created.sort_by_key(|task| order.get(&task.id).copied());
+                Ok(Insertion::Created(created))
+            }
+
+            /// Hands each claimed task that depends on others their results.
+            async fn add_dependency_results(
+                &self,
+                tasks: &mut [$crate::domain::Task],
+            ) -> Result<(), sqlx::Error> {
+                let dependent: Vec<uuid::Uuid> = tasks
+                    .iter()
+                    .filter(|task| task.dependency_count > 0)
+                    .map(|task| task.id)
+                    .collect();
+                if dependent.is_empty() {
+                    return Ok(());
+                }
+                let mut query =
+                    sqlx::QueryBuilder::<$db>::new($crate::storage::sql::DEPENDENCY_RESULTS);
+                push_id_list(&mut query, &dependent);
+                let results: Vec<(uuid::Uuid, uuid::Uuid, Option<String>)> =
+                    query.build_query_as().fetch_all(&self.writer).await?;
+                for (child, parent, result) in results {
+                    if let Some(task) = tasks.iter_mut().find(|task| task.id == child) {
+                        task.dependency_results.push((parent, result));
+                    }
+                }
+                Ok(())
+            }
+        }
+
+        /// Appends `(id, id, ..)` as bound values.
+        fn push_id_list(query: &mut sqlx::QueryBuilder<$db>, ids: &[uuid::Uuid]) {
+            query.push("(");
             let mut list = query.separated(", ");
             for id in ids {
                 list.push_bind(*id);
             }
             query.push(")");
+        }
+
+        /// Starts `select` over the tasks among `ids`.
+        fn by_ids(select: &str, ids: &[uuid::Uuid]) -> sqlx::QueryBuilder<$db> {
+            let mut query = sqlx::QueryBuilder::<$db>::new(select);
+            query.push(" WHERE id IN ");
+            push_id_list(&mut query, ids);
             query
         }
 

@@ -68,4 +68,8 @@ pub(crate) const REQUEUE_EXPIRED: &str = const_format::concatcp!(
 pub(crate) const QUEUE_DUE: &str =
     const_format::concatcp!(sql::QUEUE_DUE, sql::DUE_IDS, ") RETURNING *");
 
+/// Locks the parents a new task depends on until it is recorded: nothing to add, as SQLite's
+/// single writer runs the whole insertion alone.
+pub(crate) const LOCK_FOR_SHARE: &str = "";
+
 impl_task_store!(SqliteTaskStore, Sqlite, crate::storage::sqlite);

@@ -10,7 +10,7 @@ use swarm_tasks::domain::{
     Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Task,
     TaskFilter,
 };
-use swarm_tasks::storage::{Release, TaskStore, TaskVersion};
+use swarm_tasks::storage::{Insertion, Release, TaskStore, TaskVersion};
 use uuid::Uuid;
 
 /// Wraps a store and counts its claims.
@@ -40,12 +40,16 @@ impl TaskStore for CountingStore {
         task: &NewTask,
         fingerprint: Option<&str>,
         now: i64,
-    ) -> Result<(Task, bool), sqlx::Error> {
+    ) -> Result<Insertion, sqlx::Error> {
         self.inner.insert(task, fingerprint, now).await
     }
 
-    async fn insert_many(&self, tasks: &[NewTask], now: i64) -> Result<Vec<Task>, sqlx::Error> {
+    async fn insert_many(&self, tasks: &[NewTask], now: i64) -> Result<Insertion, sqlx::Error> {
         self.inner.insert_many(tasks, now).await
+    }
+
+    async fn dependents(&self, id: Uuid) -> Result<Vec<Task>, sqlx::Error> {
+        self.inner.dependents(id).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Task>, sqlx::Error> {
