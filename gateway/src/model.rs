@@ -42,6 +42,8 @@ pub struct TaskView {
     updated_at: Option<String>,
     started_at: Option<String>,
     finished_at: Option<String>,
+    /// The workflow the task is part of.
+    workflow_id: Option<String>,
     /// On a claimed task that depends on others: each one's result, by task id.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<std::collections::BTreeMap<String, serde_json::Value>>)]
@@ -84,7 +86,7 @@ pub fn status_from_name(name: &str) -> Result<pb::TaskStatus, ApiError> {
 }
 
 /// Explains that `what` must be one of `names`.
-fn not_one_of(what: &str, names: &[&str], got: &str) -> ApiError {
+pub fn not_one_of(what: &str, names: &[&str], got: &str) -> ApiError {
     ApiError::invalid(format!(
         "{what} must be one of {} (got {got:?})",
         names.join(", ")
@@ -130,6 +132,7 @@ impl From<pb::Task> for TaskView {
             updated_at: task.updated_at.as_ref().map(rfc3339),
             started_at: task.started_at.as_ref().map(rfc3339),
             finished_at: task.finished_at.as_ref().map(rfc3339),
+            workflow_id: task.workflow_id,
             dependency_results: (!task.dependency_results_json.is_empty()).then(|| {
                 task.dependency_results_json
                     .into_iter()
@@ -346,6 +349,14 @@ pub fn agent_status_from_name(
 #[into_params(parameter_in = Path)]
 pub struct TaskPath {
     /// The task id (a UUID).
+    pub id: uuid::Uuid,
+}
+
+/// The workflow a route names.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WorkflowPath {
+    /// The workflow id (a UUID).
     pub id: uuid::Uuid,
 }
 

@@ -18,6 +18,8 @@ pub const TASK_STATUSES: [&str; 7] = [
     "failed",
     "cancelled",
 ];
+/// The REST names of workflow statuses.
+pub const WORKFLOW_STATUSES: [&str; 4] = ["running", "completed", "failed", "cancelled"];
 /// The REST names of agent statuses.
 pub const AGENT_STATUSES: [&str; 3] = ["idle", "busy", "offline"];
 /// The REST names of message roles.
@@ -99,6 +101,11 @@ pub fn message_content() -> Object {
 /// A task status filter.
 pub fn task_status() -> Object {
     one_of(&TASK_STATUSES)
+}
+
+/// A workflow status filter.
+pub fn workflow_status() -> Object {
+    one_of(&WORKFLOW_STATUSES)
 }
 
 /// An agent status filter.

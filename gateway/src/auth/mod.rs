@@ -220,6 +220,21 @@ impl Caller {
         self.role != Role::Admin
     }
 
+    /// Refuses a client a workflow another user submitted, as if it did not exist (agents
+    /// reach no workflow; the route table keeps them out).
+    pub fn check_workflow_reach(
+        &self,
+        workflow: &swarm_proto::tasks::v1::Workflow,
+    ) -> Result<(), ApiError> {
+        match self.client_user() {
+            Some(own) if workflow.user_id.as_deref() != Some(own) => Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("workflow {} not found", workflow.id),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses a caller a task it may not reach, as if the task did not exist: a client
     /// another user's task, an agent a task it does not hold.
     pub fn check_reach(&self, task: &swarm_proto::tasks::v1::Task) -> Result<(), ApiError> {

@@ -13,6 +13,7 @@ pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod tasks;
 pub(crate) mod work;
+pub(crate) mod workflows;
 
 use std::sync::Arc;
 
@@ -81,6 +82,9 @@ fn table() -> Vec<Route> {
         Route::new(routes!(tasks::get), CLIENTS),
         Route::new(routes!(tasks::cancel), CLIENTS),
         Route::new(routes!(tasks::retry), CLIENTS),
+        Route::new(routes!(workflows::create, workflows::list), CLIENTS),
+        Route::new(routes!(workflows::get), CLIENTS),
+        Route::new(routes!(workflows::cancel), CLIENTS),
         Route::new(routes!(tasks::attempts), CLIENTS),
         Route::new(routes!(tasks::events), CLIENTS_AND_AGENTS),
         Route::new(routes!(tasks::process), CLIENTS),

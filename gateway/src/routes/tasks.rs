@@ -59,9 +59,10 @@ pub struct CreateTask {
     /// `run_at`.
     #[schema(minimum = 1, maximum = 31536000)]
     delay_seconds: Option<u32>,
-    /// Tasks (at most 100, the caller's own) that must complete first: until then the task is
-    /// `waiting`; if one fails or is cancelled, so is this one.
-    #[schema(max_items = 100, value_type = Option<Vec<String>>, format = Uuid)]
+    /// Tasks (at most 100, the caller's own; in a workflow, keys of its tasks) that must
+    /// complete first: until then the task is `waiting`; if one fails or is cancelled, so is
+    /// this one.
+    #[schema(max_items = 100)]
     depends_on: Option<Vec<String>>,
 }
 
@@ -105,7 +106,7 @@ pub async fn create(
 }
 
 /// Turns a creation body into the tasks service's request, for `caller`.
-fn creation(caller: &Caller, body: CreateTask) -> Result<pb::CreateTaskRequest, ApiError> {
+pub fn creation(caller: &Caller, body: CreateTask) -> Result<pb::CreateTaskRequest, ApiError> {
     Ok(pb::CreateTaskRequest {
         user_id: submitter(caller, body.user_id)?,
         title: body.title,
@@ -256,7 +257,7 @@ pub async fn check_visible(state: &AppState, caller: &Caller, id: &str) -> Resul
 
 /// Returns the user a task is submitted or listed under: a client's own name (naming another
 /// is refused), or what other callers asked for.
-fn submitter(caller: &Caller, asked: Option<String>) -> Result<Option<String>, ApiError> {
+pub fn submitter(caller: &Caller, asked: Option<String>) -> Result<Option<String>, ApiError> {
     match (caller.client_user(), asked) {
         (Some(own), Some(asked)) if asked != own => Err(ApiError::new(
             swarm_kit::ErrorCode::PermissionDenied,

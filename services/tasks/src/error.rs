@@ -3,7 +3,7 @@
 use swarm_kit::Error;
 use uuid::Uuid;
 
-use crate::domain::TaskStatus;
+use crate::domain::{TaskStatus, WorkflowStatus};
 
 /// Why a task operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,17 @@ pub enum TaskError {
         id: Uuid,
         /// Its current status.
         status: TaskStatus,
+    },
+    /// No workflow has this id.
+    #[error("workflow {0} not found")]
+    WorkflowNotFound(Uuid),
+    /// The workflow finished already.
+    #[error("workflow {id} is {status}")]
+    WorkflowEnded {
+        /// The workflow.
+        id: Uuid,
+        /// How it ended.
+        status: WorkflowStatus,
     },
     /// A task the new one would depend on ended without completing.
     #[error("task {id}, a dependency, is {status}")]
@@ -79,14 +90,15 @@ impl From<TaskError> for Error {
     fn from(error: TaskError) -> Self {
         match error {
             TaskError::Invalid(message) => Error::invalid(message),
-            TaskError::NotFound(_) | TaskError::AgentNotFound(_) => {
-                Error::not_found(error.to_string())
-            }
+            TaskError::NotFound(_)
+            | TaskError::AgentNotFound(_)
+            | TaskError::WorkflowNotFound(_) => Error::not_found(error.to_string()),
             TaskError::IdempotencyKeyReused => {
                 Error::new(swarm_kit::ErrorCode::AlreadyExists, error.to_string())
             }
             TaskError::WrongStatus { .. }
             | TaskError::DependencyEnded { .. }
+            | TaskError::WorkflowEnded { .. }
             | TaskError::OutcomeDiffers { .. }
             | TaskError::NotLeaseHolder { .. }
             | TaskError::AgentOffline(_) => Error::precondition(error.to_string()),

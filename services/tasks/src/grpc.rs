@@ -17,7 +17,8 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{
     Attempt, AttemptOutcome, Dispatcher, IdempotencyKey, LeaseRef, Message, MessageRole,
-    MessageScope, NewMessage, NewTask, Task, TaskFilter, TaskQueue, TaskStatus,
+    MessageScope, NewMessage, NewTask, NewWorkflow, Task, TaskFilter, TaskQueue, TaskStatus,
+    Workflow, WorkflowFilter, WorkflowStatus, WorkflowStep,
 };
 
 /// The gRPC handler of the tasks service.
@@ -72,6 +73,90 @@ impl TaskService for TaskGrpc {
         Ok(Response::new(pb::CreateTasksResponse {
             tasks: tasks.into_iter().map(task_to_proto).collect(),
         }))
+    }
+
+    async fn create_workflow(
+        &self,
+        request: Request<pb::CreateWorkflowRequest>,
+    ) -> Result<Response<pb::Workflow>, Status> {
+        let request = request.into_inner();
+        let steps = request
+            .tasks
+            .into_iter()
+            .enumerate()
+            .map(|(index, step)| {
+                let task =
+                    new_task_from_proto(step.task.unwrap_or_default()).map_err(|status| {
+                        Status::new(
+                            status.code(),
+                            format!("tasks[{index}].{}", status.message()),
+                        )
+                    })?;
+                Ok(WorkflowStep {
+                    key: step.key,
+                    task: NewTask {
+                        depends_on: Vec::new(),
+                        ..task
+                    },
+                    depends_on: step.depends_on,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let workflow = NewWorkflow {
+            name: request.name,
+            user_id: request.user_id,
+            steps,
+        };
+        let (workflow, tasks) = self.queue.create_workflow(workflow).await?;
+        Ok(Response::new(workflow_to_proto(workflow, tasks)))
+    }
+
+    async fn get_workflow(
+        &self,
+        request: Request<pb::GetWorkflowRequest>,
+    ) -> Result<Response<pb::Workflow>, Status> {
+        let id = parse_uuid("id", &request.get_ref().id)?;
+        let (workflow, tasks) = self.queue.workflow(id).await?;
+        Ok(Response::new(workflow_to_proto(workflow, tasks)))
+    }
+
+    async fn list_workflows(
+        &self,
+        request: Request<pb::ListWorkflowsRequest>,
+    ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
+        let request = request.into_inner();
+        let page = Page::from_proto(request.page)?;
+        let status = match pb::WorkflowStatus::try_from(request.status) {
+            Ok(pb::WorkflowStatus::Unspecified) => None,
+            Ok(known) => WorkflowStatus::ALL
+                .into_iter()
+                .find(|status| workflow_status_to_proto(*status) == known),
+            Err(_) => {
+                let unknown = format!("unknown workflow status {}", request.status);
+                return Err(InvalidInput::new(unknown).into());
+            }
+        };
+        let filter = WorkflowFilter {
+            status,
+            user_id: request.user_id,
+        };
+        let (workflows, total) = self.queue.list_workflows(&filter, page).await?;
+        Ok(Response::new(pb::ListWorkflowsResponse {
+            workflows: workflows
+                .into_iter()
+                .map(|workflow| workflow_to_proto(workflow, Vec::new()))
+                .collect(),
+            page: Some(page.info(total)),
+        }))
+    }
+
+    async fn cancel_workflow(
+        &self,
+        request: Request<pb::CancelWorkflowRequest>,
+    ) -> Result<Response<pb::Workflow>, Status> {
+        let id = parse_uuid("id", &request.get_ref().id)?;
+        let (workflow, tasks) = self.queue.cancel_workflow(id).await?;
+        Ok(Response::new(workflow_to_proto(workflow, tasks)))
     }
 
     async fn get_task(
@@ -312,6 +397,7 @@ fn new_task_from_proto(request: pb::CreateTaskRequest) -> Result<NewTask, Status
             .collect::<Result<_, _>>()?,
         after: Vec::new(),
         tenant: Some(request.tenant).filter(|tenant| !tenant.is_empty()),
+        workflow_key: None,
     })
 }
 
@@ -346,6 +432,36 @@ fn status_to_proto(status: TaskStatus) -> pb::TaskStatus {
         TaskStatus::Completed => pb::TaskStatus::Completed,
         TaskStatus::Failed => pb::TaskStatus::Failed,
         TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
+    }
+}
+
+fn workflow_status_to_proto(status: WorkflowStatus) -> pb::WorkflowStatus {
+    match status {
+        WorkflowStatus::Running => pb::WorkflowStatus::Running,
+        WorkflowStatus::Completed => pb::WorkflowStatus::Completed,
+        WorkflowStatus::Failed => pb::WorkflowStatus::Failed,
+        WorkflowStatus::Cancelled => pb::WorkflowStatus::Cancelled,
+    }
+}
+
+fn workflow_to_proto(workflow: Workflow, tasks: Vec<Task>) -> pb::Workflow {
+    pb::Workflow {
+        id: workflow.id.to_string(),
+        name: workflow.name,
+        user_id: workflow.user_id,
+        status: workflow_status_to_proto(workflow.status).into(),
+        created_at: Some(timestamp_from_millis(workflow.created_at)),
+        updated_at: Some(timestamp_from_millis(workflow.updated_at)),
+        finished_at: workflow.finished_at.map(timestamp_from_millis),
+        tasks: tasks
+            .into_iter()
+            .map(|task| {
+                (
+                    task.workflow_key.clone().unwrap_or_default(),
+                    task_to_proto(task),
+                )
+            })
+            .collect(),
     }
 }
 
@@ -425,6 +541,7 @@ pub fn task_to_proto(task: Task) -> pb::Task {
             .into_iter()
             .map(|(id, result)| (id.to_string(), result.unwrap_or_else(|| "null".to_owned())))
             .collect(),
+        workflow_id: task.workflow_id.map(|id| id.to_string()),
     }
 }
 

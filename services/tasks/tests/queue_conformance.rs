@@ -17,8 +17,8 @@ use swarm_kit::page::Page;
 use swarm_kit::testing::{Backend, TestDatabase};
 use swarm_tasks::domain::{
     AgentDirectory, AgentProfile, AttemptOutcome, Claim, Dispatcher, IdempotencyKey, LeaseRef,
-    MessageRole, MessageScope, NewMessage, NewTask, QueueSettings, RetryPolicy, Task, TaskFilter,
-    TaskQueue, TaskStatus,
+    MessageRole, MessageScope, NewMessage, NewTask, NewWorkflow, QueueSettings, RetryPolicy, Task,
+    TaskFilter, TaskQueue, TaskStatus, WorkflowFilter, WorkflowStatus, WorkflowStep,
 };
 use swarm_tasks::error::TaskError;
 use swarm_tasks::storage::{self, TaskStore};
@@ -128,6 +128,7 @@ async fn created_task_keeps_every_field(backend: Backend) {
             depends_on: Vec::new(),
             after: Vec::new(),
             tenant: None,
+            workflow_key: None,
         })
         .await
         .unwrap();
@@ -1671,7 +1672,159 @@ async fn a_batch_waits_on_its_own_tasks(backend: Backend) {
     );
 }
 
+fn step(key: &str, depends_on: &[&str]) -> WorkflowStep {
+    WorkflowStep {
+        key: key.into(),
+        task: titled(key),
+        depends_on: depends_on.iter().map(|key| (*key).to_owned()).collect(),
+    }
+}
+
+fn pipeline(name: &str, user_id: Option<&str>) -> NewWorkflow {
+    NewWorkflow {
+        name: name.into(),
+        user_id: user_id.map(str::to_owned),
+        steps: vec![
+            step("write", &["research-a", "research-b"]),
+            step("research-a", &["plan"]),
+            step("research-b", &["plan"]),
+            step("plan", &[]),
+        ],
+    }
+}
+
+async fn workflows_run_as_one_graph_and_report_as_one(backend: Backend) {
+    let f = fixture(backend).await;
+    let cyclic = NewWorkflow {
+        steps: vec![step("a", &["b"]), step("b", &["a"])],
+        ..pipeline("loop", None)
+    };
+    assert!(matches!(
+        f.queue.create_workflow(cyclic).await,
+        Err(TaskError::Invalid(_))
+    ));
+    let everything = TaskFilter::default();
+    assert_eq!(
+        f.queue.list(&everything, Page::default()).await.unwrap().1,
+        0
+    );
+
+    let (workflow, tasks) = f
+        .queue
+        .create_workflow(pipeline("report", Some("ada")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            workflow.status,
+            workflow.user_id.as_deref(),
+            workflow.finished_at
+        ),
+        (WorkflowStatus::Running, Some("ada"), None)
+    );
+    let by_key = |tasks: &[Task], key: &str| {
+        tasks
+            .iter()
+            .find(|task| task.workflow_key.as_deref() == Some(key))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_key(&tasks, "plan").status, TaskStatus::Queued);
+    assert_eq!(by_key(&tasks, "write").status, TaskStatus::Waiting);
+    assert!(tasks.iter().all(
+        |task| task.workflow_id == Some(workflow.id) && task.user_id.as_deref() == Some("ada")
+    ));
+    for expected in ["plan", "research-a", "research-b", "write"] {
+        let ran = run_one(&f.queue, &format!("\"{expected}\"")).await;
+        if expected.starts_with("research") {
+            // Both research steps are ready together; either may go first.
+            assert!(ran.workflow_key.as_deref().unwrap().starts_with("research"));
+        } else {
+            assert_eq!(ran.workflow_key.as_deref(), Some(expected));
+        }
+    }
+    let (done, tasks) = f.queue.workflow(workflow.id).await.unwrap();
+    assert_eq!(done.status, WorkflowStatus::Completed);
+    assert!(done.finished_at.is_some());
+    assert!(
+        tasks
+            .iter()
+            .all(|task| task.status == TaskStatus::Completed)
+    );
+    assert!(matches!(
+        f.queue.cancel_workflow(workflow.id).await,
+        Err(TaskError::WorkflowEnded {
+            status: WorkflowStatus::Completed,
+            ..
+        })
+    ));
+
+    let (doomed, _) = f
+        .queue
+        .create_workflow(pipeline("doomed", None))
+        .await
+        .unwrap();
+    let (cancelled, tasks) = f.queue.cancel_workflow(doomed.id).await.unwrap();
+    assert_eq!(cancelled.status, WorkflowStatus::Cancelled);
+    assert!(
+        tasks
+            .iter()
+            .all(|task| task.status == TaskStatus::Cancelled)
+    );
+
+    let (failing, tasks) = f
+        .queue
+        .create_workflow(pipeline("failing", None))
+        .await
+        .unwrap();
+    let plan = claim_one(&f.queue, Uuid::now_v7()).await;
+    assert_eq!(plan.id, by_key(&tasks, "plan").id);
+    f.queue
+        .fail(plan.id, lease_of(&plan), "no plan".into(), false)
+        .await
+        .unwrap();
+    let (failed, tasks) = f.queue.workflow(failing.id).await.unwrap();
+    assert_eq!(failed.status, WorkflowStatus::Failed);
+    assert_eq!(by_key(&tasks, "write").status, TaskStatus::Cancelled);
+
+    let only = |status, user_id: Option<&str>| WorkflowFilter {
+        status,
+        user_id: user_id.map(str::to_owned),
+    };
+    let (all, total) = f
+        .queue
+        .list_workflows(&only(None, None), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(total, 3);
+    assert_eq!(
+        all.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+        ["failing", "doomed", "report"],
+        "newest first"
+    );
+    let (failed_ones, _) = f
+        .queue
+        .list_workflows(&only(Some(WorkflowStatus::Failed), None), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        failed_ones.iter().map(|w| w.id).collect::<Vec<_>>(),
+        [failing.id]
+    );
+    let (adas, total) = f
+        .queue
+        .list_workflows(&only(None, Some("ada")), Page::default())
+        .await
+        .unwrap();
+    assert_eq!((adas.len(), total), (1, 1));
+    assert!(matches!(
+        f.queue.workflow(Uuid::now_v7()).await,
+        Err(TaskError::WorkflowNotFound(_))
+    ));
+}
+
 swarm_kit::conformance!(
+    workflows_run_as_one_graph_and_report_as_one,
     a_diamond_runs_in_dependency_order_and_passes_results_down,
     a_failed_parent_cancels_its_descendants,
     a_batch_waits_on_its_own_tasks,

@@ -350,6 +350,136 @@ async fn events_stream_every_change_and_end_after_the_final_status() {
     swarm.stop().await;
 }
 
+/// A workflow is created whole (or, with a cycle, not at all), runs in dependency order, and
+/// reports as one; a client reaches only its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workflows_run_a_graph_of_tasks() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let cyclic = json!({"name": "loop", "tasks": [
+        {"key": "a", "title": "a", "depends_on": ["b"]},
+        {"key": "b", "title": "b", "depends_on": ["a"]},
+    ]});
+    let refused = swarm.post("/api/workflows", cyclic).await;
+    assert_error(&refused, 400, "invalid_argument");
+    assert!(refused.1.to_string().contains("cycle"), "{}", refused.1);
+    for bad in [
+        json!({"name": "w", "tasks": [{"key": "a", "title": "a", "depends_on": ["ghost"]}]}),
+        json!({"name": "w", "tasks": [{"key": "a", "title": "a"}, {"key": "a", "title": "b"}]}),
+        json!({"name": "w", "tasks": [{"key": "a", "title": ""}]}),
+        json!({"name": "w", "tasks": [{"key": "a", "title": "a", "surprise": 1}]}),
+        json!({"name": "w", "tasks": []}),
+    ] {
+        assert_error(
+            &swarm.post("/api/workflows", bad).await,
+            400,
+            "invalid_argument",
+        );
+    }
+    assert_eq!(
+        swarm.get("/api/tasks").await.1["total"],
+        0,
+        "nothing was created"
+    );
+
+    let (status, workflow) = swarm
+        .post(
+            "/api/workflows",
+            json!({"name": "report", "tasks": [
+                {"key": "write", "title": "write", "depends_on": ["research"]},
+                {"key": "research", "title": "research", "kind": "search", "depends_on": ["plan"]},
+                {"key": "plan", "title": "plan"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{workflow}");
+    assert_eq!(workflow["status"], "running");
+    assert_eq!(
+        (
+            &workflow["tasks"]["plan"]["status"],
+            &workflow["tasks"]["research"]["status"],
+            &workflow["tasks"]["research"]["kind"],
+        ),
+        (&json!("queued"), &json!("waiting"), &json!("search"))
+    );
+    let id = workflow["id"].as_str().unwrap().to_owned();
+    assert_eq!(workflow["tasks"]["write"]["workflow_id"], id.as_str());
+
+    let agent = swarm.register_agent("runner", &[], 1).await;
+    for key in ["plan", "research", "write"] {
+        let (_, claimed) = swarm
+            .post("/api/tasks/claim", json!({"agent_id": agent}))
+            .await;
+        let task = &claimed["tasks"][0];
+        assert_eq!(task["id"], workflow["tasks"][key]["id"], "{key} runs next");
+        swarm
+            .post(
+                &format!("/api/tasks/{}/complete", task["id"].as_str().unwrap()),
+                json!({"agent_id": agent, "result": key}),
+            )
+            .await;
+    }
+    let (_, done) = swarm.get(&format!("/api/workflows/{id}")).await;
+    assert_eq!(done["status"], "completed");
+    assert!(done["finished_at"].is_string());
+    assert_error(
+        &swarm
+            .post(&format!("/api/workflows/{id}/cancel"), json!({}))
+            .await,
+        409,
+        "failed_precondition",
+    );
+
+    let ada = swarm.client_for("ada", "client", None).await;
+    let (status, mine) = send_with(
+        &ada,
+        reqwest::Method::POST,
+        swarm.url("/api/workflows"),
+        Some(json!({"name": "ada's", "tasks": [{"key": "only", "title": "only"}]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{mine}");
+    assert_eq!(mine["tasks"]["only"]["user_id"], "ada");
+    let (status, cancelled) = send_with(
+        &ada,
+        reqwest::Method::POST,
+        swarm.url(&format!(
+            "/api/workflows/{}/cancel",
+            mine["id"].as_str().unwrap()
+        )),
+        None,
+    )
+    .await;
+    assert_eq!((status, &cancelled["status"]), (200, &json!("cancelled")));
+    let (_, adas) = send_with(
+        &ada,
+        reqwest::Method::GET,
+        swarm.url("/api/workflows"),
+        None,
+    )
+    .await;
+    assert_eq!(adas["total"], 1, "a client lists only its own");
+    assert!(
+        adas["items"][0].get("tasks").is_none(),
+        "lists leave tasks out"
+    );
+    let theirs = send_with(
+        &ada,
+        reqwest::Method::GET,
+        swarm.url(&format!("/api/workflows/{id}")),
+        None,
+    )
+    .await;
+    assert_error(&theirs, 404, "not_found");
+    let (_, all) = swarm.get("/api/workflows?status=completed").await;
+    assert_eq!(all["total"], 1);
+    assert_error(
+        &swarm.get("/api/workflows?status=late").await,
+        400,
+        "invalid_argument",
+    );
+    swarm.stop().await;
+}
+
 /// A task that depends on others waits, then runs with their results; one whose dependency
 /// fails is cancelled, naming it; a client depends only on its own tasks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

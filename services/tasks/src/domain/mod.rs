@@ -10,6 +10,7 @@ pub mod retry;
 pub mod task;
 pub mod waiters;
 pub mod watchers;
+pub mod workflow;
 
 pub use attempt::{Attempt, AttemptOutcome};
 pub use dispatch::{AgentDirectory, AgentProfile, Dispatcher};
@@ -19,3 +20,4 @@ pub use queue::{HeldSync, QueueSettings, TaskQueue};
 pub use retry::RetryPolicy;
 pub use task::{Claim, LeaseRef, NewTask, Task, TaskFilter, TaskStatus};
 pub use waiters::ReadyWork;
+pub use workflow::{NewWorkflow, Workflow, WorkflowFilter, WorkflowStatus, WorkflowStep};

@@ -27,11 +27,11 @@ use crate::domain::task::{MAX_CLAIM, MAX_ERROR_CHARS, json_text};
 use crate::domain::waiters::{ReadyWork, Waiters};
 use crate::domain::watchers::{Seen, Watchers};
 use crate::domain::{
-    Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, RetryPolicy, Task,
-    TaskFilter, TaskStatus,
+    Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, NewWorkflow, RetryPolicy,
+    Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter, WorkflowStatus,
 };
 use crate::error::TaskError;
-use crate::storage::{Insertion, Release, TaskStore, TaskVersion};
+use crate::storage::{Insertion, Release, TaskStore, TaskVersion, WorkflowRecord};
 
 /// The longest a claim may wait for work.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
@@ -234,6 +234,78 @@ impl TaskQueue {
             self.announce_ready(task);
         }
         Ok(created)
+    }
+
+    /// Creates a workflow and all its tasks in one transaction; a duplicate or unknown key or
+    /// a cycle is refused and nothing is created.
+    pub async fn create_workflow(
+        &self,
+        workflow: NewWorkflow,
+    ) -> Result<(Workflow, Vec<Task>), TaskError> {
+        let record = WorkflowRecord {
+            id: Uuid::now_v7(),
+            name: workflow.name.clone(),
+            user_id: workflow.user_id.clone(),
+        };
+        let tasks = workflow
+            .plan()?
+            .into_iter()
+            .enumerate()
+            .map(|(index, task)| {
+                task.validated().map_err(|error| match error {
+                    TaskError::Invalid(reason) => {
+                        TaskError::Invalid(format!("tasks[{index}].{reason}"))
+                    }
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.check_dependencies_reachable(&tasks).await?;
+        let insertion = self
+            .store
+            .insert_workflow(&record, &tasks, self.now_millis())
+            .await?;
+        let Inserted::Created(created) = dependencies_met(insertion)? else {
+            return Err(TaskError::Invalid(
+                "a workflow takes no idempotency key".into(),
+            ));
+        };
+        for task in &created {
+            self.announce_ready(task);
+        }
+        self.workflow(record.id).await
+    }
+
+    /// Returns a workflow with its tasks.
+    pub async fn workflow(&self, id: Uuid) -> Result<(Workflow, Vec<Task>), TaskError> {
+        self.store
+            .workflow(id)
+            .await?
+            .ok_or(TaskError::WorkflowNotFound(id))
+    }
+
+    /// Returns a page of workflows, newest first, and how many match.
+    pub async fn list_workflows(
+        &self,
+        filter: &WorkflowFilter,
+        page: Page,
+    ) -> Result<(Vec<Workflow>, u64), TaskError> {
+        Ok(self.store.list_workflows(filter, page).await?)
+    }
+
+    /// Cancels every unfinished task of a workflow; a finished workflow is refused.
+    pub async fn cancel_workflow(&self, id: Uuid) -> Result<(Workflow, Vec<Task>), TaskError> {
+        let (workflow, _) = self.workflow(id).await?;
+        if workflow.status != WorkflowStatus::Running {
+            return Err(TaskError::WorkflowEnded {
+                id,
+                status: workflow.status,
+            });
+        }
+        for task in self.store.cancel_workflow(id, self.now_millis()).await? {
+            self.publish(task);
+        }
+        self.workflow(id).await
     }
 
     /// Refuses dependencies a client may not see: a client's tasks depend only on its own.

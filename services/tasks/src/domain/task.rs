@@ -173,6 +173,10 @@ pub struct Task {
     pub dependency_count: i32,
     /// How many tasks depend on it.
     pub dependent_count: i32,
+    /// The workflow it is part of.
+    pub workflow_id: Option<Uuid>,
+    /// Its key in that workflow.
+    pub workflow_key: Option<String>,
     /// The results of the tasks it depends on (JSON text), handed to an agent that claims it.
     #[sqlx(skip)]
     pub dependency_results: Vec<(Uuid, Option<String>)>,
@@ -215,6 +219,8 @@ pub struct NewTask {
     /// The client tenant that submits it, if a client does: the tasks it depends on must be
     /// that tenant's.
     pub tenant: Option<String>,
+    /// Its key in the workflow it is part of.
+    pub workflow_key: Option<String>,
 }
 
 impl Default for NewTask {
@@ -236,6 +242,7 @@ impl Default for NewTask {
             depends_on: Vec::new(),
             after: Vec::new(),
             tenant: None,
+            workflow_key: None,
         }
     }
 }

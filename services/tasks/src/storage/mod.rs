@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Task,
-    TaskFilter, TaskStatus,
+    TaskFilter, TaskStatus, Workflow, WorkflowFilter,
 };
 
 pub use postgres::{PostgresTaskStore, relay_task_ready};
@@ -62,6 +62,17 @@ pub enum Insertion {
     EndedDependency(Uuid, TaskStatus),
 }
 
+/// A workflow to record along with its tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowRecord {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// On whose behalf it is submitted.
+    pub user_id: Option<String>,
+}
+
 /// How a failed attempt ends: back to the queue after a delay, or finally failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
@@ -93,6 +104,28 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Inserts `tasks` (without idempotency keys; `after` names tasks among them) in one
     /// transaction, all or none.
     async fn insert_many(&self, tasks: &[NewTask], now: i64) -> Result<Insertion, sqlx::Error>;
+
+    /// Records `workflow` and its `tasks` (planned: `after` names earlier tasks) in one
+    /// transaction, all or none.
+    async fn insert_workflow(
+        &self,
+        workflow: &WorkflowRecord,
+        tasks: &[NewTask],
+        now: i64,
+    ) -> Result<Insertion, sqlx::Error>;
+
+    /// Returns a workflow with its tasks, in the order they were planned.
+    async fn workflow(&self, id: Uuid) -> Result<Option<(Workflow, Vec<Task>)>, sqlx::Error>;
+
+    /// Returns a page of workflows matching `filter`, newest first, and how many match.
+    async fn list_workflows(
+        &self,
+        filter: &WorkflowFilter,
+        page: Page,
+    ) -> Result<(Vec<Workflow>, u64), sqlx::Error>;
+
+    /// Cancels every unfinished task of a workflow and returns them.
+    async fn cancel_workflow(&self, id: Uuid, now: i64) -> Result<Vec<Task>, sqlx::Error>;
 
     /// Returns the tasks that depend on task `id`.
     async fn dependents(&self, id: Uuid) -> Result<Vec<Task>, sqlx::Error>;

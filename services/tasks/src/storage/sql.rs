@@ -7,7 +7,39 @@
 pub const INSERT_TASKS: &str = "INSERT INTO tasks (id, title, kind, payload, status, priority, \
     required_capabilities, agent_id, pinned_agent_id, user_id, attempts, max_attempts, \
     timeout_seconds, progress_percent, available_at, created_at, updated_at, trace_parent, \
-    idempotency_key, request_hash, dependency_count) ";
+    idempotency_key, request_hash, dependency_count, workflow_id, workflow_key) ";
+
+/// Records a workflow.
+pub const INSERT_WORKFLOW: &str =
+    "INSERT INTO workflows (id, name, user_id, created_at) VALUES ($1, $2, $3, $4)";
+
+/// Workflows with the status and times their tasks give them; the caller appends conditions
+/// on `w.` columns, then [`WORKFLOW_GROUP`].
+pub const WORKFLOW_SUMMARY: &str = "SELECT w.id, w.name, w.user_id, w.created_at, \
+    CASE WHEN SUM(CASE WHEN t.status = 'failed' THEN 1 ELSE 0 END) > 0 THEN 'failed' \
+    WHEN SUM(CASE WHEN t.status = 'cancelled' THEN 1 ELSE 0 END) > 0 THEN 'cancelled' \
+    WHEN SUM(CASE WHEN t.status = 'completed' THEN 1 ELSE 0 END) = COUNT(t.id) THEN 'completed' \
+    ELSE 'running' END AS status, \
+    MAX(t.updated_at) AS updated_at, \
+    CASE WHEN SUM(CASE WHEN t.finished_at IS NULL THEN 1 ELSE 0 END) > 0 \
+        AND SUM(CASE WHEN t.status IN ('failed', 'cancelled') THEN 1 ELSE 0 END) = 0 THEN NULL \
+    ELSE MAX(t.finished_at) END AS finished_at \
+    FROM workflows w JOIN tasks t ON t.workflow_id = w.id WHERE TRUE";
+
+/// Ends [`WORKFLOW_SUMMARY`].
+pub const WORKFLOW_GROUP: &str = " GROUP BY w.id, w.name, w.user_id, w.created_at";
+
+/// A workflow's tasks, in the order they were planned.
+pub const WORKFLOW_TASKS: &str = "SELECT * FROM tasks WHERE workflow_id = $1 ORDER BY id";
+
+/// Cancels every unfinished task of workflow `$1`.
+pub const CANCEL_WORKFLOW: &str = "UPDATE tasks SET status = 'cancelled', lease_id = NULL, \
+    lease_expires_at = NULL, finished_at = $2, updated_at = $2, attempt_outcome = 'cancelled' \
+    WHERE workflow_id = $1 AND status IN ('waiting', 'scheduled', 'queued', 'active') RETURNING *";
+
+/// Deletes workflows whose tasks were all pruned.
+pub const PRUNE_WORKFLOWS: &str = "DELETE FROM workflows WHERE created_at < $1 \
+    AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.workflow_id = workflows.id)";
 
 /// Ends [`INSERT_TASKS`]: a task whose idempotency key exists already is left out.
 pub const INSERT_TASKS_END: &str = " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *";
@@ -202,7 +234,7 @@ macro_rules! impl_task_store {
                 fingerprint: Option<&str>,
                 now: i64,
             ) -> Result<$crate::storage::Insertion, sqlx::Error> {
-                self.insert_all(std::slice::from_ref(task), fingerprint, now).await
+                self.insert_all(std::slice::from_ref(task), fingerprint, None, now).await
             }
 
             async fn insert_many(
@@ -210,7 +242,76 @@ macro_rules! impl_task_store {
                 tasks: &[$crate::domain::NewTask],
                 now: i64,
             ) -> Result<$crate::storage::Insertion, sqlx::Error> {
-                self.insert_all(tasks, None, now).await
+                self.insert_all(tasks, None, None, now).await
+            }
+
+            async fn insert_workflow(
+                &self,
+                workflow: &$crate::storage::WorkflowRecord,
+                tasks: &[$crate::domain::NewTask],
+                now: i64,
+            ) -> Result<$crate::storage::Insertion, sqlx::Error> {
+                self.insert_all(tasks, None, Some(workflow), now).await
+            }
+
+            async fn workflow(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<($crate::domain::Workflow, Vec<$crate::domain::Task>)>, sqlx::Error> {
+                use $crate::storage::sql;
+                let mut query = sqlx::QueryBuilder::<$db>::new(sql::WORKFLOW_SUMMARY);
+                query.push(" AND w.id = ").push_bind(id).push(sql::WORKFLOW_GROUP);
+                let Some(workflow) = query.build_query_as().fetch_optional(&self.readers).await? else {
+                    return Ok(None);
+                };
+                let tasks = sqlx::query_as(sql::WORKFLOW_TASKS)
+                    .bind(id)
+                    .fetch_all(&self.readers)
+                    .await?;
+                Ok(Some((workflow, tasks)))
+            }
+
+            async fn list_workflows(
+                &self,
+                filter: &$crate::domain::WorkflowFilter,
+                page: swarm_kit::page::Page,
+            ) -> Result<(Vec<$crate::domain::Workflow>, u64), sqlx::Error> {
+                let summary = |select: &str| {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(select);
+                    query.push($crate::storage::sql::WORKFLOW_SUMMARY);
+                    if let Some(user_id) = &filter.user_id {
+                        query.push(" AND w.user_id = ").push_bind(user_id.clone());
+                    }
+                    query.push($crate::storage::sql::WORKFLOW_GROUP).push(") AS summary");
+                    if let Some(status) = filter.status {
+                        query.push(" WHERE status = ").push_bind(status.as_str());
+                    }
+                    query
+                };
+                let total: i64 = summary("SELECT COUNT(*) FROM (")
+                    .build_query_scalar()
+                    .fetch_one(&self.readers)
+                    .await?;
+                let mut select = summary("SELECT * FROM (");
+                select
+                    .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+                    .push_bind(page.limit())
+                    .push(" OFFSET ")
+                    .push_bind(page.offset());
+                let workflows = select.build_query_as().fetch_all(&self.readers).await?;
+                Ok((workflows, total.unsigned_abs()))
+            }
+
+            async fn cancel_workflow(
+                &self,
+                id: uuid::Uuid,
+                now: i64,
+            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::CANCEL_WORKFLOW)
+                    .bind(id)
+                    .bind(now)
+                    .fetch_all(&self.writer)
+                    .await
             }
 
             async fn dependents(
@@ -536,6 +637,10 @@ macro_rules! impl_task_store {
                     .bind(before)
                     .execute(&self.writer)
                     .await?;
+                sqlx::query($crate::storage::sql::PRUNE_WORKFLOWS)
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
                 Ok(done.rows_affected())
             }
 
@@ -601,6 +706,7 @@ macro_rules! impl_task_store {
                 &self,
                 tasks: &[$crate::domain::NewTask],
                 fingerprint: Option<&str>,
+                workflow: Option<&$crate::storage::WorkflowRecord>,
                 now: i64,
             ) -> Result<$crate::storage::Insertion, sqlx::Error> {
                 use $crate::domain::TaskStatus;
@@ -633,6 +739,15 @@ macro_rules! impl_task_store {
                             parent_status.get(parent).map(String::as_str) != Some("completed")
                         })
                 };
+                if let Some(workflow) = workflow {
+                    sqlx::query(sql::INSERT_WORKFLOW)
+                        .bind(workflow.id)
+                        .bind(&workflow.name)
+                        .bind(&workflow.user_id)
+                        .bind(now)
+                        .execute(&mut *transaction)
+                        .await?;
+                }
                 let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_TASKS);
                 insert.push_values(ids.iter().zip(tasks), |mut row, (id, task)| {
                     let status = if waits(task) {
@@ -664,7 +779,9 @@ macro_rules! impl_task_store {
                                 .map($crate::domain::IdempotencyKey::storage_key),
                         )
                         .push_bind(fingerprint.map(str::to_owned))
-                        .push_bind(i32::try_from(task.dependency_count()).unwrap_or(i32::MAX));
+                        .push_bind(i32::try_from(task.dependency_count()).unwrap_or(i32::MAX))
+                        .push_bind(workflow.map(|workflow| workflow.id))
+                        .push_bind(task.workflow_key.clone());
                 });
                 insert.push(sql::INSERT_TASKS_END);
                 let mut created: Vec<$crate::domain::Task> =

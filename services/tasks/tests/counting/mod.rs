@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use swarm_kit::page::Page;
 use swarm_tasks::domain::{
     Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Task,
-    TaskFilter,
+    TaskFilter, Workflow, WorkflowFilter,
 };
-use swarm_tasks::storage::{Insertion, Release, TaskStore, TaskVersion};
+use swarm_tasks::storage::{Insertion, Release, TaskStore, TaskVersion, WorkflowRecord};
 use uuid::Uuid;
 
 /// Wraps a store and counts its claims.
@@ -50,6 +50,31 @@ impl TaskStore for CountingStore {
 
     async fn dependents(&self, id: Uuid) -> Result<Vec<Task>, sqlx::Error> {
         self.inner.dependents(id).await
+    }
+
+    async fn insert_workflow(
+        &self,
+        workflow: &WorkflowRecord,
+        tasks: &[NewTask],
+        now: i64,
+    ) -> Result<Insertion, sqlx::Error> {
+        self.inner.insert_workflow(workflow, tasks, now).await
+    }
+
+    async fn workflow(&self, id: Uuid) -> Result<Option<(Workflow, Vec<Task>)>, sqlx::Error> {
+        self.inner.workflow(id).await
+    }
+
+    async fn list_workflows(
+        &self,
+        filter: &WorkflowFilter,
+        page: Page,
+    ) -> Result<(Vec<Workflow>, u64), sqlx::Error> {
+        self.inner.list_workflows(filter, page).await
+    }
+
+    async fn cancel_workflow(&self, id: Uuid, now: i64) -> Result<Vec<Task>, sqlx::Error> {
+        self.inner.cancel_workflow(id, now).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Task>, sqlx::Error> {
