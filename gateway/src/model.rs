@@ -44,6 +44,8 @@ pub struct TaskView {
     finished_at: Option<String>,
     /// The workflow the task is part of.
     workflow_id: Option<String>,
+    /// The schedule that created the task.
+    schedule_id: Option<String>,
     /// On a claimed task that depends on others: each one's result, by task id.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<std::collections::BTreeMap<String, serde_json::Value>>)]
@@ -133,6 +135,7 @@ impl From<pb::Task> for TaskView {
             started_at: task.started_at.as_ref().map(rfc3339),
             finished_at: task.finished_at.as_ref().map(rfc3339),
             workflow_id: task.workflow_id,
+            schedule_id: task.schedule_id,
             dependency_results: (!task.dependency_results_json.is_empty()).then(|| {
                 task.dependency_results_json
                     .into_iter()
@@ -357,6 +360,14 @@ pub struct TaskPath {
 #[into_params(parameter_in = Path)]
 pub struct WorkflowPath {
     /// The workflow id (a UUID).
+    pub id: uuid::Uuid,
+}
+
+/// The schedule a route names.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SchedulePath {
+    /// The schedule id (a UUID).
     pub id: uuid::Uuid,
 }
 

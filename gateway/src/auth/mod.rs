@@ -220,16 +220,14 @@ impl Caller {
         self.role != Role::Admin
     }
 
-    /// Refuses a client a workflow another user submitted, as if it did not exist (agents
-    /// reach no workflow; the route table keeps them out).
-    pub fn check_workflow_reach(
-        &self,
-        workflow: &swarm_proto::tasks::v1::Workflow,
-    ) -> Result<(), ApiError> {
+    /// Refuses a client a workflow or schedule (`what`, named `id`) that `owner` submitted,
+    /// as if it did not exist, unless the client is that owner (agents reach neither; the
+    /// route table keeps them out).
+    pub fn check_owner(&self, owner: Option<&str>, what: &str, id: &str) -> Result<(), ApiError> {
         match self.client_user() {
-            Some(own) if workflow.user_id.as_deref() != Some(own) => Err(ApiError::new(
+            Some(own) if owner != Some(own) => Err(ApiError::new(
                 ErrorCode::NotFound,
-                format!("workflow {} not found", workflow.id),
+                format!("{what} {id} not found"),
             )),
             _ => Ok(()),
         }

@@ -11,6 +11,7 @@ pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod messages;
 pub(crate) mod metrics;
+pub(crate) mod schedules;
 pub(crate) mod tasks;
 pub(crate) mod work;
 pub(crate) mod workflows;
@@ -85,6 +86,13 @@ fn table() -> Vec<Route> {
         Route::new(routes!(workflows::create, workflows::list), CLIENTS),
         Route::new(routes!(workflows::get), CLIENTS),
         Route::new(routes!(workflows::cancel), CLIENTS),
+        Route::new(routes!(schedules::create, schedules::list), CLIENTS),
+        Route::new(
+            routes!(schedules::get, schedules::update, schedules::delete),
+            CLIENTS,
+        ),
+        Route::new(routes!(schedules::pause), CLIENTS),
+        Route::new(routes!(schedules::resume), CLIENTS),
         Route::new(routes!(tasks::attempts), CLIENTS),
         Route::new(routes!(tasks::events), CLIENTS_AND_AGENTS),
         Route::new(routes!(tasks::process), CLIENTS),

@@ -194,7 +194,7 @@ async fn reachable(
         .get_workflow(state.ask(pb::GetWorkflowRequest { id }))
         .await?
         .into_inner();
-    caller.check_workflow_reach(&workflow)?;
+    caller.check_owner(workflow.user_id.as_deref(), "workflow", &workflow.id)?;
     Ok(workflow)
 }
 

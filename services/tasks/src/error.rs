@@ -22,6 +22,12 @@ pub enum TaskError {
         /// Its current status.
         status: TaskStatus,
     },
+    /// No schedule has this id.
+    #[error("schedule {0} not found")]
+    ScheduleNotFound(Uuid),
+    /// Another schedule has this name.
+    #[error("a schedule named {0:?} exists already")]
+    ScheduleNameTaken(String),
     /// No workflow has this id.
     #[error("workflow {0} not found")]
     WorkflowNotFound(Uuid),
@@ -92,8 +98,9 @@ impl From<TaskError> for Error {
             TaskError::Invalid(message) => Error::invalid(message),
             TaskError::NotFound(_)
             | TaskError::AgentNotFound(_)
-            | TaskError::WorkflowNotFound(_) => Error::not_found(error.to_string()),
-            TaskError::IdempotencyKeyReused => {
+            | TaskError::WorkflowNotFound(_)
+            | TaskError::ScheduleNotFound(_) => Error::not_found(error.to_string()),
+            TaskError::IdempotencyKeyReused | TaskError::ScheduleNameTaken(_) => {
                 Error::new(swarm_kit::ErrorCode::AlreadyExists, error.to_string())
             }
             TaskError::WrongStatus { .. }

@@ -17,8 +17,9 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{
     Attempt, AttemptOutcome, Dispatcher, IdempotencyKey, LeaseRef, Message, MessageRole,
-    MessageScope, NewMessage, NewTask, NewWorkflow, Task, TaskFilter, TaskQueue, TaskStatus,
-    Workflow, WorkflowFilter, WorkflowStatus, WorkflowStep,
+    MessageScope, NewMessage, NewSchedule, NewTask, NewWorkflow, Schedule, ScheduleUpdate,
+    Scheduler, Task, TaskFilter, TaskQueue, TaskStatus, Workflow, WorkflowFilter, WorkflowStatus,
+    WorkflowStep,
 };
 
 /// The gRPC handler of the tasks service.
@@ -26,12 +27,17 @@ use crate::domain::{
 pub struct TaskGrpc {
     queue: Arc<TaskQueue>,
     dispatcher: Dispatcher,
+    scheduler: Arc<Scheduler>,
 }
 
 impl TaskGrpc {
-    /// Serves `queue` over gRPC, with claims going through `dispatcher`.
-    pub fn new(queue: Arc<TaskQueue>, dispatcher: Dispatcher) -> Self {
-        Self { queue, dispatcher }
+    /// Serves `queue` and `scheduler` over gRPC, with claims going through `dispatcher`.
+    pub fn new(queue: Arc<TaskQueue>, dispatcher: Dispatcher, scheduler: Arc<Scheduler>) -> Self {
+        Self {
+            queue,
+            dispatcher,
+            scheduler,
+        }
     }
 }
 
@@ -157,6 +163,77 @@ impl TaskService for TaskGrpc {
         let id = parse_uuid("id", &request.get_ref().id)?;
         let (workflow, tasks) = self.queue.cancel_workflow(id).await?;
         Ok(Response::new(workflow_to_proto(workflow, tasks)))
+    }
+
+    async fn create_schedule(
+        &self,
+        request: Request<pb::CreateScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let request = request.into_inner();
+        let schedule = NewSchedule {
+            name: request.name,
+            cron: request.cron,
+            timezone: request.timezone,
+            task: schedule_task(request.task)?,
+            paused: request.paused,
+        };
+        let schedule = self.scheduler.create(schedule).await?;
+        Ok(Response::new(schedule_to_proto(schedule)))
+    }
+
+    async fn get_schedule(
+        &self,
+        request: Request<pb::GetScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let id = parse_uuid("id", &request.get_ref().id)?;
+        Ok(Response::new(schedule_to_proto(
+            self.scheduler.get(id).await?,
+        )))
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let request = request.into_inner();
+        let page = Page::from_proto(request.page)?;
+        let (schedules, total) = self
+            .scheduler
+            .list(request.user_id.as_deref(), page)
+            .await?;
+        Ok(Response::new(pb::ListSchedulesResponse {
+            schedules: schedules.into_iter().map(schedule_to_proto).collect(),
+            page: Some(page.info(total)),
+        }))
+    }
+
+    async fn update_schedule(
+        &self,
+        request: Request<pb::UpdateScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let request = request.into_inner();
+        let id = parse_uuid("id", &request.id)?;
+        let update = ScheduleUpdate {
+            name: request.name,
+            cron: request.cron,
+            timezone: request.timezone,
+            task: request
+                .task
+                .map(|task| schedule_task(Some(task)))
+                .transpose()?,
+            paused: request.paused,
+        };
+        let schedule = self.scheduler.update(id, update).await?;
+        Ok(Response::new(schedule_to_proto(schedule)))
+    }
+
+    async fn delete_schedule(
+        &self,
+        request: Request<pb::DeleteScheduleRequest>,
+    ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
+        let id = parse_uuid("id", &request.get_ref().id)?;
+        self.scheduler.delete(id).await?;
+        Ok(Response::new(pb::DeleteScheduleResponse {}))
     }
 
     async fn get_task(
@@ -398,6 +475,7 @@ fn new_task_from_proto(request: pb::CreateTaskRequest) -> Result<NewTask, Status
         after: Vec::new(),
         tenant: Some(request.tenant).filter(|tenant| !tenant.is_empty()),
         workflow_key: None,
+        schedule_tick: None,
     })
 }
 
@@ -432,6 +510,42 @@ fn status_to_proto(status: TaskStatus) -> pb::TaskStatus {
         TaskStatus::Completed => pb::TaskStatus::Completed,
         TaskStatus::Failed => pb::TaskStatus::Failed,
         TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
+    }
+}
+
+/// Reads the task a schedule creates; it is required.
+fn schedule_task(task: Option<pb::CreateTaskRequest>) -> Result<NewTask, Status> {
+    let task = task.ok_or_else(|| InvalidInput::new("task is required"))?;
+    new_task_from_proto(task)
+        .map_err(|status| Status::new(status.code(), format!("task.{}", status.message())))
+}
+
+fn schedule_to_proto(schedule: Schedule) -> pb::Schedule {
+    let template = schedule.task;
+    pb::Schedule {
+        id: schedule.id.to_string(),
+        name: schedule.name,
+        cron: schedule.cron,
+        timezone: schedule.timezone,
+        task: Some(pb::CreateTaskRequest {
+            title: template.title,
+            kind: template.kind,
+            payload_json: template.payload,
+            priority: template.priority,
+            required_capabilities: template.required_capabilities,
+            agent_id: template.pinned_agent_id.map(|id| id.to_string()),
+            user_id: schedule.user_id,
+            max_attempts: Some(template.max_attempts),
+            timeout_seconds: Some(template.timeout_seconds),
+            ..pb::CreateTaskRequest::default()
+        }),
+        paused: schedule.paused,
+        next_run_at: Some(schedule.next_run_at)
+            .filter(|next| *next != i64::MAX)
+            .map(timestamp_from_millis),
+        last_run_at: schedule.last_run_at.map(timestamp_from_millis),
+        created_at: Some(timestamp_from_millis(schedule.created_at)),
+        updated_at: Some(timestamp_from_millis(schedule.updated_at)),
     }
 }
 
@@ -542,6 +656,7 @@ pub fn task_to_proto(task: Task) -> pb::Task {
             .map(|(id, result)| (id.to_string(), result.unwrap_or_else(|| "null".to_owned())))
             .collect(),
         workflow_id: task.workflow_id.map(|id| id.to_string()),
+        schedule_id: task.schedule_id.map(|id| id.to_string()),
     }
 }
 

@@ -31,7 +31,7 @@ pub use config::TasksConfig;
 const PROFILE_CACHE_ENTRIES: u64 = 100_000;
 
 use crate::agents_client::GrpcAgentDirectory;
-use crate::domain::{Dispatcher, TaskQueue};
+use crate::domain::{Dispatcher, Scheduler, TaskQueue};
 use crate::grpc::TaskGrpc;
 
 /// Runs the tasks service on `listener` until `shutdown` resolves; then it stops accepting,
@@ -49,7 +49,9 @@ pub async fn run(
     let clock = Clock::skewed(config.clock_skew_millis);
     clock.sync(&pool).await?;
     host.spawn(clock.clone().keep_synced(pool.clone(), stop.clone()));
-    let queue = TaskQueue::new(store, config.queue_settings(), clock, stop.clone());
+    let queue = TaskQueue::new(store.clone(), config.queue_settings(), clock, stop.clone());
+    let scheduler = Scheduler::new(queue.clone(), store);
+    host.spawn(scheduler.clone().run(stop.clone()));
     let mut directory = GrpcAgentDirectory::new(&config.agents_url, &config.service_token)
         .map_err(|error| ConfigError::new("SWARM_AGENTS_URL", &config.agents_url, error))?;
     if !config.agent_profile_ttl.is_zero() {
@@ -90,7 +92,7 @@ pub async fn run(
         ));
     }
 
-    let tasks = TaskServiceServer::new(TaskGrpc::new(queue, dispatcher))
+    let tasks = TaskServiceServer::new(TaskGrpc::new(queue, dispatcher, scheduler))
         .max_decoding_message_size(swarm_kit::grpc::MAX_MESSAGE_BYTES);
     let routes = host.routes().add_service(tasks);
     info!(backend = pool.backend(), "task queue ready");

@@ -17,8 +17,9 @@ use swarm_kit::page::Page;
 use swarm_kit::testing::{Backend, TestDatabase};
 use swarm_tasks::domain::{
     AgentDirectory, AgentProfile, AttemptOutcome, Claim, Dispatcher, IdempotencyKey, LeaseRef,
-    MessageRole, MessageScope, NewMessage, NewTask, NewWorkflow, QueueSettings, RetryPolicy, Task,
-    TaskFilter, TaskQueue, TaskStatus, WorkflowFilter, WorkflowStatus, WorkflowStep,
+    MessageRole, MessageScope, NewMessage, NewSchedule, NewTask, NewWorkflow, QueueSettings,
+    RetryPolicy, ScheduleUpdate, Scheduler, Task, TaskFilter, TaskQueue, TaskStatus,
+    WorkflowFilter, WorkflowStatus, WorkflowStep,
 };
 use swarm_tasks::error::TaskError;
 use swarm_tasks::storage::{self, TaskStore};
@@ -129,6 +130,7 @@ async fn created_task_keeps_every_field(backend: Backend) {
             after: Vec::new(),
             tenant: None,
             workflow_key: None,
+            schedule_tick: None,
         })
         .await
         .unwrap();
@@ -1823,7 +1825,150 @@ async fn workflows_run_as_one_graph_and_report_as_one(backend: Backend) {
     ));
 }
 
+fn every_second(name: &str) -> NewSchedule {
+    NewSchedule {
+        name: name.into(),
+        cron: "* * * * * *".into(),
+        timezone: String::new(),
+        task: NewTask {
+            user_id: Some("ops".into()),
+            ..titled("tick")
+        },
+        paused: false,
+    }
+}
+
+/// A scheduler over the fixture's database, as another tasks replica would run it.
+async fn scheduler_replica(f: &Fixture) -> Arc<Scheduler> {
+    let store = storage::open(f.database.pool())
+        .await
+        .expect("migrations apply");
+    let queue = replica(&f.database, store.clone(), Clock::new()).await;
+    Scheduler::new(queue, store)
+}
+
+async fn scheduled_tasks(f: &Fixture, schedule: Uuid) -> Vec<Task> {
+    let everything = TaskFilter::default();
+    let (tasks, _) = f
+        .queue
+        .list(&everything, Page::new(1, 100).unwrap())
+        .await
+        .unwrap();
+    tasks
+        .into_iter()
+        .filter(|task| task.schedule_id == Some(schedule))
+        .collect()
+}
+
+async fn a_schedule_fires_each_tick_once_on_any_number_of_replicas(backend: Backend) {
+    // The figure is 30 s on PostgreSQL; SQLite has one writer, so a shorter run shows it.
+    let seconds: i64 = if backend == Backend::Postgres { 30 } else { 6 };
+    let f = fixture(backend).await;
+    let replicas = [
+        scheduler_replica(&f).await,
+        scheduler_replica(&f).await,
+        scheduler_replica(&f).await,
+    ];
+    let schedule = replicas[0].create(every_second("heartbeat")).await.unwrap();
+    let stop = CancellationToken::new();
+    let started = f.queue.now_millis();
+    for replica in &replicas {
+        tokio::spawn(replica.clone().run(stop.clone()));
+    }
+    tokio::time::sleep(Duration::from_millis(
+        u64::try_from(seconds * 1000).unwrap(),
+    ))
+    .await;
+    stop.cancel();
+    let stopped = f.queue.now_millis();
+    let tasks = scheduled_tasks(&f, schedule.id).await;
+    let ticks = (stopped / 1000) - (started / 1000);
+    assert!(
+        (ticks - 1..=ticks + 1).contains(&i64::try_from(tasks.len()).unwrap()),
+        "{} tasks for {ticks} ticks",
+        tasks.len()
+    );
+    assert!(
+        tasks
+            .iter()
+            .all(|task| task.user_id.as_deref() == Some("ops") && task.title == "tick")
+    );
+    let read = replicas[1].get(schedule.id).await.unwrap();
+    assert!(read.last_run_at.is_some_and(|last| last >= stopped - 2_000));
+}
+
+async fn missed_ticks_fire_once_and_paused_schedules_not_at_all(backend: Backend) {
+    let f = fixture(backend).await;
+    let scheduler = scheduler_replica(&f).await;
+    for (cron, timezone) in [("* * *", "UTC"), ("* * * * *", "Atlantis/Capital")] {
+        let bad = NewSchedule {
+            cron: cron.into(),
+            timezone: timezone.into(),
+            ..every_second("bad")
+        };
+        assert!(matches!(
+            scheduler.create(bad).await,
+            Err(TaskError::Invalid(_))
+        ));
+    }
+    let schedule = scheduler.create(every_second("nightly")).await.unwrap();
+    assert!(matches!(
+        scheduler.create(every_second("nightly")).await,
+        Err(TaskError::ScheduleNameTaken(_))
+    ));
+    assert!(schedule.next_run_at > schedule.created_at);
+
+    // No replica runs for three seconds and more: the missed ticks fire once.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let caught_up_at = f.queue.now_millis();
+    assert_eq!(scheduler.fire_due().await.unwrap(), 1);
+    assert_eq!(scheduled_tasks(&f, schedule.id).await.len(), 1);
+    let moved = scheduler.get(schedule.id).await.unwrap();
+    assert!(
+        (caught_up_at..=caught_up_at + 1_100).contains(&moved.next_run_at),
+        "it goes on from now"
+    );
+    assert_eq!(moved.last_run_at, Some(schedule.next_run_at));
+
+    let pause = ScheduleUpdate {
+        paused: Some(true),
+        ..ScheduleUpdate::default()
+    };
+    scheduler.update(schedule.id, pause).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        scheduler.fire_due().await.unwrap(),
+        0,
+        "a paused schedule fires nothing"
+    );
+    let resume = ScheduleUpdate {
+        paused: Some(false),
+        ..ScheduleUpdate::default()
+    };
+    let resumed = scheduler.update(schedule.id, resume).await.unwrap();
+    assert!(
+        resumed.next_run_at > f.queue.now_millis(),
+        "ticks missed while paused are skipped"
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(scheduler.fire_due().await.unwrap(), 1);
+    assert_eq!(scheduled_tasks(&f, schedule.id).await.len(), 2);
+
+    scheduler.delete(schedule.id).await.unwrap();
+    assert!(matches!(
+        scheduler.get(schedule.id).await,
+        Err(TaskError::ScheduleNotFound(_))
+    ));
+    assert_eq!(
+        scheduled_tasks(&f, schedule.id).await.len(),
+        2,
+        "its tasks stay"
+    );
+}
+
 swarm_kit::conformance!(
+    a_schedule_fires_each_tick_once_on_any_number_of_replicas,
+    missed_ticks_fire_once_and_paused_schedules_not_at_all,
     workflows_run_as_one_graph_and_report_as_one,
     a_diamond_runs_in_dependency_order_and_passes_results_down,
     a_failed_parent_cancels_its_descendants,

@@ -350,6 +350,132 @@ async fn events_stream_every_change_and_end_after_the_final_status() {
     swarm.stop().await;
 }
 
+/// A schedule creates a task on each tick until it is paused; a bad expression or zone and a
+/// taken name are refused; a client reaches only its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schedules_create_tasks_on_their_ticks() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let every_second = |name: &str| json!({"name": name, "cron": "* * * * * *", "task": {"title": "tick", "kind": "ping"}});
+    for bad in [
+        json!({"name": "bad", "cron": "every minute", "task": {"title": "t"}}),
+        json!({"name": "bad", "cron": "* * * * *", "timezone": "Moon/Base", "task": {"title": "t"}}),
+        json!({"name": "bad", "cron": "* * * * *", "task": {"title": ""}}),
+        json!({"name": "bad", "cron": "* * * * *", "task": {"title": "t", "delay_seconds": 5}}),
+    ] {
+        assert_error(
+            &swarm.post("/api/schedules", bad).await,
+            400,
+            "invalid_argument",
+        );
+    }
+    let (status, schedule) = swarm.post("/api/schedules", every_second("pulse")).await;
+    assert_eq!(status, 201, "{schedule}");
+    assert_eq!(
+        (
+            &schedule["timezone"],
+            &schedule["paused"],
+            &schedule["task"]["kind"]
+        ),
+        (&json!("UTC"), &json!(false), &json!("ping"))
+    );
+    assert!(schedule["next_run_at"].is_string());
+    assert_error(
+        &swarm.post("/api/schedules", every_second("pulse")).await,
+        409,
+        "already_exists",
+    );
+    let id = schedule["id"].as_str().unwrap().to_owned();
+
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    let fired = |tasks: &Value| {
+        tasks["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|task| task["schedule_id"] == id.as_str())
+            .count()
+    };
+    let (_, tasks) = swarm.get("/api/tasks?per_page=100").await;
+    let before_pause = fired(&tasks);
+    assert!(
+        (2..=3).contains(&before_pause),
+        "{before_pause} ticks fired"
+    );
+    let (_, paused) = swarm
+        .post(&format!("/api/schedules/{id}/pause"), json!({}))
+        .await;
+    assert_eq!(paused["paused"], true);
+    let (_, tasks) = swarm.get("/api/tasks?per_page=100").await;
+    let at_pause = fired(&tasks);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (_, tasks) = swarm.get("/api/tasks?per_page=100").await;
+    assert_eq!(fired(&tasks), at_pause, "a paused schedule fires nothing");
+    let (_, resumed) = swarm
+        .post(&format!("/api/schedules/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(resumed["paused"], false);
+    let (status, renamed) = swarm
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/schedules/{id}"),
+            Some(json!({"name": "heartbeat", "cron": "0 9 * * MON", "timezone": "Europe/Paris"})),
+        )
+        .await;
+    assert_eq!(
+        (status, &renamed["name"]),
+        (200, &json!("heartbeat")),
+        "{renamed}"
+    );
+    assert!(
+        renamed["next_run_at"]
+            .as_str()
+            .is_some_and(|next| next.contains("T0"))
+    );
+
+    let ada = swarm.client_for("ada", "client", None).await;
+    let theirs = send_with(
+        &ada,
+        reqwest::Method::GET,
+        swarm.url(&format!("/api/schedules/{id}")),
+        None,
+    )
+    .await;
+    assert_error(&theirs, 404, "not_found");
+    let (status, mine) = send_with(
+        &ada,
+        reqwest::Method::POST,
+        swarm.url("/api/schedules"),
+        Some(json!({"name": "ada's", "cron": "0 0 1 1 *", "task": {"title": "yearly"}})),
+    )
+    .await;
+    assert_eq!((status, &mine["task"]["user_id"]), (201, &json!("ada")));
+    let (_, listed) = send_with(
+        &ada,
+        reqwest::Method::GET,
+        swarm.url("/api/schedules"),
+        None,
+    )
+    .await;
+    assert_eq!(listed["total"], 1, "a client lists only its own");
+    let (_, all) = swarm.get("/api/schedules").await;
+    assert_eq!(all["total"], 2);
+
+    let (status, _) = swarm
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/schedules/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_error(
+        &swarm.get(&format!("/api/schedules/{id}")).await,
+        404,
+        "not_found",
+    );
+    swarm.stop().await;
+}
+
 /// A workflow is created whole (or, with a cycle, not at all), runs in dependency order, and
 /// reports as one; a client reaches only its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

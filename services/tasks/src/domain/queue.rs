@@ -194,6 +194,23 @@ impl TaskQueue {
         }
     }
 
+    /// Creates the task a schedule's tick asks for; `None` when that tick created its task
+    /// already (on this replica or another).
+    pub async fn create_for_tick(&self, task: NewTask) -> Result<Option<Task>, TaskError> {
+        let task = task.validated()?;
+        let insertion = self.store.insert(&task, None, self.now_millis()).await?;
+        match dependencies_met(insertion)? {
+            Inserted::Created(mut created) => {
+                let task = created.pop();
+                if let Some(task) = &task {
+                    self.announce_ready(task);
+                }
+                Ok(task)
+            }
+            Inserted::Existing(_) => Ok(None),
+        }
+    }
+
     /// Creates up to [`MAX_BATCH`] tasks at once, all or none; an invalid one is named by its
     /// index and nothing is created. Batch tasks carry no idempotency key; `after` names tasks
     /// of the batch a task waits for, which must come before it.

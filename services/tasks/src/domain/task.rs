@@ -177,6 +177,8 @@ pub struct Task {
     pub workflow_id: Option<Uuid>,
     /// Its key in that workflow.
     pub workflow_key: Option<String>,
+    /// The schedule that created it.
+    pub schedule_id: Option<Uuid>,
     /// The results of the tasks it depends on (JSON text), handed to an agent that claims it.
     #[sqlx(skip)]
     pub dependency_results: Vec<(Uuid, Option<String>)>,
@@ -221,6 +223,8 @@ pub struct NewTask {
     pub tenant: Option<String>,
     /// Its key in the workflow it is part of.
     pub workflow_key: Option<String>,
+    /// The schedule and tick (Unix milliseconds) that create it: one task per tick.
+    pub schedule_tick: Option<(Uuid, i64)>,
 }
 
 impl Default for NewTask {
@@ -243,6 +247,7 @@ impl Default for NewTask {
             after: Vec::new(),
             tenant: None,
             workflow_key: None,
+            schedule_tick: None,
         }
     }
 }

@@ -15,8 +15,8 @@ use swarm_kit::page::Page;
 use uuid::Uuid;
 
 use crate::domain::{
-    Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Task,
-    TaskFilter, TaskStatus, Workflow, WorkflowFilter,
+    Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Schedule,
+    Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter,
 };
 
 pub use postgres::{PostgresTaskStore, relay_task_ready};
@@ -126,6 +126,42 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Cancels every unfinished task of a workflow and returns them.
     async fn cancel_workflow(&self, id: Uuid, now: i64) -> Result<Vec<Task>, sqlx::Error>;
+
+    /// Records a schedule; a taken name is a unique violation.
+    async fn insert_schedule(&self, schedule: &Schedule) -> Result<Schedule, sqlx::Error>;
+
+    /// Rewrites a schedule's name, expression, zone, task, pause and next tick; `None` when it
+    /// is gone.
+    async fn update_schedule(&self, schedule: &Schedule) -> Result<Option<Schedule>, sqlx::Error>;
+
+    /// Returns a schedule.
+    async fn schedule(&self, id: Uuid) -> Result<Option<Schedule>, sqlx::Error>;
+
+    /// Deletes a schedule; `false` when there was none.
+    async fn delete_schedule(&self, id: Uuid) -> Result<bool, sqlx::Error>;
+
+    /// Returns a page of schedules (of `user_id`, when given), newest first, and how many.
+    async fn list_schedules(
+        &self,
+        user_id: Option<&str>,
+        page: Page,
+    ) -> Result<(Vec<Schedule>, u64), sqlx::Error>;
+
+    /// Returns up to `limit` running schedules due by `now`, earliest first.
+    async fn due_schedules(&self, now: i64, limit: u32) -> Result<Vec<Schedule>, sqlx::Error>;
+
+    /// Returns when the next running schedule is due, if any runs.
+    async fn next_schedule_due(&self) -> Result<Option<i64>, sqlx::Error>;
+
+    /// Moves a schedule whose tick `fired` created its task on to tick `next`; `false` when
+    /// another replica moved it first.
+    async fn advance_schedule(
+        &self,
+        id: Uuid,
+        fired: i64,
+        next: i64,
+        now: i64,
+    ) -> Result<bool, sqlx::Error>;
 
     /// Returns the tasks that depend on task `id`.
     async fn dependents(&self, id: Uuid) -> Result<Vec<Task>, sqlx::Error>;

@@ -7,7 +7,43 @@
 pub const INSERT_TASKS: &str = "INSERT INTO tasks (id, title, kind, payload, status, priority, \
     required_capabilities, agent_id, pinned_agent_id, user_id, attempts, max_attempts, \
     timeout_seconds, progress_percent, available_at, created_at, updated_at, trace_parent, \
-    idempotency_key, request_hash, dependency_count, workflow_id, workflow_key) ";
+    idempotency_key, request_hash, dependency_count, workflow_id, workflow_key, schedule_id, \
+    schedule_tick) ";
+
+/// Records a schedule.
+pub const INSERT_SCHEDULE: &str = "INSERT INTO schedules (id, name, cron, timezone, task, \
+    user_id, paused, next_run_at, last_run_at, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $9) RETURNING *";
+
+/// Rewrites what may change of schedule `$1`.
+pub const UPDATE_SCHEDULE: &str = "UPDATE schedules SET name = $2, cron = $3, timezone = $4, \
+    task = $5, paused = $6, next_run_at = $7, updated_at = $8 WHERE id = $1 RETURNING *";
+
+/// Finds a schedule.
+pub const SCHEDULE_BY_ID: &str = "SELECT * FROM schedules WHERE id = $1";
+
+/// Deletes a schedule.
+pub const DELETE_SCHEDULE: &str = "DELETE FROM schedules WHERE id = $1";
+
+/// Schedules of user `$1` (any when NULL), newest first.
+pub const LIST_SCHEDULES: &str = "SELECT * FROM schedules WHERE ($1 IS NULL OR user_id = $1) \
+    ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3";
+
+/// Counts the schedules of user `$1` (any when NULL).
+pub const COUNT_SCHEDULES: &str =
+    "SELECT COUNT(*) FROM schedules WHERE ($1 IS NULL OR user_id = $1)";
+
+/// Up to `$2` running schedules due by `$1`, earliest first.
+pub const DUE_SCHEDULES: &str = "SELECT * FROM schedules WHERE NOT paused AND next_run_at <= $1 \
+    ORDER BY next_run_at LIMIT $2";
+
+/// When the next running schedule is due.
+pub const NEXT_SCHEDULE_DUE: &str = "SELECT MIN(next_run_at) FROM schedules WHERE NOT paused";
+
+/// Moves schedule `$1` from tick `$2`, which fired, to tick `$3`; nothing if another replica
+/// moved it first.
+pub const ADVANCE_SCHEDULE: &str = "UPDATE schedules SET next_run_at = $3, last_run_at = $2, \
+    updated_at = $4 WHERE id = $1 AND next_run_at = $2";
 
 /// Records a workflow.
 pub const INSERT_WORKFLOW: &str =
@@ -41,8 +77,9 @@ pub const CANCEL_WORKFLOW: &str = "UPDATE tasks SET status = 'cancelled', lease_
 pub const PRUNE_WORKFLOWS: &str = "DELETE FROM workflows WHERE created_at < $1 \
     AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.workflow_id = workflows.id)";
 
-/// Ends [`INSERT_TASKS`]: a task whose idempotency key exists already is left out.
-pub const INSERT_TASKS_END: &str = " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *";
+/// Ends [`INSERT_TASKS`]: a task whose idempotency key exists already, or whose schedule tick
+/// created a task already, is left out.
+pub const INSERT_TASKS_END: &str = " ON CONFLICT DO NOTHING RETURNING *";
 
 /// Starts a statement that records dependencies; the caller appends `(task, parent)` values.
 pub const INSERT_DEPENDENCIES: &str = "INSERT INTO task_dependencies (task_id, depends_on) ";
@@ -300,6 +337,113 @@ macro_rules! impl_task_store {
                     .push_bind(page.offset());
                 let workflows = select.build_query_as().fetch_all(&self.readers).await?;
                 Ok((workflows, total.unsigned_abs()))
+            }
+
+            async fn insert_schedule(
+                &self,
+                schedule: &$crate::domain::Schedule,
+            ) -> Result<$crate::domain::Schedule, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::INSERT_SCHEDULE)
+                    .bind(schedule.id)
+                    .bind(&schedule.name)
+                    .bind(&schedule.cron)
+                    .bind(&schedule.timezone)
+                    .bind(sqlx::types::Json(&schedule.task))
+                    .bind(&schedule.user_id)
+                    .bind(schedule.paused)
+                    .bind(schedule.next_run_at)
+                    .bind(schedule.created_at)
+                    .fetch_one(&self.writer)
+                    .await
+            }
+
+            async fn update_schedule(
+                &self,
+                schedule: &$crate::domain::Schedule,
+            ) -> Result<Option<$crate::domain::Schedule>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::UPDATE_SCHEDULE)
+                    .bind(schedule.id)
+                    .bind(&schedule.name)
+                    .bind(&schedule.cron)
+                    .bind(&schedule.timezone)
+                    .bind(sqlx::types::Json(&schedule.task))
+                    .bind(schedule.paused)
+                    .bind(schedule.next_run_at)
+                    .bind(schedule.updated_at)
+                    .fetch_optional(&self.writer)
+                    .await
+            }
+
+            async fn schedule(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<$crate::domain::Schedule>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::SCHEDULE_BY_ID)
+                    .bind(id)
+                    .fetch_optional(&self.readers)
+                    .await
+            }
+
+            async fn delete_schedule(&self, id: uuid::Uuid) -> Result<bool, sqlx::Error> {
+                let done = sqlx::query($crate::storage::sql::DELETE_SCHEDULE)
+                    .bind(id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_schedules(
+                &self,
+                user_id: Option<&str>,
+                page: swarm_kit::page::Page,
+            ) -> Result<(Vec<$crate::domain::Schedule>, u64), sqlx::Error> {
+                use $crate::storage::sql;
+                let schedules = sqlx::query_as(sql::LIST_SCHEDULES)
+                    .bind(user_id)
+                    .bind(page.limit())
+                    .bind(page.offset())
+                    .fetch_all(&self.readers)
+                    .await?;
+                let total: i64 = sqlx::query_scalar(sql::COUNT_SCHEDULES)
+                    .bind(user_id)
+                    .fetch_one(&self.readers)
+                    .await?;
+                Ok((schedules, total.unsigned_abs()))
+            }
+
+            async fn due_schedules(
+                &self,
+                now: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::domain::Schedule>, sqlx::Error> {
+                sqlx::query_as($crate::storage::sql::DUE_SCHEDULES)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.readers)
+                    .await
+            }
+
+            async fn next_schedule_due(&self) -> Result<Option<i64>, sqlx::Error> {
+                sqlx::query_scalar($crate::storage::sql::NEXT_SCHEDULE_DUE)
+                    .fetch_one(&self.readers)
+                    .await
+            }
+
+            async fn advance_schedule(
+                &self,
+                id: uuid::Uuid,
+                fired: i64,
+                next: i64,
+                now: i64,
+            ) -> Result<bool, sqlx::Error> {
+                let done = sqlx::query($crate::storage::sql::ADVANCE_SCHEDULE)
+                    .bind(id)
+                    .bind(fired)
+                    .bind(next)
+                    .bind(now)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn cancel_workflow(
@@ -781,17 +925,21 @@ macro_rules! impl_task_store {
                         .push_bind(fingerprint.map(str::to_owned))
                         .push_bind(i32::try_from(task.dependency_count()).unwrap_or(i32::MAX))
                         .push_bind(workflow.map(|workflow| workflow.id))
-                        .push_bind(task.workflow_key.clone());
+                        .push_bind(task.workflow_key.clone())
+                        .push_bind(task.schedule_tick.map(|(schedule, _)| schedule))
+                        .push_bind(task.schedule_tick.map(|(_, tick)| tick));
                 });
                 insert.push(sql::INSERT_TASKS_END);
                 let mut created: Vec<$crate::domain::Task> =
                     insert.build_query_as().fetch_all(&mut *transaction).await?;
-                if created.len() < tasks.len() {
-                    // Only a single task with an idempotency key seen before is left out.
-                    let key = tasks
-                        .first()
-                        .and_then(|task| task.idempotency_key.as_ref())
-                        .map($crate::domain::IdempotencyKey::storage_key);
+                let seen_key = tasks
+                    .first()
+                    .and_then(|task| task.idempotency_key.as_ref())
+                    .map($crate::domain::IdempotencyKey::storage_key);
+                if created.len() < tasks.len()
+                    && let Some(key) = seen_key
+                {
+                    // A single task whose idempotency key was seen before is left out.
                     let existing = sqlx::query_as(sql::BY_IDEMPOTENCY_KEY)
                         .bind(key)
                         .fetch_one(&mut *transaction)

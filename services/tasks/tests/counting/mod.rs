@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use swarm_kit::page::Page;
 use swarm_tasks::domain::{
-    Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Task,
-    TaskFilter, Workflow, WorkflowFilter,
+    Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Schedule,
+    Task, TaskFilter, Workflow, WorkflowFilter,
 };
 use swarm_tasks::storage::{Insertion, Release, TaskStore, TaskVersion, WorkflowRecord};
 use uuid::Uuid;
@@ -75,6 +75,48 @@ impl TaskStore for CountingStore {
 
     async fn cancel_workflow(&self, id: Uuid, now: i64) -> Result<Vec<Task>, sqlx::Error> {
         self.inner.cancel_workflow(id, now).await
+    }
+
+    async fn insert_schedule(&self, schedule: &Schedule) -> Result<Schedule, sqlx::Error> {
+        self.inner.insert_schedule(schedule).await
+    }
+
+    async fn update_schedule(&self, schedule: &Schedule) -> Result<Option<Schedule>, sqlx::Error> {
+        self.inner.update_schedule(schedule).await
+    }
+
+    async fn schedule(&self, id: Uuid) -> Result<Option<Schedule>, sqlx::Error> {
+        self.inner.schedule(id).await
+    }
+
+    async fn delete_schedule(&self, id: Uuid) -> Result<bool, sqlx::Error> {
+        self.inner.delete_schedule(id).await
+    }
+
+    async fn list_schedules(
+        &self,
+        user_id: Option<&str>,
+        page: Page,
+    ) -> Result<(Vec<Schedule>, u64), sqlx::Error> {
+        self.inner.list_schedules(user_id, page).await
+    }
+
+    async fn due_schedules(&self, now: i64, limit: u32) -> Result<Vec<Schedule>, sqlx::Error> {
+        self.inner.due_schedules(now, limit).await
+    }
+
+    async fn next_schedule_due(&self) -> Result<Option<i64>, sqlx::Error> {
+        self.inner.next_schedule_due().await
+    }
+
+    async fn advance_schedule(
+        &self,
+        id: Uuid,
+        fired: i64,
+        next: i64,
+        now: i64,
+    ) -> Result<bool, sqlx::Error> {
+        self.inner.advance_schedule(id, fired, next, now).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Task>, sqlx::Error> {

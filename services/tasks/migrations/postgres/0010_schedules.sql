@@ -1,0 +1,24 @@
+-- Cron schedules. Each due tick creates one task carrying (schedule_id, schedule_tick), which a
+-- unique index makes the tick's fire record: however many replicas see the tick due, one
+-- insert wins and the others create nothing. The replica that fired then moves the schedule
+-- on, only from the tick it fired (compare and set).
+CREATE TABLE schedules (
+    id          UUID PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    cron        TEXT NOT NULL,
+    timezone    TEXT NOT NULL,
+    task        JSONB NOT NULL,
+    user_id     TEXT,
+    paused      BOOLEAN NOT NULL,
+    next_run_at BIGINT NOT NULL,
+    last_run_at BIGINT,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+CREATE INDEX schedules_due_idx ON schedules (next_run_at) WHERE NOT paused;
+CREATE INDEX schedules_user_idx ON schedules (user_id, created_at);
+
+ALTER TABLE tasks ADD COLUMN schedule_id UUID;
+ALTER TABLE tasks ADD COLUMN schedule_tick BIGINT;
+CREATE UNIQUE INDEX tasks_schedule_tick_idx ON tasks (schedule_id, schedule_tick)
+    WHERE schedule_id IS NOT NULL;
