@@ -46,7 +46,15 @@ bench: toolchain ## measure the API, the queue cycle, the cache, what observabil
 	./target/release/swarm-bench api --database-url $(BENCH_PG_URL) --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	./target/release/swarm-bench cache --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	./target/release/swarm-bench overhead --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
+	$(MAKE) --no-print-directory bench-flow
 	$(MAKE) --no-print-directory bench-held
+
+bench-flow: ## batch creation throughput and the parent-completed to child-claimed latency, on SQLite and PostgreSQL
+	$(CARGO) build --release -p swarm-bench
+	@mkdir -p data && rm -f data/bench-flow.db data/bench-flow.db-wal data/bench-flow.db-shm
+	./target/release/swarm-bench flow --database-url sqlite://data/bench-flow.db --seconds $(BENCH_SECONDS)
+	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
+	./target/release/swarm-bench flow --database-url $(BENCH_PG_URL) --seconds $(BENCH_SECONDS)
 
 bench-held: ## hold 2,000 event streams and 1,000 waiting claims while creating tasks, on SQLite and PostgreSQL
 	$(CARGO) build --release -p swarm -p swarm-bench

@@ -474,7 +474,7 @@ const BENCH_AUTHORIZATION: &str = "Bearer swarm_bench_key_0123456789abcdef012345
 
 /// The benchmarks' gateway: keys checked as in production (the benchmark's own admin key,
 /// whose rate is not limited, so the figures measure the work rather than the limit).
-fn bench_gateway(database_url: &str) -> GatewayConfig {
+pub fn bench_gateway(database_url: &str) -> GatewayConfig {
     let mut gateway = GatewayConfig {
         admin_key: BENCH_AUTHORIZATION
             .strip_prefix("Bearer ")
@@ -495,16 +495,7 @@ async fn create_then_get(
     options: &BenchOptions,
 ) -> Result<(Figures, Figures), BenchError> {
     let base = stack.gateway_url();
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        reqwest::header::HeaderValue::from_static(BENCH_AUTHORIZATION),
-    );
-    let client = reqwest::Client::builder()
-        .default_headers(headers)
-        .pool_max_idle_per_host(options.concurrency)
-        .tcp_nodelay(true)
-        .build()?;
+    let client = bench_client(options.concurrency)?;
 
     let created = Arc::new(Mutex::new(Vec::new()));
     let create = {
@@ -542,6 +533,20 @@ async fn create_then_get(
     })
     .await;
     Ok((create, get))
+}
+
+/// An HTTP client that presents the benchmarks' admin key, keeping a connection per client.
+pub fn bench_client(concurrency: usize) -> Result<reqwest::Client, BenchError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static(BENCH_AUTHORIZATION),
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .pool_max_idle_per_host(concurrency)
+        .tcp_nodelay(true)
+        .build()?)
 }
 
 /// Runs `options.agents` SDK agents while `options.concurrency` producers enqueue
@@ -659,7 +664,7 @@ async fn queue_cycle(stack: &Stack, options: &BenchOptions) -> Result<CycleFigur
 
 /// Drives `request` from `options.concurrency` clients for `options.duration`; each call gets a
 /// distinct sequence number and reports success with `Some`.
-async fn measure<C, F, Fut>(
+pub async fn measure<C, F, Fut>(
     operation: &'static str,
     options: &BenchOptions,
     client: &C,
@@ -734,7 +739,7 @@ where
 }
 
 /// Returns the `q` quantile of sorted latencies, in milliseconds (nearest rank).
-fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
+pub fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

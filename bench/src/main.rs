@@ -4,6 +4,7 @@
 //! `swarm` binary's roles started as separate processes.
 
 mod api;
+mod flow;
 mod held_load;
 mod overhead;
 mod processes;
@@ -39,6 +40,24 @@ enum Scenario {
     /// Holds many open task event streams and waiting claims, then measures task creation
     /// and the tasks service's memory.
     HeldLoad(HeldLoadArgs),
+    /// Measures batch creation throughput and the parent-completed to child-claimed latency.
+    Flow(BenchFlowArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchFlowArgs {
+    /// The database to measure against.
+    #[arg(long, default_value = "sqlite://data/bench.db")]
+    database_url: String,
+    /// Seconds to drive batch creation.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent batch clients.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Parent-to-child hand-offs measured.
+    #[arg(long, default_value_t = 200)]
+    rounds: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +100,7 @@ async fn main() -> ExitCode {
         Scenario::Cache(args) => run_bench_cache(args).await,
         Scenario::Overhead(args) => run_bench_overhead(args).await,
         Scenario::Read(args) => run_bench_read(args).await,
+        Scenario::Flow(args) => run_bench_flow(args).await,
         Scenario::HeldLoad(args) => held_load::run(held_load::Options {
             swarm: args.swarm,
             database_url: args.database_url,
@@ -205,6 +225,33 @@ async fn run_bench(args: BenchArgs) -> Outcome {
     println!(
         "{backend:<9} {}   ({} producers)",
         report.cycle, options.concurrency
+    );
+    Ok(())
+}
+
+async fn run_bench_flow(args: BenchFlowArgs) -> Outcome {
+    let options = BenchOptions {
+        database_url: args.database_url,
+        ..BenchOptions::load(Duration::from_secs(args.seconds), args.concurrency)
+    };
+    let backend = options
+        .database_url
+        .split(':')
+        .next()
+        .unwrap_or("?")
+        .to_owned();
+    let report = flow::run(&options, args.rounds).await?;
+    println!(
+        "{backend:<9} {}   ({} clients, {} s)",
+        report.batches, args.concurrency, args.seconds
+    );
+    println!(
+        "{backend:<9} batch create: {:.0} tasks/s",
+        report.batch_tasks_per_second
+    );
+    println!(
+        "{backend:<9} parent completed → child claimed: p50 {:.2} ms   p99 {:.2} ms   ({} hand-offs)",
+        report.handoff_p50_ms, report.handoff_p99_ms, report.handoffs
     );
     Ok(())
 }

@@ -245,6 +245,35 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
         },
     )
     .await;
+
+    // A task that depends on another links to the trace that created its parent.
+    let (status, _) = swarm
+        .post(
+            "/api/tasks",
+            json!({"title": "follow-up", "depends_on": [created["id"]]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    spans_until(
+        &telemetry,
+        "a dependent's creation span linked to its parent's trace",
+        || {
+            collector
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, span)| {
+                    span.name != "task.lease_expired"
+                        && span
+                            .links
+                            .iter()
+                            .any(|link| hex(&link.trace_id) == creating_trace)
+                })
+                .then_some(())
+        },
+    )
+    .await;
     swarm.stop().await;
 }
 

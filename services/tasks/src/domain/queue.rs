@@ -169,8 +169,7 @@ impl TaskQueue {
     /// Creates a task, or returns the one its idempotency key created before (`false`).
     pub async fn create(&self, task: NewTask) -> Result<(Task, bool), TaskError> {
         let task = task.validated()?;
-        self.check_dependencies_reachable(std::slice::from_ref(&task))
-            .await?;
+        self.check_dependencies(std::slice::from_ref(&task)).await?;
         let fingerprint = task.idempotency_key.is_some().then(|| fingerprint(&task));
         let insertion = self
             .store
@@ -240,7 +239,7 @@ impl TaskQueue {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.check_dependencies_reachable(&tasks).await?;
+        self.check_dependencies(&tasks).await?;
         let insertion = self.store.insert_many(&tasks, self.now_millis()).await?;
         let Inserted::Created(created) = dependencies_met(insertion)? else {
             return Err(TaskError::Invalid(
@@ -277,7 +276,7 @@ impl TaskQueue {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.check_dependencies_reachable(&tasks).await?;
+        self.check_dependencies(&tasks).await?;
         let insertion = self
             .store
             .insert_workflow(&record, &tasks, self.now_millis())
@@ -325,14 +324,17 @@ impl TaskQueue {
         self.workflow(id).await
     }
 
-    /// Refuses dependencies a client may not see: a client's tasks depend only on its own.
-    async fn check_dependencies_reachable(&self, tasks: &[NewTask]) -> Result<(), TaskError> {
-        for task in tasks {
-            let Some(tenant) = &task.tenant else { continue };
-            if task.depends_on.is_empty() {
-                continue;
-            }
+    /// Looks at the tasks `tasks` depend on: refuses those a client may not see (a client's
+    /// tasks depend only on its own), and links the current span to the traces that created
+    /// them, so a dependent's trace leads to its parents'.
+    async fn check_dependencies(&self, tasks: &[NewTask]) -> Result<(), TaskError> {
+        let span = tracing::Span::current();
+        for task in tasks.iter().filter(|task| !task.depends_on.is_empty()) {
             let parents = self.store.get_many(&task.depends_on).await?;
+            for parent in &parents {
+                swarm_kit::trace::link_to(&span, parent.trace_parent.as_deref());
+            }
+            let Some(tenant) = &task.tenant else { continue };
             let reachable = |id: &Uuid| {
                 parents
                     .iter()

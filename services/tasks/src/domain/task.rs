@@ -179,6 +179,8 @@ pub struct Task {
     pub workflow_key: Option<String>,
     /// The schedule that created it.
     pub schedule_id: Option<Uuid>,
+    /// The tick of that schedule (Unix milliseconds) that created it.
+    pub schedule_tick: Option<i64>,
     /// The results of the tasks it depends on (JSON text), handed to an agent that claims it.
     #[sqlx(skip)]
     pub dependency_results: Vec<(Uuid, Option<String>)>,
