@@ -11,7 +11,7 @@ BENCH_CONCURRENCY ?= 32
 HELD_SECONDS ?= 10
 FUZZ_EXAMPLES ?= 100
 
-.PHONY: help run test e2e bench bench-held fuzz lint fmt toolchain tools
+.PHONY: help run test e2e bench bench-flow bench-held fuzz lint fmt toolchain tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
