@@ -53,7 +53,7 @@ struct BenchFlowArgs {
     #[arg(long, default_value_t = 5)]
     seconds: u64,
     /// Concurrent batch clients.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// Parent-to-child hand-offs measured.
     #[arg(long, default_value_t = 200)]

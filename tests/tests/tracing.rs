@@ -225,24 +225,26 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(claimed["tasks"][0]["id"], created["id"]);
+    // Whether a span that `is_the_one` by name links to the creating trace.
+    let linked = |is_the_one: fn(&str) -> bool| {
+        collector
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, span)| {
+                is_the_one(&span.name)
+                    && span
+                        .links
+                        .iter()
+                        .any(|link| hex(&link.trace_id) == creating_trace)
+            })
+            .then_some(())
+    };
     spans_until(
         &telemetry,
         "a lease-expiry span linked to the creating trace",
-        || {
-            collector
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(_, span)| {
-                    span.name == "task.lease_expired"
-                        && span
-                            .links
-                            .iter()
-                            .any(|link| hex(&link.trace_id) == creating_trace)
-                })
-                .then_some(())
-        },
+        || linked(|name| name == "task.lease_expired"),
     )
     .await;
 
@@ -257,21 +259,7 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
     spans_until(
         &telemetry,
         "a dependent's creation span linked to its parent's trace",
-        || {
-            collector
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(_, span)| {
-                    span.name != "task.lease_expired"
-                        && span
-                            .links
-                            .iter()
-                            .any(|link| hex(&link.trace_id) == creating_trace)
-                })
-                .then_some(())
-        },
+        || linked(|name| name != "task.lease_expired"),
     )
     .await;
     swarm.stop().await;

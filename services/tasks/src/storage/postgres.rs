@@ -131,6 +131,59 @@ pub(crate) const QUEUE_DUE: &str = const_format::concatcp!(
     " FOR UPDATE SKIP LOCKED) RETURNING *"
 );
 
+/// Inserts `rows` with one statement that binds a column of values each (`UNNEST`), so a
+/// thousand rows cost a few dozen parameters rather than tens of thousands; a row whose
+/// idempotency key or schedule tick exists already is left out. Returns the rows inserted.
+pub(crate) async fn insert_rows(
+    connection: &mut sqlx::PgConnection,
+    rows: &[sql::NewRow],
+    now: i64,
+) -> Result<Vec<Task>, sqlx::Error> {
+    fn column<T>(rows: &[sql::NewRow], value: impl Fn(&sql::NewRow) -> T) -> Vec<T> {
+        rows.iter().map(value).collect()
+    }
+    sqlx::query_as(INSERT_UNNEST)
+        .bind(column(rows, |row| row.id))
+        .bind(column(rows, |row| row.title.clone()))
+        .bind(column(rows, |row| row.kind.clone()))
+        .bind(column(rows, |row| row.payload.clone()))
+        .bind(column(rows, |row| row.status))
+        .bind(column(rows, |row| row.priority))
+        .bind(column(rows, |row| row.capabilities.clone()))
+        .bind(column(rows, |row| row.pinned_agent_id))
+        .bind(column(rows, |row| row.user_id.clone()))
+        .bind(column(rows, |row| row.max_attempts))
+        .bind(column(rows, |row| row.timeout_seconds))
+        .bind(column(rows, |row| row.available_at))
+        .bind(column(rows, |row| row.trace_parent.clone()))
+        .bind(column(rows, |row| row.idempotency_key.clone()))
+        .bind(column(rows, |row| row.request_hash.clone()))
+        .bind(column(rows, |row| row.dependency_count))
+        .bind(column(rows, |row| row.workflow_id))
+        .bind(column(rows, |row| row.workflow_key.clone()))
+        .bind(column(rows, |row| row.schedule_id))
+        .bind(column(rows, |row| row.schedule_tick))
+        .bind(now)
+        .fetch_all(connection)
+        .await
+}
+
+/// [`sql::INSERT_TASKS`] over columns of values: `$1..$20` the columns, `$21` now.
+const INSERT_UNNEST: &str = const_format::concatcp!(
+    sql::INSERT_TASKS,
+    "SELECT id, title, kind, payload, status, priority, capabilities::jsonb, pinned, pinned, \
+    user_id, 0, max_attempts, timeout_seconds, 0, available_at, $21, $21, trace_parent, \
+    idempotency_key, request_hash, dependency_count, workflow_id, workflow_key, schedule_id, \
+    schedule_tick \
+    FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], \
+    $7::text[], $8::uuid[], $9::text[], $10::int4[], $11::int4[], $12::int8[], $13::text[], \
+    $14::text[], $15::text[], $16::int4[], $17::uuid[], $18::text[], $19::uuid[], $20::int8[]) \
+    AS new_row (id, title, kind, payload, status, priority, capabilities, pinned, user_id, \
+    max_attempts, timeout_seconds, available_at, trace_parent, idempotency_key, request_hash, \
+    dependency_count, workflow_id, workflow_key, schedule_id, schedule_tick)",
+    sql::INSERT_TASKS_END
+);
+
 /// Locks the parents a new task depends on until it is recorded, so none ends before the
 /// dependency is there for its trigger to see.
 pub(crate) const LOCK_FOR_SHARE: &str = " FOR SHARE";

@@ -81,6 +81,71 @@ pub const PRUNE_WORKFLOWS: &str = "DELETE FROM workflows WHERE created_at < $1 \
 /// created a task already, is left out.
 pub const INSERT_TASKS_END: &str = " ON CONFLICT DO NOTHING RETURNING *";
 
+/// A task row to insert, every value worked out.
+pub struct NewRow {
+    pub id: uuid::Uuid,
+    pub title: String,
+    pub kind: String,
+    pub payload: String,
+    pub status: &'static str,
+    pub priority: i32,
+    /// The required capabilities, as a JSON array.
+    pub capabilities: String,
+    pub pinned_agent_id: Option<uuid::Uuid>,
+    pub user_id: Option<String>,
+    pub max_attempts: i32,
+    pub timeout_seconds: i32,
+    pub available_at: i64,
+    pub trace_parent: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+    pub dependency_count: i32,
+    pub workflow_id: Option<uuid::Uuid>,
+    pub workflow_key: Option<String>,
+    pub schedule_id: Option<uuid::Uuid>,
+    pub schedule_tick: Option<i64>,
+}
+
+impl NewRow {
+    /// The row of `task`, submitted at `now` in `status` (with the fingerprint of its request
+    /// and the workflow it is part of, if any).
+    pub fn of(
+        id: uuid::Uuid,
+        task: &crate::domain::NewTask,
+        status: crate::domain::TaskStatus,
+        fingerprint: Option<&str>,
+        workflow: Option<&super::WorkflowRecord>,
+        now: i64,
+    ) -> Self {
+        Self {
+            id,
+            title: task.title.clone(),
+            kind: task.kind.clone(),
+            payload: task.payload.clone(),
+            status: status.as_str(),
+            priority: task.priority,
+            capabilities: serde_json::to_string(&task.required_capabilities)
+                .unwrap_or_else(|_| "[]".to_owned()),
+            pinned_agent_id: task.pinned_agent_id,
+            user_id: task.user_id.clone(),
+            max_attempts: task.max_attempts,
+            timeout_seconds: task.timeout_seconds,
+            available_at: task.available_at(now),
+            trace_parent: task.trace_parent.clone(),
+            idempotency_key: task
+                .idempotency_key
+                .as_ref()
+                .map(crate::domain::IdempotencyKey::storage_key),
+            request_hash: fingerprint.map(str::to_owned),
+            dependency_count: i32::try_from(task.dependency_count()).unwrap_or(i32::MAX),
+            workflow_id: workflow.map(|workflow| workflow.id),
+            workflow_key: task.workflow_key.clone(),
+            schedule_id: task.schedule_tick.map(|(schedule, _)| schedule),
+            schedule_tick: task.schedule_tick.map(|(_, tick)| tick),
+        }
+    }
+}
+
 /// Starts a statement that records dependencies; the caller appends `(task, parent)` values.
 pub const INSERT_DEPENDENCIES: &str = "INSERT INTO task_dependencies (task_id, depends_on) ";
 
@@ -892,46 +957,19 @@ macro_rules! impl_task_store {
                         .execute(&mut *transaction)
                         .await?;
                 }
-                let mut insert = sqlx::QueryBuilder::<$db>::new(sql::INSERT_TASKS);
-                insert.push_values(ids.iter().zip(tasks), |mut row, (id, task)| {
-                    let status = if waits(task) {
-                        TaskStatus::Waiting
-                    } else {
-                        task.initial_status(now)
-                    };
-                    row.push_bind(*id)
-                        .push_bind(task.title.clone())
-                        .push_bind(task.kind.clone())
-                        .push_bind(task.payload.clone())
-                        .push_bind(status.as_str())
-                        .push_bind(task.priority)
-                        .push_bind(sqlx::types::Json(task.required_capabilities.clone()))
-                        .push_bind(task.pinned_agent_id)
-                        .push_bind(task.pinned_agent_id)
-                        .push_bind(task.user_id.clone())
-                        .push_bind(0_i32)
-                        .push_bind(task.max_attempts)
-                        .push_bind(task.timeout_seconds)
-                        .push_bind(0_i32)
-                        .push_bind(task.available_at(now))
-                        .push_bind(now)
-                        .push_bind(now)
-                        .push_bind(task.trace_parent.clone())
-                        .push_bind(
-                            task.idempotency_key
-                                .as_ref()
-                                .map($crate::domain::IdempotencyKey::storage_key),
-                        )
-                        .push_bind(fingerprint.map(str::to_owned))
-                        .push_bind(i32::try_from(task.dependency_count()).unwrap_or(i32::MAX))
-                        .push_bind(workflow.map(|workflow| workflow.id))
-                        .push_bind(task.workflow_key.clone())
-                        .push_bind(task.schedule_tick.map(|(schedule, _)| schedule))
-                        .push_bind(task.schedule_tick.map(|(_, tick)| tick));
-                });
-                insert.push(sql::INSERT_TASKS_END);
-                let mut created: Vec<$crate::domain::Task> =
-                    insert.build_query_as().fetch_all(&mut *transaction).await?;
+                let rows: Vec<$crate::storage::sql::NewRow> = ids
+                    .iter()
+                    .zip(tasks)
+                    .map(|(id, task)| {
+                        let status = if waits(task) {
+                            TaskStatus::Waiting
+                        } else {
+                            task.initial_status(now)
+                        };
+                        $crate::storage::sql::NewRow::of(*id, task, status, fingerprint, workflow, now)
+                    })
+                    .collect();
+                let mut created = dialect::insert_rows(&mut transaction, &rows, now).await?;
                 let seen_key = tasks
                     .first()
                     .and_then(|task| task.idempotency_key.as_ref())

@@ -68,6 +68,46 @@ pub(crate) const REQUEUE_EXPIRED: &str = const_format::concatcp!(
 pub(crate) const QUEUE_DUE: &str =
     const_format::concatcp!(sql::QUEUE_DUE, sql::DUE_IDS, ") RETURNING *");
 
+/// Inserts `rows` with one multi-row statement; a row whose idempotency key or schedule tick
+/// exists already is left out. Returns the rows inserted.
+pub(crate) async fn insert_rows(
+    connection: &mut sqlx::SqliteConnection,
+    rows: &[sql::NewRow],
+    now: i64,
+) -> Result<Vec<Task>, sqlx::Error> {
+    let mut insert = sqlx::QueryBuilder::<Sqlite>::new(sql::INSERT_TASKS);
+    insert.push_values(rows, |mut values, row| {
+        values
+            .push_bind(row.id)
+            .push_bind(row.title.clone())
+            .push_bind(row.kind.clone())
+            .push_bind(row.payload.clone())
+            .push_bind(row.status)
+            .push_bind(row.priority)
+            .push_bind(row.capabilities.clone())
+            .push_bind(row.pinned_agent_id)
+            .push_bind(row.pinned_agent_id)
+            .push_bind(row.user_id.clone())
+            .push_bind(0_i32)
+            .push_bind(row.max_attempts)
+            .push_bind(row.timeout_seconds)
+            .push_bind(0_i32)
+            .push_bind(row.available_at)
+            .push_bind(now)
+            .push_bind(now)
+            .push_bind(row.trace_parent.clone())
+            .push_bind(row.idempotency_key.clone())
+            .push_bind(row.request_hash.clone())
+            .push_bind(row.dependency_count)
+            .push_bind(row.workflow_id)
+            .push_bind(row.workflow_key.clone())
+            .push_bind(row.schedule_id)
+            .push_bind(row.schedule_tick);
+    });
+    insert.push(sql::INSERT_TASKS_END);
+    insert.build_query_as().fetch_all(connection).await
+}
+
 /// Locks the parents a new task depends on until it is recorded: nothing to add, as SQLite's
 /// single writer runs the whole insertion alone.
 pub(crate) const LOCK_FOR_SHARE: &str = "";
