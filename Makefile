@@ -11,7 +11,7 @@ BENCH_CONCURRENCY ?= 32
 HELD_SECONDS ?= 10
 FUZZ_EXAMPLES ?= 100
 
-.PHONY: help run test e2e bench bench-flow bench-held fuzz lint fmt toolchain tools
+.PHONY: help run test e2e bench bench-flow bench-held fuzz openapi lint fmt toolchain tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ fuzz: toolchain ## fuzz the REST API against its OpenAPI document on SQLite and 
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) tests/fuzz/run.sh
 	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_fuzz' -c 'CREATE DATABASE swarm_fuzz'
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_DATABASE_URL=$(FUZZ_PG_URL) tests/fuzz/run.sh
+
+openapi: toolchain ## write docs/openapi.json, the OpenAPI document the gateway serves (a test checks they agree)
+	SWARM_BLESS_OPENAPI=1 $(CARGO) test -p swarm-gateway --lib openapi::tests::the_committed_document_is_the_served_one
 
 lint: toolchain ## check formatting and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check

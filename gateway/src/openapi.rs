@@ -277,6 +277,22 @@ mod tests {
         crate::routes::api().1
     }
 
+    /// The document committed for client generators, `docs/openapi.json`, is the one the
+    /// gateway serves. `make openapi` (which sets `SWARM_BLESS_OPENAPI`) writes it anew.
+    #[test]
+    fn the_committed_document_is_the_served_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+        let served = serde_json::to_string_pretty(&document()).unwrap() + "\n";
+        if std::env::var_os("SWARM_BLESS_OPENAPI").is_some() {
+            std::fs::write(&path, &served).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == served,
+            "docs/openapi.json differs from the document the gateway serves: run `make openapi`"
+        );
+    }
+
     #[test]
     fn every_route_is_described_in_openapi_3_1() {
         let json = serde_json::to_value(document()).unwrap();
