@@ -1,6 +1,7 @@
 //! The `swarm` command: `swarm up` runs every service and the gateway in one process,
 //! `swarm serve <role>` runs one role alone (for separate deployment), `swarm agent` runs an
-//! example worker and `swarm keys` manages API keys.
+//! example worker, `swarm keys` manages API keys, and `swarm task`, `swarm agents` and
+//! `swarm health` drive the API from a terminal.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -9,8 +10,8 @@ use swarm_kit::config::defaults;
 use clap::{Parser, Subcommand, ValueEnum};
 use swarm_agents::AgentsConfig;
 use swarm_cache::CacheConfig;
-use swarm_cli::keys;
 use swarm_cli::stack::{Stack, StackConfig};
+use swarm_cli::{client, keys};
 use swarm_gateway::GatewayConfig;
 use swarm_metrics::MetricsConfig;
 use swarm_tasks::TasksConfig;
@@ -26,6 +27,32 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Process(ProcessCommand),
+    /// Submits, reads, lists, cancels, retries and watches tasks.
+    Task {
+        #[command(subcommand)]
+        command: client::TaskCommand,
+        #[command(flatten)]
+        connection: client::Connection,
+    },
+    /// Lists agents.
+    Agents {
+        #[command(subcommand)]
+        command: client::AgentsCommand,
+        #[command(flatten)]
+        connection: client::Connection,
+    },
+    /// Tells whether every service answers (exit 0) or not (exit 1).
+    Health {
+        #[command(flatten)]
+        connection: client::Connection,
+    },
+}
+
+/// The commands that run Swarm's processes or manage its keys.
+#[derive(Debug, Subcommand)]
+enum ProcessCommand {
     /// Starts every service and the gateway in one process (SQLite under ./data by default).
     Up(UpArgs),
     /// Runs one role alone.
@@ -154,17 +181,40 @@ struct ServeArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let service = match &cli.command {
-        Command::Serve(args) => match args.role {
+    let answered = match cli.command {
+        Command::Process(command) => return run_process(command).await,
+        Command::Task {
+            command,
+            connection,
+        } => client::task(command, connection).await,
+        Command::Agents {
+            command,
+            connection,
+        } => client::agents(command, connection).await,
+        Command::Health { connection } => client::health(connection).await,
+    };
+    answered.unwrap_or_else(|error| {
+        eprintln!("swarm: {error}");
+        match error {
+            client::ClientError::Usage(_) => ExitCode::from(2),
+            _ => ExitCode::FAILURE,
+        }
+    })
+}
+
+/// Runs the commands that start processes or manage keys, with telemetry.
+async fn run_process(command: ProcessCommand) -> ExitCode {
+    let service = match &command {
+        ProcessCommand::Serve(args) => match args.role {
             Role::Tasks => "swarm-tasks",
             Role::Agents => "swarm-agents",
             Role::Cache => "swarm-cache",
             Role::Metrics => "swarm-metrics",
             Role::Gateway => "swarm-gateway",
         },
-        Command::Agent(_) => "swarm-agent",
-        Command::Keys(_) => "swarm-keys",
-        Command::Up(_) => "swarm",
+        ProcessCommand::Agent(_) => "swarm-agent",
+        ProcessCommand::Keys(_) => "swarm-keys",
+        ProcessCommand::Up(_) => "swarm",
     };
     let telemetry = match swarm_kit::telemetry::init(service) {
         Ok(telemetry) => telemetry,
@@ -173,11 +223,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = match cli.command {
-        Command::Up(args) => up(args).await,
-        Command::Serve(args) => serve(args).await,
-        Command::Agent(args) => run_agent(args).await,
-        Command::Keys(command) => run_keys(command).await,
+    let outcome = match command {
+        ProcessCommand::Up(args) => up(args).await,
+        ProcessCommand::Serve(args) => serve(args).await,
+        ProcessCommand::Agent(args) => run_agent(args).await,
+        ProcessCommand::Keys(command) => run_keys(command).await,
     };
     // Export the spans still buffered; the exporter blocks, so not on a runtime thread.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;

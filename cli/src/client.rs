@@ -1,0 +1,444 @@
+//! `swarm task`, `swarm agents` and `swarm health`: the REST API from a terminal. Answers print
+//! as tables that fit the terminal or as the API's JSON (`--output json`, for `jq`); `swarm task
+//! watch` follows a task's event stream with a progress bar and exits 0 when it completes, 1
+//! when it fails or is cancelled.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use comfy_table::{ContentArrangement, Table, presets};
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+/// Where the gateway is and how to answer.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The gateway.
+    #[arg(long, env = "SWARM_URL", default_value = swarm_kit::config::defaults::GATEWAY_URL, global = true)]
+    pub url: String,
+    /// An API key.
+    #[arg(long, env = "SWARM_KEY", hide_env_values = true, global = true)]
+    pub key: Option<String>,
+    /// How answers are printed.
+    #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+}
+
+/// How answers are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Tables that fit the terminal.
+    Table,
+    /// The API's JSON.
+    Json,
+}
+
+/// `swarm task ...`.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Submits a task and prints it.
+    Create(CreateTask),
+    /// Prints one task.
+    Get {
+        /// The task id.
+        id: String,
+    },
+    /// Lists tasks, newest first.
+    List(ListTasks),
+    /// Cancels a task.
+    Cancel {
+        /// The task id.
+        id: String,
+    },
+    /// Queues a failed or cancelled task again.
+    Retry {
+        /// The task id.
+        id: String,
+    },
+    /// Follows a task until it ends: exits 0 when it completes, 1 when it fails or is cancelled.
+    Watch {
+        /// The task id.
+        id: String,
+    },
+}
+
+/// What `swarm task create` submits.
+#[derive(Debug, Args)]
+pub struct CreateTask {
+    /// 1 to 256 characters.
+    #[arg(long)]
+    title: String,
+    /// What sort of work it is.
+    #[arg(long)]
+    kind: Option<String>,
+    /// The input, as JSON.
+    #[arg(long)]
+    payload: Option<String>,
+    /// 0 to 9, higher first.
+    #[arg(long)]
+    priority: Option<i32>,
+    /// A capability the claiming agent must have (repeatable).
+    #[arg(long = "capability")]
+    capabilities: Vec<String>,
+    /// Seconds from now until it may start.
+    #[arg(long)]
+    delay_seconds: Option<u32>,
+    /// A task that must complete first (repeatable).
+    #[arg(long = "depends-on")]
+    depends_on: Vec<String>,
+}
+
+/// What `swarm task list` filters.
+#[derive(Debug, Args)]
+pub struct ListTasks {
+    /// Only this status.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only this kind.
+    #[arg(long)]
+    kind: Option<String>,
+    /// From 1.
+    #[arg(long, default_value_t = 1)]
+    page: u32,
+    /// 1 to 100.
+    #[arg(long, default_value_t = 20)]
+    per_page: u32,
+}
+
+/// `swarm agents ...`.
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Lists agents.
+    List {
+        /// Only agents in this status (idle, busy or offline).
+        #[arg(long)]
+        status: Option<String>,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The gateway could not be reached or answered nonsense.
+    #[error("cannot reach the gateway: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The gateway refused.
+    #[error("{status} {code}: {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The API's error code.
+        code: String,
+        /// What it said.
+        message: String,
+    },
+    /// The command's own input is wrong.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// A client of the gateway.
+struct Gateway {
+    http: reqwest::Client,
+    connection: Connection,
+}
+
+impl Gateway {
+    fn new(connection: Connection) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Self { http, connection })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", self.connection.url.trim_end_matches('/'));
+        let request = self.http.request(method, url);
+        match &self.connection.key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        answer(request.send().await?).await
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+/// Reads an answer: its JSON, or the API's error envelope as a refusal.
+async fn answer(response: reqwest::Response) -> Result<Value, ClientError> {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(body);
+    }
+    Err(ClientError::Refused {
+        status: status.as_u16(),
+        code: body["error"]["code"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_owned(),
+        message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
+    })
+}
+
+/// Runs `swarm task ...`.
+pub async fn task(command: TaskCommand, connection: Connection) -> Result<ExitCode, ClientError> {
+    let output = connection.output;
+    let gateway = Gateway::new(connection)?;
+    let task = match command {
+        TaskCommand::Create(create) => gateway.post("/api/tasks", creation(create)?).await?,
+        TaskCommand::Get { id } => gateway.get(&format!("/api/tasks/{id}")).await?,
+        TaskCommand::Cancel { id } => {
+            gateway
+                .post(&format!("/api/tasks/{id}/cancel"), json!({}))
+                .await?
+        }
+        TaskCommand::Retry { id } => {
+            gateway
+                .post(&format!("/api/tasks/{id}/retry"), json!({}))
+                .await?
+        }
+        TaskCommand::List(list) => {
+            let mut path = format!("/api/tasks?page={}&per_page={}", list.page, list.per_page);
+            for (name, value) in [("status", list.status), ("kind", list.kind)] {
+                if let Some(value) = value {
+                    path.push_str(&format!("&{name}={value}"));
+                }
+            }
+            let page = gateway.get(&path).await?;
+            print_page(&page, output, &TASK_COLUMNS);
+            return Ok(ExitCode::SUCCESS);
+        }
+        TaskCommand::Watch { id } => return watch(&gateway, &id, output).await,
+    };
+    print_object(&task, output);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Turns `swarm task create`'s flags into the API's body.
+fn creation(create: CreateTask) -> Result<Value, ClientError> {
+    let mut body = json!({"title": create.title});
+    if let Some(payload) = create.payload {
+        let payload: Value = serde_json::from_str(&payload)
+            .map_err(|error| ClientError::Usage(format!("--payload is not json: {error}")))?;
+        body["payload"] = payload;
+    }
+    for (name, value) in [
+        ("kind", create.kind.map(Value::from)),
+        ("priority", create.priority.map(Value::from)),
+        ("delay_seconds", create.delay_seconds.map(Value::from)),
+        (
+            "required_capabilities",
+            (!create.capabilities.is_empty()).then(|| create.capabilities.into()),
+        ),
+        (
+            "depends_on",
+            (!create.depends_on.is_empty()).then(|| create.depends_on.into()),
+        ),
+    ] {
+        if let Some(value) = value {
+            body[name] = value;
+        }
+    }
+    Ok(body)
+}
+
+/// Follows a task's events until it ends, drawing its progress.
+async fn watch(gateway: &Gateway, id: &str, output: Output) -> Result<ExitCode, ClientError> {
+    let response = gateway
+        .request(reqwest::Method::GET, &format!("/api/tasks/{id}/events"))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        return Err(answer(response)
+            .await
+            .err()
+            .unwrap_or(ClientError::Usage("no events".into())));
+    }
+    let bar = (output == Output::Table).then(|| {
+        let bar = ProgressBar::new(100);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:40}] {pos:>3}% {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let mut events = response.bytes_stream().eventsource();
+    let mut last = Value::Null;
+    while let Some(event) = events.next().await {
+        let Ok(event) = event else { break };
+        let Ok(task) = serde_json::from_str::<Value>(&event.data) else {
+            continue;
+        };
+        if event.event == "error" {
+            return Err(ClientError::Refused {
+                status: 0,
+                code: task["error"]["code"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                message: task["error"]["message"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+        match &bar {
+            Some(bar) => {
+                bar.set_position(task["progress"]["percent"].as_u64().unwrap_or(0));
+                let status = task["status"].as_str().unwrap_or("?");
+                let note = task["progress"]["message"].as_str().unwrap_or("");
+                bar.set_message(format!("{status} {note}"));
+            }
+            None => println!("{task}"),
+        }
+        last = task;
+    }
+    let status = last["status"].as_str().unwrap_or("unknown").to_owned();
+    if let Some(bar) = bar {
+        bar.finish_with_message(status.clone());
+    }
+    Ok(if status == "completed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs `swarm agents ...`.
+pub async fn agents(
+    command: AgentsCommand,
+    connection: Connection,
+) -> Result<ExitCode, ClientError> {
+    let output = connection.output;
+    let gateway = Gateway::new(connection)?;
+    let AgentsCommand::List { status } = command;
+    let path = match status {
+        Some(status) => format!("/api/agents?per_page=100&status={status}"),
+        None => "/api/agents?per_page=100".to_owned(),
+    };
+    print_page(&gateway.get(&path).await?, output, &AGENT_COLUMNS);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `swarm health`: exits 0 while every service answers.
+pub async fn health(connection: Connection) -> Result<ExitCode, ClientError> {
+    let output = connection.output;
+    let gateway = Gateway::new(connection)?;
+    let response = gateway
+        .request(reqwest::Method::GET, "/health")
+        .send()
+        .await?;
+    let healthy = response.status().is_success();
+    let health: Value = response.json().await.unwrap_or(Value::Null);
+    print_object(&health, output);
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The columns of a task list: header and field.
+const TASK_COLUMNS: [(&str, &str); 7] = [
+    ("ID", "id"),
+    ("TITLE", "title"),
+    ("KIND", "kind"),
+    ("STATUS", "status"),
+    ("PROGRESS", "progress"),
+    ("ATTEMPTS", "attempts"),
+    ("CREATED", "created_at"),
+];
+
+/// The columns of an agent list.
+const AGENT_COLUMNS: [(&str, &str); 6] = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("STATUS", "status"),
+    ("ACTIVE", "active_tasks"),
+    ("CONCURRENCY", "max_concurrency"),
+    ("CAPABILITIES", "capabilities"),
+];
+
+fn table() -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    table
+}
+
+/// Renders one field for a table cell.
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(", "),
+        Value::Object(object) if object.contains_key("percent") => {
+            format!("{}%", object["percent"])
+        }
+        other => other.to_string(),
+    }
+}
+
+fn print_object(object: &Value, output: Output) {
+    match (output, object.as_object()) {
+        (Output::Table, Some(fields)) => {
+            let mut table = table();
+            for (name, value) in fields {
+                table.add_row(vec![name.clone(), cell(value)]);
+            }
+            println!("{table}");
+        }
+        _ => println!(
+            "{}",
+            serde_json::to_string_pretty(object).unwrap_or_default()
+        ),
+    }
+}
+
+fn print_page(page: &Value, output: Output, columns: &[(&str, &str)]) {
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(page).unwrap_or_default());
+        return;
+    }
+    let mut table = table();
+    table.set_header(
+        columns
+            .iter()
+            .map(|(header, _)| *header)
+            .collect::<Vec<_>>(),
+    );
+    for item in page["items"].as_array().into_iter().flatten() {
+        table.add_row(
+            columns
+                .iter()
+                .map(|(_, field)| cell(&item[*field]))
+                .collect::<Vec<_>>(),
+        );
+    }
+    println!("{table}");
+    println!(
+        "page {} of {} ({} in all)",
+        page["page"], page["pages"], page["total"]
+    );
+}

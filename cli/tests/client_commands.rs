@@ -1,0 +1,200 @@
+//! `swarm task|agents|health` against a real stack, as a person at a terminal runs them: every
+//! subcommand, table and JSON output, the watch's exit code, refusals and usage errors.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use swarm_cli::stack::{Stack, StackConfig};
+use swarm_gateway::GatewayConfig;
+use swarm_kit::testing::{Backend, TestDatabase};
+
+const KEY: &str = "swarm_cli_test_key_0123456789abcdef0123";
+
+/// Runs `swarm` with `args` against `url`, as the key's holder.
+fn swarm(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args(args)
+        .env("SWARM_URL", url)
+        .env("SWARM_KEY", KEY)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("swarm runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn json_of(output: &Output) -> Value {
+    assert!(output.status.success(), "{}", text(output));
+    serde_json::from_slice(&output.stdout).expect("json output")
+}
+
+/// An agent's part, done over HTTP: register, claim the one task, report, complete or fail.
+async fn agent_call(http: &reqwest::Client, url: &str, path: &str, body: Value) -> Value {
+    http.post(format!("{url}{path}"))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_client_subcommand_drives_the_api() {
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let stack = Stack::start(StackConfig {
+        gateway: GatewayConfig {
+            admin_key: Some(KEY.to_owned()),
+            ..GatewayConfig::default()
+        },
+        ..StackConfig::local(database.url())
+    })
+    .await
+    .unwrap();
+    let url = stack.gateway_url();
+    let http = reqwest::Client::new();
+
+    let health = swarm(&url, &["health"]);
+    assert!(
+        health.status.success() && text(&health).contains("healthy"),
+        "{}",
+        text(&health)
+    );
+
+    let created = json_of(&swarm(
+        &url,
+        &[
+            "task",
+            "create",
+            "--title",
+            "hi",
+            "--kind",
+            "echo",
+            "--payload",
+            r#"{"n":1}"#,
+            "--output",
+            "json",
+        ],
+    ));
+    assert_eq!(
+        (&created["status"], &created["payload"]),
+        (&json!("queued"), &json!({"n": 1}))
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    let shown = swarm(&url, &["task", "get", &id]);
+    assert!(
+        shown.status.success() && text(&shown).contains("echo"),
+        "{}",
+        text(&shown)
+    );
+    let listed = json_of(&swarm(
+        &url,
+        &["task", "list", "--status", "queued", "--output", "json"],
+    ));
+    assert_eq!(listed["total"], 1);
+    let table = swarm(&url, &["task", "list"]);
+    assert!(
+        text(&table).contains("TITLE") && text(&table).contains("hi"),
+        "{}",
+        text(&table)
+    );
+
+    let agent = agent_call(
+        &http,
+        &url,
+        "/api/agents",
+        json!({"name": "cli-worker", "capabilities": ["echo"]}),
+    )
+    .await;
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    let agents = swarm(&url, &["agents", "list"]);
+    assert!(text(&agents).contains("cli-worker"), "{}", text(&agents));
+
+    // Watch a task while an agent works it: the bar ends and the exit code says completed.
+    let watcher = tokio::task::spawn_blocking({
+        let (url, id) = (url.clone(), id.clone());
+        move || swarm(&url, &["task", "watch", &id])
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent_call(
+        &http,
+        &url,
+        "/api/tasks/claim",
+        json!({"agent_id": agent_id}),
+    )
+    .await;
+    agent_call(
+        &http,
+        &url,
+        &format!("/api/tasks/{id}/progress"),
+        json!({"agent_id": agent_id, "percent": 50}),
+    )
+    .await;
+    agent_call(
+        &http,
+        &url,
+        &format!("/api/tasks/{id}/complete"),
+        json!({"agent_id": agent_id, "result": "done"}),
+    )
+    .await;
+    let watched = watcher.await.unwrap();
+    assert_eq!(watched.status.code(), Some(0), "{}", text(&watched));
+
+    // A cancelled task's watch exits 1; retry queues it again.
+    let doomed = json_of(&swarm(
+        &url,
+        &["task", "create", "--title", "doomed", "--output", "json"],
+    ));
+    let doomed = doomed["id"].as_str().unwrap().to_owned();
+    let cancelled = json_of(&swarm(
+        &url,
+        &["task", "cancel", &doomed, "--output", "json"],
+    ));
+    assert_eq!(cancelled["status"], "cancelled");
+    let watched = swarm(&url, &["task", "watch", &doomed]);
+    assert_eq!(watched.status.code(), Some(1), "{}", text(&watched));
+    let retried = json_of(&swarm(
+        &url,
+        &["task", "retry", &doomed, "--output", "json"],
+    ));
+    assert_eq!(retried["status"], "queued");
+
+    // Refusals name the API's code; usage errors exit 2.
+    let missing = swarm(
+        &url,
+        &["task", "get", "0190f5d2-0000-7000-8000-00000000abcd"],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing).contains("404 not_found"),
+        "{}",
+        text(&missing)
+    );
+    for usage in [
+        vec!["task", "create"],
+        vec!["task", "create", "--title", "t", "--payload", "{nope"],
+        vec!["task", "list", "--output", "yaml"],
+    ] {
+        assert_eq!(swarm(&url, &usage).status.code(), Some(2), "{usage:?}");
+    }
+    let anonymous = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args(["task", "list", "--url", &url])
+        .env_remove("SWARM_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        text(&anonymous).contains("401 unauthenticated"),
+        "{}",
+        text(&anonymous)
+    );
+    stack.stop().await.unwrap();
+}
