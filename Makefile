@@ -10,8 +10,9 @@ BENCH_SECONDS ?= 5
 BENCH_CONCURRENCY ?= 32
 HELD_SECONDS ?= 10
 FUZZ_EXAMPLES ?= 100
+PY_VENV ?= target/py-venv
 
-.PHONY: help run test e2e bench bench-flow bench-held fuzz openapi lint fmt toolchain tools
+.PHONY: help run test e2e bench bench-flow bench-held fuzz openapi python lint fmt toolchain tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,9 +32,15 @@ tools: ## install what the tests use besides Rust: promtool (Debian's prometheus
 run: toolchain ## build and start every service and the gateway (http://127.0.0.1:8080)
 	$(CARGO) run --release -p swarm -- up
 
-test: toolchain tools ## run unit, integration (SQLite and PostgreSQL) and end-to-end tests
+test: toolchain tools python ## run unit, integration (SQLite and PostgreSQL) and end-to-end tests, and the Python SDK's against a real stack
 	@pg_isready -q -d "$(PG_URL)" 2>/dev/null || echo "warning: PostgreSQL at $(PG_URL) does not answer; its tests will fail (set SWARM_TEST_POSTGRES_URL)"
 	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} $(CARGO) test --workspace --all-targets
+	$(CARGO) build -p swarm
+	SWARM_BIN=$(CURDIR)/target/debug/swarm $(PY_VENV)/bin/pytest -q sdk/python/tests
+
+python: ## install the Python SDK and its tools into target/py-venv
+	@test -x $(PY_VENV)/bin/pytest || (python3 -m venv $(PY_VENV) && $(PY_VENV)/bin/pip install --quiet --upgrade pip)
+	$(PY_VENV)/bin/pip install --quiet -e 'sdk/python[dev]'
 
 e2e: toolchain tools ## run only the end-to-end tests
 	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} $(CARGO) test -p swarm-e2e
@@ -72,9 +79,10 @@ fuzz: toolchain ## fuzz the REST API against its OpenAPI document on SQLite and 
 openapi: toolchain ## write docs/openapi.json, the OpenAPI document the gateway serves (a test checks they agree)
 	SWARM_BLESS_OPENAPI=1 $(CARGO) test -p swarm-gateway --lib openapi::tests::the_committed_document_is_the_served_one
 
-lint: toolchain ## check formatting and clippy (warnings are errors)
+lint: toolchain python ## check formatting and clippy (warnings are errors), ruff and mypy on the Python SDK
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd sdk/python && $(CURDIR)/$(PY_VENV)/bin/ruff check . && $(CURDIR)/$(PY_VENV)/bin/ruff format --check . && $(CURDIR)/$(PY_VENV)/bin/mypy src tests
 
 fmt: toolchain ## format the code
 	$(CARGO) fmt --all

@@ -1,0 +1,85 @@
+"""A real Swarm for the tests: `swarm up` (the binary `SWARM_BIN` names) on free loopback
+ports over a fresh SQLite file, with a known admin key."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@dataclass(frozen=True)
+class Swarm:
+    url: str
+    key: str
+
+    def agent_call(self, path: str, body: dict[str, object]) -> dict[str, object]:
+        """Does an agent's part over REST."""
+        response = httpx.post(
+            f"{self.url}{path}", json=body, headers={"Authorization": f"Bearer {self.key}"}
+        )
+        response.raise_for_status()
+        result: dict[str, object] = response.json()
+        return result
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@pytest.fixture(scope="session")
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+    binary = os.environ.get("SWARM_BIN", str(ROOT / "target/debug/swarm"))
+    gateway, tasks, agents, cache, metrics = _free_ports(5)
+    key = "swarm_py_" + secrets.token_hex(24)
+    database = tmp_path_factory.mktemp("swarm") / "swarm.db"
+    process = subprocess.Popen(
+        [
+            binary,
+            "up",
+            "--database-url",
+            f"sqlite://{database}",
+            "--gateway-addr",
+            f"127.0.0.1:{gateway}",
+            "--tasks-addr",
+            f"127.0.0.1:{tasks}",
+            "--agents-addr",
+            f"127.0.0.1:{agents}",
+            "--cache-addr",
+            f"127.0.0.1:{cache}",
+            "--metrics-addr",
+            f"127.0.0.1:{metrics}",
+        ],
+        env={**os.environ, "SWARM_ADMIN_KEY": key, "RUST_LOG": "warn"},
+    )
+    url = f"http://127.0.0.1:{gateway}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("swarm did not start")
+        yield Swarm(url=url, key=key)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
