@@ -22,6 +22,9 @@ pub enum TaskError {
         /// Its current status.
         status: TaskStatus,
     },
+    /// A failed or cancelled task waits on a task that failed or was cancelled.
+    #[error("task {0} waits on a task that failed or was cancelled; retry that one first")]
+    RetryBlocked(Uuid),
     /// No schedule has this id.
     #[error("schedule {0} not found")]
     ScheduleNotFound(Uuid),
@@ -105,6 +108,7 @@ impl From<TaskError> for Error {
             }
             TaskError::WrongStatus { .. }
             | TaskError::DependencyEnded { .. }
+            | TaskError::RetryBlocked(_)
             | TaskError::WorkflowEnded { .. }
             | TaskError::OutcomeDiffers { .. }
             | TaskError::NotLeaseHolder { .. }

@@ -1584,6 +1584,14 @@ async fn a_failed_parent_cancels_its_descendants(backend: Backend) {
         .create(after("grandchild", &[&child]))
         .await
         .unwrap();
+    let keyed = || NewTask {
+        idempotency_key: Some(IdempotencyKey {
+            tenant: String::new(),
+            key: "follow-up".into(),
+        }),
+        ..after("keyed", &[&root])
+    };
+    let (first_keyed, _) = f.queue.create(keyed()).await.unwrap();
     let (bystander, _) = f.queue.create(titled("bystander")).await.unwrap();
     let held = claim_one(&f.queue, Uuid::now_v7()).await;
     assert_eq!(held.id, root.id);
@@ -1603,6 +1611,18 @@ async fn a_failed_parent_cancels_its_descendants(backend: Backend) {
     assert_eq!(
         f.queue.get(bystander.id).await.unwrap().status,
         TaskStatus::Queued
+    );
+
+    let (replayed, created) = f.queue.create(keyed()).await.unwrap();
+    assert_eq!(
+        (replayed.id, created, replayed.status),
+        (first_keyed.id, false, TaskStatus::Cancelled),
+        "a repeated submission answers what the first created, whatever became of its parent"
+    );
+    let blocked = f.queue.retry(child.id).await;
+    assert!(
+        matches!(blocked, Err(TaskError::RetryBlocked(id)) if id == child.id),
+        "a task waiting on a failed one cannot be retried: {blocked:?}"
     );
 
     let too_late = f.queue.create(after("too late", &[&root])).await;
@@ -1633,8 +1653,46 @@ async fn a_failed_parent_cancels_its_descendants(backend: Backend) {
     let everything = TaskFilter::default();
     assert_eq!(
         f.queue.list(&everything, Page::default()).await.unwrap().1,
-        4,
+        5,
         "refused tasks were not created"
+    );
+}
+
+async fn many_dependents_of_one_parent_may_be_created_at_once(backend: Backend) {
+    let f = fixture(backend).await;
+    let (parent, _) = f.queue.create(titled("parent")).await.unwrap();
+    let creations: Vec<_> = (0..20)
+        .map(|i| {
+            let queue = f.queue.clone();
+            let task = after(&format!("child {i}"), &[&parent]);
+            tokio::spawn(async move { queue.create(task).await })
+        })
+        .collect();
+    for creation in creations {
+        let (child, _) = creation.await.unwrap().expect("no creation fails");
+        assert_eq!(child.status, TaskStatus::Waiting);
+    }
+    let done = run_one(&f.queue, "null").await;
+    assert_eq!(done.id, parent.id);
+    let mut released = 0;
+    while !f
+        .queue
+        .claim(claim_for(Uuid::now_v7(), &[], 100))
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        released += 1;
+    }
+    assert!(released >= 1);
+    let queued = TaskFilter {
+        status: Some(TaskStatus::Active),
+        ..TaskFilter::default()
+    };
+    assert_eq!(
+        f.queue.list(&queued, Page::default()).await.unwrap().1,
+        20,
+        "every child ran"
     );
 }
 
@@ -1789,6 +1847,25 @@ async fn workflows_run_as_one_graph_and_report_as_one(backend: Backend) {
     assert_eq!(failed.status, WorkflowStatus::Failed);
     assert_eq!(by_key(&tasks, "write").status, TaskStatus::Cancelled);
 
+    // One branch failed while another still waits to run: cancelling stops the rest.
+    let branches = NewWorkflow {
+        steps: vec![step("left", &[]), step("right", &[])],
+        ..pipeline("branches", None)
+    };
+    let (branching, _) = f.queue.create_workflow(branches).await.unwrap();
+    let left = claim_one(&f.queue, Uuid::now_v7()).await;
+    f.queue
+        .fail(left.id, lease_of(&left), "broke".into(), false)
+        .await
+        .unwrap();
+    let (cancelled, tasks) = f.queue.cancel_workflow(branching.id).await.unwrap();
+    assert_eq!(cancelled.status, WorkflowStatus::Failed);
+    assert!(tasks.iter().all(|task| task.status.is_final()));
+    assert!(matches!(
+        f.queue.cancel_workflow(branching.id).await,
+        Err(TaskError::WorkflowEnded { .. })
+    ));
+
     let only = |status, user_id: Option<&str>| WorkflowFilter {
         status,
         user_id: user_id.map(str::to_owned),
@@ -1798,10 +1875,10 @@ async fn workflows_run_as_one_graph_and_report_as_one(backend: Backend) {
         .list_workflows(&only(None, None), Page::default())
         .await
         .unwrap();
-    assert_eq!(total, 3);
+    assert_eq!(total, 4);
     assert_eq!(
         all.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
-        ["failing", "doomed", "report"],
+        ["branches", "failing", "doomed", "report"],
         "newest first"
     );
     let (failed_ones, _) = f
@@ -1811,7 +1888,7 @@ async fn workflows_run_as_one_graph_and_report_as_one(backend: Backend) {
         .unwrap();
     assert_eq!(
         failed_ones.iter().map(|w| w.id).collect::<Vec<_>>(),
-        [failing.id]
+        [branching.id, failing.id]
     );
     let (adas, total) = f
         .queue
@@ -1942,6 +2019,18 @@ async fn missed_ticks_fire_once_and_paused_schedules_not_at_all(backend: Backend
         scheduler.create(every_second("nightly")).await,
         Err(TaskError::ScheduleNameTaken(_))
     ));
+    let another_tenants = NewSchedule {
+        task: NewTask {
+            user_id: Some("elsewhere".into()),
+            ..titled("tick")
+        },
+        paused: true,
+        ..every_second("nightly")
+    };
+    assert!(
+        scheduler.create(another_tenants).await.is_ok(),
+        "names are unique per tenant"
+    );
     assert!(schedule.next_run_at > schedule.created_at);
 
     // No replica runs for three seconds and more: the missed ticks fire once.
@@ -1993,6 +2082,7 @@ async fn missed_ticks_fire_once_and_paused_schedules_not_at_all(backend: Backend
 }
 
 swarm_kit::conformance!(
+    many_dependents_of_one_parent_may_be_created_at_once,
     a_schedule_fires_each_tick_once_on_any_number_of_replicas,
     missed_ticks_fire_once_and_paused_schedules_not_at_all,
     workflows_run_as_one_graph_and_report_as_one,

@@ -28,7 +28,7 @@ BEGIN
         UPDATE task_attempts
         SET finished_at = NEW.updated_at,
             outcome = COALESCE(NEW.attempt_outcome, 'failed'),
-            error = CASE WHEN NEW.status = 'completed' THEN NULL ELSE NEW.error END
+            error = CASE WHEN NEW.attempt_outcome IN ('completed', 'cancelled') THEN NULL ELSE NEW.error END
         WHERE task_id = NEW.id AND outcome = 'running';
     END IF;
     RETURN NULL;

@@ -18,6 +18,12 @@ ALTER TABLE tasks ADD COLUMN dependent_count INTEGER NOT NULL DEFAULT 0;
 CREATE FUNCTION swarm_task_dependents() RETURNS trigger AS $$
 BEGIN
     IF NEW.status = 'completed' THEN
+        -- Lock the waiting dependents first: a transaction completing another parent of one
+        -- of them waits here until this one commits, then its own check sees both parents.
+        PERFORM 1 FROM tasks
+        WHERE status = 'waiting'
+          AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on = NEW.id)
+        ORDER BY id FOR UPDATE;
         UPDATE tasks
         SET status = CASE WHEN available_at > NEW.updated_at THEN 'scheduled' ELSE 'queued' END,
             available_at = GREATEST(available_at, NEW.updated_at),

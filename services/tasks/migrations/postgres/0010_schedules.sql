@@ -4,7 +4,7 @@
 -- on, only from the tick it fired (compare and set).
 CREATE TABLE schedules (
     id          UUID PRIMARY KEY,
-    name        TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
     cron        TEXT NOT NULL,
     timezone    TEXT NOT NULL,
     task        JSONB NOT NULL,
@@ -15,6 +15,9 @@ CREATE TABLE schedules (
     created_at  BIGINT NOT NULL,
     updated_at  BIGINT NOT NULL
 );
+-- Names are unique per tenant (admin callers share one scope), so one tenant's names tell
+-- nothing of another's.
+CREATE UNIQUE INDEX schedules_name_idx ON schedules (COALESCE(user_id, ''), name);
 CREATE INDEX schedules_due_idx ON schedules (next_run_at) WHERE NOT paused;
 CREATE INDEX schedules_user_idx ON schedules (user_id, created_at);
 

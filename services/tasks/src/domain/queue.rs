@@ -28,7 +28,7 @@ use crate::domain::waiters::{ReadyWork, Waiters};
 use crate::domain::watchers::{Seen, Watchers};
 use crate::domain::{
     Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, NewWorkflow, RetryPolicy,
-    Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter, WorkflowStatus,
+    Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter,
 };
 use crate::error::TaskError;
 use crate::storage::{Insertion, Release, TaskStore, TaskVersion, WorkflowRecord};
@@ -37,6 +37,8 @@ use crate::storage::{Insertion, Release, TaskStore, TaskVersion, WorkflowRecord}
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
 /// The most tasks one batch creates.
 pub const MAX_BATCH: usize = 1000;
+/// The most dependencies one batch records (both backends bind two values each).
+pub const MAX_BATCH_DEPENDENCIES: usize = 10_000;
 /// The most expired leases one sweep statement ends.
 const SWEEP_BATCH: u32 = 500;
 /// How long a finished task is kept in memory (pruning elsewhere is noticed within this time).
@@ -239,6 +241,7 @@ impl TaskQueue {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        check_edges(&tasks)?;
         self.check_dependencies(&tasks).await?;
         let insertion = self.store.insert_many(&tasks, self.now_millis()).await?;
         let Inserted::Created(created) = dependencies_met(insertion)? else {
@@ -276,6 +279,7 @@ impl TaskQueue {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        check_edges(&tasks)?;
         self.check_dependencies(&tasks).await?;
         let insertion = self
             .store
@@ -309,19 +313,22 @@ impl TaskQueue {
         Ok(self.store.list_workflows(filter, page).await?)
     }
 
-    /// Cancels every unfinished task of a workflow; a finished workflow is refused.
+    /// Cancels every unfinished task of a workflow (branches still running after another
+    /// failed included); a workflow with nothing left to run is refused.
     pub async fn cancel_workflow(&self, id: Uuid) -> Result<(Workflow, Vec<Task>), TaskError> {
-        let (workflow, _) = self.workflow(id).await?;
-        if workflow.status != WorkflowStatus::Running {
+        let cancelled = self.store.cancel_workflow(id, self.now_millis()).await?;
+        let nothing_left = cancelled.is_empty();
+        for task in cancelled {
+            self.publish(task);
+        }
+        let (workflow, tasks) = self.workflow(id).await?;
+        if nothing_left {
             return Err(TaskError::WorkflowEnded {
                 id,
                 status: workflow.status,
             });
         }
-        for task in self.store.cancel_workflow(id, self.now_millis()).await? {
-            self.publish(task);
-        }
-        self.workflow(id).await
+        Ok((workflow, tasks))
     }
 
     /// Looks at the tasks `tasks` depend on: refuses those a client may not see (a client's
@@ -411,17 +418,11 @@ impl TaskQueue {
     /// is refused.
     pub async fn retry(&self, id: Uuid) -> Result<Task, TaskError> {
         match self.store.retry(id, self.now_millis()).await? {
-            Some(task) => {
-                self.finished.invalidate(&id);
-                Ok(self.publish_returned(task))
-            }
-            None => {
-                let task = self.get(id).await?;
-                Err(TaskError::WrongStatus {
-                    id,
-                    status: task.status,
-                })
-            }
+            Some(task) => Ok(self.publish_returned(task)),
+            None => match self.get(id).await?.status {
+                TaskStatus::Failed | TaskStatus::Cancelled => Err(TaskError::RetryBlocked(id)),
+                status => Err(TaskError::WrongStatus { id, status }),
+            },
         }
     }
 
@@ -844,8 +845,10 @@ impl TaskQueue {
         self.publish(task)
     }
 
+    /// Keeps a completed task in memory: it never changes again (a failed or cancelled one may
+    /// be retried, on any replica).
     fn remember_if_finished(&self, task: &Arc<Task>) {
-        if task.status.is_final() {
+        if task.status == TaskStatus::Completed {
             self.finished.insert(task.id, Arc::clone(task));
         }
     }
@@ -986,6 +989,18 @@ fn dependencies_met(insertion: Insertion) -> Result<Inserted, TaskError> {
         Insertion::MissingDependency(id) => Err(missing_dependency(id)),
         Insertion::EndedDependency(id, status) => Err(TaskError::DependencyEnded { id, status }),
     }
+}
+
+/// Refuses a batch whose dependencies, all together, would not fit in the statements that
+/// record them.
+fn check_edges(tasks: &[NewTask]) -> Result<(), TaskError> {
+    let edges: usize = tasks.iter().map(NewTask::dependency_count).sum();
+    if edges > MAX_BATCH_DEPENDENCIES {
+        return Err(TaskError::Invalid(format!(
+            "a batch records at most {MAX_BATCH_DEPENDENCIES} dependencies; this one has {edges}"
+        )));
+    }
+    Ok(())
 }
 
 fn missing_dependency(id: Uuid) -> TaskError {

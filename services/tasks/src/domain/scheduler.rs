@@ -20,6 +20,8 @@ use crate::storage::TaskStore;
 
 /// The longest the scheduler sleeps: schedules other replicas add or change are seen within it.
 const LONGEST_SLEEP: Duration = Duration::from_secs(1);
+/// The shortest: a schedule that stays due (one that cannot fire) is not tried in a busy loop.
+const SHORTEST_SLEEP: Duration = Duration::from_millis(50);
 /// The most due schedules one pass fires.
 const FIRE_BATCH: u32 = 100;
 /// The next tick of a schedule that has none (a date that never comes).
@@ -155,7 +157,13 @@ impl Scheduler {
             let now = self.queue.now_millis();
             let due = self.store.due_schedules(now, FIRE_BATCH).await?;
             for schedule in &due {
-                created += usize::from(self.fire(schedule, now).await?);
+                // One schedule that cannot fire does not hold the others back.
+                match self.fire(schedule, now).await {
+                    Ok(fired) => created += usize::from(fired),
+                    Err(error) => {
+                        warn!(schedule_id = %schedule.id, %error, "schedule did not fire")
+                    }
+                }
             }
             if due.len() < FIRE_BATCH as usize {
                 return Ok(created);
@@ -196,7 +204,8 @@ impl Scheduler {
             let wait = match self.store.next_schedule_due().await {
                 Ok(Some(next)) => {
                     let millis = next.saturating_sub(self.queue.now_millis()).max(0);
-                    LONGEST_SLEEP.min(Duration::from_millis(millis.unsigned_abs()))
+                    Duration::from_millis(millis.unsigned_abs())
+                        .clamp(SHORTEST_SLEEP, LONGEST_SLEEP)
                 }
                 Ok(None) => LONGEST_SLEEP,
                 Err(error) => {

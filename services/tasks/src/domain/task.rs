@@ -23,6 +23,8 @@ pub const MAX_TIMEOUT_SECONDS: i32 = 86_400;
 pub const MAX_CLAIM: u32 = 100;
 /// The longest delay a task may be submitted with, in seconds (a year).
 pub const MAX_DELAY_SECONDS: u32 = 31_536_000;
+/// The latest start a task may be given: the end of the year 9999, in Unix milliseconds.
+pub const LATEST_RUN_AT: i64 = 253_402_300_799_999;
 /// The most tasks one task may depend on.
 pub const MAX_DEPENDENCIES: usize = 100;
 
@@ -298,6 +300,11 @@ impl NewTask {
             return Err(TaskError::Invalid(format!(
                 "timeout_seconds must be between 1 and {MAX_TIMEOUT_SECONDS}"
             )));
+        }
+        if self.run_at.is_some_and(|run_at| run_at > LATEST_RUN_AT) {
+            return Err(TaskError::Invalid(
+                "run_at must be before the year 10000".into(),
+            ));
         }
         if self.run_at.is_some() && self.delay_seconds.is_some() {
             return Err(TaskError::Invalid(

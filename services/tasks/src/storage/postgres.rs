@@ -184,8 +184,10 @@ const INSERT_UNNEST: &str = const_format::concatcp!(
     sql::INSERT_TASKS_END
 );
 
-/// Locks the parents a new task depends on until it is recorded, so none ends before the
-/// dependency is there for its trigger to see.
-pub(crate) const LOCK_FOR_SHARE: &str = " FOR SHARE";
+/// Locks the parents a new task depends on (or a retried task waits on) until it is recorded,
+/// so none ends before the dependency is there for its trigger to see. The lock is strong
+/// enough for the dependent count that follows, and taken in id order, so two insertions
+/// sharing parents wait for each other rather than deadlock.
+pub(crate) const LOCK_PARENTS: &str = " ORDER BY id FOR NO KEY UPDATE";
 
 impl_task_store!(PostgresTaskStore, Postgres, crate::storage::postgres);

@@ -179,7 +179,8 @@ pub const CANCEL: &str = "UPDATE tasks SET status = 'cancelled', lease_id = NULL
     WHERE id = $1 AND status IN ('waiting', 'scheduled', 'queued', 'active') RETURNING *";
 
 /// Queues a failed or cancelled task again with a fresh attempt budget, as it was submitted:
-/// waiting again while a task it depends on has not completed.
+/// waiting again while a task it depends on has not completed; not at all while one of them
+/// failed or was cancelled.
 pub const RETRY: &str = "UPDATE tasks SET status = CASE WHEN EXISTS (SELECT 1 \
     FROM task_dependencies d JOIN tasks parent ON parent.id = d.depends_on \
     WHERE d.task_id = tasks.id AND parent.status <> 'completed') THEN 'waiting' ELSE 'queued' END, \
@@ -187,7 +188,12 @@ pub const RETRY: &str = "UPDATE tasks SET status = CASE WHEN EXISTS (SELECT 1 \
     agent_id = pinned_agent_id, lease_id = NULL, lease_expires_at = NULL, result = NULL, \
     error = NULL, progress_percent = 0, progress_message = NULL, attempt_outcome = NULL, \
     available_at = $2, started_at = NULL, finished_at = NULL, updated_at = $2 \
-    WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING *";
+    WHERE id = $1 AND status IN ('failed', 'cancelled') AND NOT EXISTS (SELECT 1 \
+    FROM task_dependencies d JOIN tasks parent ON parent.id = d.depends_on \
+    WHERE d.task_id = tasks.id AND parent.status IN ('failed', 'cancelled')) RETURNING *";
+
+/// The tasks task `$1` depends on, for the caller to lock.
+pub const PARENT_IDS: &str = "SELECT depends_on FROM task_dependencies WHERE task_id = $1";
 
 /// Selects up to `$2` scheduled tasks due by `$1`, earliest first; the caller appends locking.
 pub const DUE_IDS: &str = "SELECT id FROM tasks WHERE status = 'scheduled' \
@@ -619,11 +625,26 @@ macro_rules! impl_task_store {
                 id: uuid::Uuid,
                 now: i64,
             ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
-                sqlx::query_as($crate::storage::sql::RETRY)
+                use $crate::storage::sql;
+                use $dialect as dialect;
+                // Lock what it waits on first, so a parent completing meanwhile sees it waiting.
+                let mut transaction = self.writer.begin().await?;
+                let parents: Vec<uuid::Uuid> = sqlx::query_scalar(sql::PARENT_IDS)
+                    .bind(id)
+                    .fetch_all(&mut *transaction)
+                    .await?;
+                if !parents.is_empty() {
+                    let mut lock = by_ids("SELECT id FROM tasks", &parents);
+                    lock.push(dialect::LOCK_PARENTS);
+                    lock.build().execute(&mut *transaction).await?;
+                }
+                let retried = sqlx::query_as(sql::RETRY)
                     .bind(id)
                     .bind(now)
-                    .fetch_optional(&self.writer)
-                    .await
+                    .fetch_optional(&mut *transaction)
+                    .await?;
+                transaction.commit().await?;
+                Ok(retried)
             }
 
             async fn queue_due(
@@ -925,10 +946,26 @@ macro_rules! impl_task_store {
                 let parents: std::collections::BTreeSet<uuid::Uuid> =
                     tasks.iter().flat_map(|task| task.depends_on.iter().copied()).collect();
                 let mut transaction = self.writer.begin().await?;
+                let seen_key = tasks
+                    .first()
+                    .and_then(|task| task.idempotency_key.as_ref())
+                    .map($crate::domain::IdempotencyKey::storage_key);
+                if let Some(key) = &seen_key {
+                    // A repeated submission answers what the first one created, whatever
+                    // became of what it depends on since.
+                    let existing: Option<$crate::domain::Task> = sqlx::query_as(sql::BY_IDEMPOTENCY_KEY)
+                        .bind(key)
+                        .fetch_optional(&mut *transaction)
+                        .await?;
+                    if let Some(existing) = existing {
+                        transaction.commit().await?;
+                        return Ok(Insertion::Existing(Box::new(existing)));
+                    }
+                }
                 let mut parent_status = std::collections::HashMap::new();
                 if !parents.is_empty() {
                     let mut lock = by_ids("SELECT id, status FROM tasks", &Vec::from_iter(parents.iter().copied()));
-                    lock.push(dialect::LOCK_FOR_SHARE);
+                    lock.push(dialect::LOCK_PARENTS);
                     let found: Vec<(uuid::Uuid, String)> =
                         lock.build_query_as().fetch_all(&mut *transaction).await?;
                     parent_status.extend(found);
@@ -970,10 +1007,6 @@ macro_rules! impl_task_store {
                     })
                     .collect();
                 let mut created = dialect::insert_rows(&mut transaction, &rows, now).await?;
-                let seen_key = tasks
-                    .first()
-                    .and_then(|task| task.idempotency_key.as_ref())
-                    .map($crate::domain::IdempotencyKey::storage_key);
                 if created.len() < tasks.len()
                     && let Some(key) = seen_key
                 {

@@ -110,6 +110,6 @@ pub(crate) async fn insert_rows(
 
 /// Locks the parents a new task depends on until it is recorded: nothing to add, as SQLite's
 /// single writer runs the whole insertion alone.
-pub(crate) const LOCK_FOR_SHARE: &str = "";
+pub(crate) const LOCK_PARENTS: &str = "";
 
 impl_task_store!(SqliteTaskStore, Sqlite, crate::storage::sqlite);
