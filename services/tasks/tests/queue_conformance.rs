@@ -1696,6 +1696,33 @@ async fn many_dependents_of_one_parent_may_be_created_at_once(backend: Backend) 
     );
 }
 
+async fn large_results_are_handed_down_within_a_budget(backend: Backend) {
+    let f = fixture(backend).await;
+    let mut parents = Vec::new();
+    for i in 0..6 {
+        let (parent, _) = f.queue.create(titled(&format!("big {i}"))).await.unwrap();
+        parents.push(parent);
+    }
+    let (child, _) = f
+        .queue
+        .create(after("reader", &parents.iter().collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    let big = format!("\"{}\"", "x".repeat(900 * 1024));
+    for _ in 0..6 {
+        run_one(&f.queue, &big).await;
+    }
+    let claimed = claim_one(&f.queue, Uuid::now_v7()).await;
+    assert_eq!(claimed.id, child.id);
+    let handed: usize = claimed
+        .dependency_results
+        .iter()
+        .map(|(_, result)| result.as_ref().map_or(0, String::len))
+        .sum();
+    assert_eq!(claimed.dependency_results.len(), 4, "as many as fit 4 MiB");
+    assert!(handed <= 4 * 1024 * 1024);
+}
+
 async fn a_batch_waits_on_its_own_tasks(backend: Backend) {
     let f = fixture(backend).await;
     let created = f
@@ -2082,6 +2109,7 @@ async fn missed_ticks_fire_once_and_paused_schedules_not_at_all(backend: Backend
 }
 
 swarm_kit::conformance!(
+    large_results_are_handed_down_within_a_budget,
     many_dependents_of_one_parent_may_be_created_at_once,
     a_schedule_fires_each_tick_once_on_any_number_of_replicas,
     missed_ticks_fire_once_and_paused_schedules_not_at_all,

@@ -25,6 +25,9 @@ pub const MAX_CLAIM: u32 = 100;
 pub const MAX_DELAY_SECONDS: u32 = 31_536_000;
 /// The latest start a task may be given: the end of the year 9999, in Unix milliseconds.
 pub const LATEST_RUN_AT: i64 = 253_402_300_799_999;
+/// The most bytes of parents' results one claim hands down: past it, the rest are left out
+/// (an agent reads them with the task), so the answer stays within the message limit.
+pub const MAX_HANDED_DOWN_BYTES: usize = 4 * 1024 * 1024;
 /// The most tasks one task may depend on.
 pub const MAX_DEPENDENCIES: usize = 100;
 

@@ -1066,7 +1066,13 @@ macro_rules! impl_task_store {
                 push_id_list(&mut query, &dependent);
                 let results: Vec<(uuid::Uuid, uuid::Uuid, Option<String>)> =
                     query.build_query_as().fetch_all(&self.writer).await?;
+                let mut budget = $crate::domain::task::MAX_HANDED_DOWN_BYTES;
                 for (child, parent, result) in results {
+                    let size = result.as_ref().map_or(0, String::len);
+                    if size > budget {
+                        continue;
+                    }
+                    budget -= size;
                     if let Some(task) = tasks.iter_mut().find(|task| task.id == child) {
                         task.dependency_results.push((parent, result));
                     }
