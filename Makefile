@@ -36,7 +36,7 @@ test: toolchain tools python ## run unit, integration (SQLite and PostgreSQL) an
 	@pg_isready -q -d "$(PG_URL)" 2>/dev/null || echo "warning: PostgreSQL at $(PG_URL) does not answer; its tests will fail (set SWARM_TEST_POSTGRES_URL)"
 	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} $(CARGO) test --workspace --all-targets
 	$(CARGO) build -p swarm
-	SWARM_BIN=$(CURDIR)/target/debug/swarm $(PY_VENV)/bin/pytest -q sdk/python/tests
+	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} SWARM_BIN=$(CURDIR)/target/debug/swarm $(PY_VENV)/bin/pytest -q sdk/python/tests
 
 python: ## install the Python SDK and its tools into target/py-venv
 	@test -x $(PY_VENV)/bin/pytest || (python3 -m venv $(PY_VENV) && $(PY_VENV)/bin/pip install --quiet --upgrade pip)

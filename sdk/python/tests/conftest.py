@@ -1,5 +1,6 @@
 """A real Swarm for the tests: `swarm up` (the binary `SWARM_BIN` names) on free loopback
-ports over a fresh SQLite file, with a known admin key."""
+ports with a known admin key, once over a fresh SQLite file and once over a fresh PostgreSQL
+database on the server `SWARM_TEST_POSTGRES_URL` names (skipped when it is unset)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -43,18 +45,37 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path_factory.mktemp('swarm') / 'swarm.db'}"
+        return
+    server = os.environ.get("SWARM_TEST_POSTGRES_URL")
+    if not server:
+        pytest.skip("SWARM_TEST_POSTGRES_URL is not set")
+    name = "swarm_py_" + secrets.token_hex(6)
+    admin = urlunsplit(urlsplit(server)._replace(path="/postgres"))
+    subprocess.run(["psql", "-q", admin, "-c", f"CREATE DATABASE {name}"], check=True)
+    try:
+        yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+    finally:
+        drop = f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        subprocess.run(["psql", "-q", admin, "-c", drop], check=True)
+
+
 @pytest.fixture(scope="session")
-def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+def swarm(database_url: str) -> Iterator[Swarm]:
     binary = os.environ.get("SWARM_BIN", str(ROOT / "target/debug/swarm"))
     gateway, tasks, agents, cache, metrics = _free_ports(5)
     key = "swarm_py_" + secrets.token_hex(24)
-    database = tmp_path_factory.mktemp("swarm") / "swarm.db"
     process = subprocess.Popen(
         [
             binary,
             "up",
             "--database-url",
-            f"sqlite://{database}",
+            database_url,
             "--gateway-addr",
             f"127.0.0.1:{gateway}",
             "--tasks-addr",
