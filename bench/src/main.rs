@@ -203,12 +203,7 @@ async fn run_bench(args: BenchArgs) -> Outcome {
         cycle_tasks: args.cycle_tasks,
         pace: Some(args.pace).filter(|rate| *rate > 0.0),
     };
-    let backend = options
-        .database_url
-        .split(':')
-        .next()
-        .unwrap_or("?")
-        .to_owned();
+    let backend = backend_name(&options.database_url).to_owned();
     let report = api::run(&options).await?;
     for figure in report.api {
         println!(
@@ -229,17 +224,17 @@ async fn run_bench(args: BenchArgs) -> Outcome {
     Ok(())
 }
 
+/// The backend a database URL names (`sqlite`, `postgres`), for the figures' first column.
+fn backend_name(database_url: &str) -> &str {
+    database_url.split(':').next().unwrap_or("?")
+}
+
 async fn run_bench_flow(args: BenchFlowArgs) -> Outcome {
     let options = BenchOptions {
         database_url: args.database_url,
         ..BenchOptions::load(Duration::from_secs(args.seconds), args.concurrency)
     };
-    let backend = options
-        .database_url
-        .split(':')
-        .next()
-        .unwrap_or("?")
-        .to_owned();
+    let backend = backend_name(&options.database_url).to_owned();
     let report = flow::run(&options, args.rounds).await?;
     println!(
         "{backend:<9} {}   ({} clients, {} s)",

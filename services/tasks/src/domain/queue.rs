@@ -335,17 +335,33 @@ impl TaskQueue {
     /// tasks depend only on its own), and links the current span to the traces that created
     /// them, so a dependent's trace leads to its parents'.
     async fn check_dependencies(&self, tasks: &[NewTask]) -> Result<(), TaskError> {
+        let mut wanted: Vec<Uuid> = tasks
+            .iter()
+            .flat_map(|task| task.depends_on.iter().copied())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        // One read for the whole batch, however many of its tasks depend on others.
+        let parents: HashMap<Uuid, Task> = self
+            .store
+            .get_many(&wanted)
+            .await?
+            .into_iter()
+            .map(|parent| (parent.id, parent))
+            .collect();
         let span = tracing::Span::current();
-        for task in tasks.iter().filter(|task| !task.depends_on.is_empty()) {
-            let parents = self.store.get_many(&task.depends_on).await?;
-            for parent in &parents {
-                swarm_kit::trace::link_to(&span, parent.trace_parent.as_deref());
-            }
+        for parent in parents.values() {
+            swarm_kit::trace::link_to(&span, parent.trace_parent.as_deref());
+        }
+        for task in tasks {
             let Some(tenant) = &task.tenant else { continue };
             let reachable = |id: &Uuid| {
                 parents
-                    .iter()
-                    .any(|parent| parent.id == *id && parent.user_id.as_ref() == Some(tenant))
+                    .get(id)
+                    .is_some_and(|parent| parent.user_id.as_ref() == Some(tenant))
             };
             if let Some(hidden) = task.depends_on.iter().find(|id| !reachable(id)) {
                 return Err(missing_dependency(*hidden));
