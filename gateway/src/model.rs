@@ -31,6 +31,9 @@ pub struct TaskView {
     attempts: i32,
     max_attempts: i32,
     timeout_seconds: i32,
+    /// Seconds one attempt may run in all, if bounded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    execution_timeout_seconds: Option<i32>,
     progress: ProgressView,
     #[schema(value_type = Option<serde_json::Value>)]
     result: Option<Box<RawValue>>,
@@ -121,6 +124,7 @@ impl From<pb::Task> for TaskView {
             attempts: task.attempts,
             max_attempts: task.max_attempts,
             timeout_seconds: task.timeout_seconds,
+            execution_timeout_seconds: task.execution_timeout_seconds,
             progress: ProgressView {
                 percent: progress.percent,
                 message: progress.message,

@@ -189,18 +189,18 @@ pub struct Heartbeat {
     active_tasks: Option<Vec<String>>,
 }
 
-/// Answer of a heartbeat: the agent, and the listed tasks that were cancelled.
+/// Answer of a heartbeat: the agent, and the listed tasks it should stop.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HeartbeatView {
     #[serde(flatten)]
     agent: AgentView,
-    /// Listed tasks that were cancelled: stop working on them.
+    /// Listed tasks the agent no longer holds (cancelled, timed out or taken back): stop them.
     cancel: Vec<String>,
 }
 
 /// Records an agent's heartbeat, squaring the tasks it lists as held.
 #[utoipa::path(post, operation_id = "heartbeat", path = "/api/agents/{id}/heartbeat", tag = "agents", params(AgentPath), request_body(content = Option<Heartbeat>, description = "Optional: the tasks the agent holds."),
-    responses((status = 200, description = "The agent, seen now, and the listed tasks that were cancelled.", body = HeartbeatView)))]
+    responses((status = 200, description = "The agent, seen now, and the listed tasks it no longer holds.", body = HeartbeatView)))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -63,6 +63,8 @@ pub struct ScheduledTaskView {
     user_id: Option<String>,
     max_attempts: Option<i32>,
     timeout_seconds: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    execution_timeout_seconds: Option<i32>,
 }
 
 /// A schedule as REST clients see it.
@@ -95,6 +97,7 @@ impl From<pb::Schedule> for ScheduleView {
                 user_id: task.user_id,
                 max_attempts: task.max_attempts,
                 timeout_seconds: task.timeout_seconds,
+                execution_timeout_seconds: task.execution_timeout_seconds,
             }),
             id: schedule.id,
             name: schedule.name,

@@ -51,6 +51,10 @@ pub struct CreateTask {
     max_attempts: Option<i32>,
     #[schema(minimum = 1, maximum = 86400)]
     timeout_seconds: Option<i32>,
+    /// Seconds one attempt may run in all, renewals or not; past it the attempt fails with
+    /// "execution timed out" and retries follow `max_attempts`.
+    #[schema(minimum = 1, maximum = 604800)]
+    execution_timeout_seconds: Option<i32>,
     /// When the task may start (RFC 3339); until then it is `scheduled`. Not with
     /// `delay_seconds`.
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -117,6 +121,7 @@ pub fn creation(caller: &Caller, body: CreateTask) -> Result<pb::CreateTaskReque
         agent_id: body.agent_id,
         max_attempts: body.max_attempts,
         timeout_seconds: body.timeout_seconds,
+        execution_timeout_seconds: body.execution_timeout_seconds,
         idempotency_key: None,
         tenant: caller.tenant().to_owned(),
         run_at: body

@@ -460,6 +460,7 @@ fn new_task_from_proto(request: pb::CreateTaskRequest) -> Result<NewTask, Status
         user_id: request.user_id,
         max_attempts: request.max_attempts.unwrap_or(defaults.max_attempts),
         timeout_seconds: request.timeout_seconds.unwrap_or(defaults.timeout_seconds),
+        execution_timeout_seconds: request.execution_timeout_seconds,
         idempotency_key: request.idempotency_key.map(|key| IdempotencyKey {
             tenant: request.tenant.clone(),
             key,
@@ -537,6 +538,7 @@ fn schedule_to_proto(schedule: Schedule) -> pb::Schedule {
             user_id: schedule.user_id,
             max_attempts: Some(template.max_attempts),
             timeout_seconds: Some(template.timeout_seconds),
+            execution_timeout_seconds: template.execution_timeout_seconds,
             ..pb::CreateTaskRequest::default()
         }),
         paused: schedule.paused,
@@ -633,6 +635,7 @@ pub fn task_to_proto(task: Task) -> pb::Task {
         attempts: task.attempts,
         max_attempts: task.max_attempts,
         timeout_seconds: task.timeout_seconds,
+        execution_timeout_seconds: task.execution_timeout_seconds,
         progress: Some(pb::Progress {
             percent: task.progress_percent,
             message: task.progress_message,

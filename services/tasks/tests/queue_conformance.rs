@@ -122,6 +122,7 @@ async fn created_task_keeps_every_field(backend: Backend) {
             user_id: Some("ada".into()),
             max_attempts: 5,
             timeout_seconds: 30,
+            execution_timeout_seconds: Some(120),
             idempotency_key: None,
             trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             run_at: None,
@@ -146,8 +147,13 @@ async fn created_task_keeps_every_field(backend: Backend) {
         (Some(pinned), Some(pinned))
     );
     assert_eq!(
-        (read.priority, read.max_attempts, read.timeout_seconds),
-        (7, 5, 30)
+        (
+            read.priority,
+            read.max_attempts,
+            read.timeout_seconds,
+            read.execution_timeout_seconds
+        ),
+        (7, 5, 30, Some(120))
     );
     assert_eq!((read.attempts, read.progress_percent), (0, 0));
     assert!(read.lease_id.is_none() && read.started_at.is_none());
@@ -738,7 +744,12 @@ async fn heartbeats_renew_listed_tasks_and_take_back_unlisted_ones(backend: Back
     assert!(late.is_err(), "the lost attempt's report is refused");
 
     let stranger = f.queue.sync_held(Uuid::now_v7(), &[kept.id]).await.unwrap();
-    assert!(stranger.released.is_empty() && stranger.cancelled.is_empty());
+    assert!(stranger.released.is_empty());
+    assert_eq!(
+        stranger.cancelled,
+        [kept.id],
+        "told to stop what it does not hold"
+    );
     assert_eq!(
         f.queue.get(kept.id).await.unwrap().lease_expires_at,
         renewed.lease_expires_at,
@@ -846,6 +857,83 @@ async fn expired_leases_return_to_the_queue(backend: Backend) {
     let exhausted = f.queue.get(first.id).await.unwrap();
     assert_eq!(exhausted.status, TaskStatus::Failed);
     assert_eq!(exhausted.agent_id, Some(second_agent));
+}
+
+async fn an_attempt_ends_at_its_execution_bound_however_often_renewed(backend: Backend) {
+    let f = fixture(backend).await;
+    for bound in [0, 604_801] {
+        let refused = f
+            .queue
+            .create(NewTask {
+                execution_timeout_seconds: Some(bound),
+                ..titled("t")
+            })
+            .await;
+        assert!(
+            matches!(&refused, Err(TaskError::Invalid(m)) if m.contains("execution_timeout_seconds")),
+            "{refused:?}"
+        );
+    }
+    let (task, _) = f
+        .queue
+        .create(NewTask {
+            timeout_seconds: 60,
+            execution_timeout_seconds: Some(1),
+            max_attempts: 2,
+            ..titled("bounded")
+        })
+        .await
+        .unwrap();
+    let agent = Uuid::now_v7();
+    let claimed = claim_one(&f.queue, agent).await;
+    let bound = claimed.started_at.unwrap() + 1000;
+    assert_eq!(claimed.lease_expires_at, Some(bound));
+    let moved = f
+        .queue
+        .progress(task.id, lease_of(&claimed), 50, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        moved.lease_expires_at,
+        Some(bound),
+        "progress renews up to the bound"
+    );
+    f.queue.sync_held(agent, &[task.id]).await.unwrap();
+    assert_eq!(
+        f.queue.get(task.id).await.unwrap().lease_expires_at,
+        Some(bound),
+        "a heartbeat renews up to the bound"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(f.queue.sweep_expired_leases().await.unwrap(), 1);
+    let requeued = f.queue.get(task.id).await.unwrap();
+    assert_eq!(
+        requeued.status,
+        TaskStatus::Queued,
+        "the second attempt may run"
+    );
+    assert_eq!(requeued.error.as_deref(), Some("execution timed out"));
+    let synced = f.queue.sync_held(agent, &[task.id]).await.unwrap();
+    assert_eq!(
+        synced.cancelled,
+        [task.id],
+        "the overrunning agent is told to stop"
+    );
+    let (attempts, _) = f.queue.attempts(task.id, Page::default()).await.unwrap();
+    assert_eq!(attempts[0].outcome, AttemptOutcome::TimedOut);
+    assert_eq!(attempts[0].error.as_deref(), Some("execution timed out"));
+
+    // The last attempt that overruns fails the task.
+    let last = claim_one(&f.queue, agent).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.queue.sweep_expired_leases().await.unwrap();
+    let failed = f.queue.get(last.id).await.unwrap();
+    assert_eq!(
+        (failed.status, failed.error.as_deref()),
+        (TaskStatus::Failed, Some("execution timed out")),
+        "the last attempt's overrun fails the task"
+    );
 }
 
 async fn cancellation_stops_queued_and_active_tasks(backend: Backend) {
@@ -2140,6 +2228,7 @@ swarm_kit::conformance!(
     failures_retry_with_backoff_until_attempts_run_out,
     permanent_failures_do_not_retry,
     expired_leases_return_to_the_queue,
+    an_attempt_ends_at_its_execution_bound_however_often_renewed,
     cancellation_stops_queued_and_active_tasks,
     messages_form_a_conversation,
     racing_claimers_never_share_an_attempt,

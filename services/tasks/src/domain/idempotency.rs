@@ -61,14 +61,17 @@ pub fn fingerprint(task: &NewTask) -> String {
     ]);
     // Fields added later count only when set, so requests made before keep their fingerprint.
     let later = task.run_at.is_some() || task.delay_seconds.is_some();
-    if (later || !task.depends_on.is_empty())
-        && let Some(fields) = fields.as_array_mut()
-    {
-        fields.extend([
-            task.run_at.into(),
-            task.delay_seconds.into(),
-            serde_json::json!(task.depends_on),
-        ]);
+    if let Some(fields) = fields.as_array_mut() {
+        if later || !task.depends_on.is_empty() {
+            fields.extend([
+                task.run_at.into(),
+                task.delay_seconds.into(),
+                serde_json::json!(task.depends_on),
+            ]);
+        }
+        if let Some(bound) = task.execution_timeout_seconds {
+            fields.push(bound.into());
+        }
     }
     swarm_kit::digest::sha256_hex(fields.to_string().as_bytes())
 }

@@ -99,7 +99,7 @@ impl Default for QueueSettings {
 /// What squaring an agent's held tasks did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldSync {
-    /// Listed tasks that were cancelled.
+    /// Listed tasks the agent no longer holds (cancelled, timed out or taken back).
     pub cancelled: Vec<Uuid>,
     /// Unlisted tasks taken back from the agent.
     pub released: Vec<Uuid>,
@@ -607,8 +607,8 @@ impl TaskQueue {
     /// Squares what an agent says it holds (`listed`, from its heartbeat) with what the queue
     /// says it holds: renews the leases of the listed tasks; takes back each task it was handed
     /// more than [`CLAIM_ANSWER_GRACE`] ago but does not list (the answer to its claim was
-    /// lost), which counts as a lost attempt; and names the listed tasks that were cancelled,
-    /// which the agent should stop working on.
+    /// lost), which counts as a lost attempt; and names the listed tasks it no longer holds
+    /// (cancelled, timed out or taken back), which the agent should stop working on.
     pub async fn sync_held(&self, agent_id: Uuid, listed: &[Uuid]) -> Result<HeldSync, TaskError> {
         if listed.len() > MAX_LISTED_HELD {
             return Err(TaskError::Invalid(format!(

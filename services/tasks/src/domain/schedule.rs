@@ -91,6 +91,9 @@ pub struct TaskTemplate {
     pub max_attempts: i32,
     /// 1 to 86400.
     pub timeout_seconds: i32,
+    /// 1 to 604800.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_timeout_seconds: Option<i32>,
 }
 
 impl TaskTemplate {
@@ -105,6 +108,7 @@ impl TaskTemplate {
             pinned_agent_id: task.pinned_agent_id,
             max_attempts: task.max_attempts,
             timeout_seconds: task.timeout_seconds,
+            execution_timeout_seconds: task.execution_timeout_seconds,
         }
     }
 
@@ -120,6 +124,7 @@ impl TaskTemplate {
             user_id,
             max_attempts: self.max_attempts,
             timeout_seconds: self.timeout_seconds,
+            execution_timeout_seconds: self.execution_timeout_seconds,
             ..NewTask::default()
         }
     }

@@ -19,6 +19,9 @@ pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 pub const MAX_ERROR_CHARS: usize = 4096;
 /// The longest timeout, in seconds (one day).
 pub const MAX_TIMEOUT_SECONDS: i32 = 86_400;
+
+/// The longest bound on one attempt's run time: a week.
+pub const MAX_EXECUTION_TIMEOUT_SECONDS: i32 = 604_800;
 /// The most tasks one claim may take.
 pub const MAX_CLAIM: u32 = 100;
 /// The longest delay a task may be submitted with, in seconds (a year).
@@ -143,6 +146,8 @@ pub struct Task {
     pub max_attempts: i32,
     /// Seconds an attempt may go without progress before its lease expires.
     pub timeout_seconds: i32,
+    /// Seconds one attempt may run in all, renewals or not.
+    pub execution_timeout_seconds: Option<i32>,
     /// Latest progress, 0 to 100.
     pub progress_percent: i32,
     /// Latest progress note.
@@ -212,6 +217,8 @@ pub struct NewTask {
     pub max_attempts: i32,
     /// 1 to 86400.
     pub timeout_seconds: i32,
+    /// 1 to 604800: how long one attempt may run in all.
+    pub execution_timeout_seconds: Option<i32>,
     /// A key that makes a repeated submission (of the same tenant) return the first task.
     pub idempotency_key: Option<IdempotencyKey>,
     /// The W3C `traceparent` of the request that creates it.
@@ -246,6 +253,7 @@ impl Default for NewTask {
             user_id: None,
             max_attempts: 3,
             timeout_seconds: 300,
+            execution_timeout_seconds: None,
             idempotency_key: None,
             trace_parent: None,
             run_at: None,
@@ -302,6 +310,14 @@ impl NewTask {
         if !(1..=MAX_TIMEOUT_SECONDS).contains(&self.timeout_seconds) {
             return Err(TaskError::Invalid(format!(
                 "timeout_seconds must be between 1 and {MAX_TIMEOUT_SECONDS}"
+            )));
+        }
+        if self
+            .execution_timeout_seconds
+            .is_some_and(|bound| !(1..=MAX_EXECUTION_TIMEOUT_SECONDS).contains(&bound))
+        {
+            return Err(TaskError::Invalid(format!(
+                "execution_timeout_seconds must be between 1 and {MAX_EXECUTION_TIMEOUT_SECONDS}"
             )));
         }
         if self.run_at.is_some_and(|run_at| run_at > LATEST_RUN_AT) {

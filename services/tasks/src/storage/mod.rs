@@ -232,7 +232,7 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Squares what `agent_id` holds with what it says it holds (`listed`), in one
     /// transaction: renews the leases of the listed tasks it holds, ends as lost each active
     /// task it holds unlisted that it claimed before `claimed_before` (recording `error`), and
-    /// returns those ended tasks and the ids of listed tasks that were cancelled.
+    /// returns those ended tasks and the ids of listed tasks it no longer holds.
     async fn sync_held(
         &self,
         agent_id: Uuid,

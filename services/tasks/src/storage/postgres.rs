@@ -110,8 +110,9 @@ const CLAIM: &str = const_format::concatcp!(
     ")) \
         FOR UPDATE SKIP LOCKED) \
     UPDATE tasks SET status = 'active', agent_id = $2, attempts = tasks.attempts + 1, \
-        lease_id = gen_random_uuid(), lease_expires_at = $1 + tasks.timeout_seconds * 1000, \
-        started_at = $1, updated_at = $1, progress_percent = 0, progress_message = NULL \
+        lease_id = gen_random_uuid(), lease_expires_at = ",
+    sql::lease_until!("$1", "$1"),
+    ", started_at = $1, updated_at = $1, progress_percent = 0, progress_message = NULL \
     FROM candidates WHERE tasks.id = candidates.id \
     RETURNING tasks.*"
 );
@@ -163,24 +164,27 @@ pub(crate) async fn insert_rows(
         .bind(column(rows, |row| row.workflow_key.clone()))
         .bind(column(rows, |row| row.schedule_id))
         .bind(column(rows, |row| row.schedule_tick))
+        .bind(column(rows, |row| row.execution_timeout_seconds))
         .bind(now)
         .fetch_all(connection)
         .await
 }
 
-/// [`sql::INSERT_TASKS`] over columns of values: `$1..$20` the columns, `$21` now.
+/// [`sql::INSERT_TASKS`] over columns of values: `$1..$21` the columns, `$22` now.
 const INSERT_UNNEST: &str = const_format::concatcp!(
     sql::INSERT_TASKS,
     "SELECT id, title, kind, payload, status, priority, capabilities::jsonb, pinned, pinned, \
-    user_id, 0, max_attempts, timeout_seconds, 0, available_at, $21, $21, trace_parent, \
+    user_id, 0, max_attempts, timeout_seconds, 0, available_at, $22, $22, trace_parent, \
     idempotency_key, request_hash, dependency_count, workflow_id, workflow_key, schedule_id, \
-    schedule_tick \
+    schedule_tick, execution_timeout_seconds \
     FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], \
     $7::text[], $8::uuid[], $9::text[], $10::int4[], $11::int4[], $12::int8[], $13::text[], \
-    $14::text[], $15::text[], $16::int4[], $17::uuid[], $18::text[], $19::uuid[], $20::int8[]) \
+    $14::text[], $15::text[], $16::int4[], $17::uuid[], $18::text[], $19::uuid[], $20::int8[], \
+    $21::int4[]) \
     AS new_row (id, title, kind, payload, status, priority, capabilities, pinned, user_id, \
     max_attempts, timeout_seconds, available_at, trace_parent, idempotency_key, request_hash, \
-    dependency_count, workflow_id, workflow_key, schedule_id, schedule_tick)",
+    dependency_count, workflow_id, workflow_key, schedule_id, schedule_tick, \
+    execution_timeout_seconds)",
     sql::INSERT_TASKS_END
 );
 

@@ -8,7 +8,27 @@ pub const INSERT_TASKS: &str = "INSERT INTO tasks (id, title, kind, payload, sta
     required_capabilities, agent_id, pinned_agent_id, user_id, attempts, max_attempts, \
     timeout_seconds, progress_percent, available_at, created_at, updated_at, trace_parent, \
     idempotency_key, request_hash, dependency_count, workflow_id, workflow_key, schedule_id, \
-    schedule_tick) ";
+    schedule_tick, execution_timeout_seconds) ";
+
+/// The lease of an attempt that started at `$start`, renewed at `$now`: `timeout_seconds`
+/// from then, but never past the attempt's execution bound, so the lease sweep ends an attempt
+/// that overruns it.
+macro_rules! lease_until {
+    ($now:literal, $start:literal) => {
+        concat!(
+            "CASE WHEN execution_timeout_seconds IS NOT NULL AND ",
+            $start,
+            " + execution_timeout_seconds * 1000 < ",
+            $now,
+            " + timeout_seconds * 1000 THEN ",
+            $start,
+            " + execution_timeout_seconds * 1000 ELSE ",
+            $now,
+            " + timeout_seconds * 1000 END"
+        )
+    };
+}
+pub(crate) use lease_until;
 
 /// Records a schedule.
 pub const INSERT_SCHEDULE: &str = "INSERT INTO schedules (id, name, cron, timezone, task, \
@@ -104,6 +124,7 @@ pub struct NewRow {
     pub workflow_key: Option<String>,
     pub schedule_id: Option<uuid::Uuid>,
     pub schedule_tick: Option<i64>,
+    pub execution_timeout_seconds: Option<i32>,
 }
 
 impl NewRow {
@@ -130,6 +151,7 @@ impl NewRow {
             user_id: task.user_id.clone(),
             max_attempts: task.max_attempts,
             timeout_seconds: task.timeout_seconds,
+            execution_timeout_seconds: task.execution_timeout_seconds,
             available_at: task.available_at(now),
             trace_parent: task.trace_parent.clone(),
             idempotency_key: task
@@ -220,8 +242,9 @@ const HELD: &str = "WHERE id = $1 AND status = 'active' AND agent_id = $2 \
 
 /// Records progress and renews the lease of the current attempt.
 pub const PROGRESS: &str = const_format::concatcp!(
-    "UPDATE tasks SET progress_percent = $4, progress_message = $5, \
-    lease_expires_at = $6 + timeout_seconds * 1000, updated_at = $6 ",
+    "UPDATE tasks SET progress_percent = $4, progress_message = $5, lease_expires_at = ",
+    lease_until!("$6", "started_at"),
+    ", updated_at = $6 ",
     HELD
 );
 
@@ -240,20 +263,38 @@ pub const RELEASE: &str = "UPDATE tasks SET status = $3, error = $4, available_a
     finished_at = CASE WHEN $3 = 'queued' THEN NULL ELSE $7 END, updated_at = $7 \
     WHERE id = $1 AND status = 'active' AND lease_id = $2 RETURNING *";
 
-/// Ends an abandoned attempt (`$1` now, `$3` the error): requeued while attempts remain,
-/// failed otherwise. The caller appends how the attempt ended, then the row selection.
+/// Ends an abandoned attempt (`$1` now): requeued while attempts remain, failed otherwise.
+/// The caller appends the error and how the attempt ended, then the row selection.
 const REQUEUE_SET: &str = "UPDATE tasks SET \
     status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END, \
     agent_id = CASE WHEN attempts < max_attempts THEN pinned_agent_id ELSE agent_id END, \
-    error = $3, available_at = $1, lease_id = NULL, lease_expires_at = NULL, \
-    finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $1 END, updated_at = $1, \
-    attempt_outcome = ";
+    available_at = $1, lease_id = NULL, lease_expires_at = NULL, \
+    finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE $1 END, updated_at = $1, ";
 
-/// [`REQUEUE_SET`] for attempts whose lease expired; the caller appends the row selection.
-pub const REQUEUE_EXPIRED_SET: &str = const_format::concatcp!(REQUEUE_SET, "'lease_expired' ");
+/// Whether an expired lease was the attempt's execution bound (see [`lease_until`]).
+const TIMED_OUT: &str = "execution_timeout_seconds IS NOT NULL \
+    AND lease_expires_at >= started_at + execution_timeout_seconds * 1000";
 
-/// [`REQUEUE_SET`] for attempts whose agent is lost; the caller appends the row selection.
-const REQUEUE_LOST_SET: &str = const_format::concatcp!(REQUEUE_SET, "'agent_lost' ");
+/// The error recorded on attempts that overran their execution bound.
+pub const EXECUTION_TIMED_OUT: &str = "execution timed out";
+
+/// [`REQUEUE_SET`] for attempts whose lease expired (`$3` the error), or whose execution bound
+/// passed; the caller appends the row selection.
+pub const REQUEUE_EXPIRED_SET: &str = const_format::concatcp!(
+    REQUEUE_SET,
+    "error = CASE WHEN ",
+    TIMED_OUT,
+    " THEN '",
+    EXECUTION_TIMED_OUT,
+    "' ELSE $3 END, attempt_outcome = CASE WHEN ",
+    TIMED_OUT,
+    " THEN 'timed_out' ELSE 'lease_expired' END "
+);
+
+/// [`REQUEUE_SET`] for attempts whose agent is lost (`$3` the error); the caller appends the
+/// row selection.
+const REQUEUE_LOST_SET: &str =
+    const_format::concatcp!(REQUEUE_SET, "error = $3, attempt_outcome = 'agent_lost' ");
 
 /// Ends every active attempt of agent `$2`.
 pub const REQUEUE_AGENT: &str = const_format::concatcp!(
@@ -262,8 +303,11 @@ pub const REQUEUE_AGENT: &str = const_format::concatcp!(
 );
 
 /// Renews the leases of the tasks agent `$2` holds among `$3..` (appended by the caller).
-pub const RENEW_LISTED: &str = "UPDATE tasks SET lease_expires_at = $1 + timeout_seconds * 1000 \
-    WHERE status = 'active' AND agent_id = $2 AND id IN ";
+pub const RENEW_LISTED: &str = const_format::concatcp!(
+    "UPDATE tasks SET lease_expires_at = ",
+    lease_until!("$1", "started_at"),
+    " WHERE status = 'active' AND agent_id = $2 AND id IN "
+);
 
 /// Ends the attempts agent `$2` began before `$4` on tasks it does not list (the caller appends
 /// `AND id NOT IN (..)` when it lists any).
@@ -272,9 +316,10 @@ pub const RELEASE_UNLISTED: &str = const_format::concatcp!(
     "WHERE status = 'active' AND agent_id = $2 AND started_at < $4"
 );
 
-/// The cancelled tasks agent `$1` last held among `$2..` (appended by the caller).
-pub const CANCELLED_LISTED: &str =
-    "SELECT id FROM tasks WHERE status = 'cancelled' AND agent_id = $1 AND id IN ";
+/// The tasks among `$2..` (appended by the caller) that agent `$1` lists but no longer holds:
+/// cancelled, timed out or taken back, so its work on them no longer counts.
+pub const DROPPED_LISTED: &str =
+    "SELECT id FROM tasks WHERE NOT (status = 'active' AND agent_id = $1) AND id IN ";
 
 /// Returns `($first, $first+1, ..)` for `count` bound values.
 pub fn placeholders(first: usize, count: usize) -> String {
@@ -723,7 +768,7 @@ macro_rules! impl_task_store {
                     }
                     query.execute(&mut *transaction).await?;
                     let select =
-                        format!("{}{}", sql::CANCELLED_LISTED, sql::placeholders(2, listed.len()));
+                        format!("{}{}", sql::DROPPED_LISTED, sql::placeholders(2, listed.len()));
                     let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(select)).bind(agent_id);
                     for id in listed {
                         query = query.bind(*id);

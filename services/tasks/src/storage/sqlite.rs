@@ -41,9 +41,9 @@ impl SqliteTaskStore {
 /// `$5` the agent's concurrency.
 const CLAIM: &str = const_format::concatcp!(
     "UPDATE tasks SET status = 'active', agent_id = $2, \
-    attempts = attempts + 1, lease_id = randomblob(16), \
-    lease_expires_at = $1 + timeout_seconds * 1000, started_at = $1, updated_at = $1, \
-    progress_percent = 0, progress_message = NULL \
+    attempts = attempts + 1, lease_id = randomblob(16), lease_expires_at = ",
+    sql::lease_until!("$1", "$1"),
+    ", started_at = $1, updated_at = $1, progress_percent = 0, progress_message = NULL \
     WHERE id IN (SELECT id FROM tasks AS candidate \
         WHERE status = 'queued' AND available_at <= $1 \
         AND (pinned_agent_id = $2 OR (pinned_agent_id IS NULL AND NOT EXISTS ( \
@@ -102,7 +102,8 @@ pub(crate) async fn insert_rows(
             .push_bind(row.workflow_id)
             .push_bind(row.workflow_key.clone())
             .push_bind(row.schedule_id)
-            .push_bind(row.schedule_tick);
+            .push_bind(row.schedule_tick)
+            .push_bind(row.execution_timeout_seconds);
     });
     insert.push(sql::INSERT_TASKS_END);
     insert.build_query_as().fetch_all(connection).await
