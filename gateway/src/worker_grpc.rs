@@ -108,31 +108,9 @@ impl WorkerService for WorkerGrpc {
     ) -> Result<Response<agents_pb::Agent>, Status> {
         let (metadata, _, declared) = request.into_parts();
         let caller = self.caller(metadata).await?;
-        let mut agents = self.state.agents.clone();
-        // An agent key resumes its own agent, whatever name the worker declares.
-        let name = match caller.agent_id.filter(|_| caller.role == Role::Agent) {
-            Some(own) => {
-                let request = agents_pb::GetAgentRequest {
-                    id: own.to_string(),
-                };
-                agents
-                    .get_agent(self.state.ask(request))
-                    .await?
-                    .into_inner()
-                    .name
-            }
-            None => declared.name,
-        };
-        let join = agents_pb::RegisterAgentRequest {
-            name,
-            resume: true,
-            ..declared
-        };
-        let agent = agents
-            .register_agent(self.state.ask(join))
-            .await?
-            .into_inner();
-        Ok(Response::new(crate::fleet::one(&self.state, agent).await))
+        Ok(Response::new(
+            workers::join(&self.state, &caller, declared).await?,
+        ))
     }
 
     async fn heartbeat(

@@ -7,8 +7,44 @@
 use swarm_proto::agents::v1 as agents_pb;
 use swarm_proto::tasks::v1 as tasks_pb;
 
+use crate::auth::{Caller, Role};
 use crate::fleet;
 use crate::state::AppState;
+
+/// Registers the agent a worker declares, or resumes it when it exists, taking on the declared
+/// kind, capabilities, config and concurrency. An agent key resumes its own agent, whatever
+/// name the worker declares.
+pub async fn join(
+    state: &AppState,
+    caller: &Caller,
+    declared: agents_pb::RegisterAgentRequest,
+) -> Result<agents_pb::Agent, tonic::Status> {
+    let name = match caller.agent_id.filter(|_| caller.role == Role::Agent) {
+        Some(own) => {
+            let request = agents_pb::GetAgentRequest {
+                id: own.to_string(),
+            };
+            state
+                .agents()
+                .get_agent(state.ask(request))
+                .await?
+                .into_inner()
+                .name
+        }
+        None => declared.name,
+    };
+    let join = agents_pb::RegisterAgentRequest {
+        name,
+        resume: true,
+        ..declared
+    };
+    let agent = state
+        .agents()
+        .register_agent(state.ask(join))
+        .await?
+        .into_inner();
+    Ok(fleet::one(state, agent).await)
+}
 
 /// Records a heartbeat of `agent_id`; with `active_tasks` (the ids of the tasks it works
 /// on), squares them with the queue. Returns the agent and the held tasks that were cancelled.

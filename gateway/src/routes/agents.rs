@@ -35,6 +35,19 @@ pub struct RegisterAgent {
     max_concurrency: Option<i32>,
 }
 
+impl From<RegisterAgent> for pb::RegisterAgentRequest {
+    fn from(body: RegisterAgent) -> Self {
+        Self {
+            name: body.name,
+            kind: body.kind.unwrap_or_default(),
+            capabilities: body.capabilities.unwrap_or_default(),
+            config_json: json_text(body.config),
+            max_concurrency: body.max_concurrency,
+            resume: false,
+        }
+    }
+}
+
 /// Registers an agent: 201, or 409 when the name is taken.
 #[utoipa::path(post, operation_id = "registerAgent", path = "/api/agents", tag = "agents", request_body = RegisterAgent,
     responses((status = 201, description = "The agent.", body = AgentView)))]
@@ -42,20 +55,27 @@ pub async fn register(
     State(state): State<AppState>,
     Json(body): Json<RegisterAgent>,
 ) -> Result<(StatusCode, axum::Json<AgentView>), ApiError> {
-    let request = pb::RegisterAgentRequest {
-        name: body.name,
-        kind: body.kind.unwrap_or_default(),
-        capabilities: body.capabilities.unwrap_or_default(),
-        config_json: json_text(body.config),
-        max_concurrency: body.max_concurrency,
-        resume: false,
-    };
+    let request = pb::RegisterAgentRequest::from(body);
     let agent = state
         .agents()
         .register_agent(state.ask(request))
         .await?
         .into_inner();
     Ok((StatusCode::CREATED, axum::Json(agent.into())))
+}
+
+/// Registers the agent a worker declares, or resumes it (its kind, capabilities, config and
+/// concurrency become the declared ones): with an agent key, the key's own agent whatever the
+/// name; with an admin key, the agent of that name.
+#[utoipa::path(post, operation_id = "joinAgent", path = "/api/agents/join", tag = "agents", request_body = RegisterAgent,
+    responses((status = 200, description = "The agent, registered or resumed.", body = AgentView)))]
+pub async fn join(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(body): Json<RegisterAgent>,
+) -> Result<axum::Json<AgentView>, ApiError> {
+    let agent = crate::workers::join(&state, &caller, body.into()).await?;
+    Ok(axum::Json(agent.into()))
 }
 
 /// Query of `GET /api/agents`.

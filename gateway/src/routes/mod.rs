@@ -104,6 +104,7 @@ fn table() -> Vec<Route> {
         Route::new(routes!(messages::list_for_task), CLIENTS_AND_AGENTS),
         Route::new(routes!(messages::list_recent), CLIENTS),
         Route::new(routes!(agents::register), ADMINS),
+        Route::new(routes!(agents::join), AGENTS),
         Route::new(routes!(agents::list), ADMINS),
         Route::new(routes!(agents::list_alias), ADMINS),
         Route::new(routes!(agents::get), AGENTS),

@@ -17,7 +17,12 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
+from swarm_sdk import Client
+
 ROOT = Path(__file__).resolve().parents[3]
+
+AGENT_TTL_SECONDS = 6
+"""How long an agent stays online after a heartbeat, kept short so lost workers show soon."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,12 @@ def swarm(database_url: str) -> Iterator[Swarm]:
             "--metrics-addr",
             f"127.0.0.1:{metrics}",
         ],
-        env={**os.environ, "SWARM_ADMIN_KEY": key, "RUST_LOG": "warn"},
+        env={
+            **os.environ,
+            "SWARM_ADMIN_KEY": key,
+            "SWARM_AGENT_TTL_SECONDS": str(AGENT_TTL_SECONDS),
+            "RUST_LOG": "warn",
+        },
     )
     url = f"http://127.0.0.1:{gateway}"
     try:
@@ -104,3 +114,9 @@ def swarm(database_url: str) -> Iterator[Swarm]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def client(swarm: Swarm) -> Iterator[Client]:
+    with Client(swarm.url, api_key=swarm.key) as admin:
+        yield admin

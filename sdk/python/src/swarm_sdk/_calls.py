@@ -25,6 +25,8 @@ class Call(Generic[T]):
     read: Callable[[Any], T]
     json: Any = None
     params: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    """Seconds the answer may take, when not the client's default (a long poll)."""
 
 
 def _page(kind: Callable[[dict[str, Any]], R]) -> Callable[[Any], Page[R]]:
@@ -171,3 +173,51 @@ def delete_schedule(schedule_id: str) -> Call[None]:
 def health() -> Call[dict[str, Any]]:
     """`GET /api/health`."""
     return Call("GET", "/api/health", dict)
+
+
+def join_agent(fields: dict[str, Any]) -> Call[Agent]:
+    """`POST /api/agents/join`."""
+    return Call("POST", "/api/agents/join", Agent, json=fields)
+
+
+def heartbeat(agent_id: str, active_tasks: list[str]) -> Call[dict[str, Any]]:
+    """`POST /api/agents/{id}/heartbeat`, listing the tasks the agent works on."""
+    path = f"/api/agents/{_id(agent_id)}/heartbeat"
+    return Call("POST", path, dict, json={"active_tasks": active_tasks})
+
+
+def claim_tasks(agent_id: str, max_tasks: int, wait_seconds: int) -> Call[list[Task]]:
+    """`POST /api/tasks/claim`, long-polling `wait_seconds`."""
+    body = {"agent_id": agent_id, "max_tasks": max_tasks, "wait_seconds": wait_seconds}
+    return Call(
+        "POST",
+        "/api/tasks/claim",
+        lambda answer: [Task(task) for task in answer["tasks"]],
+        json=body,
+        timeout=wait_seconds + _CLAIM_ANSWER_SLACK,
+    )
+
+
+def report_progress(task: Task, percent: int, message: str | None) -> Call[Task]:
+    """`POST /api/tasks/{id}/progress` for the attempt `task` is."""
+    body = {**_lease(task), "percent": percent, "message": message}
+    return Call("POST", f"/api/tasks/{_id(task.id)}/progress", Task, json=body)
+
+
+def complete_task(task: Task, result: Any) -> Call[Task]:
+    """`POST /api/tasks/{id}/complete` for the attempt `task` is."""
+    body = {**_lease(task), "result": result}
+    return Call("POST", f"/api/tasks/{_id(task.id)}/complete", Task, json=body)
+
+
+def fail_task(task: Task, error: str, retryable: bool) -> Call[Task]:
+    """`POST /api/tasks/{id}/fail` for the attempt `task` is."""
+    body = {**_lease(task), "error": error, "retryable": retryable}
+    return Call("POST", f"/api/tasks/{_id(task.id)}/fail", Task, json=body)
+
+
+_CLAIM_ANSWER_SLACK = 10.0
+
+
+def _lease(task: Task) -> dict[str, Any]:
+    return {"agent_id": task.agent_id, "lease_id": task.lease_id}

@@ -62,6 +62,7 @@ class Client:
         self, base_url: str = DEFAULT_URL, api_key: str | None = None, timeout: float = 30.0
     ) -> None:
         self._http = httpx.Client(base_url=base_url, headers=_headers(api_key), timeout=timeout)
+        self._timeout = timeout
 
     def __enter__(self) -> Client:
         return self
@@ -76,7 +77,11 @@ class Client:
     def _send(self, call: Call[T]) -> T:
         try:
             response = self._http.request(
-                call.method, call.path, json=call.json, params=call.params
+                call.method,
+                call.path,
+                json=call.json,
+                params=call.params,
+                timeout=call.timeout or self._timeout,
             )
         except httpx.TransportError as error:
             raise _unreachable(error) from error
@@ -195,6 +200,7 @@ class AsyncClient:
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=_headers(api_key), timeout=timeout
         )
+        self._timeout = timeout
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -209,7 +215,11 @@ class AsyncClient:
     async def _send(self, call: Call[T]) -> T:
         try:
             response = await self._http.request(
-                call.method, call.path, json=call.json, params=call.params
+                call.method,
+                call.path,
+                json=call.json,
+                params=call.params,
+                timeout=call.timeout or self._timeout,
             )
         except httpx.TransportError as error:
             raise _unreachable(error) from error
@@ -309,6 +319,34 @@ class AsyncClient:
     async def health(self) -> dict[str, Any]:
         """Returns the health of every service."""
         return await self._send(calls.health())
+
+    # The agent's side of the API, which `Worker` uses.
+
+    async def join_agent(self, name: str, **fields: Any) -> Agent:
+        """Registers the agent `name`, or resumes it (an agent key resumes its own agent)."""
+        return await self._send(calls.join_agent({"name": name, **fields}))
+
+    async def heartbeat(self, agent_id: str, active_tasks: list[str]) -> dict[str, Any]:
+        """Records a heartbeat listing the held tasks; the answer's `cancel` names those to stop."""
+        return await self._send(calls.heartbeat(agent_id, active_tasks))
+
+    async def claim_tasks(
+        self, agent_id: str, max_tasks: int = 1, wait_seconds: int = 0
+    ) -> list[Task]:
+        """Claims up to `max_tasks` tasks, waiting up to `wait_seconds` (at most 60) for work."""
+        return await self._send(calls.claim_tasks(agent_id, max_tasks, wait_seconds))
+
+    async def report_progress(self, task: Task, percent: int, message: str | None = None) -> Task:
+        """Reports progress on a claimed task, which renews its lease."""
+        return await self._send(calls.report_progress(task, percent, message))
+
+    async def complete_task(self, task: Task, result: Any = None) -> Task:
+        """Completes a claimed task; repeating it for the same attempt answers the same."""
+        return await self._send(calls.complete_task(task, result))
+
+    async def fail_task(self, task: Task, error: str, retryable: bool = True) -> Task:
+        """Fails a claimed task: queued again while retryable and attempts remain."""
+        return await self._send(calls.fail_task(task, error, retryable))
 
     async def wait_for(self, task_id: str, timeout: float | None = None) -> Task:
         """Returns the task once it finished; raises `TimeoutError` after `timeout` seconds."""

@@ -1,0 +1,417 @@
+"""`Worker`: an agent process that claims tasks and runs a handler on each.
+
+A worker joins as an agent (an agent key resumes the key's own agent; an admin key registers
+or resumes the agent it names), then runs three things at once on one event loop:
+
+- the claim loop, which long-polls for as many tasks as it has free slots (`concurrency`);
+- one job per claimed task: the handler (a coroutine function, or a plain function run in a
+  thread), and the task's reports (progress, messages, then the outcome) sent in order, each
+  retried with jittered backoff while the gateway is unreachable or busy; the outcome is retried
+  until it is acknowledged, which completion's idempotency makes safe;
+- heartbeats listing the held tasks, which renew their leases and name the tasks the worker no
+  longer holds (cancelled, timed out, taken back): their handlers' `ctx.cancelled` turns true.
+  While it holds tasks the worker beats at least every second, so a cancellation reaches the
+  handler within about a second, and well within every lease.
+
+`run()` blocks until SIGINT or SIGTERM, then stops claiming, gives running handlers
+`grace_period` seconds to finish and report, and releases the rest (failed as retryable, so
+another worker takes them at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import json
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_delay,
+    stop_never,
+    wait_random_exponential,
+)
+from tenacity.stop import StopBaseT
+
+from .client import DEFAULT_URL, AsyncClient
+from .errors import SwarmError
+from .models import Agent, Task
+
+log = logging.getLogger("swarm_sdk.worker")
+
+Handler = Callable[[Task, "Context"], Any]
+"""A task's handler: returns the result, or an awaitable of it."""
+
+_CLAIM_WAIT_SECONDS = 20
+_MAX_CLAIM = 100
+_BUSY_BEAT_SECONDS = 1.0
+_REPORT_PATIENCE_SECONDS = 60.0
+_TRANSIENT_STATUSES = frozenset({0, 429, 502, 503, 504})
+
+
+class Retry(Exception):
+    """Raised by a handler: this attempt failed, and another may succeed."""
+
+
+class Fatal(Exception):
+    """Raised by a handler: the task failed for good; no retry will fix it."""
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, SwarmError) and error.status in _TRANSIENT_STATUSES
+
+
+def _retrying(stop: StopBaseT) -> AsyncRetrying:
+    """Retries transient refusals with exponential backoff and full jitter, up to 5 s apart."""
+    return AsyncRetrying(
+        retry=retry_if_exception(_transient),
+        wait=wait_random_exponential(multiplier=0.1, max=5.0),
+        stop=stop,
+        reraise=True,
+    )
+
+
+@dataclass(frozen=True)
+class _Report:
+    """A progress report (`percent` set) or a message (`content` set)."""
+
+    percent: int | None = None
+    message: str | None = None
+    content: str | None = None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How a handler ended: a result, or an error and whether another attempt may succeed."""
+
+    result: Any = None
+    error: str | None = None
+    retryable: bool = True
+
+
+class Context:
+    """What a handler has besides its task: reports, and the task's cancellation signal.
+
+    Reports are queued and sent in order in the background, so `progress` and `message` return
+    at once and may be called from a coroutine or from a handler's thread alike.
+    """
+
+    def __init__(self, task: Task, sender: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.task = task
+        self._sender = sender
+        self._loop = loop
+        self._reports: asyncio.Queue[_Report | _Outcome] = asyncio.Queue()
+        self._cancelled = threading.Event()
+        self._cancelled_async = asyncio.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        """Tells whether the task was cancelled (or is no longer this worker's to finish)."""
+        return self._cancelled.is_set()
+
+    async def wait_cancelled(self) -> None:
+        """Returns once the task is cancelled."""
+        await self._cancelled_async.wait()
+
+    def progress(self, percent: int, message: str | None = None) -> None:
+        """Reports progress (0 to 100) with an optional note; it also renews the lease."""
+        self._queue(_Report(percent=percent, message=message))
+
+    def message(self, content: str) -> None:
+        """Adds a message from this agent to the task's conversation."""
+        self._queue(_Report(content=content))
+
+    def _queue(self, item: _Report | _Outcome) -> None:
+        self._loop.call_soon_threadsafe(self._reports.put_nowait, item)
+
+    def _cancel(self) -> None:
+        """Raises the cancellation signal (on the event loop's thread)."""
+        if not self._cancelled.is_set():
+            log.info("task no longer held; signalling its handler", extra={"task_id": self.task.id})
+        self._cancelled.set()
+        self._cancelled_async.set()
+
+
+class Worker:
+    """An agent that claims tasks through the gateway and runs the handler of each one's kind.
+
+    Handlers are registered with `@worker.task("kind")`, as `def handler(task, ctx)` or
+    `async def handler(task, ctx)`; they return the result (any JSON value) or raise: `Retry` or
+    any other exception fails the attempt (retried while attempts remain), `Fatal` fails the task
+    for good. Unless `capabilities` is given, the agent declares the kinds it has handlers for.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        name: str = "python-worker",
+        capabilities: list[str] | None = None,
+        concurrency: int = 4,
+        kind: str = "python",
+        heartbeat_interval: float = 5.0,
+        grace_period: float = 30.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._base_url = base_url
+        self._api_key = api_key
+        self.name = name
+        self._capabilities = capabilities
+        self.concurrency = concurrency
+        self._kind = kind
+        self._heartbeat_interval = heartbeat_interval
+        self._grace_period = grace_period
+        self._handlers: dict[str, Handler] = {}
+        self._held: dict[str, tuple[Context, asyncio.Task[None]]] = {}
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.agent_id: str | None = None
+
+    def task(self, kind: str) -> Callable[[Handler], Handler]:
+        """Registers the decorated function as the handler of tasks of `kind`."""
+
+        def register(handler: Handler) -> Handler:
+            self._handlers[kind] = handler
+            return handler
+
+        return register
+
+    def run(self) -> None:
+        """Works until SIGINT or SIGTERM, then finishes or releases what it holds."""
+        asyncio.run(self.run_async(handle_signals=True))
+
+    def stop(self) -> None:
+        """Asks a running worker to stop, from any thread, as SIGTERM does."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def run_async(self, handle_signals: bool = False) -> None:
+        """Works until `stop()` (or, with `handle_signals`, SIGINT or SIGTERM)."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if handle_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(signum, self._stop.set)
+        async with AsyncClient(self._base_url, self._api_key) as client:
+            agent: Agent = await _retrying(stop_after_delay(_REPORT_PATIENCE_SECONDS))(
+                client.join_agent,
+                self.name,
+                kind=self._kind,
+                capabilities=self._capabilities or sorted(self._handlers),
+                max_concurrency=self.concurrency,
+            )
+            self.agent_id = str(agent.id)
+            log.info("worker joined", extra={"agent_id": self.agent_id, "agent": agent.name})
+            beats = asyncio.create_task(self._beat(client))
+            try:
+                await self._claim_until_stopped(client)
+                await self._drain(client)
+            finally:
+                beats.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beats
+        log.info("worker stopped", extra={"agent_id": self.agent_id})
+
+    async def _claim_until_stopped(self, client: AsyncClient) -> None:
+        assert self._stop is not None and self.agent_id is not None
+        slots = asyncio.Semaphore(self.concurrency)
+        stopping = asyncio.create_task(self._stop.wait())
+        while not self._stop.is_set():
+            taken = await _take_slots(slots, stopping)
+            if not taken:
+                break
+            claim: asyncio.Task[list[Task]] = asyncio.create_task(
+                _retrying(stop_never)(client.claim_tasks, self.agent_id, taken, _CLAIM_WAIT_SECONDS)
+            )
+            await asyncio.wait({claim, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not claim.done():
+                claim.cancel()
+                with contextlib.suppress(asyncio.CancelledError, SwarmError):
+                    await claim
+                for _ in range(taken):
+                    slots.release()
+                break
+            try:
+                tasks = claim.result()
+            except SwarmError as error:
+                log.error("claim refused; stopping", extra={"error": str(error)})
+                self._stop.set()
+                tasks = []
+            for _ in range(taken - len(tasks)):
+                slots.release()
+            for task in tasks:
+                self._start(client, task, slots)
+        stopping.cancel()
+
+    def _start(self, client: AsyncClient, task: Task, slots: asyncio.Semaphore) -> None:
+        assert self._loop is not None
+        ctx = Context(task, self.name, self._loop)
+        job = asyncio.create_task(self._work(client, ctx, slots))
+        self._held[task.id] = (ctx, job)
+
+    async def _work(self, client: AsyncClient, ctx: Context, slots: asyncio.Semaphore) -> None:
+        """Runs the handler while its reports go out in order, then reports the outcome."""
+        reports = asyncio.create_task(self._send_reports(client, ctx))
+        try:
+            try:
+                outcome = await self._handle(ctx)
+            finally:
+                slots.release()
+            ctx._queue(outcome)
+            await reports
+        except asyncio.CancelledError:
+            reports.cancel()
+            raise
+        finally:
+            self._held.pop(ctx.task.id, None)
+
+    async def _handle(self, ctx: Context) -> _Outcome:
+        task = ctx.task
+        handler = self._handlers.get(task.kind)
+        if handler is None:
+            return _Outcome(error=f"no handler for kind {task.kind!r}", retryable=False)
+        try:
+            if inspect.iscoroutinefunction(handler):
+                result = await handler(task, ctx)
+            else:
+                result = await _in_thread(functools.partial(handler, task, ctx))
+        except Fatal as error:
+            return _Outcome(error=str(error) or "fatal", retryable=False)
+        except Exception as error:
+            log.warning("handler failed", exc_info=True, extra={"task_id": task.id})
+            return _Outcome(error=f"{type(error).__name__}: {error}", retryable=True)
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError) as error:
+            return _Outcome(error=f"the result is not JSON: {error}", retryable=False)
+        return _Outcome(result=result)
+
+    async def _send_reports(self, client: AsyncClient, ctx: Context) -> None:
+        """Sends the task's reports in order, ending with its outcome."""
+        while True:
+            item = await ctx._reports.get()
+            try:
+                if isinstance(item, _Outcome):
+                    await _retrying(stop_never)(_report_outcome, client, ctx.task, item)
+                    return
+                await _retrying(stop_after_delay(_REPORT_PATIENCE_SECONDS))(
+                    _report, client, ctx, item
+                )
+            except SwarmError as error:
+                log.warning("report refused", extra={"task_id": ctx.task.id, "error": str(error)})
+                if error.status in (404, 409):
+                    ctx._cancel()  # the attempt is no longer this worker's
+                if isinstance(item, _Outcome):
+                    return
+
+    async def _beat(self, client: AsyncClient) -> None:
+        """Heartbeats listing the held tasks; signals the handlers of tasks no longer held."""
+        assert self.agent_id is not None
+        while True:
+            held = list(self._held)
+            pause = _BUSY_BEAT_SECONDS if held else self._heartbeat_interval
+            if held:
+                timeouts = [self._held[id][0].task.timeout_seconds for id in held]
+                pause = min(pause, min(timeouts) / 3)
+            await asyncio.sleep(pause)
+            held = list(self._held)
+            try:
+                answer = await client.heartbeat(self.agent_id, held)
+            except SwarmError as error:
+                log.warning("heartbeat failed", extra={"error": str(error)})
+                continue
+            for task_id in answer.get("cancel", []):
+                if task_id in self._held:
+                    self._held[task_id][0]._cancel()
+
+    async def _drain(self, client: AsyncClient) -> None:
+        """Gives running handlers the grace period, then releases what is left."""
+        if not self._held:
+            return
+        jobs = [job for _, job in self._held.values()]
+        log.info("stopping: waiting for running handlers", extra={"running": len(jobs)})
+        await asyncio.wait(jobs, timeout=self._grace_period)
+        late = list(self._held.values())
+        if not late:
+            return
+        log.warning("grace period over; releasing tasks", extra={"tasks": len(late)})
+        for ctx, job in late:
+            ctx._cancel()
+            job.cancel()
+        await asyncio.gather(*(job for _, job in late), return_exceptions=True)
+        # Their jobs are gone: fail the attempts (retryable) so another worker takes them now.
+        await asyncio.gather(
+            *(
+                _retrying(stop_after_delay(5.0))(
+                    client.fail_task, ctx.task, "worker stopped before the task finished"
+                )
+                for ctx, _ in late
+            ),
+            return_exceptions=True,
+        )
+
+
+def _in_thread(call: Callable[[], Any]) -> asyncio.Future[Any]:
+    """Runs a plain handler in a thread of its own, answering on the event loop.
+
+    The thread is a daemon, unlike an executor's, so a handler that outlasts the grace period
+    cannot keep the stopped worker's process alive.
+    """
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if answer.cancelled():
+            return
+        if error is None:
+            answer.set_result(result)
+        else:
+            answer.set_exception(error)
+
+    def run() -> None:
+        try:
+            outcome: tuple[Any, BaseException | None] = (call(), None)
+        except BaseException as error:
+            outcome = (None, error)
+        with contextlib.suppress(RuntimeError):  # the loop closed: the answer has no reader
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="swarm-handler", daemon=True).start()
+    return answer
+
+
+async def _take_slots(slots: asyncio.Semaphore, stopping: asyncio.Task[Any]) -> int:
+    """Waits for a free slot, then takes every free one (at most a claim's worth)."""
+    first = asyncio.create_task(slots.acquire())
+    await asyncio.wait({first, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not first.done():
+        first.cancel()
+        return 0
+    taken = 1
+    while taken < _MAX_CLAIM and not slots.locked():
+        await slots.acquire()
+        taken += 1
+    return taken
+
+
+async def _report(client: AsyncClient, ctx: Context, report: _Report) -> None:
+    if report.content is not None:
+        await client.post_message(ctx.task.id, ctx._sender, report.content, role="agent")
+    elif report.percent is not None:
+        await client.report_progress(ctx.task, report.percent, report.message)
+
+
+async def _report_outcome(client: AsyncClient, task: Task, outcome: _Outcome) -> None:
+    if outcome.error is None:
+        await client.complete_task(task, outcome.result)
+    else:
+        await client.fail_task(task, outcome.error, outcome.retryable)

@@ -1,0 +1,289 @@
+"""`Worker` as users run it: real worker processes against a real Swarm."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm_sdk import Client, Fatal, Task, Worker
+
+from .conftest import AGENT_TTL_SECONDS, Swarm
+
+AGENT = Path(__file__).with_name("agent.py")
+EXAMPLE = Path(__file__).parents[1] / "examples" / "echo_agent.py"
+
+
+class Agents:
+    """Starts worker processes for one test and reads what their handlers did."""
+
+    def __init__(self, swarm: Swarm, log: Path) -> None:
+        self.swarm = swarm
+        self.log = log
+        self.kind = "py-" + secrets.token_hex(4)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, name: str, concurrency: int = 8, grace: float = 30.0
+    ) -> subprocess.Popen[bytes]:
+        args = [self.swarm.url, self.swarm.key, f"{self.kind}-{name}", self.kind, str(self.log)]
+        process = subprocess.Popen(
+            [sys.executable, str(AGENT), *args, str(concurrency), str(grace)]
+        )
+        self.processes.append(process)
+        return process
+
+    def create(
+        self,
+        client: Client,
+        title: str,
+        asynchronous: bool = False,
+        fields: dict[str, Any] | None = None,
+        **payload: Any,
+    ) -> Task:
+        """Submits a task for this test's workers, run as `payload` says."""
+        kind = f"{self.kind}.async" if asynchronous else self.kind
+        caps = [self.kind]
+        return client.create_task(
+            title, kind=kind, required_capabilities=caps, payload=payload, **(fields or {})
+        )
+
+    def events(self) -> list[tuple[str, str, float]]:
+        if not self.log.exists():
+            return []
+        lines = self.log.read_text().splitlines()
+        return [(event, task_id, float(at)) for event, task_id, at in map(str.split, lines)]
+
+    def when(self, event: str, task_id: str, timeout: float = 20.0) -> float:
+        """Returns when `event` happened to the task, waiting for it up to `timeout` seconds."""
+        return wait_until(
+            lambda: next((at for e, t, at in self.events() if (e, t) == (event, task_id)), None),
+            timeout,
+            f"{event} of {task_id}",
+        )
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
+def wait_until(probe: Callable[[], float | None], timeout: float, what: str) -> float:
+    deadline = time.monotonic() + timeout
+    while (found := probe()) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout} s")
+        time.sleep(0.02)
+    return found
+
+
+@pytest.fixture
+def agents(swarm: Swarm, tmp_path: Path) -> Iterator[Agents]:
+    started = Agents(swarm, tmp_path / "events.log")
+    yield started
+    started.stop()
+
+
+def finished(client: Client, task_id: str, timeout: float = 30.0) -> Task:
+    return client.wait_for(task_id, timeout=timeout)
+
+
+def test_two_thousand_tasks_from_four_producers_complete_exactly_once(
+    client: Client, agents: Agents
+) -> None:
+    worker = agents.start("fleet", concurrency=8)
+
+    def produce(producer: int) -> list[str]:
+        with Client(agents.swarm.url, agents.swarm.key) as own:
+            return [
+                agents.create(own, f"p{producer}-{n}", asynchronous=n % 2 == 0).id
+                for n in range(500)
+            ]
+
+    with ThreadPoolExecutor(4) as producers:
+        ids = [task_id for batch in producers.map(produce, range(4)) for task_id in batch]
+    assert len(set(ids)) == 2000
+
+    def all_done() -> float | None:
+        done = client.list_tasks(kind=agents.kind, status="completed", per_page=1).total
+        done += client.list_tasks(kind=f"{agents.kind}.async", status="completed", per_page=1).total
+        return 1.0 if done == 2000 else None
+
+    wait_until(all_done, 120, "completion of all 2,000 tasks")
+    runs = Counter(task_id for event, task_id, _ in agents.events() if event == "start")
+    assert set(runs) == set(ids)
+    assert max(runs.values()) == 1, "no task ran twice"
+    for kind in (agents.kind, f"{agents.kind}.async"):
+        for page in range(1, 11):
+            for task in client.list_tasks(kind=kind, per_page=100, page=page).items:
+                assert (task.status, task.attempts) == ("completed", 1)
+                assert task.result == {"echo": {}}
+    assert worker.poll() is None
+
+
+def test_a_handler_working_three_leases_long_without_reporting_runs_once(
+    client: Client, agents: Agents
+) -> None:
+    agents.start("patient")
+    task = agents.create(client, "slow", fields={"timeout_seconds": 1}, sleep=3.5)
+    done = finished(client, task.id)
+    assert (done.status, done.attempts) == ("completed", 1)
+    assert [a.outcome for a in client.list_attempts(task.id).items] == ["completed"]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["polled", "awaited"])
+def test_a_cancelled_task_s_handler_sees_the_signal_within_two_seconds(
+    client: Client, agents: Agents, asynchronous: bool
+) -> None:
+    agents.start("cancellable")
+    task = agents.create(client, "endless", asynchronous, until_cancelled=True)
+    agents.when("start", task.id)
+    time.sleep(0.3)
+    cancelled_at = time.time()
+    assert client.cancel_task(task.id).status == "cancelled"
+    seen_at = agents.when("cancelled", task.id, timeout=5)
+    assert seen_at - cancelled_at < 2.0
+
+
+def test_a_killed_worker_s_tasks_go_to_another_within_the_agent_ttl(
+    client: Client, agents: Agents
+) -> None:
+    doomed = agents.start("doomed", concurrency=2)
+    tasks = [agents.create(client, f"held {n}", sleep=1) for n in range(2)]
+    for task in tasks:
+        agents.when("start", task.id)
+    doomed.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    agents.start("heir")
+    for task in tasks:
+        done = finished(client, task.id, timeout=AGENT_TTL_SECONDS + 15)
+        assert (done.status, done.attempts) == ("completed", 2)
+        starts = [at for e, t, at in agents.events() if (e, t) == ("start", task.id)]
+        assert len(starts) == 2
+        assert starts[1] - killed_at < AGENT_TTL_SECONDS + 5
+        outcomes = [a.outcome for a in client.list_attempts(task.id).items]
+        assert outcomes == ["agent_lost", "completed"]
+
+
+def test_sigterm_finishes_running_tasks_within_the_grace_period(
+    client: Client, agents: Agents
+) -> None:
+    worker = agents.start("graceful", grace=10)
+    task = agents.create(client, "finishing", sleep=1)
+    agents.when("start", task.id)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=10) == 0
+    done = client.get_task(task.id)
+    assert (done.status, done.attempts) == ("completed", 1)
+
+
+def test_sigterm_releases_what_outlasts_the_grace_period(client: Client, agents: Agents) -> None:
+    worker = agents.start("hasty", grace=0.5)
+    task = agents.create(client, "too long", fields={"max_attempts": 3}, sleep=60)
+    agents.when("start", task.id)
+    stopped_at = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=10) == 0
+    assert time.monotonic() - stopped_at < 5
+    released = client.get_task(task.id)
+    assert released.status == "queued"
+    assert released.error == "worker stopped before the task finished"
+
+
+def test_a_handler_s_failures_follow_retry_and_fatal(client: Client, swarm: Swarm) -> None:
+    """The same Worker in-process: a plain exception retries, `Fatal` fails for good."""
+    kind = "py-" + secrets.token_hex(4)
+    worker = Worker(swarm.url, swarm.key, name=kind, concurrency=2, heartbeat_interval=1.0)
+    calls: Counter[str] = Counter()
+
+    @worker.task(kind)
+    def flaky(task: Task, _: object) -> object:
+        calls[task.id] += 1
+        if task.payload["mode"] == "fatal":
+            raise Fatal("bad input")
+        if calls[task.id] == 1:
+            raise RuntimeError("first try fails")
+        return object() if task.payload["mode"] == "opaque" else "ok"
+
+    runner = threading.Thread(target=lambda: asyncio.run(worker.run_async()))
+    runner.start()
+    try:
+
+        def submit(mode: str, kind: str = kind) -> Task:
+            payload = {"mode": mode}
+            return client.create_task(mode, kind=kind, payload=payload, required_capabilities=caps)
+
+        caps = [kind]
+        flake, fatal, opaque = submit("flaky"), submit("fatal"), submit("opaque")
+        unknown = submit("unknown", kind=f"{kind}-other")
+        retried = finished(client, flake.id)
+        assert (retried.status, retried.attempts, retried.result) == ("completed", 2, "ok")
+        failed = finished(client, fatal.id)
+        assert (failed.status, failed.attempts, failed.error) == ("failed", 1, "bad input")
+        not_json = finished(client, opaque.id)
+        assert not_json.status == "failed"
+        assert not_json.error.startswith("the result is not JSON")
+        orphan = finished(client, unknown.id)
+        assert orphan.error == f"no handler for kind '{kind}-other'"
+    finally:
+        worker.stop()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+
+
+def test_the_example_agent_echoes(client: Client, swarm: Swarm) -> None:
+    name = "echo-" + secrets.token_hex(4)
+    env = {
+        **os.environ,
+        "SWARM_URL": swarm.url,
+        "SWARM_KEY": swarm.key,
+        "SWARM_AGENT_NAME": name,
+        "SWARM_HEARTBEAT_SECONDS": "1",
+    }
+    example = subprocess.Popen([sys.executable, str(EXAMPLE)], env=env)
+    try:
+        task = client.create_task("hi", kind="echo", payload={"say": "hi"})
+        done = finished(client, task.id)
+        assert (done.status, done.result) == ("completed", {"say": "hi"})
+        messages = client.list_messages(task.id).items
+        assert [m.content for m in messages] == ["echoing 'hi'"]
+    finally:
+        example.send_signal(signal.SIGTERM)
+        assert example.wait(timeout=30) == 0
+
+
+def test_with_an_agent_key_the_worker_is_that_key_s_agent(client: Client, swarm: Swarm) -> None:
+    kind = "py-" + secrets.token_hex(4)
+    own = swarm.agent_call("/api/agents", {"name": f"{kind}-own", "capabilities": [kind]})
+    key = swarm.agent_call("/api/keys", {"name": kind, "role": "agent", "agent_id": own["id"]})
+    worker = Worker(swarm.url, str(key["key"]), name="any name", concurrency=1)
+
+    @worker.task(kind)
+    async def answer(task: Task, _: object) -> object:
+        return task.title
+
+    runner = threading.Thread(target=lambda: asyncio.run(worker.run_async()))
+    runner.start()
+    try:
+        task = client.create_task("mine", kind=kind, required_capabilities=[kind])
+        done = finished(client, task.id)
+        assert (done.status, done.result, done.agent_id) == ("completed", "mine", own["id"])
+        assert worker.agent_id == own["id"]
+        agent = client.get_agent(str(own["id"]))
+        assert (agent.name, agent.max_concurrency) == (f"{kind}-own", 1)
+    finally:
+        worker.stop()
+        runner.join(timeout=30)
