@@ -1,6 +1,7 @@
 //! The example agent behind `swarm agent`: a worker built on the SDK that does real work on
 //! `echo` tasks (the result is the payload) and `sleep` tasks (waits `payload.ms` milliseconds,
-//! reporting progress halfway), and refuses other kinds for good.
+//! reporting progress halfway, and stops early when the task is cancelled), and refuses other
+//! kinds for good.
 
 use std::time::Duration;
 
@@ -25,11 +26,18 @@ pub async fn handle(task: Assignment) -> Result<Value, Failure> {
                     "ms must be at most {MAX_SLEEP_MS}"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(ms / 2)).await;
-            if let Err(error) = task.progress(50, Some("halfway")).await {
-                return Err(Failure::transient(format!("lost the lease: {error}")));
+            let halves = [ms / 2, ms - ms / 2];
+            for (half, sleep_ms) in halves.into_iter().enumerate() {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+                    () = task.cancelled() => return Err(Failure::permanent("cancelled")),
+                }
+                if half == 0
+                    && let Err(error) = task.progress(50, Some("halfway")).await
+                {
+                    return Err(Failure::transient(format!("lost the lease: {error}")));
+                }
             }
-            tokio::time::sleep(Duration::from_millis(ms - ms / 2)).await;
             Ok(json!({ "slept_ms": ms }))
         }
         other => Err(Failure::permanent(format!(

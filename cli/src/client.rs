@@ -315,6 +315,10 @@ async fn watch(gateway: &Gateway, id: &str, output: Output) -> Result<ExitCode, 
     }
     let status = last["status"].as_str().unwrap_or("unknown").to_owned();
     if let Some(bar) = bar {
+        if bar.is_hidden() {
+            // Not a terminal (a pipe, a log): the bar draws nothing, so say how it ended.
+            println!("{id} {status}");
+        }
         bar.finish_with_message(status.clone());
     }
     Ok(if status == "completed" {

@@ -3,9 +3,13 @@
 //! [`Worker::register`] joins Swarm through the gateway (gRPC on the gateway's own address,
 //! with an agent key, so a worker host never holds the services' token) and keeps the agent
 //! alive with heartbeats in the background that list the tasks it runs (they stop when the
-//! worker is dropped). [`Worker::run`] then
+//! worker is dropped). Those heartbeats renew the tasks' leases, at least every second while it
+//! holds any, so a handler may work for hours without reporting; and they raise the
+//! cancellation signal ([`Assignment::is_cancelled`], [`Assignment::cancelled`]) of a task that
+//! was cancelled, timed out or taken back. [`Worker::run`] then
 //! long-polls the tasks service for work the agent is able to do, runs a handler on each task
-//! (never more at once than the agent's `max_concurrency`), and reports each outcome:
+//! (never more at once than the agent's `max_concurrency`; one that panics fails its attempt),
+//! and reports each outcome, retried with jittered backoff until acknowledged:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), swarm_sdk::SdkError> {

@@ -1,7 +1,8 @@
-//! The worker: joining through the gateway, background heartbeats that list held tasks, claims,
-//! reports retried until acknowledged, and the run loop.
+//! The worker: joining through the gateway, background heartbeats that list held tasks (renewing
+//! their leases and raising the cancellation signal of those no longer held), claims, reports
+//! retried until acknowledged, and the run loop.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use swarm_proto::worker::v1 as worker_pb;
 use swarm_proto::worker::v1::worker_service_client::WorkerServiceClient;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -27,6 +29,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(8);
 /// How many times a report is tried while the gateway is out of reach.
 const REPORT_ATTEMPTS: u32 = 8;
+/// The longest pause between heartbeats while the worker holds tasks: a cancellation reaches
+/// the handler within about this long.
+const BUSY_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Where a worker reaches Swarm: the gateway's address and an API key. With an agent key the
 /// worker acts as that key's agent; with an admin key it registers the agent it describes.
@@ -181,7 +186,10 @@ pub struct Assignment {
     pub lease_id: String,
     /// The agent holding it.
     pub agent_id: String,
+    /// Seconds its lease lasts unless renewed.
+    pub timeout_seconds: i32,
     gateway: WorkerServiceClient<GatewayChannel>,
+    cancel: CancellationToken,
 }
 
 impl Assignment {
@@ -192,6 +200,18 @@ impl Assignment {
         }
     }
 
+    /// Tells whether the task was cancelled, or is no longer this agent's to finish (it timed
+    /// out or was taken back): its outcome will not count.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Resolves once [`Assignment::is_cancelled`] turns true. A worker running
+    /// [`Worker::run`] learns of it from its next heartbeat, within about a second.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+
     /// Reports progress (0 to 100) and renews the lease.
     pub async fn progress(&self, percent: i32, message: Option<&str>) -> Result<(), SdkError> {
         let request = tasks_pb::ReportProgressRequest {
@@ -200,8 +220,22 @@ impl Assignment {
             percent,
             message: message.map(str::to_owned),
         };
-        self.gateway.clone().report_progress(request).await?;
+        self.refused_means_lost(self.gateway.clone().report_progress(request).await)?;
         Ok(())
+    }
+
+    /// Raises the cancellation signal when the service refuses a report because the attempt
+    /// is no longer this agent's.
+    fn refused_means_lost<T>(&self, answer: Result<T, tonic::Status>) -> Result<T, tonic::Status> {
+        if let Err(status) = &answer
+            && matches!(
+                status.code(),
+                tonic::Code::FailedPrecondition | tonic::Code::NotFound
+            )
+        {
+            self.cancel.cancel();
+        }
+        answer
     }
 
     /// Completes the task with a result.
@@ -211,7 +245,7 @@ impl Assignment {
             lease: Some(self.lease()),
             result_json: result.to_string(),
         };
-        self.gateway.clone().complete_task(request).await?;
+        self.refused_means_lost(self.gateway.clone().complete_task(request).await)?;
         Ok(())
     }
 
@@ -223,7 +257,7 @@ impl Assignment {
             error: failure.message.clone(),
             retryable: Some(failure.retryable),
         };
-        self.gateway.clone().fail_task(request).await?;
+        self.refused_means_lost(self.gateway.clone().fail_task(request).await)?;
         Ok(())
     }
 
@@ -273,8 +307,45 @@ impl Drop for Worker {
     }
 }
 
-/// The ids of the tasks a worker is running, which its heartbeats list.
-type HeldTasks = Arc<Mutex<HashSet<String>>>;
+/// The tasks a worker is running, which its heartbeats list.
+type HeldTasks = Arc<Held>;
+
+/// The tasks a worker is running, by id (each one's cancellation signal and lease length), and
+/// a wake-up for the heartbeat, which beats faster while there are any.
+#[derive(Debug, Default)]
+struct Held {
+    tasks: Mutex<HashMap<String, (CancellationToken, i32)>>,
+    taken: tokio::sync::Notify,
+}
+
+impl Held {
+    /// Locks the map (a panicked holder left it usable: it holds plain values).
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (CancellationToken, i32)>> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a task the worker starts on, and lets the heartbeat quicken.
+    fn take(&self, assignment: &Assignment) {
+        self.lock().insert(
+            assignment.id.clone(),
+            (assignment.cancel.clone(), assignment.timeout_seconds),
+        );
+        self.taken.notify_one();
+    }
+
+    /// How long the heartbeat waits: `period` while idle, and while it holds tasks at most
+    /// [`BUSY_HEARTBEAT`] and a third of the shortest lease, so leases never lapse under a
+    /// handler that does not report.
+    fn heartbeat_pause(&self, period: Duration) -> Duration {
+        let shortest_lease = self.lock().values().map(|(_, lease)| *lease).min();
+        shortest_lease.map_or(period, |seconds| {
+            let third = Duration::from_millis(u64::try_from(seconds).unwrap_or(1) * 1000 / 3);
+            period.min(BUSY_HEARTBEAT).min(third)
+        })
+    }
+}
 
 /// A channel to the gateway whose calls carry the API key, if any.
 type GatewayChannel = InterceptedService<Channel, Bearer>;
@@ -387,13 +458,17 @@ impl Worker {
             attempt: task.attempts,
             lease_id: task.lease_id.unwrap_or_default(),
             agent_id: self.id.clone(),
+            timeout_seconds: task.timeout_seconds,
             gateway: self.gateway.clone(),
+            cancel: CancellationToken::new(),
         }
     }
 
     /// Receives tasks until `shutdown` resolves and runs `handler` on each, at most
-    /// `max_concurrency` at once, reporting each outcome. Transient service errors are retried;
-    /// at shutdown it stops claiming and waits for running handlers to report.
+    /// `max_concurrency` at once, reporting each outcome (a handler that panics fails its
+    /// attempt, retryably). While handlers run, heartbeats renew their leases and raise each
+    /// one's cancellation signal when its task is cancelled. Transient service errors are
+    /// retried; at shutdown it stops claiming and waits for running handlers to report.
     pub async fn run<H, Fut>(
         &self,
         handler: H,
@@ -431,12 +506,16 @@ impl Worker {
                         };
                         let handler = handler.clone();
                         let held = Arc::clone(&self.held);
-                        lock(&held).insert(assignment.id.clone());
+                        held.take(&assignment);
                         running.spawn(async move {
-                            let outcome = handler(assignment.clone()).await;
-                            assignment.report(outcome).await;
-                            lock(&held).remove(&assignment.id);
+                            let outcome = tokio::spawn(handler(assignment.clone()))
+                                .await
+                                .unwrap_or_else(|crashed| {
+                                    Err(Failure::transient(panicked(crashed)))
+                                });
                             drop(permit);
+                            assignment.report(outcome).await;
+                            held.lock().remove(&assignment.id);
                         });
                     }
                 }
@@ -453,33 +532,50 @@ impl Worker {
     }
 }
 
-/// Locks the held-task set (a panicked holder left it usable: it holds plain ids).
-fn lock(held: &HeldTasks) -> std::sync::MutexGuard<'_, HashSet<String>> {
-    held.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Describes a handler that panicked (or was aborted), for its failure report.
+fn panicked(crashed: tokio::task::JoinError) -> String {
+    if !crashed.is_panic() {
+        return "the handler was aborted".to_owned();
+    }
+    let panic = crashed.into_panic();
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    format!("the handler panicked: {message}")
 }
 
-/// Sends a heartbeat listing the held tasks every `period` until aborted; failures are logged
-/// and retried at the next beat.
+/// Sends a heartbeat listing the held tasks until aborted, paced by [`Held::heartbeat_pause`]
+/// (a task taken while the heartbeat waits shortens its wait). Raises the cancellation signal
+/// of each task the answer names; failures are logged and retried at the next beat.
 async fn beat(
     mut gateway: WorkerServiceClient<GatewayChannel>,
     id: String,
     held: HeldTasks,
     period: Duration,
 ) {
-    let mut tick = tokio::time::interval(period);
-    tick.tick().await; // joining counted as the first
+    let mut last_beat = tokio::time::Instant::now(); // joining counted as one
     loop {
-        tick.tick().await;
-        let ids = lock(&held).iter().cloned().collect();
+        let next_beat = last_beat + held.heartbeat_pause(period);
+        tokio::select! {
+            () = tokio::time::sleep_until(next_beat) => {}
+            () = held.taken.notified() => continue,
+        }
+        last_beat = tokio::time::Instant::now();
+        let ids = held.lock().keys().cloned().collect();
         let request = worker_pb::HeartbeatRequest {
             agent_id: id.clone(),
             active_tasks: Some(worker_pb::HeldTasks { ids }),
         };
         match gateway.heartbeat(request).await {
             Ok(answer) => {
+                let held = held.lock();
                 for task_id in answer.into_inner().cancel {
-                    warn!(agent_id = %id, %task_id, "a held task was cancelled");
+                    if let Some((cancel, _)) = held.get(&task_id) {
+                        debug!(agent_id = %id, %task_id, "a held task is no longer ours");
+                        cancel.cancel();
+                    }
                 }
             }
             Err(status) => warn!(agent_id = %id, code = ?status.code(), "heartbeat failed"),

@@ -33,7 +33,7 @@ worker = Worker(
     name=name,
     capabilities=[kind],
     concurrency=concurrency,
-    heartbeat_interval=1.0,
+    heartbeat_interval=2.0,
     grace_period=grace,
 )
 

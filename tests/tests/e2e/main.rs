@@ -9,3 +9,4 @@ mod dispatch;
 mod grpc;
 mod metrics;
 mod rest;
+mod sdk_worker;

@@ -172,6 +172,7 @@ class Worker:
         self._grace_period = grace_period
         self._handlers: dict[str, Handler] = {}
         self._held: dict[str, tuple[Context, asyncio.Task[None]]] = {}
+        self._taken = asyncio.Event()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.agent_id: str | None = None
@@ -257,6 +258,7 @@ class Worker:
         ctx = Context(task, self.name, self._loop)
         job = asyncio.create_task(self._work(client, ctx, slots))
         self._held[task.id] = (ctx, job)
+        self._taken.set()
 
     async def _work(self, client: AsyncClient, ctx: Context, slots: asyncio.Semaphore) -> None:
         """Runs the handler while its reports go out in order, then reports the outcome."""
@@ -313,16 +315,33 @@ class Worker:
                 if isinstance(item, _Outcome):
                     return
 
+    def _heartbeat_pause(self) -> float:
+        """Returns how long the heartbeat waits.
+
+        That is `heartbeat_interval` while idle; while holding tasks, at most a second and a
+        third of the shortest lease, so leases never lapse under a handler that does not report.
+        """
+        if not self._held:
+            return self._heartbeat_interval
+        shortest_lease = min(float(ctx.task.timeout_seconds) for ctx, _ in self._held.values())
+        return min(self._heartbeat_interval, _BUSY_BEAT_SECONDS, shortest_lease / 3)
+
     async def _beat(self, client: AsyncClient) -> None:
-        """Heartbeats listing the held tasks; signals the handlers of tasks no longer held."""
+        """Heartbeats listing the held tasks; signals the handlers of tasks no longer held.
+
+        A task taken while the heartbeat waits shortens its wait.
+        """
         assert self.agent_id is not None
+        loop = asyncio.get_running_loop()
+        last_beat = loop.time()  # joining counted as one
         while True:
-            held = list(self._held)
-            pause = _BUSY_BEAT_SECONDS if held else self._heartbeat_interval
-            if held:
-                timeouts = [self._held[id][0].task.timeout_seconds for id in held]
-                pause = min(pause, min(timeouts) / 3)
-            await asyncio.sleep(pause)
+            self._taken.clear()
+            wait = last_beat + self._heartbeat_pause() - loop.time()
+            if wait > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._taken.wait(), timeout=wait)
+                    continue
+            last_beat = loop.time()
             held = list(self._held)
             try:
                 answer = await client.heartbeat(self.agent_id, held)

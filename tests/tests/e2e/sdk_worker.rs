@@ -1,0 +1,150 @@
+//! The Rust SDK's worker with long and stopped tasks: a handler that works three leases long
+//! without reporting keeps its task (heartbeats renew the lease), a cancelled task's handler sees
+//! its signal within two seconds, and a handler that panics fails its attempt instead of
+//! taking the worker down.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use swarm_e2e::TestStack;
+use swarm_kit::testing::Backend;
+use swarm_sdk::{AgentSpec, Assignment, Failure, SdkError, Worker};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A worker running `handler` on the tasks that need `capability`, until `stop`.
+struct Running {
+    stop: CancellationToken,
+    run: JoinHandle<Result<(), SdkError>>,
+}
+
+impl Running {
+    async fn start<H, Fut>(swarm: &TestStack, capability: &str, handler: H) -> Self
+    where
+        H: Fn(Assignment) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, Failure>> + Send + 'static,
+    {
+        let spec = AgentSpec::new(capability)
+            .capability(capability)
+            .max_concurrency(2);
+        let worker = Worker::register(&swarm.gateway(), spec).await.unwrap();
+        let stop = CancellationToken::new();
+        let until = stop.clone().cancelled_owned();
+        let run = tokio::spawn(async move { worker.run(handler, until).await });
+        Self { stop, run }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.run.await.unwrap().unwrap();
+    }
+}
+
+/// Creates a task that needs `capability`, with `fields` added; returns its path.
+async fn submit(swarm: &TestStack, capability: &str, fields: Value) -> String {
+    let mut body = json!({"title": capability, "required_capabilities": [capability]});
+    body.as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
+    let (status, task) = swarm.post("/api/tasks", body).await;
+    assert_eq!(status, 201, "{task}");
+    format!("/api/tasks/{}", task["id"].as_str().unwrap())
+}
+
+/// Reads the task at `path` until its status is `status`, for at most 20 seconds.
+async fn until_status(swarm: &TestStack, path: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, task) = swarm.get(path).await;
+        if task["status"] == status {
+            return task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} at {path}",
+            task["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_handler_working_three_leases_long_without_reporting_runs_once(backend: Backend) {
+    let swarm = TestStack::start(backend).await;
+    let worker = Running::start(&swarm, "patient", |_task: Assignment| async move {
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        Ok(json!("done"))
+    })
+    .await;
+    let path = submit(&swarm, "patient", json!({"timeout_seconds": 1})).await;
+    let done = until_status(&swarm, &path, "completed").await;
+    assert_eq!(
+        (done["attempts"].as_i64(), &done["result"]),
+        (Some(1), &json!("done"))
+    );
+    worker.stop().await;
+    swarm.stop().await;
+}
+
+async fn a_cancelled_tasks_handler_sees_the_signal_within_two_seconds(backend: Backend) {
+    let swarm = TestStack::start(backend).await;
+    let seen = Arc::new(Mutex::new(None));
+    let worker = Running::start(&swarm, "endless", {
+        let seen = Arc::clone(&seen);
+        move |task: Assignment| {
+            let seen = Arc::clone(&seen);
+            async move {
+                task.cancelled().await;
+                *seen.lock().unwrap() = Some(Instant::now());
+                Ok(Value::Null)
+            }
+        }
+    })
+    .await;
+    let path = submit(&swarm, "endless", json!({})).await;
+    until_status(&swarm, &path, "active").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cancelled_at = Instant::now();
+    let (status, _) = swarm.post(&format!("{path}/cancel"), json!({})).await;
+    assert_eq!(status, 200);
+    let deadline = cancelled_at + Duration::from_secs(5);
+    let seen_at = loop {
+        if let Some(at) = *seen.lock().unwrap() {
+            break at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the handler never saw the signal"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let delay = seen_at - cancelled_at;
+    assert!(delay < Duration::from_secs(2), "signal after {delay:?}");
+    worker.stop().await;
+    swarm.stop().await;
+}
+
+async fn a_panicking_handler_fails_its_attempt(backend: Backend) {
+    let swarm = TestStack::start(backend).await;
+    let worker = Running::start(&swarm, "fragile", |task: Assignment| async move {
+        assert!(task.attempt > 1, "boom on attempt {}", task.attempt);
+        Ok(json!("second time lucky"))
+    })
+    .await;
+    let path = submit(&swarm, "fragile", json!({"max_attempts": 2})).await;
+    let done = until_status(&swarm, &path, "completed").await;
+    assert_eq!(done["attempts"], 2);
+    let (_, attempts) = swarm.get(&format!("{path}/attempts")).await;
+    let first = &attempts["items"][0];
+    assert_eq!(first["outcome"], "failed", "{attempts}");
+    assert_eq!(first["error"], "the handler panicked: boom on attempt 1");
+    worker.stop().await;
+    swarm.stop().await;
+}
+
+swarm_kit::conformance!(
+    a_handler_working_three_leases_long_without_reporting_runs_once,
+    a_cancelled_tasks_handler_sees_the_signal_within_two_seconds,
+    a_panicking_handler_fails_its_attempt,
+);
