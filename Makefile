@@ -12,7 +12,7 @@ HELD_SECONDS ?= 10
 FUZZ_EXAMPLES ?= 100
 PY_VENV ?= target/py-venv
 
-.PHONY: help run test e2e bench bench-flow bench-held fuzz openapi python lint fmt toolchain tools
+.PHONY: help run test e2e bench bench-flow bench-held bench-python fuzz openapi python lint fmt toolchain tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -55,6 +55,7 @@ bench: toolchain ## measure the API, the queue cycle, the cache, what observabil
 	./target/release/swarm-bench overhead --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	$(MAKE) --no-print-directory bench-flow
 	$(MAKE) --no-print-directory bench-held
+	$(MAKE) --no-print-directory bench-python
 
 bench-flow: ## batch creation throughput and the parent-completed to child-claimed latency, on SQLite and PostgreSQL
 	$(CARGO) build --release -p swarm-bench
@@ -70,6 +71,11 @@ bench-held: ## hold 2,000 event streams and 1,000 waiting claims while creating 
 	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
 	./target/release/swarm-bench held-load --database-url $(BENCH_PG_URL) --seconds $(HELD_SECONDS)
 
+bench-python: toolchain python ## one Python SDK worker process (64 slots) draining 20,000 no-op tasks through the gateway on PostgreSQL
+	$(CARGO) build --release -p swarm
+	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
+	$(PY_VENV)/bin/python sdk/python/bench/worker_bench.py target/release/swarm $(BENCH_PG_URL)
+
 fuzz: toolchain ## fuzz the REST API against its OpenAPI document on SQLite and PostgreSQL (schemathesis, FUZZ_EXAMPLES per operation)
 	$(CARGO) build -p swarm
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) tests/fuzz/run.sh
@@ -82,7 +88,7 @@ openapi: toolchain ## write docs/openapi.json, the OpenAPI document the gateway 
 lint: toolchain python ## check formatting and clippy (warnings are errors), ruff and mypy on the Python SDK
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	cd sdk/python && $(CURDIR)/$(PY_VENV)/bin/ruff check . && $(CURDIR)/$(PY_VENV)/bin/ruff format --check . && $(CURDIR)/$(PY_VENV)/bin/mypy src tests
+	cd sdk/python && $(CURDIR)/$(PY_VENV)/bin/ruff check . && $(CURDIR)/$(PY_VENV)/bin/ruff format --check . && $(CURDIR)/$(PY_VENV)/bin/mypy src tests examples bench
 
 fmt: toolchain ## format the code
 	$(CARGO) fmt --all

@@ -513,9 +513,10 @@ impl Worker {
                                 .unwrap_or_else(|crashed| {
                                     Err(Failure::transient(panicked(crashed)))
                                 });
-                            drop(permit);
                             assignment.report(outcome).await;
                             held.lock().remove(&assignment.id);
+                            // Until now the queue counted the task against the agent.
+                            drop(permit);
                         });
                     }
                 }

@@ -147,6 +147,7 @@ class Worker:
     `async def handler(task, ctx)`; they return the result (any JSON value) or raise: `Retry` or
     any other exception fails the attempt (retried while attempts remain), `Fatal` fails the task
     for good. Unless `capabilities` is given, the agent declares the kinds it has handlers for.
+    Its calls share one HTTP/2 connection unless `http2` is false (see `AsyncClient`).
     """
 
     def __init__(
@@ -159,6 +160,7 @@ class Worker:
         kind: str = "python",
         heartbeat_interval: float = 5.0,
         grace_period: float = 30.0,
+        http2: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -170,6 +172,7 @@ class Worker:
         self._kind = kind
         self._heartbeat_interval = heartbeat_interval
         self._grace_period = grace_period
+        self._http2 = http2
         self._handlers: dict[str, Handler] = {}
         self._held: dict[str, tuple[Context, asyncio.Task[None]]] = {}
         self._taken = asyncio.Event()
@@ -202,7 +205,7 @@ class Worker:
         if handle_signals:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(signum, self._stop.set)
-        async with AsyncClient(self._base_url, self._api_key) as client:
+        async with AsyncClient(self._base_url, self._api_key, http2=self._http2) as client:
             agent: Agent = await _retrying(stop_after_delay(_REPORT_PATIENCE_SECONDS))(
                 client.join_agent,
                 self.name,
@@ -261,20 +264,21 @@ class Worker:
         self._taken.set()
 
     async def _work(self, client: AsyncClient, ctx: Context, slots: asyncio.Semaphore) -> None:
-        """Runs the handler while its reports go out in order, then reports the outcome."""
+        """Runs the handler while its reports go out in order, then reports the outcome.
+
+        The slot stays taken until the outcome is acknowledged: until then the queue counts
+        the task against the agent's concurrency, and a claim for it would come back short.
+        """
         reports = asyncio.create_task(self._send_reports(client, ctx))
         try:
-            try:
-                outcome = await self._handle(ctx)
-            finally:
-                slots.release()
-            ctx._queue(outcome)
+            ctx._queue(await self._handle(ctx))
             await reports
         except asyncio.CancelledError:
             reports.cancel()
             raise
         finally:
             self._held.pop(ctx.task.id, None)
+            slots.release()
 
     async def _handle(self, ctx: Context) -> _Outcome:
         task = ctx.task
