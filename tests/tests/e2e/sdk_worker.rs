@@ -1,8 +1,10 @@
-//! The Rust SDK's worker with long and stopped tasks: a handler that works three leases long
-//! without reporting keeps its task (heartbeats renew the lease), a cancelled task's handler sees
-//! its signal within two seconds, and a handler that panics fails its attempt instead of
-//! taking the worker down.
+//! The Rust SDK's worker under load and with long and stopped tasks: one worker with eight slots
+//! runs the 2,000 tasks four producers submit at once, each exactly once; a handler that works
+//! three leases long without reporting keeps its task (heartbeats renew the lease); a cancelled
+//! task's handler sees its signal within two seconds; and a handler that panics fails its
+//! attempt instead of taking the worker down.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,9 +28,17 @@ impl Running {
         H: Fn(Assignment) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, Failure>> + Send + 'static,
     {
+        Self::with_slots(swarm, capability, 2, handler).await
+    }
+
+    async fn with_slots<H, Fut>(swarm: &TestStack, capability: &str, slots: u32, handler: H) -> Self
+    where
+        H: Fn(Assignment) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, Failure>> + Send + 'static,
+    {
         let spec = AgentSpec::new(capability)
             .capability(capability)
-            .max_concurrency(2);
+            .max_concurrency(slots);
         let worker = Worker::register(&swarm.gateway(), spec).await.unwrap();
         let stop = CancellationToken::new();
         let until = stop.clone().cancelled_owned();
@@ -68,6 +78,68 @@ async fn until_status(swarm: &TestStack, path: &str, status: &str) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+async fn two_thousand_tasks_from_four_producers_each_run_exactly_once(backend: Backend) {
+    let swarm = TestStack::start(backend).await;
+    let runs: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let worker = Running::with_slots(&swarm, "fleet", 8, {
+        let runs = Arc::clone(&runs);
+        move |task: Assignment| {
+            let runs = Arc::clone(&runs);
+            async move {
+                *runs.lock().unwrap().entry(task.id.clone()).or_default() += 1;
+                Ok(task.payload)
+            }
+        }
+    })
+    .await;
+    let producers = (0..4).map(|producer| {
+        let swarm = &swarm;
+        async move {
+            let mut paths = Vec::new();
+            for n in 0..500 {
+                let payload = json!({"payload": {"producer": producer, "n": n}});
+                paths.push(submit(swarm, "fleet", payload).await);
+            }
+            paths
+        }
+    });
+    let paths: Vec<String> = futures_util::future::join_all(producers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(paths.len(), 2000);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, page) = swarm.get("/api/tasks?status=completed&per_page=1").await;
+        if page["total"] == 2000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "completed so far: {}",
+            page["total"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    worker.stop().await;
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 2000, "every task ran");
+    assert!(runs.values().all(|count| *count == 1), "no task ran twice");
+    for page in 1..=20 {
+        let (_, listed) = swarm
+            .get(&format!("/api/tasks?per_page=100&page={page}"))
+            .await;
+        for task in listed["items"].as_array().unwrap() {
+            assert_eq!(
+                (&task["status"], &task["attempts"]),
+                (&json!("completed"), &json!(1))
+            );
+        }
+    }
+    swarm.stop().await;
 }
 
 async fn a_handler_working_three_leases_long_without_reporting_runs_once(backend: Backend) {
@@ -144,6 +216,7 @@ async fn a_panicking_handler_fails_its_attempt(backend: Backend) {
 }
 
 swarm_kit::conformance!(
+    two_thousand_tasks_from_four_producers_each_run_exactly_once,
     a_handler_working_three_leases_long_without_reporting_runs_once,
     a_cancelled_tasks_handler_sees_the_signal_within_two_seconds,
     a_panicking_handler_fails_its_attempt,
