@@ -12,7 +12,7 @@ HELD_SECONDS ?= 10
 FUZZ_EXAMPLES ?= 100
 PY_VENV ?= target/py-venv
 
-.PHONY: help run test e2e bench bench-flow bench-held bench-python fuzz openapi python lint fmt toolchain tools
+.PHONY: help run test e2e bench bench-flow bench-held bench-python fuzz openapi python ui ui-deps screenshots lint fmt toolchain tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -22,21 +22,34 @@ toolchain: ## check that the Rust toolchain and its components are present
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 
-tools: ## install what the tests use besides Rust: promtool (Debian's prometheus package)
-	@command -v promtool >/dev/null || { \
-		echo "installing promtool (Debian package prometheus)"; \
+tools: ## install what the tests use besides Rust: promtool and Chromium (Debian's prometheus and chromium packages)
+	@for need in promtool:prometheus chromium:chromium; do \
+		command -v $${need%%:*} >/dev/null && continue; \
+		echo "installing $${need%%:*} (Debian package $${need##*:})"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get install -y --no-install-recommends prometheus >/dev/null || \
-		{ $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
+		$$SUDO apt-get install -y --no-install-recommends $${need##*:} >/dev/null || \
+		{ $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends $${need##*:} >/dev/null; } || exit 1; \
+	done
 
-run: toolchain ## build and start every service and the gateway (http://127.0.0.1:8080)
+run: toolchain ui ## build and start every service and the gateway (http://127.0.0.1:8080, the dashboard at /ui/)
 	$(CARGO) run --release -p swarm -- up
 
-test: toolchain tools python ## run unit, integration (SQLite and PostgreSQL) and end-to-end tests, and the Python SDK's against a real stack
+test: toolchain tools python ui ## run unit, integration (SQLite and PostgreSQL) and end-to-end tests, the Python SDK's against a real stack, and the dashboard's in headless Chromium
 	@pg_isready -q -d "$(PG_URL)" 2>/dev/null || echo "warning: PostgreSQL at $(PG_URL) does not answer; its tests will fail (set SWARM_TEST_POSTGRES_URL)"
 	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} $(CARGO) test --workspace --all-targets
 	$(CARGO) build -p swarm
 	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} SWARM_BIN=$(CURDIR)/target/debug/swarm $(PY_VENV)/bin/pytest -q sdk/python/tests
+	cd ui && SWARM_BIN=$(CURDIR)/target/debug/swarm npm test
+
+ui-deps: ## install the dashboard's npm packages (from package-lock.json)
+	@test -d ui/node_modules || (cd ui && npm ci --no-audit --no-fund)
+
+ui: ui-deps ## build the dashboard into ui/dist, which the gateway embeds (build the binary after it)
+	cd ui && npm run build
+
+screenshots: ui tools ## capture every dashboard view at 1280x800 and 390x844 into docs/screenshots
+	$(CARGO) build -p swarm
+	cd ui && SWARM_BIN=$(CURDIR)/target/debug/swarm SCREENSHOTS=$(CURDIR)/docs/screenshots npx playwright test screenshots
 
 python: ## install the Python SDK and its tools into target/py-venv
 	@test -x $(PY_VENV)/bin/pytest || (python3 -m venv $(PY_VENV) && $(PY_VENV)/bin/pip install --quiet --upgrade pip)
@@ -85,10 +98,11 @@ fuzz: toolchain ## fuzz the REST API against its OpenAPI document on SQLite and 
 openapi: toolchain ## write docs/openapi.json, the OpenAPI document the gateway serves (a test checks they agree)
 	SWARM_BLESS_OPENAPI=1 $(CARGO) test -p swarm-gateway --lib openapi::tests::the_committed_document_is_the_served_one
 
-lint: toolchain python ## check formatting and clippy (warnings are errors), ruff and mypy on the Python SDK
+lint: toolchain python ui-deps ## check formatting and clippy (warnings are errors), ruff and mypy on the Python SDK, tsc and eslint on the dashboard
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd sdk/python && $(CURDIR)/$(PY_VENV)/bin/ruff check . && $(CURDIR)/$(PY_VENV)/bin/ruff format --check . && $(CURDIR)/$(PY_VENV)/bin/mypy src tests examples bench
+	cd ui && npm run lint
 
 fmt: toolchain ## format the code
 	$(CARGO) fmt --all

@@ -19,6 +19,7 @@ pub mod schema;
 pub mod state;
 pub mod streams;
 pub mod traced;
+mod ui;
 mod worker_grpc;
 pub mod workers;
 

@@ -138,3 +138,33 @@ pub async fn revoke(
         )),
     }
 }
+
+/// Who the caller is: its key's name and role (and agent, for an agent key), and whether the
+/// gateway checks keys at all.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrentKeyView {
+    /// The key's name (empty while keys are not checked).
+    name: String,
+    /// What the key may do.
+    #[schema(schema_with = schema::key_role)]
+    role: &'static str,
+    /// The agent an agent key acts for.
+    agent_id: Option<String>,
+    /// False when the gateway runs with `SWARM_AUTH=off`: every caller is an admin.
+    auth: bool,
+}
+
+/// Describes the caller's own key, for clients (the dashboard) that adapt to its role.
+#[utoipa::path(get, operation_id = "currentKey", path = "/api/keys/current", tag = "keys",
+    responses((status = 200, description = "The caller's key.", body = CurrentKeyView)))]
+pub async fn current(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
+) -> axum::Json<CurrentKeyView> {
+    axum::Json(CurrentKeyView {
+        name: caller.name,
+        role: caller.role.as_str(),
+        agent_id: caller.agent_id.map(|id| id.to_string()),
+        auth: state.config.auth,
+    })
+}

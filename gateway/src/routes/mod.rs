@@ -117,6 +117,7 @@ fn table() -> Vec<Route> {
         Route::new(routes!(cache::put), CLIENTS),
         Route::new(routes!(cache::delete), CLIENTS),
         Route::new(routes!(metrics::summary), ADMINS),
+        Route::new(routes!(keys::current), CLIENTS_AND_AGENTS),
         Route::new(routes!(keys::create), ADMINS),
         Route::new(routes!(keys::list), ADMINS),
         Route::new(routes!(keys::revoke), ADMINS),
@@ -174,8 +175,9 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
             state.auth.clone(),
             auth::authenticate,
         ))
-        // The documentation is open, and outside the role check.
+        // The documentation and the dashboard are open, and outside the role check.
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/api/openapi.json", document))
+        .merge(crate::ui::router(state.config.auth))
         .layer(axum::middleware::from_fn_with_state(
             state.config.request_timeout,
             limits::deadline,

@@ -5,6 +5,7 @@
 mod agents;
 mod auth;
 mod cache;
+mod dashboard;
 mod dispatch;
 mod grpc;
 mod metrics;

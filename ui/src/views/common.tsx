@@ -1,0 +1,40 @@
+// Pieces the views share: a status badge, a progress bar, pagination and a refusal notice.
+import type { ApiError, Page } from "../api";
+
+export function Status({ status }: { status: string }) {
+  return <span class={`badge status-${status}`}>{status}</span>;
+}
+
+export function ProgressBar({ percent, label }: { percent: number; label: string }) {
+  return (
+    <span class="progress">
+      <progress max={100} value={percent} aria-label={label} />
+      <span>{percent} %</span>
+    </span>
+  );
+}
+
+export function Pager<T>({ page, onPage }: { page: Page<T>; onPage: (page: number) => void }) {
+  return (
+    <nav class="pager" aria-label="Pages">
+      <button type="button" disabled={page.page <= 1} onClick={() => onPage(page.page - 1)}>
+        Previous
+      </button>
+      <span>
+        Page {page.page} of {Math.max(1, page.pages)} · {page.total} in all
+      </span>
+      <button type="button" disabled={page.page >= page.pages} onClick={() => onPage(page.page + 1)}>
+        Next
+      </button>
+    </nav>
+  );
+}
+
+export function Refusal({ error }: { error: ApiError | null }) {
+  return error ? (
+    <p role="alert" class="error">
+      {error.status ? `${error.status} ${error.code}: ` : ""}
+      {error.message}
+    </p>
+  ) : null;
+}
