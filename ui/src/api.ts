@@ -73,6 +73,32 @@ export interface Key {
   key?: string;
 }
 
+export interface Workflow {
+  id: string;
+  name: string;
+  user_id: string | null;
+  status: string;
+  /** Its tasks by key (not in lists). */
+  tasks?: Record<string, Task>;
+  /** The keys each task waits for, by key (not in lists). */
+  dependencies?: Record<string, string[]>;
+  created_at: string | null;
+  updated_at: string | null;
+  finished_at: string | null;
+}
+
+export interface Schedule {
+  id: string;
+  name: string;
+  cron: string;
+  timezone: string;
+  task: { title: string; kind: string } | null;
+  paused: boolean;
+  next_run_at: string | null;
+  last_run_at: string | null;
+  created_at: string | null;
+}
+
 export interface Page<T> {
   items: T[];
   page: number;

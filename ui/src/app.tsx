@@ -7,9 +7,11 @@ import { href, useRoute } from "./router";
 import { AgentView, AgentsView } from "./views/agents";
 import { KeysView } from "./views/keys";
 import { OverviewView } from "./views/overview";
+import { SchedulesView } from "./views/schedules";
 import { SignIn } from "./views/signin";
 import { TaskView } from "./views/task";
 import { TasksView } from "./views/tasks";
+import { WorkflowsView, WorkflowView } from "./views/workflows";
 
 /** Who is signed in: whether the gateway checks keys, and whether the key is an admin's. */
 export interface Session {
@@ -69,6 +71,8 @@ export function App() {
 const SECTIONS: [string, string, boolean][] = [
   ["", "Overview", false],
   ["tasks", "Tasks", false],
+  ["workflows", "Workflows", false],
+  ["schedules", "Schedules", false],
   ["agents", "Agents", true],
   ["keys", "Keys", true],
 ];
@@ -96,6 +100,8 @@ function Shell({ session, onSignOut }: { session: Session; onSignOut: () => void
       <main>
         {section === "" && <OverviewView admin={session.admin} />}
         {section === "tasks" && (id ? <TaskView id={id} /> : <TasksView />)}
+        {section === "workflows" && (id ? <WorkflowView id={id} /> : <WorkflowsView />)}
+        {section === "schedules" && <SchedulesView />}
         {section === "agents" && (id ? <AgentView id={id} /> : <AgentsView />)}
         {section === "keys" && <KeysView />}
       </main>

@@ -208,3 +208,57 @@ test("keys are issued with the secret shown once, and revoked", async ({ page })
   await page.getByRole("row", { name: /ui-client/ }).getByRole("button", { name: "Revoke" }).click();
   await expect(page.getByRole("row", { name: /ui-client/ })).toContainText("revoked");
 });
+
+test("a workflow's graph shows each task's status as it runs", async ({ page }) => {
+  await signIn(page);
+  const worker = await agent("ui-flow", "ui-flow");
+  const needs = { required_capabilities: ["ui-flow"] };
+  const flow = await api<Created>("POST", "/api/workflows", {
+    name: "quarterly report",
+    tasks: [
+      { key: "fetch", title: "fetch figures", ...needs },
+      { key: "chart", title: "draw charts", depends_on: ["fetch"], ...needs },
+      { key: "write", title: "write summary", depends_on: ["fetch"], ...needs },
+      { key: "publish", title: "publish", depends_on: ["chart", "write"], ...needs },
+    ],
+  });
+  await page.getByRole("link", { name: "Workflows", exact: true }).click();
+  await page.getByRole("link", { name: "quarterly report" }).click();
+  const graph = page.getByRole("group", { name: "The workflow's tasks and what each waits for" });
+  await expect(graph).toBeVisible();
+  await expect(graph.locator("a.dag-node")).toHaveCount(4);
+  await expect(graph.locator("path.dag-edge")).toHaveCount(4);
+  await expect(graph.locator("a.dag-node.status-queued")).toHaveCount(1);
+  await expect(graph.locator("a.dag-node.status-waiting")).toHaveCount(3);
+  await noSeriousViolations(page);
+
+  const fetch = await claim(worker.id);
+  await api("POST", `/api/tasks/${fetch.id}/complete`, { agent_id: worker.id, result: { rows: 3 } });
+  await expect(graph.locator("a.dag-node.status-completed")).toHaveCount(1);
+  await expect(graph.locator("a.dag-node.status-queued")).toHaveCount(2);
+  await page.getByRole("button", { name: "Cancel workflow" }).click();
+  await expect(graph.locator("a.dag-node.status-cancelled")).toHaveCount(3);
+  await expect(page.getByText("cancelled", { exact: true }).first()).toBeVisible();
+  worker.stop();
+  expect(flow.id).toBeTruthy();
+});
+
+test("schedules show their next run and pause and resume", async ({ page }) => {
+  await api("POST", "/api/schedules", {
+    name: "nightly digest",
+    cron: "0 3 * * *",
+    timezone: "Europe/Paris",
+    task: { title: "send the digest", kind: "mail", required_capabilities: ["ui-never"] },
+  });
+  await signIn(page);
+  await page.getByRole("link", { name: "Schedules", exact: true }).click();
+  const row = page.locator('tr[data-schedule="nightly digest"]');
+  await expect(row).toContainText("Europe/Paris");
+  await expect(row).toContainText("send the digest");
+  await noSeriousViolations(page);
+  await row.getByRole("button", { name: "Pause" }).click();
+  await expect(row).toContainText("paused");
+  await row.getByRole("button", { name: "Resume" }).click();
+  await expect(row.getByRole("button", { name: "Pause" })).toBeVisible();
+  await expect(row).not.toContainText("paused");
+});

@@ -24,7 +24,7 @@ async function api<T = { id: string }>(method: string, path: string, body?: unkn
  * Puts a fleet to work (kept online by heartbeats until `stop`) and returns the id of a task in
  * the middle of its run.
  */
-async function seed(): Promise<{ working: string; stop: () => void }> {
+async function seed(): Promise<{ working: string; flow: string; stop: () => void }> {
   const writer = await api("POST", "/api/agents", { name: "writer-1", capabilities: ["llm"], max_concurrency: 4 });
   const crawler = await api("POST", "/api/agents", { name: "crawler-7", capabilities: ["http"], max_concurrency: 8 });
   await api("POST", "/api/agents", { name: "retired-2", capabilities: ["llm"] });
@@ -44,7 +44,18 @@ async function seed(): Promise<{ working: string; stop: () => void }> {
   await api("POST", `/api/tasks/${done}/complete`, { agent_id: writer.id, result: { words: 412 } });
   await api("POST", `/api/tasks/${broken}/fail`, { agent_id: writer.id, error: "model quota exceeded", retryable: false });
   await api("POST", "/api/keys", { name: "ci-producer", role: "client" });
-  return { working, stop: () => clearInterval(heartbeats) };
+  const step = (key: string, depends_on: string[] = []) => ({ key, title: key, kind: "llm", depends_on, required_capabilities: ["etl"] });
+  const flow = await api("POST", "/api/workflows", {
+    name: "quarterly report",
+    tasks: [step("fetch"), step("clean", ["fetch"]), step("chart", ["clean"]), step("write", ["clean"]), step("publish", ["chart", "write"])],
+  });
+  await api("POST", "/api/schedules", {
+    name: "nightly digest",
+    cron: "0 3 * * *",
+    timezone: "Europe/Paris",
+    task: { title: "send the digest", kind: "mail" },
+  });
+  return { working, flow: flow.id, stop: () => clearInterval(heartbeats) };
 }
 
 async function signIn(page: Page): Promise<void> {
@@ -56,7 +67,7 @@ async function signIn(page: Page): Promise<void> {
 
 test("every view, at a laptop's and a phone's size", async ({ browser }) => {
   test.setTimeout(120_000);
-  const { working, stop } = await seed();
+  const { working, flow, stop } = await seed();
   for (const [size, viewport] of Object.entries(SIZES)) {
     const page = await browser.newPage({ viewport });
     await page.goto("./");
@@ -67,6 +78,9 @@ test("every view, at a laptop's and a phone's size", async ({ browser }) => {
     const views: [string, string, string][] = [
       ["tasks", "./#/tasks", "Tasks"],
       ["task", `./#/tasks/${working}`, "summarise Q3 report"],
+      ["workflows", "./#/workflows", "Workflows"],
+      ["workflow", `./#/workflows/${flow}`, "quarterly report"],
+      ["schedules", "./#/schedules", "Schedules"],
       ["agents", "./#/agents", "Agents"],
       ["keys", "./#/keys", "Keys"],
     ];

@@ -83,6 +83,10 @@ pub struct WorkflowView {
     /// Its tasks by key; left out of lists.
     #[serde(skip_serializing_if = "Option::is_none")]
     tasks: Option<BTreeMap<String, TaskView>>,
+    /// The keys each task waits for, by key (tasks that wait for none left out); left out of
+    /// lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dependencies: Option<BTreeMap<String, Vec<String>>>,
     created_at: Option<String>,
     updated_at: Option<String>,
     finished_at: Option<String>,
@@ -96,6 +100,16 @@ impl WorkflowView {
             id: workflow.id,
             name: workflow.name,
             user_id: workflow.user_id,
+            dependencies: with_tasks.then(|| {
+                let mut waits: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for edge in &workflow.dependencies {
+                    waits
+                        .entry(edge.key.clone())
+                        .or_default()
+                        .push(edge.depends_on.clone());
+                }
+                waits
+            }),
             tasks: with_tasks.then(|| {
                 workflow
                     .tasks

@@ -18,8 +18,8 @@ use tonic::{Request, Response, Status};
 use crate::domain::{
     Attempt, AttemptOutcome, Dispatcher, IdempotencyKey, LeaseRef, Message, MessageRole,
     MessageScope, NewMessage, NewSchedule, NewTask, NewWorkflow, Schedule, ScheduleUpdate,
-    Scheduler, Task, TaskFilter, TaskQueue, TaskStatus, Workflow, WorkflowFilter, WorkflowStatus,
-    WorkflowStep,
+    Scheduler, Task, TaskFilter, TaskQueue, TaskStatus, Workflow, WorkflowFilter, WorkflowGraph,
+    WorkflowStatus, WorkflowStep,
 };
 
 /// The gRPC handler of the tasks service.
@@ -113,8 +113,8 @@ impl TaskService for TaskGrpc {
             user_id: request.user_id,
             steps,
         };
-        let (workflow, tasks) = self.queue.create_workflow(workflow).await?;
-        Ok(Response::new(workflow_to_proto(workflow, tasks)))
+        let graph = self.queue.create_workflow(workflow).await?;
+        Ok(Response::new(graph_to_proto(graph)))
     }
 
     async fn get_workflow(
@@ -122,8 +122,9 @@ impl TaskService for TaskGrpc {
         request: Request<pb::GetWorkflowRequest>,
     ) -> Result<Response<pb::Workflow>, Status> {
         let id = parse_uuid("id", &request.get_ref().id)?;
-        let (workflow, tasks) = self.queue.workflow(id).await?;
-        Ok(Response::new(workflow_to_proto(workflow, tasks)))
+        Ok(Response::new(graph_to_proto(
+            self.queue.workflow(id).await?,
+        )))
     }
 
     async fn list_workflows(
@@ -148,10 +149,7 @@ impl TaskService for TaskGrpc {
         };
         let (workflows, total) = self.queue.list_workflows(&filter, page).await?;
         Ok(Response::new(pb::ListWorkflowsResponse {
-            workflows: workflows
-                .into_iter()
-                .map(|workflow| workflow_to_proto(workflow, Vec::new()))
-                .collect(),
+            workflows: workflows.into_iter().map(workflow_to_proto).collect(),
             page: Some(page.info(total)),
         }))
     }
@@ -161,8 +159,9 @@ impl TaskService for TaskGrpc {
         request: Request<pb::CancelWorkflowRequest>,
     ) -> Result<Response<pb::Workflow>, Status> {
         let id = parse_uuid("id", &request.get_ref().id)?;
-        let (workflow, tasks) = self.queue.cancel_workflow(id).await?;
-        Ok(Response::new(workflow_to_proto(workflow, tasks)))
+        Ok(Response::new(graph_to_proto(
+            self.queue.cancel_workflow(id).await?,
+        )))
     }
 
     async fn create_schedule(
@@ -560,7 +559,8 @@ fn workflow_status_to_proto(status: WorkflowStatus) -> pb::WorkflowStatus {
     }
 }
 
-fn workflow_to_proto(workflow: Workflow, tasks: Vec<Task>) -> pb::Workflow {
+/// A workflow as lists show it: without its tasks and edges.
+fn workflow_to_proto(workflow: Workflow) -> pb::Workflow {
     pb::Workflow {
         id: workflow.id.to_string(),
         name: workflow.name,
@@ -569,7 +569,15 @@ fn workflow_to_proto(workflow: Workflow, tasks: Vec<Task>) -> pb::Workflow {
         created_at: Some(timestamp_from_millis(workflow.created_at)),
         updated_at: Some(timestamp_from_millis(workflow.updated_at)),
         finished_at: workflow.finished_at.map(timestamp_from_millis),
-        tasks: tasks
+        ..pb::Workflow::default()
+    }
+}
+
+/// A workflow with its tasks by key and its edges.
+fn graph_to_proto(graph: WorkflowGraph) -> pb::Workflow {
+    pb::Workflow {
+        tasks: graph
+            .tasks
             .into_iter()
             .map(|task| {
                 (
@@ -578,6 +586,12 @@ fn workflow_to_proto(workflow: Workflow, tasks: Vec<Task>) -> pb::Workflow {
                 )
             })
             .collect(),
+        dependencies: graph
+            .dependencies
+            .into_iter()
+            .map(|(key, depends_on)| pb::WorkflowDependency { key, depends_on })
+            .collect(),
+        ..workflow_to_proto(graph.workflow)
     }
 }
 

@@ -19,7 +19,7 @@ use swarm_tasks::domain::{
     AgentDirectory, AgentProfile, AttemptOutcome, Claim, Dispatcher, IdempotencyKey, LeaseRef,
     MessageRole, MessageScope, NewMessage, NewSchedule, NewTask, NewWorkflow, QueueSettings,
     RetryPolicy, ScheduleUpdate, Scheduler, Task, TaskFilter, TaskQueue, TaskStatus,
-    WorkflowFilter, WorkflowStatus, WorkflowStep,
+    WorkflowFilter, WorkflowGraph, WorkflowStatus, WorkflowStep,
 };
 use swarm_tasks::error::TaskError;
 use swarm_tasks::storage::{self, TaskStore};
@@ -1884,11 +1884,25 @@ async fn workflows_run_as_one_graph_and_report_as_one(backend: Backend) {
         0
     );
 
-    let (workflow, tasks) = f
+    let WorkflowGraph {
+        workflow,
+        tasks,
+        dependencies,
+    } = f
         .queue
         .create_workflow(pipeline("report", Some("ada")))
         .await
         .unwrap();
+    let edge = |key: &str, depends_on: &str| (key.to_owned(), depends_on.to_owned());
+    assert_eq!(
+        dependencies,
+        [
+            edge("research-a", "plan"),
+            edge("research-b", "plan"),
+            edge("write", "research-a"),
+            edge("write", "research-b"),
+        ]
+    );
     assert_eq!(
         (
             workflow.status,
@@ -1918,7 +1932,11 @@ async fn workflows_run_as_one_graph_and_report_as_one(backend: Backend) {
             assert_eq!(ran.workflow_key.as_deref(), Some(expected));
         }
     }
-    let (done, tasks) = f.queue.workflow(workflow.id).await.unwrap();
+    let WorkflowGraph {
+        workflow: done,
+        tasks,
+        ..
+    } = f.queue.workflow(workflow.id).await.unwrap();
     assert_eq!(done.status, WorkflowStatus::Completed);
     assert!(done.finished_at.is_some());
     assert!(
@@ -1934,12 +1952,18 @@ async fn workflows_run_as_one_graph_and_report_as_one(backend: Backend) {
         })
     ));
 
-    let (doomed, _) = f
+    let WorkflowGraph {
+        workflow: doomed, ..
+    } = f
         .queue
         .create_workflow(pipeline("doomed", None))
         .await
         .unwrap();
-    let (cancelled, tasks) = f.queue.cancel_workflow(doomed.id).await.unwrap();
+    let WorkflowGraph {
+        workflow: cancelled,
+        tasks,
+        ..
+    } = f.queue.cancel_workflow(doomed.id).await.unwrap();
     assert_eq!(cancelled.status, WorkflowStatus::Cancelled);
     assert!(
         tasks
@@ -1947,7 +1971,11 @@ async fn workflows_run_as_one_graph_and_report_as_one(backend: Backend) {
             .all(|task| task.status == TaskStatus::Cancelled)
     );
 
-    let (failing, tasks) = f
+    let WorkflowGraph {
+        workflow: failing,
+        tasks,
+        ..
+    } = f
         .queue
         .create_workflow(pipeline("failing", None))
         .await
@@ -1958,7 +1986,11 @@ async fn workflows_run_as_one_graph_and_report_as_one(backend: Backend) {
         .fail(plan.id, lease_of(&plan), "no plan".into(), false)
         .await
         .unwrap();
-    let (failed, tasks) = f.queue.workflow(failing.id).await.unwrap();
+    let WorkflowGraph {
+        workflow: failed,
+        tasks,
+        ..
+    } = f.queue.workflow(failing.id).await.unwrap();
     assert_eq!(failed.status, WorkflowStatus::Failed);
     assert_eq!(by_key(&tasks, "write").status, TaskStatus::Cancelled);
 
@@ -1967,13 +1999,20 @@ async fn workflows_run_as_one_graph_and_report_as_one(backend: Backend) {
         steps: vec![step("left", &[]), step("right", &[])],
         ..pipeline("branches", None)
     };
-    let (branching, _) = f.queue.create_workflow(branches).await.unwrap();
+    let WorkflowGraph {
+        workflow: branching,
+        ..
+    } = f.queue.create_workflow(branches).await.unwrap();
     let left = claim_one(&f.queue, Uuid::now_v7()).await;
     f.queue
         .fail(left.id, lease_of(&left), "broke".into(), false)
         .await
         .unwrap();
-    let (cancelled, tasks) = f.queue.cancel_workflow(branching.id).await.unwrap();
+    let WorkflowGraph {
+        workflow: cancelled,
+        tasks,
+        ..
+    } = f.queue.cancel_workflow(branching.id).await.unwrap();
     assert_eq!(cancelled.status, WorkflowStatus::Failed);
     assert!(tasks.iter().all(|task| task.status.is_final()));
     assert!(matches!(

@@ -24,4 +24,6 @@ pub use schedule::{CronSchedule, NewSchedule, Schedule, ScheduleUpdate, TaskTemp
 pub use scheduler::Scheduler;
 pub use task::{Claim, LeaseRef, NewTask, Task, TaskFilter, TaskStatus};
 pub use waiters::ReadyWork;
-pub use workflow::{NewWorkflow, Workflow, WorkflowFilter, WorkflowStatus, WorkflowStep};
+pub use workflow::{
+    NewWorkflow, Workflow, WorkflowFilter, WorkflowGraph, WorkflowStatus, WorkflowStep,
+};

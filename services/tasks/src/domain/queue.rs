@@ -28,7 +28,7 @@ use crate::domain::waiters::{ReadyWork, Waiters};
 use crate::domain::watchers::{Seen, Watchers};
 use crate::domain::{
     Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, NewWorkflow, RetryPolicy,
-    Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter,
+    Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter, WorkflowGraph,
 };
 use crate::error::TaskError;
 use crate::storage::{Insertion, Release, TaskStore, TaskVersion, WorkflowRecord};
@@ -257,10 +257,7 @@ impl TaskQueue {
 
     /// Creates a workflow and all its tasks in one transaction; a duplicate or unknown key or
     /// a cycle is refused and nothing is created.
-    pub async fn create_workflow(
-        &self,
-        workflow: NewWorkflow,
-    ) -> Result<(Workflow, Vec<Task>), TaskError> {
+    pub async fn create_workflow(&self, workflow: NewWorkflow) -> Result<WorkflowGraph, TaskError> {
         let record = WorkflowRecord {
             id: Uuid::now_v7(),
             name: workflow.name.clone(),
@@ -296,8 +293,8 @@ impl TaskQueue {
         self.workflow(record.id).await
     }
 
-    /// Returns a workflow with its tasks.
-    pub async fn workflow(&self, id: Uuid) -> Result<(Workflow, Vec<Task>), TaskError> {
+    /// Returns a workflow with its tasks and its edges.
+    pub async fn workflow(&self, id: Uuid) -> Result<WorkflowGraph, TaskError> {
         self.store
             .workflow(id)
             .await?
@@ -315,20 +312,20 @@ impl TaskQueue {
 
     /// Cancels every unfinished task of a workflow (branches still running after another
     /// failed included); a workflow with nothing left to run is refused.
-    pub async fn cancel_workflow(&self, id: Uuid) -> Result<(Workflow, Vec<Task>), TaskError> {
+    pub async fn cancel_workflow(&self, id: Uuid) -> Result<WorkflowGraph, TaskError> {
         let cancelled = self.store.cancel_workflow(id, self.now_millis()).await?;
         let nothing_left = cancelled.is_empty();
         for task in cancelled {
             self.publish(task);
         }
-        let (workflow, tasks) = self.workflow(id).await?;
+        let graph = self.workflow(id).await?;
         if nothing_left {
             return Err(TaskError::WorkflowEnded {
                 id,
-                status: workflow.status,
+                status: graph.workflow.status,
             });
         }
-        Ok((workflow, tasks))
+        Ok(graph)
     }
 
     /// Looks at the tasks `tasks` depend on: refuses those a client may not see (a client's

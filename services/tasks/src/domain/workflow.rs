@@ -92,6 +92,18 @@ pub struct Workflow {
     pub finished_at: Option<i64>,
 }
 
+/// A workflow with its tasks, in the order they were planned, and its edges: each
+/// `(key, depends_on)` says the task `key` waits for the task `depends_on`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowGraph {
+    /// The workflow.
+    pub workflow: Workflow,
+    /// Its tasks.
+    pub tasks: Vec<super::Task>,
+    /// Which task waits for which, by key.
+    pub dependencies: Vec<(String, String)>,
+}
+
 /// Filters of a workflow list; `None` means "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkflowFilter {

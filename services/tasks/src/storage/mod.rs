@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Schedule,
-    Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter,
+    Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter, WorkflowGraph,
 };
 
 pub use postgres::{PostgresTaskStore, relay_task_ready};
@@ -114,8 +114,8 @@ pub trait TaskStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<Insertion, sqlx::Error>;
 
-    /// Returns a workflow with its tasks, in the order they were planned.
-    async fn workflow(&self, id: Uuid) -> Result<Option<(Workflow, Vec<Task>)>, sqlx::Error>;
+    /// Returns a workflow with its tasks, in the order they were planned, and its edges.
+    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowGraph>, sqlx::Error>;
 
     /// Returns a page of workflows matching `filter`, newest first, and how many match.
     async fn list_workflows(

@@ -88,6 +88,11 @@ pub const WORKFLOW_GROUP: &str = " GROUP BY w.id, w.name, w.user_id, w.created_a
 /// A workflow's tasks, in the order they were planned.
 pub const WORKFLOW_TASKS: &str = "SELECT * FROM tasks WHERE workflow_id = $1 ORDER BY id";
 
+/// The edges of workflow `$1`, by key: each task's key and the key of a task it waits for.
+pub const WORKFLOW_DEPENDENCIES: &str = "SELECT t.workflow_key, p.workflow_key \
+    FROM task_dependencies d JOIN tasks t ON t.id = d.task_id JOIN tasks p ON p.id = d.depends_on \
+    WHERE t.workflow_id = $1 AND p.workflow_id = $1 ORDER BY t.workflow_key, p.workflow_key";
+
 /// Cancels every unfinished task of workflow `$1`.
 pub const CANCEL_WORKFLOW: &str = "UPDATE tasks SET status = 'cancelled', lease_id = NULL, \
     lease_expires_at = NULL, finished_at = $2, updated_at = $2, attempt_outcome = 'cancelled' \
@@ -410,7 +415,7 @@ macro_rules! impl_task_store {
             async fn workflow(
                 &self,
                 id: uuid::Uuid,
-            ) -> Result<Option<($crate::domain::Workflow, Vec<$crate::domain::Task>)>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::WorkflowGraph>, sqlx::Error> {
                 use $crate::storage::sql;
                 let mut query = sqlx::QueryBuilder::<$db>::new(sql::WORKFLOW_SUMMARY);
                 query.push(" AND w.id = ").push_bind(id).push(sql::WORKFLOW_GROUP);
@@ -421,7 +426,15 @@ macro_rules! impl_task_store {
                     .bind(id)
                     .fetch_all(&self.readers)
                     .await?;
-                Ok(Some((workflow, tasks)))
+                let dependencies = sqlx::query_as(sql::WORKFLOW_DEPENDENCIES)
+                    .bind(id)
+                    .fetch_all(&self.readers)
+                    .await?;
+                Ok(Some($crate::domain::WorkflowGraph {
+                    workflow,
+                    tasks,
+                    dependencies,
+                }))
             }
 
             async fn list_workflows(

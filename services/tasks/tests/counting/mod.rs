@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use swarm_kit::page::Page;
 use swarm_tasks::domain::{
     Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Schedule,
-    Task, TaskFilter, Workflow, WorkflowFilter,
+    Task, TaskFilter, Workflow, WorkflowFilter, WorkflowGraph,
 };
 use swarm_tasks::storage::{Insertion, Release, TaskStore, TaskVersion, WorkflowRecord};
 use uuid::Uuid;
@@ -61,7 +61,7 @@ impl TaskStore for CountingStore {
         self.inner.insert_workflow(workflow, tasks, now).await
     }
 
-    async fn workflow(&self, id: Uuid) -> Result<Option<(Workflow, Vec<Task>)>, sqlx::Error> {
+    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowGraph>, sqlx::Error> {
         self.inner.workflow(id).await
     }
 
