@@ -123,6 +123,13 @@ test("a task created through the API appears live and its progress moves as an a
   const row = page.getByRole("link", { name: "summarise the report" });
   await expect(row).toBeVisible();
   await noSeriousViolations(page);
+  const search = page.getByLabel("Title contains");
+  await search.fill("no such title");
+  await search.press("Enter");
+  await expect(row).toHaveCount(0);
+  await search.fill("SUMMARISE");
+  await search.press("Enter");
+  await expect(row).toBeVisible();
   await row.click();
   await expect(page.getByRole("heading", { name: "summarise the report" })).toBeVisible();
   await expect(page.getByText("queued", { exact: true })).toBeVisible();

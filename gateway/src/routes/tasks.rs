@@ -195,6 +195,9 @@ pub struct ListTasks {
     /// Only tasks of this kind.
     #[param(schema_with = schema::text)]
     kind: Option<String>,
+    /// Only tasks whose title contains this text, whatever the case of its (ASCII) letters.
+    #[param(schema_with = schema::text)]
+    q: Option<String>,
     /// From 1; default 1.
     #[param(minimum = 1)]
     page: Option<u32>,
@@ -219,6 +222,7 @@ pub async fn list(
         user_id,
         kind: query.kind,
         page: Some(page_request(query.page, query.per_page)?),
+        title_contains: query.q.filter(|text| !text.is_empty()),
     };
     let response = state
         .tasks()

@@ -258,6 +258,7 @@ impl TaskService for TaskGrpc {
                 .transpose()?,
             user_id: request.user_id,
             kind: request.kind,
+            title_contains: request.title_contains,
         };
         let (tasks, total) = self.queue.list(&filter, page).await?;
         Ok(Response::new(pb::ListTasksResponse {

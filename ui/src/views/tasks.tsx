@@ -1,12 +1,12 @@
-// The task list: filtered by status, kind, agent and user, paginated, refreshed every two
-// seconds so new tasks and their progress show as they happen.
+// The task list: filtered by text in the title, status, kind, agent and user, paginated,
+// refreshed every two seconds so new tasks and their progress show as they happen.
 import { call, type Page, query, TASK_STATUSES, type Task } from "../api";
 import { ago } from "../format";
 import { usePolled } from "../hooks";
 import { go, href, useQuery } from "../router";
 import { Pager, ProgressBar, Refusal, Status } from "./common";
 
-const FILTERS = ["status", "kind", "agent_id", "user_id"] as const;
+const FILTERS = ["q", "status", "kind", "agent_id", "user_id"] as const;
 
 export function TasksView() {
   const params = useQuery();
@@ -19,6 +19,15 @@ export function TasksView() {
     <>
       <h1>Tasks</h1>
       <form class="filters" onSubmit={(event) => event.preventDefault()}>
+        <label>
+          Title contains
+          <input
+            type="search"
+            value={filters.q}
+            placeholder="any"
+            onChange={(event) => filter("q", (event.target as HTMLInputElement).value.trim())}
+          />
+        </label>
         <label>
           Status
           <select value={filters.status} onChange={(event) => filter("status", (event.target as HTMLSelectElement).value)}>

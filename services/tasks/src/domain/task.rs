@@ -396,12 +396,19 @@ pub struct TaskFilter {
     pub user_id: Option<String>,
     /// Only this kind.
     pub kind: Option<String>,
+    /// Only tasks whose title contains this text, whatever the case of its (ASCII) letters.
+    pub title_contains: Option<String>,
 }
 
 impl TaskFilter {
     /// Checks the free-text filters.
     pub fn check(&self) -> Result<(), TaskError> {
-        for (what, value) in [("user_id", &self.user_id), ("kind", &self.kind)] {
+        let texts = [
+            ("user_id", &self.user_id),
+            ("kind", &self.kind),
+            ("title_contains", &self.title_contains),
+        ];
+        for (what, value) in texts {
             if let Some(value) = value {
                 check_text(what, value)?;
             }

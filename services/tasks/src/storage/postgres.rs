@@ -194,4 +194,7 @@ const INSERT_UNNEST: &str = const_format::concatcp!(
 /// sharing parents wait for each other rather than deadlock.
 pub(crate) const LOCK_PARENTS: &str = " ORDER BY id FOR NO KEY UPDATE";
 
+/// Matches a pattern whatever the case of its letters.
+pub(crate) const LIKE_ANY_CASE: &str = "ILIKE ";
+
 impl_task_store!(PostgresTaskStore, Postgres, crate::storage::postgres);

@@ -326,6 +326,21 @@ pub const RELEASE_UNLISTED: &str = const_format::concatcp!(
 pub const DROPPED_LISTED: &str =
     "SELECT id FROM tasks WHERE NOT (status = 'active' AND agent_id = $1) AND id IN ";
 
+/// Returns the `LIKE` pattern (with `\` as its escape) that matches text containing `text`:
+/// its own `%`, `_` and `\` match only themselves.
+pub fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for letter in text.chars() {
+        if matches!(letter, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(letter);
+    }
+    pattern.push('%');
+    pattern
+}
+
 /// Returns `($first, $first+1, ..)` for `count` bound values.
 pub fn placeholders(first: usize, count: usize) -> String {
     let list: Vec<String> = (first..first + count).map(|n| format!("${n}")).collect();
@@ -1174,6 +1189,14 @@ macro_rules! impl_task_store {
             }
             if let Some(kind) = &filter.kind {
                 query.push(" AND kind = ").push_bind(kind.clone());
+            }
+            if let Some(text) = &filter.title_contains {
+                use $dialect as dialect;
+                query
+                    .push(" AND title ")
+                    .push(dialect::LIKE_ANY_CASE)
+                    .push_bind($crate::storage::sql::contains_pattern(text))
+                    .push(" ESCAPE '\\'");
             }
         }
     };

@@ -113,4 +113,8 @@ pub(crate) async fn insert_rows(
 /// single writer runs the whole insertion alone.
 pub(crate) const LOCK_PARENTS: &str = "";
 
+/// Matches a pattern whatever the case of its letters (SQLite's `LIKE` ignores the case of
+/// ASCII letters).
+pub(crate) const LIKE_ANY_CASE: &str = "LIKE ";
+
 impl_task_store!(SqliteTaskStore, Sqlite, crate::storage::sqlite);
