@@ -3,7 +3,7 @@
 // offline; with no console error and no serious accessibility violation on any view.
 import AxeBuilder from "@axe-core/playwright";
 import { expect, type Page, test as base } from "@playwright/test";
-import { AGENT_TTL_SECONDS } from "./stack";
+import { AGENT_TTL_SECONDS, startSwarm } from "./stack";
 
 const KEY = process.env.SWARM_UI_KEY ?? "";
 const API = (process.env.SWARM_UI_URL ?? "").replace(/\/ui\/$/, "");
@@ -268,4 +268,40 @@ test("schedules show their next run and pause and resume", async ({ page }) => {
   await row.getByRole("button", { name: "Resume" }).click();
   await expect(row.getByRole("button", { name: "Pause" })).toBeVisible();
   await expect(row).not.toContainText("paused");
+});
+
+test("a client key sees its own tasks only, and no admin views", async ({ page }) => {
+  await api("POST", "/api/tasks", { title: "an admin's secret task" });
+  const client = await api<{ key: string }>("POST", "/api/keys", { name: "ui-tenant", role: "client" });
+  const response = await fetch(`${API}/api/tasks`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${client.key}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ title: "the tenant's own task" }),
+  });
+  expect(response.status).toBe(201);
+  await page.goto("./");
+  await page.getByLabel("API key").fill(client.key);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page.getByRole("heading", { name: "Overview" })).toBeVisible();
+  await expect(page.getByRole("link", { name: "Keys", exact: true })).toHaveCount(0);
+  await expect(page.getByRole("link", { name: "Agents", exact: true })).toHaveCount(0);
+  await expect(page.getByTestId("count-queued")).toHaveText("1");
+  await page.getByRole("link", { name: "Tasks", exact: true }).click();
+  await expect(page.getByRole("link", { name: "the tenant's own task" })).toBeVisible();
+  await expect(page.getByRole("link", { name: "an admin's secret task" })).toHaveCount(0);
+  await noSeriousViolations(page);
+});
+
+test("with SWARM_AUTH=off the dashboard asks for no key", async ({ page }) => {
+  const open = await startSwarm({ SWARM_AUTH: "off" });
+  try {
+    await page.goto(`${open.url}/ui/`);
+    await expect(page.getByRole("heading", { name: "Overview" })).toBeVisible();
+    await expect(page.getByLabel("API key")).toHaveCount(0);
+    await expect(page.getByRole("button", { name: "Sign out" })).toHaveCount(0);
+    await page.getByRole("link", { name: "Tasks", exact: true }).click();
+    await expect(page.getByRole("heading", { name: "Tasks" })).toBeVisible();
+  } finally {
+    await open.stop();
+  }
 });

@@ -30,7 +30,15 @@ async function healthy(url: string): Promise<boolean> {
   }
 }
 
-export default async function start(): Promise<() => Promise<void>> {
+/** A running `swarm up`: its gateway's address, its admin key, and how to stop it. */
+export interface Swarm {
+  url: string;
+  key: string;
+  stop: () => Promise<void>;
+}
+
+/** Starts `swarm up` with `env` added to its environment. */
+export async function startSwarm(env: Record<string, string> = {}): Promise<Swarm> {
   const binary = process.env.SWARM_BIN ?? resolve(import.meta.dirname, "../../target/debug/swarm");
   const [gateway, tasks, agents, cache, metrics] = await Promise.all([1, 2, 3, 4, 5].map(freePort));
   const key = `swarm_ui_${randomBytes(20).toString("hex")}`;
@@ -53,6 +61,7 @@ export default async function start(): Promise<() => Promise<void>> {
         SWARM_AGENT_TTL_SECONDS: String(AGENT_TTL_SECONDS),
         SWARM_RATE_LIMIT_PER_SECOND: "0",
         RUST_LOG: "warn",
+        ...env,
       },
       stdio: ["ignore", "inherit", "inherit"],
     },
@@ -62,10 +71,20 @@ export default async function start(): Promise<() => Promise<void>> {
     if (tries > 150 || swarm.exitCode !== null) throw new Error("swarm did not start");
     await new Promise((pause) => setTimeout(pause, 100));
   }
-  process.env.SWARM_UI_URL = `${url}/ui/`;
-  process.env.SWARM_UI_KEY = key;
-  return async () => {
-    swarm.kill("SIGTERM");
-    await new Promise((exited) => swarm.once("exit", exited));
+  return {
+    url,
+    key,
+    stop: async () => {
+      swarm.kill("SIGTERM");
+      await new Promise((exited) => swarm.once("exit", exited));
+    },
   };
+}
+
+/** The global setup: one stack every test shares, reached through SWARM_UI_URL and SWARM_UI_KEY. */
+export default async function start(): Promise<() => Promise<void>> {
+  const swarm = await startSwarm();
+  process.env.SWARM_UI_URL = `${swarm.url}/ui/`;
+  process.env.SWARM_UI_KEY = swarm.key;
+  return swarm.stop;
 }
