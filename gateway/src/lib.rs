@@ -11,6 +11,7 @@ pub mod extract;
 pub mod fields;
 pub mod fleet;
 pub mod limits;
+mod mcp;
 pub mod model;
 pub mod openapi;
 mod routes;

@@ -169,6 +169,8 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
     let measure = metrics.map(|registry| RequestMetricsLayer::new(registry, http_route));
     let worker_state = state.clone();
     let (api, document, book) = api();
+    let book = Arc::new(book);
+    let tools = crate::mcp::Tools::new(&document, Arc::clone(&book));
     let rest = api
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -196,10 +198,9 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(tower::util::option_layer(cors))
         .layer(tower::util::option_layer(measure))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(book),
-            rules::attach,
-        ));
+        .layer(axum::middleware::from_fn_with_state(book, rules::attach));
+    // MCP tools are REST calls sent through everything above.
+    let rest = rest.clone().merge(crate::mcp::router(rest, tools));
     // Workers' gRPC calls come in beside REST, past none of its layers.
     crate::worker_grpc::serve_beside(rest, worker_state)
 }

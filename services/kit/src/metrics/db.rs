@@ -92,7 +92,8 @@ pub(crate) fn scope_span(registry: &Arc<Registry>) -> tracing::Span {
 /// The registry of the service whose request a span belongs to.
 struct SpanScope(Arc<Registry>);
 
-/// Marks `span`, if enabled, as work of `registry`'s service.
+/// Marks `span`, if enabled, as work of `registry`'s service. A span marked already (a
+/// request the gateway sends itself, inside the span of the one that made it) is marked anew.
 pub(crate) fn mark_span(span: &tracing::Span, registry: &Arc<Registry>) {
     span.with_subscriber(|(id, dispatch)| {
         let span = dispatch
@@ -100,7 +101,7 @@ pub(crate) fn mark_span(span: &tracing::Span, registry: &Arc<Registry>) {
             .and_then(|spans| spans.span(id));
         if let Some(span) = span {
             span.extensions_mut()
-                .insert(SpanScope(Arc::clone(registry)));
+                .replace(SpanScope(Arc::clone(registry)));
         }
     });
 }

@@ -1,0 +1,568 @@
+//! The Model Context Protocol at `/mcp` (Streamable HTTP, served by the official Rust SDK,
+//! `rmcp`), so MCP-capable agents and assistants dispatch and do work with a URL and a key.
+//!
+//! Each tool is a REST route: its input schema is built from that route's parameters and body
+//! in the OpenAPI document (the same bounds, enums and required fields), and a call is sent
+//! through the gateway's own router with the caller's `Authorization` header, so keys, roles,
+//! tenancy, limits, tracing and metrics are exactly REST's. A tool's result is the route's JSON
+//! answer; a refusal is a tool error carrying the API's error envelope. A caller sees only the
+//! tools whose routes its role may call. `wait_for_task` follows a task until it ends, sending
+//! progress notifications as it moves, and stops when the client cancels the request.
+//!
+//! The `/mcp` endpoint itself wants a key the gateway accepts (401/403 otherwise).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::auth::Role;
+use crate::rules::RuleBook;
+
+/// The largest answer a tool passes on.
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+/// How often `wait_for_task` looks at the task.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+/// How long `wait_for_task` waits unless told otherwise, and the most it may be told.
+const DEFAULT_WAIT_SECONDS: u64 = 300;
+const MAX_WAIT_SECONDS: u64 = 3600;
+
+/// The tools, each a REST route: name, method, path template, description.
+const ROUTE_TOOLS: &[(&str, Method, &str, &str)] = &[
+    (
+        "create_task",
+        Method::POST,
+        "/api/tasks",
+        "Submits a task for an agent to do.",
+    ),
+    (
+        "get_task",
+        Method::GET,
+        "/api/tasks/{id}",
+        "Returns a task: its status, progress, result or error.",
+    ),
+    (
+        "list_tasks",
+        Method::GET,
+        "/api/tasks",
+        "Lists tasks, newest first, by status, kind, agent, user or text in the title.",
+    ),
+    (
+        "cancel_task",
+        Method::POST,
+        "/api/tasks/{id}/cancel",
+        "Cancels a task that has not finished.",
+    ),
+    (
+        "post_message",
+        Method::POST,
+        "/api/tasks/{id}/messages",
+        "Adds a message to a task's conversation.",
+    ),
+    (
+        "list_messages",
+        Method::GET,
+        "/api/tasks/{id}/messages",
+        "Lists a task's messages, oldest first.",
+    ),
+    (
+        "list_agents",
+        Method::GET,
+        "/api/agents",
+        "Lists the agents: capabilities, status, load.",
+    ),
+    (
+        "claim_tasks",
+        Method::POST,
+        "/api/tasks/claim",
+        "Claims tasks this agent is able to do, waiting up to wait_seconds for work.",
+    ),
+    (
+        "report_progress",
+        Method::POST,
+        "/api/tasks/{id}/progress",
+        "Reports progress on a claimed task, which renews its lease.",
+    ),
+    (
+        "complete_task",
+        Method::POST,
+        "/api/tasks/{id}/complete",
+        "Completes a claimed task with its result.",
+    ),
+    (
+        "fail_task",
+        Method::POST,
+        "/api/tasks/{id}/fail",
+        "Fails a claimed task; it is retried while retryable and attempts remain.",
+    ),
+];
+
+/// The route `wait_for_task` reads.
+const TASK_PATH: &str = "/api/tasks/{id}";
+
+/// One tool: how it shows to clients and which REST route it calls.
+#[derive(Debug, Clone)]
+struct RouteTool {
+    tool: Tool,
+    method: Method,
+    path: &'static str,
+    path_params: Vec<String>,
+    query_params: Vec<String>,
+}
+
+/// The tools, built once from the API's description.
+#[derive(Debug)]
+pub struct Tools {
+    routes: Vec<RouteTool>,
+    wait: Tool,
+    book: Arc<RuleBook>,
+}
+
+impl Tools {
+    /// Builds every tool from `document` (the OpenAPI document the gateway serves) and
+    /// `book` (who may call which route).
+    pub fn new(document: &utoipa::openapi::OpenApi, book: Arc<RuleBook>) -> Self {
+        let document = serde_json::to_value(document).unwrap_or_default();
+        let routes = ROUTE_TOOLS
+            .iter()
+            .map(|(name, method, path, description)| {
+                let (schema, path_params, query_params) = input_schema(&document, method, path);
+                RouteTool {
+                    tool: Tool::new(*name, *description, Arc::new(schema)),
+                    method: method.clone(),
+                    path,
+                    path_params,
+                    query_params,
+                }
+            })
+            .collect();
+        let wait_schema = json!({
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "format": "uuid", "description": "The task."},
+                "timeout_seconds": {
+                    "type": "integer", "minimum": 1, "maximum": MAX_WAIT_SECONDS,
+                    "description": format!("How long to wait; default {DEFAULT_WAIT_SECONDS}."),
+                },
+            },
+            "required": ["id"],
+        });
+        let wait = Tool::new(
+            "wait_for_task",
+            "Waits until a task ends and returns it, sending progress notifications as it moves.",
+            Arc::new(object(wait_schema)),
+        );
+        Self { routes, wait, book }
+    }
+
+    /// Tells whether `role` may call the route `method` `path`.
+    fn admits(&self, role: Role, method: &Method, path: &str) -> bool {
+        self.book
+            .get(method, path)
+            .is_some_and(|rules| rules.access.admits(role))
+    }
+
+    /// The tools `role` may call.
+    fn for_role(&self, role: Role) -> Vec<Tool> {
+        let mut tools: Vec<Tool> = self
+            .routes
+            .iter()
+            .filter(|route| self.admits(role, &route.method, route.path))
+            .map(|route| route.tool.clone())
+            .collect();
+        if self.admits(role, &Method::GET, TASK_PATH) {
+            tools.push(self.wait.clone());
+        }
+        tools
+    }
+}
+
+/// Builds a tool's input schema from the parameters and JSON body the OpenAPI document gives
+/// the route; returns it with the names of the path and query parameters.
+fn input_schema(
+    document: &Value,
+    method: &Method,
+    path: &str,
+) -> (JsonObject, Vec<String>, Vec<String>) {
+    let operation = &document["paths"][path][method.as_str().to_lowercase()];
+    let components = &document["components"]["schemas"];
+    let mut properties = serde_json::Map::new();
+    let mut required = Vec::new();
+    let (mut path_params, mut query_params) = (Vec::new(), Vec::new());
+    for parameter in operation["parameters"].as_array().into_iter().flatten() {
+        let Some(name) = parameter["name"].as_str() else {
+            continue;
+        };
+        match parameter["in"].as_str() {
+            Some("path") => path_params.push(name.to_owned()),
+            Some("query") => query_params.push(name.to_owned()),
+            _ => continue,
+        }
+        let mut schema = inline(&parameter["schema"], components, 0);
+        if let (Some(fields), Some(text)) =
+            (schema.as_object_mut(), parameter["description"].as_str())
+        {
+            fields.entry("description").or_insert_with(|| text.into());
+        }
+        properties.insert(name.to_owned(), schema);
+        if parameter["required"].as_bool() == Some(true) {
+            required.push(Value::from(name));
+        }
+    }
+    let body = inline(
+        &operation["requestBody"]["content"]["application/json"]["schema"],
+        components,
+        0,
+    );
+    if let Some(fields) = body["properties"].as_object() {
+        properties.extend(fields.clone());
+    }
+    required.extend(body["required"].as_array().into_iter().flatten().cloned());
+    let schema = json!({"type": "object", "properties": properties, "required": required});
+    (object(schema), path_params, query_params)
+}
+
+/// Replaces references to the document's components by the schemas they name, so a tool's
+/// schema stands alone.
+fn inline(schema: &Value, components: &Value, depth: usize) -> Value {
+    const MAX_DEPTH: usize = 8;
+    match schema {
+        Value::Object(fields) => {
+            if let Some(name) = fields
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|target| target.strip_prefix("#/components/schemas/"))
+                && depth < MAX_DEPTH
+            {
+                return inline(&components[name], components, depth + 1);
+            }
+            Value::Object(
+                fields
+                    .iter()
+                    .map(|(key, value)| (key.clone(), inline(value, components, depth)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| inline(item, components, depth))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn object(value: Value) -> JsonObject {
+    match value {
+        Value::Object(fields) => fields,
+        _ => JsonObject::new(),
+    }
+}
+
+/// Who calls `/mcp`: the role its key has and the header that proves it.
+#[derive(Debug, Clone)]
+struct McpCaller {
+    role: Role,
+    authorization: Option<HeaderValue>,
+}
+
+/// The MCP server of one gateway.
+#[derive(Clone)]
+struct SwarmMcp {
+    tools: Arc<Tools>,
+    rest: Router,
+}
+
+impl SwarmMcp {
+    /// Sends one REST call through the gateway as `caller`; returns the status and answer.
+    async fn send(
+        &self,
+        caller: &McpCaller,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, String), McpError> {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(authorization) = &caller.authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
+        let body = match body {
+            Some(json) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        let request = request
+            .body(body)
+            .map_err(|error| McpError::internal_error(format!("bad request: {error}"), None))?;
+        let Ok(answer) = self.rest.clone().oneshot(request).await;
+        let status = answer.status();
+        let bytes = axum::body::to_bytes(answer.into_body(), MAX_ANSWER_BYTES)
+            .await
+            .map_err(|error| {
+                McpError::internal_error(format!("answer unreadable: {error}"), None)
+            })?;
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Calls the route of `tool` with `arguments`.
+    async fn call_route(
+        &self,
+        caller: &McpCaller,
+        tool: &RouteTool,
+        mut arguments: JsonObject,
+    ) -> Result<CallToolResult, McpError> {
+        let mut path = tool.path.to_owned();
+        for name in &tool.path_params {
+            let Some(value) = arguments.remove(name) else {
+                return Ok(refusal("invalid_argument", &format!("{name} is required")));
+            };
+            let text = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            let encoded: String = url_escape(&text);
+            path = path.replace(&format!("{{{name}}}"), &encoded);
+        }
+        let query: Vec<(String, String)> = tool
+            .query_params
+            .iter()
+            .filter_map(|name| {
+                let value = arguments.remove(name)?;
+                Some((
+                    name.clone(),
+                    value
+                        .as_str()
+                        .map_or_else(|| value.to_string(), str::to_owned),
+                ))
+            })
+            .collect();
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&serde_urlencoded::to_string(&query).unwrap_or_default());
+        }
+        let body = (tool.method != Method::GET).then_some(Value::Object(arguments));
+        let (status, answer) = self.send(caller, tool.method.clone(), &path, body).await?;
+        Ok(outcome(status, answer))
+    }
+
+    /// Follows a task until it ends (or the wait is over, or the client cancels), sending
+    /// progress notifications when its status or progress moves.
+    async fn wait_for_task(
+        &self,
+        caller: &McpCaller,
+        arguments: &JsonObject,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let Some(id) = arguments.get("id").and_then(Value::as_str) else {
+            return Ok(refusal("invalid_argument", "id is required"));
+        };
+        let seconds = arguments
+            .get("timeout_seconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(DEFAULT_WAIT_SECONDS);
+        if !(1..=MAX_WAIT_SECONDS).contains(&seconds) {
+            return Ok(refusal(
+                "invalid_argument",
+                &format!("timeout_seconds must be between 1 and {MAX_WAIT_SECONDS}"),
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        let uri = format!("/api/tasks/{}", url_escape(id));
+        let token = context.meta.get_progress_token();
+        let mut last_seen = None;
+        loop {
+            let (status, answer) = self.send(caller, Method::GET, &uri, None).await?;
+            if !status.is_success() {
+                return Ok(outcome(status, answer));
+            }
+            let task: Value = serde_json::from_str(&answer).unwrap_or_default();
+            let state = task["status"].as_str().unwrap_or_default().to_owned();
+            let percent = task["progress"]["percent"].as_f64().unwrap_or(0.0);
+            let seen = (state.clone(), percent, task["progress"]["message"].clone());
+            if last_seen.as_ref() != Some(&seen) {
+                if let Some(token) = token.clone() {
+                    let note = task["progress"]["message"]
+                        .as_str()
+                        .map_or_else(|| state.clone(), |message| format!("{state}: {message}"));
+                    let progress = ProgressNotificationParam::new(token, percent)
+                        .with_total(100.0)
+                        .with_message(note);
+                    // A client that stopped listening is noticed by the cancellation below.
+                    let _ = context.peer.notify_progress(progress).await;
+                }
+                last_seen = Some(seen);
+            }
+            if matches!(state.as_str(), "completed" | "failed" | "cancelled") {
+                return Ok(outcome(status, answer));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(refusal(
+                    "deadline_exceeded",
+                    &format!("task {id} did not end within {seconds} s; it is {state}"),
+                ));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(WAIT_POLL) => {}
+                () = context.ct.cancelled() => {
+                    return Err(McpError::internal_error("the client cancelled the wait", None));
+                }
+            }
+        }
+    }
+}
+
+/// A REST answer as a tool's result: its JSON on success, a tool error with the envelope
+/// otherwise.
+fn outcome(status: StatusCode, answer: String) -> CallToolResult {
+    if status.is_success() {
+        CallToolResult::success(vec![ContentBlock::text(answer)])
+    } else {
+        CallToolResult::error(vec![ContentBlock::text(answer)])
+    }
+}
+
+/// A tool error in the API's envelope.
+fn refusal(code: &str, message: &str) -> CallToolResult {
+    let envelope = json!({"error": {"code": code, "message": message}});
+    CallToolResult::error(vec![ContentBlock::text(envelope.to_string())])
+}
+
+/// Escapes a path segment.
+fn url_escape(text: &str) -> String {
+    serde_urlencoded::to_string([("", text)])
+        .map(|pair| pair.trim_start_matches('=').replace('+', "%20"))
+        .unwrap_or_default()
+}
+
+/// The caller of an MCP request, as the admission layer recorded it.
+fn caller_of(context: &RequestContext<RoleServer>) -> Result<McpCaller, McpError> {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<McpCaller>())
+        .cloned()
+        .ok_or_else(|| McpError::internal_error("the caller is unknown", None))
+}
+
+impl ServerHandler for SwarmMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("swarm", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Swarm dispatches tasks to a fleet of agents. Create a task, wait for it, read \
+                 its result; with an agent key, claim tasks and report on them.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let caller = caller_of(&context)?;
+        Ok(ListToolsResult::with_all_items(
+            self.tools.for_role(caller.role),
+        ))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let caller = caller_of(&context)?;
+        let arguments = request.arguments.unwrap_or_default();
+        if request.name == self.tools.wait.name {
+            if !self.tools.admits(caller.role, &Method::GET, TASK_PATH) {
+                return Ok(refusal("permission_denied", "this key may not read tasks").into());
+            }
+            return Ok(self
+                .wait_for_task(&caller, &arguments, &context)
+                .await?
+                .into());
+        }
+        let Some(tool) = self
+            .tools
+            .routes
+            .iter()
+            .find(|route| route.tool.name == request.name)
+        else {
+            return Err(McpError::invalid_params(
+                format!("no tool named {:?}", request.name),
+                None,
+            ));
+        };
+        Ok(self.call_route(&caller, tool, arguments).await?.into())
+    }
+}
+
+/// The `/mcp` routes over `rest`, the gateway's REST router, which every tool call goes
+/// through.
+pub fn router(rest: Router, tools: Tools) -> Router {
+    let server = SwarmMcp {
+        tools: Arc::new(tools),
+        rest: rest.clone(),
+    };
+    // Keys, not the Host header, guard this endpoint: it answers any host name the gateway
+    // is reached by.
+    let config = StreamableHttpServerConfig::default()
+        .with_sse_keep_alive(Some(Duration::from_secs(15)))
+        .disable_allowed_hosts();
+    let service = StreamableHttpService::new(
+        move || Ok(server.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .route_service("/mcp", service)
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| admit(rest.clone(), request, next),
+        ))
+}
+
+/// Lets a request to `/mcp` through when its key is one the gateway accepts (asking the
+/// gateway who it is, as any REST client may), recording the caller for the tools.
+async fn admit(rest: Router, mut request: Request, next: Next) -> Response {
+    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    let mut whoami = Request::builder().uri("/api/keys/current");
+    if let Some(value) = &authorization {
+        whoami = whoami.header(header::AUTHORIZATION, value);
+    }
+    let Ok(whoami) = whoami.body(Body::empty()) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let Ok(answer) = rest.oneshot(whoami).await;
+    if !answer.status().is_success() {
+        return answer;
+    }
+    let bytes = axum::body::to_bytes(answer.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let current: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let Some(role) = current["role"].as_str().and_then(|role| role.parse().ok()) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    request.extensions_mut().insert(McpCaller {
+        role,
+        authorization,
+    });
+    next.run(request).await
+}

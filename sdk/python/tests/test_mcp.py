@@ -1,0 +1,163 @@
+"""`/mcp` driven by the official Python MCP client (`mcp` from PyPI) against a real stack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import httpx2
+from mcp import ClientSession, types
+from mcp.client.streamable_http import streamable_http_client
+
+from .conftest import Swarm
+
+
+@asynccontextmanager
+async def session(swarm: Swarm, key: str) -> AsyncIterator[ClientSession]:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
+        streamable_http_client(f"{swarm.url}/mcp", http_client=http) as streams,
+        ClientSession(streams[0], streams[1]) as mcp,
+    ):
+        await mcp.initialize()
+        yield mcp
+
+
+def answer(result: Any) -> dict[str, Any]:
+    """The JSON object a tool answered (or the error envelope it refused with)."""
+    assert isinstance(result, types.CallToolResult)
+    block = result.content[0]
+    assert isinstance(block, types.TextContent)
+    parsed: dict[str, Any] = json.loads(block.text)
+    return parsed
+
+
+def agent_with_key(swarm: Swarm, capability: str) -> tuple[str, str]:
+    """Registers an agent (heartbeating once) and issues its key."""
+    agent = swarm.agent_call("/api/agents", {"name": capability, "capabilities": [capability]})
+    swarm.agent_call(f"/api/agents/{agent['id']}/heartbeat", {})
+    key = swarm.agent_call(
+        "/api/keys", {"name": capability, "role": "agent", "agent_id": agent["id"]}
+    )
+    return str(agent["id"]), str(key["key"])
+
+
+def test_the_tools_follow_the_key_s_role_and_the_rest_schemas(swarm: Swarm) -> None:
+    client_key = str(swarm.agent_call("/api/keys", {"name": "mcp-client", "role": "client"})["key"])
+    _, agent_key = agent_with_key(swarm, "mcp-" + secrets.token_hex(3))
+
+    async def names(key: str) -> dict[str, types.Tool]:
+        async with session(swarm, key) as mcp:
+            return {tool.name: tool for tool in (await mcp.list_tools()).tools}
+
+    admin = asyncio.run(names(swarm.key))
+    assert {"create_task", "wait_for_task", "list_agents", "claim_tasks"} <= set(admin)
+    client = asyncio.run(names(client_key))
+    assert {"create_task", "get_task", "list_tasks", "cancel_task", "wait_for_task"} <= set(client)
+    assert "list_agents" not in client and "claim_tasks" not in client
+    agent = asyncio.run(names(agent_key))
+    assert {"claim_tasks", "report_progress", "complete_task", "fail_task"} <= set(agent)
+    assert "create_task" not in agent and "list_tasks" not in agent
+
+    create = admin["create_task"].input_schema
+    assert "title" in create["required"]
+    assert create["properties"]["priority"]["maximum"] == 9
+    assert create["properties"]["title"]["maxLength"] == 256
+    assert admin["get_task"].input_schema["required"] == ["id"]
+
+
+def test_a_task_created_and_waited_for_reports_progress_as_an_agent_works(swarm: Swarm) -> None:
+    capability = "mcp-" + secrets.token_hex(3)
+    agent_id, _ = agent_with_key(swarm, capability)
+    seen: list[tuple[float, str | None]] = []
+
+    async def scenario() -> dict[str, Any]:
+        async with session(swarm, swarm.key) as mcp:
+            created = answer(
+                await mcp.call_tool(
+                    "create_task",
+                    {"title": "draft", "required_capabilities": [capability], "payload": {"n": 1}},
+                )
+            )
+            assert created["status"] == "queued"
+
+            async def record(progress: float, total: float | None, message: str | None) -> None:
+                seen.append((progress, message))
+
+            waiting = asyncio.create_task(
+                mcp.call_tool("wait_for_task", {"id": created["id"]}, progress_callback=record)
+            )
+            await asyncio.sleep(0.5)
+            claim = {"agent_id": agent_id, "wait_seconds": 5}
+            held = await asyncio.to_thread(swarm.agent_call, "/api/tasks/claim", claim)
+            task_id = held["tasks"][0]["id"]  # type: ignore[index]
+            report: dict[str, object] = {"agent_id": agent_id, "percent": 50, "message": "half"}
+            await asyncio.to_thread(swarm.agent_call, f"/api/tasks/{task_id}/progress", report)
+            await asyncio.sleep(0.6)
+            done: dict[str, object] = {"agent_id": agent_id, "result": {"words": 3}}
+            await asyncio.to_thread(swarm.agent_call, f"/api/tasks/{task_id}/complete", done)
+            return answer(await waiting)
+
+    final = asyncio.run(scenario())
+    assert (final["status"], final["result"]) == ("completed", {"words": 3})
+    assert (50.0, "active: half") in seen
+    assert seen[-1][0] == 100.0
+
+
+def test_an_agent_key_claims_and_completes_through_mcp(swarm: Swarm) -> None:
+    capability = "mcp-" + secrets.token_hex(3)
+    agent_id, agent_key = agent_with_key(swarm, capability)
+    task = swarm.agent_call(
+        "/api/tasks", {"title": "by mcp", "required_capabilities": [capability]}
+    )
+
+    async def scenario() -> dict[str, Any]:
+        async with session(swarm, agent_key) as mcp:
+            claimed = answer(
+                await mcp.call_tool("claim_tasks", {"agent_id": agent_id, "max_tasks": 1})
+            )
+            assert [held["id"] for held in claimed["tasks"]] == [task["id"]]
+            report = {"id": task["id"], "agent_id": agent_id, "percent": 40}
+            assert (
+                answer(await mcp.call_tool("report_progress", report))["progress"]["percent"] == 40
+            )
+            done = {"id": task["id"], "agent_id": agent_id, "result": "fine"}
+            return answer(await mcp.call_tool("complete_task", done))
+
+    completed = asyncio.run(scenario())
+    assert (completed["status"], completed["result"]) == ("completed", "fine")
+
+
+def test_bad_input_and_another_tenant_s_task_are_clear_tool_errors(swarm: Swarm) -> None:
+    secret = swarm.agent_call("/api/tasks", {"title": "not yours"})
+    client_key = str(swarm.agent_call("/api/keys", {"name": "mcp-other", "role": "client"})["key"])
+
+    async def scenario() -> tuple[Any, Any, Any]:
+        async with session(swarm, client_key) as mcp:
+            empty = await mcp.call_tool("create_task", {"title": ""})
+            other = await mcp.call_tool("get_task", {"id": secret["id"]})
+            late = await mcp.call_tool("wait_for_task", {"id": secret["id"], "timeout_seconds": 0})
+            return empty, other, late
+
+    empty, other, late = asyncio.run(scenario())
+    for refused, code in [
+        (empty, "invalid_argument"),
+        (other, "not_found"),
+        (late, "invalid_argument"),
+    ]:
+        assert refused.is_error
+        assert answer(refused)["error"]["code"] == code
+    assert "title" in answer(empty)["error"]["message"]
+
+
+def test_mcp_wants_a_key(swarm: Swarm) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    refused = httpx.post(f"{swarm.url}/mcp", json=body)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "unauthenticated"
