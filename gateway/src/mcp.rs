@@ -9,8 +9,14 @@
 //! tools whose routes its role may call. `wait_for_task` follows a task until it ends, sending
 //! progress notifications as it moves, and stops when the client cancels the request.
 //!
+//! Resources: each task reads as `swarm://tasks/{id}` and the agents as `swarm://agents` (the
+//! JSON of `GET /api/tasks/{id}` and `GET /api/agents`); a `subscriptions/listen` stream names a
+//! subscribed task whenever it changes.
+//!
 //! The `/mcp` endpoint itself wants a key the gateway accepts (401/403 otherwise).
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,14 +28,18 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ServerCapabilities, ServerConfig, Tool,
+    JsonObject, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
+    ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, SubscribeRequestParams,
+    SubscriptionFilter, Tool, UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::auth::Role;
@@ -115,6 +125,11 @@ const ROUTE_TOOLS: &[(&str, Method, &str, &str)] = &[
 
 /// The route `wait_for_task` reads.
 const TASK_PATH: &str = "/api/tasks/{id}";
+/// A task as a resource, and the agents.
+const TASK_RESOURCE: &str = "swarm://tasks/";
+const AGENTS_RESOURCE: &str = "swarm://agents";
+/// How often a subscription looks at the tasks it follows.
+const SUBSCRIPTION_POLL: Duration = Duration::from_millis(500);
 
 /// One tool: how it shows to clients and which REST route it calls.
 #[derive(Debug, Clone)]
@@ -283,11 +298,13 @@ struct McpCaller {
     authorization: Option<HeaderValue>,
 }
 
-/// The MCP server of one gateway.
+/// The MCP server of one session.
 #[derive(Clone)]
 struct SwarmMcp {
     tools: Arc<Tools>,
     rest: Router,
+    /// The session's resource subscriptions (of clients before 2026-07-28), by URI.
+    subscriptions: Arc<std::sync::Mutex<HashMap<String, CancellationToken>>>,
 }
 
 impl SwarmMcp {
@@ -429,6 +446,73 @@ impl SwarmMcp {
     }
 }
 
+impl SwarmMcp {
+    /// The REST path a resource URI names.
+    fn resource_path(uri: &str) -> Option<String> {
+        if uri == AGENTS_RESOURCE {
+            return Some("/api/agents?per_page=100".to_owned());
+        }
+        let id = uri.strip_prefix(TASK_RESOURCE)?;
+        (!id.is_empty() && !id.contains('/')).then(|| format!("/api/tasks/{}", url_escape(id)))
+    }
+
+    /// Reads a resource as `caller`: the route's JSON, or the refusal as an MCP error.
+    async fn read(&self, caller: &McpCaller, uri: &str) -> Result<String, McpError> {
+        let Some(path) = Self::resource_path(uri) else {
+            return Err(McpError::resource_not_found(
+                format!("no resource {uri:?}"),
+                None,
+            ));
+        };
+        let (status, answer) = self.send(caller, Method::GET, &path, None).await?;
+        if status.is_success() {
+            return Ok(answer);
+        }
+        let envelope: Value = serde_json::from_str(&answer).unwrap_or_default();
+        let message = envelope["error"]["message"]
+            .as_str()
+            .unwrap_or("refused")
+            .to_owned();
+        Err(if status == StatusCode::NOT_FOUND {
+            McpError::resource_not_found(message, Some(envelope))
+        } else {
+            McpError::invalid_request(message, Some(envelope))
+        })
+    }
+
+    /// Reads `uris` as `caller` every [`SUBSCRIPTION_POLL`] and calls `changed` with each one
+    /// whose task moved, until `changed` answers that nobody listens or `stop` resolves.
+    async fn follow<F, Fut>(
+        &self,
+        caller: &McpCaller,
+        uris: &[String],
+        changed: F,
+        stop: impl Future<Output = ()>,
+    ) where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let mut stop = std::pin::pin!(stop);
+        let mut last_seen: Vec<Option<String>> = vec![None; uris.len()];
+        loop {
+            for (uri, seen) in uris.iter().zip(last_seen.iter_mut()) {
+                let now = self.read(caller, uri).await.ok().map(|answer| {
+                    let task: Value = serde_json::from_str(&answer).unwrap_or_default();
+                    task["updated_at"].to_string() + &task["progress"].to_string()
+                });
+                if seen.is_some() && now != *seen && !changed(uri.clone()).await {
+                    return;
+                }
+                *seen = now;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(SUBSCRIPTION_POLL) => {}
+                () = &mut stop => return,
+            }
+        }
+    }
+}
+
 /// A REST answer as a tool's result: its JSON on success, a tool error with the envelope
 /// otherwise.
 fn outcome(status: StatusCode, answer: String) -> CallToolResult {
@@ -464,7 +548,12 @@ fn caller_of(context: &RequestContext<RoleServer>) -> Result<McpCaller, McpError
 
 impl ServerHandler for SwarmMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("swarm", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Swarm dispatches tasks to a fleet of agents. Create a task, wait for it, read \
@@ -481,6 +570,121 @@ impl ServerHandler for SwarmMcp {
         Ok(ListToolsResult::with_all_items(
             self.tools.for_role(caller.role),
         ))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let caller = caller_of(&context)?;
+        let agents = self
+            .tools
+            .admits(caller.role, &Method::GET, "/api/agents")
+            .then(|| Resource::new(AGENTS_RESOURCE, "agents").with_mime_type("application/json"));
+        Ok(ListResourcesResult::with_all_items(
+            agents.into_iter().collect(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        let task = ResourceTemplate::new(format!("{TASK_RESOURCE}{{id}}"), "task")
+            .with_mime_type("application/json");
+        Ok(ListResourceTemplatesResult::with_all_items(vec![task]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let caller = caller_of(&context)?;
+        let text = self.read(&caller, &request.uri).await?;
+        let contents = ResourceContents::text(text, request.uri).with_mime_type("application/json");
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.supported_by(&self.get_info().capabilities))
+    }
+
+    /// Follows the subscribed tasks, naming each one when it changes, until the client ends
+    /// the subscription (clients of 2026-07-28 and later).
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let caller = caller_of(context.request_context())?;
+        let uris = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let sink = context.sink().clone();
+        let changed = |uri: String| {
+            let sink = sink.clone();
+            async move { sink.notify_resource_updated(uri).await.is_ok() }
+        };
+        self.follow(&caller, &uris, changed, context.cancelled())
+            .await;
+        Ok(())
+    }
+
+    /// Follows one task for the session until it unsubscribes (clients before 2026-07-28).
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let caller = caller_of(&context)?;
+        self.read(&caller, &request.uri).await?;
+        let stop = CancellationToken::new();
+        let replaced = self
+            .subscriptions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(request.uri.clone(), stop.clone());
+        if let Some(previous) = replaced {
+            previous.cancel();
+        }
+        let server = self.clone();
+        let peer = context.peer.clone();
+        tokio::spawn(async move {
+            let changed = |uri: String| {
+                let peer = peer.clone();
+                async move {
+                    let update = ResourceUpdatedNotificationParam::new(uri);
+                    peer.notify_resource_updated(update).await.is_ok()
+                }
+            };
+            let uris = [request.uri];
+            server
+                .follow(&caller, &uris, changed, stop.cancelled_owned())
+                .await;
+        });
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let removed = self
+            .subscriptions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&request.uri);
+        if let Some(stop) = removed {
+            stop.cancel();
+        }
+        Ok(())
     }
 
     async fn call_tool(
@@ -517,17 +721,21 @@ impl ServerHandler for SwarmMcp {
 /// The `/mcp` routes over `rest`, the gateway's REST router, which every tool call goes
 /// through.
 pub fn router(rest: Router, tools: Tools) -> Router {
-    let server = SwarmMcp {
-        tools: Arc::new(tools),
-        rest: rest.clone(),
-    };
+    let tools = Arc::new(tools);
+    let rest_for_tools = rest.clone();
     // Keys, not the Host header, guard this endpoint: it answers any host name the gateway
     // is reached by.
     let config = StreamableHttpServerConfig::default()
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         .disable_allowed_hosts();
     let service = StreamableHttpService::new(
-        move || Ok(server.clone()),
+        move || {
+            Ok(SwarmMcp {
+                tools: Arc::clone(&tools),
+                rest: rest_for_tools.clone(),
+                subscriptions: Arc::default(),
+            })
+        },
         Arc::new(LocalSessionManager::default()),
         config,
     );

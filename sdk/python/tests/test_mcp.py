@@ -18,12 +18,20 @@ from .conftest import Swarm
 
 
 @asynccontextmanager
-async def session(swarm: Swarm, key: str) -> AsyncIterator[ClientSession]:
+async def session(
+    swarm: Swarm, key: str, notices: list[types.ServerNotification] | None = None
+) -> AsyncIterator[ClientSession]:
+    """An initialized MCP session with `key`, keeping the server's notifications in `notices`."""
     headers = {"Authorization": f"Bearer {key}"}
+
+    async def keep(message: types.ServerNotification | Exception) -> None:
+        if notices is not None and not isinstance(message, Exception):
+            notices.append(message)
+
     async with (
         httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
         streamable_http_client(f"{swarm.url}/mcp", http_client=http) as streams,
-        ClientSession(streams[0], streams[1]) as mcp,
+        ClientSession(streams[0], streams[1], message_handler=keep) as mcp,
     ):
         await mcp.initialize()
         yield mcp
@@ -135,7 +143,7 @@ def test_an_agent_key_claims_and_completes_through_mcp(swarm: Swarm) -> None:
 
 
 def test_bad_input_and_another_tenant_s_task_are_clear_tool_errors(swarm: Swarm) -> None:
-    secret = swarm.agent_call("/api/tasks", {"title": "not yours"})
+    secret = swarm.agent_call("/api/tasks", {"title": "not yours", "required_capabilities": ["x"]})
     client_key = str(swarm.agent_call("/api/keys", {"name": "mcp-other", "role": "client"})["key"])
 
     async def scenario() -> tuple[Any, Any, Any]:
@@ -161,3 +169,48 @@ def test_mcp_wants_a_key(swarm: Swarm) -> None:
     refused = httpx.post(f"{swarm.url}/mcp", json=body)
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "unauthenticated"
+
+
+def test_a_task_reads_as_a_resource_and_a_subscription_names_its_changes(swarm: Swarm) -> None:
+    capability = "mcp-" + secrets.token_hex(3)
+    agent_id, _ = agent_with_key(swarm, capability)
+    task = swarm.agent_call(
+        "/api/tasks", {"title": "followed", "required_capabilities": [capability]}
+    )
+    uri = f"swarm://tasks/{task['id']}"
+
+    notices: list[types.ServerNotification] = []
+
+    async def scenario() -> list[str]:
+        async with session(swarm, swarm.key, notices) as mcp:
+            templates = (await mcp.list_resource_templates()).resource_templates
+            assert [template.uri_template for template in templates] == ["swarm://tasks/{id}"]
+            listed = [str(resource.uri) for resource in (await mcp.list_resources()).resources]
+            assert listed == ["swarm://agents"]
+            read = (await mcp.read_resource(uri)).contents[0]
+            assert isinstance(read, types.TextResourceContents)
+            assert json.loads(read.text)["status"] == "queued"
+            claim = {"agent_id": agent_id, "wait_seconds": 5}
+            await mcp.subscribe_resource(uri)
+            beat = f"/api/agents/{agent_id}/heartbeat"
+            await asyncio.to_thread(swarm.agent_call, beat, {})
+            held = await asyncio.to_thread(swarm.agent_call, "/api/tasks/claim", claim)
+            assert [job["id"] for job in held["tasks"]] == [task["id"]]  # type: ignore[attr-defined]
+            # The agent works on: each report changes the task, until one change is named.
+            for percent in range(1, 51):
+                updated = [
+                    str(notice.params.uri)
+                    for notice in notices
+                    if isinstance(notice, types.ResourceUpdatedNotification)
+                ]
+                if updated:
+                    await mcp.unsubscribe_resource(uri)
+                    return updated[:1]
+                report = {"agent_id": agent_id, "percent": percent}
+                path = f"/api/tasks/{task['id']}/progress"
+                await asyncio.to_thread(swarm.agent_call, beat, {})
+                await asyncio.to_thread(swarm.agent_call, path, report)
+                await asyncio.sleep(0.3)
+            return []
+
+    assert asyncio.run(scenario()) == [uri]
