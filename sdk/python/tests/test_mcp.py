@@ -16,6 +16,9 @@ from mcp.client.streamable_http import streamable_http_client
 
 from .conftest import Swarm
 
+FIRST = 9
+"""The priority of the tasks these tests claim, so no task another test left queued comes first."""
+
 
 @asynccontextmanager
 async def session(
@@ -90,7 +93,12 @@ def test_a_task_created_and_waited_for_reports_progress_as_an_agent_works(swarm:
             created = answer(
                 await mcp.call_tool(
                     "create_task",
-                    {"title": "draft", "required_capabilities": [capability], "payload": {"n": 1}},
+                    {
+                        "title": "draft",
+                        "required_capabilities": [capability],
+                        "payload": {"n": 1},
+                        "priority": FIRST,
+                    },
                 )
             )
             assert created["status"] == "queued"
@@ -105,6 +113,7 @@ def test_a_task_created_and_waited_for_reports_progress_as_an_agent_works(swarm:
             claim = {"agent_id": agent_id, "wait_seconds": 5}
             held = await asyncio.to_thread(swarm.agent_call, "/api/tasks/claim", claim)
             task_id = held["tasks"][0]["id"]  # type: ignore[index]
+            assert task_id == created["id"]
             report: dict[str, object] = {"agent_id": agent_id, "percent": 50, "message": "half"}
             await asyncio.to_thread(swarm.agent_call, f"/api/tasks/{task_id}/progress", report)
             await asyncio.sleep(0.6)
@@ -122,7 +131,7 @@ def test_an_agent_key_claims_and_completes_through_mcp(swarm: Swarm) -> None:
     capability = "mcp-" + secrets.token_hex(3)
     agent_id, agent_key = agent_with_key(swarm, capability)
     task = swarm.agent_call(
-        "/api/tasks", {"title": "by mcp", "required_capabilities": [capability]}
+        "/api/tasks", {"title": "by mcp", "required_capabilities": [capability], "priority": FIRST}
     )
 
     async def scenario() -> dict[str, Any]:
@@ -175,7 +184,8 @@ def test_a_task_reads_as_a_resource_and_a_subscription_names_its_changes(swarm: 
     capability = "mcp-" + secrets.token_hex(3)
     agent_id, _ = agent_with_key(swarm, capability)
     task = swarm.agent_call(
-        "/api/tasks", {"title": "followed", "required_capabilities": [capability]}
+        "/api/tasks",
+        {"title": "followed", "required_capabilities": [capability], "priority": FIRST},
     )
     uri = f"swarm://tasks/{task['id']}"
 
