@@ -138,6 +138,9 @@ pub enum ClientError {
     /// The command's own input is wrong.
     #[error("{0}")]
     Usage(String),
+    /// The terminal's input or output failed.
+    #[error("stdio: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// A client of the gateway.

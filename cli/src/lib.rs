@@ -5,4 +5,5 @@
 pub mod agent;
 pub mod client;
 pub mod keys;
+pub mod mcp;
 pub mod stack;

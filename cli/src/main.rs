@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use swarm_agents::AgentsConfig;
 use swarm_cache::CacheConfig;
 use swarm_cli::stack::{Stack, StackConfig};
-use swarm_cli::{client, keys};
+use swarm_cli::{client, keys, mcp};
 use swarm_gateway::GatewayConfig;
 use swarm_metrics::MetricsConfig;
 use swarm_tasks::TasksConfig;
@@ -45,6 +45,12 @@ enum Command {
     },
     /// Tells whether every service answers (exit 0) or not (exit 1).
     Health {
+        #[command(flatten)]
+        connection: client::Connection,
+    },
+    /// Serves MCP over stdin and stdout for desktop MCP clients, proxied to the gateway's
+    /// `/mcp` with the key.
+    Mcp {
         #[command(flatten)]
         connection: client::Connection,
     },
@@ -192,6 +198,7 @@ async fn main() -> ExitCode {
             connection,
         } => client::agents(command, connection).await,
         Command::Health { connection } => client::health(connection).await,
+        Command::Mcp { connection } => mcp::run(connection).await.map(|()| ExitCode::SUCCESS),
     };
     answered.unwrap_or_else(|error| {
         eprintln!("swarm: {error}");

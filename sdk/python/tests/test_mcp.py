@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,9 +13,10 @@ from typing import Any
 import httpx
 import httpx2
 from mcp import ClientSession, types
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from .conftest import Swarm
+from .conftest import ROOT, Swarm
 
 FIRST = 9
 """The priority of the tasks these tests claim, so no task another test left queued comes first."""
@@ -224,3 +226,28 @@ def test_a_task_reads_as_a_resource_and_a_subscription_names_its_changes(swarm: 
             return []
 
     assert asyncio.run(scenario()) == [uri]
+
+
+def test_swarm_mcp_bridges_a_stdio_client_to_the_gateway(swarm: Swarm) -> None:
+    binary = os.environ.get("SWARM_BIN", str(ROOT / "target/debug/swarm"))
+    server = StdioServerParameters(
+        command=binary,
+        args=["mcp", "--url", swarm.url],
+        env={"SWARM_KEY": swarm.key, "RUST_LOG": "warn"},
+    )
+
+    async def scenario() -> tuple[set[str], dict[str, Any], dict[str, Any]]:
+        async with (
+            stdio_client(server) as streams,
+            ClientSession(streams[0], streams[1]) as mcp,
+        ):
+            await mcp.initialize()
+            tools = {tool.name for tool in (await mcp.list_tools()).tools}
+            created = answer(await mcp.call_tool("create_task", {"title": "over stdio"}))
+            refused = answer(await mcp.call_tool("get_task", {"id": "not-a-uuid"}))
+            return tools, created, refused
+
+    tools, created, refused = asyncio.run(scenario())
+    assert {"create_task", "wait_for_task", "list_agents"} <= tools
+    assert (created["title"], created["status"]) == ("over stdio", "queued")
+    assert refused["error"]["code"] == "invalid_argument"
