@@ -718,11 +718,65 @@ impl ServerHandler for SwarmMcp {
     }
 }
 
+/// The most MCP sessions (of protocols before 2026-07-28, which have them) one key holds.
+const MAX_SESSIONS_PER_KEY: usize = 16;
+/// How long a session lives without a request.
+const SESSION_IDLE: Duration = Duration::from_secs(600);
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// Who holds which sessions, to bound how many one key opens.
+struct Sessions {
+    manager: Arc<LocalSessionManager>,
+    /// Session ids by the fingerprint of the key that opened them.
+    by_key: std::sync::Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl Sessions {
+    /// The sessions `key` holds that are still alive.
+    async fn alive(&self, key: &str) -> usize {
+        let held = self
+            .by_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
+        let live = self.manager.sessions.read().await;
+        let alive: Vec<String> = held
+            .into_iter()
+            .filter(|id| live.keys().any(|session| session.as_ref() == id.as_str()))
+            .collect();
+        let count = alive.len();
+        self.by_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.to_owned(), alive);
+        count
+    }
+
+    fn opened(&self, key: &str, id: String) {
+        self.by_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.to_owned())
+            .or_default()
+            .push(id);
+    }
+}
+
 /// The `/mcp` routes over `rest`, the gateway's REST router, which every tool call goes
-/// through.
+/// through. A key holds at most [`MAX_SESSIONS_PER_KEY`] sessions; one idle for
+/// [`SESSION_IDLE`] ends.
 pub fn router(rest: Router, tools: Tools) -> Router {
     let tools = Arc::new(tools);
     let rest_for_tools = rest.clone();
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = Some(SESSION_IDLE);
+    let manager = Arc::new(manager);
+    let sessions = Arc::new(Sessions {
+        manager: Arc::clone(&manager),
+        by_key: std::sync::Mutex::default(),
+    });
     // Keys, not the Host header, guard this endpoint: it answers any host name the gateway
     // is reached by.
     let config = StreamableHttpServerConfig::default()
@@ -736,19 +790,27 @@ pub fn router(rest: Router, tools: Tools) -> Router {
                 subscriptions: Arc::default(),
             })
         },
-        Arc::new(LocalSessionManager::default()),
+        manager,
         config,
     );
     Router::new()
         .route_service("/mcp", service)
         .layer(axum::middleware::from_fn(
-            move |request: Request, next: Next| admit(rest.clone(), request, next),
+            move |request: Request, next: Next| {
+                admit(rest.clone(), Arc::clone(&sessions), request, next)
+            },
         ))
 }
 
 /// Lets a request to `/mcp` through when its key is one the gateway accepts (asking the
-/// gateway who it is, as any REST client may), recording the caller for the tools.
-async fn admit(rest: Router, mut request: Request, next: Next) -> Response {
+/// gateway who it is, as any REST client may), recording the caller for the tools, and when a
+/// new session would not take the key past its bound.
+async fn admit(
+    rest: Router,
+    sessions: Arc<Sessions>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
     let mut whoami = Request::builder().uri("/api/keys/current");
     if let Some(value) = &authorization {
@@ -768,9 +830,34 @@ async fn admit(rest: Router, mut request: Request, next: Next) -> Response {
     let Some(role) = current["role"].as_str().and_then(|role| role.parse().ok()) else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    let key = swarm_kit::digest::sha256_hex(
+        authorization
+            .as_ref()
+            .map_or(&b""[..], HeaderValue::as_bytes),
+    );
+    let opens_session =
+        request.method() == Method::POST && !request.headers().contains_key(SESSION_HEADER);
+    if opens_session && sessions.alive(&key).await >= MAX_SESSIONS_PER_KEY {
+        return crate::error::ApiError::new(
+            swarm_kit::ErrorCode::ResourceExhausted,
+            format!(
+                "this key holds {MAX_SESSIONS_PER_KEY} MCP sessions: end one (DELETE /mcp) or let it idle out"
+            ),
+        )
+        .into_response();
+    }
     request.extensions_mut().insert(McpCaller {
         role,
         authorization,
     });
-    next.run(request).await
+    let response = next.run(request).await;
+    if opens_session
+        && let Some(id) = response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|value| value.to_str().ok())
+    {
+        sessions.opened(&key, id.to_owned());
+    }
+    response
 }

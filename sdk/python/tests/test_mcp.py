@@ -251,3 +251,39 @@ def test_swarm_mcp_bridges_a_stdio_client_to_the_gateway(swarm: Swarm) -> None:
     assert {"create_task", "wait_for_task", "list_agents"} <= tools
     assert (created["title"], created["status"]) == ("over stdio", "queued")
     assert refused["error"]["code"] == "invalid_argument"
+
+
+def test_a_key_holds_a_bounded_number_of_sessions(swarm: Swarm) -> None:
+    key = str(swarm.agent_call("/api/keys", {"name": "mcp-many", "role": "client"})["key"])
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Accept": "application/json, text/event-stream",
+    }
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "counting", "version": "1"},
+        },
+    }
+
+    def open_session() -> httpx.Response:
+        return httpx.post(f"{swarm.url}/mcp", json=hello, headers=headers)
+
+    opened = [open_session() for _ in range(16)]
+    assert all(response.status_code == 200 for response in opened)
+    refused = open_session()
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
+    first = opened[0].headers["mcp-session-id"]
+    ended = httpx.delete(f"{swarm.url}/mcp", headers={**headers, "mcp-session-id": first})
+    assert ended.status_code in (200, 202, 204)
+    assert open_session().status_code == 200
+    other_key = str(swarm.agent_call("/api/keys", {"name": "mcp-few", "role": "client"})["key"])
+    other = httpx.post(
+        f"{swarm.url}/mcp", json=hello, headers={**headers, "Authorization": f"Bearer {other_key}"}
+    )
+    assert other.status_code == 200, "another key has sessions of its own"
