@@ -85,48 +85,51 @@ def test_the_tools_follow_the_key_s_role_and_the_rest_schemas(swarm: Swarm) -> N
     assert admin["get_task"].input_schema["required"] == ["id"]
 
 
-def test_a_task_created_and_waited_for_reports_progress_as_an_agent_works(swarm: Swarm) -> None:
+async def wait_while_an_agent_works(
+    mcp: ClientSession, swarm: Swarm
+) -> tuple[dict[str, Any], list[tuple[float, str | None]]]:
+    """Creates a task, waits for it through MCP while an agent (over REST) works it; returns
+    the task the wait ended with and the progress notifications it received."""
     capability = "mcp-" + secrets.token_hex(3)
     agent_id, _ = agent_with_key(swarm, capability)
     seen: list[tuple[float, str | None]] = []
+    body = {"title": "draft", "required_capabilities": [capability], "priority": FIRST}
+    created = answer(await mcp.call_tool("create_task", body))
+    assert created["status"] == "queued"
 
-    async def scenario() -> dict[str, Any]:
-        async with session(swarm, swarm.key) as mcp:
-            created = answer(
-                await mcp.call_tool(
-                    "create_task",
-                    {
-                        "title": "draft",
-                        "required_capabilities": [capability],
-                        "payload": {"n": 1},
-                        "priority": FIRST,
-                    },
-                )
-            )
-            assert created["status"] == "queued"
+    async def record(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, message))
 
-            async def record(progress: float, total: float | None, message: str | None) -> None:
-                seen.append((progress, message))
+    waiting = asyncio.create_task(
+        mcp.call_tool("wait_for_task", {"id": created["id"]}, progress_callback=record)
+    )
+    await asyncio.sleep(0.5)
+    claim = {"agent_id": agent_id, "wait_seconds": 5}
+    held = await asyncio.to_thread(swarm.agent_call, "/api/tasks/claim", claim)
+    task_id = held["tasks"][0]["id"]  # type: ignore[index]
+    assert task_id == created["id"]
+    report: dict[str, object] = {"agent_id": agent_id, "percent": 50, "message": "half"}
+    await asyncio.to_thread(swarm.agent_call, f"/api/tasks/{task_id}/progress", report)
+    await asyncio.sleep(0.6)
+    done: dict[str, object] = {"agent_id": agent_id, "result": {"words": 3}}
+    await asyncio.to_thread(swarm.agent_call, f"/api/tasks/{task_id}/complete", done)
+    return answer(await waiting), seen
 
-            waiting = asyncio.create_task(
-                mcp.call_tool("wait_for_task", {"id": created["id"]}, progress_callback=record)
-            )
-            await asyncio.sleep(0.5)
-            claim = {"agent_id": agent_id, "wait_seconds": 5}
-            held = await asyncio.to_thread(swarm.agent_call, "/api/tasks/claim", claim)
-            task_id = held["tasks"][0]["id"]  # type: ignore[index]
-            assert task_id == created["id"]
-            report: dict[str, object] = {"agent_id": agent_id, "percent": 50, "message": "half"}
-            await asyncio.to_thread(swarm.agent_call, f"/api/tasks/{task_id}/progress", report)
-            await asyncio.sleep(0.6)
-            done: dict[str, object] = {"agent_id": agent_id, "result": {"words": 3}}
-            await asyncio.to_thread(swarm.agent_call, f"/api/tasks/{task_id}/complete", done)
-            return answer(await waiting)
 
-    final = asyncio.run(scenario())
+def assert_waited_through_progress(
+    final: dict[str, Any], seen: list[tuple[float, str | None]]
+) -> None:
     assert (final["status"], final["result"]) == ("completed", {"words": 3})
     assert (50.0, "active: half") in seen
     assert seen[-1][0] == 100.0
+
+
+def test_a_task_created_and_waited_for_reports_progress_as_an_agent_works(swarm: Swarm) -> None:
+    async def scenario() -> tuple[dict[str, Any], list[tuple[float, str | None]]]:
+        async with session(swarm, swarm.key) as mcp:
+            return await wait_while_an_agent_works(mcp, swarm)
+
+    assert_waited_through_progress(*asyncio.run(scenario()))
 
 
 def test_an_agent_key_claims_and_completes_through_mcp(swarm: Swarm) -> None:
@@ -245,6 +248,7 @@ def test_swarm_mcp_bridges_a_stdio_client_to_the_gateway(swarm: Swarm) -> None:
             tools = {tool.name for tool in (await mcp.list_tools()).tools}
             created = answer(await mcp.call_tool("create_task", {"title": "over stdio"}))
             refused = answer(await mcp.call_tool("get_task", {"id": "not-a-uuid"}))
+            assert_waited_through_progress(*await wait_while_an_agent_works(mcp, swarm))
             return tools, created, refused
 
     tools, created, refused = asyncio.run(scenario())
