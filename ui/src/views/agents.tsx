@@ -4,7 +4,9 @@ import { type Agent, call, type Page, query, type Task } from "../api";
 import { ago, when } from "../format";
 import { usePolled } from "../hooks";
 import { go, href, useQuery } from "../router";
-import { Pager, ProgressBar, Refusal, Status } from "./common";
+import { Pager, ProgressBar, Refusal, Status, StatusSelect, Table } from "./common";
+
+const AGENT_STATUSES = ["idle", "busy", "offline"];
 
 export function AgentsView() {
   const params = useQuery();
@@ -16,31 +18,12 @@ export function AgentsView() {
     <>
       <h1>Agents</h1>
       <form class="filters" onSubmit={(event) => event.preventDefault()}>
-        <label>
-          Status
-          <select value={status} onChange={(event) => go(["agents"], { status: (event.target as HTMLSelectElement).value })}>
-            <option value="">any</option>
-            <option value="idle">idle</option>
-            <option value="busy">busy</option>
-            <option value="offline">offline</option>
-          </select>
-        </label>
+        <StatusSelect value={status} statuses={AGENT_STATUSES} onChange={(next) => go(["agents"], { status: next })} />
       </form>
       <Refusal error={agents.error} />
       {agents.data && (
         <>
-          <div class="table-wrap">
-            <table>
-              <thead>
-                <tr>
-                  <th scope="col">Name</th>
-                  <th scope="col">Status</th>
-                  <th scope="col">Tasks</th>
-                  <th scope="col" class="wide">Capabilities</th>
-                  <th scope="col">Heard from</th>
-                </tr>
-              </thead>
-              <tbody>
+          <Table columns={["Name", "Status", "Tasks", { label: "Capabilities", wide: true }, "Heard from"]}>
                 {agents.data.items.map((agent) => (
                   <tr key={agent.id} data-agent={agent.name}>
                     <td>
@@ -56,9 +39,7 @@ export function AgentsView() {
                     <td>{ago(agent.last_heartbeat_at)}</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
-          </div>
+          </Table>
           {agents.data.items.length === 0 && <p class="muted">No agents yet.</p>}
           <Pager page={agents.data} onPage={(next) => go(["agents"], { status, page: next })} />
         </>

@@ -1,4 +1,5 @@
 // Pieces the views share: a status badge, a progress bar, pagination and a refusal notice.
+import type { ComponentChildren } from "preact";
 import type { ApiError, Page } from "../api";
 
 export function Status({ status }: { status: string }) {
@@ -37,4 +38,58 @@ export function Refusal({ error }: { error: ApiError | null }) {
       {error.message}
     </p>
   ) : null;
+}
+
+/** A status filter: "any", or one of `statuses`. */
+export function StatusSelect({
+  value,
+  statuses,
+  onChange,
+}: {
+  value: string;
+  statuses: readonly string[];
+  onChange: (status: string) => void;
+}) {
+  return (
+    <label>
+      Status
+      <select value={value} onChange={(event) => onChange((event.target as HTMLSelectElement).value)}>
+        <option value="">any</option>
+        {statuses.map((name) => (
+          <option key={name} value={name}>
+            {name}
+          </option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
+/** A column heading; a `wide` one is left out on a phone. */
+export type Column = string | { label: string; wide: true };
+
+/** A table in a frame that scrolls sideways, with its column headings and its rows. */
+export function Table({ columns, children }: { columns: Column[]; children: ComponentChildren }) {
+  return (
+    <div class="table-wrap">
+      <table>
+        <thead>
+          <tr>
+            {columns.map((column) =>
+              typeof column === "string" ? (
+                <th key={column} scope="col">
+                  {column}
+                </th>
+              ) : (
+                <th key={column.label} scope="col" class="wide">
+                  {column.label}
+                </th>
+              ),
+            )}
+          </tr>
+        </thead>
+        <tbody>{children}</tbody>
+      </table>
+    </div>
+  );
 }

@@ -3,7 +3,7 @@ import { useState } from "preact/hooks";
 import { ApiError, call, type Key, type Page } from "../api";
 import { when } from "../format";
 import { usePolled } from "../hooks";
-import { Refusal } from "./common";
+import { Refusal, Table } from "./common";
 
 export function KeysView() {
   const keys = usePolled(() => call<Page<Key>>("GET", "/api/keys?per_page=100"), []);
@@ -59,18 +59,7 @@ export function KeysView() {
         </p>
       )}
       <Refusal error={refusal ?? keys.error} />
-      <div class="table-wrap">
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Role</th>
-              <th scope="col">Prefix</th>
-              <th scope="col" class="wide">Created</th>
-              <th scope="col">State</th>
-            </tr>
-          </thead>
-          <tbody>
+      <Table columns={["Name", "Role", "Prefix", { label: "Created", wide: true }, "State"]}>
             {keys.data?.items.map((key) => (
               <tr key={key.id}>
                 <td>{key.name}</td>
@@ -90,9 +79,7 @@ export function KeysView() {
                 </td>
               </tr>
             ))}
-          </tbody>
-        </table>
-      </div>
+      </Table>
     </>
   );
 }

@@ -5,7 +5,7 @@ import { type ApiError, call, type Page, type Schedule } from "../api";
 import { when } from "../format";
 import { usePolled } from "../hooks";
 import { go, useQuery } from "../router";
-import { Pager, Refusal } from "./common";
+import { Pager, Refusal, Table } from "./common";
 
 export function SchedulesView() {
   const page = Number(useQuery().get("page") ?? "1");
@@ -26,19 +26,7 @@ export function SchedulesView() {
       <Refusal error={refusal ?? schedules.error} />
       {schedules.data && (
         <>
-          <div class="table-wrap">
-            <table>
-              <thead>
-                <tr>
-                  <th scope="col">Name</th>
-                  <th scope="col">When</th>
-                  <th scope="col" class="wide">Creates</th>
-                  <th scope="col">Next run</th>
-                  <th scope="col" class="wide">Last run</th>
-                  <th scope="col">State</th>
-                </tr>
-              </thead>
-              <tbody>
+          <Table columns={["Name", "When", { label: "Creates", wide: true }, "Next run", { label: "Last run", wide: true }, "State"]}>
                 {schedules.data.items.map((schedule) => (
                   <tr key={schedule.id} data-schedule={schedule.name}>
                     <td>{schedule.name}</td>
@@ -57,9 +45,7 @@ export function SchedulesView() {
                     </td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
-          </div>
+          </Table>
           {schedules.data.items.length === 0 && <p class="muted">No schedules yet.</p>}
           <Pager page={schedules.data} onPage={(next) => go(["schedules"], { page: next })} />
         </>

@@ -6,7 +6,7 @@ import { ApiError, type Attempt, call, followTask, type Message, type Page, type
 import { json, when } from "../format";
 import { usePolled } from "../hooks";
 import { href } from "../router";
-import { ProgressBar, Refusal, Status } from "./common";
+import { ProgressBar, Refusal, Status, Table } from "./common";
 
 const CANCELLABLE = ["waiting", "scheduled", "queued", "active"];
 const RETRYABLE = ["failed", "cancelled"];
@@ -81,18 +81,7 @@ export function TaskView({ id }: { id: string }) {
       <section aria-labelledby="attempts-heading">
         <h2 id="attempts-heading">Attempts</h2>
         {attempts.data?.items.length ? (
-          <div class="table-wrap">
-            <table>
-              <thead>
-                <tr>
-                  <th scope="col">#</th>
-                  <th scope="col">Outcome</th>
-                  <th scope="col">Agent</th>
-                  <th scope="col">Started</th>
-                  <th scope="col">Error</th>
-                </tr>
-              </thead>
-              <tbody>
+          <Table columns={["#", "Outcome", "Agent", "Started", "Error"]}>
                 {attempts.data.items.map((attempt) => (
                   <tr key={attempt.attempt}>
                     <td>{attempt.attempt}</td>
@@ -104,9 +93,7 @@ export function TaskView({ id }: { id: string }) {
                     <td>{attempt.error ?? ""}</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
-          </div>
+          </Table>
         ) : (
           <p class="muted">Not started yet.</p>
         )}

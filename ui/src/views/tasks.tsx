@@ -4,7 +4,7 @@ import { call, type Page, query, TASK_STATUSES, type Task } from "../api";
 import { ago } from "../format";
 import { usePolled } from "../hooks";
 import { go, href, useQuery } from "../router";
-import { Pager, ProgressBar, Refusal, Status } from "./common";
+import { Pager, ProgressBar, Refusal, Status, StatusSelect, Table } from "./common";
 
 const FILTERS = ["q", "status", "kind", "agent_id", "user_id"] as const;
 
@@ -28,17 +28,7 @@ export function TasksView() {
             onChange={(event) => filter("q", (event.target as HTMLInputElement).value.trim())}
           />
         </label>
-        <label>
-          Status
-          <select value={filters.status} onChange={(event) => filter("status", (event.target as HTMLSelectElement).value)}>
-            <option value="">any</option>
-            {TASK_STATUSES.map((status) => (
-              <option key={status} value={status}>
-                {status}
-              </option>
-            ))}
-          </select>
-        </label>
+        <StatusSelect value={filters.status} statuses={TASK_STATUSES} onChange={(next) => filter("status", next)} />
         {(["kind", "agent_id", "user_id"] as const).map((name) => (
           <label key={name}>
             {name.replace("_id", "")}
@@ -53,19 +43,7 @@ export function TasksView() {
       <Refusal error={tasks.error} />
       {tasks.data && (
         <>
-          <div class="table-wrap">
-            <table>
-              <thead>
-                <tr>
-                  <th scope="col">Title</th>
-                  <th scope="col">Kind</th>
-                  <th scope="col">Status</th>
-                  <th scope="col">Progress</th>
-                  <th scope="col" class="wide">Attempts</th>
-                  <th scope="col" class="wide">Created</th>
-                </tr>
-              </thead>
-              <tbody>
+          <Table columns={["Title", "Kind", "Status", "Progress", { label: "Attempts", wide: true }, { label: "Created", wide: true }]}>
                 {tasks.data.items.map((task) => (
                   <tr key={task.id}>
                     <td>
@@ -84,9 +62,7 @@ export function TasksView() {
                     <td class="wide">{ago(task.created_at)}</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
-          </div>
+          </Table>
           {tasks.data.items.length === 0 && <p class="muted">No tasks match.</p>}
           <Pager page={tasks.data} onPage={(next) => go(["tasks"], { ...filters, page: next })} />
         </>

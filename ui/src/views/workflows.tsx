@@ -6,7 +6,7 @@ import { Dag } from "../dag";
 import { ago, when } from "../format";
 import { usePolled } from "../hooks";
 import { go, href, useQuery } from "../router";
-import { Pager, ProgressBar, Refusal, Status } from "./common";
+import { Pager, ProgressBar, Refusal, Status, StatusSelect, Table } from "./common";
 
 const STATUSES = ["running", "completed", "failed", "cancelled"];
 
@@ -20,32 +20,12 @@ export function WorkflowsView() {
     <>
       <h1>Workflows</h1>
       <form class="filters" onSubmit={(event) => event.preventDefault()}>
-        <label>
-          Status
-          <select value={status} onChange={(event) => go(["workflows"], { status: (event.target as HTMLSelectElement).value })}>
-            <option value="">any</option>
-            {STATUSES.map((name) => (
-              <option key={name} value={name}>
-                {name}
-              </option>
-            ))}
-          </select>
-        </label>
+        <StatusSelect value={status} statuses={STATUSES} onChange={(next) => go(["workflows"], { status: next })} />
       </form>
       <Refusal error={workflows.error} />
       {workflows.data && (
         <>
-          <div class="table-wrap">
-            <table>
-              <thead>
-                <tr>
-                  <th scope="col">Name</th>
-                  <th scope="col">Status</th>
-                  <th scope="col">Created</th>
-                  <th scope="col" class="wide">Finished</th>
-                </tr>
-              </thead>
-              <tbody>
+          <Table columns={["Name", "Status", "Created", { label: "Finished", wide: true }]}>
                 {workflows.data.items.map((workflow) => (
                   <tr key={workflow.id}>
                     <td>
@@ -58,9 +38,7 @@ export function WorkflowsView() {
                     <td class="wide">{when(workflow.finished_at)}</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
-          </div>
+          </Table>
           {workflows.data.items.length === 0 && <p class="muted">No workflows yet.</p>}
           <Pager page={workflows.data} onPage={(next) => go(["workflows"], { status, page: next })} />
         </>
@@ -95,17 +73,7 @@ export function WorkflowView({ id }: { id: string }) {
       <Refusal error={refusal} />
       <Dag tasks={tasks} dependencies={shown.dependencies ?? {}} />
       <h2>Tasks</h2>
-      <div class="table-wrap">
-        <table>
-          <thead>
-            <tr>
-              <th scope="col">Key</th>
-              <th scope="col">Status</th>
-              <th scope="col">Progress</th>
-              <th scope="col" class="wide">Waits for</th>
-            </tr>
-          </thead>
-          <tbody>
+      <Table columns={["Key", "Status", "Progress", { label: "Waits for", wide: true }]}>
             {Object.entries(tasks).map(([key, task]) => (
               <tr key={key}>
                 <td>
@@ -120,9 +88,7 @@ export function WorkflowView({ id }: { id: string }) {
                 <td class="wide">{(shown.dependencies?.[key] ?? []).join(", ") || "—"}</td>
               </tr>
             ))}
-          </tbody>
-        </table>
-      </div>
+      </Table>
     </>
   );
 }
