@@ -130,6 +130,9 @@ const TASK_RESOURCE: &str = "swarm://tasks/";
 const AGENTS_RESOURCE: &str = "swarm://agents";
 /// How often a subscription looks at the tasks it follows.
 const SUBSCRIPTION_POLL: Duration = Duration::from_millis(500);
+/// The most resources one session follows, and the most `wait_for_task` calls it runs at once.
+const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 32;
+const MAX_WAITS_PER_SESSION: usize = 8;
 
 /// One tool: how it shows to clients and which REST route it calls.
 #[derive(Debug, Clone)]
@@ -305,6 +308,8 @@ struct SwarmMcp {
     rest: Router,
     /// The session's resource subscriptions (of clients before 2026-07-28), by URI.
     subscriptions: Arc<std::sync::Mutex<HashMap<String, CancellationToken>>>,
+    /// Permits for the session's `wait_for_task` calls running at once.
+    waits: Arc<tokio::sync::Semaphore>,
 }
 
 impl SwarmMcp {
@@ -436,6 +441,9 @@ impl SwarmMcp {
                     &format!("task {id} did not end within {seconds} s; it is {state}"),
                 ));
             }
+            if context.peer.is_transport_closed() {
+                return Err(McpError::internal_error("the client went away", None));
+            }
             tokio::select! {
                 () = tokio::time::sleep(WAIT_POLL) => {}
                 () = context.ct.cancelled() => {
@@ -481,10 +489,12 @@ impl SwarmMcp {
     }
 
     /// Reads `uris` as `caller` every [`SUBSCRIPTION_POLL`] and calls `changed` with each one
-    /// whose task moved, until `changed` answers that nobody listens or `stop` resolves.
+    /// whose task moved, until `changed` answers that nobody listens, `stop` resolves, or the
+    /// session's connection (`peer`) is gone.
     async fn follow<F, Fut>(
         &self,
         caller: &McpCaller,
+        peer: &rmcp::Peer<RoleServer>,
         uris: &[String],
         changed: F,
         stop: impl Future<Output = ()>,
@@ -494,7 +504,7 @@ impl SwarmMcp {
     {
         let mut stop = std::pin::pin!(stop);
         let mut last_seen: Vec<Option<String>> = vec![None; uris.len()];
-        loop {
+        while !peer.is_transport_closed() {
             for (uri, seen) in uris.iter().zip(last_seen.iter_mut()) {
                 let now = self.read(caller, uri).await.ok().map(|answer| {
                     let task: Value = serde_json::from_str(&answer).unwrap_or_default();
@@ -629,7 +639,8 @@ impl ServerHandler for SwarmMcp {
             let sink = sink.clone();
             async move { sink.notify_resource_updated(uri).await.is_ok() }
         };
-        self.follow(&caller, &uris, changed, context.cancelled())
+        let peer = context.request_context().peer.clone();
+        self.follow(&caller, &peer, &uris, changed, context.cancelled())
             .await;
         Ok(())
     }
@@ -644,13 +655,23 @@ impl ServerHandler for SwarmMcp {
         let caller = caller_of(&context)?;
         self.read(&caller, &request.uri).await?;
         let stop = CancellationToken::new();
-        let replaced = self
-            .subscriptions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(request.uri.clone(), stop.clone());
-        if let Some(previous) = replaced {
-            previous.cancel();
+        {
+            let mut subscriptions = self
+                .subscriptions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            subscriptions.retain(|_, stop| !stop.is_cancelled());
+            if subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_SESSION
+                && !subscriptions.contains_key(&request.uri)
+            {
+                return Err(McpError::invalid_request(
+                    format!("a session follows at most {MAX_SUBSCRIPTIONS_PER_SESSION} resources"),
+                    None,
+                ));
+            }
+            if let Some(previous) = subscriptions.insert(request.uri.clone(), stop.clone()) {
+                previous.cancel();
+            }
         }
         let server = self.clone();
         let peer = context.peer.clone();
@@ -664,8 +685,15 @@ impl ServerHandler for SwarmMcp {
             };
             let uris = [request.uri];
             server
-                .follow(&caller, &uris, changed, stop.cancelled_owned())
+                .follow(
+                    &caller,
+                    &peer,
+                    &uris,
+                    changed,
+                    stop.clone().cancelled_owned(),
+                )
                 .await;
+            stop.cancel(); // the slot frees when the follow ends, however it ends
         });
         Ok(())
     }
@@ -698,6 +726,10 @@ impl ServerHandler for SwarmMcp {
             if !self.tools.admits(caller.role, &Method::GET, TASK_PATH) {
                 return Ok(refusal("permission_denied", "this key may not read tasks").into());
             }
+            let Ok(_permit) = self.waits.try_acquire() else {
+                let busy = format!("a session runs at most {MAX_WAITS_PER_SESSION} waits at once");
+                return Ok(refusal("rate_limited", &busy).into());
+            };
             return Ok(self
                 .wait_for_task(&caller, &arguments, &context)
                 .await?
@@ -724,44 +756,73 @@ const MAX_SESSIONS_PER_KEY: usize = 16;
 const SESSION_IDLE: Duration = Duration::from_secs(600);
 const SESSION_HEADER: &str = "mcp-session-id";
 
-/// Who holds which sessions, to bound how many one key opens.
+/// The sessions one key holds, and how many it is opening.
+#[derive(Debug, Default)]
+struct Held {
+    ids: Vec<String>,
+    opening: usize,
+}
+
+/// Who holds which sessions, to bound how many one key opens and to keep each session to the
+/// key that opened it.
 struct Sessions {
     manager: Arc<LocalSessionManager>,
-    /// Session ids by the fingerprint of the key that opened them.
-    by_key: std::sync::Mutex<HashMap<String, Vec<String>>>,
+    /// By the fingerprint of the key.
+    by_key: std::sync::Mutex<HashMap<String, Held>>,
 }
 
 impl Sessions {
-    /// The sessions `key` holds that are still alive.
-    async fn alive(&self, key: &str) -> usize {
-        let held = self
-            .by_key
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key)
-            .cloned()
-            .unwrap_or_default();
-        let live = self.manager.sessions.read().await;
-        let alive: Vec<String> = held
-            .into_iter()
-            .filter(|id| live.keys().any(|session| session.as_ref() == id.as_str()))
-            .collect();
-        let count = alive.len();
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
         self.by_key
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key.to_owned(), alive);
-        count
     }
 
-    fn opened(&self, key: &str, id: String) {
-        self.by_key
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(key.to_owned())
-            .or_default()
-            .push(id);
+    /// Reserves a new session for `key` unless it holds (or is opening) its most already.
+    async fn reserve(&self, key: &str) -> bool {
+        let live: Vec<String> = self
+            .manager
+            .sessions
+            .read()
+            .await
+            .keys()
+            .map(|id| id.as_ref().to_owned())
+            .collect();
+        let mut by_key = self.lock();
+        let held = by_key.entry(key.to_owned()).or_default();
+        held.ids.retain(|id| live.contains(id));
+        if held.ids.len() + held.opening >= MAX_SESSIONS_PER_KEY {
+            return false;
+        }
+        held.opening += 1;
+        true
     }
+
+    /// Ends a reservation: with the id of the session it opened, or none.
+    fn settle(&self, key: &str, opened: Option<String>) {
+        let mut by_key = self.lock();
+        let held = by_key.entry(key.to_owned()).or_default();
+        held.opening = held.opening.saturating_sub(1);
+        held.ids.extend(opened);
+    }
+
+    /// Tells whether `key` opened the session `id`.
+    fn owns(&self, key: &str, id: &str) -> bool {
+        self.lock()
+            .get(key)
+            .is_some_and(|held| held.ids.iter().any(|own| own == id))
+    }
+}
+
+/// The fingerprint of the key a request carries: its secret, however the scheme is spelled
+/// (the gateway reads `Bearer` in any case, around any space), so one key is one holder.
+fn key_fingerprint(authorization: Option<&HeaderValue>) -> String {
+    let secret = authorization
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, secret)| secret.trim());
+    swarm_kit::digest::sha256_hex(secret.as_bytes())
 }
 
 /// The `/mcp` routes over `rest`, the gateway's REST router, which every tool call goes
@@ -788,6 +849,7 @@ pub fn router(rest: Router, tools: Tools) -> Router {
                 tools: Arc::clone(&tools),
                 rest: rest_for_tools.clone(),
                 subscriptions: Arc::default(),
+                waits: Arc::new(tokio::sync::Semaphore::new(MAX_WAITS_PER_SESSION)),
             })
         },
         manager,
@@ -830,14 +892,21 @@ async fn admit(
     let Some(role) = current["role"].as_str().and_then(|role| role.parse().ok()) else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let key = swarm_kit::digest::sha256_hex(
-        authorization
-            .as_ref()
-            .map_or(&b""[..], HeaderValue::as_bytes),
-    );
-    let opens_session =
-        request.method() == Method::POST && !request.headers().contains_key(SESSION_HEADER);
-    if opens_session && sessions.alive(&key).await >= MAX_SESSIONS_PER_KEY {
+    let key = key_fingerprint(authorization.as_ref());
+    let session = request
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    if let Some(id) = &session
+        && !sessions.owns(&key, id)
+    {
+        // Another key's session, or none: the same answer, so ids cannot be probed.
+        return crate::error::ApiError::new(swarm_kit::ErrorCode::NotFound, "no such MCP session")
+            .into_response();
+    }
+    let opens_session = request.method() == Method::POST && session.is_none();
+    if opens_session && !sessions.reserve(&key).await {
         return crate::error::ApiError::new(
             swarm_kit::ErrorCode::ResourceExhausted,
             format!(
@@ -851,13 +920,13 @@ async fn admit(
         authorization,
     });
     let response = next.run(request).await;
-    if opens_session
-        && let Some(id) = response
+    if opens_session {
+        let opened = response
             .headers()
             .get(SESSION_HEADER)
             .and_then(|value| value.to_str().ok())
-    {
-        sessions.opened(&key, id.to_owned());
+            .map(str::to_owned);
+        sessions.settle(&key, opened);
     }
     response
 }

@@ -282,6 +282,9 @@ def test_a_key_holds_a_bounded_number_of_sessions(swarm: Swarm) -> None:
     refused = open_session()
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "rate_limited"
+    respelled = {**headers, "Authorization": f"bearer   {key}"}
+    also_refused = httpx.post(f"{swarm.url}/mcp", json=hello, headers=respelled)
+    assert also_refused.status_code == 429, "the same key however the scheme is spelled"
     first = opened[0].headers["mcp-session-id"]
     ended = httpx.delete(f"{swarm.url}/mcp", headers={**headers, "mcp-session-id": first})
     assert ended.status_code in (200, 202, 204)
@@ -291,3 +294,13 @@ def test_a_key_holds_a_bounded_number_of_sessions(swarm: Swarm) -> None:
         f"{swarm.url}/mcp", json=hello, headers={**headers, "Authorization": f"Bearer {other_key}"}
     )
     assert other.status_code == 200, "another key has sessions of its own"
+    borrowed = httpx.post(
+        f"{swarm.url}/mcp",
+        json={"jsonrpc": "2.0", "id": 2, "method": "ping"},
+        headers={
+            **headers,
+            "Authorization": f"Bearer {other_key}",
+            "mcp-session-id": opened[1].headers["mcp-session-id"],
+        },
+    )
+    assert borrowed.status_code == 404, "a session answers only the key that opened it"
