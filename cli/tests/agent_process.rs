@@ -3,30 +3,16 @@
 //! agent with SIGKILL in the middle of its tasks gets them to another agent within the agent
 //! TTL plus a few seconds, each completing once more on a second attempt.
 
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{json_of, run, start_stack, swarm, text};
 use serde_json::{Value, json};
-use swarm_cli::stack::{Stack, StackConfig};
-use swarm_gateway::GatewayConfig;
 use swarm_kit::testing::{Backend, TestDatabase};
 
-const KEY: &str = "swarm_cli_agent_test_key_0123456789abcdef";
 const AGENT_TTL: Duration = Duration::from_secs(3);
-
-fn swarm(url: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_swarm"));
-    command
-        .env("SWARM_URL", url)
-        .env("SWARM_KEY", KEY)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "warn");
-    command
-}
-
-fn run(url: &str, args: &[&str]) -> Output {
-    swarm(url).args(args).output().expect("swarm runs")
-}
 
 /// Starts `swarm agent --name <name>` (echo and sleep, two at a time).
 fn agent(url: &str, name: &str) -> Child {
@@ -38,14 +24,14 @@ fn agent(url: &str, name: &str) -> Child {
 }
 
 async fn task(http: &reqwest::Client, url: &str, id: &str) -> Value {
-    http.get(format!("{url}/api/tasks/{id}"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::api(
+        http,
+        reqwest::Method::GET,
+        url,
+        &format!("/api/tasks/{id}"),
+        None,
+    )
+    .await
 }
 
 /// Reads task `id` until `done` says it is as expected, for at most `patience`.
@@ -68,24 +54,17 @@ async fn until(
 }
 
 fn created_id(output: &Output) -> String {
-    assert!(output.status.success(), "{output:?}");
-    let task: Value = serde_json::from_slice(&output.stdout).expect("json output");
-    task["id"].as_str().expect("an id").to_owned()
+    json_of(output)["id"].as_str().expect("an id").to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agent_processes_run_watched_tasks_and_take_over_from_a_killed_one() {
     let database = TestDatabase::new(Backend::Sqlite).await;
-    let mut config = StackConfig {
-        gateway: GatewayConfig {
-            admin_key: Some(KEY.to_owned()),
-            ..GatewayConfig::default()
-        },
-        ..StackConfig::local(database.url())
-    };
-    config.agents.agent_ttl = AGENT_TTL;
-    config.tasks.lease_sweep_interval = Duration::from_millis(200);
-    let stack = Stack::start(config).await.unwrap();
+    let stack = start_stack(&database, |config| {
+        config.agents.agent_ttl = AGENT_TTL;
+        config.tasks.lease_sweep_interval = Duration::from_millis(200);
+    })
+    .await;
     let url = stack.gateway_url();
     let http = reqwest::Client::new();
 
@@ -153,8 +132,7 @@ async fn agent_processes_run_watched_tasks_and_take_over_from_a_killed_one() {
         ],
     ));
     let watched = run(&url, &["task", "watch", &id]);
-    let said = String::from_utf8_lossy(&watched.stderr).into_owned()
-        + &String::from_utf8_lossy(&watched.stdout);
+    let said = text(&watched);
     assert!(watched.status.success(), "{said}");
     assert!(said.contains("completed"), "{said}");
     let echoed = task(&http, &url, &id).await;

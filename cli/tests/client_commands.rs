@@ -1,76 +1,34 @@
 //! `swarm task|agents|health` against a real stack, as a person at a terminal runs them: every
 //! subcommand, table and JSON output, the watch's exit code, refusals and usage errors.
 
-use std::process::{Command, Output};
+mod common;
+
 use std::time::Duration;
 
+use common::{json_of, run, start_stack, swarm, text};
 use serde_json::{Value, json};
-use swarm_cli::stack::{Stack, StackConfig};
-use swarm_gateway::GatewayConfig;
 use swarm_kit::testing::{Backend, TestDatabase};
-
-const KEY: &str = "swarm_cli_test_key_0123456789abcdef0123";
-
-/// Runs `swarm` with `args` against `url`, as the key's holder.
-fn swarm(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_swarm"))
-        .args(args)
-        .env("SWARM_URL", url)
-        .env("SWARM_KEY", KEY)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("swarm runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn json_of(output: &Output) -> Value {
-    assert!(output.status.success(), "{}", text(output));
-    serde_json::from_slice(&output.stdout).expect("json output")
-}
 
 /// An agent's part, done over HTTP: register, claim the one task, report, complete or fail.
 async fn agent_call(http: &reqwest::Client, url: &str, path: &str, body: Value) -> Value {
-    http.post(format!("{url}{path}"))
-        .bearer_auth(KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::api(http, reqwest::Method::POST, url, path, Some(body)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_client_subcommand_drives_the_api() {
     let database = TestDatabase::new(Backend::Sqlite).await;
-    let stack = Stack::start(StackConfig {
-        gateway: GatewayConfig {
-            admin_key: Some(KEY.to_owned()),
-            ..GatewayConfig::default()
-        },
-        ..StackConfig::local(database.url())
-    })
-    .await
-    .unwrap();
+    let stack = start_stack(&database, |_| {}).await;
     let url = stack.gateway_url();
     let http = reqwest::Client::new();
 
-    let health = swarm(&url, &["health"]);
+    let health = run(&url, &["health"]);
     assert!(
         health.status.success() && text(&health).contains("healthy"),
         "{}",
         text(&health)
     );
 
-    let created = json_of(&swarm(
+    let created = json_of(&run(
         &url,
         &[
             "task",
@@ -90,18 +48,18 @@ async fn every_client_subcommand_drives_the_api() {
         (&json!("queued"), &json!({"n": 1}))
     );
     let id = created["id"].as_str().unwrap().to_owned();
-    let shown = swarm(&url, &["task", "get", &id]);
+    let shown = run(&url, &["task", "get", &id]);
     assert!(
         shown.status.success() && text(&shown).contains("echo"),
         "{}",
         text(&shown)
     );
-    let listed = json_of(&swarm(
+    let listed = json_of(&run(
         &url,
         &["task", "list", "--status", "queued", "--output", "json"],
     ));
     assert_eq!(listed["total"], 1);
-    let table = swarm(&url, &["task", "list"]);
+    let table = run(&url, &["task", "list"]);
     assert!(
         text(&table).contains("TITLE") && text(&table).contains("hi"),
         "{}",
@@ -116,13 +74,13 @@ async fn every_client_subcommand_drives_the_api() {
     )
     .await;
     let agent_id = agent["id"].as_str().unwrap().to_owned();
-    let agents = swarm(&url, &["agents", "list"]);
+    let agents = run(&url, &["agents", "list"]);
     assert!(text(&agents).contains("cli-worker"), "{}", text(&agents));
 
     // Watch a task while an agent works it: the bar ends and the exit code says completed.
     let watcher = tokio::task::spawn_blocking({
         let (url, id) = (url.clone(), id.clone());
-        move || swarm(&url, &["task", "watch", &id])
+        move || run(&url, &["task", "watch", &id])
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     agent_call(
@@ -150,26 +108,20 @@ async fn every_client_subcommand_drives_the_api() {
     assert_eq!(watched.status.code(), Some(0), "{}", text(&watched));
 
     // A cancelled task's watch exits 1; retry queues it again.
-    let doomed = json_of(&swarm(
+    let doomed = json_of(&run(
         &url,
         &["task", "create", "--title", "doomed", "--output", "json"],
     ));
     let doomed = doomed["id"].as_str().unwrap().to_owned();
-    let cancelled = json_of(&swarm(
-        &url,
-        &["task", "cancel", &doomed, "--output", "json"],
-    ));
+    let cancelled = json_of(&run(&url, &["task", "cancel", &doomed, "--output", "json"]));
     assert_eq!(cancelled["status"], "cancelled");
-    let watched = swarm(&url, &["task", "watch", &doomed]);
+    let watched = run(&url, &["task", "watch", &doomed]);
     assert_eq!(watched.status.code(), Some(1), "{}", text(&watched));
-    let retried = json_of(&swarm(
-        &url,
-        &["task", "retry", &doomed, "--output", "json"],
-    ));
+    let retried = json_of(&run(&url, &["task", "retry", &doomed, "--output", "json"]));
     assert_eq!(retried["status"], "queued");
 
     // Refusals name the API's code; usage errors exit 2.
-    let missing = swarm(
+    let missing = run(
         &url,
         &["task", "get", "0190f5d2-0000-7000-8000-00000000abcd"],
     );
@@ -184,10 +136,10 @@ async fn every_client_subcommand_drives_the_api() {
         vec!["task", "create", "--title", "t", "--payload", "{nope"],
         vec!["task", "list", "--output", "yaml"],
     ] {
-        assert_eq!(swarm(&url, &usage).status.code(), Some(2), "{usage:?}");
+        assert_eq!(run(&url, &usage).status.code(), Some(2), "{usage:?}");
     }
-    let anonymous = Command::new(env!("CARGO_BIN_EXE_swarm"))
-        .args(["task", "list", "--url", &url])
+    let anonymous = swarm(&url)
+        .args(["task", "list"])
         .env_remove("SWARM_KEY")
         .output()
         .unwrap();

@@ -12,59 +12,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from swarm_sdk import Client, Context, Task, Worker
+from swarm_sdk.testing import local_swarm
 
 CAPABILITY = "bench-noop"
 _TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
-def _start_swarm(binary: str, database_url: str, key: str) -> tuple[subprocess.Popen[bytes], str]:
-    gateway, tasks, agents, cache, metrics = _free_ports(5)
-    addresses = {
-        "--gateway-addr": gateway,
-        "--tasks-addr": tasks,
-        "--agents-addr": agents,
-        "--cache-addr": cache,
-        "--metrics-addr": metrics,
-    }
-    flags = [part for flag, port in addresses.items() for part in (flag, f"127.0.0.1:{port}")]
-    env = {
-        **os.environ,
-        "SWARM_ADMIN_KEY": key,
-        "SWARM_RATE_LIMIT_PER_SECOND": "0",
-        "RUST_LOG": "warn",
-    }
-    process = subprocess.Popen([binary, "up", "--database-url", database_url, *flags], env=env)
-    url = f"http://127.0.0.1:{gateway}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("swarm did not start")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -106,9 +64,8 @@ def main() -> None:
         _run_worker(url, key, args.concurrency)
         return
 
-    key = "swarm_bench_" + secrets.token_hex(20)
-    swarm, url = _start_swarm(args.binary, args.database_url, key)
-    try:
+    no_rate_limit = {"SWARM_RATE_LIMIT_PER_SECOND": "0"}
+    with local_swarm(args.binary, args.database_url, no_rate_limit) as (url, key):
         with Client(url, key, timeout=120) as client:
             batch = [
                 {"title": "noop", "kind": "noop", "required_capabilities": [CAPABILITY]}
@@ -133,9 +90,6 @@ def main() -> None:
             f"worker CPU {cpu * 1e6 / total:,.0f} µs/task ({cpu / elapsed:.0%} of a core), "
             f"peak RSS {rss:.1f} MiB"
         )
-    finally:
-        swarm.terminate()
-        swarm.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import httpx
 import pytest
 
 from swarm_sdk import Client
+from swarm_sdk.testing import local_swarm
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -38,16 +37,6 @@ class Swarm:
         response.raise_for_status()
         result: dict[str, object] = response.json()
         return result
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
@@ -73,47 +62,9 @@ def database_url(
 @pytest.fixture(scope="session")
 def swarm(database_url: str) -> Iterator[Swarm]:
     binary = os.environ.get("SWARM_BIN", str(ROOT / "target/debug/swarm"))
-    gateway, tasks, agents, cache, metrics = _free_ports(5)
-    key = "swarm_py_" + secrets.token_hex(24)
-    process = subprocess.Popen(
-        [
-            binary,
-            "up",
-            "--database-url",
-            database_url,
-            "--gateway-addr",
-            f"127.0.0.1:{gateway}",
-            "--tasks-addr",
-            f"127.0.0.1:{tasks}",
-            "--agents-addr",
-            f"127.0.0.1:{agents}",
-            "--cache-addr",
-            f"127.0.0.1:{cache}",
-            "--metrics-addr",
-            f"127.0.0.1:{metrics}",
-        ],
-        env={
-            **os.environ,
-            "SWARM_ADMIN_KEY": key,
-            "SWARM_AGENT_TTL_SECONDS": str(AGENT_TTL_SECONDS),
-            "RUST_LOG": "warn",
-        },
-    )
-    url = f"http://127.0.0.1:{gateway}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("swarm did not start")
+    ttl = {"SWARM_AGENT_TTL_SECONDS": str(AGENT_TTL_SECONDS)}
+    with local_swarm(binary, database_url, ttl) as (url, key):
         yield Swarm(url=url, key=key)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture
