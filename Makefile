@@ -8,6 +8,8 @@ BENCH_PG_URL ?= postgres://postgres@127.0.0.1:5432/swarm_bench
 FUZZ_PG_URL ?= postgres://postgres@127.0.0.1:5432/swarm_fuzz
 BENCH_SECONDS ?= 5
 BENCH_CONCURRENCY ?= 32
+HTTP_SECONDS ?= 10
+HTTP_CONNECTIONS ?= 64
 HELD_SECONDS ?= 10
 FUZZ_EXAMPLES ?= 100
 PY_VENV ?= target/py-venv
@@ -22,8 +24,8 @@ toolchain: ## check that the Rust toolchain and its components are present
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 
-tools: ## install what the tests use besides Rust: promtool and Chromium (Debian's prometheus and chromium packages)
-	@for need in promtool:prometheus chromium:chromium; do \
+tools: ## install what the tests and benchmarks use besides Rust: promtool, Chromium and wrk (Debian's prometheus, chromium and wrk packages)
+	@for need in promtool:prometheus chromium:chromium wrk:wrk; do \
 		command -v $${need%%:*} >/dev/null && continue; \
 		echo "installing $${need%%:*} (Debian package $${need##*:})"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -58,9 +60,13 @@ python: ## install the Python SDK and its tools into target/py-venv
 e2e: toolchain tools ## run only the end-to-end tests
 	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} $(CARGO) test -p swarm-e2e
 
-bench: toolchain ## measure the API, the queue cycle, the cache, what observability costs, and held load
+bench: toolchain tools ## measure the API as users' clients do (wrk against swarm up), the queue cycle, the cache, what observability costs, and held load
 	$(CARGO) build --release -p swarm -p swarm-bench
 	@mkdir -p data && rm -f data/bench.db data/bench.db-wal data/bench.db-shm
+	./target/release/swarm-bench http --database-url sqlite://data/bench.db --seconds $(HTTP_SECONDS) --connections $(HTTP_CONNECTIONS)
+	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
+	./target/release/swarm-bench http --database-url $(BENCH_PG_URL) --seconds $(HTTP_SECONDS) --connections $(HTTP_CONNECTIONS)
+	@rm -f data/bench.db data/bench.db-wal data/bench.db-shm
 	./target/release/swarm-bench api --database-url sqlite://data/bench.db --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
 	./target/release/swarm-bench api --database-url $(BENCH_PG_URL) --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{StreamExt, stream};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 
-use crate::processes::{self, Stack};
+use crate::processes::{self, Api, Layout, Stack};
 
 /// The capability the created tasks need and no agent has, so waiting claims stay waiting.
 const NOBODY_CAN: &str = "bench-nobody";
@@ -43,40 +43,15 @@ pub struct Options {
     pub rate: f64,
 }
 
-/// The gateway, as the scenario's clients call it.
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-}
-
-impl Api {
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        if !status.is_success() {
-            bail!("POST {path} answered {status}: {body}");
-        }
-        Ok(body)
-    }
-
-    async fn create_task(&self, title: String) -> anyhow::Result<String> {
-        let task = self
-            .post(
-                "/api/tasks",
-                json!({"title": title, "required_capabilities": [NOBODY_CAN]}),
-            )
-            .await?;
-        Ok(task["id"].as_str().context("a task id")?.to_owned())
-    }
+/// Creates a task no agent can claim and returns its id.
+async fn create_task(api: &Api, title: String) -> anyhow::Result<String> {
+    let task = api
+        .post(
+            "/api/tasks",
+            json!({"title": title, "required_capabilities": [NOBODY_CAN]}),
+        )
+        .await?;
+    Ok(task["id"].as_str().context("a task id")?.to_owned())
 }
 
 /// Runs the scenario and prints its figures.
@@ -84,16 +59,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let share = (options.streams + options.claims + 100).to_string();
     let stack = Stack::start(
         &options.swarm,
+        Layout::Separate,
         &options.database_url,
         &[("SWARM_MAX_STREAMS_PER_KEY", share)],
     )
     .await?;
     let tasks_pid = stack.pid("tasks").context("the tasks service runs")?;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: stack.base.clone(),
-        key: stack.admin_key.clone(),
-    };
+    let api = Api::new(&stack.base, &stack.admin_key);
     println!(
         "held load on {}: {} event streams, {} waiting claims, {} creates/s for {:?}",
         options.database_url, options.streams, options.claims, options.rate, options.duration
@@ -176,11 +148,9 @@ async fn hold_streams(
         .map(|i| {
             let (api, open, mut stopped) = (api.clone(), open.clone(), stopped.clone());
             async move {
-                let id = api.create_task(format!("watched {i}")).await?;
+                let id = create_task(&api, format!("watched {i}")).await?;
                 let mut events = api
-                    .http
-                    .get(format!("{}/api/tasks/{id}/events", api.base))
-                    .bearer_auth(&api.key)
+                    .get(&format!("/api/tasks/{id}/events"))
                     .send()
                     .await?
                     .error_for_status()?;
@@ -276,7 +246,7 @@ async fn create_at(api: &Api, rate: f64, duration: Duration) -> anyhow::Result<V
         }
         let api = api.clone();
         creates.spawn(async move {
-            api.create_task("load".to_owned()).await?;
+            create_task(&api, "load".to_owned()).await?;
             anyhow::Ok(scheduled.elapsed())
         });
     }

@@ -1,11 +1,13 @@
 //! `swarm-bench`: the load generators and scenarios behind `make bench`, kept out of the
-//! shipped `swarm` binary. `api`, `cache`, `overhead` (and `read`, which `overhead` runs) drive
-//! a stack started in this process; `held-load` is a client process of its own against the
-//! `swarm` binary's roles started as separate processes.
+//! shipped `swarm` binary. `http` loads `swarm up` with wrk, as users' clients do; `api`,
+//! `cache`, `overhead` (and `read`, which `overhead` runs) drive a stack started in this
+//! process; `held-load` is a client process of its own against the `swarm` binary's roles
+//! started as separate processes.
 
 mod api;
 mod flow;
 mod held_load;
+mod http;
 mod overhead;
 mod processes;
 
@@ -27,6 +29,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
+    /// Loads `swarm up` with wrk (get task, create task) and prints throughput, latency, CPU
+    /// per request and memory; with `--peer`, the same against a peer for the ratios.
+    Http(HttpArgs),
     /// Measures create-task and get-task throughput and latency through the gateway, and the
     /// queue cycle with agents.
     Api(BenchArgs),
@@ -58,6 +63,34 @@ struct BenchFlowArgs {
     /// Parent-to-child hand-offs measured.
     #[arg(long, default_value_t = 200)]
     rounds: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct HttpArgs {
+    /// The `swarm` binary whose `swarm up` is loaded.
+    #[arg(long, default_value = "target/release/swarm")]
+    swarm: PathBuf,
+    /// The wrk binary.
+    #[arg(long, default_value = "wrk")]
+    wrk: PathBuf,
+    /// The database `swarm up` uses.
+    #[arg(long)]
+    database_url: String,
+    /// Seconds each load is measured.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Seconds each load runs, unmeasured, first.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Open connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// wrk threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// A peer's base URL (the seed stack: `http://127.0.0.1:5006`) to load the same way.
+    #[arg(long, env = "SEED_URL")]
+    peer: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,6 +129,18 @@ async fn main() -> ExitCode {
         }
     };
     let outcome: Outcome = match cli.scenario {
+        Scenario::Http(args) => http::run(http::Options {
+            swarm: args.swarm,
+            wrk: args.wrk,
+            database_url: args.database_url,
+            duration: Duration::from_secs(args.seconds),
+            warmup: Duration::from_secs(args.warmup),
+            connections: args.connections,
+            threads: args.threads,
+            peer: args.peer.filter(|url| !url.is_empty()),
+        })
+        .await
+        .map_err(Into::into),
         Scenario::Api(args) => run_bench(args).await,
         Scenario::Cache(args) => run_bench_cache(args).await,
         Scenario::Overhead(args) => run_bench_overhead(args).await,

@@ -1,6 +1,8 @@
-//! A Swarm deployment of separate processes for a scenario to load: every role of the `swarm`
-//! binary on a free local port over one database, with the in-memory cache, an admin key of the
-//! bench's own, and no rate limit. The processes are killed when the stack is dropped.
+//! A Swarm deployment of separate processes for a scenario to load, over one database, with
+//! the in-memory cache, an admin key of the bench's own, and no rate limit: either every role of
+//! the `swarm` binary as a process of its own, or `swarm up` (every role in one process, as on a
+//! laptop). Every role listens on a free local port. The processes are killed when the stack is
+//! dropped.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,12 +10,22 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use serde_json::Value;
 use tokio::process::{Child, Command};
 
 /// The roles, in the order they start.
 const ROLES: [&str; 5] = ["metrics", "cache", "agents", "tasks", "gateway"];
 /// How long the stack may take to answer its health check.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the roles are laid out in processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One process per role (`swarm serve <role>`).
+    Separate,
+    /// Every role in one `swarm up` process, registered under the name `swarm`.
+    Embedded,
+}
 
 /// The running roles.
 pub struct Stack {
@@ -25,11 +37,12 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts every role of `swarm` over `database_url` (with `extra` environment for all)
-    /// and waits until the gateway reports every service serving. Each role's log goes to
-    /// `data/bench-logs/<role>.log`.
+    /// Starts the roles of `swarm` laid out as `layout` over `database_url` (with `extra`
+    /// environment for all) and waits until the gateway reports every service serving. Each
+    /// process's log goes to `data/bench-logs/<role>.log`.
     pub async fn start(
         swarm: &Path,
+        layout: Layout,
         database_url: &str,
         extra: &[(&str, String)],
     ) -> anyhow::Result<Self> {
@@ -38,6 +51,7 @@ impl Stack {
             .map(|role| Ok((*role, free_port()?)))
             .collect::<anyhow::Result<_>>()?;
         let url = |role: &str| format!("http://127.0.0.1:{}", ports[role]);
+        let addr = |role: &str| format!("127.0.0.1:{}", ports[role]);
         let admin_key = format!(
             "swarm_bench_{}{}",
             uuid::Uuid::new_v4().simple(),
@@ -62,25 +76,38 @@ impl Stack {
                 .iter()
                 .map(|(name, value)| ((*name).to_owned(), value.clone())),
         );
+        let processes: Vec<(&'static str, Vec<String>)> = match layout {
+            Layout::Separate => ROLES
+                .iter()
+                .map(|role| {
+                    (
+                        *role,
+                        vec!["serve".into(), (*role).into(), "--addr".into(), addr(role)],
+                    )
+                })
+                .collect(),
+            Layout::Embedded => {
+                let mut args = vec!["up".to_owned()];
+                for role in ROLES {
+                    args.extend([format!("--{role}-addr"), addr(role)]);
+                }
+                vec![("swarm", args)]
+            }
+        };
         let logs = PathBuf::from("data/bench-logs");
         std::fs::create_dir_all(&logs).context("creating data/bench-logs")?;
         let mut children = HashMap::new();
-        for role in ROLES {
-            let log = std::fs::File::create(logs.join(format!("{role}.log")))?;
+        for (name, args) in processes {
+            let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
             let child = Command::new(swarm)
-                .args([
-                    "serve",
-                    role,
-                    "--addr",
-                    &format!("127.0.0.1:{}", ports[role]),
-                ])
+                .args(&args)
                 .envs(environment.iter().map(|(name, value)| (name, value)))
                 .stdout(Stdio::null())
                 .stderr(log)
                 .kill_on_drop(true)
                 .spawn()
-                .with_context(|| format!("starting {} serve {role}", swarm.display()))?;
-            children.insert(role, child);
+                .with_context(|| format!("starting {} {}", swarm.display(), args.join(" ")))?;
+            children.insert(name, child);
         }
         let stack = Self {
             children,
@@ -91,7 +118,7 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Returns the process id of `role`.
+    /// Returns the process id of `role` (`swarm` for the embedded layout).
     pub fn pid(&self, role: &str) -> Option<u32> {
         self.children.get(role)?.id()
     }
@@ -112,6 +139,49 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// A REST client of the gateway with one key.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Api {
+    /// Calls the gateway at `base` with `key`.
+    pub fn new(base: &str, key: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// A GET of `path` with the key, to send.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+    }
+
+    /// Posts `body` to `path` and returns the answer, or why it was refused.
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("POST {path} answered {status}: {body}");
+        }
+        Ok(body)
     }
 }
 

@@ -29,9 +29,22 @@ pub struct Upstream {
     pub channel: ServiceChannel,
 }
 
-/// Shared handler state.
+/// Shared handler state: one allocation that every request shares (cloning it is a reference
+/// count, not a copy of its clients and caches).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct Shared {
     /// The tasks service.
     pub tasks: TaskServiceClient<ServiceChannel>,
     /// The agents service.
@@ -97,7 +110,7 @@ impl AppState {
         let agents = AgentServiceClient::new(agents_channel);
         let cache =
             CacheServiceClient::new(cache_channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             tasks,
             agents,
             cache,
@@ -108,7 +121,7 @@ impl AppState {
             cpu: Arc::new(CpuMeter::default()),
             shutdown,
             auth,
-        })
+        })))
     }
 
     /// A client of the tasks service (clones share one connection).

@@ -10,6 +10,8 @@ pub mod keys;
 pub mod limit;
 pub mod storage;
 
+use std::sync::Arc;
+
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
@@ -131,7 +133,7 @@ impl RateLimited {
 /// that its rate allows it, and hands the [`Caller`] to the handler. Open routes, and requests
 /// that match no route (their 404), pass.
 pub async fn authenticate(
-    State(auth): State<Authenticator>,
+    State(auth): State<Arc<Authenticator>>,
     mut request: Request,
     next: Next,
 ) -> Response {

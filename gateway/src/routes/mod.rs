@@ -174,7 +174,7 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
     let rest = api
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.auth.clone(),
+            Arc::new(state.auth.clone()),
             auth::authenticate,
         ))
         // The documentation and the dashboard are open, and outside the role check.
