@@ -107,6 +107,53 @@ async fn claim_one(queue: &TaskQueue, agent_id: Uuid) -> Task {
     tasks.remove(0)
 }
 
+/// Creates that arrive together share transactions, yet each caller gets its own task, stored;
+/// when a shared transaction fails, each create is stored on its own.
+async fn concurrent_creates_share_transactions_and_each_gets_its_own_task(backend: Backend) {
+    let f = fixture(backend).await;
+    let create_all = |prefix: &'static str, count: usize| {
+        let queue = Arc::clone(&f.queue);
+        futures_util::future::join_all((0..count).map(move |i| {
+            let queue = Arc::clone(&queue);
+            async move { queue.create(titled(&format!("{prefix} {i}"))).await }
+        }))
+    };
+    let created = create_all("grouped", 300).await;
+    let mut ids = HashSet::new();
+    for (i, outcome) in created.into_iter().enumerate() {
+        let (task, fresh) = outcome.expect("every create succeeds");
+        assert!(fresh);
+        assert_eq!(
+            task.title,
+            format!("grouped {i}"),
+            "each caller gets its own task"
+        );
+        assert_eq!(f.queue.get(task.id).await.unwrap().title, task.title);
+        ids.insert(task.id);
+    }
+    assert_eq!(ids.len(), 300, "every create made a task of its own");
+    assert!(
+        f.store.shared_creates() > 0,
+        "creates that arrived together shared a transaction"
+    );
+
+    f.store.refuse_shared_creates();
+    let created = create_all("alone", 50).await;
+    for (i, outcome) in created.into_iter().enumerate() {
+        let (task, _) = outcome.expect("a failed shared transaction fails no create");
+        assert_eq!(
+            f.queue.get(task.id).await.unwrap().title,
+            format!("alone {i}")
+        );
+    }
+    let (_, total) = f
+        .queue
+        .list(&TaskFilter::default(), Page::new(1, 1).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(total, 350, "nothing was stored twice");
+}
+
 async fn created_task_keeps_every_field(backend: Backend) {
     let f = fixture(backend).await;
     let pinned = Uuid::now_v7();
@@ -2278,6 +2325,7 @@ swarm_kit::conformance!(
     a_waiting_claim_gets_a_delayed_task_on_time,
     scheduled_tasks_can_be_cancelled,
     a_retried_task_runs_again_and_its_attempts_tell_each_run,
+    concurrent_creates_share_transactions_and_each_gets_its_own_task,
     created_task_keeps_every_field,
     invalid_task_changes_nothing,
     idempotency_keys_are_per_tenant_and_bound_to_their_request,

@@ -3,6 +3,7 @@
 
 pub mod attempt;
 pub mod dispatch;
+pub mod group_commit;
 pub mod idempotency;
 pub mod message;
 pub mod queue;

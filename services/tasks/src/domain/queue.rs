@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use crate::domain::group_commit::{self, GroupCommit};
 use crate::domain::idempotency::fingerprint;
 use crate::domain::task::{MAX_CLAIM, MAX_ERROR_CHARS, json_text};
 use crate::domain::waiters::{ReadyWork, Waiters};
@@ -108,6 +109,8 @@ pub struct HeldSync {
 /// The task queue of one tasks-service process.
 pub struct TaskQueue {
     store: Arc<dyn TaskStore>,
+    /// Independent creates, stored in shared transactions.
+    creates: GroupCommit,
     settings: QueueSettings,
     clock: Arc<Clock>,
     waiters: Waiters,
@@ -140,8 +143,13 @@ impl TaskQueue {
         clock: Arc<Clock>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
+        let creates = GroupCommit::start(Arc::clone(&store), {
+            let clock = Arc::clone(&clock);
+            move || clock.now_millis()
+        });
         let queue = Arc::new(Self {
             store,
+            creates,
             settings,
             clock,
             waiters: Waiters::default(),
@@ -173,10 +181,13 @@ impl TaskQueue {
         let task = task.validated()?;
         self.check_dependencies(std::slice::from_ref(&task)).await?;
         let fingerprint = task.idempotency_key.is_some().then(|| fingerprint(&task));
-        let insertion = self
-            .store
-            .insert(&task, fingerprint.as_deref(), self.now_millis())
-            .await?;
+        let insertion = if group_commit::groupable(&task) {
+            self.creates.insert(task).await?
+        } else {
+            self.store
+                .insert(&task, fingerprint.as_deref(), self.now_millis())
+                .await?
+        };
         match dependencies_met(insertion)? {
             // Tasks keyed before fingerprints were kept have none, and match any request.
             Inserted::Existing(task)

@@ -1,8 +1,9 @@
-//! Task storage that counts the claim statements run through it, so tests can tell how much
-//! work waiting claims cost.
+//! Task storage that counts the claim statements and the shared creates run through it, so
+//! tests can tell how much work waiting claims cost and whether creates share transactions;
+//! it can also be told to refuse shared creates, as a database might.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use swarm_kit::page::Page;
@@ -13,10 +14,12 @@ use swarm_tasks::domain::{
 use swarm_tasks::storage::{Insertion, Release, TaskStore, TaskVersion, WorkflowRecord};
 use uuid::Uuid;
 
-/// Wraps a store and counts its claims.
+/// Wraps a store and counts its claims and shared creates.
 pub struct CountingStore {
     inner: Arc<dyn TaskStore>,
     claims: AtomicUsize,
+    shared_creates: AtomicUsize,
+    refuse_shared_creates: AtomicBool,
 }
 
 impl CountingStore {
@@ -24,7 +27,19 @@ impl CountingStore {
         Self {
             inner,
             claims: AtomicUsize::new(0),
+            shared_creates: AtomicUsize::new(0),
+            refuse_shared_creates: AtomicBool::new(false),
         }
+    }
+
+    /// How many statements stored more than one task.
+    pub fn shared_creates(&self) -> usize {
+        self.shared_creates.load(Ordering::SeqCst)
+    }
+
+    /// Makes every statement that would store more than one task fail from now on.
+    pub fn refuse_shared_creates(&self) {
+        self.refuse_shared_creates.store(true, Ordering::SeqCst);
     }
 
     /// How many claim statements ran.
@@ -45,6 +60,12 @@ impl TaskStore for CountingStore {
     }
 
     async fn insert_many(&self, tasks: &[NewTask], now: i64) -> Result<Insertion, sqlx::Error> {
+        if tasks.len() > 1 {
+            if self.refuse_shared_creates.load(Ordering::SeqCst) {
+                return Err(sqlx::Error::Database(Box::new(Refusal)));
+            }
+            self.shared_creates.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.insert_many(tasks, now).await
     }
 
@@ -260,5 +281,39 @@ impl TaskStore for CountingStore {
         page: Page,
     ) -> Result<(Vec<Message>, u64), sqlx::Error> {
         self.inner.list_messages(scope, page).await
+    }
+}
+
+/// What a database says when it refuses a statement (here, every shared create).
+#[derive(Debug)]
+struct Refusal;
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("shared creates refused")
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+impl sqlx::error::DatabaseError for Refusal {
+    fn message(&self) -> &str {
+        "shared creates refused"
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        sqlx::error::ErrorKind::CheckViolation
     }
 }

@@ -1,0 +1,155 @@
+//! Group commit for task creation: creates that arrive while others are being stored wait
+//! for the next transaction and share it, so a burst of creates costs a few commits rather
+//! than one each. A create that finds nothing in flight is stored at once (a batch of one),
+//! so a lone create waits for no one. Each caller is answered after its transaction commits:
+//! a 201 still means stored. Should a shared transaction fail, each of its creates is stored
+//! on its own, so one create's failure is never another's.
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::domain::NewTask;
+use crate::storage::{Insertion, TaskStore};
+
+/// The most creates one transaction stores.
+const MAX_GROUP: usize = 128;
+/// Transactions of grouped creates in flight at once.
+const MAX_IN_FLIGHT: usize = 4;
+/// Creates waiting for a transaction at most; more wait to be queued.
+const QUEUE_DEPTH: usize = 4096;
+
+/// A create waiting for its transaction, and where its outcome goes.
+struct Pending {
+    task: NewTask,
+    /// The span of the request that asked: a transaction of its own runs in it, a shared one
+    /// links to it.
+    caller: tracing::Span,
+    outcome: oneshot::Sender<Result<Insertion, sqlx::Error>>,
+}
+
+/// Stores independent creates (no idempotency key, nothing depended on) in shared
+/// transactions.
+#[derive(Debug, Clone)]
+pub struct GroupCommit {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl GroupCommit {
+    /// Starts grouping creates into `store`, stamped by `now`; the grouping ends once every
+    /// handle is dropped.
+    pub fn start(store: Arc<dyn TaskStore>, now: impl Fn() -> i64 + Send + 'static) -> Self {
+        let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(group(store, pending, now));
+        Self { queue }
+    }
+
+    /// Stores `task` in the next shared transaction and answers once it committed.
+    pub async fn insert(&self, task: NewTask) -> Result<Insertion, sqlx::Error> {
+        let (outcome, answer) = oneshot::channel();
+        self.queue
+            .send(Pending {
+                task,
+                caller: tracing::Span::current(),
+                outcome,
+            })
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
+}
+
+/// Takes what is waiting (up to [`MAX_GROUP`]) whenever a transaction slot is free, and
+/// stores it in one transaction.
+async fn group(
+    store: Arc<dyn TaskStore>,
+    mut pending: mpsc::Receiver<Pending>,
+    now: impl Fn() -> i64 + Send + 'static,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::new();
+        if pending.recv_many(&mut batch, MAX_GROUP).await == 0 {
+            return;
+        }
+        let store = Arc::clone(&store);
+        let stamp = now();
+        let span = match batch.as_slice() {
+            [one] => one.caller.clone(),
+            _ => {
+                let span = tracing::info_span!("tasks.group_commit", creates = batch.len());
+                for pending in &batch {
+                    span.follows_from(&pending.caller);
+                }
+                span
+            }
+        };
+        tokio::spawn(
+            async move {
+                store_group(store.as_ref(), batch, stamp).await;
+                drop(slot);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Stores `batch` in one transaction and answers each create. Should the database refuse the
+/// shared transaction (so nothing of it was stored), each create is stored on its own; any
+/// other failure, which may leave the outcome unknown, is each caller's answer.
+async fn store_group(store: &dyn TaskStore, batch: Vec<Pending>, now: i64) {
+    if batch.len() > 1 {
+        let tasks: Vec<NewTask> = batch.iter().map(|pending| pending.task.clone()).collect();
+        match store.insert_many(&tasks, now).await {
+            Ok(Insertion::Created(created)) if created.len() == batch.len() => {
+                for (pending, task) in batch.into_iter().zip(created) {
+                    pending
+                        .outcome
+                        .send(Ok(Insertion::Created(vec![task])))
+                        .ok();
+                }
+                return;
+            }
+            Err(sqlx::Error::Database(refused)) => {
+                tracing::debug!(error = %refused, creates = batch.len(), "shared create refused, storing each alone");
+            }
+            outcome => {
+                let error = match outcome {
+                    Err(error) => error,
+                    Ok(_) => sqlx::Error::Protocol(
+                        "a shared create stored another count of tasks".into(),
+                    ),
+                };
+                for pending in batch {
+                    pending.outcome.send(Err(copy(&error))).ok();
+                }
+                return;
+            }
+        }
+    }
+    for pending in batch {
+        let stored = store.insert(&pending.task, None, now).await;
+        pending.outcome.send(stored).ok();
+    }
+}
+
+/// A copy of `error` for one more caller, of the same kind as far as the answer goes
+/// (unavailable or internal).
+fn copy(error: &sqlx::Error) -> sqlx::Error {
+    match error {
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        sqlx::Error::Io(io) => sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
+/// Whether `task` may share a transaction with others: it names no idempotency key (which
+/// must be checked in its own transaction) and depends on nothing.
+pub fn groupable(task: &NewTask) -> bool {
+    task.idempotency_key.is_none() && task.depends_on.is_empty() && task.after.is_empty()
+}
