@@ -270,6 +270,10 @@ async fn up(args: UpArgs) -> Outcome {
         metrics: MetricsConfig::from_env()?,
         gateway: GatewayConfig::from_env()?,
     };
+    // One process, one tasks service: it writes its database alone unless told otherwise.
+    if std::env::var_os("SWARM_TASKS_SOLE_WRITER").is_none() {
+        stack.tasks.sole_writer = true;
+    }
     if let Some(url) = args.database_url {
         stack = stack.over(&url);
     }

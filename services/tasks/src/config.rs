@@ -48,6 +48,10 @@ pub struct TasksConfig {
     /// but in tests, which skew a replica to show that replicas agree whatever their clocks say
     /// (times come from the database's clock); not read from the environment.
     pub clock_skew_millis: i64,
+    /// Whether this is the only tasks service on its database, which lets it serve task reads
+    /// from memory; on PostgreSQL an advisory lock holds other tasks services off while it runs
+    /// (`SWARM_TASKS_SOLE_WRITER`; `swarm up` sets it unless told otherwise).
+    pub sole_writer: bool,
 }
 
 impl Default for TasksConfig {
@@ -67,6 +71,7 @@ impl Default for TasksConfig {
             max_watchers: 10_000,
             finished_cache_mb: 64,
             clock_skew_millis: 0,
+            sole_writer: false,
         }
     }
 }
@@ -90,6 +95,7 @@ impl TasksConfig {
         )?;
         override_from_env(&mut config.max_watchers, &["SWARM_MAX_WATCHERS"])?;
         override_from_env(&mut config.finished_cache_mb, &["SWARM_FINISHED_CACHE_MB"])?;
+        override_from_env(&mut config.sole_writer, &["SWARM_TASKS_SOLE_WRITER"])?;
         let mut retention_hours = config.retention.as_secs() / 3600;
         override_from_env(&mut retention_hours, &["SWARM_TASK_RETENTION_HOURS"])?;
         config.retention = Duration::from_secs(retention_hours * 3600);

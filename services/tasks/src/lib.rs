@@ -33,6 +33,8 @@ const PROFILE_CACHE_ENTRIES: u64 = 100_000;
 use crate::agents_client::GrpcAgentDirectory;
 use crate::domain::{Dispatcher, Scheduler, TaskQueue};
 use crate::grpc::TaskGrpc;
+use crate::storage::TaskStore;
+use crate::storage::current::{CurrentStore, SoleWriter};
 
 /// Runs the tasks service on `listener` until `shutdown` resolves; then it stops accepting,
 /// ends waiting claims and watches, lets in-flight calls finish and closes the database.
@@ -44,8 +46,27 @@ pub async fn run(
     config.validate()?;
     let pool = config.database.connect().await?;
     let store = storage::open(pool.clone()).await?;
+    let sole = Arc::new(SoleWriter::default());
+    let writers_lock = match &pool {
+        swarm_kit::db::Pool::Postgres(pg) => {
+            Some(storage::join_writers(pg, config.sole_writer.then_some(sole.as_ref())).await?)
+        }
+        swarm_kit::db::Pool::Sqlite(_) => None,
+    };
+    let store: Arc<dyn TaskStore> = Arc::new(CurrentStore::new(
+        store,
+        Arc::clone(&sole),
+        config.finished_cache_mb * 1024 * 1024,
+    ));
     let mut host = ServiceHost::new("tasks", &config.metrics, &config.service_token)?;
     let stop = host.stopping();
+    if let Some(lock) = writers_lock {
+        host.spawn(storage::keep_writer_lock(
+            lock,
+            config.sole_writer.then_some(sole),
+            stop.clone(),
+        ));
+    }
     let clock = Clock::skewed(config.clock_skew_millis);
     clock.sync(&pool).await?;
     host.spawn(clock.clone().keep_synced(pool.clone(), stop.clone()));

@@ -983,7 +983,7 @@ async fn keep_looking(queue: Weak<TaskQueue>) {
 }
 
 /// What a finished task held in memory costs, in bytes.
-fn task_weight(task: &Task) -> u32 {
+pub(crate) fn task_weight(task: &Task) -> u32 {
     let text = [
         task.title.len(),
         task.kind.len(),

@@ -3,6 +3,7 @@
 //! sweeps lock rows with `FOR UPDATE SKIP LOCKED` on PostgreSQL; capability matching uses `jsonb`
 //! containment there and `json_each` on SQLite).
 
+pub mod current;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -19,7 +20,9 @@ use crate::domain::{
     Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter, WorkflowGraph,
 };
 
-pub use postgres::{PostgresTaskStore, relay_task_ready};
+pub use postgres::{
+    JoinError, PostgresTaskStore, join_writers, keep_writer_lock, relay_task_ready,
+};
 pub use sqlite::SqliteTaskStore;
 
 /// What tells one state of a task from the next, read without the rest of the task: when it

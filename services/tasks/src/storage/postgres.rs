@@ -198,3 +198,121 @@ pub(crate) const LOCK_PARENTS: &str = " ORDER BY id FOR NO KEY UPDATE";
 pub(crate) const LIKE_ANY_CASE: &str = "ILIKE ";
 
 impl_task_store!(PostgresTaskStore, Postgres, crate::storage::postgres);
+
+/// The advisory lock a sole-writer tasks service holds exclusively, and every other tasks
+/// service shared, on one database.
+const WRITERS_LOCK: i64 = 0x7377_6172_6d74_736b;
+/// How long one confirmation that the sole writer holds its lock lasts.
+const SOLE_LEASE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often the writers' lock is confirmed.
+const LOCK_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Takes this replica's place among the tasks services writing `pool`. A sole writer (`sole`
+/// given) takes the writers' lock exclusively, and is refused while another tasks service runs
+/// on the database; any other takes it shared, and is refused while a sole writer runs (after
+/// waiting a few seconds for it to go). Returns the connection that holds the lock.
+pub async fn join_writers(
+    pool: &PgPool,
+    sole: Option<&crate::storage::current::SoleWriter>,
+) -> Result<sqlx::PgConnection, JoinError> {
+    let mut lock = pool.acquire().await?.detach();
+    if let Some(sole) = sole {
+        let asked = std::time::Instant::now();
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(WRITERS_LOCK)
+            .fetch_one(&mut lock)
+            .await?;
+        if !taken {
+            return Err(JoinError::NotAlone);
+        }
+        sole.begin(asked + SOLE_LEASE);
+        return Ok(lock);
+    }
+    sqlx::query("SET lock_timeout = '5s'")
+        .execute(&mut lock)
+        .await?;
+    match sqlx::query("SELECT pg_advisory_lock_shared($1)")
+        .bind(WRITERS_LOCK)
+        .execute(&mut lock)
+        .await
+    {
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("55P03") => {
+            Err(JoinError::SoleWriterRuns)
+        }
+        outcome => {
+            outcome?;
+            sqlx::query("SET lock_timeout = 0")
+                .execute(&mut lock)
+                .await?;
+            Ok(lock)
+        }
+    }
+}
+
+/// Why a tasks service could not join the writers of its database.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// Meant to write alone, it found another tasks service on the database.
+    #[error(
+        "another tasks service runs on this database, and a sole writer (SWARM_TASKS_SOLE_WRITER=true) must be alone"
+    )]
+    NotAlone,
+    /// A sole writer runs on the database.
+    #[error(
+        "a tasks service that writes alone (SWARM_TASKS_SOLE_WRITER=true) runs on this database"
+    )]
+    SoleWriterRuns,
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<JoinError> for swarm_kit::RunError {
+    fn from(error: JoinError) -> Self {
+        match error {
+            JoinError::Database(error) => Self::Database(error),
+            refused => swarm_kit::config::ConfigError::new(
+                "SWARM_TASKS_SOLE_WRITER",
+                matches!(refused, JoinError::NotAlone),
+                refused,
+            )
+            .into(),
+        }
+    }
+}
+
+/// Keeps the writers' lock that `lock` holds until `stop`: a sole writer confirms it every
+/// [`LOCK_CHECK`] (each confirmation lasting [`SOLE_LEASE`]) and, should the connection fail,
+/// stops serving reads from memory for good, since another service may write from then on.
+pub async fn keep_writer_lock(
+    mut lock: sqlx::PgConnection,
+    sole: Option<std::sync::Arc<crate::storage::current::SoleWriter>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut check = tokio::time::interval(LOCK_CHECK);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = check.tick() => {}
+        }
+        let asked = std::time::Instant::now();
+        match sqlx::query("SELECT 1").execute(&mut lock).await {
+            Ok(_) => {
+                if let Some(sole) = &sole {
+                    sole.confirm(asked + SOLE_LEASE);
+                }
+            }
+            Err(error) => {
+                if let Some(sole) = &sole {
+                    sole.end();
+                }
+                tracing::warn!(%error, "lost the writers' lock; task reads go to the database from now on");
+                return;
+            }
+        }
+    }
+    if let Some(sole) = &sole {
+        sole.end();
+    }
+    let _ = sqlx::Connection::close(lock).await;
+}
