@@ -204,33 +204,45 @@ impl_task_store!(PostgresTaskStore, Postgres, crate::storage::postgres);
 const WRITERS_LOCK: i64 = 0x7377_6172_6d74_736b;
 /// How long one confirmation that the sole writer holds its lock lasts.
 const SOLE_LEASE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a tasks service waits for its place among the writers before it gives up.
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often the writers' lock is confirmed.
 const LOCK_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Takes this replica's place among the tasks services writing `pool`. A sole writer (`sole`
 /// given) takes the writers' lock exclusively, and is refused while another tasks service runs
-/// on the database; any other takes it shared, and is refused while a sole writer runs (after
-/// waiting a few seconds for it to go). Returns the connection that holds the lock.
+/// on the database; any other takes it shared, and is refused while a sole writer runs. Either
+/// waits up to [`JOIN_WAIT`] for the other to go. Returns the connection that holds the lock.
 pub async fn join_writers(
     pool: &PgPool,
     sole: Option<&crate::storage::current::SoleWriter>,
 ) -> Result<sqlx::PgConnection, JoinError> {
     let mut lock = pool.acquire().await?.detach();
     if let Some(sole) = sole {
-        let asked = std::time::Instant::now();
-        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(WRITERS_LOCK)
-            .fetch_one(&mut lock)
-            .await?;
-        if !taken {
-            return Err(JoinError::NotAlone);
+        // A predecessor killed a moment ago may hold the lock until the database notices.
+        let give_up = std::time::Instant::now() + JOIN_WAIT;
+        loop {
+            let asked = std::time::Instant::now();
+            let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(WRITERS_LOCK)
+                .fetch_one(&mut lock)
+                .await?;
+            if taken {
+                sole.begin(asked + SOLE_LEASE);
+                return Ok(lock);
+            }
+            if asked > give_up {
+                return Err(JoinError::NotAlone);
+            }
+            tokio::time::sleep(LOCK_CHECK).await;
         }
-        sole.begin(asked + SOLE_LEASE);
-        return Ok(lock);
     }
-    sqlx::query("SET lock_timeout = '5s'")
-        .execute(&mut lock)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET lock_timeout = '{}ms'",
+        JOIN_WAIT.as_millis()
+    )))
+    .execute(&mut lock)
+    .await?;
     match sqlx::query("SELECT pg_advisory_lock_shared($1)")
         .bind(WRITERS_LOCK)
         .execute(&mut lock)
