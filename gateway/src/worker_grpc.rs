@@ -18,14 +18,34 @@ use crate::routes::tasks::check_visible;
 use crate::state::AppState;
 use crate::workers::{self, Report};
 
-/// Adds the worker service's routes to `router`, after (so outside) the REST layers.
+/// Adds the worker service's routes, and server reflection (v1 and v1alpha) listing it, to
+/// `router`, after (so outside) the REST layers. The services behind the gateway stay unlisted:
+/// workers reach only the worker service.
 pub fn serve_beside(router: axum::Router, state: AppState) -> axum::Router {
     use tonic::server::NamedService;
-    type Server = WorkerServiceServer<WorkerGrpc>;
-    router.route_service(
-        &format!("/{}/{{*method}}", Server::NAME),
-        Server::new(WorkerGrpc { state }),
-    )
+    let (reflection, reflection_v1alpha) =
+        swarm_kit::grpc::reflection(&[WorkerServiceServer::<WorkerGrpc>::NAME])
+            .expect("the compiled-in descriptor sets are well formed");
+    let router = grpc_route(router, WorkerServiceServer::new(WorkerGrpc { state }));
+    let router = grpc_route(router, reflection);
+    grpc_route(router, reflection_v1alpha)
+}
+
+/// Routes every method of gRPC service `service` on `router`.
+fn grpc_route<S>(router: axum::Router, service: S) -> axum::Router
+where
+    S: tonic::server::NamedService
+        + tower::Service<
+            axum::http::Request<axum::body::Body>,
+            Response = axum::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    router.route_service(&format!("/{}/{{*method}}", S::NAME), service)
 }
 
 /// A task's changes as the worker service streams them.

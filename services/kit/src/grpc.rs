@@ -1,5 +1,5 @@
 //! The gRPC server bootstrap every service uses: its routes plus `grpc.health.v1` and server
-//! reflection v1, served on a given listener until a shutdown future resolves, then drained;
+//! reflection v1 and v1alpha, served on a given listener until a shutdown future resolves, then drained;
 //! and the health reporter that follows the service's database.
 
 use std::future::Future;
@@ -60,10 +60,7 @@ pub async fn serve(
             "SWARM_SERVICE_TOKEN is not set: this service's port accepts calls from anyone who reaches it"
         );
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(swarm_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (reflection, reflection_v1alpha) = reflection(&[])?;
     // The builder's own TCP_NODELAY applies only to listeners it binds; set it on each accepted
     // connection, or small answers wait for delayed ACKs (tens of milliseconds each).
     let connections = TcpListenerStream::new(listener).map(|accepted| {
@@ -81,7 +78,11 @@ pub async fn serve(
         .trace_fn(request_span)
         .layer(tower::util::option_layer(measure))
         .layer(tower::util::option_layer(token.layer()))
-        .add_routes(routes.add_service(reflection))
+        .add_routes(
+            routes
+                .add_service(reflection)
+                .add_service(reflection_v1alpha),
+        )
         .serve_with_incoming_shutdown(connections, async move {
             shutdown.await;
             stopping.cancel();
@@ -92,6 +93,33 @@ pub async fn serve(
         reporter.finished().await;
     }
     Ok(served?)
+}
+
+/// Server reflection over Swarm's services and health, as `grpc.reflection.v1` and as the
+/// older `grpc.reflection.v1alpha` that grpcurl, Postman, evans and Python's grpcio-reflection
+/// still ask for; listing only `listed` services when any are named.
+pub fn reflection(
+    listed: &[&str],
+) -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let builder = || {
+        listed.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(swarm_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, service| builder.with_service_name(*service),
+        )
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
 /// Opens the span of one incoming call, continuing the caller's trace; health checks,

@@ -181,28 +181,83 @@ async fn every_service_serves_health_and_reflection() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-    let mut reflection = ServerReflectionClient::new(channel);
+    let plain = |url: String| {
+        tonic::transport::Endpoint::from_shared(url)
+            .unwrap()
+            .connect_lazy()
+    };
+    let on_services: &[&str] = &["swarm.tasks.v1.TaskService", "grpc.health.v1.Health"];
+    let on_gateway: &[&str] = &["swarm.worker.v1.WorkerService"];
+    for (port, channel, listed) in [
+        ("tasks", plain(swarm.stack.tasks_url()), on_services),
+        ("gateway", plain(swarm.stack.gateway_url()), on_gateway),
+    ] {
+        for (version, names) in [
+            ("v1", reflected_v1(channel.clone()).await),
+            ("v1alpha", reflected_v1alpha(channel.clone()).await),
+        ] {
+            if port == "gateway" {
+                assert!(
+                    !names.iter().any(|n| n == "swarm.tasks.v1.TaskService"),
+                    "the gateway lists no service behind it: {names:?}"
+                );
+            }
+            for expected in listed {
+                assert!(
+                    names.iter().any(|n| n == expected),
+                    "reflection {version} on the {port} port lacks {expected}: {names:?}"
+                );
+            }
+        }
+    }
+    swarm.stop().await;
+}
+
+/// The services reflection v1 lists on `channel`'s port.
+async fn reflected_v1(channel: tonic::transport::Channel) -> Vec<String> {
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut answers = reflection
+    let answer = ServerReflectionClient::new(channel)
         .server_reflection_info(tokio_stream_once(request))
         .await
         .unwrap()
-        .into_inner();
-    let answer = answers.message().await.unwrap().unwrap();
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-        panic!("reflection lists services");
+        panic!("reflection v1 lists services");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["swarm.tasks.v1.TaskService", "grpc.health.v1.Health"] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
-    }
-    swarm.stop().await;
+    list.service.into_iter().map(|s| s.name).collect()
+}
+
+/// The services reflection v1alpha lists on `channel`'s port.
+async fn reflected_v1alpha(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha as alpha;
+    let request = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let answer = alpha::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream_once(request))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("reflection v1alpha lists services");
+    };
+    list.service.into_iter().map(|s| s.name).collect()
 }
 
 fn tokio_stream_once<T: Send + 'static>(
