@@ -12,10 +12,6 @@ use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpc_claim_progress_complete_round_trip() {
@@ -132,6 +128,38 @@ async fn grpc_claim_progress_complete_round_trip() {
     swarm.stop().await;
 }
 
+/// The services that reflection version `$version` (a module of `tonic_reflection::pb`, whose
+/// generated types each version repeats) lists on `$channel`'s port.
+macro_rules! reflected {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version as pb;
+        let request = pb::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(pb::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        };
+        let answer = pb::server_reflection_client::ServerReflectionClient::new($channel)
+            .server_reflection_info(tokio_stream_once(request))
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(pb::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+            answer.message_response
+        else {
+            panic!("reflection {} lists services", stringify!($version));
+        };
+        list.service
+            .into_iter()
+            .map(|service| service.name)
+            .collect::<Vec<String>>()
+    }};
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_service_serves_health_and_reflection() {
     let swarm = TestStack::start(Backend::Sqlite).await;
@@ -193,8 +221,8 @@ async fn every_service_serves_health_and_reflection() {
         ("gateway", plain(swarm.stack.gateway_url()), on_gateway),
     ] {
         for (version, names) in [
-            ("v1", reflected_v1(channel.clone()).await),
-            ("v1alpha", reflected_v1alpha(channel.clone()).await),
+            ("v1", reflected!(v1, channel.clone())),
+            ("v1alpha", reflected!(v1alpha, channel.clone())),
         ] {
             if port == "gateway" {
                 assert!(
@@ -211,53 +239,6 @@ async fn every_service_serves_health_and_reflection() {
         }
     }
     swarm.stop().await;
-}
-
-/// The services reflection v1 lists on `channel`'s port.
-async fn reflected_v1(channel: tonic::transport::Channel) -> Vec<String> {
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let answer = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream_once(request))
-        .await
-        .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap()
-        .unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-        panic!("reflection v1 lists services");
-    };
-    list.service.into_iter().map(|s| s.name).collect()
-}
-
-/// The services reflection v1alpha lists on `channel`'s port.
-async fn reflected_v1alpha(channel: tonic::transport::Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha as alpha;
-    let request = alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(
-            alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
-        ),
-    };
-    let answer = alpha::server_reflection_client::ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream_once(request))
-        .await
-        .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap()
-        .unwrap();
-    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        answer.message_response
-    else {
-        panic!("reflection v1alpha lists services");
-    };
-    list.service.into_iter().map(|s| s.name).collect()
 }
 
 fn tokio_stream_once<T: Send + 'static>(
