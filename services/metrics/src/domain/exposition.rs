@@ -1,5 +1,5 @@
 //! Prometheus text exposition (format 0.0.4) of every process's latest report: one `# HELP` and
-//! `# TYPE` per metric, each series labelled with its `service` and `instance`, histograms as
+//! `# TYPE` per metric, each series labelled with its `service` and `swarm_instance`, histograms as
 //! cumulative `_bucket` series with `_sum` and `_count`.
 
 use std::collections::BTreeMap;
@@ -64,17 +64,21 @@ pub fn render(instances: &[Instance]) -> String {
     text
 }
 
+/// The label naming the process a series comes from. Not `instance`: Prometheus gives every
+/// scraped series the target's own `instance` and would rename ours `exported_instance`.
+const INSTANCE_LABEL: &str = "swarm_instance";
+
 fn labels(instance: &Instance, series: &pb::Series) -> String {
     let mut own: Vec<_> = series
         .labels
         .iter()
         .filter(|(name, _)| {
-            valid_name(name) && !matches!(name.as_str(), "service" | "instance" | "le")
+            valid_name(name) && !matches!(name.as_str(), "service" | INSTANCE_LABEL | "le")
         })
         .collect();
     own.sort_unstable();
     let mut text = format!(
-        "service=\"{}\",instance=\"{}\"",
+        "service=\"{}\",{INSTANCE_LABEL}=\"{}\"",
         escape_label(&instance.service),
         escape_label(&instance.instance)
     );
@@ -131,7 +135,7 @@ mod tests {
             report("gateway", "g:1", "GET /api/tasks/{id}", counts, 4.0),
         );
         let text = render(&aggregator.snapshot().instances);
-        let labels = r#"service="gateway",instance="g:1",outcome="ok",route="GET /api/tasks/{id}",status="200""#;
+        let labels = r#"service="gateway",swarm_instance="g:1",outcome="ok",route="GET /api/tasks/{id}",status="200""#;
         assert!(text.contains("# TYPE swarm_request_duration_seconds histogram\n"));
         assert!(text.contains(&format!(
             "swarm_request_duration_seconds_bucket{{{labels},le=\"0.0001\"}} 2\n"
@@ -146,7 +150,7 @@ mod tests {
             "swarm_request_duration_seconds_sum{{{labels}}} 0.5\n"
         )));
         assert!(text.contains(
-            "# TYPE swarm_cache_hits_total counter\nswarm_cache_hits_total{service=\"gateway\",instance=\"g:1\"} 4\n"
+            "# TYPE swarm_cache_hits_total counter\nswarm_cache_hits_total{service=\"gateway\",swarm_instance=\"g:1\"} 4\n"
         ));
     }
 
