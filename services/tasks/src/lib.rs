@@ -36,6 +36,14 @@ use crate::grpc::TaskGrpc;
 use crate::storage::TaskStore;
 use crate::storage::current::{CurrentStore, SoleWriter};
 
+/// What holds this service's place among the writers of its database.
+enum WritersLock {
+    /// A connection holding the PostgreSQL advisory lock.
+    Postgres(sqlx::PgConnection),
+    /// The locked file beside a SQLite database (none for an in-memory one).
+    File(Option<std::fs::File>),
+}
+
 /// Runs the tasks service on `listener` until `shutdown` resolves; then it stops accepting,
 /// ends waiting claims and watches, lets in-flight calls finish and closes the database.
 pub async fn run(
@@ -47,11 +55,14 @@ pub async fn run(
     let pool = config.database.connect().await?;
     let store = storage::open(pool.clone()).await?;
     let sole = Arc::new(SoleWriter::default());
+    let alone = config.sole_writer.then_some(sole.as_ref());
     let writers_lock = match &pool {
         swarm_kit::db::Pool::Postgres(pg) => {
-            Some(storage::join_writers(pg, config.sole_writer.then_some(sole.as_ref())).await?)
+            WritersLock::Postgres(storage::join_writers(pg, alone).await?)
         }
-        swarm_kit::db::Pool::Sqlite(_) => None,
+        swarm_kit::db::Pool::Sqlite(pools) => {
+            WritersLock::File(storage::join_sqlite_writers(pools, alone).await?)
+        }
     };
     let store: Arc<dyn TaskStore> = Arc::new(CurrentStore::new(
         store,
@@ -60,12 +71,21 @@ pub async fn run(
     ));
     let mut host = ServiceHost::new("tasks", &config.metrics, &config.service_token)?;
     let stop = host.stopping();
-    if let Some(lock) = writers_lock {
-        host.spawn(storage::keep_writer_lock(
-            lock,
-            config.sole_writer.then_some(sole),
-            stop.clone(),
-        ));
+    let alone = config.sole_writer.then_some(sole);
+    match writers_lock {
+        WritersLock::Postgres(lock) => {
+            host.spawn(storage::keep_writer_lock(lock, alone, stop.clone()));
+        }
+        WritersLock::File(file) => {
+            let stopping = stop.clone();
+            host.spawn(async move {
+                stopping.cancelled().await;
+                if let Some(sole) = alone {
+                    sole.end();
+                }
+                drop(file);
+            });
+        }
     }
     let clock = Clock::skewed(config.clock_skew_millis);
     clock.sync(&pool).await?;

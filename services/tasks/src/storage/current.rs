@@ -65,6 +65,13 @@ impl SoleWriter {
         self.until.store(self.millis(until), Ordering::SeqCst);
     }
 
+    /// Starts a new term of sole writing that lasts until [`SoleWriter::end`] (for a lock the
+    /// operating system holds as long as the process lives).
+    pub fn begin_held(&self) {
+        self.term.fetch_add(1, Ordering::SeqCst);
+        self.until.store(u64::MAX, Ordering::SeqCst);
+    }
+
     /// Extends the term under way to `until`.
     pub fn confirm(&self, until: Instant) {
         self.until.fetch_max(self.millis(until), Ordering::SeqCst);
@@ -73,6 +80,53 @@ impl SoleWriter {
     /// Ends sole writing now.
     pub fn end(&self) {
         self.until.store(0, Ordering::SeqCst);
+    }
+}
+
+/// How long a tasks service waits for its place among the writers before it gives up.
+pub const JOIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a tasks service could not join the writers of its database.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// Meant to write alone, it found another tasks service on the database.
+    #[error(
+        "another tasks service runs on this database, and a sole writer (SWARM_TASKS_SOLE_WRITER=true) must be alone"
+    )]
+    NotAlone,
+    /// A sole writer runs on the database.
+    #[error(
+        "a tasks service that writes alone (SWARM_TASKS_SOLE_WRITER=true) runs on this database"
+    )]
+    SoleWriterRuns,
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The lock file beside a SQLite database could not be opened or locked.
+    #[error("cannot lock {path}: {source}")]
+    LockFile {
+        /// The lock file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl From<JoinError> for swarm_kit::RunError {
+    fn from(error: JoinError) -> Self {
+        match error {
+            JoinError::Database(error) => Self::Database(error),
+            JoinError::LockFile { path, source } => Self::Io(std::io::Error::new(
+                source.kind(),
+                format!("cannot lock {path}: {source}"),
+            )),
+            refused => swarm_kit::config::ConfigError::new(
+                "SWARM_TASKS_SOLE_WRITER",
+                matches!(refused, JoinError::NotAlone),
+                refused,
+            )
+            .into(),
+        }
     }
 }
 

@@ -20,10 +20,9 @@ use crate::domain::{
     Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter, WorkflowGraph,
 };
 
-pub use postgres::{
-    JoinError, PostgresTaskStore, join_writers, keep_writer_lock, relay_task_ready,
-};
-pub use sqlite::SqliteTaskStore;
+pub use current::JoinError;
+pub use postgres::{PostgresTaskStore, join_writers, keep_writer_lock, relay_task_ready};
+pub use sqlite::{SqliteTaskStore, join_sqlite_writers};
 
 /// What tells one state of a task from the next, read without the rest of the task: when it
 /// last changed, and (for changes within one millisecond) its status and progress.

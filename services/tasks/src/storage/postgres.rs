@@ -204,8 +204,6 @@ impl_task_store!(PostgresTaskStore, Postgres, crate::storage::postgres);
 const WRITERS_LOCK: i64 = 0x7377_6172_6d74_736b;
 /// How long one confirmation that the sole writer holds its lock lasts.
 const SOLE_LEASE: std::time::Duration = std::time::Duration::from_secs(1);
-/// How long a tasks service waits for its place among the writers before it gives up.
-const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often the writers' lock is confirmed.
 const LOCK_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -216,7 +214,8 @@ const LOCK_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 pub async fn join_writers(
     pool: &PgPool,
     sole: Option<&crate::storage::current::SoleWriter>,
-) -> Result<sqlx::PgConnection, JoinError> {
+) -> Result<sqlx::PgConnection, crate::storage::current::JoinError> {
+    use crate::storage::current::{JOIN_WAIT, JoinError};
     let mut lock = pool.acquire().await?.detach();
     if let Some(sole) = sole {
         // A predecessor killed a moment ago may hold the lock until the database notices.
@@ -257,38 +256,6 @@ pub async fn join_writers(
                 .execute(&mut lock)
                 .await?;
             Ok(lock)
-        }
-    }
-}
-
-/// Why a tasks service could not join the writers of its database.
-#[derive(Debug, thiserror::Error)]
-pub enum JoinError {
-    /// Meant to write alone, it found another tasks service on the database.
-    #[error(
-        "another tasks service runs on this database, and a sole writer (SWARM_TASKS_SOLE_WRITER=true) must be alone"
-    )]
-    NotAlone,
-    /// A sole writer runs on the database.
-    #[error(
-        "a tasks service that writes alone (SWARM_TASKS_SOLE_WRITER=true) runs on this database"
-    )]
-    SoleWriterRuns,
-    /// The database failed.
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-impl From<JoinError> for swarm_kit::RunError {
-    fn from(error: JoinError) -> Self {
-        match error {
-            JoinError::Database(error) => Self::Database(error),
-            refused => swarm_kit::config::ConfigError::new(
-                "SWARM_TASKS_SOLE_WRITER",
-                matches!(refused, JoinError::NotAlone),
-                refused,
-            )
-            .into(),
         }
     }
 }

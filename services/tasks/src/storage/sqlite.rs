@@ -118,3 +118,62 @@ pub(crate) const LOCK_PARENTS: &str = "";
 pub(crate) const LIKE_ANY_CASE: &str = "LIKE ";
 
 impl_task_store!(SqliteTaskStore, Sqlite, crate::storage::sqlite);
+
+/// Takes this replica's place among the tasks services writing the SQLite database of `pools`,
+/// as [`super::join_writers`] does on PostgreSQL, with a lock file beside the database
+/// (`<database>-tasks.lock`): exclusive for a sole writer (`sole` given, whose term of sole
+/// writing then begins), shared for any other. Either waits up to
+/// [`super::current::JOIN_WAIT`] for the other to go. The operating system holds the lock as
+/// long as the returned file is open, and drops it with the process. An in-memory database
+/// has no file to lock and no other writer: it is joined without one.
+pub async fn join_sqlite_writers(
+    pools: &SqlitePools,
+    sole: Option<&super::current::SoleWriter>,
+) -> Result<Option<std::fs::File>, super::current::JoinError> {
+    use super::current::{JOIN_WAIT, JoinError};
+    let options = pools.writer.connect_options();
+    let database = options.get_filename();
+    if database.as_os_str().is_empty() || database.to_string_lossy().contains(":memory:") {
+        if let Some(sole) = sole {
+            sole.begin_held();
+        }
+        return Ok(None);
+    }
+    let mut path = database.as_os_str().to_owned();
+    path.push("-tasks.lock");
+    let path = std::path::PathBuf::from(path);
+    let failed = |source: std::io::Error| JoinError::LockFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(failed)?;
+    let give_up = std::time::Instant::now() + JOIN_WAIT;
+    loop {
+        let locked = match sole {
+            Some(_) => file.try_lock(),
+            None => file.try_lock_shared(),
+        };
+        match locked {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(match sole {
+                    Some(_) => JoinError::NotAlone,
+                    None => JoinError::SoleWriterRuns,
+                });
+            }
+            Err(std::fs::TryLockError::Error(error)) => return Err(failed(error)),
+        }
+    }
+    if let Some(sole) = sole {
+        sole.begin_held();
+    }
+    Ok(Some(file))
+}
