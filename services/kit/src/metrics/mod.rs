@@ -152,8 +152,9 @@ tokio::task_local! {
 }
 
 impl Registry {
-    /// Creates an empty registry for `service`, reporting as this process's instance, with the
-    /// process's memory and CPU time collected before every report.
+    /// Creates a registry for `service`, reporting as this process's instance, holding the
+    /// build it runs (`swarm_build_info`), with the process's memory and CPU time collected
+    /// before every report.
     pub fn new(service: &str) -> Arc<Self> {
         let registry = Arc::new(Self {
             service: service.to_owned(),
@@ -161,6 +162,12 @@ impl Registry {
             families: RwLock::default(),
             collectors: Mutex::default(),
         });
+        registry
+            .gauge(
+                &names::BUILD_INFO,
+                &[("version", env!("CARGO_PKG_VERSION"))],
+            )
+            .set(1.0);
         let memory = registry.gauge(&names::PROCESS_RESIDENT_MEMORY, &[]);
         let cpu = registry.counter(&names::PROCESS_CPU_SECONDS, &[]);
         registry.on_collect(move || {
@@ -365,6 +372,15 @@ mod tests {
             .iter()
             .find(|family| family.name == name)
             .expect("family reported")
+    }
+
+    #[test]
+    fn every_registry_reports_the_build_it_runs() {
+        let report = Registry::new("test").report();
+        let series = &family(&report, names::BUILD_INFO.name).series;
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].labels["version"], env!("CARGO_PKG_VERSION"));
+        assert!((series[0].value - 1.0).abs() < f64::EPSILON);
     }
 
     #[test]

@@ -86,6 +86,12 @@ pub const TASK_QUEUE_WAIT: MetricDef = def(
     "Time from a task becoming claimable to its claim.",
     Kind::Histogram,
 );
+/// Which build of Swarm a process runs: always 1, labelled with the `version`.
+pub const BUILD_INFO: MetricDef = def(
+    "swarm_build_info",
+    "The Swarm version a process runs (always 1).",
+    Kind::Gauge,
+);
 /// Resident memory.
 pub const PROCESS_RESIDENT_MEMORY: MetricDef = def(
     "swarm_process_resident_memory_bytes",
