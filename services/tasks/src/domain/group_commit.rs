@@ -102,20 +102,20 @@ async fn group(
 /// shared transaction (so nothing of it was stored), each create is stored on its own; any
 /// other failure, which may leave the outcome unknown, is each caller's answer.
 async fn store_group(store: &dyn TaskStore, batch: Vec<Pending>, now: i64) {
-    if batch.len() > 1 {
-        let tasks: Vec<NewTask> = batch.iter().map(|pending| pending.task.clone()).collect();
+    let (tasks, outcomes): (Vec<NewTask>, Vec<_>) = batch
+        .into_iter()
+        .map(|pending| (pending.task, pending.outcome))
+        .unzip();
+    if tasks.len() > 1 {
         match store.insert_many(&tasks, now).await {
-            Ok(Insertion::Created(created)) if created.len() == batch.len() => {
-                for (pending, task) in batch.into_iter().zip(created) {
-                    pending
-                        .outcome
-                        .send(Ok(Insertion::Created(vec![task])))
-                        .ok();
+            Ok(Insertion::Created(created)) if created.len() == tasks.len() => {
+                for (outcome, task) in outcomes.into_iter().zip(created) {
+                    outcome.send(Ok(Insertion::Created(vec![task]))).ok();
                 }
                 return;
             }
             Err(sqlx::Error::Database(refused)) => {
-                tracing::debug!(error = %refused, creates = batch.len(), "shared create refused, storing each alone");
+                tracing::debug!(error = %refused, creates = tasks.len(), "shared create refused, storing each alone");
             }
             outcome => {
                 let error = match outcome {
@@ -124,16 +124,15 @@ async fn store_group(store: &dyn TaskStore, batch: Vec<Pending>, now: i64) {
                         "a shared create stored another count of tasks".into(),
                     ),
                 };
-                for pending in batch {
-                    pending.outcome.send(Err(copy(&error))).ok();
+                for outcome in outcomes {
+                    outcome.send(Err(copy(&error))).ok();
                 }
                 return;
             }
         }
     }
-    for pending in batch {
-        let stored = store.insert(&pending.task, None, now).await;
-        pending.outcome.send(stored).ok();
+    for (outcome, task) in outcomes.into_iter().zip(&tasks) {
+        outcome.send(store.insert(task, None, now).await).ok();
     }
 }
 

@@ -177,9 +177,8 @@ impl CurrentStore {
         })
     }
 
-    /// Task `id` from memory, if what is there is still current.
-    fn fresh(&self, id: Uuid) -> Option<Task> {
-        let now = self.stamp(id)?;
+    /// Task `id` from memory, if it was read under the stamp `now` (so nothing wrote it since).
+    fn fresh(&self, id: Uuid, now: Stamp) -> Option<Task> {
         let (stamp, task) = self.entries.get(&id)?;
         (stamp == now).then(|| Task::clone(&task))
     }
@@ -320,10 +319,10 @@ impl TaskStore for CurrentStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Task>, sqlx::Error> {
-        if let Some(task) = self.fresh(id) {
+        let stamp = self.stamp(id);
+        if let Some(task) = stamp.and_then(|now| self.fresh(id, now)) {
             return Ok(Some(task));
         }
-        let stamp = self.stamp(id);
         let task = self.inner.get(id).await?;
         if let (Some(stamp), Some(task)) = (stamp, &task) {
             self.entries.insert(id, (stamp, Arc::new(task.clone())));

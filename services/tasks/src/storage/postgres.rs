@@ -260,38 +260,42 @@ pub async fn join_writers(
     }
 }
 
-/// Keeps the writers' lock that `lock` holds until `stop`: a sole writer confirms it every
+/// Keeps the writers' lock that `lock` holds until `stop`. A sole writer confirms it every
 /// [`LOCK_CHECK`] (each confirmation lasting [`SOLE_LEASE`]) and, should the connection fail,
-/// stops serving reads from memory for good, since another service may write from then on.
+/// stops serving reads from memory for good, since another service may write from then on;
+/// any other service only holds it (nothing it does rests on knowing the lock is still held).
 pub async fn keep_writer_lock(
     mut lock: sqlx::PgConnection,
     sole: Option<std::sync::Arc<crate::storage::current::SoleWriter>>,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    if let Some(sole) = sole {
+        confirm_until_stopped(&mut lock, &sole, &stop).await;
+        sole.end();
+    } else {
+        stop.cancelled().await;
+    }
+    let _ = sqlx::Connection::close(lock).await;
+}
+
+/// Confirms `sole`'s term over `lock` every [`LOCK_CHECK`] until `stop`, or until the
+/// connection fails.
+async fn confirm_until_stopped(
+    lock: &mut sqlx::PgConnection,
+    sole: &crate::storage::current::SoleWriter,
+    stop: &tokio_util::sync::CancellationToken,
+) {
     let mut check = tokio::time::interval(LOCK_CHECK);
     loop {
         tokio::select! {
-            () = stop.cancelled() => break,
+            () = stop.cancelled() => return,
             _ = check.tick() => {}
         }
         let asked = std::time::Instant::now();
-        match sqlx::query("SELECT 1").execute(&mut lock).await {
-            Ok(_) => {
-                if let Some(sole) = &sole {
-                    sole.confirm(asked + SOLE_LEASE);
-                }
-            }
-            Err(error) => {
-                if let Some(sole) = &sole {
-                    sole.end();
-                }
-                tracing::warn!(%error, "lost the writers' lock; task reads go to the database from now on");
-                return;
-            }
+        if let Err(error) = sqlx::query("SELECT 1").execute(&mut *lock).await {
+            tracing::warn!(%error, "lost the writers' lock; task reads go to the database from now on");
+            return;
         }
+        sole.confirm(asked + SOLE_LEASE);
     }
-    if let Some(sole) = &sole {
-        sole.end();
-    }
-    let _ = sqlx::Connection::close(lock).await;
 }
