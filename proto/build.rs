@@ -1,6 +1,7 @@
 //! Compiles the Swarm .proto files with protox (pure Rust, no system `protoc`) and generates
 //! prost messages and tonic clients and servers into `OUT_DIR`, together with the encoded file
-//! descriptor set that gRPC server reflection serves.
+//! descriptor set that gRPC server reflection serves, and the paths of the methods marked
+//! `idempotency_level = NO_SIDE_EFFECTS` (the calls a client may safely send again).
 
 use std::path::PathBuf;
 
@@ -41,6 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("swarm_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
+    std::fs::write(
+        out_dir.join("read_only_methods.rs"),
+        read_only_methods(&descriptors),
+    )?;
     let mut config = tonic_prost_build::configure().btree_map(".swarm.metrics.v1.Summary");
     for message in SERVED_AS_JSON {
         config = config.message_attribute(
@@ -62,4 +67,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .compile_fds(descriptors)?;
     Ok(())
+}
+
+/// A sorted constant array of the `/package.Service/Method` paths of every method marked
+/// `option idempotency_level = NO_SIDE_EFFECTS`.
+fn read_only_methods(descriptors: &prost_types::FileDescriptorSet) -> String {
+    use prost_types::method_options::IdempotencyLevel;
+    let mut paths: Vec<String> = descriptors
+        .file
+        .iter()
+        .flat_map(|file| {
+            file.service.iter().flat_map(move |service| {
+                service
+                    .method
+                    .iter()
+                    .filter(|method| {
+                        method.options.as_ref().is_some_and(|options| {
+                            options.idempotency_level() == IdempotencyLevel::NoSideEffects
+                        })
+                    })
+                    .map(move |method| {
+                        format!("/{}.{}/{}", file.package(), service.name(), method.name())
+                    })
+            })
+        })
+        .collect();
+    paths.sort();
+    format!(
+        "/// The methods marked `NO_SIDE_EFFECTS`, sorted.\npub const READ_ONLY_METHODS: &[&str] = &{paths:?};\n"
+    )
 }

@@ -124,17 +124,17 @@ impl AppState {
         })))
     }
 
-    /// A client of the tasks service (clones share one connection).
+    /// A client of the tasks service (clones share the connections to its replicas).
     pub fn tasks(&self) -> TaskServiceClient<ServiceChannel> {
         self.tasks.clone()
     }
 
-    /// A client of the agents service (clones share one connection).
+    /// A client of the agents service (clones share the connections to its replicas).
     pub fn agents(&self) -> AgentServiceClient<ServiceChannel> {
         self.agents.clone()
     }
 
-    /// A client of the cache service (clones share one connection).
+    /// A client of the cache service (clones share the connections to its replicas).
     pub fn cache(&self) -> CacheServiceClient<ServiceChannel> {
         self.cache.clone()
     }

@@ -67,3 +67,12 @@ pub mod json;
 
 /// The encoded `FileDescriptorSet` of every Swarm .proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("swarm_descriptor");
+
+/// Whether the gRPC method at `path` (`/package.Service/Method`) is marked
+/// `idempotency_level = NO_SIDE_EFFECTS` in its .proto file: a call to it may be sent again, to
+/// the same replica or another, without changing anything.
+pub fn is_read_only(path: &str) -> bool {
+    READ_ONLY_METHODS.binary_search(&path).is_ok()
+}
+
+include!(concat!(env!("OUT_DIR"), "/read_only_methods.rs"));

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::backend::Entry;
-use crate::namespace::{Owner, internal_key};
+use crate::namespace::{Owner, internal_key, internal_prefix};
 use crate::tiered::{Invalidation, TieredCache};
 
 /// The longest key, in bytes.
@@ -228,8 +228,13 @@ impl CacheService for CacheGrpc {
 /// Names an invalidation of the services' own entries by the key the services use; tenants'
 /// entries are never near-cached, so theirs are not streamed.
 fn internal(invalidation: Invalidation) -> Option<Invalidation> {
+    let key = if invalidation.is_prefix {
+        internal_prefix(&invalidation.key)
+    } else {
+        internal_key(&invalidation.key)
+    };
     Some(Invalidation {
-        key: internal_key(&invalidation.key)?.to_owned(),
+        key: key?.to_owned(),
         is_prefix: invalidation.is_prefix,
     })
 }

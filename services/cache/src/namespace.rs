@@ -51,9 +51,26 @@ pub fn internal_key(stored: &str) -> Option<&str> {
     stored.strip_prefix(INTERNAL)
 }
 
+/// Returns the prefix of the services' keys that a stored `prefix` covers: what follows the
+/// internal namespace, or all of them (`""`) for a prefix of the namespace itself (a flush);
+/// `None` when it covers none of them.
+pub fn internal_prefix(stored: &str) -> Option<&str> {
+    internal_key(stored).or_else(|| INTERNAL.starts_with(stored).then_some(""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flush_covers_every_service_key_and_a_tenant_prefix_none() {
+        assert_eq!(internal_prefix(""), Some(""));
+        assert_eq!(internal_prefix("svc:agents:"), Some("agents:"));
+        assert_eq!(
+            internal_prefix(&Owner::Tenant("ada".into()).storage_key("")),
+            None
+        );
+    }
 
     #[test]
     fn owners_never_share_a_stored_key() {

@@ -3,7 +3,15 @@
 //! the service reports itself `degraded`; a probe returns to Redis when it answers again. Every
 //! write or delete is announced as an invalidation, locally and (through Redis pub/sub) to
 //! every other replica.
+//!
+//! What the cache acknowledged while degraded is what it serves once Redis is back, even a Redis
+//! that kept its data through the outage: the keys written or deleted meanwhile are kept in a
+//! backlog, and before Redis answers again each is replayed (the memory tier's entry written,
+//! or the key deleted), the prefixes deleted first. A backlog too large to keep drops the whole
+//! namespace from Redis instead: the cache may lose entries, it never brings back a deleted or
+//! overwritten one. Then every near cache is told to drop what it holds.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +25,55 @@ use crate::backend::{BackendError, CacheBackend, Entry, MemoryBackend, RedisBack
 
 /// How often a degraded cache asks Redis whether it is back.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// The most keys changed while degraded that are kept to replay; past it, the whole namespace
+/// is dropped from Redis when it returns.
+const BACKLOG_KEYS: usize = 100_000;
+
+/// One change made while Redis may not have seen it.
+#[derive(Debug, Clone, Copy)]
+enum Change<'a> {
+    /// The key was written or deleted.
+    Key(&'a str),
+    /// Every key under the prefix was deleted.
+    Prefix(&'a str),
+}
+
+/// The changes Redis has not seen, to replay when it answers again.
+#[derive(Debug, Default)]
+struct Backlog {
+    keys: HashSet<String>,
+    prefixes: Vec<String>,
+    /// More keys changed than are kept: Redis's whole namespace is suspect.
+    overflowed: bool,
+}
+
+impl Backlog {
+    fn record(&mut self, change: Change<'_>) {
+        match change {
+            Change::Prefix(prefix) => self.prefixes.push(prefix.to_owned()),
+            Change::Key(_) if self.overflowed => {}
+            Change::Key(_) if self.keys.len() >= BACKLOG_KEYS => {
+                self.overflowed = true;
+                self.keys = HashSet::new();
+            }
+            Change::Key(key) => {
+                self.keys.insert(key.to_owned());
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Self) {
+        self.overflowed |= other.overflowed;
+        self.prefixes.extend(other.prefixes);
+        for key in &other.keys {
+            self.record(Change::Key(key));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.overflowed && self.keys.is_empty() && self.prefixes.is_empty()
+    }
+}
 
 /// A key or namespace that changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +136,10 @@ impl Stats {
 pub struct TieredCache {
     memory: MemoryBackend,
     redis: Option<RedisBackend>,
+    /// Whether the memory tier answers for an unreachable Redis; set and cleared under
+    /// `backlog`'s lock, so that a write either reaches Redis or is in the backlog.
     degraded: AtomicBool,
+    backlog: Mutex<Backlog>,
     hits: AtomicU64,
     misses: AtomicU64,
     invalidations: broadcast::Sender<Invalidation>,
@@ -110,6 +170,7 @@ impl TieredCache {
             memory,
             redis,
             degraded: AtomicBool::new(false),
+            backlog: Mutex::new(Backlog::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             invalidations,
@@ -125,7 +186,7 @@ impl TieredCache {
             Some(redis) => match redis.get(key).await {
                 Ok(found) => found,
                 Err(error) => {
-                    self.degrade(&error);
+                    self.degrade(&error, None);
                     self.memory_get(key).await
                 }
             },
@@ -146,7 +207,7 @@ impl TieredCache {
             Some(redis) => match redis.get_many(keys).await {
                 Ok(found) => found,
                 Err(error) => {
-                    self.degrade(&error);
+                    self.degrade(&error, None);
                     self.memory_get_many(keys).await
                 }
             },
@@ -163,10 +224,10 @@ impl TieredCache {
     pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) {
         // The memory backend cannot fail.
         let _ = self.memory.set(key, value, ttl).await;
-        if let Some(redis) = self.healthy_redis()
+        if let Some(redis) = self.redis_for(Change::Key(key))
             && let Err(error) = redis.set(key, value, ttl).await
         {
-            self.degrade(&error);
+            self.degrade(&error, Some(Change::Key(key)));
         }
         self.announce(Invalidation {
             key: key.to_owned(),
@@ -179,7 +240,9 @@ impl TieredCache {
     pub async fn delete(&self, key: &str) -> u64 {
         let in_memory = self.memory.delete(key).await.unwrap_or(0);
         let deleted = self
-            .redis_or(in_memory, |redis| async move { redis.delete(key).await })
+            .redis_or(Change::Key(key), in_memory, |redis| async move {
+                redis.delete(key).await
+            })
             .await;
         self.announce(Invalidation {
             key: key.to_owned(),
@@ -193,7 +256,7 @@ impl TieredCache {
     pub async fn delete_prefix(&self, prefix: &str) -> u64 {
         let in_memory = self.memory.delete_prefix(prefix).await.unwrap_or(0);
         let deleted = self
-            .redis_or(in_memory, |redis| async move {
+            .redis_or(Change::Prefix(prefix), in_memory, |redis| async move {
                 redis.delete_prefix(prefix).await
             })
             .await;
@@ -231,7 +294,7 @@ impl TieredCache {
             ) {
                 (Ok(entries), Ok(evictions)) => ("redis", entries, evictions),
                 (Err(error), _) | (_, Err(error)) => {
-                    self.degrade(&error);
+                    self.degrade(&error, None);
                     self.memory_figures().await
                 }
             },
@@ -291,11 +354,13 @@ impl TieredCache {
                     }
                     let answered = redis.ping().await;
                     match (cache.degraded.load(Ordering::Relaxed), answered) {
-                        (true, Ok(())) => {
-                            cache.degraded.store(false, Ordering::Relaxed);
-                            info!("redis answers again; leaving degraded mode");
-                        }
-                        (false, Err(error)) => cache.degrade(&error),
+                        (true, Ok(())) => match cache.recover(&redis).await {
+                            Ok(()) => info!("redis answers again; leaving degraded mode"),
+                            Err(error) => {
+                                warn!(%error, "redis answers, but the replay failed; staying degraded")
+                            }
+                        },
+                        (false, Err(error)) => cache.degrade(&error, None),
                         _ => {}
                     }
                 }
@@ -385,27 +450,103 @@ impl TieredCache {
             .filter(|_| !self.degraded.load(Ordering::Relaxed))
     }
 
-    fn degrade(&self, error: &BackendError) {
+    /// Enters degraded mode after `error`, keeping `change` (which Redis may have missed) for
+    /// the replay.
+    fn degrade(&self, error: &BackendError, change: Option<Change<'_>>) {
+        let mut backlog = self.backlog();
+        if let Some(change) = change {
+            backlog.record(change);
+        }
         if !self.degraded.swap(true, Ordering::Relaxed) {
             warn!(%error, "redis unreachable; serving from memory (degraded)");
         }
     }
 
-    async fn redis_or<F, Fut>(&self, fallback: u64, call: F) -> u64
+    /// Makes `change` in Redis through `call`, or keeps it for the replay while degraded;
+    /// answers `fallback` (the memory tier's count) when Redis does not.
+    async fn redis_or<F, Fut>(&self, change: Change<'_>, fallback: u64, call: F) -> u64
     where
         F: FnOnce(RedisBackend) -> Fut,
         Fut: Future<Output = Result<u64, BackendError>>,
     {
-        match self.healthy_redis() {
+        match self.redis_for(change) {
             Some(redis) => match call(redis.clone()).await {
                 Ok(count) => count,
                 Err(error) => {
-                    self.degrade(&error);
+                    self.degrade(&error, Some(change));
                     fallback
                 }
             },
             None => fallback,
         }
+    }
+
+    /// The Redis to make `change` in; none while degraded, when `change` goes to the backlog.
+    fn redis_for(&self, change: Change<'_>) -> Option<&RedisBackend> {
+        let redis = self.redis.as_ref()?;
+        let mut backlog = self.backlog();
+        if self.degraded.load(Ordering::Relaxed) {
+            backlog.record(change);
+            None
+        } else {
+            Some(redis)
+        }
+    }
+
+    fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        self.backlog
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Leaves degraded mode once every change Redis missed is replayed, then tells every near
+    /// cache to drop what it holds. Changes made during the replay join it; a failure keeps
+    /// the cache degraded, with the backlog whole, for the next probe.
+    async fn recover(&self, redis: &RedisBackend) -> Result<(), BackendError> {
+        loop {
+            let missed = {
+                let mut backlog = self.backlog();
+                if backlog.is_empty() {
+                    self.degraded.store(false, Ordering::Relaxed);
+                    break;
+                }
+                std::mem::take(&mut *backlog)
+            };
+            if let Err(error) = self.replay(redis, &missed).await {
+                self.backlog().merge(missed);
+                return Err(error);
+            }
+        }
+        self.announce(Invalidation {
+            key: String::new(),
+            is_prefix: true,
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Makes Redis hold what the memory tier holds for every change in `missed`.
+    async fn replay(&self, redis: &RedisBackend, missed: &Backlog) -> Result<(), BackendError> {
+        if missed.overflowed {
+            warn!("too many keys changed while redis was away to replay: dropping every entry");
+            redis.delete_prefix("").await?;
+            return Ok(());
+        }
+        for prefix in &missed.prefixes {
+            redis.delete_prefix(prefix).await?;
+        }
+        for key in &missed.keys {
+            match self.memory_get(key).await {
+                Some(entry) => redis.set(key, &entry.value, entry.ttl_remaining).await?,
+                None => drop(redis.delete(key).await?),
+            }
+        }
+        info!(
+            keys = missed.keys.len(),
+            prefixes = missed.prefixes.len(),
+            "replayed the changes redis missed"
+        );
+        Ok(())
     }
 
     async fn memory_get(&self, key: &str) -> Option<Entry> {

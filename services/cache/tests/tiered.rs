@@ -1,6 +1,8 @@
 //! The tiered cache as the service runs it: hit and miss statistics, invalidations that reach
-//! another replica through Redis, and Redis killed and restarted mid-test while callers keep
-//! getting answers (from memory, degraded) and the cache goes back to Redis by itself.
+//! another replica through Redis, Redis killed and restarted mid-test while callers keep
+//! getting answers (from memory, degraded) and the cache goes back to Redis by itself, and a
+//! Redis that keeps its data through an outage serving, once back, what the cache acknowledged
+//! meanwhile.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -163,6 +165,65 @@ async fn callers_never_see_redis_die_and_come_back() {
     assert_eq!(cache.get("k:after").await.unwrap().value, b"after");
     let stats = cache.stats().await;
     assert_eq!((stats.backend, stats.degraded), ("redis", false));
+
+    stop.cancel();
+    background.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_was_acknowledged_while_degraded_is_served_after_redis_returns() {
+    let redis = RedisServer::start();
+    let cache = tiered(&redis.url(), "swarm-test:");
+    let stop = CancellationToken::new();
+    let background = tokio::spawn(cache.clone().run_background(stop.clone()));
+    let minute = Duration::from_secs(60);
+    cache.set("k", b"old", minute).await;
+    cache.set("doomed", b"x", minute).await;
+    cache.set("ns:a", b"1", minute).await;
+    let mut invalidations = cache.subscribe();
+
+    // Redis stops answering but keeps what it stores, as a persisted Redis across a blip.
+    redis.pause();
+    cache.set("k", b"new", minute).await;
+    assert!(cache.is_degraded());
+    cache.delete("doomed").await;
+    cache.set("fresh", b"during", minute).await;
+    cache.delete_prefix("ns:").await;
+    cache.set("ns:b", b"2", minute).await;
+    redis.resume();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.is_degraded() {
+        assert!(
+            Instant::now() < deadline,
+            "the cache did not go back to redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Another replica reads Redis alone: it sees what this one acknowledged.
+    let other = tiered(&redis.url(), "swarm-test:");
+    for reader in [&cache, &other] {
+        let value =
+            |key: &'static str| async move { reader.get(key).await.map(|entry| entry.value) };
+        assert_eq!(
+            value("k").await.as_deref(),
+            Some(&b"new"[..]),
+            "overwritten"
+        );
+        assert_eq!(value("doomed").await, None, "deleted");
+        assert_eq!(value("fresh").await.as_deref(), Some(&b"during"[..]));
+        assert_eq!(value("ns:a").await, None, "deleted with its prefix");
+        assert_eq!(value("ns:b").await.as_deref(), Some(&b"2"[..]));
+    }
+    let flush = Invalidation {
+        key: String::new(),
+        is_prefix: true,
+    };
+    let told = tokio::time::timeout(Duration::from_secs(2), async {
+        while invalidations.recv().await.unwrap() != flush {}
+    })
+    .await;
+    assert!(told.is_ok(), "near caches were not told to drop everything");
 
     stop.cancel();
     background.await.unwrap();

@@ -107,15 +107,17 @@ pub fn check_database_url(name: &str, url: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Checks the URL of a service: `http://...` or `https://...`.
-pub fn check_service_url(name: &str, url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("http://") || url.starts_with("https://") {
+/// Checks the URLs of a service's replicas: one or more `http://...` or `https://...` URLs,
+/// separated by commas.
+pub fn check_service_url(name: &str, urls: &str) -> Result<(), ConfigError> {
+    let mut each = urls.split(',').map(str::trim);
+    if each.all(|url| url.starts_with("http://") || url.starts_with("https://")) {
         Ok(())
     } else {
         Err(ConfigError::new(
             name,
-            url,
-            "must be an http:// or https:// url",
+            urls,
+            "must be one or more http:// or https:// urls, separated by commas",
         ))
     }
 }
@@ -152,6 +154,10 @@ mod tests {
         );
         assert!(check_service_url("SWARM_TASKS_URL", "http://127.0.0.1:1").is_ok());
         assert!(check_service_url("SWARM_TASKS_URL", "127.0.0.1:1").is_err());
+        assert!(
+            check_service_url("SWARM_TASKS_URL", "http://10.0.0.1:7001, http://tasks:7001").is_ok()
+        );
+        assert!(check_service_url("SWARM_TASKS_URL", "http://10.0.0.1:7001,").is_err());
     }
 
     #[test]

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::{Interceptor, Routes};
-use tonic::transport::Channel;
 use tonic::transport::Server;
 
 use crate::metrics::{Reporter, RequestMetricsLayer};
+use crate::replicas::{ConnectOptions, Replicas};
 use crate::service_auth::ServiceToken;
 
 /// Why a gRPC server stopped with an error.
@@ -135,9 +135,9 @@ fn request_span(request: &http::Request<()>) -> tracing::Span {
     span
 }
 
-/// A channel to another service whose calls carry the caller's trace context and the service
-/// token.
-pub type ServiceChannel = InterceptedService<Channel, CallInterceptor>;
+/// A channel to another service, balanced across its replicas, whose calls carry the caller's
+/// trace context and the service token.
+pub type ServiceChannel = InterceptedService<Replicas, CallInterceptor>;
 
 /// Adds the current trace context and the service token to each outgoing call.
 #[derive(Debug, Clone, Default)]
@@ -160,25 +160,26 @@ impl Interceptor for CallInterceptor {
     }
 }
 
-/// Builds a channel to the gRPC service at `url` that connects on first use and reconnects by
-/// itself: `TCP_NODELAY`, HTTP/2 keep-alives, a bound on connecting, (when given) a deadline
-/// for every call made on it, and the caller's trace context and `token` on every call.
+/// Builds a channel to the gRPC service that `urls` names (one URL, or several separated by
+/// commas, each an address or a host name: see [`Replicas`]), which connects on first use and
+/// reconnects by itself: `TCP_NODELAY`, HTTP/2 keep-alives, a bound on connecting, (when given)
+/// a deadline for every call made on it, and the caller's trace context and `token` on every
+/// call.
 pub fn lazy_channel(
-    url: &str,
+    urls: &str,
     connect_timeout: Duration,
     call_timeout: Option<Duration>,
     token: &ServiceToken,
 ) -> Result<ServiceChannel, tonic::transport::Error> {
-    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    if let Some(timeout) = call_timeout {
-        endpoint = endpoint.timeout(timeout);
-    }
+    let replicas = Replicas::new(
+        urls,
+        ConnectOptions {
+            connect_timeout,
+            call_timeout,
+        },
+    )?;
     Ok(ServiceChannel::new(
-        endpoint.connect_lazy(),
+        replicas,
         CallInterceptor {
             token: token.bearer(),
         },

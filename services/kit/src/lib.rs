@@ -15,6 +15,7 @@ pub mod host;
 pub mod metrics;
 pub mod page;
 pub mod process;
+pub mod replicas;
 pub mod run;
 pub mod service_auth;
 pub mod shutdown;

@@ -194,6 +194,25 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Freezes it (SIGSTOP): connections stay open and nothing answers, as in a network
+    /// partition; what it stores stays, as in a Redis that persists.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server answer again (SIGCONT), with everything it stored.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal} failed");
+    }
+
     /// Kills it at once, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -1,17 +1,16 @@
 //! `swarm task|agents|health` against a real stack, as a person at a terminal runs them: every
 //! subcommand, table and JSON output, the watch's exit code, refusals and usage errors.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{json_of, run, start_stack, swarm, text};
 use serde_json::{Value, json};
 use swarm_kit::testing::{Backend, TestDatabase};
 
+use crate::common::{json_of, run, start_stack, swarm, text};
+
 /// An agent's part, done over HTTP: register, claim the one task, report, complete or fail.
 async fn agent_call(http: &reqwest::Client, url: &str, path: &str, body: Value) -> Value {
-    common::api(http, reqwest::Method::POST, url, path, Some(body)).await
+    crate::common::api(http, reqwest::Method::POST, url, path, Some(body)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

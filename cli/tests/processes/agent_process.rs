@@ -3,14 +3,13 @@
 //! agent with SIGKILL in the middle of its tasks gets them to another agent within the agent
 //! TTL plus a few seconds, each completing once more on a second attempt.
 
-mod common;
-
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{json_of, run, start_stack, swarm, text};
 use serde_json::{Value, json};
 use swarm_kit::testing::{Backend, TestDatabase};
+
+use crate::common::{json_of, run, start_stack, swarm, text};
 
 const AGENT_TTL: Duration = Duration::from_secs(3);
 
@@ -24,7 +23,7 @@ fn agent(url: &str, name: &str) -> Child {
 }
 
 async fn task(http: &reqwest::Client, url: &str, id: &str) -> Value {
-    common::api(
+    crate::common::api(
         http,
         reqwest::Method::GET,
         url,
