@@ -1,8 +1,10 @@
 //! Traces across every hop, proven by a real OTLP receiver: a collector built on the
 //! `opentelemetry-proto` trace service runs in the test, the whole stack exports to it, and a
 //! claim made through the gateway with the caller's `traceparent` must arrive as one trace:
-//! caller → gateway → tasks → agents and cache → Redis, each span the child of the one before,
-//! with the claim's database statements under the tasks span.
+//! caller → gateway → tasks → agents and cache → Redis, each call a client span under its
+//! caller's server span and the parent of the callee's, with the claim's database statements
+//! under the tasks span; named and described as OpenTelemetry's conventions say (span kinds,
+//! `rpc.*`, `http.*`, `db.*`, and a resource with the service's name, version and instance).
 //! (Telemetry is process-wide, so this file is its own test binary.)
 
 use std::sync::{Arc, Mutex};
@@ -20,7 +22,7 @@ use swarm_e2e::{TestStack, answer, spans_until};
 use swarm_kit::telemetry::{Export, Protocol};
 use swarm_kit::testing::{Backend, RedisServer};
 
-/// Keeps every span it receives, with the `service.name` of its resource.
+/// Keeps every span it receives, with the attributes of its resource (as text).
 #[derive(Clone, Default)]
 struct Collector(Arc<Mutex<Vec<(String, Span)>>>);
 
@@ -32,20 +34,19 @@ impl TraceService for Collector {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut kept = self.0.lock().unwrap();
         for resource_spans in request.into_inner().resource_spans {
-            let service = resource_spans
-                .resource
-                .iter()
-                .flat_map(|resource| &resource.attributes)
-                .find(|attribute| attribute.key == "service.name")
-                .and_then(|attribute| attribute.value.as_ref())
-                .map(|value| format!("{:?}", value.value))
-                .unwrap_or_default();
+            let resource = format!(
+                "{:?}",
+                resource_spans
+                    .resource
+                    .map(|resource| resource.attributes)
+                    .unwrap_or_default()
+            );
             for scope_spans in resource_spans.scope_spans {
                 kept.extend(
                     scope_spans
                         .spans
                         .into_iter()
-                        .map(|span| (service.clone(), span)),
+                        .map(|span| (resource.clone(), span)),
                 );
             }
         }
@@ -53,6 +54,21 @@ impl TraceService for Collector {
             partial_success: None,
         }))
     }
+}
+
+/// OTLP's span kinds.
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+
+/// The text of attribute `key` of `span`, if it has it.
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    let value = span
+        .attributes
+        .iter()
+        .find(|attribute| attribute.key == key)?
+        .value
+        .as_ref()?;
+    Some(format!("{:?}", value.value))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -111,14 +127,20 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
         "the answer names the gateway's own span"
     );
 
-    let wanted = [
-        "POST /api/tasks/claim",
-        "/swarm.tasks.v1.TaskService/ClaimTasks",
-        "/swarm.agents.v1.AgentService/GetAgent",
-        "/swarm.cache.v1.CacheService/Get",
-        "db.query",
-        "GET",
+    let calls = [
+        "swarm.tasks.v1.TaskService/ClaimTasks",
+        "swarm.agents.v1.AgentService/GetAgent",
+        "swarm.cache.v1.CacheService/Get",
     ];
+    let wanted: Vec<(&str, i32)> = calls
+        .iter()
+        .flat_map(|call| [(*call, CLIENT), (*call, SERVER)])
+        .chain([
+            ("POST /api/tasks/claim", SERVER),
+            ("db.query", CLIENT),
+            ("GET", CLIENT),
+        ])
+        .collect();
     let spans = spans_until(
         &telemetry,
         &format!("a trace with every span of {wanted:?}"),
@@ -133,43 +155,74 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
                 .collect();
             wanted
                 .iter()
-                .all(|name| spans.iter().any(|(_, span)| span.name == *name))
+                .all(|(name, kind)| {
+                    spans
+                        .iter()
+                        .any(|(_, span)| span.name == *name && span.kind == *kind)
+                })
                 .then_some(spans)
         },
     )
     .await;
-    let find = |name: &str| {
+    let find = |name: &str, kind: i32| {
         spans
             .iter()
             .map(|(_, span)| span)
-            .find(|span| span.name == name)
+            .find(|span| span.name == name && span.kind == kind)
             .unwrap()
     };
-    let gateway = find("POST /api/tasks/claim");
+    let gateway = find("POST /api/tasks/claim", SERVER);
     assert_eq!(
         hex(&gateway.parent_span_id),
         caller_span,
         "the gateway continues the caller's span"
     );
     assert!(answered.contains(&hex(&gateway.span_id)));
-    let tasks = find("/swarm.tasks.v1.TaskService/ClaimTasks");
     assert_eq!(
-        tasks.parent_span_id, gateway.span_id,
-        "tasks is called from the gateway's span"
+        attribute(gateway, "http.route").as_deref(),
+        Some(r#"Some(StringValue("/api/tasks/claim"))"#)
     );
-    for downstream in [
-        "/swarm.agents.v1.AgentService/GetAgent",
-        "/swarm.cache.v1.CacheService/Get",
+    let tasks_call = find(calls[0], CLIENT);
+    assert_eq!(
+        tasks_call.parent_span_id, gateway.span_id,
+        "the gateway calls tasks in a client span of its request"
+    );
+    let tasks = find(calls[0], SERVER);
+    assert_eq!(
+        tasks.parent_span_id, tasks_call.span_id,
+        "tasks serves the gateway's call"
+    );
+    for (key, value) in [
+        ("rpc.system", "grpc"),
+        ("rpc.service", "swarm.tasks.v1.TaskService"),
+        ("rpc.method", "ClaimTasks"),
     ] {
-        assert_eq!(
-            find(downstream).parent_span_id,
-            tasks.span_id,
-            "{downstream} is called from the tasks span"
-        );
+        for span in [tasks_call, tasks] {
+            assert_eq!(
+                attribute(span, key),
+                Some(format!("Some(StringValue({value:?}))")),
+                "{key} of {}",
+                span.name
+            );
+        }
     }
     assert_eq!(
-        find("GET").parent_span_id,
-        find("/swarm.cache.v1.CacheService/Get").span_id,
+        attribute(tasks_call, "server.address").as_deref(),
+        Some(r#"Some(StringValue("127.0.0.1"))"#),
+        "the client span names the replica it called"
+    );
+    assert!(attribute(tasks_call, "server.port").is_some());
+    for downstream in &calls[1..] {
+        let call = find(downstream, CLIENT);
+        assert_eq!(
+            call.parent_span_id, tasks.span_id,
+            "{downstream} is called from the tasks span"
+        );
+        assert_eq!(find(downstream, SERVER).parent_span_id, call.span_id);
+    }
+    assert_eq!(
+        find("GET", CLIENT).parent_span_id,
+        find(calls[2], SERVER).span_id,
         "the redis call is a child of the cache call"
     );
     assert!(
@@ -185,11 +238,17 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
                         .is_some_and(|value| format!("{value:?}").contains("tasks")))),
         "the claim's statements are child spans of the tasks span"
     );
+    for key in ["service.name", "service.version", "service.instance.id"] {
+        assert!(
+            spans.iter().all(|(resource, _)| resource.contains(key)),
+            "spans carry {key}"
+        );
+    }
     assert!(
         spans
             .iter()
-            .all(|(service, _)| service.contains("swarm-e2e")),
-        "spans carry service.name"
+            .all(|(resource, _)| resource.contains("swarm-e2e")),
+        "service.name is the process's"
     );
     assert!(
         !collector

@@ -49,7 +49,7 @@ async fn spans_arrive_over_http_protobuf() {
         .route("/v1/traces", axum::routing::post(receive))
         .with_state(Arc::clone(&received));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let endpoint = format!("http://{}/v1/traces", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let telemetry = swarm_kit::telemetry::init_with(
         "swarm-e2e",
@@ -71,7 +71,7 @@ async fn spans_arrive_over_http_protobuf() {
             (names.iter().any(|name| name == "POST /api/tasks")
                 && names
                     .iter()
-                    .any(|name| name == "/swarm.tasks.v1.TaskService/CreateTask"))
+                    .any(|name| name == "swarm.tasks.v1.TaskService/CreateTask"))
             .then_some(())
         },
     )

@@ -122,24 +122,41 @@ pub fn reflection(
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
-/// Opens the span of one incoming call, continuing the caller's trace; health checks,
-/// reflection and metric reports are not traced.
+/// Names a call to one of Swarm's own methods by its gRPC service and method
+/// (`("swarm.tasks.v1.TaskService", "ClaimTasks")` for `/swarm.tasks.v1.TaskService/ClaimTasks`);
+/// `None` for health checks, reflection and metric reports, which are neither traced nor
+/// measured.
+pub fn swarm_method(path: &str) -> Option<(&str, &str)> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    let swarm = service.starts_with("swarm.") && path != "/swarm.metrics.v1.MetricsService/Record";
+    swarm.then_some((service, method))
+}
+
+/// Opens the server span of one incoming call, continuing the caller's trace, named and
+/// described as OpenTelemetry's RPC conventions say; health checks, reflection and metric
+/// reports are not traced.
 fn request_span(request: &http::Request<()>) -> tracing::Span {
-    let Some(method) =
-        crate::metrics::grpc_route(request.method(), request.uri(), request.extensions())
-    else {
+    let Some((service, method)) = swarm_method(request.uri().path()) else {
         return tracing::Span::none();
     };
-    let span = tracing::info_span!("grpc.request", otel.name = %method, rpc.system = "grpc");
+    let span = tracing::info_span!(
+        "grpc.request",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+    );
     crate::trace::continue_trace(&span, request.headers());
     span
 }
 
-/// A channel to another service, balanced across its replicas, whose calls carry the caller's
-/// trace context and the service token.
+/// A channel to another service, balanced across its replicas, whose calls carry the service
+/// token and continue the caller's trace in a client span each.
 pub type ServiceChannel = InterceptedService<Replicas, CallInterceptor>;
 
-/// Adds the current trace context and the service token to each outgoing call.
+/// Adds the service token to each outgoing call (the trace context is added below it, by the
+/// call's client span).
 #[derive(Debug, Clone, Default)]
 pub struct CallInterceptor {
     token: Option<MetadataValue<Ascii>>,
@@ -150,7 +167,6 @@ impl Interceptor for CallInterceptor {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        crate::trace::inject_current(request.metadata_mut());
         if let Some(token) = &self.token {
             request
                 .metadata_mut()

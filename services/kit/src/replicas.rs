@@ -25,6 +25,7 @@ use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Service, ServiceExt};
+use tracing::Instrument;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -111,9 +112,18 @@ impl Service<http::Request<Body>> for Replicas {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let span = client_span(request.uri().path());
+        crate::trace::inject(&span, request.headers_mut());
         let shared = Arc::clone(&self.shared);
-        Box::pin(async move { shared.send(request).await })
+        Box::pin(
+            async move {
+                let answer = shared.send(request).await;
+                record_outcome(&answer);
+                answer
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -171,7 +181,10 @@ impl Shared {
                 ))));
             }
             // Nowhere else to send it: the call goes out as it is, and its body is not kept.
-            [only] => return only.call(request).await,
+            [only] => {
+                only.describe(&tracing::Span::current());
+                return only.call(request).await;
+            }
             _ => {}
         }
         let read_only = swarm_proto::is_read_only(request.uri().path());
@@ -183,6 +196,7 @@ impl Shared {
         loop {
             let index = self.pick(&members, &tried);
             let replica = &members[index];
+            replica.describe(&tracing::Span::current());
             let outcome = replica.call(attempt(&parts, &body)).await;
             let error = match outcome {
                 Ok(response) => {
@@ -374,6 +388,16 @@ impl Replica {
             })
     }
 
+    /// Names this replica as the server of the call that `span` traces.
+    fn describe(&self, span: &tracing::Span) {
+        if let Some(host) = self.uri.host() {
+            span.record("server.address", host);
+        }
+        if let Some(port) = self.uri.port_u16() {
+            span.record("server.port", port);
+        }
+    }
+
     fn is_paused(&self, now: u64) -> bool {
         self.paused_until.load(Ordering::Relaxed) > now
     }
@@ -404,6 +428,50 @@ struct InFlight<'a>(&'a AtomicUsize);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Opens the client span of a call to `path`, named and described as OpenTelemetry's RPC
+/// conventions say; calls that are never traced (health checks, reflection, metric reports)
+/// get none.
+fn client_span(path: &str) -> tracing::Span {
+    let Some((service, method)) = crate::grpc::swarm_method(path) else {
+        return tracing::Span::none();
+    };
+    tracing::info_span!(
+        "grpc.call",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        server.address = tracing::field::Empty,
+        server.port = tracing::field::Empty,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// Records on the current (client) span the gRPC status of an answer when it is known from
+/// its headers (a failure is answered in them), or the failure to get one.
+fn record_outcome(answer: &Result<http::Response<Body>, BoxError>) {
+    let code = match answer {
+        Ok(response) => response
+            .headers()
+            .get("grpc-status")
+            .and_then(|code| code.to_str().ok()?.parse::<i32>().ok()),
+        Err(error) => Some(
+            error
+                .downcast_ref::<tonic::Status>()
+                .map_or(tonic::Code::Unavailable, tonic::Status::code) as i32,
+        ),
+    };
+    let span = tracing::Span::current();
+    if let Some(code) = code {
+        span.record("rpc.grpc.status_code", code);
+        if code != 0 {
+            span.record("otel.status_code", "ERROR");
+        }
     }
 }
 

@@ -4,12 +4,15 @@
 //! also an OpenTelemetry span, so trace context flows across services (see [`crate::trace`]);
 //! database statements become child spans (see [`crate::metrics::db`]). Spans are exported in
 //! batches over OTLP (gRPC or http/protobuf, per `OTEL_EXPORTER_OTLP_PROTOCOL`) when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and kept nowhere otherwise.
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (or the traces signal's own variables), and kept nowhere
+//! otherwise. Spans follow OpenTelemetry's conventions: server and client kinds, `rpc.*`,
+//! `http.*` and `db.*` attributes, and a resource naming the service, its version and instance.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
@@ -56,7 +59,8 @@ impl Telemetry {
 /// Where spans are exported, and over which OTLP protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Export {
-    /// The collector's base URL, such as `http://127.0.0.1:4317`.
+    /// Where spans go: the collector's base URL for gRPC (`http://127.0.0.1:4317`), the full
+    /// URL of its traces path for http/protobuf (`http://127.0.0.1:4318/v1/traces`).
     pub endpoint: String,
     /// How spans travel.
     pub protocol: Protocol,
@@ -72,22 +76,56 @@ pub enum Protocol {
 }
 
 impl Export {
-    /// Reads the standard `OTEL_EXPORTER_OTLP_ENDPOINT` and `OTEL_EXPORTER_OTLP_PROTOCOL`
-    /// (`grpc`, the default, or `http/protobuf`); `None` when no endpoint is set.
+    /// Reads the standard variables, the traces signal's own first:
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as given) or `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// (with `/v1/traces` added for http/protobuf), and `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc`, the default, or `http/protobuf`); `None` when no
+    /// endpoint is set. Headers (`OTEL_EXPORTER_OTLP_HEADERS`, `..._TRACES_HEADERS`) are read
+    /// by the exporter itself.
     pub fn from_env() -> Result<Option<Self>, ConfigError> {
-        let Some(endpoint) = env_value::<String>("OTEL_EXPORTER_OTLP_ENDPOINT")? else {
+        Self::from_variables(env_value::<String>)
+    }
+
+    /// Reads the settings [`Export::from_env`] reads, from `variable`.
+    fn from_variables(
+        variable: impl Fn(&'static str) -> Result<Option<String>, ConfigError>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let first =
+            |names: [&'static str; 2]| -> Result<Option<(&'static str, String)>, ConfigError> {
+                for name in names {
+                    if let Some(value) = variable(name)? {
+                        return Ok(Some((name, value)));
+                    }
+                }
+                Ok(None)
+            };
+        let Some((endpoint_variable, endpoint)) = first([
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ])?
+        else {
             return Ok(None);
         };
-        let protocol = match env_value::<String>("OTEL_EXPORTER_OTLP_PROTOCOL")?.as_deref() {
-            None | Some("grpc") => Protocol::Grpc,
-            Some("http/protobuf") => Protocol::HttpProtobuf,
-            Some(other) => {
+        let protocol = match first([
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ])? {
+            None => Protocol::Grpc,
+            Some((_, protocol)) if protocol == "grpc" => Protocol::Grpc,
+            Some((_, protocol)) if protocol == "http/protobuf" => Protocol::HttpProtobuf,
+            Some((variable, other)) => {
                 return Err(ConfigError::new(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    variable,
                     other,
                     "must be grpc or http/protobuf",
                 ));
             }
+        };
+        let endpoint = match protocol {
+            Protocol::HttpProtobuf if endpoint_variable == "OTEL_EXPORTER_OTLP_ENDPOINT" => {
+                format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+            }
+            _ => endpoint,
         };
         Ok(Some(Self { endpoint, protocol }))
     }
@@ -107,6 +145,21 @@ pub fn init_with(service: &str, export: Option<Export>) -> Telemetry {
     Telemetry { provider }
 }
 
+/// Describes this process to tracing backends: `service.name` (unless `OTEL_SERVICE_NAME`
+/// says otherwise), `service.version`, `service.instance.id` (the host and pid that metrics
+/// name it by, too), and whatever `OTEL_RESOURCE_ATTRIBUTES` adds.
+fn resource(service: &str) -> Resource {
+    let builder = Resource::builder().with_attributes([
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("service.instance.id", crate::metrics::instance_id()),
+    ]);
+    if std::env::var_os("OTEL_SERVICE_NAME").is_some() {
+        builder.build()
+    } else {
+        builder.with_service_name(service.to_owned()).build()
+    }
+}
+
 /// Builds the exporter of `export`.
 fn exporter(
     export: &Export,
@@ -120,10 +173,7 @@ fn exporter(
         Protocol::HttpProtobuf => SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(format!(
-                "{}/v1/traces",
-                export.endpoint.trim_end_matches('/')
-            ))
+            .with_endpoint(export.endpoint.clone())
             .with_timeout(EXPORT_TIMEOUT)
             .build()?,
     };
@@ -172,11 +222,7 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
 
 fn install(service: &str, export: Option<Export>) -> SdkTracerProvider {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let mut builder = SdkTracerProvider::builder().with_resource(
-        Resource::builder()
-            .with_service_name(service.to_owned())
-            .build(),
-    );
+    let mut builder = SdkTracerProvider::builder().with_resource(resource(service));
     let mut export_error = None;
     if let Some(export) = &export {
         match exporter(export) {
@@ -292,6 +338,61 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    fn export(variables: &[(&str, &str)]) -> Result<Option<Export>, ConfigError> {
+        Export::from_variables(|name| {
+            Ok(variables
+                .iter()
+                .find(|(set, _)| *set == name)
+                .map(|(_, value)| (*value).to_owned()))
+        })
+    }
+
+    #[test]
+    fn the_traces_signal_variables_come_first_and_are_used_as_given() {
+        assert_eq!(export(&[]).unwrap(), None);
+        let generic = export(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ]);
+        assert_eq!(
+            generic.unwrap().unwrap().endpoint,
+            "http://collector:4318/v1/traces"
+        );
+        let own = export(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://traces:443/ingest",
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (own.endpoint.as_str(), own.protocol),
+            ("https://traces:443/ingest", Protocol::HttpProtobuf)
+        );
+        let grpc = export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")]);
+        assert_eq!(
+            grpc.unwrap().unwrap(),
+            Export {
+                endpoint: "http://collector:4317".into(),
+                protocol: Protocol::Grpc
+            }
+        );
+        let wrong = export(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+        ]);
+        assert!(
+            wrong
+                .unwrap_err()
+                .to_string()
+                .contains("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! W3C trace context across processes: injected into the metadata of every outgoing gRPC call
-//! (by the interceptor of every [`crate::grpc::ServiceChannel`]), extracted from incoming gRPC
+//! W3C trace context across processes: injected into the headers of every outgoing gRPC call
+//! (by [`crate::replicas::Replicas`], from the call's client span), extracted from incoming gRPC
 //! and HTTP headers to continue the caller's trace, and rendered as a `traceparent` header for
 //! answers.
 
@@ -7,24 +7,23 @@ use std::collections::HashMap;
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt as _;
-use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Puts the current span's trace context into the metadata of an outgoing call.
-pub(crate) fn inject_current(metadata: &mut MetadataMap) {
-    let context = tracing::Span::current().context();
+/// Puts `span`'s trace context into the headers of an outgoing call.
+pub(crate) fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    let context = span.context();
     opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut MetadataInjector(metadata));
+        propagator.inject_context(&context, &mut HeaderInjector(headers));
     });
 }
 
-struct MetadataInjector<'a>(&'a mut MetadataMap);
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
 
-impl Injector for MetadataInjector<'_> {
+impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         if let (Ok(key), Ok(value)) = (
-            MetadataKey::from_bytes(key.as_bytes()),
-            MetadataValue::try_from(&value),
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::try_from(value),
         ) {
             self.0.insert(key, value);
         }

@@ -347,7 +347,7 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 /// Names this process among the replicas: the host (a pod's name on Kubernetes) and the pid.
-fn instance_id() -> String {
+pub(crate) fn instance_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
