@@ -73,7 +73,7 @@ pub async fn run(
         stop.clone(),
     )?;
     let app = router(
-        AppState::new(config, stop.clone(), auth)?,
+        AppState::new(config, stop.clone(), auth, pool.clone())?,
         reporter
             .as_ref()
             .map(|reporter| Arc::clone(reporter.registry())),

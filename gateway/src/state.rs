@@ -65,6 +65,8 @@ pub struct Shared {
     pub auth: Authenticator,
     /// The task watches each key holds open.
     pub streams: Arc<StreamSlots>,
+    /// The gateway's own database (API keys), which its readiness follows.
+    pub database: swarm_kit::db::Pool,
 }
 
 impl AppState {
@@ -73,6 +75,7 @@ impl AppState {
         config: GatewayConfig,
         shutdown: CancellationToken,
         auth: Authenticator,
+        database: swarm_kit::db::Pool,
     ) -> Result<Self, ConfigError> {
         let tasks_channel = channel("SWARM_TASKS_URL", &config.tasks_url, &config.service_token)?;
         let agents_channel = channel(
@@ -121,6 +124,7 @@ impl AppState {
             cpu: Arc::new(CpuMeter::default()),
             shutdown,
             auth,
+            database,
         })))
     }
 

@@ -1,5 +1,7 @@
 //! Health routes: `/health` asks every configured service's gRPC health and answers 200 while
-//! all serve, 503 otherwise; `/api/health` adds the gateway process's memory and CPU.
+//! all serve, 503 otherwise; `/api/health` adds the gateway process's memory and CPU. For
+//! probes of one gateway pod: `/livez` (the process answers) and `/readyz` (this gateway can
+//! serve: it is not draining and its own database answers), neither of which asks the services.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -76,6 +78,45 @@ pub async fn api_health(State(state): State<AppState>) -> (StatusCode, axum::Jso
         cpu_percent: round2(state.cpu.percent()),
     });
     (status, axum::Json(body))
+}
+
+/// What the probe routes answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Probe {
+    /// `alive`; `ready`, `draining` or `database_unreachable`.
+    status: &'static str,
+}
+
+/// `GET /livez`: for a liveness probe, which must follow nothing but the process itself.
+#[utoipa::path(get, operation_id = "live", path = "/livez", tag = "health",
+    responses((status = 200, description = "The gateway process answers.", body = Probe)))]
+pub async fn live() -> axum::Json<Probe> {
+    axum::Json(Probe { status: "alive" })
+}
+
+/// `GET /readyz`: for a readiness probe: whether this gateway can serve, from what is its own
+/// (whether it is draining, whether its database answers), never from the shared services,
+/// so that one service restarting does not take every gateway out of rotation.
+#[utoipa::path(get, operation_id = "ready", path = "/readyz", tag = "health",
+    responses((status = 200, description = "This gateway serves.", body = Probe),
+        (status = 503, description = "It is draining, or its database does not answer.", body = Probe)))]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<Probe>) {
+    let status = if state.shutdown.is_cancelled() {
+        "draining"
+    } else if matches!(
+        tokio::time::timeout(CHECK_TIMEOUT, state.database.ping()).await,
+        Ok(Ok(()))
+    ) {
+        "ready"
+    } else {
+        "database_unreachable"
+    };
+    let code = if status == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(Probe { status }))
 }
 
 async fn report(state: &AppState) -> (StatusCode, HealthReport) {

@@ -76,6 +76,8 @@ fn table() -> Vec<Route> {
     vec![
         Route::new(routes!(health::health), Access::Open).quiet(),
         Route::new(routes!(health::api_health), Access::Open).quiet(),
+        Route::new(routes!(health::live), Access::Open).quiet(),
+        Route::new(routes!(health::ready), Access::Open).quiet(),
         Route::new(routes!(metrics::prometheus), Access::Open),
         Route::new(routes!(tasks::create), CLIENTS),
         Route::new(routes!(tasks::create_batch), CLIENTS),

@@ -41,6 +41,11 @@ impl std::fmt::Debug for ServiceHost {
     }
 }
 
+/// The health name that reports `SERVING` for as long as the process answers, whatever its
+/// database does: for liveness probes, so that a database outage makes replicas unready
+/// (the overall health, and the service's own name) without restarting them.
+pub const LIVENESS: &str = "liveness";
+
 impl ServiceHost {
     /// Frames service `name`, which reports its metrics as `metrics` says and demands `token`
     /// of its callers.
@@ -100,6 +105,9 @@ impl ServiceHost {
     /// and the database's pool is measured.
     pub async fn serving<S: NamedService>(&mut self, database: Option<&Pool>) {
         self.health.set_serving::<S>().await;
+        self.health
+            .set_service_status(LIVENESS, tonic_health::ServingStatus::Serving)
+            .await;
         let Some(pool) = database else {
             return;
         };

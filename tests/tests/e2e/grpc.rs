@@ -175,6 +175,7 @@ async fn every_service_serves_health_and_reflection() {
     for (channel, service) in [
         (&channel, ""),
         (&channel, "swarm.tasks.v1.TaskService"),
+        (&channel, swarm_kit::host::LIVENESS),
         (&agents_channel, ""),
         (&agents_channel, "swarm.agents.v1.AgentService"),
     ] {

@@ -1021,6 +1021,11 @@ async fn a_dead_tasks_service_is_unavailable_not_a_hang() {
         (&health.1["status"], &health.1["services"]["tasks"]),
         (&json!("unhealthy"), &json!("unreachable"))
     );
+    // A pod's probes follow the pod alone: a dead service takes no gateway out of rotation.
+    for (probe, said) in [("livez", "alive"), ("readyz", "ready")] {
+        let answered = answer(http.get(format!("{base}/{probe}")).send().await.unwrap()).await;
+        assert_eq!(answered, (200, json!({"status": said})), "{probe}");
+    }
     let create = answer(
         http.post(format!("{base}/api/tasks"))
             .json(&json!({"title": "x"}))
