@@ -24,8 +24,8 @@ toolchain: ## check that the Rust toolchain and its components are present
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 
-tools: ## install what the tests and benchmarks use besides Rust: promtool, Chromium and wrk (Debian's prometheus, chromium and wrk packages)
-	@for need in promtool:prometheus chromium:chromium wrk:wrk; do \
+tools: ## install what the tests, checks and benchmarks use besides Rust: promtool, kubectl, Chromium and wrk (Debian's prometheus, kubernetes-client, chromium and wrk packages)
+	@for need in promtool:prometheus kubectl:kubernetes-client chromium:chromium wrk:wrk; do \
 		command -v $${need%%:*} >/dev/null && continue; \
 		echo "installing $${need%%:*} (Debian package $${need##*:})"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -104,11 +104,13 @@ fuzz: toolchain ## fuzz the REST API against its OpenAPI document on SQLite and 
 openapi: toolchain ## write docs/openapi.json, the OpenAPI document the gateway serves (a test checks they agree)
 	SWARM_BLESS_OPENAPI=1 $(CARGO) test -p swarm-gateway --lib openapi::tests::the_committed_document_is_the_served_one
 
-lint: toolchain python ui-deps ## check formatting and clippy (warnings are errors), ruff and mypy on the Python SDK, tsc and eslint on the dashboard
+lint: toolchain tools python ui-deps ## check formatting and clippy (warnings are errors), ruff and mypy on the Python SDK, tsc and eslint on the dashboard, and deploy/ (Kubernetes overlays, compose, alert rules and their tests, the Grafana dashboard)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd sdk/python && $(CURDIR)/$(PY_VENV)/bin/ruff check . && $(CURDIR)/$(PY_VENV)/bin/ruff format --check . && $(CURDIR)/$(PY_VENV)/bin/mypy src tests examples bench
 	cd ui && npm run lint
+	$(PY_VENV)/bin/pip install --quiet -r deploy/requirements.txt
+	PY_VENV=$(CURDIR)/$(PY_VENV) deploy/check.sh
 
 fmt: toolchain ## format the code
 	$(CARGO) fmt --all
