@@ -1,5 +1,6 @@
-//! Figures about the running process read from procfs: resident memory, the machine's memory
-//! and CPU use since the previous reading.
+//! Figures about the running process read from procfs and cgroupfs: resident memory, the
+//! memory it may use (the machine's, or its container's limit when that is lower) and CPU use
+//! since the previous reading.
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -13,10 +14,61 @@ pub fn resident_bytes() -> Option<u64> {
     kilobytes_field(&status, "VmRSS:").map(|kb| kb * 1024)
 }
 
-/// Returns the machine's total memory in bytes, when procfs is available.
+/// Returns the memory this process may use, in bytes: the machine's total, or its cgroup's
+/// (its container's) limit when one is set and lower; `None` without procfs.
 pub fn total_memory_bytes() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    kilobytes_field(&meminfo, "MemTotal:").map(|kb| kb * 1024)
+    let machine = kilobytes_field(&meminfo, "MemTotal:")? * 1024;
+    Some(cgroup_memory_limit().map_or(machine, |limit| limit.min(machine)))
+}
+
+/// Reads the memory limit of this process's cgroup: `memory.max` (cgroup v2) or
+/// `memory.limit_in_bytes` (v1), under its own cgroup's directory or, inside a container whose
+/// cgroup filesystem is its own, at the root. `None` when there is no limit.
+fn cgroup_memory_limit() -> Option<u64> {
+    let membership = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let (v2, v1) = cgroup_paths(&membership);
+    let candidates = [
+        v2.map(|path| format!("/sys/fs/cgroup{path}/memory.max")),
+        Some("/sys/fs/cgroup/memory.max".to_owned()),
+        v1.map(|path| format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")),
+        Some("/sys/fs/cgroup/memory/memory.limit_in_bytes".to_owned()),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find_map(|file| std::fs::read_to_string(file).ok())
+        .and_then(|limit| parse_memory_limit(&limit))
+}
+
+/// The cgroup v2 path and the v1 memory controller's path of a `/proc/self/cgroup` text.
+fn cgroup_paths(membership: &str) -> (Option<&str>, Option<&str>) {
+    let mut v2 = None;
+    let mut v1 = None;
+    for line in membership.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if controllers.is_empty() {
+            v2 = Some(path);
+        } else if controllers
+            .split(',')
+            .any(|controller| controller == "memory")
+        {
+            v1 = Some(path);
+        }
+    }
+    (v2, v1)
+}
+
+/// Reads a cgroup memory limit: `max` (v2) or a number at or past 2^60 (v1's "unlimited") is
+/// no limit.
+fn parse_memory_limit(text: &str) -> Option<u64> {
+    let limit: u64 = text.trim().parse().ok()?;
+    (limit < 1 << 60).then_some(limit)
 }
 
 fn kilobytes_field(text: &str, name: &str) -> Option<u64> {
@@ -82,6 +134,17 @@ mod tests {
         let rss = resident_bytes().expect("procfs is available on linux");
         let total = total_memory_bytes().expect("procfs is available on linux");
         assert!(rss > 0 && rss < total);
+    }
+
+    #[test]
+    fn a_container_limit_is_read_from_either_cgroup_version() {
+        let v2 = "0::/kubepods/pod1/abc\n";
+        assert_eq!(cgroup_paths(v2), (Some("/kubepods/pod1/abc"), None));
+        let v1 = "9:name=systemd:/\n4:memory:/docker/abc\n0::/\n";
+        assert_eq!(cgroup_paths(v1), (Some("/"), Some("/docker/abc")));
+        assert_eq!(parse_memory_limit("536870912\n"), Some(512 * 1024 * 1024));
+        assert_eq!(parse_memory_limit("max\n"), None);
+        assert_eq!(parse_memory_limit("9223372036854771712\n"), None);
     }
 
     #[test]

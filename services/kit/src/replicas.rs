@@ -113,7 +113,7 @@ impl Service<http::Request<Body>> for Replicas {
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        let span = client_span(request.uri().path());
+        let span = crate::grpc::rpc_span(request.uri().path(), "client");
         crate::trace::inject(&span, request.headers_mut());
         let shared = Arc::clone(&self.shared);
         Box::pin(
@@ -429,27 +429,6 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Opens the client span of a call to `path`, named and described as OpenTelemetry's RPC
-/// conventions say; calls that are never traced (health checks, reflection, metric reports)
-/// get none.
-fn client_span(path: &str) -> tracing::Span {
-    let Some((service, method)) = crate::grpc::swarm_method(path) else {
-        return tracing::Span::none();
-    };
-    tracing::info_span!(
-        "grpc.call",
-        otel.name = %format_args!("{service}/{method}"),
-        otel.kind = "client",
-        rpc.system = "grpc",
-        rpc.service = service,
-        rpc.method = method,
-        server.address = tracing::field::Empty,
-        server.port = tracing::field::Empty,
-        rpc.grpc.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    )
 }
 
 /// Records on the current (client) span the gRPC status of an answer when it is known from
