@@ -1,5 +1,6 @@
 //! Traces across every hop, proven by a real OTLP receiver: a collector built on the
-//! `opentelemetry-proto` trace service runs in the test, the whole stack exports to it, and a
+//! `opentelemetry-proto` trace service runs in the test over TLS (https, with a certificate of an
+//! authority the test makes and configures), the whole stack exports to it, and a
 //! claim made through the gateway with the caller's `traceparent` must arrive as one trace:
 //! caller → gateway → tasks → agents and cache → Redis, each call a client span under its
 //! caller's server span and the parent of the callee's, with the claim's database statements
@@ -20,7 +21,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::json;
 use swarm_e2e::{TestStack, answer, spans_until};
 use swarm_kit::telemetry::{Export, Protocol};
-use swarm_kit::testing::{Backend, RedisServer};
+use swarm_kit::testing::{Backend, RedisServer, TestCertificates};
 
 /// Keeps every span it receives, with the attributes of its resource (as text).
 #[derive(Clone, Default)]
@@ -77,10 +78,16 @@ fn hex(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_trace_spans_gateway_tasks_agents_and_cache() {
+    // The collector speaks TLS only, with a certificate of an authority the test made.
+    let certificates = TestCertificates::new();
     let collector = Collector::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let identity =
+        tonic::transport::Identity::from_pem(&certificates.cert_pem, &certificates.key_pem);
     let server = tonic::transport::Server::builder()
+        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+        .unwrap()
         .add_service(TraceServiceServer::new(collector.clone()))
         .serve_with_incoming(tokio_stream_listener(listener));
     tokio::spawn(server);
@@ -89,6 +96,7 @@ async fn one_trace_spans_gateway_tasks_agents_and_cache() {
         Some(Export {
             endpoint,
             protocol: Protocol::Grpc,
+            certificate: Some(certificates.ca_file()),
         }),
     );
 

@@ -56,6 +56,7 @@ async fn spans_arrive_over_http_protobuf() {
         Some(Export {
             endpoint,
             protocol: Protocol::HttpProtobuf,
+            certificate: None,
         }),
     );
 

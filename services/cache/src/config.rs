@@ -9,8 +9,12 @@ use swarm_kit::service_auth::ServiceToken;
 /// Everything the cache service needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
-    /// Redis (`REDIS_URL`); unset keeps entries in process memory only.
+    /// Redis (`REDIS_URL`: `redis://`, or `rediss://` for TLS); unset keeps entries in process
+    /// memory only.
     pub redis_url: Option<String>,
+    /// The certificate authority (a PEM file) a `rediss://` Redis's certificate must chain to
+    /// (`SWARM_REDIS_CA_FILE`); unset, the system's trusted authorities.
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// The namespace every Redis key lives under (`SWARM_CACHE_NAMESPACE`).
     pub namespace: String,
     /// The memory tier's size bound in bytes (`SWARM_CACHE_MAX_BYTES`).
@@ -27,6 +31,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
+            redis_ca_file: None,
             namespace: "swarm:cache:".to_owned(),
             max_bytes: 64 * 1024 * 1024,
             redis_timeout: Duration::from_millis(250),
@@ -43,6 +48,7 @@ impl CacheConfig {
         if let Some(url) = swarm_kit::config::env_value::<String>("REDIS_URL")? {
             config.redis_url = Some(url);
         }
+        config.redis_ca_file = swarm_kit::config::env_value("SWARM_REDIS_CA_FILE")?;
         override_from_env(&mut config.namespace, &["SWARM_CACHE_NAMESPACE"])?;
         override_from_env(&mut config.max_bytes, &["SWARM_CACHE_MAX_BYTES"])?;
         swarm_kit::config::override_millis(&mut config.redis_timeout, "SWARM_REDIS_TIMEOUT_MS")?;

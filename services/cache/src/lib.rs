@@ -25,7 +25,7 @@ use tracing::info;
 
 pub use config::CacheConfig;
 
-use crate::backend::{MemoryBackend, RedisBackend};
+use crate::backend::{MemoryBackend, RedisBackend, redis_client};
 use crate::grpc::CacheGrpc;
 use crate::tiered::TieredCache;
 
@@ -42,9 +42,18 @@ pub async fn run(
     config.validate()?;
     let redis = match &config.redis_url {
         Some(url) => {
-            let backend = RedisBackend::new(url, &config.namespace, config.redis_timeout)
+            let ca = match &config.redis_ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|error| {
+                    ConfigError::new("SWARM_REDIS_CA_FILE", path.display(), error)
+                })?),
+                None => None,
+            };
+            let backend = redis_client(url, ca)
+                .and_then(|client| {
+                    RedisBackend::new(client, &config.namespace, config.redis_timeout)
+                })
                 .map_err(|error| ConfigError::new("REDIS_URL", url, error))?;
-            Some((backend, url.clone()))
+            Some(backend)
         }
         None => None,
     };

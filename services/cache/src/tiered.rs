@@ -144,7 +144,6 @@ pub struct TieredCache {
     misses: AtomicU64,
     invalidations: broadcast::Sender<Invalidation>,
     origin: String,
-    redis_url: Option<String>,
     /// The last count of Redis entries and when it was taken.
     redis_entries: Mutex<Option<(Instant, u64)>>,
 }
@@ -159,13 +158,9 @@ impl std::fmt::Debug for TieredCache {
 }
 
 impl TieredCache {
-    /// Builds a cache over `memory` and, when given, Redis at `redis_url` (not contacted yet).
-    pub fn new(memory: MemoryBackend, redis: Option<(RedisBackend, String)>) -> Arc<Self> {
+    /// Builds a cache over `memory` and, when given, Redis (not contacted yet).
+    pub fn new(memory: MemoryBackend, redis: Option<RedisBackend>) -> Arc<Self> {
         let (invalidations, _) = broadcast::channel(4096);
-        let (redis, redis_url) = match redis {
-            Some((backend, url)) => (Some(backend), Some(url)),
-            None => (None, None),
-        };
         Arc::new(Self {
             memory,
             redis,
@@ -175,7 +170,6 @@ impl TieredCache {
             misses: AtomicU64::new(0),
             invalidations,
             origin: uuid::Uuid::new_v4().to_string(),
-            redis_url,
             redis_entries: Mutex::new(None),
         })
     }
@@ -339,9 +333,10 @@ impl TieredCache {
     /// Runs the background work until `stop`: the probe that leaves degraded mode when Redis
     /// answers again, and the relay of other replicas' invalidations from Redis pub/sub.
     pub async fn run_background(self: Arc<Self>, stop: CancellationToken) {
-        let (Some(redis), Some(url)) = (self.redis.clone(), self.redis_url.clone()) else {
+        let Some(redis) = self.redis.clone() else {
             return;
         };
+        let subscriber = redis.client().clone();
         let probe = {
             let cache = self.clone();
             let stop = stop.clone();
@@ -366,14 +361,13 @@ impl TieredCache {
                 }
             }
         };
-        tokio::join!(probe, self.relay_invalidations(url, stop));
+        tokio::join!(probe, self.relay_invalidations(subscriber, stop));
     }
 
-    async fn relay_invalidations(&self, url: String, stop: CancellationToken) {
+    async fn relay_invalidations(&self, client: redis::Client, stop: CancellationToken) {
         let channel = self.channel();
         loop {
             let subscribed = async {
-                let client = redis::Client::open(url.as_str())?;
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
                 Ok::<_, redis::RedisError>(pubsub)

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use swarm_cache::backend::{CacheBackend, MemoryBackend, RedisBackend};
+use swarm_cache::backend::{CacheBackend, MemoryBackend, RedisBackend, redis_client};
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -23,8 +23,12 @@ async fn backend(kind: Kind) -> Arc<dyn CacheBackend> {
         Kind::Memory => Arc::new(MemoryBackend::new(64 * 1024 * 1024)),
         Kind::Redis => {
             let namespace = format!("swarm-test:{}:", uuid::Uuid::new_v4().simple());
-            let redis =
-                RedisBackend::new(&redis_url(), &namespace, Duration::from_secs(2)).unwrap();
+            let redis = RedisBackend::new(
+                redis_client(&redis_url(), None).unwrap(),
+                &namespace,
+                Duration::from_secs(2),
+            )
+            .unwrap();
             redis
                 .ping()
                 .await

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use swarm_cache::backend::{MemoryBackend, RedisBackend};
+use swarm_cache::backend::{MemoryBackend, RedisBackend, redis_client};
 use swarm_cache::tiered::{Invalidation, TieredCache};
-use swarm_kit::testing::RedisServer;
+use swarm_kit::testing::{RedisServer, TestCertificates};
 use tokio_util::sync::CancellationToken;
 
 const MIB: u64 = 1024 * 1024;
@@ -19,8 +19,9 @@ fn shared_redis_url() -> String {
 }
 
 fn tiered(url: &str, namespace: &str) -> Arc<TieredCache> {
-    let redis = RedisBackend::new(url, namespace, Duration::from_millis(200)).unwrap();
-    TieredCache::new(MemoryBackend::new(8 * MIB), Some((redis, url.to_owned())))
+    let client = redis_client(url, None).unwrap();
+    let redis = RedisBackend::new(client, namespace, Duration::from_millis(200)).unwrap();
+    TieredCache::new(MemoryBackend::new(8 * MIB), Some(redis))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,4 +228,32 @@ async fn what_was_acknowledged_while_degraded_is_served_after_redis_returns() {
 
     stop.cancel();
     background.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_over_tls_is_trusted_through_the_configured_authority_only() {
+    let certificates = TestCertificates::new();
+    let redis = RedisServer::start_tls(&certificates);
+    assert!(redis.url().starts_with("rediss://"));
+    let over_tls = |ca: Option<Vec<u8>>| {
+        let client = redis_client(&redis.url(), ca).unwrap();
+        let backend = RedisBackend::new(client, "swarm-test:", Duration::from_secs(2)).unwrap();
+        TieredCache::new(MemoryBackend::new(8 * MIB), Some(backend))
+    };
+
+    let trusting = over_tls(Some(certificates.ca_pem.clone().into_bytes()));
+    trusting.set("k", b"sealed", Duration::from_secs(60)).await;
+    let stats = trusting.stats().await;
+    assert_eq!((stats.backend, stats.degraded), ("redis", false));
+    assert_eq!(stats.entries, 1, "the entry is in redis");
+    assert_eq!(trusting.get("k").await.unwrap().value, b"sealed");
+
+    // The system's authorities do not know the test's: the handshake fails, and the cache
+    // answers from memory rather than trust an unverified server.
+    let doubting = over_tls(None);
+    doubting
+        .set("k", b"unsealed", Duration::from_secs(60))
+        .await;
+    assert!(doubting.is_degraded());
+    assert_eq!(trusting.get("k").await.unwrap().value, b"sealed");
 }

@@ -325,6 +325,59 @@ pub async fn migrate(
 mod tests {
     use super::*;
 
+    /// Whether the connection `pool` hands out is encrypted, as the server sees it.
+    #[cfg(feature = "testing")]
+    async fn over_tls(pool: &PgPool) -> bool {
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn postgres_connects_over_tls_verified_against_the_configured_authority() {
+        let server = crate::testing::postgres_server_url();
+        let Pool::Postgres(plain) = connect(&server, 1, DEFAULT_SLOW_QUERY).await.unwrap() else {
+            unreachable!("a postgres url opens postgres");
+        };
+        let certificate: String = sqlx::query_scalar("SHOW ssl_cert_file")
+            .fetch_one(&plain)
+            .await
+            .unwrap();
+        let enabled: String = sqlx::query_scalar("SHOW ssl")
+            .fetch_one(&plain)
+            .await
+            .unwrap();
+        assert_eq!(
+            enabled, "on",
+            "the PostgreSQL at {server} must serve TLS (ssl = on)"
+        );
+        let separator = if server.contains('?') { '&' } else { '?' };
+        let with = |parameters: String| format!("{server}{separator}{parameters}");
+
+        // The server's own certificate as the authority: verified, and encrypted.
+        let verified = with(format!("sslmode=verify-ca&sslrootcert={certificate}"));
+        let Pool::Postgres(pool) = connect(&verified, 1, DEFAULT_SLOW_QUERY).await.unwrap() else {
+            unreachable!("a postgres url opens postgres");
+        };
+        assert!(over_tls(&pool).await, "sslmode=verify-ca connects over TLS");
+        pool.close().await;
+
+        // An authority that did not sign the server's certificate: refused, not trusted.
+        let stranger = crate::testing::TestCertificates::new();
+        let refused = with(format!(
+            "sslmode=verify-ca&sslrootcert={}",
+            stranger.ca_file().display()
+        ));
+        let error = connect(&refused, 1, DEFAULT_SLOW_QUERY).await.unwrap_err();
+        assert!(
+            error.to_string().to_lowercase().contains("certificate"),
+            "refused for its certificate: {error}"
+        );
+        plain.close().await;
+    }
+
     #[tokio::test]
     async fn a_unique_violation_answers_already_exists() {
         let Pool::Sqlite(pools) = connect("sqlite::memory:", 1, DEFAULT_SLOW_QUERY)

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -64,6 +64,9 @@ pub struct Export {
     pub endpoint: String,
     /// How spans travel.
     pub protocol: Protocol,
+    /// The authority (a PEM file) an `https` collector's certificate must chain to; unset, the
+    /// system's trusted authorities.
+    pub certificate: Option<std::path::PathBuf>,
 }
 
 /// An OTLP transport.
@@ -79,8 +82,9 @@ impl Export {
     /// Reads the standard variables, the traces signal's own first:
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as given) or `OTEL_EXPORTER_OTLP_ENDPOINT`
     /// (with `/v1/traces` added for http/protobuf), and `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc`, the default, or `http/protobuf`); `None` when no
-    /// endpoint is set. Headers (`OTEL_EXPORTER_OTLP_HEADERS`, `..._TRACES_HEADERS`) are read
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc`, the default, or `http/protobuf`), and for an
+    /// `https` collector (over grpc) `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` or
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE`; `None` when no endpoint is set. Headers (`OTEL_EXPORTER_OTLP_HEADERS`, `..._TRACES_HEADERS`) are read
     /// by the exporter itself.
     pub fn from_env() -> Result<Option<Self>, ConfigError> {
         Self::from_variables(env_value::<String>)
@@ -127,7 +131,23 @@ impl Export {
             }
             _ => endpoint,
         };
-        Ok(Some(Self { endpoint, protocol }))
+        if protocol == Protocol::HttpProtobuf && endpoint.starts_with("https://") {
+            return Err(ConfigError::new(
+                endpoint_variable,
+                endpoint,
+                "https collectors are reached over grpc: set OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
+            ));
+        }
+        let certificate = first([
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ])?
+        .map(|(_, path)| path.into());
+        Ok(Some(Self {
+            endpoint,
+            protocol,
+            certificate,
+        }))
     }
 }
 
@@ -161,25 +181,45 @@ fn resource(service: &str) -> Resource {
 }
 
 /// Builds the exporter of `export`.
-fn exporter(
-    export: &Export,
-) -> Result<OnRuntime<SpanExporter>, opentelemetry_otlp::ExporterBuildError> {
+fn exporter(export: &Export) -> Result<OnRuntime<SpanExporter>, String> {
     let exporter = match export.protocol {
-        Protocol::Grpc => SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(export.endpoint.clone())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()?,
+        Protocol::Grpc => {
+            let mut builder = SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(export.endpoint.clone())
+                .with_timeout(EXPORT_TIMEOUT);
+            if export.endpoint.starts_with("https://") {
+                builder = builder.with_tls_config(collector_tls(export.certificate.as_deref())?);
+            }
+            builder.build()
+        }
         Protocol::HttpProtobuf => SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_endpoint(export.endpoint.clone())
             .with_timeout(EXPORT_TIMEOUT)
-            .build()?,
-    };
+            .build(),
+    }
+    .map_err(|error| error.to_string())?;
     Ok(OnRuntime {
         exporter,
         runtime: tokio::runtime::Handle::try_current().ok(),
+    })
+}
+
+/// How an `https` collector is trusted: through the authority in `certificate` when given,
+/// else through the system's.
+fn collector_tls(
+    certificate: Option<&std::path::Path>,
+) -> Result<tonic::transport::ClientTlsConfig, String> {
+    let tls = tonic::transport::ClientTlsConfig::new();
+    Ok(match certificate {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+            tls.ca_certificate(tonic::transport::Certificate::from_pem(pem))
+        }
+        None => tls.with_native_roots(),
     })
 }
 
@@ -227,7 +267,7 @@ fn install(service: &str, export: Option<Export>) -> SdkTracerProvider {
     if let Some(export) = &export {
         match exporter(export) {
             Ok(exporter) => builder = builder.with_batch_exporter(exporter),
-            Err(error) => export_error = Some(error.to_string()),
+            Err(error) => export_error = Some(error),
         }
     }
     let provider = builder.build();
@@ -380,7 +420,8 @@ mod tests {
             grpc.unwrap().unwrap(),
             Export {
                 endpoint: "http://collector:4317".into(),
-                protocol: Protocol::Grpc
+                protocol: Protocol::Grpc,
+                certificate: None,
             }
         );
         let wrong = export(&[

@@ -141,11 +141,99 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A certificate authority of a test's own and a server certificate it signed for `127.0.0.1`
+/// and `localhost`, as PEM text and as files in a directory removed on drop.
+#[derive(Debug)]
+pub struct TestCertificates {
+    directory: PathBuf,
+    /// The authority's certificate.
+    pub ca_pem: String,
+    /// The server's certificate.
+    pub cert_pem: String,
+    /// The server's private key.
+    pub key_pem: String,
+}
+
+impl TestCertificates {
+    /// Makes a fresh authority and server certificate, and writes them to files.
+    ///
+    /// # Panics
+    /// When a certificate cannot be made or written.
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let mut authority = CertificateParams::new(Vec::new()).expect("authority parameters");
+        authority.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        authority
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "swarm test authority");
+        authority.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let authority_key = KeyPair::generate().expect("a key");
+        let ca = authority
+            .self_signed(&authority_key)
+            .expect("the authority signs itself");
+        let issuer = Issuer::new(authority, authority_key);
+        let mut server = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .expect("server parameters");
+        server
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        let server_key = KeyPair::generate().expect("a key");
+        let cert = server
+            .signed_by(&server_key, &issuer)
+            .expect("the authority signs the server");
+        let directory =
+            std::env::temp_dir().join(format!("swarm_tls_{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&directory).expect("a directory for the certificates");
+        let certificates = Self {
+            directory,
+            ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: server_key.serialize_pem(),
+        };
+        for (name, pem) in [
+            ("ca.pem", &certificates.ca_pem),
+            ("server.pem", &certificates.cert_pem),
+            ("server.key", &certificates.key_pem),
+        ] {
+            std::fs::write(certificates.directory.join(name), pem).expect("a certificate file");
+        }
+        certificates
+    }
+
+    /// The authority's certificate file.
+    pub fn ca_file(&self) -> PathBuf {
+        self.directory.join("ca.pem")
+    }
+
+    /// The server's certificate file.
+    pub fn cert_file(&self) -> PathBuf {
+        self.directory.join("server.pem")
+    }
+
+    /// The server's key file.
+    pub fn key_file(&self) -> PathBuf {
+        self.directory.join("server.key")
+    }
+}
+
+impl Default for TestCertificates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestCertificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
 /// A Redis server of a test's own on a free port, so that killing it disturbs nobody else.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
     child: std::process::Child,
+    tls: bool,
 }
 
 impl RedisServer {
@@ -166,8 +254,38 @@ impl RedisServer {
     /// # Panics
     /// When `redis-server` is not installed or does not start.
     pub fn start_on(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        Self::spawn(port, None)
+    }
+
+    /// Starts `redis-server` on a free port that speaks TLS only, with `certificates`' server
+    /// certificate; clients need not present one.
+    ///
+    /// # Panics
+    /// When `redis-server` is not installed, was built without TLS, or does not start.
+    pub fn start_tls(certificates: &TestCertificates) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        Self::spawn(port, Some(certificates))
+    }
+
+    fn spawn(port: u16, tls: Option<&TestCertificates>) -> Self {
+        let mut command = std::process::Command::new("redis-server");
+        match tls {
+            None => command.args(["--port", &port.to_string()]),
+            Some(certificates) => command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(certificates.cert_file())
+                .arg("--tls-key-file")
+                .arg(certificates.key_file())
+                .arg("--tls-ca-cert-file")
+                .arg(certificates.ca_file())
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -181,7 +299,11 @@ impl RedisServer {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        Self { port, child }
+        Self {
+            port,
+            child,
+            tls: tls.is_some(),
+        }
     }
 
     /// Returns the port it listens on.
@@ -189,9 +311,10 @@ impl RedisServer {
         self.port
     }
 
-    /// Returns its URL.
+    /// Returns its URL (`rediss://` when it speaks TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Freezes it (SIGSTOP): connections stay open and nothing answers, as in a network

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use self::memory::MemoryBackend;
-pub use self::redis::RedisBackend;
+pub use self::redis::{RedisBackend, client as redis_client};
 
 /// A stored value and how long it has left.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! The Redis backend: entries are Redis strings with a millisecond expiry under one namespace;
 //! prefix deletes walk the namespace with `SCAN` (never `KEYS`) and `UNLINK` in batches. Every
 //! call is bounded by a short timeout, so a dead Redis costs a caller milliseconds, not a hang.
+//! `rediss://` URLs connect over TLS, verified against a configured or the system's authorities.
 
 use std::time::Duration;
 
@@ -17,9 +18,25 @@ const SCAN_BATCH: usize = 500;
 /// Entries in Redis.
 #[derive(Clone)]
 pub struct RedisBackend {
+    client: redis::Client,
     connection: ConnectionManager,
     namespace: String,
     timeout: Duration,
+}
+
+/// A client of the Redis at `url`; over TLS (`rediss://`) its certificate must chain to the
+/// authority in `ca_pem` when given, else to one the system trusts.
+pub fn client(url: &str, ca_pem: Option<Vec<u8>>) -> Result<redis::Client, BackendError> {
+    Ok(match ca_pem {
+        Some(root_cert) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            },
+        )?,
+        None => redis::Client::open(url)?,
+    })
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -32,17 +49,21 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Builds a backend for `url` keeping keys under `namespace`; it connects on first use and
-    /// reconnects by itself, and no call waits longer than `timeout`.
-    pub fn new(url: &str, namespace: &str, timeout: Duration) -> Result<Self, BackendError> {
-        let client = redis::Client::open(url)?;
+    /// Builds a backend for `client` keeping keys under `namespace`; it connects on first use
+    /// and reconnects by itself, and no call waits longer than `timeout`.
+    pub fn new(
+        client: redis::Client,
+        namespace: &str,
+        timeout: Duration,
+    ) -> Result<Self, BackendError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(Self {
+            client,
             connection,
             namespace: namespace.to_owned(),
             timeout,
@@ -52,6 +73,11 @@ impl RedisBackend {
     /// Returns the namespace every key lives under.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// Returns the client, for connections of their own (subscriptions).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// Returns the connection, for publishing.
