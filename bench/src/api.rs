@@ -308,7 +308,7 @@ pub async fn cache(options: &BenchOptions, redis_url: &str) -> Result<CacheRepor
 
 /// A channel to a service of the benchmark's own stack (which sets no service token).
 fn local_channel(url: &str) -> Result<swarm_kit::grpc::ServiceChannel, BenchError> {
-    let open = swarm_kit::service_auth::ServiceToken::default();
+    let open = swarm_kit::service_auth::ServiceCredentials::default();
     swarm_kit::grpc::lazy_channel(url, Duration::from_secs(2), None, &open)
         .map_err(|error| BenchError::Sdk(swarm_sdk::SdkError::from(error)))
 }

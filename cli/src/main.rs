@@ -263,7 +263,7 @@ async fn up(args: UpArgs) -> Outcome {
         cache_addr: args.cache_addr,
         metrics_addr: args.metrics_addr,
         report_metrics: true,
-        service_token: swarm_kit::service_auth::ServiceToken::from_env()?,
+        service_credentials: swarm_kit::service_auth::ServiceCredentials::from_env()?,
         tasks: TasksConfig::from_env()?,
         agents: AgentsConfig::from_env()?,
         cache: CacheConfig::from_env()?,

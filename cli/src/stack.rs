@@ -8,7 +8,7 @@ use swarm_cache::CacheConfig;
 use swarm_gateway::GatewayConfig;
 use swarm_kit::RunError;
 use swarm_kit::metrics::ReporterConfig;
-use swarm_kit::service_auth::ServiceToken;
+use swarm_kit::service_auth::ServiceCredentials;
 use swarm_metrics::MetricsConfig;
 use swarm_tasks::TasksConfig;
 use tokio::net::TcpListener;
@@ -34,7 +34,7 @@ pub struct StackConfig {
     pub report_metrics: bool,
     /// The secret every role's calls carry and every service demands; it replaces each role's
     /// own.
-    pub service_token: ServiceToken,
+    pub service_credentials: ServiceCredentials,
     /// The tasks service's configuration; its agents URL is replaced by the bound address.
     pub tasks: TasksConfig,
     /// The agents service's configuration; its tasks URL is replaced by the bound address.
@@ -58,7 +58,7 @@ impl StackConfig {
             cache_addr: any_port,
             metrics_addr: any_port,
             report_metrics: true,
-            service_token: ServiceToken::default(),
+            service_credentials: ServiceCredentials::default(),
             tasks: TasksConfig::default(),
             agents: AgentsConfig::default(),
             cache: CacheConfig::default(),
@@ -121,6 +121,8 @@ pub struct Stack {
     pub cache_addr: SocketAddr,
     /// Where the metrics service listens.
     pub metrics_addr: SocketAddr,
+    /// `https` when the services speak TLS, else `http`.
+    scheme: &'static str,
     shutdown: CancellationToken,
     roles: JoinSet<(&'static str, Result<(), RunError>)>,
 }
@@ -139,14 +141,15 @@ impl Stack {
         let cache_addr = local_addr("cache", &cache_listener)?;
         let metrics_addr = local_addr("metrics", &metrics_listener)?;
         let gateway_addr = local_addr("gateway", &gateway_listener)?;
+        let scheme = service_scheme(&config.service_credentials);
         let (tasks_url, agents_url) = (
-            format!("http://{tasks_addr}"),
-            format!("http://{agents_addr}"),
+            format!("{scheme}://{tasks_addr}"),
+            format!("{scheme}://{agents_addr}"),
         );
-        let cache_url = format!("http://{cache_addr}");
+        let cache_url = format!("{scheme}://{cache_addr}");
         let metrics_url = config
             .report_metrics
-            .then(|| format!("http://{metrics_addr}"));
+            .then(|| format!("{scheme}://{metrics_addr}"));
         let reporting = |metrics: ReporterConfig| ReporterConfig {
             url: metrics_url.clone(),
             ..metrics
@@ -155,23 +158,23 @@ impl Stack {
             agents_url: agents_url.clone(),
             cache_url: cache_url.clone(),
             metrics: reporting(config.tasks.metrics.clone()),
-            service_token: config.service_token.clone(),
+            service_credentials: config.service_credentials.clone(),
             ..config.tasks
         };
         let agents = AgentsConfig {
             cache_url: cache_url.clone(),
             metrics: reporting(config.agents.metrics.clone()),
-            service_token: config.service_token.clone(),
+            service_credentials: config.service_credentials.clone(),
             ..config.agents
         };
         let cache = CacheConfig {
             metrics: reporting(config.cache.metrics.clone()),
-            service_token: config.service_token.clone(),
+            service_credentials: config.service_credentials.clone(),
             ..config.cache
         };
         let metrics = MetricsConfig {
             reporter: reporting(config.metrics.reporter.clone()),
-            service_token: config.service_token.clone(),
+            service_credentials: config.service_credentials.clone(),
             ..config.metrics
         };
         let gateway = GatewayConfig {
@@ -179,7 +182,7 @@ impl Stack {
             agents_url,
             cache_url,
             metrics: reporting(config.gateway.metrics.clone()),
-            service_token: config.service_token.clone(),
+            service_credentials: config.service_credentials.clone(),
             ..config.gateway
         };
         let shutdown = CancellationToken::new();
@@ -214,6 +217,7 @@ impl Stack {
             agents_addr,
             cache_addr,
             metrics_addr,
+            scheme,
             shutdown,
             roles,
         })
@@ -226,22 +230,22 @@ impl Stack {
 
     /// Returns the tasks service's gRPC URL.
     pub fn tasks_url(&self) -> String {
-        format!("http://{}", self.tasks_addr)
+        format!("{}://{}", self.scheme, self.tasks_addr)
     }
 
     /// Returns the cache service's gRPC URL.
     pub fn cache_url(&self) -> String {
-        format!("http://{}", self.cache_addr)
+        format!("{}://{}", self.scheme, self.cache_addr)
     }
 
     /// Returns the metrics service's URL (gRPC, and `GET /metrics` for scrapers).
     pub fn metrics_url(&self) -> String {
-        format!("http://{}", self.metrics_addr)
+        format!("{}://{}", self.scheme, self.metrics_addr)
     }
 
     /// Returns the agents service's gRPC URL.
     pub fn agents_url(&self) -> String {
-        format!("http://{}", self.agents_addr)
+        format!("{}://{}", self.scheme, self.agents_addr)
     }
 
     /// Runs until `signal` resolves or a role fails, then stops every role and waits for them.
@@ -288,6 +292,15 @@ fn role_failure(
             role: "unknown",
             source: RunError::Io(std::io::Error::other(panic.to_string())),
         }),
+    }
+}
+
+/// The scheme of service URLs: `https` when the services serve TLS.
+fn service_scheme(credentials: &ServiceCredentials) -> &'static str {
+    if credentials.serves_tls() {
+        "https"
+    } else {
+        "http"
     }
 }
 

@@ -9,7 +9,7 @@ use swarm_kit::config::{
 };
 use swarm_kit::db::DatabaseConfig;
 use swarm_kit::metrics::ReporterConfig;
-use swarm_kit::service_auth::ServiceToken;
+use swarm_kit::service_auth::ServiceCredentials;
 
 use crate::auth::Rate;
 use crate::auth::keys::{MAX_KEY_CHARS, MIN_KEY_CHARS, is_well_formed};
@@ -37,7 +37,7 @@ pub struct GatewayConfig {
     /// everyone's (`SWARM_METRICS_URL`, `SWARM_METRICS_INTERVAL_MS`).
     pub metrics: ReporterConfig,
     /// The secret the gateway's calls to the services carry (`SWARM_SERVICE_TOKEN`).
-    pub service_token: ServiceToken,
+    pub service_credentials: ServiceCredentials,
     /// The longest a request may take, beyond a claim's own wait (`SWARM_REQUEST_TIMEOUT_MS`).
     pub request_timeout: Duration,
     /// The largest request body, in bytes (`SWARM_BODY_LIMIT_BYTES`).
@@ -67,7 +67,7 @@ impl Default for GatewayConfig {
             agents_url: defaults::AGENTS_URL.to_owned(),
             cache_url: defaults::CACHE_URL.to_owned(),
             metrics: ReporterConfig::default(),
-            service_token: ServiceToken::default(),
+            service_credentials: ServiceCredentials::default(),
             request_timeout: Duration::from_secs(30),
             body_limit: 2 * 1024 * 1024,
             cors_origins: Vec::new(),
@@ -94,7 +94,7 @@ impl GatewayConfig {
         override_from_env(&mut config.agents_url, &["SWARM_AGENTS_URL"])?;
         override_from_env(&mut config.cache_url, &["SWARM_CACHE_URL"])?;
         config.metrics = ReporterConfig::from_env()?;
-        config.service_token = ServiceToken::from_env()?;
+        config.service_credentials = ServiceCredentials::from_env()?;
         swarm_kit::config::override_millis(
             &mut config.request_timeout,
             "SWARM_REQUEST_TIMEOUT_MS",
@@ -150,7 +150,7 @@ impl GatewayConfig {
             }
         }
         self.metrics.validate()?;
-        self.service_token.validate()?;
+        self.service_credentials.validate()?;
         check_not_zero("SWARM_REQUEST_TIMEOUT_MS", self.request_timeout.is_zero())?;
         for origin in &self.cors_origins {
             if origin != "*" && http::HeaderValue::from_str(origin).is_err() {

@@ -69,7 +69,7 @@ pub async fn run(
     let reporter = Reporter::start(
         "gateway",
         &config.metrics,
-        &config.service_token,
+        &config.service_credentials,
         stop.clone(),
     )?;
     let app = router(

@@ -77,13 +77,21 @@ impl AppState {
         auth: Authenticator,
         database: swarm_kit::db::Pool,
     ) -> Result<Self, ConfigError> {
-        let tasks_channel = channel("SWARM_TASKS_URL", &config.tasks_url, &config.service_token)?;
+        let tasks_channel = channel(
+            "SWARM_TASKS_URL",
+            &config.tasks_url,
+            &config.service_credentials,
+        )?;
         let agents_channel = channel(
             "SWARM_AGENTS_URL",
             &config.agents_url,
-            &config.service_token,
+            &config.service_credentials,
         )?;
-        let cache_channel = channel("SWARM_CACHE_URL", &config.cache_url, &config.service_token)?;
+        let cache_channel = channel(
+            "SWARM_CACHE_URL",
+            &config.cache_url,
+            &config.service_credentials,
+        )?;
         let mut upstreams = vec![
             Upstream {
                 name: "tasks",
@@ -99,7 +107,11 @@ impl AppState {
             },
         ];
         let metrics_channel = match &config.metrics.url {
-            Some(url) => Some(channel("SWARM_METRICS_URL", url, &config.service_token)?),
+            Some(url) => Some(channel(
+                "SWARM_METRICS_URL",
+                url,
+                &config.service_credentials,
+            )?),
             None => None,
         };
         if let Some(channel) = &metrics_channel {
@@ -159,7 +171,7 @@ impl AppState {
 fn channel(
     variable: &str,
     url: &str,
-    token: &swarm_kit::service_auth::ServiceToken,
+    token: &swarm_kit::service_auth::ServiceCredentials,
 ) -> Result<ServiceChannel, ConfigError> {
     // Calls set their own deadlines (a long-polling claim waits longer than a read).
     swarm_kit::grpc::lazy_channel(url, CONNECT_TIMEOUT, None, token)

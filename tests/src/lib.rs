@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use swarm_cli::stack::{Stack, StackConfig};
-use swarm_kit::service_auth::ServiceToken;
+use swarm_kit::service_auth::ServiceCredentials;
 use swarm_kit::testing::{Backend, TestDatabase};
 
 /// A running stack and what talks to it. Dropping it without [`TestStack::stop`] leaves the
@@ -50,7 +50,7 @@ impl TestStack {
         let admin_key = format!("swarm_test_{}", uuid::Uuid::new_v4().simple());
         config.gateway.admin_key = Some(admin_key.clone());
         let service_token = uuid::Uuid::new_v4().simple().to_string();
-        config.service_token = ServiceToken::new(Some(service_token.clone()));
+        config.service_credentials = ServiceCredentials::new(Some(service_token.clone()));
         tune(&mut config);
         let stack = Stack::start(config).await.expect("stack starts");
         Self {
@@ -135,7 +135,7 @@ impl TestStack {
             url,
             Duration::from_secs(2),
             None,
-            &ServiceToken::new(Some(self.service_token.clone())),
+            &ServiceCredentials::new(Some(self.service_token.clone())),
         )
         .expect("service urls are valid")
     }

@@ -6,7 +6,7 @@ use swarm_kit::config::defaults;
 use swarm_kit::config::{ConfigError, check_not_zero, check_service_url, override_from_env};
 use swarm_kit::db::DatabaseConfig;
 use swarm_kit::metrics::ReporterConfig;
-use swarm_kit::service_auth::ServiceToken;
+use swarm_kit::service_auth::ServiceCredentials;
 
 /// Everything the agents service needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct AgentsConfig {
     /// Where the service reports its metrics (`SWARM_METRICS_URL`, `SWARM_METRICS_INTERVAL_MS`).
     pub metrics: ReporterConfig,
     /// The secret every call between services carries (`SWARM_SERVICE_TOKEN`).
-    pub service_token: ServiceToken,
+    pub service_credentials: ServiceCredentials,
     /// How long an agent stays online after a heartbeat (`SWARM_AGENT_TTL_SECONDS`).
     pub agent_ttl: Duration,
     /// Milliseconds this process's clock is taken to run ahead of the true time. Always zero
@@ -33,7 +33,7 @@ impl Default for AgentsConfig {
             database: DatabaseConfig::local(8),
             cache_url: defaults::CACHE_URL.to_owned(),
             metrics: ReporterConfig::default(),
-            service_token: ServiceToken::default(),
+            service_credentials: ServiceCredentials::default(),
             agent_ttl: Duration::from_secs(30),
             clock_skew_millis: 0,
         }
@@ -47,7 +47,7 @@ impl AgentsConfig {
         config.database.read_env("agents")?;
         override_from_env(&mut config.cache_url, &["SWARM_CACHE_URL"])?;
         config.metrics = ReporterConfig::from_env()?;
-        config.service_token = ServiceToken::from_env()?;
+        config.service_credentials = ServiceCredentials::from_env()?;
         let mut ttl_seconds = config.agent_ttl.as_secs();
         override_from_env(&mut ttl_seconds, &["SWARM_AGENT_TTL_SECONDS"])?;
         config.agent_ttl = Duration::from_secs(ttl_seconds);
@@ -60,7 +60,7 @@ impl AgentsConfig {
         self.database.validate()?;
         check_service_url("SWARM_CACHE_URL", &self.cache_url)?;
         self.metrics.validate()?;
-        self.service_token.validate()?;
+        self.service_credentials.validate()?;
         check_not_zero("SWARM_AGENT_TTL_SECONDS", self.agent_ttl.is_zero())
     }
 }

@@ -42,7 +42,7 @@ pub async fn run(
     config.validate()?;
     let pool = config.database.connect().await?;
     let store = storage::open(pool.clone()).await?;
-    let mut host = ServiceHost::new("agents", &config.metrics, &config.service_token)?;
+    let mut host = ServiceHost::new("agents", &config.metrics, &config.service_credentials)?;
     let clock = Clock::skewed(config.clock_skew_millis);
     clock.sync(&pool).await?;
     host.spawn(clock.clone().keep_synced(pool.clone(), host.stopping()));
@@ -52,7 +52,7 @@ pub async fn run(
         NEAR_CACHE_ENTRIES,
         NEAR_CACHE_TTL,
         host.stopping(),
-        &config.service_token,
+        &config.service_credentials,
     )
     .map_err(|error| ConfigError::new("SWARM_CACHE_URL", &config.cache_url, error))?;
     let registry = AgentRegistry::new(store, config.agent_ttl, clock).with_cache(cache);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use swarm_kit::config::{ConfigError, check_not_zero, override_from_env};
 use swarm_kit::metrics::ReporterConfig;
-use swarm_kit::service_auth::ServiceToken;
+use swarm_kit::service_auth::ServiceCredentials;
 
 /// Everything the cache service needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct CacheConfig {
     /// Where the service reports its metrics (`SWARM_METRICS_URL`, `SWARM_METRICS_INTERVAL_MS`).
     pub metrics: ReporterConfig,
     /// The secret every call between services carries (`SWARM_SERVICE_TOKEN`).
-    pub service_token: ServiceToken,
+    pub service_credentials: ServiceCredentials,
 }
 
 impl Default for CacheConfig {
@@ -36,7 +36,7 @@ impl Default for CacheConfig {
             max_bytes: 64 * 1024 * 1024,
             redis_timeout: Duration::from_millis(250),
             metrics: ReporterConfig::default(),
-            service_token: ServiceToken::default(),
+            service_credentials: ServiceCredentials::default(),
         }
     }
 }
@@ -53,14 +53,14 @@ impl CacheConfig {
         override_from_env(&mut config.max_bytes, &["SWARM_CACHE_MAX_BYTES"])?;
         swarm_kit::config::override_millis(&mut config.redis_timeout, "SWARM_REDIS_TIMEOUT_MS")?;
         config.metrics = ReporterConfig::from_env()?;
-        config.service_token = ServiceToken::from_env()?;
+        config.service_credentials = ServiceCredentials::from_env()?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.service_token.validate()?;
+        self.service_credentials.validate()?;
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {

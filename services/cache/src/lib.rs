@@ -59,7 +59,7 @@ pub async fn run(
     };
     let backend = if redis.is_some() { "redis" } else { "memory" };
     let cache = TieredCache::new(MemoryBackend::new(config.max_bytes), redis);
-    let mut host = ServiceHost::new("cache", &config.metrics, &config.service_token)?;
+    let mut host = ServiceHost::new("cache", &config.metrics, &config.service_credentials)?;
     host.spawn(cache.clone().run_background(host.stopping()));
     let counted = cache.clone();
     host.refresh(move |registry| {

@@ -74,7 +74,7 @@ impl CacheClient {
         near_entries: u64,
         near_ttl: Duration,
         stop: CancellationToken,
-        token: &crate::service_auth::ServiceToken,
+        token: &crate::service_auth::ServiceCredentials,
     ) -> Result<Self, tonic::transport::Error> {
         // Calls set their own deadlines; the invalidation stream has none.
         let channel = crate::grpc::lazy_channel(url, CALL_TIMEOUT, None, token)?;

@@ -17,7 +17,7 @@ use tonic::transport::Server;
 
 use crate::metrics::{Reporter, RequestMetricsLayer};
 use crate::replicas::{ConnectOptions, Replicas};
-use crate::service_auth::ServiceToken;
+use crate::service_auth::ServiceCredentials;
 
 /// Why a gRPC server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +42,9 @@ pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 /// long-lived work (waiting claims, streams, background loops), is cancelled as soon as
 /// `shutdown` resolves, so open streams end and the drain can complete; and again when
 /// serving ends for any other reason. With a metrics `reporter`, every call is measured into
-/// its registry, and its last report is sent before this returns; with a service `token`,
-/// calls without it are refused (see [`crate::service_auth`]).
+/// its registry, and its last report is sent before this returns; with a service token in
+/// `credentials`, calls without it are refused, and with a certificate the port serves TLS
+/// only (see [`crate::service_auth`]).
 /// Plain HTTP/1.1 is accepted beside gRPC, for routes such as the metrics service's Prometheus
 /// page.
 pub async fn serve(
@@ -52,9 +53,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     stop: CancellationToken,
     reporter: Option<Reporter>,
-    token: &ServiceToken,
+    credentials: &ServiceCredentials,
 ) -> Result<(), ServeError> {
-    if !token.is_set() {
+    if !credentials.is_set() {
         tracing::warn!(
             addr = ?listener.local_addr().ok(),
             "SWARM_SERVICE_TOKEN is not set: this service's port accepts calls from anyone who reaches it"
@@ -72,12 +73,16 @@ pub async fn serve(
     let measure = reporter.as_ref().map(|reporter| {
         RequestMetricsLayer::new(Arc::clone(reporter.registry()), crate::metrics::grpc_route)
     });
-    let served = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = credentials.server_tls() {
+        builder = builder.tls_config(tls)?;
+    }
+    let served = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .accept_http1(true)
         .trace_fn(request_span)
         .layer(tower::util::option_layer(measure))
-        .layer(tower::util::option_layer(token.layer()))
+        .layer(tower::util::option_layer(credentials.layer()))
         .add_routes(
             routes
                 .add_service(reflection)
@@ -190,25 +195,26 @@ impl Interceptor for CallInterceptor {
 /// Builds a channel to the gRPC service that `urls` names (one URL, or several separated by
 /// commas, each an address or a host name: see [`Replicas`]), which connects on first use and
 /// reconnects by itself: `TCP_NODELAY`, HTTP/2 keep-alives, a bound on connecting, (when given)
-/// a deadline for every call made on it, and the caller's trace context and `token` on every
-/// call.
+/// a deadline for every call made on it, the caller's trace context and the token of
+/// `credentials` on every call, and TLS to `https://` URLs as `credentials` say.
 pub fn lazy_channel(
     urls: &str,
     connect_timeout: Duration,
     call_timeout: Option<Duration>,
-    token: &ServiceToken,
+    credentials: &ServiceCredentials,
 ) -> Result<ServiceChannel, tonic::transport::Error> {
     let replicas = Replicas::new(
         urls,
         ConnectOptions {
             connect_timeout,
             call_timeout,
+            credentials: credentials.clone(),
         },
     )?;
     Ok(ServiceChannel::new(
         replicas,
         CallInterceptor {
-            token: token.bearer(),
+            token: credentials.bearer(),
         },
     ))
 }

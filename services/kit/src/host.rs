@@ -19,12 +19,12 @@ use crate::RunError;
 use crate::config::ConfigError;
 use crate::db::Pool;
 use crate::metrics::{Registry, Reporter, ReporterConfig};
-use crate::service_auth::ServiceToken;
+use crate::service_auth::ServiceCredentials;
 
 /// One service's frame.
 pub struct ServiceHost {
     name: &'static str,
-    token: ServiceToken,
+    token: ServiceCredentials,
     stop: CancellationToken,
     reporter: Option<Reporter>,
     jobs: Vec<JoinHandle<()>>,
@@ -52,7 +52,7 @@ impl ServiceHost {
     pub fn new(
         name: &'static str,
         metrics: &ReporterConfig,
-        token: &ServiceToken,
+        token: &ServiceCredentials,
     ) -> Result<Self, ConfigError> {
         let stop = CancellationToken::new();
         let reporter = Reporter::start(name, metrics, token, stop.clone())?;

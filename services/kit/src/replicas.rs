@@ -24,6 +24,8 @@ use http_body_util::{BodyExt, Full};
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 use tower::retry::budget::{Budget, TpsBudget};
+
+use crate::service_auth::ServiceCredentials;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
@@ -44,12 +46,14 @@ const RETRY_SHARE: f32 = 0.2;
 const RETRY_WINDOW: Duration = Duration::from_secs(10);
 
 /// How each replica's connection is made and how long its calls may take.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectOptions {
     /// The bound on making a connection.
     pub connect_timeout: Duration,
     /// The deadline of every call, when the callers set none of their own.
     pub call_timeout: Option<Duration>,
+    /// The TLS of `https://` replicas.
+    pub credentials: ServiceCredentials,
 }
 
 /// The replicas of one service, as a gRPC transport that balances calls across them. Clones
@@ -81,8 +85,19 @@ impl Replicas {
                 .host()
                 .map(|host| host.trim_matches(['[', ']']).parse::<IpAddr>())
             {
-                Some(Ok(_)) | None => fixed.push(Arc::new(Replica::new(uri, endpoint, options))),
-                Some(Err(_)) => named.push(HostName { uri }),
+                Some(Ok(_)) | None => {
+                    fixed.push(Arc::new(Replica::new(
+                        uri.clone(),
+                        endpoint,
+                        &options,
+                        &uri,
+                    )?));
+                }
+                Some(Err(_)) => {
+                    // Checked now, so that resolving the name later cannot fail on it.
+                    Replica::new(uri.clone(), endpoint, &options, &uri)?;
+                    named.push(HostName { uri });
+                }
             }
         }
         Ok(Self {
@@ -291,10 +306,15 @@ impl Shared {
                             .iter()
                             .filter(from_this_name)
                             .find(|replica| replica.address == Some(address));
-                        members.push(match kept {
-                            Some(replica) => Arc::clone(replica),
-                            None => Arc::new(Replica::resolved(&name.uri, address, self.options)),
-                        });
+                        match kept {
+                            Some(replica) => members.push(Arc::clone(replica)),
+                            None => match Replica::resolved(&name.uri, address, &self.options) {
+                                Ok(replica) => members.push(Arc::new(replica)),
+                                Err(error) => {
+                                    tracing::warn!(%address, %error, "cannot call a resolved replica");
+                                }
+                            },
+                        }
                     }
                 }
                 Err(error) => {
@@ -326,7 +346,15 @@ struct Replica {
 }
 
 impl Replica {
-    fn new(uri: Uri, endpoint: Endpoint, options: ConnectOptions) -> Self {
+    /// The replica at `uri`, called through `endpoint`; over TLS when `uri` is `https://`,
+    /// verifying the server's certificate for the host of `server_name` (the URL it was named
+    /// by).
+    fn new(
+        uri: Uri,
+        endpoint: Endpoint,
+        options: &ConnectOptions,
+        server_name: &Uri,
+    ) -> Result<Self, tonic::transport::Error> {
         let mut endpoint = endpoint
             .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
@@ -335,7 +363,14 @@ impl Replica {
         if let Some(timeout) = options.call_timeout {
             endpoint = endpoint.timeout(timeout);
         }
-        Self {
+        if uri.scheme_str() == Some("https") {
+            let host = server_name
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']']);
+            endpoint = endpoint.tls_config(options.credentials.client_tls(host))?;
+        }
+        Ok(Self {
             uri,
             origin: None,
             address: None,
@@ -343,22 +378,26 @@ impl Replica {
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             paused_until: AtomicU64::new(0),
-        }
+        })
     }
 
     /// The replica at `address`, one of those `name` resolved to; its calls still name the
     /// host in their `:authority`.
-    fn resolved(name: &Uri, address: SocketAddr, options: ConnectOptions) -> Self {
+    fn resolved(
+        name: &Uri,
+        address: SocketAddr,
+        options: &ConnectOptions,
+    ) -> Result<Self, tonic::transport::Error> {
         let scheme = name.scheme_str().unwrap_or("http");
         let uri: Uri = format!("{scheme}://{address}")
             .parse()
             .unwrap_or_else(|_| name.clone());
         let endpoint = Endpoint::from(uri.clone()).origin(name.clone());
-        Self {
+        Ok(Self {
             origin: Some(name.clone()),
             address: Some(address),
-            ..Self::new(uri, endpoint, options)
-        }
+            ..Self::new(uri, endpoint, options, name)?
+        })
     }
 
     /// Sends one attempt. A failure comes back as a gRPC status whose source is the cause: a
@@ -497,10 +536,13 @@ mod tests {
 
     use super::*;
 
-    const OPTIONS: ConnectOptions = ConnectOptions {
-        connect_timeout: Duration::from_secs(1),
-        call_timeout: Some(Duration::from_secs(2)),
-    };
+    fn options() -> ConnectOptions {
+        ConnectOptions {
+            connect_timeout: Duration::from_secs(1),
+            call_timeout: Some(Duration::from_secs(2)),
+            credentials: ServiceCredentials::default(),
+        }
+    }
 
     /// Serves gRPC health on `listener` until `stop`, with `status` as the server's overall
     /// status: the answer to a check tells which replica gave it.
@@ -547,7 +589,7 @@ mod tests {
         for status in statuses {
             urls.push(replica(status).await.0);
         }
-        let client = HealthClient::new(Replicas::new(&urls.join(","), OPTIONS).unwrap());
+        let client = HealthClient::new(Replicas::new(&urls.join(","), options()).unwrap());
         let mut calls = tokio::task::JoinSet::new();
         for _ in 0..8 {
             let mut client = client.clone();
@@ -577,7 +619,7 @@ mod tests {
         // Health checks are not marked read-only: a call that never reached a replica is sent
         // to another whatever its method.
         let urls = format!("{},{live},{other}", gone());
-        let mut client = HealthClient::new(Replicas::new(&urls, OPTIONS).unwrap());
+        let mut client = HealthClient::new(Replicas::new(&urls, options()).unwrap());
         for _ in 0..100 {
             assert_eq!(
                 check(&mut client).await.unwrap(),
@@ -592,7 +634,7 @@ mod tests {
         let port = live.rsplit(':').next().unwrap();
         // `localhost` may also resolve to ::1, where nothing listens: that address is skipped.
         let named = format!("http://localhost:{port},{}", gone());
-        let mut client = HealthClient::new(Replicas::new(&named, OPTIONS).unwrap());
+        let mut client = HealthClient::new(Replicas::new(&named, options()).unwrap());
         for _ in 0..20 {
             assert_eq!(
                 check(&mut client).await.unwrap(),
@@ -621,7 +663,7 @@ mod tests {
         let (first, first_accepted) = breaker().await;
         let (second, second_accepted) = breaker().await;
         let urls = format!("{first},{second}");
-        let mut client = HealthClient::new(Replicas::new(&urls, OPTIONS).unwrap());
+        let mut client = HealthClient::new(Replicas::new(&urls, options()).unwrap());
         let status = check(&mut client).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{status}");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -633,12 +675,12 @@ mod tests {
     #[tokio::test]
     async fn with_every_replica_gone_a_call_fails_unavailable_at_once() {
         let urls = format!("{},{}", gone(), gone());
-        let mut client = HealthClient::new(Replicas::new(&urls, OPTIONS).unwrap());
+        let mut client = HealthClient::new(Replicas::new(&urls, options()).unwrap());
         let started = Instant::now();
         let status = check(&mut client).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{status}");
         assert!(started.elapsed() < Duration::from_millis(500));
-        let unresolved = Replicas::new("http://no-such-host.invalid:7001", OPTIONS).unwrap();
+        let unresolved = Replicas::new("http://no-such-host.invalid:7001", options()).unwrap();
         let status = check(&mut HealthClient::new(unresolved)).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{status}");
     }
@@ -648,7 +690,7 @@ mod tests {
         let (live, _stop) = replica(ServingStatus::Serving).await;
         let returning = gone();
         let urls = format!("{live},{returning}");
-        let mut client = HealthClient::new(Replicas::new(&urls, OPTIONS).unwrap());
+        let mut client = HealthClient::new(Replicas::new(&urls, options()).unwrap());
         for _ in 0..10 {
             assert_eq!(
                 check(&mut client).await.unwrap(),

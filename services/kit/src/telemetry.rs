@@ -404,7 +404,7 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
             (
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                "https://traces:443/ingest",
+                "http://traces:4318/ingest",
             ),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
@@ -413,7 +413,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             (own.endpoint.as_str(), own.protocol),
-            ("https://traces:443/ingest", Protocol::HttpProtobuf)
+            ("http://traces:4318/ingest", Protocol::HttpProtobuf)
         );
         let grpc = export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")]);
         assert_eq!(

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use swarm_kit::config::{ConfigError, check_not_zero, env_value, override_from_env};
 use swarm_kit::metrics::ReporterConfig;
-use swarm_kit::service_auth::ServiceToken;
+use swarm_kit::service_auth::ServiceCredentials;
 
 use crate::domain::Targets;
 
@@ -21,7 +21,7 @@ pub struct MetricsConfig {
     /// Where the service reports its own metrics: itself, usually.
     pub reporter: ReporterConfig,
     /// The secret every call between services carries (`SWARM_SERVICE_TOKEN`).
-    pub service_token: ServiceToken,
+    pub service_credentials: ServiceCredentials,
 }
 
 impl Default for MetricsConfig {
@@ -30,7 +30,7 @@ impl Default for MetricsConfig {
             window: Duration::from_secs(60),
             targets: Targets::default(),
             reporter: ReporterConfig::default(),
-            service_token: ServiceToken::default(),
+            service_credentials: ServiceCredentials::default(),
         }
     }
 }
@@ -53,7 +53,7 @@ impl MetricsConfig {
         )?;
         override_from_env(&mut targets.error_rate, &["SWARM_TARGET_ERROR_RATE"])?;
         config.reporter = ReporterConfig::from_env()?;
-        config.service_token = ServiceToken::from_env()?;
+        config.service_credentials = ServiceCredentials::from_env()?;
         config.validate()?;
         Ok(config)
     }
@@ -80,7 +80,7 @@ impl MetricsConfig {
                 return Err(ConfigError::new(name, value, "must be a ratio from 0 to 1"));
             }
         }
-        self.service_token.validate()?;
+        self.service_credentials.validate()?;
         self.reporter.validate()
     }
 }

@@ -37,7 +37,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let mut host = ServiceHost::new("metrics", &config.reporter, &config.service_token)?;
+    let mut host = ServiceHost::new("metrics", &config.reporter, &config.service_credentials)?;
     let aggregator = Arc::new(Aggregator::new(config.window));
     let alerts = Arc::new(AlertBook::default());
     host.spawn(evaluate(

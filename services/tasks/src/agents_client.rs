@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use swarm_kit::cache_client::CacheClient;
 use swarm_kit::cache_keys;
 use swarm_kit::grpc::ServiceChannel;
-use swarm_kit::service_auth::ServiceToken;
+use swarm_kit::service_auth::ServiceCredentials;
 use swarm_proto::agents::v1 as pb;
 use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
 use uuid::Uuid;
@@ -32,7 +32,7 @@ pub struct GrpcAgentDirectory {
 impl GrpcAgentDirectory {
     /// Builds a lazily connected client of the agents service at `url`, whose calls carry
     /// `token`.
-    pub fn new(url: &str, token: &ServiceToken) -> Result<Self, tonic::transport::Error> {
+    pub fn new(url: &str, token: &ServiceCredentials) -> Result<Self, tonic::transport::Error> {
         let channel = swarm_kit::grpc::lazy_channel(url, CALL_TIMEOUT, Some(CALL_TIMEOUT), token)?;
         Ok(Self {
             client: AgentServiceClient::new(channel),

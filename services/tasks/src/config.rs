@@ -9,7 +9,7 @@ use swarm_kit::config::{
 use swarm_kit::db::DatabaseConfig;
 
 use swarm_kit::metrics::ReporterConfig;
-use swarm_kit::service_auth::ServiceToken;
+use swarm_kit::service_auth::ServiceCredentials;
 
 use crate::domain::{QueueSettings, RetryPolicy};
 
@@ -28,7 +28,7 @@ pub struct TasksConfig {
     /// Where the service reports its metrics (`SWARM_METRICS_URL`, `SWARM_METRICS_INTERVAL_MS`).
     pub metrics: ReporterConfig,
     /// The secret every call between services carries (`SWARM_SERVICE_TOKEN`).
-    pub service_token: ServiceToken,
+    pub service_credentials: ServiceCredentials,
     /// Backoff after the first failed attempt (`SWARM_RETRY_BASE_MS`).
     pub retry_base: Duration,
     /// Longest backoff (`SWARM_RETRY_MAX_MS`).
@@ -62,7 +62,7 @@ impl Default for TasksConfig {
             cache_url: defaults::CACHE_URL.to_owned(),
             agent_profile_ttl: Duration::from_secs(1),
             metrics: ReporterConfig::default(),
-            service_token: ServiceToken::default(),
+            service_credentials: ServiceCredentials::default(),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             poll_interval: Duration::from_millis(500),
@@ -84,7 +84,7 @@ impl TasksConfig {
         override_from_env(&mut config.agents_url, &["SWARM_AGENTS_URL"])?;
         override_from_env(&mut config.cache_url, &["SWARM_CACHE_URL"])?;
         config.metrics = ReporterConfig::from_env()?;
-        config.service_token = ServiceToken::from_env()?;
+        config.service_credentials = ServiceCredentials::from_env()?;
         override_millis(&mut config.agent_profile_ttl, "SWARM_AGENT_PROFILE_TTL_MS")?;
         override_millis(&mut config.retry_base, "SWARM_RETRY_BASE_MS")?;
         override_millis(&mut config.retry_max, "SWARM_RETRY_MAX_MS")?;
@@ -109,7 +109,7 @@ impl TasksConfig {
         check_service_url("SWARM_AGENTS_URL", &self.agents_url)?;
         check_service_url("SWARM_CACHE_URL", &self.cache_url)?;
         self.metrics.validate()?;
-        self.service_token.validate()?;
+        self.service_credentials.validate()?;
         check_not_zero("SWARM_POLL_INTERVAL_MS", self.poll_interval.is_zero())?;
         check_not_zero("SWARM_MAX_WATCHERS", self.max_watchers == 0)?;
         check_not_zero(

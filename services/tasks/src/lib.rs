@@ -69,7 +69,7 @@ pub async fn run(
         Arc::clone(&sole),
         config.finished_cache_mb * 1024 * 1024,
     ));
-    let mut host = ServiceHost::new("tasks", &config.metrics, &config.service_token)?;
+    let mut host = ServiceHost::new("tasks", &config.metrics, &config.service_credentials)?;
     let stop = host.stopping();
     let alone = config.sole_writer.then_some(sole);
     match writers_lock {
@@ -93,7 +93,7 @@ pub async fn run(
     let queue = TaskQueue::new(store.clone(), config.queue_settings(), clock, stop.clone());
     let scheduler = Scheduler::new(queue.clone(), store);
     host.spawn(scheduler.clone().run(stop.clone()));
-    let mut directory = GrpcAgentDirectory::new(&config.agents_url, &config.service_token)
+    let mut directory = GrpcAgentDirectory::new(&config.agents_url, &config.service_credentials)
         .map_err(|error| ConfigError::new("SWARM_AGENTS_URL", &config.agents_url, error))?;
     if !config.agent_profile_ttl.is_zero() {
         let ttl = config.agent_profile_ttl;
@@ -103,7 +103,7 @@ pub async fn run(
             PROFILE_CACHE_ENTRIES,
             ttl,
             stop.clone(),
-            &config.service_token,
+            &config.service_credentials,
         )
         .map_err(|error| ConfigError::new("SWARM_CACHE_URL", &config.cache_url, error))?;
         directory = directory.with_cache(cache, ttl);

@@ -131,7 +131,7 @@ async fn a_write_anywhere_evicts_every_near_copy() {
             100,
             Duration::from_secs(60),
             stop.clone(),
-            &swarm_kit::service_auth::ServiceToken::new(Some(swarm.service_token.clone())),
+            &swarm_kit::service_auth::ServiceCredentials::new(Some(swarm.service_token.clone())),
         )
         .unwrap()
     };

@@ -327,7 +327,7 @@ impl TasksReplica {
             database: swarm_kit::db::DatabaseConfig::local(8).at(swarm.database_url()),
             agents_url: swarm.stack.agents_url(),
             cache_url: swarm.stack.cache_url(),
-            service_token: swarm_kit::service_auth::ServiceToken::new(Some(
+            service_credentials: swarm_kit::service_auth::ServiceCredentials::new(Some(
                 swarm.service_token.clone(),
             )),
             ..swarm_tasks::TasksConfig::default()

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use swarm_e2e::TestStack;
+use swarm_kit::service_auth::{ServiceCredentials, ServiceTls};
 use swarm_kit::testing::Backend;
 use swarm_proto::agents::v1 as agents_pb;
 use swarm_proto::agents::v1::agent_service_client::AgentServiceClient;
@@ -202,7 +203,7 @@ async fn every_service_serves_health_and_reflection() {
         &swarm.stack.agents_url(),
         std::time::Duration::from_secs(2),
         None,
-        &swarm_kit::service_auth::ServiceToken::new(Some("not-the-token-at-all".into())),
+        &swarm_kit::service_auth::ServiceCredentials::new(Some("not-the-token-at-all".into())),
     )
     .unwrap();
     let refused = AgentServiceClient::new(wrong)
@@ -375,3 +376,70 @@ async fn workers_need_only_an_agent_key_and_the_gateway(backend: Backend) {
 }
 
 swarm_kit::conformance!(workers_need_only_an_agent_key_and_the_gateway);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn services_speak_mutual_tls_when_given_certificates() {
+    let certificates = swarm_kit::testing::TestCertificates::new();
+    let tls = ServiceTls {
+        identity: Some((certificates.cert_pem.clone(), certificates.key_pem.clone())),
+        authority: Some(certificates.ca_pem.clone()),
+    };
+    let swarm = TestStack::start_with(Backend::Sqlite, |config| {
+        config.service_credentials = config.service_credentials.clone().with_tls(tls.clone());
+    })
+    .await;
+    let tasks_url = swarm.stack.tasks_url();
+    assert!(tasks_url.starts_with("https://"), "{tasks_url}");
+
+    // The gateway reaches every service over mutual TLS.
+    let (status, created) = swarm
+        .post("/api/tasks", serde_json::json!({"title": "sealed"}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, health) = swarm.get("/health").await;
+    assert_eq!(
+        (status, &health["status"]),
+        (200, &serde_json::json!("healthy"))
+    );
+
+    // A service with the certificate and the token reads it.
+    let sealed = swarm_kit::grpc::lazy_channel(
+        &tasks_url,
+        Duration::from_secs(2),
+        None,
+        &ServiceCredentials::new(Some(swarm.service_token.clone())).with_tls(tls.clone()),
+    )
+    .unwrap();
+    let task = TaskServiceClient::new(sealed)
+        .get_task(pb::GetTaskRequest {
+            id: created["id"].as_str().unwrap().into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(task.title, "sealed");
+
+    // Plain text, and TLS without a certificate the authority signed, are refused.
+    let address = tasks_url.trim_start_matches("https://");
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_lazy();
+    let anonymous = tonic::transport::Endpoint::from_shared(tasks_url.clone())
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(
+                    &certificates.ca_pem,
+                ))
+                .domain_name("127.0.0.1"),
+        )
+        .unwrap()
+        .connect_lazy();
+    for (who, channel) in [("plain text", plain), ("no client certificate", anonymous)] {
+        let refused = HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await;
+        assert!(refused.is_err(), "{who} was served");
+    }
+    swarm.stop().await;
+}

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::Registry;
 use crate::config::{ConfigError, check_not_zero, check_service_url, env_value, override_millis};
 use crate::grpc::ServiceChannel;
-use crate::service_auth::ServiceToken;
+use crate::service_auth::ServiceCredentials;
 
 /// How long a report may take before it is given up.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -73,7 +73,7 @@ impl Reporter {
     pub fn start(
         service: &str,
         config: &ReporterConfig,
-        token: &ServiceToken,
+        token: &ServiceCredentials,
         stop: CancellationToken,
     ) -> Result<Option<Self>, ConfigError> {
         let Some(url) = &config.url else {
