@@ -125,9 +125,9 @@ impl CacheService for CacheGrpc {
         if ttl > MAX_TTL {
             return Err(InvalidInput::new("ttl_seconds must be at most 30 days").into());
         }
-        self.cache
-            .set(&owner.storage_key(&request.key), &request.value, ttl)
-            .await;
+        let cache = Arc::clone(&self.cache);
+        let key = owner.storage_key(&request.key);
+        to_the_end(async move { cache.set(&key, &request.value, ttl).await }).await?;
         Ok(Response::new(pb::SetResponse {}))
     }
 
@@ -138,7 +138,9 @@ impl CacheService for CacheGrpc {
         let request = request.into_inner();
         check_key(&request.key)?;
         let owner = Owner::from_proto(request.namespace)?;
-        let deleted = self.cache.delete(&owner.storage_key(&request.key)).await;
+        let cache = Arc::clone(&self.cache);
+        let key = owner.storage_key(&request.key);
+        let deleted = to_the_end(async move { cache.delete(&key).await }).await?;
         Ok(Response::new(pb::DeleteResponse { deleted }))
     }
 
@@ -149,10 +151,9 @@ impl CacheService for CacheGrpc {
         let request = request.into_inner();
         check_key(&request.prefix)?;
         let owner = Owner::from_proto(request.namespace)?;
-        let deleted = self
-            .cache
-            .delete_prefix(&owner.storage_key(&request.prefix))
-            .await;
+        let cache = Arc::clone(&self.cache);
+        let prefix = owner.storage_key(&request.prefix);
+        let deleted = to_the_end(async move { cache.delete_prefix(&prefix).await }).await?;
         Ok(Response::new(pb::DeleteResponse { deleted }))
     }
 
@@ -223,6 +224,18 @@ impl CacheService for CacheGrpc {
             tokio_stream::wrappers::ReceiverStream::new(receiver),
         )))
     }
+}
+
+/// Runs a change to the cache to its end, its announcement included, even when the caller stops
+/// waiting (its deadline passes, its connection drops): a change half made, stored but not
+/// announced, would leave near caches serving what it replaced. A prefix delete walks Redis
+/// (`SCAN`), which may outlast a caller's deadline.
+async fn to_the_end<T: Send + 'static>(
+    change: impl Future<Output = T> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::spawn(change)
+        .await
+        .map_err(|error| swarm_kit::Error::internal(&error).into())
 }
 
 /// Names an invalidation of the services' own entries by the key the services use; tenants'

@@ -172,3 +172,71 @@ async fn a_write_anywhere_evicts_every_near_copy() {
     stop.cancel();
     swarm.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prefix_delete_finishes_and_is_announced_when_its_caller_gives_up() {
+    use swarm_proto::cache::v1 as pb;
+    use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
+    let redis = RedisServer::start();
+    let swarm = TestStack::start_with(Backend::Sqlite, |config| {
+        config.cache.redis_url = Some(redis.url());
+    })
+    .await;
+    let cache = CacheServiceClient::new(swarm.service_channel(&swarm.stack.cache_url()));
+    // Enough entries in Redis that walking them takes far longer than the caller will wait.
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..32 {
+        let mut cache = cache.clone();
+        writers.spawn(async move {
+            for n in 0..500 {
+                cache
+                    .set(pb::SetRequest {
+                        key: format!("bulk:{writer}:{n}"),
+                        value: b"x".to_vec(),
+                        ttl_seconds: 600,
+                        namespace: pb::Namespace::internal(),
+                    })
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    writers.join_all().await;
+    let mut invalidations = cache
+        .clone()
+        .watch_invalidations(pb::WatchInvalidationsRequest {
+            prefix: "bulk:".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut hasty = tonic::Request::new(pb::DeletePrefixRequest {
+        prefix: "bulk:".into(),
+        namespace: pb::Namespace::internal(),
+    });
+    hasty.set_timeout(Duration::from_millis(1));
+    let gave_up = cache.clone().delete_prefix(hasty).await;
+    assert!(gave_up.is_err(), "the caller gave up before the walk ended");
+
+    let announced = tokio::time::timeout(Duration::from_secs(5), invalidations.message())
+        .await
+        .expect("the delete was announced")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (announced.key.as_str(), announced.is_prefix),
+        ("bulk:", true)
+    );
+    let left = cache
+        .clone()
+        .get_many(pb::GetManyRequest {
+            keys: vec!["bulk:0:0".into(), "bulk:31:499".into()],
+            namespace: pb::Namespace::internal(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(left.entries.iter().all(|entry| !entry.found), "{left:?}");
+    swarm.stop().await;
+}
