@@ -14,7 +14,7 @@ HELD_SECONDS ?= 10
 FUZZ_EXAMPLES ?= 100
 PY_VENV ?= target/py-venv
 
-.PHONY: help run test e2e bench bench-flow bench-held bench-python fuzz openapi python ui ui-deps screenshots lint fmt toolchain tools
+.PHONY: help run test e2e bench bench-chaos bench-flow bench-held bench-python fuzz openapi python ui ui-deps screenshots lint fmt toolchain tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -73,8 +73,15 @@ bench: toolchain tools ## measure the API as users' clients do (wrk against swar
 	./target/release/swarm-bench cache --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	./target/release/swarm-bench overhead --seconds $(BENCH_SECONDS) --concurrency $(BENCH_CONCURRENCY)
 	$(MAKE) --no-print-directory bench-flow
+	$(MAKE) --no-print-directory bench-chaos
 	$(MAKE) --no-print-directory bench-held
 	$(MAKE) --no-print-directory bench-python
+
+bench-chaos: ## kill -9 swarm up three times under load (PostgreSQL) and check that every acknowledged task completes once, with its own result
+	$(CARGO) build --release -p swarm -p swarm-bench
+	@mkdir -p data/bench-logs
+	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
+	./target/release/swarm-bench chaos --database-url $(BENCH_PG_URL)
 
 bench-flow: ## batch creation throughput and the parent-completed to child-claimed latency, on SQLite and PostgreSQL
 	$(CARGO) build --release -p swarm-bench

@@ -5,6 +5,7 @@
 //! started as separate processes.
 
 mod api;
+mod chaos;
 mod flow;
 mod held_load;
 mod http;
@@ -47,6 +48,31 @@ enum Scenario {
     HeldLoad(HeldLoadArgs),
     /// Measures batch creation throughput and the parent-completed to child-claimed latency.
     Flow(BenchFlowArgs),
+    /// Kills `swarm up` with SIGKILL again and again under load, and checks that every
+    /// acknowledged task completes, once, with its own result.
+    Chaos(ChaosArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ChaosArgs {
+    /// The `swarm` binary whose `swarm up` is killed.
+    #[arg(long, default_value = "target/release/swarm")]
+    swarm: PathBuf,
+    /// The database `swarm up` uses.
+    #[arg(long)]
+    database_url: String,
+    /// Seconds clients create tasks.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Times `swarm up` is killed meanwhile.
+    #[arg(long, default_value_t = 3)]
+    kills: u32,
+    /// Concurrent creating clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// `swarm agent` processes.
+    #[arg(long, default_value_t = 2)]
+    agents: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +172,16 @@ async fn main() -> ExitCode {
         Scenario::Overhead(args) => run_bench_overhead(args).await,
         Scenario::Read(args) => run_bench_read(args).await,
         Scenario::Flow(args) => run_bench_flow(args).await,
+        Scenario::Chaos(args) => chaos::run(chaos::Options {
+            swarm: args.swarm,
+            database_url: args.database_url,
+            duration: Duration::from_secs(args.seconds),
+            kills: args.kills,
+            clients: args.clients,
+            agents: args.agents,
+        })
+        .await
+        .map_err(Into::into),
         Scenario::HeldLoad(args) => held_load::run(held_load::Options {
             swarm: args.swarm,
             database_url: args.database_url,

@@ -29,6 +29,10 @@ pub enum Layout {
 
 /// The running roles.
 pub struct Stack {
+    swarm: PathBuf,
+    environment: Vec<(String, String)>,
+    /// Each process's arguments, to start it again.
+    commands: HashMap<&'static str, Vec<String>>,
     children: HashMap<&'static str, Child>,
     /// The gateway's base URL.
     pub base: String,
@@ -94,28 +98,54 @@ impl Stack {
                 vec![("swarm", args)]
             }
         };
-        let logs = PathBuf::from("data/bench-logs");
-        std::fs::create_dir_all(&logs).context("creating data/bench-logs")?;
-        let mut children = HashMap::new();
-        for (name, args) in processes {
-            let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
-            let child = Command::new(swarm)
-                .args(&args)
-                .envs(environment.iter().map(|(name, value)| (name, value)))
-                .stdout(Stdio::null())
-                .stderr(log)
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("starting {} {}", swarm.display(), args.join(" ")))?;
-            children.insert(name, child);
-        }
-        let stack = Self {
-            children,
+        let names: Vec<&'static str> = processes.iter().map(|(name, _)| *name).collect();
+        let mut stack = Self {
+            swarm: swarm.to_owned(),
+            environment,
+            commands: processes.into_iter().collect(),
+            children: HashMap::new(),
             base: url("gateway"),
             admin_key,
         };
+        for name in names {
+            stack.spawn(name)?;
+        }
         stack.wait_healthy().await?;
         Ok(stack)
+    }
+
+    /// Starts process `name` with its command, its log going to `data/bench-logs/<name>.log`
+    /// (appended to, so a restart keeps what the killed process wrote).
+    fn spawn(&mut self, name: &'static str) -> anyhow::Result<()> {
+        let logs = PathBuf::from("data/bench-logs");
+        std::fs::create_dir_all(&logs).context("creating data/bench-logs")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{name}.log")))?;
+        let args = &self.commands[name];
+        let child = Command::new(&self.swarm)
+            .args(args)
+            .envs(self.environment.iter().map(|(name, value)| (name, value)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} {}", self.swarm.display(), args.join(" ")))?;
+        self.children.insert(name, child);
+        Ok(())
+    }
+
+    /// Kills process `name` with SIGKILL (no drain, no goodbye), starts it again on the same
+    /// ports and waits until the stack reports healthy; returns how long that took.
+    pub async fn kill_and_restart(&mut self, name: &'static str) -> anyhow::Result<Duration> {
+        let killed_at = tokio::time::Instant::now();
+        if let Some(mut child) = self.children.remove(name) {
+            child.kill().await?;
+        }
+        self.spawn(name)?;
+        self.wait_healthy().await?;
+        Ok(killed_at.elapsed())
     }
 
     /// Returns the process id of `role` (`swarm` for the embedded layout).

@@ -130,15 +130,22 @@ pub enum SdkError {
 }
 
 impl SdkError {
-    /// Tells whether retrying later may succeed (the service was unreachable or busy).
+    /// Tells whether retrying later may succeed: the service was unreachable or busy, or the
+    /// connection to it broke before it answered (a gateway restarting), which tonic reports
+    /// as `unknown` with the transport's error as the cause.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Status(status) if matches!(
-                status.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::ResourceExhausted
-            )
-        )
+        let Self::Status(status) = self else {
+            return false;
+        };
+        match status.code() {
+            tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::ResourceExhausted => true,
+            tonic::Code::Unknown => std::error::Error::source(status)
+                .is_some_and(|cause| cause.is::<tonic::transport::Error>()),
+            _ => false,
+        }
     }
 }
 
@@ -581,5 +588,27 @@ async fn beat(
             }
             Err(status) => warn!(agent_id = %id, code = ?status.code(), "heartbeat failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_broken_connection_is_worth_retrying_and_a_refusal_is_not() {
+        // A real transport error: nothing listens on port 1.
+        let transport = Endpoint::from_static("http://127.0.0.1:1")
+            .connect()
+            .await
+            .unwrap_err();
+        let mut broken = tonic::Status::unknown("transport error");
+        broken.set_source(Arc::new(transport));
+        assert!(SdkError::Status(broken).is_transient());
+        assert!(SdkError::Status(tonic::Status::unavailable("restarting")).is_transient());
+        assert!(!SdkError::Status(tonic::Status::unknown("a handler panicked")).is_transient());
+        assert!(!SdkError::Status(tonic::Status::permission_denied("not yours")).is_transient());
     }
 }
