@@ -41,11 +41,14 @@ pub struct Options {
     pub agents: usize,
 }
 
+/// A task a client was told was created, with the payload it was created with.
+type Owed = (String, u64);
+
 /// What the clients saw.
 #[derive(Default)]
 struct Tally {
-    /// The tasks acknowledged as created, with the payload each was created with.
-    created: Vec<(String, u64)>,
+    /// The tasks acknowledged as created.
+    created: Vec<Owed>,
     /// Creates that failed (while `swarm up` was down): never acknowledged, so never owed.
     refused: usize,
 }
@@ -88,24 +91,25 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + SETTLE;
     let (mut pending, mut retried) = (tally.created.clone(), 0);
     while !pending.is_empty() {
-        let checked: Vec<anyhow::Result<Option<(String, u64)>>> = stream::iter(pending)
+        let checked: Vec<anyhow::Result<(Option<u64>, Owed)>> = stream::iter(pending)
             .map(|(id, payload)| {
                 let api = api.clone();
                 async move {
                     settled(&api, &id, payload)
                         .await
-                        .map(|done| (!done).then_some((id, payload)))
+                        .map(|attempts| (attempts, (id, payload)))
                 }
             })
             .buffer_unordered(CHECK_CONCURRENCY)
             .collect()
             .await;
-        pending = checked
-            .into_iter()
-            .collect::<anyhow::Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .collect();
+        pending = Vec::new();
+        for outcome in checked {
+            match outcome? {
+                (Some(attempts), _) => retried += usize::from(attempts > 1),
+                (None, task) => pending.push(task),
+            }
+        }
         if tokio::time::Instant::now() > deadline {
             bail!(
                 "{} acknowledged tasks did not complete within {SETTLE:?} after the load",
@@ -114,17 +118,6 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
         if !pending.is_empty() {
             tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-    for (id, _) in &tally.created {
-        let task: Value = api
-            .get(&format!("/api/tasks/{id}"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if task["attempts"].as_u64().unwrap_or(0) > 1 {
-            retried += 1;
         }
     }
     for agent in &mut agents {
@@ -193,20 +186,23 @@ async fn create(api: Api, client: usize, tally: Arc<Mutex<Tally>>, stop: Cancell
     }
 }
 
-/// Whether task `id` is completed with its own payload as its result; an error when it ended
-/// any other way, or answers with another task's work.
-async fn settled(api: &Api, id: &str, payload: u64) -> anyhow::Result<bool> {
+/// The attempts task `id` took, once it is completed with its own payload as its result;
+/// `None` while it is not finished; an error when it ended any other way, or answers with
+/// another task's work.
+async fn settled(api: &Api, id: &str, payload: u64) -> anyhow::Result<Option<u64>> {
     let Ok(response) = api.get(&format!("/api/tasks/{id}")).send().await else {
-        return Ok(false);
+        return Ok(None);
     };
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         bail!("acknowledged task {id} is gone");
     }
     let task: Value = response.json().await?;
     match task["status"].as_str() {
-        Some("completed") if task["result"] == json!(payload) => Ok(true),
+        Some("completed") if task["result"] == json!(payload) => {
+            Ok(Some(task["attempts"].as_u64().unwrap_or(0)))
+        }
         Some("completed") => bail!("task {id} completed with another result: {task}"),
         Some("failed" | "cancelled") => bail!("acknowledged task {id} did not complete: {task}"),
-        _ => Ok(false),
+        _ => Ok(None),
     }
 }

@@ -95,7 +95,7 @@ impl Replicas {
                 }
                 Some(Err(_)) => {
                     // Checked now, so that resolving the name later cannot fail on it.
-                    Replica::new(uri.clone(), endpoint, &options, &uri)?;
+                    configure(&uri, endpoint, &options, &uri)?;
                     named.push(HostName { uri });
                 }
             }
@@ -346,30 +346,14 @@ struct Replica {
 }
 
 impl Replica {
-    /// The replica at `uri`, called through `endpoint`; over TLS when `uri` is `https://`,
-    /// verifying the server's certificate for the host of `server_name` (the URL it was named
-    /// by).
+    /// The replica at `uri`, called through `endpoint` (see [`configure`]).
     fn new(
         uri: Uri,
         endpoint: Endpoint,
         options: &ConnectOptions,
         server_name: &Uri,
     ) -> Result<Self, tonic::transport::Error> {
-        let mut endpoint = endpoint
-            .connect_timeout(options.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true);
-        if let Some(timeout) = options.call_timeout {
-            endpoint = endpoint.timeout(timeout);
-        }
-        if uri.scheme_str() == Some("https") {
-            let host = server_name
-                .host()
-                .unwrap_or_default()
-                .trim_matches(['[', ']']);
-            endpoint = endpoint.tls_config(options.credentials.client_tls(host))?;
-        }
+        let endpoint = configure(&uri, endpoint, options, server_name)?;
         Ok(Self {
             uri,
             origin: None,
@@ -459,6 +443,33 @@ impl Replica {
             tracing::warn!(replica = %self.uri, "replica cannot be reached: skipping it until it answers again");
         }
     }
+}
+
+/// Sets up `endpoint` for the replica at `uri`: `TCP_NODELAY`, keep-alives, the timeouts of
+/// `options`, and TLS when `uri` is `https://`, verifying the server's certificate for the host
+/// of `server_name` (the URL it was named by).
+fn configure(
+    uri: &Uri,
+    endpoint: Endpoint,
+    options: &ConnectOptions,
+    server_name: &Uri,
+) -> Result<Endpoint, tonic::transport::Error> {
+    let mut endpoint = endpoint
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    if let Some(timeout) = options.call_timeout {
+        endpoint = endpoint.timeout(timeout);
+    }
+    if uri.scheme_str() == Some("https") {
+        let host = server_name
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']']);
+        endpoint = endpoint.tls_config(options.credentials.client_tls(host))?;
+    }
+    Ok(endpoint)
 }
 
 /// Counts a call out of its replica's calls in flight when it ends, however it ends.
