@@ -14,7 +14,7 @@ HELD_SECONDS ?= 10
 FUZZ_EXAMPLES ?= 100
 PY_VENV ?= target/py-venv
 
-.PHONY: help run test e2e bench bench-chaos bench-flow bench-held bench-python fuzz openapi python ui ui-deps screenshots lint fmt toolchain tools
+.PHONY: help run test e2e bench bench-chaos bench-flow bench-held bench-python bench-scale fuzz openapi python ui ui-deps screenshots lint fmt toolchain tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -96,6 +96,13 @@ bench-held: ## hold 2,000 event streams and 1,000 waiting claims while creating 
 	./target/release/swarm-bench held-load --database-url sqlite://data/bench-held.db --seconds $(HELD_SECONDS)
 	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
 	./target/release/swarm-bench held-load --database-url $(BENCH_PG_URL) --seconds $(HELD_SECONDS)
+
+bench-scale: ## create, claim and list latency against a backlog of 10^3 to 10^6 queued tasks on PostgreSQL (10^5 on SQLite); not part of make bench
+	$(CARGO) build --release -p swarm -p swarm-bench
+	@mkdir -p data/bench-logs && rm -f data/bench-scale.db data/bench-scale.db-wal data/bench-scale.db-shm
+	./target/release/swarm-bench scale --database-url sqlite://data/bench-scale.db --sizes 1000,10000,100000
+	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
+	./target/release/swarm-bench scale --database-url $(BENCH_PG_URL) --sizes 1000,10000,100000,1000000
 
 bench-python: toolchain python ## one Python SDK worker process (64 slots) draining 20,000 no-op tasks through the gateway on PostgreSQL
 	$(CARGO) build --release -p swarm

@@ -1,8 +1,8 @@
 //! `swarm-bench`: the load generators and scenarios behind `make bench`, kept out of the
 //! shipped `swarm` binary. `http` loads `swarm up` with wrk, as users' clients do; `api`,
 //! `cache`, `overhead` (and `read`, which `overhead` runs) drive a stack started in this
-//! process; `held-load` is a client process of its own against the `swarm` binary's roles
-//! started as separate processes.
+//! process; `held-load`, `chaos` and `scale` are client processes of their own against the
+//! `swarm` binary's roles started as separate processes.
 
 mod api;
 mod chaos;
@@ -11,6 +11,7 @@ mod held_load;
 mod http;
 mod overhead;
 mod processes;
+mod scale;
 
 use api::BenchOptions;
 
@@ -51,6 +52,28 @@ enum Scenario {
     /// Kills `swarm up` with SIGKILL again and again under load, and checks that every
     /// acknowledged task completes, once, with its own result.
     Chaos(ChaosArgs),
+    /// Times create, claim and list against a growing backlog of tasks no agent can take.
+    Scale(ScaleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ScaleArgs {
+    /// The `swarm` binary whose `swarm up` is measured.
+    #[arg(long, default_value = "target/release/swarm")]
+    swarm: PathBuf,
+    /// The database `swarm up` uses (a fresh one).
+    #[arg(long)]
+    database_url: String,
+    /// Backlog sizes measured, smallest first.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,10000,100000,1000000"
+    )]
+    sizes: Vec<u64>,
+    /// Calls of each kind timed at each size.
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,6 +202,14 @@ async fn main() -> ExitCode {
             kills: args.kills,
             clients: args.clients,
             agents: args.agents,
+        })
+        .await
+        .map_err(Into::into),
+        Scenario::Scale(args) => scale::run(scale::Options {
+            swarm: args.swarm,
+            database_url: args.database_url,
+            sizes: args.sizes,
+            samples: args.samples,
         })
         .await
         .map_err(Into::into),

@@ -127,44 +127,12 @@ pub fn reflection(
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
-/// Names a call to one of Swarm's own methods by its gRPC service and method
-/// (`("swarm.tasks.v1.TaskService", "ClaimTasks")` for `/swarm.tasks.v1.TaskService/ClaimTasks`);
-/// `None` for health checks, reflection and metric reports, which are neither traced nor
-/// measured.
-pub fn swarm_method(path: &str) -> Option<(&str, &str)> {
-    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    let swarm = service.starts_with("swarm.") && path != "/swarm.metrics.v1.MetricsService/Record";
-    swarm.then_some((service, method))
-}
-
 /// Opens the server span of one incoming call, continuing the caller's trace; health checks,
 /// reflection and metric reports are not traced.
 fn request_span(request: &http::Request<()>) -> tracing::Span {
-    let span = rpc_span(request.uri().path(), "server");
+    let span = crate::trace::rpc_span(request.uri().path(), "server");
     crate::trace::continue_trace(&span, request.headers());
     span
-}
-
-/// Opens the span of a call to `path` of `kind` (`server` or `client`), named and described as
-/// OpenTelemetry's RPC conventions say; calls that are never traced (health checks,
-/// reflection, metric reports) get none. A client span records its server and, on failure, the
-/// status later.
-pub(crate) fn rpc_span(path: &str, kind: &'static str) -> tracing::Span {
-    let Some((service, method)) = swarm_method(path) else {
-        return tracing::Span::none();
-    };
-    tracing::info_span!(
-        "grpc",
-        otel.name = %format_args!("{service}/{method}"),
-        otel.kind = kind,
-        rpc.system = "grpc",
-        rpc.service = service,
-        rpc.method = method,
-        server.address = tracing::field::Empty,
-        server.port = tracing::field::Empty,
-        rpc.grpc.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    )
 }
 
 /// A channel to another service, balanced across its replicas, whose calls carry the service

@@ -128,7 +128,7 @@ impl Service<http::Request<Body>> for Replicas {
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        let span = crate::grpc::rpc_span(request.uri().path(), "client");
+        let span = crate::trace::rpc_span(request.uri().path(), "client");
         crate::trace::inject(&span, request.headers_mut());
         let shared = Arc::clone(&self.shared);
         Box::pin(

@@ -1,7 +1,8 @@
-//! W3C trace context across processes: injected into the headers of every outgoing gRPC call
-//! (by [`crate::replicas::Replicas`], from the call's client span), extracted from incoming gRPC
-//! and HTTP headers to continue the caller's trace, and rendered as a `traceparent` header for
-//! answers.
+//! Traces across processes: the span of each gRPC call (server and client, named as
+//! OpenTelemetry's RPC conventions say), and the W3C trace context injected into the headers of
+//! every outgoing gRPC call (by [`crate::replicas::Replicas`], from the call's client span),
+//! extracted from incoming gRPC and HTTP headers to continue the caller's trace, and rendered as a
+//! `traceparent` header for answers.
 
 use std::collections::HashMap;
 
@@ -72,4 +73,36 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
         propagator.inject_context(&context, &mut carrier);
     });
     carrier.remove("traceparent")
+}
+
+/// Names a call to one of Swarm's own methods by its gRPC service and method
+/// (`("swarm.tasks.v1.TaskService", "ClaimTasks")` for `/swarm.tasks.v1.TaskService/ClaimTasks`);
+/// `None` for health checks, reflection and metric reports, which are neither traced nor
+/// measured.
+pub fn swarm_method(path: &str) -> Option<(&str, &str)> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    let swarm = service.starts_with("swarm.") && path != "/swarm.metrics.v1.MetricsService/Record";
+    swarm.then_some((service, method))
+}
+
+/// Opens the span of a call to `path` of `kind` (`server` or `client`), named and described as
+/// OpenTelemetry's RPC conventions say; calls that are never traced (health checks,
+/// reflection, metric reports) get none. A client span records its server and, on failure, the
+/// status later.
+pub(crate) fn rpc_span(path: &str, kind: &'static str) -> tracing::Span {
+    let Some((service, method)) = swarm_method(path) else {
+        return tracing::Span::none();
+    };
+    tracing::info_span!(
+        "grpc",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = kind,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        server.address = tracing::field::Empty,
+        server.port = tracing::field::Empty,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
 }

@@ -436,6 +436,56 @@ async fn claims_route_by_capability_and_pin(backend: Backend) {
     assert_eq!(bob_ids, HashSet::from([gpu.id, pinned.id]));
 }
 
+/// Claims look for work one capability set at a time and among the agent's pinned tasks; what
+/// they hand out is still the best of all of it, priority first, then age.
+async fn claims_take_the_best_across_capability_sets_and_pins(backend: Backend) {
+    let f = fixture(backend).await;
+    let (agent, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let create = |caps: &[&str], priority: i32, pinned_agent_id: Option<Uuid>| NewTask {
+        required_capabilities: caps.iter().map(|c| (*c).to_owned()).collect(),
+        priority,
+        pinned_agent_id,
+        ..titled("work")
+    };
+    let mut expected = Vec::new();
+    for (caps, priority, pinned, takeable) in [
+        (&["c"][..], 9, None, false),
+        (&["zz"][..], 8, Some(other), false),
+        (&["zz"][..], 7, Some(agent), true),
+        (&["a"][..], 5, None, true),
+        (&["a"][..], 5, None, true),
+        (&["a", "b"][..], 6, None, true),
+        (&[][..], 1, None, true),
+        (&["a"][..], 5, None, true),
+    ] {
+        let task = f
+            .queue
+            .create(create(caps, priority, pinned))
+            .await
+            .unwrap()
+            .0;
+        if takeable {
+            expected.push((-priority, task.created_at, task.id));
+        }
+    }
+    expected.sort_unstable();
+    let expected: Vec<Uuid> = expected.into_iter().map(|(_, _, id)| id).collect();
+
+    let first = f
+        .queue
+        .claim(claim_for(agent, &["b", "a"], 3))
+        .await
+        .unwrap();
+    let rest = f
+        .queue
+        .claim(claim_for(agent, &["a", "b"], 10))
+        .await
+        .unwrap();
+    let claimed: Vec<Uuid> = first.iter().chain(&rest).map(|t| t.id).collect();
+    assert_eq!(first.len(), 3);
+    assert_eq!(claimed, expected);
+}
+
 async fn claims_never_exceed_the_agents_concurrency(backend: Backend) {
     let f = fixture(backend).await;
     for i in 0..5 {
@@ -2335,6 +2385,7 @@ swarm_kit::conformance!(
     lists_filter_and_paginate_newest_first,
     claims_take_highest_priority_then_oldest,
     claims_route_by_capability_and_pin,
+    claims_take_the_best_across_capability_sets_and_pins,
     claims_never_exceed_the_agents_concurrency,
     tasks_of_a_lost_agent_return_to_the_queue,
     the_liveness_sweep_handles_thousands_of_busy_agents,

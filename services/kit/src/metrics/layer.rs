@@ -19,7 +19,7 @@ pub type RouteOf = fn(&http::Method, &http::Uri, &http::Extensions) -> Option<St
 /// Names a gRPC call by its method path (`/swarm.tasks.v1.TaskService/Claim`), leaving out
 /// health checks, reflection and metric reports.
 pub fn grpc_route(_: &http::Method, uri: &http::Uri, _: &http::Extensions) -> Option<String> {
-    crate::grpc::swarm_method(uri.path()).map(|_| uri.path().to_owned())
+    crate::trace::swarm_method(uri.path()).map(|_| uri.path().to_owned())
 }
 
 /// Measures every request of the wrapped service into a [`Registry`].

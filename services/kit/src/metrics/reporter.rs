@@ -16,6 +16,9 @@ use crate::config::{ConfigError, check_not_zero, check_service_url, env_value, o
 use crate::grpc::ServiceChannel;
 use crate::service_auth::ServiceCredentials;
 
+/// A periodic refresh runs no more often than once per this many times its own duration.
+pub const REFRESH_SHARE: u32 = 50;
+
 /// How long a report may take before it is given up.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -102,7 +105,9 @@ impl Reporter {
     }
 
     /// Runs `refresh` once per report interval, in this service's scope, until the stop token
-    /// is cancelled: for levels that take a call to read (a count in the database, say).
+    /// is cancelled: for levels that take a call to read (a count in the database, say). A
+    /// refresh that grows slow (a count over a table that grows) is run less often, so that it
+    /// takes at most one part in [`REFRESH_SHARE`] of the time.
     pub fn refresh<F, Fut>(&self, refresh: F) -> JoinHandle<()>
     where
         F: Fn(Arc<Registry>) -> Fut + Send + 'static,
@@ -111,16 +116,16 @@ impl Reporter {
         let (registry, interval, stop) =
             (Arc::clone(&self.registry), self.interval, self.stop.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+                let started = tokio::time::Instant::now();
                 registry
                     .scope_background(refresh(Arc::clone(&registry)))
                     .await;
+                let pause = interval.max(started.elapsed() * REFRESH_SHARE);
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep_until(started + pause) => {}
+                }
             }
         })
     }

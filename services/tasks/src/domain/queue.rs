@@ -44,8 +44,6 @@ pub const MAX_BATCH_DEPENDENCIES: usize = 10_000;
 const SWEEP_BATCH: u32 = 500;
 /// How long a finished task is kept in memory (pruning elsewhere is noticed within this time).
 const FINISHED_CACHE_TTL: Duration = Duration::from_secs(600);
-/// What a cached task costs besides its text, in bytes.
-const TASK_OVERHEAD_BYTES: usize = 512;
 /// How far back each look for ready work reaches past the previous one, for tasks whose
 /// transaction committed a little after the time it stamped.
 const READY_SLACK_MILLIS: i64 = 1_000;
@@ -162,7 +160,7 @@ impl TaskQueue {
             next_due: AtomicI64::new(i64::MIN),
             finished: moka::sync::Cache::builder()
                 .max_capacity(settings.finished_cache_bytes)
-                .weigher(|_, task: &Arc<Task>| task_weight(task))
+                .weigher(|_, task: &Arc<Task>| task.weight())
                 .time_to_live(FINISHED_CACHE_TTL)
                 .build(),
             shutdown,
@@ -980,23 +978,6 @@ async fn keep_looking(queue: Weak<TaskQueue>) {
             () = queue.nudged.notified() => tokio::time::sleep(NUDGE_DEBOUNCE).await,
         }
     }
-}
-
-/// What a finished task held in memory costs, in bytes.
-pub(crate) fn task_weight(task: &Task) -> u32 {
-    let text = [
-        task.title.len(),
-        task.kind.len(),
-        task.payload.len(),
-        task.result.as_ref().map_or(0, String::len),
-        task.error.as_ref().map_or(0, String::len),
-        task.progress_message.as_ref().map_or(0, String::len),
-        task.user_id.as_ref().map_or(0, String::len),
-        task.idempotency_key.as_ref().map_or(0, String::len),
-        task.trace_parent.as_ref().map_or(0, String::len),
-        task.required_capabilities.iter().map(String::len).sum(),
-    ];
-    u32::try_from(TASK_OVERHEAD_BYTES + text.iter().sum::<usize>()).unwrap_or(u32::MAX)
 }
 
 /// What inserting tasks did, once their dependencies were found fit.

@@ -196,6 +196,28 @@ pub struct Task {
     pub dependency_results: Vec<(Uuid, Option<String>)>,
 }
 
+/// What a task held in memory costs besides its text, in bytes.
+const TASK_OVERHEAD_BYTES: usize = 512;
+
+impl Task {
+    /// Tells what the task costs held in memory, in bytes.
+    pub(crate) fn weight(&self) -> u32 {
+        let text = [
+            self.title.len(),
+            self.kind.len(),
+            self.payload.len(),
+            self.result.as_ref().map_or(0, String::len),
+            self.error.as_ref().map_or(0, String::len),
+            self.progress_message.as_ref().map_or(0, String::len),
+            self.user_id.as_ref().map_or(0, String::len),
+            self.idempotency_key.as_ref().map_or(0, String::len),
+            self.trace_parent.as_ref().map_or(0, String::len),
+            self.required_capabilities.iter().map(String::len).sum(),
+        ];
+        u32::try_from(TASK_OVERHEAD_BYTES + text.iter().sum::<usize>()).unwrap_or(u32::MAX)
+    }
+}
+
 /// What a client asks for when it submits a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTask {

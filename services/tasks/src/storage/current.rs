@@ -14,7 +14,6 @@ use async_trait::async_trait;
 use swarm_kit::page::Page;
 use uuid::Uuid;
 
-use crate::domain::queue::task_weight;
 use crate::domain::{
     Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Schedule,
     Task, TaskFilter, Workflow, WorkflowFilter, WorkflowGraph,
@@ -156,7 +155,7 @@ impl CurrentStore {
             sole,
             entries: moka::sync::Cache::builder()
                 .max_capacity(bytes)
-                .weigher(|_, (_, task): &(Stamp, Arc<Task>)| task_weight(task))
+                .weigher(|_, (_, task): &(Stamp, Arc<Task>)| task.weight())
                 .time_to_idle(IDLE)
                 .build(),
             all: AtomicU64::new(0),

@@ -1,7 +1,7 @@
 //! The PostgreSQL backend, for replicated deployments. Claims and lease sweeps lock their
 //! candidate rows with `FOR UPDATE SKIP LOCKED` in a sub-select, so concurrent claimers on any
 //! number of replicas each take different tasks without waiting on one another; capability
-//! matching is `jsonb` containment.
+//! matching is `jsonb` containment of each waiting capability set.
 
 use sqlx::{PgPool, Postgres};
 
@@ -98,17 +98,26 @@ fn agent_lock_key(agent_id: Uuid) -> i64 {
 }
 
 /// The PostgreSQL claim: `$1` now, `$2` agent, `$3` its capabilities (jsonb array), `$4` how
-/// many, `$5` the agent's concurrency.
+/// many, `$5` the agent's concurrency. Each capability set the agent has, and its pinned tasks,
+/// offer their best `$4` (locked, skipping rows other claims hold); the best of those are taken.
 const CLAIM: &str = const_format::concatcp!(
-    "WITH candidates AS ( \
-        SELECT id FROM tasks \
-        WHERE status = 'queued' AND available_at <= $1 \
-        AND (pinned_agent_id = $2 OR (pinned_agent_id IS NULL AND required_capabilities <@ $3)) \
+    sql::capability_sets!("tasks"),
+    ", candidates AS ( \
+        SELECT id FROM ( \
+            SELECT offered.* FROM capability_sets CROSS JOIN LATERAL ( \
+                SELECT id, priority, created_at ",
+    sql::CLAIMABLE_OF_SET,
+    " FOR UPDATE SKIP LOCKED) AS offered \
+            WHERE capability_sets.capabilities <@ $3 \
+            UNION ALL \
+            SELECT * FROM (SELECT id, priority, created_at ",
+    sql::CLAIMABLE_PINNED,
+    " FOR UPDATE SKIP LOCKED) AS pinned \
+        ) AS offers \
         ORDER BY priority DESC, created_at, id \
         LIMIT GREATEST(0, LEAST($4, $5 - ",
     sql::HELD_BY_AGENT,
-    ")) \
-        FOR UPDATE SKIP LOCKED) \
+    "))) \
     UPDATE tasks SET status = 'active', agent_id = $2, attempts = tasks.attempts + 1, \
         lease_id = gen_random_uuid(), lease_expires_at = ",
     sql::lease_until!("$1", "$1"),

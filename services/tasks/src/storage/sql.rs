@@ -361,6 +361,45 @@ pub const COUNT_BY_STATUS: &str = "SELECT status, COUNT(*) FROM tasks GROUP BY s
 pub const HELD_BY_AGENT: &str =
     "(SELECT COUNT(*) FROM tasks WHERE status = 'active' AND agent_id = $2)";
 
+/// The distinct sets of required capabilities among queued tasks that are not pinned, found by
+/// one probe of `tasks_claim_set_idx` a set (a skip scan), so a claim's cost follows how many
+/// kinds of work wait, not how many tasks: 10⁶ queued tasks that need a capability the claiming
+/// agent lacks are one probe, not 10⁶ rows walked. Sets are stored sorted and deduplicated, so
+/// one set is one value. `$tasks` names the table, with whatever the backend needs to be sure
+/// the probes use that index.
+macro_rules! capability_sets {
+    ($tasks:literal) => {
+        concat!(
+            "WITH RECURSIVE capability_sets (capabilities) AS ( \
+                SELECT (SELECT required_capabilities FROM ",
+            $tasks,
+            " WHERE status = 'queued' AND pinned_agent_id IS NULL \
+                ORDER BY required_capabilities LIMIT 1) \
+            UNION ALL \
+                SELECT (SELECT required_capabilities FROM ",
+            $tasks,
+            " WHERE status = 'queued' AND pinned_agent_id IS NULL \
+                AND required_capabilities > capability_sets.capabilities \
+                ORDER BY required_capabilities LIMIT 1) \
+                FROM capability_sets WHERE capability_sets.capabilities IS NOT NULL) "
+        )
+    };
+}
+
+pub(crate) use capability_sets;
+
+/// The claimable tasks of one capability set (`capability_sets.capabilities`) or pinned to agent
+/// `$2`, best first, at `$1`, up to `$4`; each backend selects and locks them its own way.
+pub const CLAIMABLE_OF_SET: &str = "FROM tasks \
+    WHERE status = 'queued' AND pinned_agent_id IS NULL \
+    AND required_capabilities = capability_sets.capabilities AND available_at <= $1 \
+    ORDER BY priority DESC, created_at, id LIMIT $4";
+
+/// See [`CLAIMABLE_OF_SET`].
+pub const CLAIMABLE_PINNED: &str = "FROM tasks \
+    WHERE status = 'queued' AND pinned_agent_id = $2 AND available_at <= $1 \
+    ORDER BY priority DESC, created_at, id LIMIT $4";
+
 /// Selects up to `$2` attempts whose lease expired before `$1`; the caller appends locking.
 pub const EXPIRED_IDS: &str = "SELECT id FROM tasks WHERE status = 'active' \
     AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2";

@@ -1,6 +1,6 @@
 //! The SQLite backend: the embedded default. SQLite has one writer at a time, so a claim is a
 //! single `UPDATE .. WHERE id IN (SELECT .. LIMIT n) RETURNING *` that no other writer can
-//! interleave with; capability matching walks the JSON arrays with `json_each`.
+//! interleave with; capability matching walks each waiting capability set with `json_each`.
 
 use sqlx::{Sqlite, SqlitePool};
 use swarm_kit::db::SqlitePools;
@@ -38,21 +38,30 @@ impl SqliteTaskStore {
 }
 
 /// The SQLite claim: `$1` now, `$2` agent, `$3` its capabilities (JSON array), `$4` how many,
-/// `$5` the agent's concurrency.
+/// `$5` the agent's concurrency. Each capability set the agent has (a correlated sub-select
+/// standing in for a lateral join), and its pinned tasks, offer their best `$4`; the best of
+/// those are taken.
 const CLAIM: &str = const_format::concatcp!(
     "UPDATE tasks SET status = 'active', agent_id = $2, \
     attempts = attempts + 1, lease_id = randomblob(16), lease_expires_at = ",
     sql::lease_until!("$1", "$1"),
     ", started_at = $1, updated_at = $1, progress_percent = 0, progress_message = NULL \
-    WHERE id IN (SELECT id FROM tasks AS candidate \
-        WHERE status = 'queued' AND available_at <= $1 \
-        AND (pinned_agent_id = $2 OR (pinned_agent_id IS NULL AND NOT EXISTS ( \
-            SELECT 1 FROM json_each(candidate.required_capabilities) AS required \
-            WHERE required.value NOT IN (SELECT value FROM json_each($3))))) \
-        ORDER BY priority DESC, created_at, id \
+    WHERE id IN (SELECT id FROM (",
+    // Without statistics (nothing runs ANALYZE) SQLite would rather walk the status index.
+    sql::capability_sets!("tasks INDEXED BY tasks_claim_set_idx"),
+    "SELECT offered.id, offered.priority, offered.created_at \
+        FROM capability_sets, tasks AS offered \
+        WHERE capability_sets.capabilities IS NOT NULL AND NOT EXISTS ( \
+            SELECT 1 FROM json_each(capability_sets.capabilities) AS required \
+            WHERE required.value NOT IN (SELECT value FROM json_each($3))) \
+        AND offered.id IN (SELECT id ",
+    sql::CLAIMABLE_OF_SET,
+    ") UNION ALL SELECT * FROM (SELECT id, priority, created_at ",
+    sql::CLAIMABLE_PINNED,
+    ") ORDER BY priority DESC, created_at, id \
         LIMIT max(0, min($4, $5 - ",
     sql::HELD_BY_AGENT,
-    "))) \
+    ")))) \
     RETURNING *"
 );
 
