@@ -1523,6 +1523,29 @@ async fn finished_tasks_are_pruned_after_retention(backend: Backend) {
     );
 }
 
+/// A prune larger than one batch deletes every task past retention, statement by statement,
+/// and leaves the rest.
+async fn large_prunes_run_in_batches_to_the_end(backend: Backend) {
+    let f = fixture(backend).await;
+    let old = 1_200; // more than two batches
+    for _ in 0..old / 400 {
+        let created = f.queue.create_many(vec![titled("old"); 400]).await.unwrap();
+        for task in created {
+            f.queue.cancel(task.id).await.unwrap();
+        }
+    }
+    let open = f.queue.create(titled("open")).await.unwrap().0;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(f.queue.prune_finished(Duration::ZERO).await.unwrap(), old);
+    let (left, total) = f
+        .queue
+        .list(&TaskFilter::default(), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(total, Total::exact(1));
+    assert_eq!(left[0].id, open.id);
+}
+
 /// Waits until the queue's clock reads `millis`.
 async fn sleep_until_millis(queue: &TaskQueue, millis: i64) {
     let left = u64::try_from(millis - queue.now_millis()).unwrap_or(0);
@@ -2456,4 +2479,5 @@ swarm_kit::conformance!(
     work_that_becomes_ready_later_wakes_a_waiting_claim,
     replicas_with_skewed_clocks_agree_on_leases,
     finished_tasks_are_pruned_after_retention,
+    large_prunes_run_in_batches_to_the_end,
 );

@@ -42,6 +42,10 @@ pub const MAX_BATCH: usize = 1000;
 pub const MAX_BATCH_DEPENDENCIES: usize = 10_000;
 /// The most expired leases one sweep statement ends.
 const SWEEP_BATCH: u32 = 500;
+/// How many finished tasks one pruning statement deletes at most.
+const PRUNE_BATCH: u32 = 500;
+/// The pause between pruning statements, for other writers.
+const PRUNE_PAUSE: Duration = Duration::from_millis(20);
 /// How long a finished task is kept in memory (pruning elsewhere is noticed within this time).
 const FINISHED_CACHE_TTL: Duration = Duration::from_secs(600);
 /// How far back each look for ready work reaches past the previous one, for tasks whose
@@ -832,14 +836,24 @@ impl TaskQueue {
         Ok(ended)
     }
 
-    /// Deletes final tasks that finished more than `retention` ago. Returns how many.
+    /// Deletes final tasks that finished more than `retention` ago, [`PRUNE_BATCH`] at a time
+    /// with a pause between batches, so writers never wait long behind a large prune (SQLite
+    /// has one writer). Returns how many.
     pub async fn prune_finished(&self, retention: Duration) -> Result<u64, TaskError> {
         let age = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
-        let pruned = self.store.prune_finished(self.now_millis() - age).await?;
-        if pruned > 0 {
-            self.finished.invalidate_all();
+        let before = self.now_millis() - age;
+        let mut pruned = 0;
+        loop {
+            let batch = self.store.prune_finished(before, PRUNE_BATCH).await?;
+            pruned += batch;
+            if batch > 0 {
+                self.finished.invalidate_all();
+            }
+            if batch < u64::from(PRUNE_BATCH) || self.shutdown.is_cancelled() {
+                return Ok(pruned);
+            }
+            tokio::time::sleep(PRUNE_PAUSE).await;
         }
-        Ok(pruned)
     }
 
     /// Asks for a look at ready work soon, for task `id` that became claimable in another

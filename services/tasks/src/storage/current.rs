@@ -476,8 +476,8 @@ impl TaskStore for CurrentStore {
         requeued
     }
 
-    async fn prune_finished(&self, before: i64) -> Result<u64, sqlx::Error> {
-        let pruned = self.inner.prune_finished(before).await;
+    async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64, sqlx::Error> {
+        let pruned = self.inner.prune_finished(before, limit).await;
         self.touch_all();
         pruned
     }

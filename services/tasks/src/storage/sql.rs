@@ -98,9 +98,10 @@ pub const CANCEL_WORKFLOW: &str = "UPDATE tasks SET status = 'cancelled', lease_
     lease_expires_at = NULL, finished_at = $2, updated_at = $2, attempt_outcome = 'cancelled' \
     WHERE workflow_id = $1 AND status IN ('waiting', 'scheduled', 'queued', 'active') RETURNING *";
 
-/// Deletes workflows whose tasks were all pruned.
-pub const PRUNE_WORKFLOWS: &str = "DELETE FROM workflows WHERE created_at < $1 \
-    AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.workflow_id = workflows.id)";
+/// Deletes up to `$2` workflows created before `$1` whose tasks were all pruned.
+pub const PRUNE_WORKFLOWS: &str = "DELETE FROM workflows WHERE id IN (SELECT id FROM workflows \
+    WHERE created_at < $1 \
+    AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.workflow_id = workflows.id) LIMIT $2)";
 
 /// Ends [`INSERT_TASKS`]: a task whose idempotency key exists already, or whose schedule tick
 /// created a task already, is left out.
@@ -404,8 +405,9 @@ pub const CLAIMABLE_PINNED: &str = "FROM tasks \
 pub const EXPIRED_IDS: &str = "SELECT id FROM tasks WHERE status = 'active' \
     AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2";
 
-/// Deletes final tasks that finished before `$1`.
-pub const PRUNE: &str = "DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1";
+/// Deletes up to `$2` final tasks that finished before `$1`, those that finished first.
+pub const PRUNE: &str = "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
+    WHERE finished_at IS NOT NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2)";
 
 /// Adds a message to an existing task.
 pub const INSERT_MESSAGE: &str = "INSERT INTO task_messages (id, task_id, sender, role, \
@@ -994,13 +996,15 @@ macro_rules! impl_task_store {
                     .await
             }
 
-            async fn prune_finished(&self, before: i64) -> Result<u64, sqlx::Error> {
+            async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64, sqlx::Error> {
                 let done = sqlx::query($crate::storage::sql::PRUNE)
                     .bind(before)
+                    .bind(i64::from(limit))
                     .execute(&self.writer)
                     .await?;
                 sqlx::query($crate::storage::sql::PRUNE_WORKFLOWS)
                     .bind(before)
+                    .bind(i64::from(limit))
                     .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected())

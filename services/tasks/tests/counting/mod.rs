@@ -267,8 +267,8 @@ impl TaskStore for CountingStore {
         self.inner.requeue_expired(now, limit).await
     }
 
-    async fn prune_finished(&self, before: i64) -> Result<u64, sqlx::Error> {
-        self.inner.prune_finished(before).await
+    async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64, sqlx::Error> {
+        self.inner.prune_finished(before, limit).await
     }
 
     async fn add_message(
