@@ -11,6 +11,9 @@ BENCH_CONCURRENCY ?= 32
 HTTP_SECONDS ?= 10
 HTTP_CONNECTIONS ?= 64
 HELD_SECONDS ?= 10
+# Every benchmark builds the same packages, so cargo unifies their features once and the release
+# binaries are built once (building `swarm` alone would rebuild its dependencies, for minutes).
+BENCH_BUILD = $(CARGO) build --release -p swarm -p swarm-bench
 FUZZ_EXAMPLES ?= 100
 PY_VENV ?= target/py-venv
 
@@ -61,7 +64,7 @@ e2e: toolchain tools ## run only the end-to-end tests
 	SWARM_TEST_POSTGRES_URL=$${SWARM_TEST_POSTGRES_URL:-$(PG_URL)} $(CARGO) test -p swarm-e2e
 
 bench: toolchain tools ## measure the API as users' clients do (wrk against swarm up), the queue cycle, the cache, what observability costs, and held load
-	$(CARGO) build --release -p swarm -p swarm-bench
+	$(BENCH_BUILD)
 	@mkdir -p data && rm -f data/bench.db data/bench.db-wal data/bench.db-shm
 	./target/release/swarm-bench http --database-url sqlite://data/bench.db --seconds $(HTTP_SECONDS) --connections $(HTTP_CONNECTIONS)
 	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
@@ -78,34 +81,34 @@ bench: toolchain tools ## measure the API as users' clients do (wrk against swar
 	$(MAKE) --no-print-directory bench-python
 
 bench-chaos: ## kill -9 swarm up three times under load (PostgreSQL) and check that every acknowledged task completes once, with its own result
-	$(CARGO) build --release -p swarm -p swarm-bench
+	$(BENCH_BUILD)
 	@mkdir -p data/bench-logs
 	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
 	./target/release/swarm-bench chaos --database-url $(BENCH_PG_URL)
 
 bench-flow: ## batch creation throughput and the parent-completed to child-claimed latency, on SQLite and PostgreSQL
-	$(CARGO) build --release -p swarm-bench
+	$(BENCH_BUILD)
 	@mkdir -p data && rm -f data/bench-flow.db data/bench-flow.db-wal data/bench-flow.db-shm
 	./target/release/swarm-bench flow --database-url sqlite://data/bench-flow.db --seconds $(BENCH_SECONDS)
 	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
 	./target/release/swarm-bench flow --database-url $(BENCH_PG_URL) --seconds $(BENCH_SECONDS)
 
 bench-held: ## hold 2,000 event streams and 1,000 waiting claims while creating tasks, on SQLite and PostgreSQL
-	$(CARGO) build --release -p swarm -p swarm-bench
+	$(BENCH_BUILD)
 	@mkdir -p data && rm -f data/bench-held.db data/bench-held.db-wal data/bench-held.db-shm
 	./target/release/swarm-bench held-load --database-url sqlite://data/bench-held.db --seconds $(HELD_SECONDS)
 	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
 	./target/release/swarm-bench held-load --database-url $(BENCH_PG_URL) --seconds $(HELD_SECONDS)
 
 bench-scale: ## create, claim and list latency against a backlog of 10^3 to 10^6 queued tasks on PostgreSQL (10^5 on SQLite); not part of make bench
-	$(CARGO) build --release -p swarm -p swarm-bench
+	$(BENCH_BUILD)
 	@mkdir -p data/bench-logs && rm -f data/bench-scale.db data/bench-scale.db-wal data/bench-scale.db-shm
 	./target/release/swarm-bench scale --database-url sqlite://data/bench-scale.db --sizes 1000,10000,100000
 	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
 	./target/release/swarm-bench scale --database-url $(BENCH_PG_URL) --sizes 1000,10000,100000,1000000
 
 bench-python: toolchain python ## one Python SDK worker process (64 slots) draining 20,000 no-op tasks through the gateway on PostgreSQL
-	$(CARGO) build --release -p swarm
+	$(BENCH_BUILD)
 	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
 	$(PY_VENV)/bin/python sdk/python/bench/worker_bench.py target/release/swarm $(BENCH_PG_URL)
 

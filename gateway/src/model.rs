@@ -231,11 +231,6 @@ pub struct PageView<T> {
     per_page: u32,
     total: u64,
     pages: u64,
-    /// Present (true) when `total` and `pages` are the database's estimate: a task list that
-    /// matches more than 10,000 tasks on PostgreSQL.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    #[schema(required = false)]
-    total_estimated: bool,
 }
 
 impl<T> PageView<T> {
@@ -248,7 +243,6 @@ impl<T> PageView<T> {
             per_page: info.per_page,
             total: info.total,
             pages: info.pages,
-            total_estimated: info.total_estimated,
         }
     }
 }

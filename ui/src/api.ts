@@ -105,8 +105,6 @@ export interface Page<T> {
   per_page: number;
   total: number;
   pages: number;
-  /** Present when `total` and `pages` are the server's estimate (long lists on PostgreSQL). */
-  total_estimated?: boolean;
 }
 
 export interface Latency {

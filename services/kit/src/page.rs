@@ -9,40 +9,6 @@ pub const DEFAULT_PER_PAGE: u32 = 20;
 /// The largest page size.
 pub const MAX_PER_PAGE: u32 = 100;
 
-/// How many items match a list query: counted, or (for lists too long to count on every
-/// page) estimated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Total {
-    /// The number of matching items.
-    pub count: u64,
-    /// Whether `count` is an estimate.
-    pub estimated: bool,
-}
-
-impl Total {
-    /// A total that was counted.
-    pub fn exact(count: u64) -> Self {
-        Self {
-            count,
-            estimated: false,
-        }
-    }
-
-    /// A total that was estimated.
-    pub fn estimated(count: u64) -> Self {
-        Self {
-            count,
-            estimated: true,
-        }
-    }
-}
-
-impl From<u64> for Total {
-    fn from(count: u64) -> Self {
-        Self::exact(count)
-    }
-}
-
 /// A validated page request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
@@ -98,14 +64,12 @@ impl Page {
     }
 
     /// Describes this page within a list of `total` items.
-    pub fn info(&self, total: impl Into<Total>) -> pb::PageInfo {
-        let total = total.into();
+    pub fn info(&self, total: u64) -> pb::PageInfo {
         pb::PageInfo {
             page: self.page,
             per_page: self.per_page,
-            total: total.count,
-            pages: total.count.div_ceil(u64::from(self.per_page)),
-            total_estimated: total.estimated,
+            total,
+            pages: total.div_ceil(u64::from(self.per_page)),
         }
     }
 }

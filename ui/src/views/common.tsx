@@ -22,9 +22,7 @@ export function Pager<T>({ page, onPage }: { page: Page<T>; onPage: (page: numbe
         Previous
       </button>
       <span>
-        Page {page.page} of {page.total_estimated ? "about " : ""}
-        {Math.max(1, page.pages)} · {page.total_estimated ? "about " : ""}
-        {page.total} in all
+        Page {page.page} of {Math.max(1, page.pages)} · {page.total} in all
       </span>
       <button type="button" disabled={page.page >= page.pages} onClick={() => onPage(page.page + 1)}>
         Next

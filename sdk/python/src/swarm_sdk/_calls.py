@@ -37,7 +37,6 @@ def _page(kind: Callable[[dict[str, Any]], R]) -> Callable[[Any], Page[R]]:
             per_page=answer["per_page"],
             total=answer["total"],
             pages=answer["pages"],
-            total_estimated=answer.get("total_estimated", False),
         )
 
     return read

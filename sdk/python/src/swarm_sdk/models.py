@@ -80,6 +80,3 @@ class Page(Generic[R]):
     per_page: int
     total: int
     pages: int
-    total_estimated: bool = False
-    """Whether `total` and `pages` are the server's estimate (a task list past 10,000 matches
-    on PostgreSQL) rather than a count."""

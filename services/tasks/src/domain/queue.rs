@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use swarm_kit::clock::Clock;
 use swarm_kit::metrics::{Registry, names};
-use swarm_kit::page::{Page, Total};
+use swarm_kit::page::Page;
 use swarm_kit::validate::check_text;
 use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::sync::{Notify, mpsc};
@@ -435,7 +435,7 @@ impl TaskQueue {
         &self,
         filter: &TaskFilter,
         page: Page,
-    ) -> Result<(Vec<Task>, Total), TaskError> {
+    ) -> Result<(Vec<Task>, u64), TaskError> {
         filter.check()?;
         Ok(self.store.list(filter, page).await?)
     }

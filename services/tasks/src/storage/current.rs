@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use swarm_kit::page::{Page, Total};
+use swarm_kit::page::Page;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -346,11 +346,7 @@ impl TaskStore for CurrentStore {
         self.inner.ready_between(after, until, limit).await
     }
 
-    async fn list(
-        &self,
-        filter: &TaskFilter,
-        page: Page,
-    ) -> Result<(Vec<Task>, Total), sqlx::Error> {
+    async fn list(&self, filter: &TaskFilter, page: Page) -> Result<(Vec<Task>, u64), sqlx::Error> {
         self.inner.list(filter, page).await
     }
 

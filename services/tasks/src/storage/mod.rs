@@ -12,17 +12,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use swarm_kit::db::Pool;
-use swarm_kit::page::{Page, Total};
+use swarm_kit::page::Page;
 use uuid::Uuid;
 
 use crate::domain::{
     Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Schedule,
     Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter, WorkflowGraph,
 };
-
-/// How many matching tasks a list counts; past it, the total is what the backend can tell
-/// without counting (see [`TaskStore::list`]).
-pub const EXACT_COUNT_LIMIT: i64 = 10_000;
 
 pub use current::JoinError;
 pub use postgres::{PostgresTaskStore, join_writers, keep_writer_lock, relay_task_ready};
@@ -190,14 +186,8 @@ pub trait TaskStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<ReadyWork>, sqlx::Error>;
 
-    /// Returns a page of tasks matching `filter`, newest first, and how many match in all:
-    /// counted up to [`EXACT_COUNT_LIMIT`]; past it, as the backend can tell cheaply (an
-    /// estimate on PostgreSQL, a count on SQLite).
-    async fn list(
-        &self,
-        filter: &TaskFilter,
-        page: Page,
-    ) -> Result<(Vec<Task>, Total), sqlx::Error>;
+    /// Returns a page of tasks matching `filter`, newest first, and how many match in all.
+    async fn list(&self, filter: &TaskFilter, page: Page) -> Result<(Vec<Task>, u64), sqlx::Error>;
 
     /// Cancels a scheduled, queued or active task; `None` when the task is missing or already
     /// final.

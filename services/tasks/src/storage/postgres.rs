@@ -4,7 +4,6 @@
 //! matching is `jsonb` containment of each waiting capability set.
 
 use sqlx::{PgPool, Postgres};
-use swarm_kit::page::Total;
 
 use uuid::Uuid;
 
@@ -203,24 +202,6 @@ const INSERT_UNNEST: &str = const_format::concatcp!(
 /// enough for the dependent count that follows, and taken in id order, so two insertions
 /// sharing parents wait for each other rather than deadlock.
 pub(crate) const LOCK_PARENTS: &str = " ORDER BY id FOR NO KEY UPDATE";
-
-/// Asks the planner how many tasks a filter matches (the caller appends the filter).
-pub(crate) const COUNT_MANY: &str = "EXPLAIN (FORMAT JSON) SELECT 1 FROM tasks";
-
-/// Reads the planner's estimate of how many tasks `explain` (built on [`COUNT_MANY`]) matches,
-/// for a list too long to count: counting would cost a scan that grows with the table on every
-/// page.
-pub(crate) async fn count_many(
-    readers: &PgPool,
-    mut explain: sqlx::QueryBuilder<Postgres>,
-) -> Result<Total, sqlx::Error> {
-    let sqlx::types::Json(plan): sqlx::types::Json<serde_json::Value> =
-        explain.build_query_scalar().fetch_one(readers).await?;
-    let estimate = plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or_default();
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a row count
-    let estimate = estimate as u64;
-    Ok(Total::estimated(estimate))
-}
 
 /// Matches a pattern whatever the case of its letters.
 pub(crate) const LIKE_ANY_CASE: &str = "ILIKE ";

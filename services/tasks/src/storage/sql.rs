@@ -707,29 +707,9 @@ macro_rules! impl_task_store {
                 &self,
                 filter: &$crate::domain::TaskFilter,
                 page: swarm_kit::page::Page,
-            ) -> Result<(Vec<$crate::domain::Task>, swarm_kit::page::Total), sqlx::Error> {
-                use $dialect as dialect;
-                let limit = $crate::storage::EXACT_COUNT_LIMIT;
-                // The page and its count go to the database at once.
-                let total = async {
-                    let mut count = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT COUNT(*) FROM (SELECT 1 FROM tasks",
-                    );
-                    push_task_filter(&mut count, filter);
-                    count.push(" LIMIT ").push_bind(limit + 1).push(") AS counted");
-                    let counted: i64 = count.build_query_scalar().fetch_one(&self.readers).await?;
-                    if counted <= limit {
-                        return Ok(swarm_kit::page::Total::exact(counted.unsigned_abs()));
-                    }
-                    let mut whole = sqlx::QueryBuilder::<$db>::new(dialect::COUNT_MANY);
-                    push_task_filter(&mut whole, filter);
-                    // Never less than the count that went past the limit.
-                    let many = dialect::count_many(&self.readers, whole).await?;
-                    Ok::<_, sqlx::Error>(swarm_kit::page::Total {
-                        count: many.count.max(limit.unsigned_abs() + 1),
-                        ..many
-                    })
-                };
+            ) -> Result<(Vec<$crate::domain::Task>, u64), sqlx::Error> {
+                let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM tasks");
+                push_task_filter(&mut count, filter);
                 let mut select = sqlx::QueryBuilder::<$db>::new("SELECT * FROM tasks");
                 push_task_filter(&mut select, filter);
                 select
@@ -737,9 +717,12 @@ macro_rules! impl_task_store {
                     .push_bind(page.limit())
                     .push(" OFFSET ")
                     .push_bind(page.offset());
-                let tasks = select.build_query_as().fetch_all(&self.readers);
-                let (tasks, total) = tokio::try_join!(tasks, total)?;
-                Ok((tasks, total))
+                // The page and its count go to the database at once.
+                let (tasks, total) = tokio::try_join!(
+                    select.build_query_as().fetch_all(&self.readers),
+                    count.build_query_scalar::<i64>().fetch_one(&self.readers),
+                )?;
+                Ok((tasks, total.unsigned_abs()))
             }
 
             async fn cancel(

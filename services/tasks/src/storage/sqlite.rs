@@ -4,7 +4,6 @@
 
 use sqlx::{Sqlite, SqlitePool};
 use swarm_kit::db::SqlitePools;
-use swarm_kit::page::Total;
 
 use super::sql::{self, impl_task_store};
 use crate::domain::{Claim, Task};
@@ -77,19 +76,6 @@ pub(crate) const REQUEUE_EXPIRED: &str = const_format::concatcp!(
 /// Queues due scheduled tasks: `$1` now, `$2` how many at most.
 pub(crate) const QUEUE_DUE: &str =
     const_format::concatcp!(sql::QUEUE_DUE, sql::DUE_IDS, ") RETURNING *");
-
-/// Counts the tasks a filter matches (the caller appends the filter).
-pub(crate) const COUNT_MANY: &str = "SELECT COUNT(*) FROM tasks";
-
-/// Counts what `count` (built on [`COUNT_MANY`]) matches, however many: SQLite has no cheaper
-/// answer, and its lists stay short enough (to 10⁵ tasks) for a count to be quick.
-pub(crate) async fn count_many(
-    readers: &SqlitePool,
-    mut count: sqlx::QueryBuilder<Sqlite>,
-) -> Result<Total, sqlx::Error> {
-    let total: i64 = count.build_query_scalar().fetch_one(readers).await?;
-    Ok(Total::exact(total.unsigned_abs()))
-}
 
 /// Inserts `rows` with one multi-row statement; a row whose idempotency key or schedule tick
 /// exists already is left out. Returns the rows inserted.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use swarm_kit::page::{Page, Total};
+use swarm_kit::page::Page;
 use swarm_tasks::domain::{
     Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Schedule,
     Task, TaskFilter, Workflow, WorkflowFilter, WorkflowGraph,
@@ -161,11 +161,7 @@ impl TaskStore for CountingStore {
         self.inner.ready_between(after, until, limit).await
     }
 
-    async fn list(
-        &self,
-        filter: &TaskFilter,
-        page: Page,
-    ) -> Result<(Vec<Task>, Total), sqlx::Error> {
+    async fn list(&self, filter: &TaskFilter, page: Page) -> Result<(Vec<Task>, u64), sqlx::Error> {
         self.inner.list(filter, page).await
     }
 
