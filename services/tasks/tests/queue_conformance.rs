@@ -1295,7 +1295,13 @@ async fn watchers_see_changes_another_replica_makes(backend: Backend) {
             .map(|state| state.unwrap().status)
     };
     assert_eq!(next().await, Some(TaskStatus::Queued));
-    let claimed = claim_one(&other, Uuid::now_v7()).await;
+    // The other replica's clock may stand a millisecond behind the one that stamped the task
+    // ready, so its claim waits for the task rather than asking only once.
+    let waiting = Claim {
+        wait: Duration::from_secs(5),
+        ..claim_for(Uuid::now_v7(), &[], 1)
+    };
+    let claimed = other.claim(waiting).await.unwrap().remove(0);
     assert_eq!(next().await, Some(TaskStatus::Active));
     other
         .complete(task.id, lease_of(&claimed), String::new())
