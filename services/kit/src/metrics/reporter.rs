@@ -17,7 +17,7 @@ use crate::grpc::ServiceChannel;
 use crate::service_auth::ServiceCredentials;
 
 /// A periodic refresh runs no more often than once per this many times its own duration.
-pub const REFRESH_SHARE: u32 = 50;
+const REFRESH_SHARE: u32 = 50;
 
 /// How long a report may take before it is given up.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -107,7 +107,7 @@ impl Reporter {
     /// Runs `refresh` once per report interval, in this service's scope, until the stop token
     /// is cancelled: for levels that take a call to read (a count in the database, say). A
     /// refresh that grows slow (a count over a table that grows) is run less often, so that it
-    /// takes at most one part in [`REFRESH_SHARE`] of the time.
+    /// takes at most a fiftieth of the time.
     pub fn refresh<F, Fut>(&self, refresh: F) -> JoinHandle<()>
     where
         F: Fn(Arc<Registry>) -> Fut + Send + 'static,

@@ -277,8 +277,8 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn requeue_expired(&self, now: i64, limit: u32) -> Result<Vec<Task>, sqlx::Error>;
 
     /// Deletes up to `limit` final tasks (and their messages) that finished before `before`,
-    /// the longest finished first, and up to `limit` workflows left without tasks. Returns how
-    /// many tasks it deleted.
+    /// the longest finished first; when fewer than `limit` were left, also up to `limit`
+    /// workflows left without tasks. Returns how many tasks it deleted.
     async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64, sqlx::Error>;
 
     /// Adds a message; `None` when the task does not exist.

@@ -984,13 +984,17 @@ macro_rules! impl_task_store {
                     .bind(before)
                     .bind(i64::from(limit))
                     .execute(&self.writer)
-                    .await?;
-                sqlx::query($crate::storage::sql::PRUNE_WORKFLOWS)
-                    .bind(before)
-                    .bind(i64::from(limit))
-                    .execute(&self.writer)
-                    .await?;
-                Ok(done.rows_affected())
+                    .await?
+                    .rows_affected();
+                // Workflows are looked at once the tasks are done, not after every batch.
+                if done < u64::from(limit) {
+                    sqlx::query($crate::storage::sql::PRUNE_WORKFLOWS)
+                        .bind(before)
+                        .bind(i64::from(limit))
+                        .execute(&self.writer)
+                        .await?;
+                }
+                Ok(done)
             }
 
             async fn add_message(
