@@ -3,6 +3,9 @@
 //! invalidation stream evicts them the moment anyone changes them anywhere. While the stream is
 //! down the near cache is emptied and bypassed, so it never serves what it cannot vouch for.
 //! A cache that does not answer is a miss, never an error: callers fall back to their source.
+//! Remote lookups are pipelined: a few are in flight at once, and the gets that arrive meanwhile
+//! go out together as one `GetMany` (one gRPC call, one Redis pipeline), so under load a get
+//! costs a share of a call rather than a call; a lone get waits for no one.
 //! Invalidations are repeated a moment later, which clears what a reader that read the source
 //! just before a change stored just after it.
 
@@ -14,6 +17,7 @@ use crate::grpc::ServiceChannel;
 use moka::future::Cache;
 use swarm_proto::cache::v1 as pb;
 use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -24,6 +28,21 @@ const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(200);
 /// How long after an invalidation it is repeated: longer than a reader takes between reading
 /// the source and storing what it read.
 const REPEAT_INVALIDATION_AFTER: Duration = Duration::from_secs(1);
+/// Remote lookups in flight at once; gets that arrive meanwhile wait for the next one.
+const LOOKUPS_IN_FLIGHT: usize = 4;
+/// The most keys one remote lookup carries.
+const MAX_KEYS_PER_LOOKUP: usize = 256;
+/// Gets waiting for a remote lookup at most; more wait to be queued.
+const LOOKUP_QUEUE_DEPTH: usize = 4096;
+
+/// A value found remotely and how long it has left there.
+type Found = (Arc<[u8]>, Duration);
+
+/// A get waiting for a remote lookup, and where its answer goes.
+struct Lookup {
+    key: String,
+    answer: oneshot::Sender<Option<Found>>,
+}
 
 /// A near-cached value and how long it may be kept.
 #[derive(Clone)]
@@ -50,7 +69,8 @@ impl moka::Expiry<String, NearEntry> for UntilRemoteExpiry {
 #[derive(Clone)]
 pub struct CacheClient {
     remote: CacheServiceClient<ServiceChannel>,
-    near: Cache<String, NearEntry>,
+    lookups: mpsc::Sender<Lookup>,
+    near: Option<Cache<String, NearEntry>>,
     near_ttl: Duration,
     watching: Arc<AtomicBool>,
 }
@@ -66,8 +86,8 @@ impl std::fmt::Debug for CacheClient {
 impl CacheClient {
     /// Connects (lazily) to the cache service at `url` and starts watching invalidations of
     /// keys under `prefix` until `stop` is cancelled. The near cache holds up to `near_entries`
-    /// entries, each for at most `near_ttl` and never longer than its remote entry lives. Calls
-    /// carry `token`.
+    /// entries (none turns it off), each for at most `near_ttl` and never longer than its
+    /// remote entry lives. Calls carry `token`.
     pub fn new(
         url: &str,
         prefix: &str,
@@ -78,12 +98,18 @@ impl CacheClient {
     ) -> Result<Self, tonic::transport::Error> {
         // Calls set their own deadlines; the invalidation stream has none.
         let channel = crate::grpc::lazy_channel(url, CALL_TIMEOUT, None, token)?;
+        let remote = CacheServiceClient::new(channel);
+        let (lookups, pending) = mpsc::channel(LOOKUP_QUEUE_DEPTH);
+        tokio::spawn(pipeline(remote.clone(), pending));
         let client = Self {
-            remote: CacheServiceClient::new(channel),
-            near: Cache::builder()
-                .max_capacity(near_entries)
-                .expire_after(UntilRemoteExpiry)
-                .build(),
+            remote,
+            lookups,
+            near: (near_entries > 0).then(|| {
+                Cache::builder()
+                    .max_capacity(near_entries)
+                    .expire_after(UntilRemoteExpiry)
+                    .build()
+            }),
             near_ttl,
             watching: Arc::new(AtomicBool::new(false)),
         };
@@ -93,35 +119,30 @@ impl CacheClient {
 
     /// Returns the value under `key`: from the near cache, else from the cache service.
     pub async fn get(&self, key: &str) -> Option<Arc<[u8]>> {
-        let near = self.watching.load(Ordering::Relaxed);
-        if near && let Some(entry) = self.near.get(key).await {
+        let near = self
+            .near
+            .as_ref()
+            .filter(|_| self.watching.load(Ordering::Relaxed));
+        if let Some(near) = near
+            && let Some(entry) = near.get(key).await
+        {
             return Some(entry.value);
         }
-        let mut request = tonic::Request::new(pb::GetRequest {
+        let (answer, found) = oneshot::channel();
+        let lookup = Lookup {
             key: key.to_owned(),
-            namespace: pb::Namespace::internal(),
-        });
-        request.set_timeout(CALL_TIMEOUT);
-        match self.remote.clone().get(request).await {
-            Ok(answer) if answer.get_ref().found => {
-                let answer = answer.into_inner();
-                let value: Arc<[u8]> = answer.value.into();
-                if near {
-                    let left = Duration::from_secs(answer.ttl_seconds_remaining);
-                    let entry = NearEntry {
-                        value: value.clone(),
-                        ttl: left.min(self.near_ttl),
-                    };
-                    self.near.insert(key.to_owned(), entry).await;
-                }
-                Some(value)
-            }
-            Ok(_) => None,
-            Err(status) => {
-                debug!(key, code = ?status.code(), "cache unavailable; treated as a miss");
-                None
-            }
+            answer,
+        };
+        self.lookups.send(lookup).await.ok()?;
+        let (value, left) = found.await.ok()??;
+        if let Some(near) = near {
+            let entry = NearEntry {
+                value: value.clone(),
+                ttl: left.min(self.near_ttl),
+            };
+            near.insert(key.to_owned(), entry).await;
         }
+        Some(value)
     }
 
     /// Stores `value` under `key` for `ttl`; a failure is logged, not returned.
@@ -165,20 +186,22 @@ impl CacheClient {
     }
 
     async fn forget(&self, key: &str, is_prefix: bool) {
+        let Some(near) = &self.near else {
+            return;
+        };
         if is_prefix {
             let prefix = key.to_owned();
             // Entries are few (a near cache is small); a scan is cheap.
-            let doomed: Vec<Arc<String>> = self
-                .near
+            let doomed: Vec<Arc<String>> = near
                 .iter()
                 .filter(|(key, _)| key.starts_with(&prefix))
                 .map(|(key, _)| key)
                 .collect();
             for key in doomed {
-                self.near.invalidate(key.as_str()).await;
+                near.invalidate(key.as_str()).await;
             }
         } else {
-            self.near.invalidate(key).await;
+            near.invalidate(key).await;
         }
     }
 
@@ -211,11 +234,59 @@ impl CacheClient {
             }
             // Whatever changed while the stream was down is unknown: trust nothing kept.
             self.watching.store(false, Ordering::Relaxed);
-            self.near.invalidate_all();
+            if let Some(near) = &self.near {
+                near.invalidate_all();
+            }
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(RESUBSCRIBE_PAUSE) => {}
             }
         }
+    }
+}
+
+/// Sends waiting gets to the cache service, up to [`LOOKUPS_IN_FLIGHT`] lookups at once, each
+/// carrying every get that queued while it waited for its turn; ends when every client is gone.
+async fn pipeline(remote: CacheServiceClient<ServiceChannel>, mut pending: mpsc::Receiver<Lookup>) {
+    let in_flight = Arc::new(Semaphore::new(LOOKUPS_IN_FLIGHT));
+    loop {
+        let Ok(turn) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::new();
+        if pending.recv_many(&mut batch, MAX_KEYS_PER_LOOKUP).await == 0 {
+            return;
+        }
+        tokio::spawn(look_up(remote.clone(), batch, turn));
+    }
+}
+
+/// Asks the cache service for every key of `batch` at once and answers each get; a lookup that
+/// fails answers each with a miss.
+async fn look_up(
+    mut remote: CacheServiceClient<ServiceChannel>,
+    batch: Vec<Lookup>,
+    _turn: tokio::sync::OwnedSemaphorePermit,
+) {
+    let mut request = tonic::Request::new(pb::GetManyRequest {
+        keys: batch.iter().map(|lookup| lookup.key.clone()).collect(),
+        namespace: pb::Namespace::internal(),
+    });
+    request.set_timeout(CALL_TIMEOUT);
+    let entries = match remote.get_many(request).await {
+        Ok(answer) => answer.into_inner().entries,
+        Err(status) => {
+            debug!(keys = batch.len(), code = ?status.code(), "cache unavailable; treated as misses");
+            Vec::new()
+        }
+    };
+    let mut entries = entries.into_iter();
+    for lookup in batch {
+        let found = entries.next().filter(|entry| entry.found).map(|entry| {
+            let left = Duration::from_secs(entry.ttl_seconds_remaining);
+            (Arc::from(entry.value), left)
+        });
+        // The asker may have given up (its own deadline); nothing to tell it then.
+        let _ = lookup.answer.send(found);
     }
 }

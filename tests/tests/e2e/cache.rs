@@ -174,6 +174,62 @@ async fn a_write_anywhere_evicts_every_near_copy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_gets_through_the_client_each_get_their_own_answer() {
+    use swarm_kit::cache_client::CacheClient;
+    let redis = RedisServer::start();
+    let swarm = TestStack::start_with(Backend::Sqlite, |config| {
+        config.cache.redis_url = Some(redis.url());
+    })
+    .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = swarm_kit::service_auth::ServiceCredentials::new(Some(swarm.service_token.clone()));
+    // No near cache: every get goes to the cache service, in shared lookups under this load.
+    let client = CacheClient::new(
+        &swarm.stack.cache_url(),
+        "pipelined:",
+        0,
+        Duration::ZERO,
+        stop.clone(),
+        &token,
+    )
+    .unwrap();
+    for n in (0..400).step_by(2) {
+        let value = format!("value {n}").into_bytes();
+        client
+            .set(&format!("pipelined:{n}"), value, Duration::from_secs(60))
+            .await;
+    }
+    let mut readers = tokio::task::JoinSet::new();
+    for reader in 0..64 {
+        let client = client.clone();
+        readers.spawn(async move {
+            for n in (reader..400).step_by(64) {
+                let found = client.get(&format!("pipelined:{n}")).await;
+                let expected = (n % 2 == 0).then(|| format!("value {n}").into_bytes());
+                assert_eq!(found.as_deref(), expected.as_deref(), "key {n}");
+            }
+        });
+    }
+    readers.join_all().await;
+    let (_, stats) = swarm.get("/api/cache/stats").await;
+    assert_eq!(
+        (stats["hits"].as_u64(), stats["misses"].as_u64()),
+        (Some(200), Some(200))
+    );
+
+    // A cache service that is gone is a miss at once, not a wait.
+    swarm.stop().await;
+    let started = Instant::now();
+    assert_eq!(client.get("pipelined:0").await, None);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_prefix_delete_finishes_and_is_announced_when_its_caller_gives_up() {
     use swarm_proto::cache::v1 as pb;
     use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
