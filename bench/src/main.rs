@@ -21,6 +21,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator the shipped `swarm` binary uses, so the services this process hosts in the
+/// `api`, `cache` and `overhead` scenarios cost what they cost there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Measures Swarm under load.
 #[derive(Debug, Parser)]
 #[command(name = "swarm-bench", version)]
