@@ -336,7 +336,10 @@ mod tests {
             ..NewTask::default()
         };
         for _ in 0..count / 500 {
-            store.insert_many(&vec![task.clone(); 500], 1).await.unwrap();
+            store
+                .insert_many(&vec![task.clone(); 500], 1)
+                .await
+                .unwrap();
         }
     }
 
@@ -364,16 +367,15 @@ mod tests {
             .execute(&mut *transaction)
             .await
             .unwrap();
-        let plan: Vec<String> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {CLAIM}")))
-                .bind(10_000_i64)
-                .bind(Uuid::now_v7())
-                .bind(sqlx::types::Json(["gpu"]))
-                .bind(4_i64)
-                .bind(8_i64)
-                .fetch_all(&mut *transaction)
-                .await
-                .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {CLAIM}")))
+            .bind(10_000_i64)
+            .bind(Uuid::now_v7())
+            .bind(sqlx::types::Json(["gpu"]))
+            .bind(4_i64)
+            .bind(8_i64)
+            .fetch_all(&mut *transaction)
+            .await
+            .unwrap();
         transaction.rollback().await.unwrap();
         let plan = plan.join("\n");
         assert!(plan.contains("tasks_claim_set_idx"), "{plan}");
