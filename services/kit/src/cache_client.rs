@@ -5,7 +5,8 @@
 //! A cache that does not answer is a miss, never an error: callers fall back to their source.
 //! Remote lookups are pipelined: a few are in flight at once, and the gets that arrive meanwhile
 //! go out together as one `GetMany` (one gRPC call, one Redis pipeline), so under load a get
-//! costs a share of a call rather than a call; a lone get waits for no one.
+//! costs a share of a call rather than a call; a lone get waits for no one and is a plain `Get`
+//! in its caller's trace (a shared lookup follows from every caller's span).
 //! Invalidations are repeated a moment later, which clears what a reader that read the source
 //! just before a change stored just after it.
 
@@ -19,7 +20,7 @@ use swarm_proto::cache::v1 as pb;
 use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 /// How long a cache call may take before it counts as a miss.
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
@@ -41,6 +42,8 @@ type Found = (Arc<[u8]>, Duration);
 /// A get waiting for a remote lookup, and where its answer goes.
 struct Lookup {
     key: String,
+    /// The span of the get: a lookup of its own runs in it, a shared one follows from it.
+    caller: tracing::Span,
     answer: oneshot::Sender<Option<Found>>,
 }
 
@@ -131,6 +134,7 @@ impl CacheClient {
         let (answer, found) = oneshot::channel();
         let lookup = Lookup {
             key: key.to_owned(),
+            caller: tracing::Span::current(),
             answer,
         };
         self.lookups.send(lookup).await.ok()?;
@@ -257,7 +261,17 @@ async fn pipeline(remote: CacheServiceClient<ServiceChannel>, mut pending: mpsc:
         if pending.recv_many(&mut batch, MAX_KEYS_PER_LOOKUP).await == 0 {
             return;
         }
-        tokio::spawn(look_up(remote.clone(), batch, turn));
+        let span = match batch.as_slice() {
+            [one] => one.caller.clone(),
+            _ => {
+                let span = tracing::info_span!("cache.lookup", keys = batch.len());
+                for lookup in &batch {
+                    span.follows_from(&lookup.caller);
+                }
+                span
+            }
+        };
+        tokio::spawn(look_up(remote.clone(), batch, turn).instrument(span));
     }
 }
 
@@ -268,18 +282,11 @@ async fn look_up(
     batch: Vec<Lookup>,
     _turn: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let mut request = tonic::Request::new(pb::GetManyRequest {
-        keys: batch.iter().map(|lookup| lookup.key.clone()).collect(),
-        namespace: pb::Namespace::internal(),
+    let keys = batch.iter().map(|lookup| lookup.key.clone()).collect();
+    let entries = fetch(&mut remote, keys).await.unwrap_or_else(|status| {
+        debug!(keys = batch.len(), code = ?status.code(), "cache unavailable; treated as misses");
+        Vec::new()
     });
-    request.set_timeout(CALL_TIMEOUT);
-    let entries = match remote.get_many(request).await {
-        Ok(answer) => answer.into_inner().entries,
-        Err(status) => {
-            debug!(keys = batch.len(), code = ?status.code(), "cache unavailable; treated as misses");
-            Vec::new()
-        }
-    };
     let mut entries = entries.into_iter();
     for lookup in batch {
         let found = entries.next().filter(|entry| entry.found).map(|entry| {
@@ -289,4 +296,22 @@ async fn look_up(
         // The asker may have given up (its own deadline); nothing to tell it then.
         let _ = lookup.answer.send(found);
     }
+}
+
+/// Reads one key with `Get` (so a lone get's trace shows the call it made) and several with
+/// `GetMany`; answers in the order of `keys`.
+async fn fetch(
+    remote: &mut CacheServiceClient<ServiceChannel>,
+    mut keys: Vec<String>,
+) -> Result<Vec<pb::GetResponse>, tonic::Status> {
+    let namespace = pb::Namespace::internal();
+    if let [_] = keys.as_slice() {
+        let key = keys.swap_remove(0);
+        let mut request = tonic::Request::new(pb::GetRequest { key, namespace });
+        request.set_timeout(CALL_TIMEOUT);
+        return Ok(vec![remote.get(request).await?.into_inner()]);
+    }
+    let mut request = tonic::Request::new(pb::GetManyRequest { keys, namespace });
+    request.set_timeout(CALL_TIMEOUT);
+    Ok(remote.get_many(request).await?.into_inner().entries)
 }
