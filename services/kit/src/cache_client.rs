@@ -18,9 +18,9 @@ use crate::grpc::ServiceChannel;
 use moka::future::Cache;
 use swarm_proto::cache::v1 as pb;
 use swarm_proto::cache::v1::cache_service_client::CacheServiceClient;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, warn};
+use tracing::{debug, warn};
 
 /// How long a cache call may take before it counts as a miss.
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
@@ -42,9 +42,14 @@ type Found = (Arc<[u8]>, Duration);
 /// A get waiting for a remote lookup, and where its answer goes.
 struct Lookup {
     key: String,
-    /// The span of the get: a lookup of its own runs in it, a shared one follows from it.
     caller: tracing::Span,
     answer: oneshot::Sender<Option<Found>>,
+}
+
+impl crate::batching::Waiting for Lookup {
+    fn caller(&self) -> &tracing::Span {
+        &self.caller
+    }
 }
 
 /// A near-cached value and how long it may be kept.
@@ -103,7 +108,16 @@ impl CacheClient {
         let channel = crate::grpc::lazy_channel(url, CALL_TIMEOUT, None, token)?;
         let remote = CacheServiceClient::new(channel);
         let (lookups, pending) = mpsc::channel(LOOKUP_QUEUE_DEPTH);
-        tokio::spawn(pipeline(remote.clone(), pending));
+        tokio::spawn(crate::batching::run(
+            pending,
+            LOOKUPS_IN_FLIGHT,
+            MAX_KEYS_PER_LOOKUP,
+            |keys| tracing::info_span!("cache.lookup", keys),
+            {
+                let remote = remote.clone();
+                move |batch| look_up(remote.clone(), batch)
+            },
+        ));
         let client = Self {
             remote,
             lookups,
@@ -249,39 +263,9 @@ impl CacheClient {
     }
 }
 
-/// Sends waiting gets to the cache service, up to [`LOOKUPS_IN_FLIGHT`] lookups at once, each
-/// carrying every get that queued while it waited for its turn; ends when every client is gone.
-async fn pipeline(remote: CacheServiceClient<ServiceChannel>, mut pending: mpsc::Receiver<Lookup>) {
-    let in_flight = Arc::new(Semaphore::new(LOOKUPS_IN_FLIGHT));
-    loop {
-        let Ok(turn) = Arc::clone(&in_flight).acquire_owned().await else {
-            return;
-        };
-        let mut batch = Vec::new();
-        if pending.recv_many(&mut batch, MAX_KEYS_PER_LOOKUP).await == 0 {
-            return;
-        }
-        let span = match batch.as_slice() {
-            [one] => one.caller.clone(),
-            _ => {
-                let span = tracing::info_span!("cache.lookup", keys = batch.len());
-                for lookup in &batch {
-                    span.follows_from(&lookup.caller);
-                }
-                span
-            }
-        };
-        tokio::spawn(look_up(remote.clone(), batch, turn).instrument(span));
-    }
-}
-
 /// Asks the cache service for every key of `batch` at once and answers each get; a lookup that
 /// fails answers each with a miss.
-async fn look_up(
-    mut remote: CacheServiceClient<ServiceChannel>,
-    batch: Vec<Lookup>,
-    _turn: tokio::sync::OwnedSemaphorePermit,
-) {
+async fn look_up(mut remote: CacheServiceClient<ServiceChannel>, batch: Vec<Lookup>) {
     let keys = batch.iter().map(|lookup| lookup.key.clone()).collect();
     let entries = fetch(&mut remote, keys).await.unwrap_or_else(|status| {
         debug!(keys = batch.len(), code = ?status.code(), "cache unavailable; treated as misses");

@@ -3,6 +3,7 @@
 //! signals, process figures, request and database metrics reported to the metrics service, and
 //! the cache client with its near cache.
 
+pub mod batching;
 pub mod cache_client;
 pub mod cache_keys;
 pub mod clock;

@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tracing::Instrument;
+use swarm_kit::batching;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::NewTask;
 use crate::storage::{Insertion, TaskStore};
@@ -29,6 +29,12 @@ struct Pending {
     outcome: oneshot::Sender<Result<Insertion, sqlx::Error>>,
 }
 
+impl batching::Waiting for Pending {
+    fn caller(&self) -> &tracing::Span {
+        &self.caller
+    }
+}
+
 /// Stores independent creates (no idempotency key, nothing depended on) in shared
 /// transactions.
 #[derive(Debug, Clone)]
@@ -41,7 +47,16 @@ impl GroupCommit {
     /// handle is dropped.
     pub fn start(store: Arc<dyn TaskStore>, now: impl Fn() -> i64 + Send + 'static) -> Self {
         let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(group(store, pending, now));
+        tokio::spawn(batching::run(
+            pending,
+            MAX_IN_FLIGHT,
+            MAX_GROUP,
+            |creates| tracing::info_span!("tasks.group_commit", creates),
+            move |batch| {
+                let (store, stamp) = (Arc::clone(&store), now());
+                async move { store_group(store.as_ref(), batch, stamp).await }
+            },
+        ));
         Self { queue }
     }
 
@@ -57,44 +72,6 @@ impl GroupCommit {
             .await
             .map_err(|_| sqlx::Error::PoolClosed)?;
         answer.await.map_err(|_| sqlx::Error::PoolClosed)?
-    }
-}
-
-/// Takes what is waiting (up to [`MAX_GROUP`]) whenever a transaction slot is free, and
-/// stores it in one transaction.
-async fn group(
-    store: Arc<dyn TaskStore>,
-    mut pending: mpsc::Receiver<Pending>,
-    now: impl Fn() -> i64 + Send + 'static,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    loop {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let mut batch = Vec::new();
-        if pending.recv_many(&mut batch, MAX_GROUP).await == 0 {
-            return;
-        }
-        let store = Arc::clone(&store);
-        let stamp = now();
-        let span = match batch.as_slice() {
-            [one] => one.caller.clone(),
-            _ => {
-                let span = tracing::info_span!("tasks.group_commit", creates = batch.len());
-                for pending in &batch {
-                    span.follows_from(&pending.caller);
-                }
-                span
-            }
-        };
-        tokio::spawn(
-            async move {
-                store_group(store.as_ref(), batch, stamp).await;
-                drop(slot);
-            }
-            .instrument(span),
-        );
     }
 }
 
