@@ -51,7 +51,7 @@ pub enum KeyError {
     Invalid(String),
     /// The store failed.
     #[error("key store: {0}")]
-    Store(#[from] sqlx::Error),
+    Store(#[from] swarm_kit::StoreError),
     /// Too many keys wait to be looked up.
     #[error("too many api keys are being checked at once")]
     Busy,
@@ -240,11 +240,11 @@ mod tests {
 
     #[async_trait::async_trait]
     impl KeyStore for SlowStore {
-        async fn insert(&self, _: &StoredKey, _: i64) -> Result<bool, sqlx::Error> {
+        async fn insert(&self, _: &StoredKey, _: i64) -> Result<bool, swarm_kit::StoreError> {
             Ok(true)
         }
 
-        async fn find_active(&self, _: &str) -> Result<Option<ApiKey>, sqlx::Error> {
+        async fn find_active(&self, _: &str) -> Result<Option<ApiKey>, swarm_kit::StoreError> {
             use std::sync::atomic::Ordering::SeqCst;
             self.lookups.fetch_add(1, SeqCst);
             let now = self.in_flight.fetch_add(1, SeqCst) + 1;
@@ -254,15 +254,15 @@ mod tests {
             Ok(None)
         }
 
-        async fn list(&self, _: Page) -> Result<(Vec<ApiKey>, u64), sqlx::Error> {
+        async fn list(&self, _: Page) -> Result<(Vec<ApiKey>, u64), swarm_kit::StoreError> {
             Ok((Vec::new(), 0))
         }
 
-        async fn revoke(&self, _: Uuid, _: i64) -> Result<Option<ApiKey>, sqlx::Error> {
+        async fn revoke(&self, _: Uuid, _: i64) -> Result<Option<ApiKey>, swarm_kit::StoreError> {
             Ok(None)
         }
 
-        async fn count_active_admins(&self) -> Result<u64, sqlx::Error> {
+        async fn count_active_admins(&self) -> Result<u64, swarm_kit::StoreError> {
             Ok(0)
         }
     }

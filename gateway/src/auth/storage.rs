@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::{Postgres, Sqlite};
+use swarm_kit::StoreError;
 use swarm_kit::db::Pool;
 use swarm_kit::page::Page;
 use uuid::Uuid;
@@ -32,54 +33,32 @@ pub struct StoredKey {
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {
     /// Stores `key`; `false` when a key with the same hash exists already (revoked or not).
-    async fn insert(&self, key: &StoredKey, now: i64) -> Result<bool, sqlx::Error>;
+    async fn insert(&self, key: &StoredKey, now: i64) -> Result<bool, StoreError>;
 
     /// Returns the key whose secret hashes to `hash`, unless revoked.
-    async fn find_active(&self, hash: &str) -> Result<Option<ApiKey>, sqlx::Error>;
+    async fn find_active(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
 
     /// Returns keys, oldest first, and how many there are.
-    async fn list(&self, page: Page) -> Result<(Vec<ApiKey>, u64), sqlx::Error>;
+    async fn list(&self, page: Page) -> Result<(Vec<ApiKey>, u64), StoreError>;
 
     /// Revokes a key; `None` when no key has that id.
-    async fn revoke(&self, id: Uuid, now: i64) -> Result<Option<ApiKey>, sqlx::Error>;
+    async fn revoke(&self, id: Uuid, now: i64) -> Result<Option<ApiKey>, StoreError>;
 
     /// Counts the admin keys not revoked.
-    async fn count_active_admins(&self) -> Result<u64, sqlx::Error>;
+    async fn count_active_admins(&self) -> Result<u64, StoreError>;
 }
 
 const COLUMNS: &str = "id, name, role, agent_id, prefix, created_at, revoked_at";
 
-/// One row, as stored.
-#[derive(Debug, sqlx::FromRow)]
-struct Row {
-    id: Uuid,
-    name: String,
-    role: String,
-    agent_id: Option<Uuid>,
-    prefix: String,
-    created_at: i64,
-    revoked_at: Option<i64>,
-}
-
-impl TryFrom<Row> for ApiKey {
-    type Error = sqlx::Error;
-
-    fn try_from(row: Row) -> Result<Self, sqlx::Error> {
-        let role = row
-            .role
-            .parse()
-            .map_err(|_| sqlx::Error::Decode(format!("unknown role {:?}", row.role).into()))?;
-        Ok(Self {
-            id: row.id,
-            name: row.name,
-            role,
-            agent_id: row.agent_id,
-            prefix: row.prefix,
-            created_at: row.created_at,
-            revoked_at: row.revoked_at,
-        })
-    }
-}
+swarm_kit::from_row!(ApiKey {
+    id,
+    name,
+    role text,
+    agent_id,
+    prefix,
+    created_at,
+    revoked_at,
+});
 
 /// Implements [`KeyStore`] for `$store`, whose `readers` and `writer` pools are of database
 /// `$db`.
@@ -87,7 +66,7 @@ macro_rules! impl_key_store {
     ($store:ident, $db:ty) => {
         #[async_trait]
         impl KeyStore for $store {
-            async fn insert(&self, key: &StoredKey, now: i64) -> Result<bool, sqlx::Error> {
+            async fn insert(&self, key: &StoredKey, now: i64) -> Result<bool, StoreError> {
                 let inserted = sqlx::query(
                     "INSERT INTO api_keys (id, name, role, agent_id, hash, prefix, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hash) DO NOTHING",
@@ -104,8 +83,8 @@ macro_rules! impl_key_store {
                 Ok(inserted.rows_affected() == 1)
             }
 
-            async fn find_active(&self, hash: &str) -> Result<Option<ApiKey>, sqlx::Error> {
-                let row: Option<Row> = sqlx::query_as(const_format::concatcp!(
+            async fn find_active(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+                let key = sqlx::query_as(const_format::concatcp!(
                     "SELECT ",
                     COLUMNS,
                     " FROM api_keys WHERE hash = $1 AND revoked_at IS NULL"
@@ -113,11 +92,11 @@ macro_rules! impl_key_store {
                 .bind(hash)
                 .fetch_optional(&self.readers)
                 .await?;
-                row.map(ApiKey::try_from).transpose()
+                Ok(key)
             }
 
-            async fn list(&self, page: Page) -> Result<(Vec<ApiKey>, u64), sqlx::Error> {
-                let rows: Vec<Row> = sqlx::query_as(const_format::concatcp!(
+            async fn list(&self, page: Page) -> Result<(Vec<ApiKey>, u64), StoreError> {
+                let keys = sqlx::query_as(const_format::concatcp!(
                     "SELECT ",
                     COLUMNS,
                     " FROM api_keys ORDER BY created_at, id LIMIT $1 OFFSET $2"
@@ -129,15 +108,11 @@ macro_rules! impl_key_store {
                 let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
                     .fetch_one(&self.readers)
                     .await?;
-                let keys = rows
-                    .into_iter()
-                    .map(ApiKey::try_from)
-                    .collect::<Result<_, _>>()?;
                 Ok((keys, u64::try_from(total).unwrap_or(0)))
             }
 
-            async fn revoke(&self, id: Uuid, now: i64) -> Result<Option<ApiKey>, sqlx::Error> {
-                let row: Option<Row> = sqlx::query_as(const_format::concatcp!(
+            async fn revoke(&self, id: Uuid, now: i64) -> Result<Option<ApiKey>, StoreError> {
+                let key = sqlx::query_as(const_format::concatcp!(
                     "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
                      RETURNING ",
                     COLUMNS
@@ -146,10 +121,10 @@ macro_rules! impl_key_store {
                 .bind(now)
                 .fetch_optional(&self.writer)
                 .await?;
-                row.map(ApiKey::try_from).transpose()
+                Ok(key)
             }
 
-            async fn count_active_admins(&self) -> Result<u64, sqlx::Error> {
+            async fn count_active_admins(&self) -> Result<u64, StoreError> {
                 let count: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL",
                 )

@@ -1,6 +1,6 @@
 //! The agents service's errors and how they map onto the shared error vocabulary.
 
-use swarm_kit::{Error, ErrorCode};
+use swarm_kit::{Error, ErrorCode, StoreError};
 use uuid::Uuid;
 
 /// Why an agent operation failed.
@@ -17,13 +17,7 @@ pub enum AgentError {
     NameTaken(String),
     /// Storage failed.
     #[error(transparent)]
-    Storage(sqlx::Error),
-}
-
-impl From<sqlx::Error> for AgentError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Storage(error)
-    }
+    Storage(#[from] StoreError),
 }
 
 impl From<swarm_kit::validate::InvalidInput> for AgentError {

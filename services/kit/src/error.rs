@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::store::StoreError;
+
 /// Every way a Swarm call can fail, as clients see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -193,20 +195,25 @@ impl From<Error> for tonic::Status {
     }
 }
 
-impl From<sqlx::Error> for Error {
-    /// Maps database failures: an unreachable or exhausted database is `unavailable`, a unique
+impl From<StoreError> for Error {
+    /// Maps storage failures: an unreachable or exhausted database is `unavailable`, a unique
     /// violation is `already_exists`, anything else is `internal` (and logged).
-    fn from(error: sqlx::Error) -> Self {
+    fn from(error: StoreError) -> Self {
         match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(_) => {
                 tracing::warn!(error = %error, "database unavailable");
                 Self::new(ErrorCode::Unavailable, "database unavailable")
             }
-            sqlx::Error::Database(ref database) if database.is_unique_violation() => {
-                Self::new(ErrorCode::AlreadyExists, "it exists already")
-            }
-            other => Self::internal(&other),
+            StoreError::Conflict(_) => Self::new(ErrorCode::AlreadyExists, "it exists already"),
+            StoreError::Refused(_) | StoreError::Failed(_) => Self::internal(&error),
         }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    /// Maps database failures as [`StoreError`] words them.
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::from(error).into()
     }
 }
 

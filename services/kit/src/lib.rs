@@ -17,9 +17,11 @@ pub mod metrics;
 pub mod page;
 pub mod process;
 pub mod replicas;
+pub mod rows;
 pub mod run;
 pub mod service_auth;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod time;
 pub mod trace;
@@ -27,6 +29,7 @@ pub mod validate;
 
 pub use error::{Error, ErrorCode};
 pub use run::RunError;
+pub use store::StoreError;
 
 #[cfg(feature = "testing")]
 pub mod testing;

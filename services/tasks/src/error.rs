@@ -86,7 +86,7 @@ pub enum TaskError {
     Dependency(Error),
     /// Storage failed.
     #[error(transparent)]
-    Storage(#[from] sqlx::Error),
+    Storage(#[from] swarm_kit::StoreError),
 }
 
 impl From<swarm_kit::validate::InvalidInput> for TaskError {

@@ -12,7 +12,7 @@ pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
 pub const MAX_CONCURRENCY: i32 = 1000;
 
 /// A registered agent as stored. Times are Unix milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Agent {
     /// The agent id.
     pub id: Uuid,
@@ -21,7 +21,6 @@ pub struct Agent {
     /// What sort of worker it is.
     pub kind: String,
     /// What it can do, sorted.
-    #[sqlx(json)]
     pub capabilities: Vec<String>,
     /// Its config object, as JSON text.
     pub config: String,

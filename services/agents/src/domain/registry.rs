@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarm_kit::StoreError;
 use swarm_kit::cache_client::CacheClient;
 use swarm_kit::cache_keys;
 use swarm_kit::clock::Clock;
@@ -254,9 +255,9 @@ impl AgentRegistry {
     }
 }
 
-fn name_conflict(error: sqlx::Error, name: &str) -> AgentError {
-    match error.as_database_error() {
-        Some(database) if database.is_unique_violation() => AgentError::NameTaken(name.to_owned()),
-        _ => AgentError::Storage(error),
+fn name_conflict(error: StoreError, name: &str) -> AgentError {
+    match error {
+        StoreError::Conflict(_) => AgentError::NameTaken(name.to_owned()),
+        other => AgentError::Storage(other),
     }
 }

@@ -3,6 +3,7 @@
 //! PostgreSQL).
 
 mod postgres;
+mod rows;
 mod sql;
 mod sqlite;
 
@@ -31,16 +32,16 @@ pub enum HeartbeatFilter {
 #[async_trait]
 pub trait AgentStore: Send + Sync + 'static {
     /// Inserts an agent; a taken name fails with a unique violation.
-    async fn insert(&self, agent: &NewAgent, now: i64) -> Result<Agent, sqlx::Error>;
+    async fn insert(&self, agent: &NewAgent, now: i64) -> Result<Agent, swarm_kit::StoreError>;
 
     /// Returns an agent by id.
-    async fn get(&self, id: Uuid) -> Result<Option<Agent>, sqlx::Error>;
+    async fn get(&self, id: Uuid) -> Result<Option<Agent>, swarm_kit::StoreError>;
 
     /// Returns the agent named `name`.
-    async fn by_name(&self, name: &str) -> Result<Option<Agent>, sqlx::Error>;
+    async fn by_name(&self, name: &str) -> Result<Option<Agent>, swarm_kit::StoreError>;
 
     /// Returns the agents that exist among `ids`.
-    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Agent>, sqlx::Error>;
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Agent>, swarm_kit::StoreError>;
 
     /// Returns agents (oldest first) with `capability` and matching `heartbeat`, one page of
     /// them or all when `page` is `None`, and how many match in all.
@@ -49,7 +50,7 @@ pub trait AgentStore: Send + Sync + 'static {
         capability: Option<&str>,
         heartbeat: Option<HeartbeatFilter>,
         page: Option<Page>,
-    ) -> Result<(Vec<Agent>, u64), sqlx::Error>;
+    ) -> Result<(Vec<Agent>, u64), swarm_kit::StoreError>;
 
     /// Applies the set fields of `update`; `None` when the agent does not exist.
     async fn update(
@@ -57,13 +58,13 @@ pub trait AgentStore: Send + Sync + 'static {
         id: Uuid,
         update: &AgentUpdate,
         now: i64,
-    ) -> Result<Option<Agent>, sqlx::Error>;
+    ) -> Result<Option<Agent>, swarm_kit::StoreError>;
 
     /// Deletes an agent; `false` when it did not exist.
-    async fn delete(&self, id: Uuid) -> Result<bool, sqlx::Error>;
+    async fn delete(&self, id: Uuid) -> Result<bool, swarm_kit::StoreError>;
 
     /// Records a heartbeat; `None` when the agent does not exist.
-    async fn heartbeat(&self, id: Uuid, now: i64) -> Result<Option<Agent>, sqlx::Error>;
+    async fn heartbeat(&self, id: Uuid, now: i64) -> Result<Option<Agent>, swarm_kit::StoreError>;
 }
 
 /// Applies the agents service's migrations to `pool` and returns the store for its backend.

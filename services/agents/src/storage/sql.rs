@@ -35,7 +35,7 @@ macro_rules! impl_agent_store {
                 &self,
                 agent: &$crate::domain::NewAgent,
                 now: i64,
-            ) -> Result<$crate::domain::Agent, sqlx::Error> {
+            ) -> Result<$crate::domain::Agent, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::INSERT)
                     .bind(uuid::Uuid::now_v7())
                     .bind(&agent.name)
@@ -46,32 +46,35 @@ macro_rules! impl_agent_store {
                     .bind(now)
                     .fetch_one(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn get(
                 &self,
                 id: uuid::Uuid,
-            ) -> Result<Option<$crate::domain::Agent>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::Agent>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::BY_ID)
                     .bind(id)
                     .fetch_optional(&self.readers)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn by_name(
                 &self,
                 name: &str,
-            ) -> Result<Option<$crate::domain::Agent>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::Agent>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::BY_NAME)
                     .bind(name)
                     .fetch_optional(&self.readers)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn get_many(
                 &self,
                 ids: &[uuid::Uuid],
-            ) -> Result<Vec<$crate::domain::Agent>, sqlx::Error> {
+            ) -> Result<Vec<$crate::domain::Agent>, swarm_kit::StoreError> {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -82,7 +85,11 @@ macro_rules! impl_agent_store {
                     list.push_bind(*id);
                 }
                 query.push(")");
-                query.build_query_as().fetch_all(&self.readers).await
+                query
+                    .build_query_as()
+                    .fetch_all(&self.readers)
+                    .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn list(
@@ -90,7 +97,7 @@ macro_rules! impl_agent_store {
                 capability: Option<&str>,
                 heartbeat: Option<$crate::storage::HeartbeatFilter>,
                 page: Option<swarm_kit::page::Page>,
-            ) -> Result<(Vec<$crate::domain::Agent>, u64), sqlx::Error> {
+            ) -> Result<(Vec<$crate::domain::Agent>, u64), swarm_kit::StoreError> {
                 let filter = |query: &mut sqlx::QueryBuilder<$db>| {
                     query.push(" WHERE TRUE");
                     if let Some(capability) = capability {
@@ -138,7 +145,7 @@ macro_rules! impl_agent_store {
                 id: uuid::Uuid,
                 update: &$crate::domain::AgentUpdate,
                 now: i64,
-            ) -> Result<Option<$crate::domain::Agent>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::Agent>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::UPDATE)
                     .bind(id)
                     .bind(&update.name)
@@ -149,9 +156,10 @@ macro_rules! impl_agent_store {
                     .bind(now)
                     .fetch_optional(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
-            async fn delete(&self, id: uuid::Uuid) -> Result<bool, sqlx::Error> {
+            async fn delete(&self, id: uuid::Uuid) -> Result<bool, swarm_kit::StoreError> {
                 let done = sqlx::query($crate::storage::sql::DELETE)
                     .bind(id)
                     .execute(&self.writer)
@@ -163,12 +171,13 @@ macro_rules! impl_agent_store {
                 &self,
                 id: uuid::Uuid,
                 now: i64,
-            ) -> Result<Option<$crate::domain::Agent>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::Agent>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::HEARTBEAT)
                     .bind(id)
                     .bind(now)
                     .fetch_optional(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
         }
     };

@@ -70,16 +70,8 @@ impl FromStr for AttemptOutcome {
     }
 }
 
-impl TryFrom<String> for AttemptOutcome {
-    type Error = TaskError;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        value.parse()
-    }
-}
-
 /// One attempt at a task, as stored. Times are Unix milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     /// 1 for the first, counting across retries.
     pub attempt: i32,
@@ -90,7 +82,6 @@ pub struct Attempt {
     /// When it ended.
     pub finished_at: Option<i64>,
     /// How it ended, or `Running`.
-    #[sqlx(try_from = "String")]
     pub outcome: AttemptOutcome,
     /// The error it ended with.
     pub error: Option<String>,

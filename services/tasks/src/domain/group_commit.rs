@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use swarm_kit::batching;
+use swarm_kit::{StoreError, batching};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::NewTask;
@@ -26,7 +26,7 @@ struct Pending {
     /// The span of the request that asked: a transaction of its own runs in it, a shared one
     /// links to it.
     caller: tracing::Span,
-    outcome: oneshot::Sender<Result<Insertion, sqlx::Error>>,
+    outcome: oneshot::Sender<Result<Insertion, StoreError>>,
 }
 
 impl batching::Waiting for Pending {
@@ -61,7 +61,7 @@ impl GroupCommit {
     }
 
     /// Stores `task` in the next shared transaction and answers once it committed.
-    pub async fn insert(&self, task: NewTask) -> Result<Insertion, sqlx::Error> {
+    pub async fn insert(&self, task: NewTask) -> Result<Insertion, StoreError> {
         let (outcome, answer) = oneshot::channel();
         self.queue
             .send(Pending {
@@ -70,8 +70,8 @@ impl GroupCommit {
                 outcome,
             })
             .await
-            .map_err(|_| sqlx::Error::PoolClosed)?;
-        answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+            .map_err(|_| stopping())?;
+        answer.await.map_err(|_| stopping())?
     }
 }
 
@@ -91,18 +91,18 @@ async fn store_group(store: &dyn TaskStore, batch: Vec<Pending>, now: i64) {
                 }
                 return;
             }
-            Err(sqlx::Error::Database(refused)) => {
+            Err(refused @ (StoreError::Conflict(_) | StoreError::Refused(_))) => {
                 tracing::debug!(error = %refused, creates = tasks.len(), "shared create refused, storing each alone");
             }
             outcome => {
                 let error = match outcome {
                     Err(error) => error,
-                    Ok(_) => sqlx::Error::Protocol(
-                        "a shared create stored another count of tasks".into(),
+                    Ok(_) => StoreError::Failed(
+                        "a shared create stored another count of tasks".to_owned(),
                     ),
                 };
                 for outcome in outcomes {
-                    outcome.send(Err(copy(&error))).ok();
+                    outcome.send(Err(error.clone())).ok();
                 }
                 return;
             }
@@ -113,19 +113,13 @@ async fn store_group(store: &dyn TaskStore, batch: Vec<Pending>, now: i64) {
     }
 }
 
-/// A copy of `error` for one more caller, of the same kind as far as the answer goes
-/// (unavailable or internal).
-fn copy(error: &sqlx::Error) -> sqlx::Error {
-    match error {
-        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
-        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
-        sqlx::Error::Io(io) => sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string())),
-        other => sqlx::Error::Protocol(other.to_string()),
-    }
-}
-
 /// Whether `task` may share a transaction with others: it names no idempotency key (which
 /// must be checked in its own transaction) and depends on nothing.
 pub fn groupable(task: &NewTask) -> bool {
     task.idempotency_key.is_none() && task.depends_on.is_empty() && task.after.is_empty()
+}
+
+/// The answer to a create that arrives while the service stops.
+fn stopping() -> StoreError {
+    StoreError::Unavailable("the tasks service is stopping".to_owned())
 }

@@ -55,16 +55,8 @@ impl FromStr for MessageRole {
     }
 }
 
-impl TryFrom<String> for MessageRole {
-    type Error = TaskError;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        value.parse()
-    }
-}
-
 /// A stored message. Times are Unix milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// The message id.
     pub id: Uuid,
@@ -73,7 +65,6 @@ pub struct Message {
     /// Who sent it.
     pub sender: String,
     /// The sender's role.
-    #[sqlx(try_from = "String")]
     pub role: MessageRole,
     /// The text.
     pub content: String,

@@ -131,7 +131,7 @@ impl TaskTemplate {
 }
 
 /// A schedule as stored. Times are Unix milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
     /// The schedule id.
     pub id: Uuid,
@@ -142,7 +142,6 @@ pub struct Schedule {
     /// The IANA time zone it is read in.
     pub timezone: String,
     /// What each tick creates.
-    #[sqlx(json)]
     pub task: TaskTemplate,
     /// On whose behalf its tasks are submitted.
     pub user_id: Option<String>,

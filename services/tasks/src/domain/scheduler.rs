@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use swarm_kit::StoreError;
 use swarm_kit::page::Page;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -223,11 +224,9 @@ impl Scheduler {
 }
 
 /// Turns a unique violation on the schedule's name into the refusal that explains it.
-fn name_taken(error: sqlx::Error, name: &str) -> TaskError {
-    match error.as_database_error() {
-        Some(database) if database.is_unique_violation() => {
-            TaskError::ScheduleNameTaken(name.to_owned())
-        }
-        _ => TaskError::Storage(error),
+fn name_taken(error: StoreError, name: &str) -> TaskError {
+    match error {
+        StoreError::Conflict(_) => TaskError::ScheduleNameTaken(name.to_owned()),
+        other => TaskError::Storage(other),
     }
 }

@@ -107,16 +107,8 @@ impl FromStr for TaskStatus {
     }
 }
 
-impl TryFrom<String> for TaskStatus {
-    type Error = TaskError;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        value.parse()
-    }
-}
-
 /// A task as stored. Times are Unix milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
     /// The task id (a UUIDv7, so ids sort by creation).
     pub id: Uuid,
@@ -127,12 +119,10 @@ pub struct Task {
     /// The input, as JSON text.
     pub payload: String,
     /// Where the task is in its life.
-    #[sqlx(try_from = "String")]
     pub status: TaskStatus,
     /// 0 to 9; higher is claimed first.
     pub priority: i32,
     /// Capabilities a claiming agent must all have.
-    #[sqlx(json)]
     pub required_capabilities: Vec<String>,
     /// The holder while active; otherwise the pinned agent, or the last holder once final.
     pub agent_id: Option<Uuid>,
@@ -192,7 +182,6 @@ pub struct Task {
     /// The tick of that schedule (Unix milliseconds) that created it.
     pub schedule_tick: Option<i64>,
     /// The results of the tasks it depends on (JSON text), handed to an agent that claims it.
-    #[sqlx(skip)]
     pub dependency_results: Vec<(Uuid, Option<String>)>,
 }
 

@@ -13,14 +13,13 @@ use uuid::Uuid;
 use crate::domain::Task;
 
 /// What a waiting claim must be able to take to be woken for a task.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadyWork {
     /// The task that became ready.
     pub id: Uuid,
     /// The only agent that may take it, when pinned.
     pub pinned_agent_id: Option<Uuid>,
     /// Capabilities the taker must all have (unpinned tasks).
-    #[sqlx(json)]
     pub required_capabilities: Vec<String>,
     /// Since when it may be claimed.
     pub available_at: i64,

@@ -64,16 +64,8 @@ impl FromStr for WorkflowStatus {
     }
 }
 
-impl TryFrom<String> for WorkflowStatus {
-    type Error = TaskError;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        value.parse()
-    }
-}
-
 /// A workflow as stored, with the status and times its tasks give it (Unix milliseconds).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workflow {
     /// The workflow id.
     pub id: Uuid,
@@ -82,7 +74,6 @@ pub struct Workflow {
     /// On whose behalf it was submitted.
     pub user_id: Option<String>,
     /// Where it is.
-    #[sqlx(try_from = "String")]
     pub status: WorkflowStatus,
     /// When it was created.
     pub created_at: i64,

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use swarm_kit::StoreError;
 use swarm_kit::page::Page;
 use uuid::Uuid;
 
@@ -200,14 +201,14 @@ impl CurrentStore {
         tasks.iter().for_each(|task| self.touch(task.id));
     }
 
-    fn touched(&self, written: &Result<Vec<Task>, sqlx::Error>) {
+    fn touched(&self, written: &Result<Vec<Task>, StoreError>) {
         match written {
             Ok(tasks) => self.touched_tasks(tasks),
             Err(_) => self.touch_all(),
         }
     }
 
-    fn touched_one(&self, id: Uuid, written: &Result<Option<Task>, sqlx::Error>) {
+    fn touched_one(&self, id: Uuid, written: &Result<Option<Task>, StoreError>) {
         self.touch(id);
         if let Ok(Some(task)) = written {
             self.touched_tasks(std::slice::from_ref(task));
@@ -230,19 +231,19 @@ impl TaskStore for CurrentStore {
         task: &NewTask,
         fingerprint: Option<&str>,
         now: i64,
-    ) -> Result<Insertion, sqlx::Error> {
+    ) -> Result<Insertion, StoreError> {
         let inserted = self.inner.insert(task, fingerprint, now).await;
         self.touch_parents(std::slice::from_ref(task));
         inserted
     }
 
-    async fn insert_many(&self, tasks: &[NewTask], now: i64) -> Result<Insertion, sqlx::Error> {
+    async fn insert_many(&self, tasks: &[NewTask], now: i64) -> Result<Insertion, StoreError> {
         let inserted = self.inner.insert_many(tasks, now).await;
         self.touch_parents(tasks);
         inserted
     }
 
-    async fn dependents(&self, id: Uuid) -> Result<Vec<Task>, sqlx::Error> {
+    async fn dependents(&self, id: Uuid) -> Result<Vec<Task>, StoreError> {
         self.inner.dependents(id).await
     }
 
@@ -251,13 +252,13 @@ impl TaskStore for CurrentStore {
         workflow: &WorkflowRecord,
         tasks: &[NewTask],
         now: i64,
-    ) -> Result<Insertion, sqlx::Error> {
+    ) -> Result<Insertion, StoreError> {
         let inserted = self.inner.insert_workflow(workflow, tasks, now).await;
         self.touch_parents(tasks);
         inserted
     }
 
-    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowGraph>, sqlx::Error> {
+    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowGraph>, StoreError> {
         self.inner.workflow(id).await
     }
 
@@ -265,29 +266,29 @@ impl TaskStore for CurrentStore {
         &self,
         filter: &WorkflowFilter,
         page: Page,
-    ) -> Result<(Vec<Workflow>, u64), sqlx::Error> {
+    ) -> Result<(Vec<Workflow>, u64), StoreError> {
         self.inner.list_workflows(filter, page).await
     }
 
-    async fn cancel_workflow(&self, id: Uuid, now: i64) -> Result<Vec<Task>, sqlx::Error> {
+    async fn cancel_workflow(&self, id: Uuid, now: i64) -> Result<Vec<Task>, StoreError> {
         let cancelled = self.inner.cancel_workflow(id, now).await;
         self.touch_all();
         cancelled
     }
 
-    async fn insert_schedule(&self, schedule: &Schedule) -> Result<Schedule, sqlx::Error> {
+    async fn insert_schedule(&self, schedule: &Schedule) -> Result<Schedule, StoreError> {
         self.inner.insert_schedule(schedule).await
     }
 
-    async fn update_schedule(&self, schedule: &Schedule) -> Result<Option<Schedule>, sqlx::Error> {
+    async fn update_schedule(&self, schedule: &Schedule) -> Result<Option<Schedule>, StoreError> {
         self.inner.update_schedule(schedule).await
     }
 
-    async fn schedule(&self, id: Uuid) -> Result<Option<Schedule>, sqlx::Error> {
+    async fn schedule(&self, id: Uuid) -> Result<Option<Schedule>, StoreError> {
         self.inner.schedule(id).await
     }
 
-    async fn delete_schedule(&self, id: Uuid) -> Result<bool, sqlx::Error> {
+    async fn delete_schedule(&self, id: Uuid) -> Result<bool, StoreError> {
         self.inner.delete_schedule(id).await
     }
 
@@ -295,15 +296,15 @@ impl TaskStore for CurrentStore {
         &self,
         user_id: Option<&str>,
         page: Page,
-    ) -> Result<(Vec<Schedule>, u64), sqlx::Error> {
+    ) -> Result<(Vec<Schedule>, u64), StoreError> {
         self.inner.list_schedules(user_id, page).await
     }
 
-    async fn due_schedules(&self, now: i64, limit: u32) -> Result<Vec<Schedule>, sqlx::Error> {
+    async fn due_schedules(&self, now: i64, limit: u32) -> Result<Vec<Schedule>, StoreError> {
         self.inner.due_schedules(now, limit).await
     }
 
-    async fn next_schedule_due(&self) -> Result<Option<i64>, sqlx::Error> {
+    async fn next_schedule_due(&self) -> Result<Option<i64>, StoreError> {
         self.inner.next_schedule_due().await
     }
 
@@ -313,11 +314,11 @@ impl TaskStore for CurrentStore {
         fired: i64,
         next: i64,
         now: i64,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, StoreError> {
         self.inner.advance_schedule(id, fired, next, now).await
     }
 
-    async fn get(&self, id: Uuid) -> Result<Option<Task>, sqlx::Error> {
+    async fn get(&self, id: Uuid) -> Result<Option<Task>, StoreError> {
         let stamp = self.stamp(id);
         if let Some(task) = stamp.and_then(|now| self.fresh(id, now)) {
             return Ok(Some(task));
@@ -329,11 +330,11 @@ impl TaskStore for CurrentStore {
         Ok(task)
     }
 
-    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, sqlx::Error> {
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, StoreError> {
         self.inner.get_many(ids).await
     }
 
-    async fn versions(&self, ids: &[Uuid]) -> Result<Vec<TaskVersion>, sqlx::Error> {
+    async fn versions(&self, ids: &[Uuid]) -> Result<Vec<TaskVersion>, StoreError> {
         self.inner.versions(ids).await
     }
 
@@ -342,59 +343,55 @@ impl TaskStore for CurrentStore {
         after: i64,
         until: i64,
         limit: u32,
-    ) -> Result<Vec<ReadyWork>, sqlx::Error> {
+    ) -> Result<Vec<ReadyWork>, StoreError> {
         self.inner.ready_between(after, until, limit).await
     }
 
-    async fn list(&self, filter: &TaskFilter, page: Page) -> Result<(Vec<Task>, u64), sqlx::Error> {
+    async fn list(&self, filter: &TaskFilter, page: Page) -> Result<(Vec<Task>, u64), StoreError> {
         self.inner.list(filter, page).await
     }
 
-    async fn cancel(&self, id: Uuid, now: i64) -> Result<Option<Task>, sqlx::Error> {
+    async fn cancel(&self, id: Uuid, now: i64) -> Result<Option<Task>, StoreError> {
         let cancelled = self.inner.cancel(id, now).await;
         self.touched_one(id, &cancelled);
         cancelled
     }
 
-    async fn retry(&self, id: Uuid, now: i64) -> Result<Option<Task>, sqlx::Error> {
+    async fn retry(&self, id: Uuid, now: i64) -> Result<Option<Task>, StoreError> {
         let retried = self.inner.retry(id, now).await;
         self.touched_one(id, &retried);
         retried
     }
 
-    async fn queue_due(&self, now: i64, limit: u32) -> Result<Vec<Task>, sqlx::Error> {
+    async fn queue_due(&self, now: i64, limit: u32) -> Result<Vec<Task>, StoreError> {
         let queued = self.inner.queue_due(now, limit).await;
         self.touched(&queued);
         queued
     }
 
-    async fn next_due(&self) -> Result<Option<i64>, sqlx::Error> {
+    async fn next_due(&self) -> Result<Option<i64>, StoreError> {
         self.inner.next_due().await
     }
 
-    async fn attempts(
-        &self,
-        task_id: Uuid,
-        page: Page,
-    ) -> Result<(Vec<Attempt>, u64), sqlx::Error> {
+    async fn attempts(&self, task_id: Uuid, page: Page) -> Result<(Vec<Attempt>, u64), StoreError> {
         self.inner.attempts(task_id, page).await
     }
 
-    async fn claim(&self, claim: &Claim, now: i64) -> Result<Vec<Task>, sqlx::Error> {
+    async fn claim(&self, claim: &Claim, now: i64) -> Result<Vec<Task>, StoreError> {
         let claimed = self.inner.claim(claim, now).await;
         self.touched(&claimed);
         claimed
     }
 
-    async fn active_agents(&self) -> Result<Vec<Uuid>, sqlx::Error> {
+    async fn active_agents(&self) -> Result<Vec<Uuid>, StoreError> {
         self.inner.active_agents().await
     }
 
-    async fn count_by_status(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.inner.count_by_status().await
     }
 
-    async fn count_active(&self, agent_ids: &[Uuid]) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    async fn count_active(&self, agent_ids: &[Uuid]) -> Result<Vec<(Uuid, i64)>, StoreError> {
         self.inner.count_active(agent_ids).await
     }
 
@@ -403,7 +400,7 @@ impl TaskStore for CurrentStore {
         agent_id: Uuid,
         error: &str,
         now: i64,
-    ) -> Result<Vec<Task>, sqlx::Error> {
+    ) -> Result<Vec<Task>, StoreError> {
         let requeued = self.inner.requeue_agent_tasks(agent_id, error, now).await;
         self.touched(&requeued);
         requeued
@@ -416,7 +413,7 @@ impl TaskStore for CurrentStore {
         claimed_before: i64,
         error: &str,
         now: i64,
-    ) -> Result<(Vec<Task>, Vec<Uuid>), sqlx::Error> {
+    ) -> Result<(Vec<Task>, Vec<Uuid>), StoreError> {
         let synced = self
             .inner
             .sync_held(agent_id, listed, claimed_before, error, now)
@@ -436,7 +433,7 @@ impl TaskStore for CurrentStore {
         percent: i32,
         message: Option<&str>,
         now: i64,
-    ) -> Result<Option<Task>, sqlx::Error> {
+    ) -> Result<Option<Task>, StoreError> {
         let reported = self.inner.progress(id, lease, percent, message, now).await;
         self.touched_one(id, &reported);
         reported
@@ -448,7 +445,7 @@ impl TaskStore for CurrentStore {
         lease: &LeaseRef,
         result: &str,
         now: i64,
-    ) -> Result<Option<Task>, sqlx::Error> {
+    ) -> Result<Option<Task>, StoreError> {
         let completed = self.inner.complete(id, lease, result, now).await;
         self.touched_one(id, &completed);
         completed
@@ -460,19 +457,19 @@ impl TaskStore for CurrentStore {
         lease_id: Uuid,
         release: &Release,
         now: i64,
-    ) -> Result<Option<Task>, sqlx::Error> {
+    ) -> Result<Option<Task>, StoreError> {
         let released = self.inner.release(id, lease_id, release, now).await;
         self.touched_one(id, &released);
         released
     }
 
-    async fn requeue_expired(&self, now: i64, limit: u32) -> Result<Vec<Task>, sqlx::Error> {
+    async fn requeue_expired(&self, now: i64, limit: u32) -> Result<Vec<Task>, StoreError> {
         let requeued = self.inner.requeue_expired(now, limit).await;
         self.touched(&requeued);
         requeued
     }
 
-    async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64, sqlx::Error> {
+    async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
         let pruned = self.inner.prune_finished(before, limit).await;
         self.touch_all();
         pruned
@@ -482,7 +479,7 @@ impl TaskStore for CurrentStore {
         &self,
         message: &NewMessage,
         now: i64,
-    ) -> Result<Option<Message>, sqlx::Error> {
+    ) -> Result<Option<Message>, StoreError> {
         let added = self.inner.add_message(message, now).await;
         self.touch(message.task_id);
         added
@@ -492,7 +489,7 @@ impl TaskStore for CurrentStore {
         &self,
         scope: &MessageScope,
         page: Page,
-    ) -> Result<(Vec<Message>, u64), sqlx::Error> {
+    ) -> Result<(Vec<Message>, u64), StoreError> {
         self.inner.list_messages(scope, page).await
     }
 }

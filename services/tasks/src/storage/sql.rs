@@ -447,7 +447,7 @@ macro_rules! impl_task_store {
                 task: &$crate::domain::NewTask,
                 fingerprint: Option<&str>,
                 now: i64,
-            ) -> Result<$crate::storage::Insertion, sqlx::Error> {
+            ) -> Result<$crate::storage::Insertion, swarm_kit::StoreError> {
                 self.insert_all(std::slice::from_ref(task), fingerprint, None, now).await
             }
 
@@ -455,7 +455,7 @@ macro_rules! impl_task_store {
                 &self,
                 tasks: &[$crate::domain::NewTask],
                 now: i64,
-            ) -> Result<$crate::storage::Insertion, sqlx::Error> {
+            ) -> Result<$crate::storage::Insertion, swarm_kit::StoreError> {
                 self.insert_all(tasks, None, None, now).await
             }
 
@@ -464,14 +464,14 @@ macro_rules! impl_task_store {
                 workflow: &$crate::storage::WorkflowRecord,
                 tasks: &[$crate::domain::NewTask],
                 now: i64,
-            ) -> Result<$crate::storage::Insertion, sqlx::Error> {
+            ) -> Result<$crate::storage::Insertion, swarm_kit::StoreError> {
                 self.insert_all(tasks, None, Some(workflow), now).await
             }
 
             async fn workflow(
                 &self,
                 id: uuid::Uuid,
-            ) -> Result<Option<$crate::domain::WorkflowGraph>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::WorkflowGraph>, swarm_kit::StoreError> {
                 use $crate::storage::sql;
                 let mut query = sqlx::QueryBuilder::<$db>::new(sql::WORKFLOW_SUMMARY);
                 query.push(" AND w.id = ").push_bind(id).push(sql::WORKFLOW_GROUP);
@@ -497,7 +497,7 @@ macro_rules! impl_task_store {
                 &self,
                 filter: &$crate::domain::WorkflowFilter,
                 page: swarm_kit::page::Page,
-            ) -> Result<(Vec<$crate::domain::Workflow>, u64), sqlx::Error> {
+            ) -> Result<(Vec<$crate::domain::Workflow>, u64), swarm_kit::StoreError> {
                 let summary = |select: &str| {
                     let mut query = sqlx::QueryBuilder::<$db>::new(select);
                     query.push($crate::storage::sql::WORKFLOW_SUMMARY);
@@ -527,7 +527,7 @@ macro_rules! impl_task_store {
             async fn insert_schedule(
                 &self,
                 schedule: &$crate::domain::Schedule,
-            ) -> Result<$crate::domain::Schedule, sqlx::Error> {
+            ) -> Result<$crate::domain::Schedule, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::INSERT_SCHEDULE)
                     .bind(schedule.id)
                     .bind(&schedule.name)
@@ -540,12 +540,13 @@ macro_rules! impl_task_store {
                     .bind(schedule.created_at)
                     .fetch_one(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn update_schedule(
                 &self,
                 schedule: &$crate::domain::Schedule,
-            ) -> Result<Option<$crate::domain::Schedule>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::Schedule>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::UPDATE_SCHEDULE)
                     .bind(schedule.id)
                     .bind(&schedule.name)
@@ -557,19 +558,21 @@ macro_rules! impl_task_store {
                     .bind(schedule.updated_at)
                     .fetch_optional(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn schedule(
                 &self,
                 id: uuid::Uuid,
-            ) -> Result<Option<$crate::domain::Schedule>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::Schedule>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::SCHEDULE_BY_ID)
                     .bind(id)
                     .fetch_optional(&self.readers)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
-            async fn delete_schedule(&self, id: uuid::Uuid) -> Result<bool, sqlx::Error> {
+            async fn delete_schedule(&self, id: uuid::Uuid) -> Result<bool, swarm_kit::StoreError> {
                 let done = sqlx::query($crate::storage::sql::DELETE_SCHEDULE)
                     .bind(id)
                     .execute(&self.writer)
@@ -581,7 +584,7 @@ macro_rules! impl_task_store {
                 &self,
                 user_id: Option<&str>,
                 page: swarm_kit::page::Page,
-            ) -> Result<(Vec<$crate::domain::Schedule>, u64), sqlx::Error> {
+            ) -> Result<(Vec<$crate::domain::Schedule>, u64), swarm_kit::StoreError> {
                 use $crate::storage::sql;
                 let schedules = sqlx::query_as(sql::LIST_SCHEDULES)
                     .bind(user_id)
@@ -600,18 +603,20 @@ macro_rules! impl_task_store {
                 &self,
                 now: i64,
                 limit: u32,
-            ) -> Result<Vec<$crate::domain::Schedule>, sqlx::Error> {
+            ) -> Result<Vec<$crate::domain::Schedule>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::DUE_SCHEDULES)
                     .bind(now)
                     .bind(i64::from(limit))
                     .fetch_all(&self.readers)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
-            async fn next_schedule_due(&self) -> Result<Option<i64>, sqlx::Error> {
+            async fn next_schedule_due(&self) -> Result<Option<i64>, swarm_kit::StoreError> {
                 sqlx::query_scalar($crate::storage::sql::NEXT_SCHEDULE_DUE)
                     .fetch_one(&self.readers)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn advance_schedule(
@@ -620,7 +625,7 @@ macro_rules! impl_task_store {
                 fired: i64,
                 next: i64,
                 now: i64,
-            ) -> Result<bool, sqlx::Error> {
+            ) -> Result<bool, swarm_kit::StoreError> {
                 let done = sqlx::query($crate::storage::sql::ADVANCE_SCHEDULE)
                     .bind(id)
                     .bind(fired)
@@ -635,38 +640,41 @@ macro_rules! impl_task_store {
                 &self,
                 id: uuid::Uuid,
                 now: i64,
-            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+            ) -> Result<Vec<$crate::domain::Task>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::CANCEL_WORKFLOW)
                     .bind(id)
                     .bind(now)
                     .fetch_all(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn dependents(
                 &self,
                 id: uuid::Uuid,
-            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+            ) -> Result<Vec<$crate::domain::Task>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::DEPENDENTS)
                     .bind(id)
                     .fetch_all(&self.readers)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn get(
                 &self,
                 id: uuid::Uuid,
-            ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::Task>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::BY_ID)
                     .bind(id)
                     .fetch_optional(&self.readers)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn get_many(
                 &self,
                 ids: &[uuid::Uuid],
-            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+            ) -> Result<Vec<$crate::domain::Task>, swarm_kit::StoreError> {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -674,12 +682,13 @@ macro_rules! impl_task_store {
                     .build_query_as()
                     .fetch_all(&self.readers)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn versions(
                 &self,
                 ids: &[uuid::Uuid],
-            ) -> Result<Vec<$crate::storage::TaskVersion>, sqlx::Error> {
+            ) -> Result<Vec<$crate::storage::TaskVersion>, swarm_kit::StoreError> {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -687,6 +696,7 @@ macro_rules! impl_task_store {
                     .build_query_as()
                     .fetch_all(&self.readers)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn ready_between(
@@ -694,20 +704,21 @@ macro_rules! impl_task_store {
                 after: i64,
                 until: i64,
                 limit: u32,
-            ) -> Result<Vec<$crate::domain::ReadyWork>, sqlx::Error> {
+            ) -> Result<Vec<$crate::domain::ReadyWork>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::READY_BETWEEN)
                     .bind(after)
                     .bind(until)
                     .bind(i64::from(limit))
                     .fetch_all(&self.readers)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn list(
                 &self,
                 filter: &$crate::domain::TaskFilter,
                 page: swarm_kit::page::Page,
-            ) -> Result<(Vec<$crate::domain::Task>, u64), sqlx::Error> {
+            ) -> Result<(Vec<$crate::domain::Task>, u64), swarm_kit::StoreError> {
                 let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM tasks");
                 push_task_filter(&mut count, filter);
                 let mut select = sqlx::QueryBuilder::<$db>::new("SELECT * FROM tasks");
@@ -729,19 +740,20 @@ macro_rules! impl_task_store {
                 &self,
                 id: uuid::Uuid,
                 now: i64,
-            ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::Task>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::CANCEL)
                     .bind(id)
                     .bind(now)
                     .fetch_optional(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn retry(
                 &self,
                 id: uuid::Uuid,
                 now: i64,
-            ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::Task>, swarm_kit::StoreError> {
                 use $crate::storage::sql;
                 use $dialect as dialect;
                 // Lock what it waits on first, so a parent completing meanwhile sees it waiting.
@@ -768,26 +780,28 @@ macro_rules! impl_task_store {
                 &self,
                 now: i64,
                 limit: u32,
-            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+            ) -> Result<Vec<$crate::domain::Task>, swarm_kit::StoreError> {
                 use $dialect as dialect;
                 sqlx::query_as(dialect::QUEUE_DUE)
                     .bind(now)
                     .bind(i64::from(limit))
                     .fetch_all(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
-            async fn next_due(&self) -> Result<Option<i64>, sqlx::Error> {
+            async fn next_due(&self) -> Result<Option<i64>, swarm_kit::StoreError> {
                 sqlx::query_scalar($crate::storage::sql::NEXT_DUE)
                     .fetch_one(&self.readers)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn attempts(
                 &self,
                 task_id: uuid::Uuid,
                 page: swarm_kit::page::Page,
-            ) -> Result<(Vec<$crate::domain::Attempt>, u64), sqlx::Error> {
+            ) -> Result<(Vec<$crate::domain::Attempt>, u64), swarm_kit::StoreError> {
                 use $crate::storage::sql;
                 let attempts = sqlx::query_as(sql::TASK_ATTEMPTS)
                     .bind(task_id)
@@ -806,7 +820,7 @@ macro_rules! impl_task_store {
                 &self,
                 claim: &$crate::domain::Claim,
                 now: i64,
-            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+            ) -> Result<Vec<$crate::domain::Task>, swarm_kit::StoreError> {
                 let mut tasks = self.claim_rows(claim, now).await?;
                 self.add_dependency_results(&mut tasks).await?;
                 // UPDATE .. RETURNING gives rows in no particular order.
@@ -826,7 +840,7 @@ macro_rules! impl_task_store {
                 claimed_before: i64,
                 error: &str,
                 now: i64,
-            ) -> Result<(Vec<$crate::domain::Task>, Vec<uuid::Uuid>), sqlx::Error> {
+            ) -> Result<(Vec<$crate::domain::Task>, Vec<uuid::Uuid>), swarm_kit::StoreError> {
                 use $crate::storage::sql;
                 // The statements are fixed text plus numbered placeholders: nothing from the
                 // caller reaches the SQL but through binds.
@@ -873,7 +887,7 @@ macro_rules! impl_task_store {
                 percent: i32,
                 message: Option<&str>,
                 now: i64,
-            ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::Task>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::PROGRESS)
                     .bind(id)
                     .bind(lease.agent_id)
@@ -883,6 +897,7 @@ macro_rules! impl_task_store {
                     .bind(now)
                     .fetch_optional(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn complete(
@@ -891,7 +906,7 @@ macro_rules! impl_task_store {
                 lease: &$crate::domain::LeaseRef,
                 result: &str,
                 now: i64,
-            ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::Task>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::COMPLETE)
                     .bind(id)
                     .bind(lease.agent_id)
@@ -900,6 +915,7 @@ macro_rules! impl_task_store {
                     .bind(now)
                     .fetch_optional(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn release(
@@ -908,7 +924,7 @@ macro_rules! impl_task_store {
                 lease_id: uuid::Uuid,
                 release: &$crate::storage::Release,
                 now: i64,
-            ) -> Result<Option<$crate::domain::Task>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::Task>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::RELEASE)
                     .bind(id)
                     .bind(lease_id)
@@ -919,13 +935,14 @@ macro_rules! impl_task_store {
                     .bind(now)
                     .fetch_optional(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn requeue_expired(
                 &self,
                 now: i64,
                 limit: u32,
-            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+            ) -> Result<Vec<$crate::domain::Task>, swarm_kit::StoreError> {
                 use $dialect as dialect;
                 sqlx::query_as(dialect::REQUEUE_EXPIRED)
                     .bind(now)
@@ -933,24 +950,27 @@ macro_rules! impl_task_store {
                     .bind($crate::storage::sql::LEASE_EXPIRED)
                     .fetch_all(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
-            async fn active_agents(&self) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
+            async fn active_agents(&self) -> Result<Vec<uuid::Uuid>, swarm_kit::StoreError> {
                 sqlx::query_scalar($crate::storage::sql::ACTIVE_AGENTS)
                     .fetch_all(&self.readers)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
-            async fn count_by_status(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+            async fn count_by_status(&self) -> Result<Vec<(String, i64)>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::COUNT_BY_STATUS)
                     .fetch_all(&self.readers)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn count_active(
                 &self,
                 agent_ids: &[uuid::Uuid],
-            ) -> Result<Vec<(uuid::Uuid, i64)>, sqlx::Error> {
+            ) -> Result<Vec<(uuid::Uuid, i64)>, swarm_kit::StoreError> {
                 if agent_ids.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -963,6 +983,7 @@ macro_rules! impl_task_store {
                 }
                 query.push(") GROUP BY agent_id");
                 query.build_query_as().fetch_all(&self.readers).await
+                .map_err(swarm_kit::StoreError::from)
             }
 
             async fn requeue_agent_tasks(
@@ -970,16 +991,17 @@ macro_rules! impl_task_store {
                 agent_id: uuid::Uuid,
                 error: &str,
                 now: i64,
-            ) -> Result<Vec<$crate::domain::Task>, sqlx::Error> {
+            ) -> Result<Vec<$crate::domain::Task>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::REQUEUE_AGENT)
                     .bind(now)
                     .bind(agent_id)
                     .bind(error)
                     .fetch_all(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
-            async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64, sqlx::Error> {
+            async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64, swarm_kit::StoreError> {
                 let done = sqlx::query($crate::storage::sql::PRUNE)
                     .bind(before)
                     .bind(i64::from(limit))
@@ -1001,7 +1023,7 @@ macro_rules! impl_task_store {
                 &self,
                 message: &$crate::domain::NewMessage,
                 now: i64,
-            ) -> Result<Option<$crate::domain::Message>, sqlx::Error> {
+            ) -> Result<Option<$crate::domain::Message>, swarm_kit::StoreError> {
                 sqlx::query_as($crate::storage::sql::INSERT_MESSAGE)
                     .bind(uuid::Uuid::now_v7())
                     .bind(message.task_id)
@@ -1011,13 +1033,14 @@ macro_rules! impl_task_store {
                     .bind(now)
                     .fetch_optional(&self.writer)
                     .await
+                    .map_err(swarm_kit::StoreError::from)
             }
 
             async fn list_messages(
                 &self,
                 scope: &$crate::domain::MessageScope,
                 page: swarm_kit::page::Page,
-            ) -> Result<(Vec<$crate::domain::Message>, u64), sqlx::Error> {
+            ) -> Result<(Vec<$crate::domain::Message>, u64), swarm_kit::StoreError> {
                 use $crate::domain::MessageScope;
                 use $crate::storage::sql;
                 let (messages, total): (Vec<$crate::domain::Message>, i64) = match scope {
@@ -1061,7 +1084,7 @@ macro_rules! impl_task_store {
                 fingerprint: Option<&str>,
                 workflow: Option<&$crate::storage::WorkflowRecord>,
                 now: i64,
-            ) -> Result<$crate::storage::Insertion, sqlx::Error> {
+            ) -> Result<$crate::storage::Insertion, swarm_kit::StoreError> {
                 use $crate::domain::TaskStatus;
                 use $crate::storage::{Insertion, sql};
                 use $dialect as dialect;
@@ -1175,7 +1198,7 @@ macro_rules! impl_task_store {
             async fn add_dependency_results(
                 &self,
                 tasks: &mut [$crate::domain::Task],
-            ) -> Result<(), sqlx::Error> {
+            ) -> Result<(), swarm_kit::StoreError> {
                 let dependent: Vec<uuid::Uuid> = tasks
                     .iter()
                     .filter(|task| task.dependency_count > 0)

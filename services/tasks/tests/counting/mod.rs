@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use swarm_kit::StoreError;
 use swarm_kit::page::Page;
 use swarm_tasks::domain::{
     Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Schedule,
@@ -55,21 +56,21 @@ impl TaskStore for CountingStore {
         task: &NewTask,
         fingerprint: Option<&str>,
         now: i64,
-    ) -> Result<Insertion, sqlx::Error> {
+    ) -> Result<Insertion, StoreError> {
         self.inner.insert(task, fingerprint, now).await
     }
 
-    async fn insert_many(&self, tasks: &[NewTask], now: i64) -> Result<Insertion, sqlx::Error> {
+    async fn insert_many(&self, tasks: &[NewTask], now: i64) -> Result<Insertion, StoreError> {
         if tasks.len() > 1 {
             if self.refuse_shared_creates.load(Ordering::SeqCst) {
-                return Err(sqlx::Error::Database(Box::new(Refusal)));
+                return Err(StoreError::Refused("shared creates refused".to_owned()));
             }
             self.shared_creates.fetch_add(1, Ordering::SeqCst);
         }
         self.inner.insert_many(tasks, now).await
     }
 
-    async fn dependents(&self, id: Uuid) -> Result<Vec<Task>, sqlx::Error> {
+    async fn dependents(&self, id: Uuid) -> Result<Vec<Task>, StoreError> {
         self.inner.dependents(id).await
     }
 
@@ -78,11 +79,11 @@ impl TaskStore for CountingStore {
         workflow: &WorkflowRecord,
         tasks: &[NewTask],
         now: i64,
-    ) -> Result<Insertion, sqlx::Error> {
+    ) -> Result<Insertion, StoreError> {
         self.inner.insert_workflow(workflow, tasks, now).await
     }
 
-    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowGraph>, sqlx::Error> {
+    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowGraph>, StoreError> {
         self.inner.workflow(id).await
     }
 
@@ -90,27 +91,27 @@ impl TaskStore for CountingStore {
         &self,
         filter: &WorkflowFilter,
         page: Page,
-    ) -> Result<(Vec<Workflow>, u64), sqlx::Error> {
+    ) -> Result<(Vec<Workflow>, u64), StoreError> {
         self.inner.list_workflows(filter, page).await
     }
 
-    async fn cancel_workflow(&self, id: Uuid, now: i64) -> Result<Vec<Task>, sqlx::Error> {
+    async fn cancel_workflow(&self, id: Uuid, now: i64) -> Result<Vec<Task>, StoreError> {
         self.inner.cancel_workflow(id, now).await
     }
 
-    async fn insert_schedule(&self, schedule: &Schedule) -> Result<Schedule, sqlx::Error> {
+    async fn insert_schedule(&self, schedule: &Schedule) -> Result<Schedule, StoreError> {
         self.inner.insert_schedule(schedule).await
     }
 
-    async fn update_schedule(&self, schedule: &Schedule) -> Result<Option<Schedule>, sqlx::Error> {
+    async fn update_schedule(&self, schedule: &Schedule) -> Result<Option<Schedule>, StoreError> {
         self.inner.update_schedule(schedule).await
     }
 
-    async fn schedule(&self, id: Uuid) -> Result<Option<Schedule>, sqlx::Error> {
+    async fn schedule(&self, id: Uuid) -> Result<Option<Schedule>, StoreError> {
         self.inner.schedule(id).await
     }
 
-    async fn delete_schedule(&self, id: Uuid) -> Result<bool, sqlx::Error> {
+    async fn delete_schedule(&self, id: Uuid) -> Result<bool, StoreError> {
         self.inner.delete_schedule(id).await
     }
 
@@ -118,15 +119,15 @@ impl TaskStore for CountingStore {
         &self,
         user_id: Option<&str>,
         page: Page,
-    ) -> Result<(Vec<Schedule>, u64), sqlx::Error> {
+    ) -> Result<(Vec<Schedule>, u64), StoreError> {
         self.inner.list_schedules(user_id, page).await
     }
 
-    async fn due_schedules(&self, now: i64, limit: u32) -> Result<Vec<Schedule>, sqlx::Error> {
+    async fn due_schedules(&self, now: i64, limit: u32) -> Result<Vec<Schedule>, StoreError> {
         self.inner.due_schedules(now, limit).await
     }
 
-    async fn next_schedule_due(&self) -> Result<Option<i64>, sqlx::Error> {
+    async fn next_schedule_due(&self) -> Result<Option<i64>, StoreError> {
         self.inner.next_schedule_due().await
     }
 
@@ -136,19 +137,19 @@ impl TaskStore for CountingStore {
         fired: i64,
         next: i64,
         now: i64,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, StoreError> {
         self.inner.advance_schedule(id, fired, next, now).await
     }
 
-    async fn get(&self, id: Uuid) -> Result<Option<Task>, sqlx::Error> {
+    async fn get(&self, id: Uuid) -> Result<Option<Task>, StoreError> {
         self.inner.get(id).await
     }
 
-    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, sqlx::Error> {
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, StoreError> {
         self.inner.get_many(ids).await
     }
 
-    async fn versions(&self, ids: &[Uuid]) -> Result<Vec<TaskVersion>, sqlx::Error> {
+    async fn versions(&self, ids: &[Uuid]) -> Result<Vec<TaskVersion>, StoreError> {
         self.inner.versions(ids).await
     }
 
@@ -157,52 +158,48 @@ impl TaskStore for CountingStore {
         after: i64,
         until: i64,
         limit: u32,
-    ) -> Result<Vec<ReadyWork>, sqlx::Error> {
+    ) -> Result<Vec<ReadyWork>, StoreError> {
         self.inner.ready_between(after, until, limit).await
     }
 
-    async fn list(&self, filter: &TaskFilter, page: Page) -> Result<(Vec<Task>, u64), sqlx::Error> {
+    async fn list(&self, filter: &TaskFilter, page: Page) -> Result<(Vec<Task>, u64), StoreError> {
         self.inner.list(filter, page).await
     }
 
-    async fn cancel(&self, id: Uuid, now: i64) -> Result<Option<Task>, sqlx::Error> {
+    async fn cancel(&self, id: Uuid, now: i64) -> Result<Option<Task>, StoreError> {
         self.inner.cancel(id, now).await
     }
 
-    async fn retry(&self, id: Uuid, now: i64) -> Result<Option<Task>, sqlx::Error> {
+    async fn retry(&self, id: Uuid, now: i64) -> Result<Option<Task>, StoreError> {
         self.inner.retry(id, now).await
     }
 
-    async fn queue_due(&self, now: i64, limit: u32) -> Result<Vec<Task>, sqlx::Error> {
+    async fn queue_due(&self, now: i64, limit: u32) -> Result<Vec<Task>, StoreError> {
         self.inner.queue_due(now, limit).await
     }
 
-    async fn next_due(&self) -> Result<Option<i64>, sqlx::Error> {
+    async fn next_due(&self) -> Result<Option<i64>, StoreError> {
         self.inner.next_due().await
     }
 
-    async fn attempts(
-        &self,
-        task_id: Uuid,
-        page: Page,
-    ) -> Result<(Vec<Attempt>, u64), sqlx::Error> {
+    async fn attempts(&self, task_id: Uuid, page: Page) -> Result<(Vec<Attempt>, u64), StoreError> {
         self.inner.attempts(task_id, page).await
     }
 
-    async fn claim(&self, claim: &Claim, now: i64) -> Result<Vec<Task>, sqlx::Error> {
+    async fn claim(&self, claim: &Claim, now: i64) -> Result<Vec<Task>, StoreError> {
         self.claims.fetch_add(1, Ordering::SeqCst);
         self.inner.claim(claim, now).await
     }
 
-    async fn active_agents(&self) -> Result<Vec<Uuid>, sqlx::Error> {
+    async fn active_agents(&self) -> Result<Vec<Uuid>, StoreError> {
         self.inner.active_agents().await
     }
 
-    async fn count_by_status(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.inner.count_by_status().await
     }
 
-    async fn count_active(&self, agent_ids: &[Uuid]) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    async fn count_active(&self, agent_ids: &[Uuid]) -> Result<Vec<(Uuid, i64)>, StoreError> {
         self.inner.count_active(agent_ids).await
     }
 
@@ -211,7 +208,7 @@ impl TaskStore for CountingStore {
         agent_id: Uuid,
         error: &str,
         now: i64,
-    ) -> Result<Vec<Task>, sqlx::Error> {
+    ) -> Result<Vec<Task>, StoreError> {
         self.inner.requeue_agent_tasks(agent_id, error, now).await
     }
 
@@ -222,7 +219,7 @@ impl TaskStore for CountingStore {
         claimed_before: i64,
         error: &str,
         now: i64,
-    ) -> Result<(Vec<Task>, Vec<Uuid>), sqlx::Error> {
+    ) -> Result<(Vec<Task>, Vec<Uuid>), StoreError> {
         self.inner
             .sync_held(agent_id, listed, claimed_before, error, now)
             .await
@@ -235,7 +232,7 @@ impl TaskStore for CountingStore {
         percent: i32,
         message: Option<&str>,
         now: i64,
-    ) -> Result<Option<Task>, sqlx::Error> {
+    ) -> Result<Option<Task>, StoreError> {
         self.inner.progress(id, lease, percent, message, now).await
     }
 
@@ -245,7 +242,7 @@ impl TaskStore for CountingStore {
         lease: &LeaseRef,
         result: &str,
         now: i64,
-    ) -> Result<Option<Task>, sqlx::Error> {
+    ) -> Result<Option<Task>, StoreError> {
         self.inner.complete(id, lease, result, now).await
     }
 
@@ -255,15 +252,15 @@ impl TaskStore for CountingStore {
         lease_id: Uuid,
         release: &Release,
         now: i64,
-    ) -> Result<Option<Task>, sqlx::Error> {
+    ) -> Result<Option<Task>, StoreError> {
         self.inner.release(id, lease_id, release, now).await
     }
 
-    async fn requeue_expired(&self, now: i64, limit: u32) -> Result<Vec<Task>, sqlx::Error> {
+    async fn requeue_expired(&self, now: i64, limit: u32) -> Result<Vec<Task>, StoreError> {
         self.inner.requeue_expired(now, limit).await
     }
 
-    async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64, sqlx::Error> {
+    async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
         self.inner.prune_finished(before, limit).await
     }
 
@@ -271,7 +268,7 @@ impl TaskStore for CountingStore {
         &self,
         message: &NewMessage,
         now: i64,
-    ) -> Result<Option<Message>, sqlx::Error> {
+    ) -> Result<Option<Message>, StoreError> {
         self.inner.add_message(message, now).await
     }
 
@@ -279,41 +276,7 @@ impl TaskStore for CountingStore {
         &self,
         scope: &MessageScope,
         page: Page,
-    ) -> Result<(Vec<Message>, u64), sqlx::Error> {
+    ) -> Result<(Vec<Message>, u64), StoreError> {
         self.inner.list_messages(scope, page).await
-    }
-}
-
-/// What a database says when it refuses a statement (here, every shared create).
-#[derive(Debug)]
-struct Refusal;
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("shared creates refused")
-    }
-}
-
-impl std::error::Error for Refusal {}
-
-impl sqlx::error::DatabaseError for Refusal {
-    fn message(&self) -> &str {
-        "shared creates refused"
-    }
-
-    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self
-    }
-
-    fn kind(&self) -> sqlx::error::ErrorKind {
-        sqlx::error::ErrorKind::CheckViolation
     }
 }
