@@ -154,6 +154,69 @@ async fn concurrent_creates_share_transactions_and_each_gets_its_own_task(backen
     assert_eq!(total, 350, "nothing was stored twice");
 }
 
+/// Completions that arrive together share transactions, yet each is answered with its own task
+/// and result; a report from an attempt that is over fails alone, and a repeated report is
+/// recognised.
+async fn concurrent_completions_share_transactions_and_each_gets_its_own_answer(backend: Backend) {
+    const TASKS: usize = 60;
+    let f = fixture(backend).await;
+    let agent = Uuid::now_v7();
+    for i in 0..TASKS {
+        f.queue.create(titled(&format!("job {i}"))).await.unwrap();
+    }
+    let claimed = f.queue.claim(claim_for(agent, &[], 100)).await.unwrap();
+    assert_eq!(claimed.len(), TASKS);
+    let stale = &claimed[0];
+    let stale_lease = LeaseRef {
+        lease_id: Some(Uuid::now_v7()),
+        ..lease_of(stale)
+    };
+    let answers = futures_util::future::join_all(claimed.iter().enumerate().map(|(i, task)| {
+        let lease = if i == 0 { stale_lease } else { lease_of(task) };
+        f.queue
+            .complete(task.id, lease, format!(r#"{{"title":"{}"}}"#, task.title))
+    }))
+    .await;
+    let mut answers = answers.into_iter();
+    assert!(
+        matches!(answers.next(), Some(Err(TaskError::NotLeaseHolder { .. }))),
+        "a report from an attempt that is over is refused"
+    );
+    for (task, answer) in claimed.iter().skip(1).zip(answers) {
+        let completed = answer.expect("every held task completes");
+        assert_eq!(completed.id, task.id, "each caller gets its own task");
+        assert_eq!(completed.status, TaskStatus::Completed);
+        assert_eq!(
+            completed.result.as_deref(),
+            Some(format!(r#"{{"title":"{}"}}"#, task.title).as_str())
+        );
+        assert_eq!(f.queue.get(task.id).await.unwrap(), completed);
+    }
+    assert_eq!(
+        f.queue.get(stale.id).await.unwrap().status,
+        TaskStatus::Active,
+        "the refused report changed nothing"
+    );
+    let again = &claimed[1];
+    let repeated = f
+        .queue
+        .complete(
+            again.id,
+            lease_of(again),
+            format!(r#"{{"title":"{}"}}"#, again.title),
+        )
+        .await
+        .expect("a repeated report is answered with the task it completed");
+    assert_eq!(repeated.status, TaskStatus::Completed);
+    let (attempts, _) = f
+        .queue
+        .attempts(again.id, Page::new(1, 10).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, AttemptOutcome::Completed);
+}
+
 async fn created_task_keeps_every_field(backend: Backend) {
     let f = fixture(backend).await;
     let pinned = Uuid::now_v7();
@@ -170,15 +233,8 @@ async fn created_task_keeps_every_field(backend: Backend) {
             max_attempts: 5,
             timeout_seconds: 30,
             execution_timeout_seconds: Some(120),
-            idempotency_key: None,
             trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
-            run_at: None,
-            delay_seconds: None,
-            depends_on: Vec::new(),
-            after: Vec::new(),
-            tenant: None,
-            workflow_key: None,
-            schedule_tick: None,
+            ..NewTask::default()
         })
         .await
         .unwrap();
@@ -2410,6 +2466,7 @@ swarm_kit::conformance!(
     scheduled_tasks_can_be_cancelled,
     a_retried_task_runs_again_and_its_attempts_tell_each_run,
     concurrent_creates_share_transactions_and_each_gets_its_own_task,
+    concurrent_completions_share_transactions_and_each_gets_its_own_answer,
     created_task_keeps_every_field,
     invalid_task_changes_nothing,
     idempotency_keys_are_per_tenant_and_bound_to_their_request,

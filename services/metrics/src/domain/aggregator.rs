@@ -162,12 +162,7 @@ impl Aggregator {
             .iter()
             .map(|family| family.series.len())
             .sum();
-        let now = Instant::now();
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.roll(&mut state, now);
+        let (mut state, now) = self.rolled();
         let id = (report.service.clone(), report.instance.clone());
         let previous = state.instances.remove(&id);
         let increments: Vec<_> = totals
@@ -215,12 +210,7 @@ impl Aggregator {
 
     /// Returns the processes seen within the window and the increments within it.
     pub fn snapshot(&self) -> Snapshot {
-        let now = Instant::now();
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.roll(&mut state, now);
+        let (mut state, now) = self.rolled();
         let mut increments: HashMap<(String, SeriesKey), Increment> = HashMap::new();
         for slot in &state.slots {
             for (key, increment) in &slot.increments {
@@ -235,6 +225,17 @@ impl Aggregator {
             increments,
             window: self.window,
         }
+    }
+
+    /// Locks the state, rolled forward to now (see [`Aggregator::roll`]), and says when now is.
+    fn rolled(&self) -> (std::sync::MutexGuard<'_, State>, Instant) {
+        let now = Instant::now();
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.roll(&mut state, now);
+        (state, now)
     }
 
     /// Opens a new slot when the current one is full, and forgets slots and processes that

@@ -1,49 +1,157 @@
-//! Group commit for task creation: creates that arrive while others are being stored wait
-//! for the next transaction and share it, so a burst of creates costs a few commits rather
-//! than one each. A create that finds nothing in flight is stored at once (a batch of one),
-//! so a lone create waits for no one. Each caller is answered after its transaction commits:
-//! a 201 still means stored. Should a shared transaction fail, each of its creates is stored
-//! on its own, so one create's failure is never another's.
+//! Group commit for the queue's busiest writes, creates and completions: writes that arrive
+//! while others are being stored wait for the next transaction and share it, so a burst costs
+//! a few commits rather than one each. A write that finds nothing in flight is stored at once
+//! (a batch of one), so a lone write waits for no one. Each caller is answered after its
+//! transaction commits: a 201 still means stored, a completion still means completed. Should a
+//! shared transaction be refused, each of its writes is stored on its own, so one write's
+//! failure is never another's.
 
+use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use swarm_kit::{StoreError, batching};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
-use crate::domain::NewTask;
+use crate::domain::{Completion, NewTask, Task};
 use crate::storage::{Insertion, TaskStore};
 
-/// The most creates one transaction stores.
+/// The most writes one transaction stores.
 const MAX_GROUP: usize = 128;
-/// Transactions of grouped creates in flight at once.
+/// Shared transactions of one kind of write in flight at once.
 const MAX_IN_FLIGHT: usize = 4;
-/// Creates waiting for a transaction at most; more wait to be queued.
+/// Writes waiting for a transaction at most; more wait to be queued.
 const QUEUE_DEPTH: usize = 4096;
 
-/// A create waiting for its transaction, and where its outcome goes.
-struct Pending {
-    task: NewTask,
+/// A kind of write that may share a transaction with others of its kind.
+#[async_trait]
+pub trait GroupedWrite: Send + Sync + 'static {
+    /// What one caller asks to store.
+    type Item: Send + Sync + 'static;
+    /// What that caller is answered.
+    type Outcome: Send + 'static;
+    /// Names the kind in the shared transaction's span.
+    const KIND: &'static str;
+
+    /// Stores one write in a transaction of its own.
+    async fn one(
+        store: &dyn TaskStore,
+        item: &Self::Item,
+        now: i64,
+    ) -> Result<Self::Outcome, StoreError>;
+
+    /// Stores `items` in one transaction: an outcome for each, in their order.
+    async fn many(
+        store: &dyn TaskStore,
+        items: &[Self::Item],
+        now: i64,
+    ) -> Result<Vec<Self::Outcome>, StoreError>;
+}
+
+/// Independent creates (no idempotency key, nothing depended on; see [`groupable`]).
+#[derive(Debug)]
+pub struct Creates;
+
+#[async_trait]
+impl GroupedWrite for Creates {
+    type Item = NewTask;
+    type Outcome = Insertion;
+    const KIND: &'static str = "create";
+
+    async fn one(store: &dyn TaskStore, task: &NewTask, now: i64) -> Result<Insertion, StoreError> {
+        store.insert(task, None, now).await
+    }
+
+    async fn many(
+        store: &dyn TaskStore,
+        tasks: &[NewTask],
+        now: i64,
+    ) -> Result<Vec<Insertion>, StoreError> {
+        match store.insert_many(tasks, now).await? {
+            Insertion::Created(created) if created.len() == tasks.len() => Ok(created
+                .into_iter()
+                .map(|task| Insertion::Created(vec![task]))
+                .collect()),
+            _ => Err(StoreError::Failed(
+                "a shared create stored another count of tasks".to_owned(),
+            )),
+        }
+    }
+}
+
+/// Completions of held tasks: each is answered with the completed task, or `None` when its
+/// lease no longer names the current attempt.
+#[derive(Debug)]
+pub struct Completions;
+
+#[async_trait]
+impl GroupedWrite for Completions {
+    type Item = Completion;
+    type Outcome = Option<Task>;
+    const KIND: &'static str = "complete";
+
+    async fn one(
+        store: &dyn TaskStore,
+        completion: &Completion,
+        now: i64,
+    ) -> Result<Option<Task>, StoreError> {
+        let mut completed = store
+            .complete_many(std::slice::from_ref(completion), now)
+            .await?;
+        Ok(completed.pop())
+    }
+
+    async fn many(
+        store: &dyn TaskStore,
+        completions: &[Completion],
+        now: i64,
+    ) -> Result<Vec<Option<Task>>, StoreError> {
+        let mut completed: HashMap<Uuid, Task> = store
+            .complete_many(completions, now)
+            .await?
+            .into_iter()
+            .map(|task| (task.id, task))
+            .collect();
+        Ok(completions
+            .iter()
+            .map(|completion| completed.remove(&completion.id))
+            .collect())
+    }
+}
+
+/// A write waiting for its transaction, and where its outcome goes.
+struct Pending<W: GroupedWrite> {
+    item: W::Item,
     /// The span of the request that asked: a transaction of its own runs in it, a shared one
     /// links to it.
     caller: tracing::Span,
-    outcome: oneshot::Sender<Result<Insertion, StoreError>>,
+    outcome: oneshot::Sender<Result<W::Outcome, StoreError>>,
 }
 
-impl batching::Waiting for Pending {
+impl<W: GroupedWrite> batching::Waiting for Pending<W> {
     fn caller(&self) -> &tracing::Span {
         &self.caller
     }
 }
 
-/// Stores independent creates (no idempotency key, nothing depended on) in shared
-/// transactions.
-#[derive(Debug, Clone)]
-pub struct GroupCommit {
-    queue: mpsc::Sender<Pending>,
+/// Stores writes of kind `W` in shared transactions.
+pub struct GroupCommit<W: GroupedWrite> {
+    queue: mpsc::Sender<Pending<W>>,
+    kind: PhantomData<W>,
 }
 
-impl GroupCommit {
-    /// Starts grouping creates into `store`, stamped by `now`; the grouping ends once every
+impl<W: GroupedWrite> std::fmt::Debug for GroupCommit<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("kind", &W::KIND)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: GroupedWrite> GroupCommit<W> {
+    /// Starts grouping writes into `store`, stamped by `now`; the grouping ends once every
     /// handle is dropped.
     pub fn start(store: Arc<dyn TaskStore>, now: impl Fn() -> i64 + Send + 'static) -> Self {
         let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
@@ -51,21 +159,24 @@ impl GroupCommit {
             pending,
             MAX_IN_FLIGHT,
             MAX_GROUP,
-            |creates| tracing::info_span!("tasks.group_commit", creates),
+            |writes| tracing::info_span!("tasks.group_commit", kind = W::KIND, writes),
             move |batch| {
                 let (store, stamp) = (Arc::clone(&store), now());
-                async move { store_group(store.as_ref(), batch, stamp).await }
+                async move { store_group::<W>(store.as_ref(), batch, stamp).await }
             },
         ));
-        Self { queue }
+        Self {
+            queue,
+            kind: PhantomData,
+        }
     }
 
-    /// Stores `task` in the next shared transaction and answers once it committed.
-    pub async fn insert(&self, task: NewTask) -> Result<Insertion, StoreError> {
+    /// Stores `item` in the next shared transaction and answers once it committed.
+    pub async fn write(&self, item: W::Item) -> Result<W::Outcome, StoreError> {
         let (outcome, answer) = oneshot::channel();
         self.queue
             .send(Pending {
-                task,
+                item,
                 caller: tracing::Span::current(),
                 outcome,
             })
@@ -75,32 +186,26 @@ impl GroupCommit {
     }
 }
 
-/// Stores `batch` in one transaction and answers each create. Should the database refuse the
-/// shared transaction (so nothing of it was stored), each create is stored on its own; any
+/// Stores `batch` in one transaction and answers each write. Should the database refuse the
+/// shared transaction (so nothing of it was stored), each write is stored on its own; any
 /// other failure, which may leave the outcome unknown, is each caller's answer.
-async fn store_group(store: &dyn TaskStore, batch: Vec<Pending>, now: i64) {
-    let (tasks, outcomes): (Vec<NewTask>, Vec<_>) = batch
+async fn store_group<W: GroupedWrite>(store: &dyn TaskStore, batch: Vec<Pending<W>>, now: i64) {
+    let (items, outcomes): (Vec<W::Item>, Vec<_>) = batch
         .into_iter()
-        .map(|pending| (pending.task, pending.outcome))
+        .map(|pending| (pending.item, pending.outcome))
         .unzip();
-    if tasks.len() > 1 {
-        match store.insert_many(&tasks, now).await {
-            Ok(Insertion::Created(created)) if created.len() == tasks.len() => {
-                for (outcome, task) in outcomes.into_iter().zip(created) {
-                    outcome.send(Ok(Insertion::Created(vec![task]))).ok();
+    if items.len() > 1 {
+        match W::many(store, &items, now).await {
+            Ok(stored) => {
+                for (outcome, stored) in outcomes.into_iter().zip(stored) {
+                    outcome.send(Ok(stored)).ok();
                 }
                 return;
             }
             Err(refused @ (StoreError::Conflict(_) | StoreError::Refused(_))) => {
-                tracing::debug!(error = %refused, creates = tasks.len(), "shared create refused, storing each alone");
+                tracing::debug!(error = %refused, kind = W::KIND, writes = items.len(), "shared transaction refused, storing each write alone");
             }
-            outcome => {
-                let error = match outcome {
-                    Err(error) => error,
-                    Ok(_) => StoreError::Failed(
-                        "a shared create stored another count of tasks".to_owned(),
-                    ),
-                };
+            Err(error) => {
                 for outcome in outcomes {
                     outcome.send(Err(error.clone())).ok();
                 }
@@ -108,8 +213,8 @@ async fn store_group(store: &dyn TaskStore, batch: Vec<Pending>, now: i64) {
             }
         }
     }
-    for (outcome, task) in outcomes.into_iter().zip(&tasks) {
-        outcome.send(store.insert(task, None, now).await).ok();
+    for (outcome, item) in outcomes.into_iter().zip(&items) {
+        outcome.send(W::one(store, item, now).await).ok();
     }
 }
 
@@ -119,7 +224,7 @@ pub fn groupable(task: &NewTask) -> bool {
     task.idempotency_key.is_none() && task.depends_on.is_empty() && task.after.is_empty()
 }
 
-/// The answer to a create that arrives while the service stops.
+/// The answer to a write that arrives while the service stops.
 fn stopping() -> StoreError {
     StoreError::Unavailable("the tasks service is stopping".to_owned())
 }

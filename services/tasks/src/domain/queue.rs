@@ -22,14 +22,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::domain::group_commit::{self, GroupCommit};
+use crate::domain::group_commit::{self, Completions, Creates, GroupCommit};
 use crate::domain::idempotency::fingerprint;
 use crate::domain::task::{MAX_CLAIM, MAX_ERROR_CHARS, json_text};
 use crate::domain::waiters::{ReadyWork, Waiters};
 use crate::domain::watchers::{Seen, Watchers};
 use crate::domain::{
-    Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, NewWorkflow, RetryPolicy,
-    Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter, WorkflowGraph,
+    Attempt, Claim, Completion, LeaseRef, Message, MessageScope, NewMessage, NewTask, NewWorkflow,
+    RetryPolicy, Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter, WorkflowGraph,
 };
 use crate::error::TaskError;
 use crate::storage::{Insertion, Release, TaskStore, TaskVersion, WorkflowRecord};
@@ -112,7 +112,9 @@ pub struct HeldSync {
 pub struct TaskQueue {
     store: Arc<dyn TaskStore>,
     /// Independent creates, stored in shared transactions.
-    creates: GroupCommit,
+    creates: GroupCommit<Creates>,
+    /// Completions, stored in shared transactions.
+    completions: GroupCommit<Completions>,
     settings: QueueSettings,
     clock: Arc<Clock>,
     waiters: Waiters,
@@ -145,13 +147,16 @@ impl TaskQueue {
         clock: Arc<Clock>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let creates = GroupCommit::start(Arc::clone(&store), {
+        let stamp = || {
             let clock = Arc::clone(&clock);
             move || clock.now_millis()
-        });
+        };
+        let creates = GroupCommit::start(Arc::clone(&store), stamp());
+        let completions = GroupCommit::start(Arc::clone(&store), stamp());
         let queue = Arc::new(Self {
             store,
             creates,
+            completions,
             settings,
             clock,
             waiters: Waiters::default(),
@@ -184,7 +189,7 @@ impl TaskQueue {
         self.check_dependencies(std::slice::from_ref(&task)).await?;
         let fingerprint = task.idempotency_key.is_some().then(|| fingerprint(&task));
         let insertion = if group_commit::groupable(&task) {
-            self.creates.insert(task).await?
+            self.creates.write(task).await?
         } else {
             self.store
                 .insert(&task, fingerprint.as_deref(), self.now_millis())
@@ -682,8 +687,12 @@ impl TaskQueue {
     ) -> Result<Task, TaskError> {
         let result = json_text("result", result)?;
         let updated = self
-            .store
-            .complete(id, &lease, &result, self.now_millis())
+            .completions
+            .write(Completion {
+                id,
+                lease,
+                result: result.clone(),
+            })
             .await?;
         match updated {
             Some(task) => {

@@ -443,6 +443,17 @@ pub struct Claim {
     pub wait: std::time::Duration,
 }
 
+/// A report that the attempt `lease` names completed task `id` with `result` (JSON text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The task.
+    pub id: Uuid,
+    /// The attempt that reports.
+    pub lease: LeaseRef,
+    /// What it produced.
+    pub result: String,
+}
+
 /// Names the attempt a report is about: the agent, and the lease when the agent has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseRef {

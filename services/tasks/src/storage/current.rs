@@ -16,8 +16,8 @@ use swarm_kit::page::Page;
 use uuid::Uuid;
 
 use crate::domain::{
-    Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Schedule,
-    Task, TaskFilter, Workflow, WorkflowFilter, WorkflowGraph,
+    Attempt, Claim, Completion, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork,
+    Schedule, Task, TaskFilter, Workflow, WorkflowFilter, WorkflowGraph,
 };
 use crate::storage::{Insertion, Release, TaskStore, TaskVersion, WorkflowRecord};
 
@@ -439,15 +439,16 @@ impl TaskStore for CurrentStore {
         reported
     }
 
-    async fn complete(
+    async fn complete_many(
         &self,
-        id: Uuid,
-        lease: &LeaseRef,
-        result: &str,
+        completions: &[Completion],
         now: i64,
-    ) -> Result<Option<Task>, StoreError> {
-        let completed = self.inner.complete(id, lease, result, now).await;
-        self.touched_one(id, &completed);
+    ) -> Result<Vec<Task>, StoreError> {
+        let completed = self.inner.complete_many(completions, now).await;
+        completions
+            .iter()
+            .for_each(|completion| self.touch(completion.id));
+        self.touched(&completed);
         completed
     }
 

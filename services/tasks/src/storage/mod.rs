@@ -18,8 +18,8 @@ use swarm_kit::page::Page;
 use uuid::Uuid;
 
 use crate::domain::{
-    Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Schedule,
-    Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter, WorkflowGraph,
+    Attempt, Claim, Completion, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork,
+    Schedule, Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter, WorkflowGraph,
 };
 
 pub use current::JoinError;
@@ -254,14 +254,13 @@ pub trait TaskStore: Send + Sync + 'static {
         now: i64,
     ) -> Result<Option<Task>, StoreError>;
 
-    /// Completes the task with `result` (JSON text), if `lease` names the current attempt.
-    async fn complete(
+    /// Completes, in one transaction, each task whose current attempt its completion names,
+    /// and returns those it completed (in no particular order).
+    async fn complete_many(
         &self,
-        id: Uuid,
-        lease: &LeaseRef,
-        result: &str,
+        completions: &[Completion],
         now: i64,
-    ) -> Result<Option<Task>, StoreError>;
+    ) -> Result<Vec<Task>, StoreError>;
 
     /// Ends the attempt holding `lease_id` as `release` says; `None` if that attempt is over.
     async fn release(

@@ -254,13 +254,19 @@ pub const PROGRESS: &str = const_format::concatcp!(
     HELD
 );
 
-/// Completes the current attempt. The lease id stays, naming the attempt that reported, so a
-/// repeated report of it is recognised.
-pub const COMPLETE: &str = const_format::concatcp!(
-    "UPDATE tasks SET status = 'completed', result = $4, progress_percent = 100, \
-    lease_expires_at = NULL, finished_at = $5, updated_at = $5, attempt_outcome = 'completed' ",
-    HELD
-);
+/// Completes the current attempts that a list of reports names; the caller appends the time
+/// (twice: `finished_at`, then `updated_at`), then the list as `FROM (VALUES (task, agent,
+/// lease or NULL for "any lease", result), ...) AS done`, then [`COMPLETE_END`]. The lease id
+/// stays, naming the attempt that reported, so a repeated report of it is recognised.
+pub const COMPLETE: &str = "UPDATE tasks SET status = 'completed', result = done.column4, \
+    progress_percent = 100, lease_expires_at = NULL, attempt_outcome = 'completed', \
+    finished_at = ";
+
+/// Ends [`COMPLETE`]: only the attempt each report names (both backends return the task's
+/// columns under `*`; PostgreSQL adds the report's, which nothing reads).
+pub const COMPLETE_END: &str = " WHERE tasks.id = done.column1 AND tasks.status = 'active' \
+    AND tasks.agent_id = done.column2 AND (done.column3 IS NULL OR tasks.lease_id = done.column3) \
+    RETURNING *";
 
 /// Ends the attempt holding lease `$2` as requeued or failed; the lease id stays, as on
 /// completion.
@@ -900,20 +906,28 @@ macro_rules! impl_task_store {
                     .map_err(swarm_kit::StoreError::from)
             }
 
-            async fn complete(
+            async fn complete_many(
                 &self,
-                id: uuid::Uuid,
-                lease: &$crate::domain::LeaseRef,
-                result: &str,
+                completions: &[$crate::domain::Completion],
                 now: i64,
-            ) -> Result<Option<$crate::domain::Task>, swarm_kit::StoreError> {
-                sqlx::query_as($crate::storage::sql::COMPLETE)
-                    .bind(id)
-                    .bind(lease.agent_id)
-                    .bind(lease.lease_id)
-                    .bind(result)
-                    .bind(now)
-                    .fetch_optional(&self.writer)
+            ) -> Result<Vec<$crate::domain::Task>, swarm_kit::StoreError> {
+                use $crate::storage::sql;
+                if completions.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new(sql::COMPLETE);
+                query.push_bind(now).push(", updated_at = ").push_bind(now);
+                query.push(" FROM (");
+                query.push_values(completions, |mut row, completion| {
+                    row.push_bind(completion.id)
+                        .push_bind(completion.lease.agent_id)
+                        .push_bind(completion.lease.lease_id)
+                        .push_bind(completion.result.as_str());
+                });
+                query.push(") AS done").push(sql::COMPLETE_END);
+                query
+                    .build_query_as()
+                    .fetch_all(&self.writer)
                     .await
                     .map_err(swarm_kit::StoreError::from)
             }

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use swarm_kit::StoreError;
 use swarm_kit::page::Page;
 use swarm_tasks::domain::{
-    Attempt, Claim, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork, Schedule,
-    Task, TaskFilter, Workflow, WorkflowFilter, WorkflowGraph,
+    Attempt, Claim, Completion, LeaseRef, Message, MessageScope, NewMessage, NewTask, ReadyWork,
+    Schedule, Task, TaskFilter, Workflow, WorkflowFilter, WorkflowGraph,
 };
 use swarm_tasks::storage::{Insertion, Release, TaskStore, TaskVersion, WorkflowRecord};
 use uuid::Uuid;
@@ -236,14 +236,12 @@ impl TaskStore for CountingStore {
         self.inner.progress(id, lease, percent, message, now).await
     }
 
-    async fn complete(
+    async fn complete_many(
         &self,
-        id: Uuid,
-        lease: &LeaseRef,
-        result: &str,
+        completions: &[Completion],
         now: i64,
-    ) -> Result<Option<Task>, StoreError> {
-        self.inner.complete(id, lease, result, now).await
+    ) -> Result<Vec<Task>, StoreError> {
+        self.inner.complete_many(completions, now).await
     }
 
     async fn release(
