@@ -210,7 +210,7 @@ impl Aggregator {
 
     /// Returns the processes seen within the window and the increments within it.
     pub fn snapshot(&self) -> Snapshot {
-        let (mut state, now) = self.rolled();
+        let (state, _) = self.rolled();
         let mut increments: HashMap<(String, SeriesKey), Increment> = HashMap::new();
         for slot in &state.slots {
             for (key, increment) in &slot.increments {

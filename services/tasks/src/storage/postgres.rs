@@ -8,7 +8,7 @@ use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
 use super::sql::{self, impl_task_store};
-use crate::domain::{Claim, Task};
+use crate::domain::{Claim, Completion, Task};
 
 /// Tasks stored in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -29,13 +29,9 @@ impl PostgresTaskStore {
 
     /// Runs the claim statement under a per-agent advisory lock, so that two claims of one
     /// agent (on any replicas) cannot both count its free slots before either takes them, and
-    /// with its plan settled (see [`CLAIM_SETTINGS`]).
+    /// with its plan settled (see [`begin_claim`]).
     async fn claim_rows(&self, claim: &Claim, now: i64) -> Result<Vec<Task>, sqlx::Error> {
-        let mut transaction = self.writer.begin().await?;
-        sqlx::query(CLAIM_SETTINGS)
-            .bind(agent_lock_key(claim.agent_id))
-            .execute(&mut *transaction)
-            .await?;
+        let mut transaction = begin_claim(&self.writer, agent_lock_key(claim.agent_id)).await?;
         let tasks = sqlx::query_as(CLAIM)
             .bind(now)
             .bind(claim.agent_id)
@@ -98,15 +94,25 @@ fn agent_lock_key(agent_id: Uuid) -> i64 {
     i64::from_be_bytes(bytes[8..].try_into().expect("a uuid has 16 bytes"))
 }
 
-/// Takes the claiming agent's advisory lock (`$1`) and settles the claim's plan for the rest of
-/// the transaction, whatever the table's statistics say. A queue grows from empty to thousands
-/// of tasks faster than autovacuum refreshes them, and with statistics that still count a
-/// handful of queued tasks the planner reads every queued task off the ready index and sorts
-/// them all for each claim (12,000 queued tasks: 0.5 to 43 ms a claim, growing with the queue).
-/// With sorts ruled out only the claim indexes' ordered probes are left, and JIT stays off: the
-/// cost that ruling adds to every plan would otherwise get the statement compiled (0.4 s).
-const CLAIM_SETTINGS: &str = "SELECT pg_advisory_xact_lock($1), \
-    set_config('enable_sort', 'off', true), set_config('jit', 'off', true)";
+/// Begins a claim's transaction, in one round trip: takes the claiming agent's advisory lock
+/// (`key`) and settles the claim's plan for the rest of the transaction, whatever the table's
+/// statistics say. A queue grows from empty to thousands of tasks faster than autovacuum
+/// refreshes them, and with statistics that still count a handful of queued tasks the planner
+/// reads every queued task off the ready index and sorts them all for each claim (12,000 queued
+/// tasks: 0.5 to 43 ms a claim, growing with the queue). With sorts ruled out only the claim
+/// indexes' ordered probes are left, and JIT stays off: the cost that ruling adds to every plan
+/// would otherwise get the statement compiled (0.4 s). The key is a number formatted here, so
+/// the statement can be sent as it is.
+async fn begin_claim(
+    pool: &PgPool,
+    key: i64,
+) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin_with(sqlx::AssertSqlSafe(format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({key}); \
+        SET LOCAL enable_sort = off; SET LOCAL jit = off"
+    )))
+    .await
+}
 
 /// The PostgreSQL claim: `$1` now, `$2` agent, `$3` its capabilities (jsonb array), `$4` how
 /// many, `$5` the agent's concurrency. Each capability set the agent has, and its pinned tasks,
@@ -206,6 +212,34 @@ const INSERT_UNNEST: &str = const_format::concatcp!(
     dependency_count, workflow_id, workflow_key, schedule_id, schedule_tick, \
     execution_timeout_seconds)",
     sql::INSERT_TASKS_END
+);
+
+/// Completes the attempts `completions` name with one statement that binds a column of values
+/// each (`UNNEST`), so every batch runs the same prepared statement.
+pub(crate) async fn complete_rows(
+    pool: &PgPool,
+    completions: &[Completion],
+    now: i64,
+) -> Result<Vec<Task>, sqlx::Error> {
+    fn column<'a, T>(completions: &'a [Completion], value: impl Fn(&'a Completion) -> T) -> Vec<T> {
+        completions.iter().map(value).collect()
+    }
+    sqlx::query_as(COMPLETE_UNNEST)
+        .bind(now)
+        .bind(column(completions, |completion| completion.id))
+        .bind(column(completions, |completion| completion.lease.agent_id))
+        .bind(column(completions, |completion| completion.lease.lease_id))
+        .bind(column(completions, |completion| completion.result.as_str()))
+        .fetch_all(pool)
+        .await
+}
+
+/// [`sql::COMPLETE`] over columns of values: `$1` now, `$2..$5` the reports.
+const COMPLETE_UNNEST: &str = const_format::concatcp!(
+    sql::COMPLETE,
+    "$1, updated_at = $1 FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::text[]) \
+    AS done (column1, column2, column3, column4)",
+    sql::COMPLETE_END
 );
 
 /// Locks the parents a new task depends on (or a retried task waits on) until it is recorded,
@@ -361,12 +395,7 @@ mod tests {
         sqlx::query("ANALYZE tasks").execute(&pool).await.unwrap();
         insert(&store, 10_000, "gpu").await;
 
-        let mut transaction = pool.begin().await.unwrap();
-        sqlx::query(CLAIM_SETTINGS)
-            .bind(0_i64)
-            .execute(&mut *transaction)
-            .await
-            .unwrap();
+        let mut transaction = begin_claim(&pool, 0).await.unwrap();
         let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {CLAIM}")))
             .bind(10_000_i64)
             .bind(Uuid::now_v7())

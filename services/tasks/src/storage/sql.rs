@@ -254,10 +254,11 @@ pub const PROGRESS: &str = const_format::concatcp!(
     HELD
 );
 
-/// Completes the current attempts that a list of reports names; the caller appends the time
-/// (twice: `finished_at`, then `updated_at`), then the list as `FROM (VALUES (task, agent,
-/// lease or NULL for "any lease", result), ...) AS done`, then [`COMPLETE_END`]. The lease id
-/// stays, naming the attempt that reported, so a repeated report of it is recognised.
+/// Completes the attempts that a list of reports names. The backend appends the time (as
+/// `finished_at`, then `updated_at`), then `FROM` the reports as a table `done` whose columns
+/// are named as a `VALUES` list names them: `column1` the task, `column2` the agent, `column3`
+/// the lease (NULL: any lease of that agent), `column4` the result; then [`COMPLETE_END`]. The
+/// lease id stays, naming the attempt that reported, so a repeated report of it is recognised.
 pub const COMPLETE: &str = "UPDATE tasks SET status = 'completed', result = done.column4, \
     progress_percent = 100, lease_expires_at = NULL, attempt_outcome = 'completed', \
     finished_at = ";
@@ -911,23 +912,11 @@ macro_rules! impl_task_store {
                 completions: &[$crate::domain::Completion],
                 now: i64,
             ) -> Result<Vec<$crate::domain::Task>, swarm_kit::StoreError> {
-                use $crate::storage::sql;
                 if completions.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut query = sqlx::QueryBuilder::<$db>::new(sql::COMPLETE);
-                query.push_bind(now).push(", updated_at = ").push_bind(now);
-                query.push(" FROM (");
-                query.push_values(completions, |mut row, completion| {
-                    row.push_bind(completion.id)
-                        .push_bind(completion.lease.agent_id)
-                        .push_bind(completion.lease.lease_id)
-                        .push_bind(completion.result.as_str());
-                });
-                query.push(") AS done").push(sql::COMPLETE_END);
-                query
-                    .build_query_as()
-                    .fetch_all(&self.writer)
+                use $dialect as dialect;
+                dialect::complete_rows(&self.writer, completions, now)
                     .await
                     .map_err(swarm_kit::StoreError::from)
             }

@@ -6,7 +6,7 @@ use sqlx::{Sqlite, SqlitePool};
 use swarm_kit::db::SqlitePools;
 
 use super::sql::{self, impl_task_store};
-use crate::domain::{Claim, Task};
+use crate::domain::{Claim, Completion, Task};
 
 /// Tasks stored in SQLite.
 #[derive(Debug, Clone)]
@@ -116,6 +116,29 @@ pub(crate) async fn insert_rows(
     });
     insert.push(sql::INSERT_TASKS_END);
     insert.build_query_as().fetch_all(connection).await
+}
+
+/// Completes the attempts `completions` name with one statement over a `VALUES` list.
+pub(crate) async fn complete_rows(
+    pool: &SqlitePool,
+    completions: &[Completion],
+    now: i64,
+) -> Result<Vec<Task>, sqlx::Error> {
+    let mut complete = sqlx::QueryBuilder::<Sqlite>::new(sql::COMPLETE);
+    complete
+        .push_bind(now)
+        .push(", updated_at = ")
+        .push_bind(now)
+        .push(" FROM (");
+    complete.push_values(completions, |mut values, completion| {
+        values
+            .push_bind(completion.id)
+            .push_bind(completion.lease.agent_id)
+            .push_bind(completion.lease.lease_id)
+            .push_bind(completion.result.as_str());
+    });
+    complete.push(") AS done").push(sql::COMPLETE_END);
+    complete.build_query_as().fetch_all(pool).await
 }
 
 /// Locks the parents a new task depends on until it is recorded: nothing to add, as SQLite's
