@@ -397,30 +397,6 @@ mod tests {
         plain.close().await;
     }
 
-    #[tokio::test]
-    async fn a_unique_violation_answers_already_exists() {
-        let Pool::Sqlite(pools) = connect("sqlite::memory:", 1, DEFAULT_SLOW_QUERY)
-            .await
-            .unwrap()
-        else {
-            unreachable!("a sqlite url opens sqlite");
-        };
-        let insert = "INSERT INTO names (name) VALUES ('ada')";
-        sqlx::query("CREATE TABLE names (name TEXT PRIMARY KEY)")
-            .execute(&pools.writer)
-            .await
-            .unwrap();
-        sqlx::query(insert).execute(&pools.writer).await.unwrap();
-        let twice = sqlx::query(insert)
-            .execute(&pools.writer)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            crate::Error::from(twice).code,
-            crate::ErrorCode::AlreadyExists
-        );
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn replicas_migrating_one_sqlite_file_together_all_succeed() {
         let path =

@@ -210,13 +210,6 @@ impl From<StoreError> for Error {
     }
 }
 
-impl From<sqlx::Error> for Error {
-    /// Maps database failures as [`StoreError`] words them.
-    fn from(error: sqlx::Error) -> Self {
-        StoreError::from(error).into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use swarm_kit::StoreError;
 use swarm_kit::db::Pool;
 use swarm_kit::page::Page;
 use uuid::Uuid;
@@ -32,16 +33,16 @@ pub enum HeartbeatFilter {
 #[async_trait]
 pub trait AgentStore: Send + Sync + 'static {
     /// Inserts an agent; a taken name fails with a unique violation.
-    async fn insert(&self, agent: &NewAgent, now: i64) -> Result<Agent, swarm_kit::StoreError>;
+    async fn insert(&self, agent: &NewAgent, now: i64) -> Result<Agent, StoreError>;
 
     /// Returns an agent by id.
-    async fn get(&self, id: Uuid) -> Result<Option<Agent>, swarm_kit::StoreError>;
+    async fn get(&self, id: Uuid) -> Result<Option<Agent>, StoreError>;
 
     /// Returns the agent named `name`.
-    async fn by_name(&self, name: &str) -> Result<Option<Agent>, swarm_kit::StoreError>;
+    async fn by_name(&self, name: &str) -> Result<Option<Agent>, StoreError>;
 
     /// Returns the agents that exist among `ids`.
-    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Agent>, swarm_kit::StoreError>;
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Agent>, StoreError>;
 
     /// Returns agents (oldest first) with `capability` and matching `heartbeat`, one page of
     /// them or all when `page` is `None`, and how many match in all.
@@ -50,7 +51,7 @@ pub trait AgentStore: Send + Sync + 'static {
         capability: Option<&str>,
         heartbeat: Option<HeartbeatFilter>,
         page: Option<Page>,
-    ) -> Result<(Vec<Agent>, u64), swarm_kit::StoreError>;
+    ) -> Result<(Vec<Agent>, u64), StoreError>;
 
     /// Applies the set fields of `update`; `None` when the agent does not exist.
     async fn update(
@@ -58,13 +59,13 @@ pub trait AgentStore: Send + Sync + 'static {
         id: Uuid,
         update: &AgentUpdate,
         now: i64,
-    ) -> Result<Option<Agent>, swarm_kit::StoreError>;
+    ) -> Result<Option<Agent>, StoreError>;
 
     /// Deletes an agent; `false` when it did not exist.
-    async fn delete(&self, id: Uuid) -> Result<bool, swarm_kit::StoreError>;
+    async fn delete(&self, id: Uuid) -> Result<bool, StoreError>;
 
     /// Records a heartbeat; `None` when the agent does not exist.
-    async fn heartbeat(&self, id: Uuid, now: i64) -> Result<Option<Agent>, swarm_kit::StoreError>;
+    async fn heartbeat(&self, id: Uuid, now: i64) -> Result<Option<Agent>, StoreError>;
 }
 
 /// Applies the agents service's migrations to `pool` and returns the store for its backend.

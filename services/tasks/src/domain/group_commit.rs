@@ -7,7 +7,6 @@
 //! failure is never another's.
 
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -139,7 +138,6 @@ impl<W: GroupedWrite> batching::Waiting for Pending<W> {
 /// Stores writes of kind `W` in shared transactions.
 pub struct GroupCommit<W: GroupedWrite> {
     queue: mpsc::Sender<Pending<W>>,
-    kind: PhantomData<W>,
 }
 
 impl<W: GroupedWrite> std::fmt::Debug for GroupCommit<W> {
@@ -165,10 +163,7 @@ impl<W: GroupedWrite> GroupCommit<W> {
                 async move { store_group::<W>(store.as_ref(), batch, stamp).await }
             },
         ));
-        Self {
-            queue,
-            kind: PhantomData,
-        }
+        Self { queue }
     }
 
     /// Stores `item` in the next shared transaction and answers once it committed.
