@@ -100,7 +100,7 @@ bench-held: ## hold 2,000 event streams and 1,000 waiting claims while creating 
 	psql -q "$(PG_ADMIN_URL)" -c 'DROP DATABASE IF EXISTS swarm_bench' -c 'CREATE DATABASE swarm_bench'
 	./target/release/swarm-bench held-load --database-url $(BENCH_PG_URL) --seconds $(HELD_SECONDS)
 
-bench-scale: ## create, claim and list latency against a backlog of 10^3 to 10^6 queued tasks on PostgreSQL (10^5 on SQLite); not part of make bench
+bench-scale: ## create, claim and list latency against a backlog of 10^3 to 10^6 queued tasks on PostgreSQL (10^5 on SQLite), then memory with 10,000 heartbeating agents; not part of make bench
 	$(BENCH_BUILD)
 	@mkdir -p data/bench-logs && rm -f data/bench-scale.db data/bench-scale.db-wal data/bench-scale.db-shm
 	./target/release/swarm-bench scale --database-url sqlite://data/bench-scale.db --sizes 1000,10000,100000

@@ -79,6 +79,9 @@ struct ScaleArgs {
     /// Calls of each kind timed at each size.
     #[arg(long, default_value_t = 200)]
     samples: usize,
+    /// Fleet sizes measured after the backlog, smallest first (`--fleets` alone: none).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1000,10000")]
+    fleets: Vec<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -215,6 +218,7 @@ async fn main() -> ExitCode {
             database_url: args.database_url,
             sizes: args.sizes,
             samples: args.samples,
+            fleets: args.fleets,
         })
         .await
         .map_err(Into::into),

@@ -3,7 +3,9 @@
 //! has, and at each size the same calls are timed one at a time, as one client makes them:
 //! a create, a claim by an agent of another capability that takes a task, one that finds
 //! nothing to take (the claim that used to walk the whole backlog), and a first page of the
-//! task list. A flat row from the smallest size to the largest is the goal.
+//! task list. A flat row from the smallest size to the largest is the goal. Then the same
+//! stack gets a growing fleet of agents that all heartbeat, round after round: its memory should
+//! grow a little with each agent registered and not at all from one round to the next.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,7 +32,14 @@ pub struct Options {
     pub sizes: Vec<u64>,
     /// Calls of each kind timed at each size.
     pub samples: usize,
+    /// The fleet sizes measured, smallest first (none: the fleet part is skipped).
+    pub fleets: Vec<u64>,
 }
+
+/// Agents registered, or heartbeats sent, at once while a fleet is measured.
+const FLEET_CONCURRENCY: usize = 16;
+/// Heartbeat rounds, each from every agent of the fleet, at each fleet size.
+const HEARTBEAT_ROUNDS: usize = 3;
 
 /// The figures at one backlog size.
 struct Row {
@@ -109,6 +118,82 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             ratio(|row| row.list.p99),
         );
     }
+    if !options.fleets.is_empty() {
+        fleet(&api, &stack, &options.fleets).await?;
+    }
+    Ok(())
+}
+
+/// Grows a fleet of agents to each of `sizes` and has all of them heartbeat
+/// [`HEARTBEAT_ROUNDS`] times, printing heartbeat latency and `swarm up`'s memory after
+/// registering and after each round.
+async fn fleet(api: &Api, stack: &Stack, sizes: &[u64]) -> anyhow::Result<()> {
+    let pid = stack.pid("swarm").context("swarm up's process")?;
+    let rss_mib = || -> anyhow::Result<f64> {
+        #[allow(clippy::cast_precision_loss)] // memory stays far below 2^53 bytes
+        Ok(memory(pid)?.0 as f64 / (1024.0 * 1024.0))
+    };
+    println!(
+        "\n{:>9}  {:>17}  {:>13}  RSS MiB after each heartbeat round",
+        "agents", "heartbeat p50/p99", "RSS MiB"
+    );
+    let before = rss_mib()?;
+    let mut ids: Vec<String> = Vec::new();
+    for &size in sizes {
+        let names: Vec<String> = (ids.len() as u64..size)
+            .map(|n| format!("fleet-{n}"))
+            .collect();
+        let registered: Vec<anyhow::Result<String>> = stream::iter(names)
+            .map(|name| async move {
+                let agent = api
+                    .post(
+                        "/api/agents",
+                        json!({"name": name, "capabilities": ["fleet"]}),
+                    )
+                    .await?;
+                Ok(agent["id"].as_str().context("an agent id")?.to_owned())
+            })
+            .buffer_unordered(FLEET_CONCURRENCY)
+            .collect()
+            .await;
+        for id in registered {
+            ids.push(id?);
+        }
+        let registered_rss = rss_mib()?;
+        let mut beats = Vec::with_capacity(ids.len() * HEARTBEAT_ROUNDS);
+        let mut rounds = Vec::with_capacity(HEARTBEAT_ROUNDS);
+        for _ in 0..HEARTBEAT_ROUNDS {
+            let timed: Vec<anyhow::Result<Duration>> = stream::iter(&ids)
+                .map(|id| async move {
+                    let started = Instant::now();
+                    api.post(&format!("/api/agents/{id}/heartbeat"), json!({}))
+                        .await?;
+                    Ok(started.elapsed())
+                })
+                .buffer_unordered(FLEET_CONCURRENCY)
+                .collect()
+                .await;
+            for elapsed in timed {
+                beats.push(elapsed?);
+            }
+            rounds.push(rss_mib()?);
+        }
+        let beat = Latency::of(beats);
+        let rounds: Vec<String> = rounds.iter().map(|rss| format!("{rss:.1}")).collect();
+        println!(
+            "{:>9}  {:>7.2} / {:>7.2}  {:>13.1}  {}",
+            ids.len(),
+            beat.p50,
+            beat.p99,
+            registered_rss,
+            rounds.join(" / "),
+        );
+    }
+    println!(
+        "memory with no agents {before:.1} MiB, with {} agents {:.1} MiB",
+        ids.len(),
+        rss_mib()?
+    );
     Ok(())
 }
 
