@@ -446,6 +446,38 @@ mod tests {
         }
     }
 
+    /// The page cache a SQLite connection keeps (negative: in KiB).
+    async fn cache_size(connection: &mut sqlx::SqliteConnection) -> i64 {
+        sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(connection)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn sqlite_readers_keep_a_small_page_cache_and_the_writer_the_default() {
+        let path = std::env::temp_dir().join(format!("swarm-kit-cache-{}.db", std::process::id()));
+        let url = format!("sqlite://{}", path.display());
+        let Pool::Sqlite(pools) = connect(&url, 3, DEFAULT_SLOW_QUERY).await.unwrap() else {
+            unreachable!("a sqlite url opens sqlite");
+        };
+        // Every reader is held at once, so each one's setting is read.
+        let mut readers = Vec::new();
+        for _ in 0..3 {
+            let mut reader = pools.readers.acquire().await.unwrap();
+            assert_eq!(cache_size(&mut reader).await, READER_CACHE_KIB);
+            readers.push(reader);
+        }
+        let mut writer = pools.writer.acquire().await.unwrap();
+        assert_eq!(cache_size(&mut writer).await, -2000, "SQLite's default");
+        drop((readers, writer));
+        pools.readers.close().await;
+        pools.writer.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn services_opening_a_new_sqlite_file_together_all_succeed() {
         for round in 0..20 {
