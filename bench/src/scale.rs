@@ -128,16 +128,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 /// [`HEARTBEAT_ROUNDS`] times, printing heartbeat latency and `swarm up`'s memory after
 /// registering and after each round.
 async fn fleet(api: &Api, stack: &Stack, sizes: &[u64]) -> anyhow::Result<()> {
-    let pid = stack.pid("swarm").context("swarm up's process")?;
-    let rss_mib = || -> anyhow::Result<f64> {
-        #[allow(clippy::cast_precision_loss)] // memory stays far below 2^53 bytes
-        Ok(memory(pid)?.0 as f64 / (1024.0 * 1024.0))
-    };
     println!(
         "\n{:>9}  {:>17}  {:>13}  RSS MiB after each heartbeat round",
         "agents", "heartbeat p50/p99", "RSS MiB"
     );
-    let before = rss_mib()?;
+    let before = rss_mib(stack)?;
     let mut ids: Vec<String> = Vec::new();
     for &size in sizes {
         let names: Vec<String> = (ids.len() as u64..size)
@@ -159,7 +154,7 @@ async fn fleet(api: &Api, stack: &Stack, sizes: &[u64]) -> anyhow::Result<()> {
         for id in registered {
             ids.push(id?);
         }
-        let registered_rss = rss_mib()?;
+        let registered_rss = rss_mib(stack)?;
         let mut beats = Vec::with_capacity(ids.len() * HEARTBEAT_ROUNDS);
         let mut rounds = Vec::with_capacity(HEARTBEAT_ROUNDS);
         for _ in 0..HEARTBEAT_ROUNDS {
@@ -176,7 +171,7 @@ async fn fleet(api: &Api, stack: &Stack, sizes: &[u64]) -> anyhow::Result<()> {
             for elapsed in timed {
                 beats.push(elapsed?);
             }
-            rounds.push(rss_mib()?);
+            rounds.push(rss_mib(stack)?);
         }
         let beat = Latency::of(beats);
         let rounds: Vec<String> = rounds.iter().map(|rss| format!("{rss:.1}")).collect();
@@ -192,7 +187,7 @@ async fn fleet(api: &Api, stack: &Stack, sizes: &[u64]) -> anyhow::Result<()> {
     println!(
         "memory with no agents {before:.1} MiB, with {} agents {:.1} MiB",
         ids.len(),
-        rss_mib()?
+        rss_mib(stack)?
     );
     Ok(())
 }
@@ -272,15 +267,19 @@ async fn measure(
         response.bytes().await?;
         lists.push(started.elapsed());
     }
-    let pid = stack.pid("swarm").context("swarm up's process")?;
-    #[allow(clippy::cast_precision_loss)] // memory stays far below 2^53 bytes
-    let rss_mib = memory(pid)?.0 as f64 / (1024.0 * 1024.0);
     Ok(Row {
         backlog,
         create: Latency::of(creates),
         claim_taking: Latency::of(taking),
         claim_empty: Latency::of(empty),
         list: Latency::of(lists),
-        rss_mib,
+        rss_mib: rss_mib(stack)?,
     })
+}
+
+/// The resident memory of `stack`'s `swarm up`, in MiB.
+fn rss_mib(stack: &Stack) -> anyhow::Result<f64> {
+    let pid = stack.pid("swarm").context("swarm up's process")?;
+    #[allow(clippy::cast_precision_loss)] // memory stays far below 2^53 bytes
+    Ok(memory(pid)?.0 as f64 / (1024.0 * 1024.0))
 }
