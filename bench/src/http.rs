@@ -88,8 +88,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             measured.p99_ms,
             measured.failed,
             cpu.as_secs_f64() * 1000.0 / measured.requests.max(1) as f64,
-            mib(rss),
-            mib(peak),
+            processes::mib(rss),
+            processes::mib(peak),
             options.connections,
             options.duration.as_secs(),
         );
@@ -229,8 +229,4 @@ fn text(value: &Value, field: &str) -> anyhow::Result<String> {
         .as_str()
         .with_context(|| format!("an answer with `{field}`: {value}"))?
         .to_owned())
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }

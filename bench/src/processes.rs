@@ -222,6 +222,12 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// `bytes` in MiB, for reports.
+#[allow(clippy::cast_precision_loss)] // memory stays far below 2^53 bytes
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 /// Reads a process's resident memory now and at its peak, in bytes, from `/proc`.
 pub fn memory(pid: u32) -> anyhow::Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

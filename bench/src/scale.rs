@@ -15,7 +15,7 @@ use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 
 use crate::api::percentile_ms;
-use crate::processes::{Api, Layout, Stack, memory};
+use crate::processes::{Api, Layout, Stack, memory, mib};
 
 /// Tasks in each backlog-building request.
 const BATCH: u64 = 1000;
@@ -280,6 +280,5 @@ async fn measure(
 /// The resident memory of `stack`'s `swarm up`, in MiB.
 fn rss_mib(stack: &Stack) -> anyhow::Result<f64> {
     let pid = stack.pid("swarm").context("swarm up's process")?;
-    #[allow(clippy::cast_precision_loss)] // memory stays far below 2^53 bytes
-    Ok(memory(pid)?.0 as f64 / (1024.0 * 1024.0))
+    Ok(mib(memory(pid)?.0))
 }

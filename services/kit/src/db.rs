@@ -441,6 +441,11 @@ mod tests {
             replica.await.unwrap().expect("every replica migrates");
         }
         let _ = std::fs::remove_dir_all(&migrations);
+        remove_sqlite_files(&path);
+    }
+
+    /// Removes a SQLite database file and its write-ahead log files.
+    fn remove_sqlite_files(path: &std::path::Path) {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
@@ -473,9 +478,7 @@ mod tests {
         drop((readers, writer));
         pools.readers.close().await;
         pools.writer.close().await;
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        remove_sqlite_files(&path);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -494,9 +497,7 @@ mod tests {
                 let pool = open.await.unwrap().expect("every service opens the file");
                 pool.close().await;
             }
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
+            remove_sqlite_files(&path);
         }
     }
 }
