@@ -13,7 +13,7 @@ use swarm_proto::tasks::v1 as pb;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
-use crate::schema::{AGENT_STATUSES, MESSAGE_ROLES, TASK_STATUSES};
+use crate::schema::{AGENT_STATUSES, MESSAGE_ROLES, TASK_STATUSES, task_status_names};
 
 /// A task as REST clients see it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,30 +64,19 @@ struct ProgressView {
 
 /// Returns the REST name of a task status.
 pub fn status_name(status: pb::TaskStatus) -> &'static str {
-    match status {
-        pb::TaskStatus::Unspecified => "unknown",
-        pb::TaskStatus::Waiting => "waiting",
-        pb::TaskStatus::Scheduled => "scheduled",
-        pb::TaskStatus::Queued => "queued",
-        pb::TaskStatus::Active => "active",
-        pb::TaskStatus::Completed => "completed",
-        pb::TaskStatus::Failed => "failed",
-        pb::TaskStatus::Cancelled => "cancelled",
-    }
+    TASK_STATUSES
+        .iter()
+        .find(|(known, _)| *known == status)
+        .map_or("unknown", |(_, name)| name)
 }
 
 /// Parses a REST status filter.
 pub fn status_from_name(name: &str) -> Result<pb::TaskStatus, ApiError> {
-    match name {
-        "waiting" => Ok(pb::TaskStatus::Waiting),
-        "scheduled" => Ok(pb::TaskStatus::Scheduled),
-        "queued" => Ok(pb::TaskStatus::Queued),
-        "active" => Ok(pb::TaskStatus::Active),
-        "completed" => Ok(pb::TaskStatus::Completed),
-        "failed" => Ok(pb::TaskStatus::Failed),
-        "cancelled" => Ok(pb::TaskStatus::Cancelled),
-        other => Err(not_one_of("status", &TASK_STATUSES, other)),
-    }
+    TASK_STATUSES
+        .iter()
+        .find(|(_, known)| *known == name)
+        .map(|(status, _)| *status)
+        .ok_or_else(|| not_one_of("status", &task_status_names(), name))
 }
 
 /// Explains that `what` must be one of `names`.

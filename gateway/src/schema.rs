@@ -7,17 +7,24 @@ use swarm_kit::validate::{MAX_CAPABILITIES, MAX_NAME_CHARS};
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, Type};
 
 use crate::auth::Role;
+use swarm_proto::tasks::v1 as pb;
+
+/// Each task status with its REST name, in the order of a task's life.
+pub const TASK_STATUSES: [(pb::TaskStatus, &str); 7] = [
+    (pb::TaskStatus::Waiting, "waiting"),
+    (pb::TaskStatus::Scheduled, "scheduled"),
+    (pb::TaskStatus::Queued, "queued"),
+    (pb::TaskStatus::Active, "active"),
+    (pb::TaskStatus::Completed, "completed"),
+    (pb::TaskStatus::Failed, "failed"),
+    (pb::TaskStatus::Cancelled, "cancelled"),
+];
 
 /// The REST names of task statuses, in the order of a task's life.
-pub const TASK_STATUSES: [&str; 7] = [
-    "waiting",
-    "scheduled",
-    "queued",
-    "active",
-    "completed",
-    "failed",
-    "cancelled",
-];
+pub fn task_status_names() -> [&'static str; 7] {
+    TASK_STATUSES.map(|(_, name)| name)
+}
+
 /// The REST names of workflow statuses.
 pub const WORKFLOW_STATUSES: [&str; 4] = ["running", "completed", "failed", "cancelled"];
 /// The REST names of agent statuses.
@@ -100,7 +107,7 @@ pub fn message_content() -> Object {
 
 /// A task status filter.
 pub fn task_status() -> Object {
-    one_of(&TASK_STATUSES)
+    one_of(&task_status_names())
 }
 
 /// A workflow status filter.
@@ -156,8 +163,9 @@ mod tests {
 
     #[test]
     fn every_listed_name_is_one_the_api_takes() {
-        for name in TASK_STATUSES {
-            assert_eq!(status_name(status_from_name(name).unwrap()), name);
+        for (status, name) in TASK_STATUSES {
+            assert_eq!(status_name(status), name);
+            assert_eq!(status_from_name(name).unwrap(), status);
         }
         for name in AGENT_STATUSES {
             assert!(agent_status_from_name(name).is_ok(), "{name}");

@@ -4,61 +4,44 @@
 
 #![allow(missing_docs)] // generated code carries the .proto comments, not rustdoc on every item
 
-/// Shared messages (pagination).
-pub mod common {
-    pub mod v1 {
-        tonic::include_proto!("swarm.common.v1");
-    }
-}
-
-/// The task queue contract.
-pub mod tasks {
-    pub mod v1 {
-        tonic::include_proto!("swarm.tasks.v1");
-    }
-}
-
-/// The agent registry contract.
-pub mod agents {
-    pub mod v1 {
-        tonic::include_proto!("swarm.agents.v1");
-    }
-}
-
-/// The cache contract.
-pub mod cache {
-    pub mod v1 {
-        tonic::include_proto!("swarm.cache.v1");
-
-        impl Namespace {
-            /// The services' own entries.
-            pub fn internal() -> Option<Self> {
-                Some(Self {
-                    owner: Some(namespace::Owner::Internal(Internal {})),
-                })
-            }
-
-            /// The application entries of `tenant` (empty: the ones admin callers share).
-            pub fn tenant(tenant: impl Into<String>) -> Option<Self> {
-                Some(Self {
-                    owner: Some(namespace::Owner::Tenant(tenant.into())),
-                })
+/// Declares the module of one protobuf package, `<name>::v1`, holding its generated code.
+macro_rules! package {
+    ($name:ident, $package:literal, $doc:literal) => {
+        #[doc = $doc]
+        pub mod $name {
+            pub mod v1 {
+                tonic::include_proto!($package);
             }
         }
-    }
+    };
 }
 
-/// The metrics contract.
-pub mod metrics {
-    pub mod v1 {
-        tonic::include_proto!("swarm.metrics.v1");
-    }
-}
+package!(common, "swarm.common.v1", "Shared messages (pagination).");
+package!(tasks, "swarm.tasks.v1", "The task queue contract.");
+package!(agents, "swarm.agents.v1", "The agent registry contract.");
+package!(cache, "swarm.cache.v1", "The cache contract.");
+package!(metrics, "swarm.metrics.v1", "The metrics contract.");
+package!(
+    worker,
+    "swarm.worker.v1",
+    "The worker contract the gateway serves."
+);
 
-/// The worker contract the gateway serves.
-pub mod worker {
-    pub mod v1 {
-        tonic::include_proto!("swarm.worker.v1");
+impl cache::v1::Namespace {
+    /// The services' own entries.
+    pub fn internal() -> Option<Self> {
+        Some(Self {
+            owner: Some(cache::v1::namespace::Owner::Internal(
+                cache::v1::Internal {},
+            )),
+        })
+    }
+
+    /// The application entries of `tenant` (empty: the ones admin callers share).
+    pub fn tenant(tenant: impl Into<String>) -> Option<Self> {
+        Some(Self {
+            owner: Some(cache::v1::namespace::Owner::Tenant(tenant.into())),
+        })
     }
 }
 

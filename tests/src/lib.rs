@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use swarm_cli::stack::{Stack, StackConfig};
+use swarm_kit::grpc::ServiceChannel;
 use swarm_kit::service_auth::ServiceCredentials;
 use swarm_kit::testing::{Backend, TestDatabase};
+use swarm_proto::tasks::v1 as tasks_pb;
+use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
 
 /// A running stack and what talks to it. Dropping it without [`TestStack::stop`] leaves the
 /// roles to die with the test's runtime.
@@ -112,6 +115,18 @@ impl TestStack {
         self.send(reqwest::Method::GET, path, None).await
     }
 
+    /// Claims up to `max_tasks` tasks for `agent_id` over REST, without waiting; returns the
+    /// tasks claimed (none when nothing it can take is queued).
+    pub async fn claim(&self, agent_id: &str, max_tasks: u32) -> Vec<Value> {
+        let body = serde_json::json!({"agent_id": agent_id, "max_tasks": max_tasks});
+        let (status, mut claimed) = self.post("/api/tasks/claim", body).await;
+        assert_eq!(status, 200, "the claim is answered: {claimed}");
+        match claimed["tasks"].take() {
+            Value::Array(tasks) => tasks,
+            other => panic!("a claim answers a list of tasks, not {other}"),
+        }
+    }
+
     /// Registers an agent over REST and returns its id.
     pub async fn register_agent(
         &self,
@@ -130,7 +145,7 @@ impl TestStack {
     }
 
     /// Returns a channel to the service at `url` whose calls carry the stack's service token.
-    pub fn service_channel(&self, url: &str) -> swarm_kit::grpc::ServiceChannel {
+    pub fn service_channel(&self, url: &str) -> ServiceChannel {
         swarm_kit::grpc::lazy_channel(
             url,
             Duration::from_secs(2),
@@ -152,6 +167,20 @@ impl TestStack {
     pub async fn stop(self) {
         self.stack.stop().await.expect("stack stops cleanly");
     }
+}
+
+/// Creates a task through the tasks service's gRPC API and returns it.
+pub async fn create_over_grpc(
+    tasks: &mut TaskServiceClient<ServiceChannel>,
+    request: tasks_pb::CreateTaskRequest,
+) -> tasks_pb::Task {
+    tasks
+        .create_task(request)
+        .await
+        .expect("the task is created")
+        .into_inner()
+        .task
+        .expect("the answer holds the task")
 }
 
 /// Reads a response's status and JSON body.

@@ -1,7 +1,7 @@
 //! Message routes: add to a task's conversation, read it, and read recent messages everywhere.
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use swarm_proto::tasks::v1 as pb;
@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::model::{MessageView, PageQuery, PageView, TaskPath, role_from_name};
-use crate::routes::tasks::check_visible;
+use crate::routes::tasks::VisibleTask;
 use crate::schema;
 use crate::state::AppState;
 
@@ -33,14 +33,12 @@ pub struct AddMessage {
     responses((status = 201, description = "The message.", body = MessageView)))]
 pub async fn add(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(task_id): Path<String>,
+    task: VisibleTask,
     Json(body): Json<AddMessage>,
 ) -> Result<(StatusCode, axum::Json<MessageView>), ApiError> {
-    check_visible(&state, &caller, &task_id).await?;
     let role = body.role.as_deref().map(role_from_name).transpose()?;
     let request = pb::AddMessageRequest {
-        task_id,
+        task_id: task.id,
         sender: body.sender,
         role: role.unwrap_or(pb::MessageRole::User).into(),
         content: body.content,
@@ -58,15 +56,13 @@ pub async fn add(
     responses((status = 200, description = "A page of the task's messages, oldest first.", body = PageView<MessageView>)))]
 pub async fn list_for_task(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(task_id): Path<String>,
+    task: VisibleTask,
     Query(page): Query<PageQuery>,
 ) -> Result<axum::Json<PageView<MessageView>>, ApiError> {
-    check_visible(&state, &caller, &task_id).await?;
     list(
         &state,
         pb::ListMessagesRequest {
-            task_id: Some(task_id),
+            task_id: Some(task.id),
             page: Some(page.to_proto()?),
             user_id: None,
         },

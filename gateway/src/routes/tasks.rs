@@ -4,7 +4,8 @@
 use std::convert::Infallible;
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -264,6 +265,62 @@ pub async fn check_visible(state: &AppState, caller: &Caller, id: &str) -> Resul
     caller.check_reach(&task)
 }
 
+/// The task the path's `{id}` names, extracted only when the caller may reach it (a task
+/// outside its reach answers 404, as one that does not exist), so a route about one task
+/// cannot forget the check.
+#[derive(Debug)]
+pub struct VisibleTask {
+    /// The task's id, as the path gave it.
+    pub id: String,
+    /// Who asks.
+    pub caller: Caller,
+}
+
+impl FromRequestParts<AppState> for VisibleTask {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+        let caller = parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::new(
+                swarm_kit::ErrorCode::Internal,
+                "the caller was not identified",
+            )
+        })?;
+        check_visible(state, &caller, &id).await?;
+        Ok(Self { id, caller })
+    }
+}
+
+/// What a route that changes one task answers: the task as it is now.
+type TaskAnswer = Result<axum::Json<TaskView>, ApiError>;
+
+/// A change to one task that the tasks service makes in one call.
+enum Change {
+    Cancel,
+    Retry,
+}
+
+/// Makes `change` to the task `id` and answers the task.
+async fn change(state: &AppState, id: String, change: Change) -> TaskAnswer {
+    let mut tasks = state.tasks();
+    let changed = match change {
+        Change::Cancel => {
+            tasks
+                .cancel_task(state.ask(pb::CancelTaskRequest { id }))
+                .await
+        }
+        Change::Retry => {
+            tasks
+                .retry_task(state.ask(pb::RetryTaskRequest { id }))
+                .await
+        }
+    };
+    Ok(axum::Json(changed?.into_inner().into()))
+}
+
 /// Returns the user a task is submitted or listed under: a client's own name (naming another
 /// is refused), or what other callers asked for.
 pub fn submitter(caller: &Caller, asked: Option<String>) -> Result<Option<String>, ApiError> {
@@ -280,36 +337,16 @@ pub fn submitter(caller: &Caller, asked: Option<String>) -> Result<Option<String
 /// Cancels a task; a finished one answers 409.
 #[utoipa::path(post, operation_id = "cancelTask", path = "/api/tasks/{id}/cancel", tag = "tasks", params(TaskPath),
     responses((status = 200, description = "The task, cancelled.", body = TaskView)))]
-pub async fn cancel(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<TaskView>, ApiError> {
-    check_visible(&state, &caller, &id).await?;
-    let task = state
-        .tasks()
-        .cancel_task(state.ask(pb::CancelTaskRequest { id }))
-        .await?
-        .into_inner();
-    Ok(axum::Json(task.into()))
+pub async fn cancel(State(state): State<AppState>, task: VisibleTask) -> TaskAnswer {
+    change(&state, task.id, Change::Cancel).await
 }
 
 /// Queues a failed or cancelled task again with a fresh attempt budget; any other status
 /// answers 409.
 #[utoipa::path(post, operation_id = "retryTask", path = "/api/tasks/{id}/retry", tag = "tasks", params(TaskPath),
     responses((status = 200, description = "The task, queued again.", body = TaskView)))]
-pub async fn retry(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<TaskView>, ApiError> {
-    check_visible(&state, &caller, &id).await?;
-    let task = state
-        .tasks()
-        .retry_task(state.ask(pb::RetryTaskRequest { id }))
-        .await?
-        .into_inner();
-    Ok(axum::Json(task.into()))
+pub async fn retry(State(state): State<AppState>, task: VisibleTask) -> TaskAnswer {
+    change(&state, task.id, Change::Retry).await
 }
 
 /// Lists a task's attempts, oldest first: who made each, when, and how it ended.
@@ -317,13 +354,11 @@ pub async fn retry(
     responses((status = 200, description = "A page of attempts.", body = PageView<AttemptView>)))]
 pub async fn attempts(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    task: VisibleTask,
     Query(page): Query<PageQuery>,
 ) -> Result<axum::Json<PageView<AttemptView>>, ApiError> {
-    check_visible(&state, &caller, &id).await?;
     let request = pb::ListAttemptsRequest {
-        id,
+        id: task.id,
         page: Some(page.to_proto()?),
     };
     let response = state
@@ -345,15 +380,13 @@ pub async fn attempts(
     responses((status = 200, description = "Server-Sent Events named `task`, one per change, ending after a final status.", content_type = "text/event-stream", body = String)))]
 pub async fn events(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    task: VisibleTask,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    check_visible(&state, &caller, &id).await?;
-    let slot = state.streams.take(caller.key_id)?;
+    let slot = state.streams.take(task.caller.key_id)?;
     let changes = state
         .tasks
         .clone()
-        .watch_task(pb::WatchTaskRequest { id })
+        .watch_task(pb::WatchTaskRequest { id: task.id })
         .await?
         .into_inner();
     let stopping = state.shutdown.clone();

@@ -163,13 +163,10 @@ async fn agents_register_change_and_leave() {
         404,
         "not_found",
     );
-    assert_error(
-        &swarm
-            .send(reqwest::Method::DELETE, &format!("/api/agents/{id}"), None)
-            .await,
-        404,
-        "not_found",
-    );
+    let deleted_again = swarm
+        .send(reqwest::Method::DELETE, &format!("/api/agents/{id}"), None)
+        .await;
+    assert_error(&deleted_again, 404, "not_found");
     swarm.stop().await;
 }
 
@@ -191,17 +188,8 @@ async fn claims_need_a_registered_online_agent_and_busy_shows() {
     let spare = swarm.register_agent("spare", &[], 2).await;
     swarm.post("/api/tasks", json!({"title": "one"})).await;
     swarm.post("/api/tasks", json!({"title": "two"})).await;
-    let (_, claimed) = swarm
-        .post(
-            "/api/tasks/claim",
-            json!({"agent_id": agent, "max_tasks": 5}),
-        )
-        .await;
-    assert_eq!(
-        claimed["tasks"].as_array().unwrap().len(),
-        1,
-        "max_concurrency is 1"
-    );
+    let claimed = swarm.claim(&agent, 5).await;
+    assert_eq!(claimed.len(), 1, "max_concurrency is 1");
     let (_, busy) = swarm.get(&format!("/api/agents/{agent}")).await;
     assert_eq!(
         (&busy["status"], &busy["active_tasks"]),
@@ -251,12 +239,9 @@ async fn a_capability_change_reaches_claims_at_once() {
             json!({"title": "write it", "required_capabilities": ["write"]}),
         )
         .await;
-    let (_, none) = swarm
-        .post("/api/tasks/claim", json!({"agent_id": agent}))
-        .await;
-    assert_eq!(
-        none["tasks"],
-        json!([]),
+    let none = swarm.claim(&agent, 1).await;
+    assert!(
+        none.is_empty(),
         "the agent cannot write yet (and its profile is now cached)"
     );
 
@@ -271,10 +256,8 @@ async fn a_capability_change_reaches_claims_at_once() {
     assert_eq!(patched.0, 200);
     let changed = std::time::Instant::now();
     loop {
-        let (_, claimed) = swarm
-            .post("/api/tasks/claim", json!({"agent_id": agent}))
-            .await;
-        if claimed["tasks"][0]["id"] == task["id"] {
+        let claimed = swarm.claim(&agent, 1).await;
+        if claimed.first().map(|claimed| &claimed["id"]) == Some(&task["id"]) {
             break;
         }
         assert!(

@@ -2,7 +2,7 @@
 //! before it asks for a key, and the page itself (with its security policy and a revalidating
 //! `ETag`), or a 503 that says how to build it when this build has none.
 
-use swarm_e2e::TestStack;
+use swarm_e2e::{TestStack, answer};
 use swarm_kit::testing::Backend;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,15 +17,14 @@ async fn the_dashboard_is_served_open_with_its_settings_and_policy() {
     assert_eq!(bare.status(), 308);
     assert_eq!(bare.headers()["location"], "/ui/");
 
-    let settings: serde_json::Value = http
-        .get(gateway.url("/ui/settings.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(settings, serde_json::json!({"auth": true}));
+    let settings = answer(
+        http.get(gateway.url("/ui/settings.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(settings, (200, serde_json::json!({"auth": true})));
 
     let page = http.get(gateway.url("/ui/")).send().await.unwrap();
     let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

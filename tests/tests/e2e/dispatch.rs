@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use swarm_e2e::TestStack;
+use swarm_e2e::{TestStack, create_over_grpc};
 use swarm_kit::testing::Backend;
 use swarm_proto::tasks::v1 as pb;
 use swarm_proto::tasks::v1::task_service_client::TaskServiceClient;
@@ -50,19 +50,19 @@ async fn thousand_tasks_each_done_once_by_an_able_agent(backend: Backend) {
             .iter()
             .map(|c| (*c).to_owned())
             .collect();
-        let created = tasks
-            .create_task(pb::CreateTaskRequest {
+        let created = create_over_grpc(
+            &mut tasks,
+            pb::CreateTaskRequest {
                 title: format!("task {i}"),
                 kind: "echo".into(),
                 payload_json: json!({"n": i}).to_string(),
                 priority: (i % 3) as i32,
                 required_capabilities: needs.clone(),
                 ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        required.insert(created.task.unwrap().id, needs);
+            },
+        )
+        .await;
+        required.insert(created.id, needs);
     }
 
     let stop = CancellationToken::new();
@@ -164,19 +164,17 @@ async fn a_dead_agents_task_goes_to_another_and_its_late_result_is_refused() {
     })
     .await;
     let mut tasks = TaskServiceClient::new(swarm.service_channel(&swarm.stack.tasks_url()));
-    let created = tasks
-        .create_task(pb::CreateTaskRequest {
+    let created = create_over_grpc(
+        &mut tasks,
+        pb::CreateTaskRequest {
             title: "long job".into(),
             kind: "echo".into(),
             payload_json: r#"{"text":"hi"}"#.into(),
             required_capabilities: vec!["echo".into()],
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+        },
+    )
+    .await;
 
     let heartbeat = Duration::from_millis(300);
     let doomed = Worker::register(
@@ -290,16 +288,14 @@ async fn a_task_created_on_one_replica_wakes_a_claim_waiting_on_another() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut on_b = TaskServiceClient::new(swarm.service_channel(&replica_b.url));
-    let created = on_b
-        .create_task(pb::CreateTaskRequest {
+    let created = create_over_grpc(
+        &mut on_b,
+        pb::CreateTaskRequest {
             title: "via b".into(),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+        },
+    )
+    .await;
     let (claimed, waited) = waiting.await.unwrap();
     assert_eq!(
         claimed.first().map(|t| t.id.as_str()),
@@ -365,11 +361,8 @@ async fn a_replica_whose_clock_runs_ahead_agrees_on_leases(backend: Backend) {
         )
         .await;
     assert_eq!(status, 201, "{task}");
-    let (status, claimed) = swarm
-        .post("/api/tasks/claim", json!({"agent_id": agent}))
-        .await;
-    assert_eq!(status, 200, "{claimed}");
-    let held = &claimed["tasks"][0];
+    let claimed = swarm.claim(&agent, 1).await;
+    let held = &claimed[0];
     assert_eq!(held["id"], task["id"]);
     tokio::time::sleep(Duration::from_secs(1)).await;
 

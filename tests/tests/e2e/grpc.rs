@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use swarm_e2e::TestStack;
+use swarm_kit::grpc::ServiceChannel;
 use swarm_kit::service_auth::{ServiceCredentials, ServiceTls};
 use swarm_kit::testing::Backend;
 use swarm_proto::agents::v1 as agents_pb;
@@ -43,16 +44,7 @@ async fn grpc_claim_progress_complete_round_trip() {
     let id = created.task.unwrap().id;
 
     // A long poll that finds work at once returns at once.
-    let claimed = tasks
-        .claim_tasks(pb::ClaimTasksRequest {
-            agent_id: agent_id.into(),
-            max_tasks: 1,
-            wait_seconds: 5,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tasks;
+    let claimed = claim_one(&mut tasks, agent_id, 5).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].status(), pb::TaskStatus::Active);
     let lease = pb::LeaseRef {
@@ -105,28 +97,30 @@ async fn grpc_claim_progress_complete_round_trip() {
 
     // An empty long poll waits its time, then answers with no tasks.
     let started = std::time::Instant::now();
-    let none = tasks
-        .claim_tasks(pb::ClaimTasksRequest {
-            agent_id: agent_id.into(),
-            max_tasks: 1,
-            wait_seconds: 1,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(none.tasks.is_empty());
+    let none = claim_one(&mut tasks, agent_id, 1).await.unwrap();
+    assert!(none.is_empty());
     assert!(started.elapsed() >= Duration::from_secs(1));
 
-    let stranger = tasks
-        .claim_tasks(pb::ClaimTasksRequest {
-            agent_id: "0190f5d2-0000-7000-8000-000000000009".into(),
-            max_tasks: 1,
-            wait_seconds: 0,
-        })
+    let stranger = claim_one(&mut tasks, "0190f5d2-0000-7000-8000-000000000009", 0)
         .await
         .unwrap_err();
     assert_eq!(stranger.code(), tonic::Code::NotFound);
     swarm.stop().await;
+}
+
+/// Claims at most one task for `agent_id` straight from the tasks service, long-polling up to
+/// `wait_seconds`.
+async fn claim_one(
+    tasks: &mut TaskServiceClient<ServiceChannel>,
+    agent_id: &str,
+    wait_seconds: u32,
+) -> Result<Vec<pb::Task>, tonic::Status> {
+    let request = pb::ClaimTasksRequest {
+        agent_id: agent_id.into(),
+        max_tasks: 1,
+        wait_seconds,
+    };
+    Ok(tasks.claim_tasks(request).await?.into_inner().tasks)
 }
 
 /// The services that reflection version `$version` (a module of `tonic_reflection::pb`, whose

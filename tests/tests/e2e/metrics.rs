@@ -76,10 +76,7 @@ async fn every_process_reports_and_the_figures_add_up(backend: Backend) {
             .await;
         assert_eq!(status, 201);
     }
-    let (status, _) = swarm
-        .post("/api/tasks/claim", json!({"agent_id": agent}))
-        .await;
-    assert_eq!(status, 200);
+    swarm.claim(&agent, 1).await;
     for _ in 0..3 {
         assert_eq!(
             swarm.get(&format!("/api/agents/{agent}/config")).await.0,

@@ -23,20 +23,11 @@ async fn claim_progress_complete_round_trip(backend: Backend) {
     let id = task["id"].as_str().unwrap().to_owned();
 
     let unable = swarm.register_agent("unable", &["other"], 1).await;
-    let (status, none) = swarm
-        .post("/api/tasks/claim", json!({"agent_id": unable}))
-        .await;
-    assert_eq!((status, none), (200, json!({"tasks": []})));
+    assert!(swarm.claim(&unable, 1).await.is_empty());
     let agent = swarm.register_agent("echoer", &["echo"], 5).await;
     let agent = agent.as_str();
-    let (status, claimed) = swarm
-        .post(
-            "/api/tasks/claim",
-            json!({"agent_id": agent, "max_tasks": 5}),
-        )
-        .await;
-    assert_eq!(status, 200, "{claimed}");
-    let claimed = &claimed["tasks"][0];
+    let claimed = swarm.claim(agent, 5).await;
+    let claimed = &claimed[0];
     assert_eq!(
         (claimed["id"].as_str(), &claimed["status"]),
         (Some(id.as_str()), &json!("active"))
@@ -234,10 +225,8 @@ async fn only_the_lease_holder_reports_and_finished_tasks_cannot_be_cancelled() 
     let holder = swarm.register_agent("holder", &[], 1).await;
     let holder = holder.as_str();
     let intruder = "0190f5d2-0000-7000-8000-000000000002";
-    let (_, claimed) = swarm
-        .post("/api/tasks/claim", json!({"agent_id": holder}))
-        .await;
-    assert_eq!(claimed["tasks"][0]["id"], id);
+    let claimed = swarm.claim(holder, 1).await;
+    assert_eq!(claimed[0]["id"], id);
     for (path, body) in [
         ("progress", json!({"agent_id": intruder, "percent": 1})),
         ("complete", json!({"agent_id": intruder})),
@@ -293,9 +282,7 @@ async fn events_stream_every_change_and_end_after_the_final_status() {
 
     let agent = swarm.register_agent("watcher", &[], 1).await;
     let agent = agent.as_str();
-    swarm
-        .post("/api/tasks/claim", json!({"agent_id": agent}))
-        .await;
+    swarm.claim(agent, 1).await;
     swarm
         .post(
             &format!("/api/tasks/{id}/progress"),
@@ -532,10 +519,8 @@ async fn workflows_run_a_graph_of_tasks() {
 
     let agent = swarm.register_agent("runner", &[], 1).await;
     for key in ["plan", "research", "write"] {
-        let (_, claimed) = swarm
-            .post("/api/tasks/claim", json!({"agent_id": agent}))
-            .await;
-        let task = &claimed["tasks"][0];
+        let claimed = swarm.claim(&agent, 1).await;
+        let task = &claimed[0];
         assert_eq!(task["id"], workflow["tasks"][key]["id"], "{key} runs next");
         swarm
             .post(
@@ -629,26 +614,19 @@ async fn dependencies_order_the_work() {
     assert_eq!(waiting["total"], 1);
 
     let agent = swarm.register_agent("worker", &[], 5).await;
-    let (_, claimed) = swarm
-        .post(
-            "/api/tasks/claim",
-            json!({"agent_id": agent, "max_tasks": 5}),
-        )
-        .await;
-    assert_eq!(claimed["tasks"].as_array().unwrap().len(), 1);
-    assert!(claimed["tasks"][0].get("dependency_results").is_none());
+    let claimed = swarm.claim(&agent, 5).await;
+    assert_eq!(claimed.len(), 1);
+    assert!(claimed[0].get("dependency_results").is_none());
     swarm
         .post(
             &format!("/api/tasks/{first}/complete"),
             json!({"agent_id": agent, "result": {"pages": 3}}),
         )
         .await;
-    let (_, claimed) = swarm
-        .post("/api/tasks/claim", json!({"agent_id": agent}))
-        .await;
-    assert_eq!(claimed["tasks"][0]["id"], then.as_str());
+    let claimed = swarm.claim(&agent, 1).await;
+    assert_eq!(claimed[0]["id"], then.as_str());
     assert_eq!(
-        claimed["tasks"][0]["dependency_results"],
+        claimed[0]["dependency_results"],
         json!({first.clone(): {"pages": 3}})
     );
     let (_, failed) = swarm
@@ -785,12 +763,8 @@ async fn delayed_tasks_wait_and_failed_ones_run_again_with_their_history() {
     let (_, scheduled) = swarm.get("/api/tasks?status=scheduled").await;
     assert_eq!(scheduled["total"], 1);
     let agent = swarm.register_agent("eager", &[], 5).await;
-    let (_, none) = swarm
-        .post("/api/tasks/claim", json!({"agent_id": agent}))
-        .await;
-    assert_eq!(
-        none["tasks"],
-        json!([]),
+    assert!(
+        swarm.claim(&agent, 1).await.is_empty(),
         "a scheduled task is not handed out"
     );
     assert_error(
@@ -809,10 +783,8 @@ async fn delayed_tasks_wait_and_failed_ones_run_again_with_their_history() {
         .await;
     assert_eq!((status, &requeued["status"]), (200, &json!("queued")));
 
-    let (_, claimed) = swarm
-        .post("/api/tasks/claim", json!({"agent_id": agent}))
-        .await;
-    assert_eq!(claimed["tasks"][0]["id"], later.as_str());
+    let claimed = swarm.claim(&agent, 1).await;
+    assert_eq!(claimed[0]["id"], later.as_str());
     let (_, failed) = swarm
         .post(
             &format!("/api/tasks/{later}/fail"),
@@ -823,9 +795,7 @@ async fn delayed_tasks_wait_and_failed_ones_run_again_with_their_history() {
     swarm
         .post(&format!("/api/tasks/{later}/retry"), json!({}))
         .await;
-    swarm
-        .post("/api/tasks/claim", json!({"agent_id": agent}))
-        .await;
+    swarm.claim(&agent, 1).await;
     let (status, done) = swarm
         .post(
             &format!("/api/tasks/{later}/complete"),
@@ -1293,13 +1263,8 @@ async fn nul_characters_are_refused(backend: Backend) {
     assert_eq!(status, 201, "{task}");
     let id = task["id"].as_str().unwrap().to_owned();
     let agent = swarm.register_agent("nul", &["echo"], 1).await;
-    let (status, claimed) = swarm
-        .post("/api/tasks/claim", json!({"agent_id": agent}))
-        .await;
-    assert_eq!(
-        (status, claimed["tasks"][0]["id"].as_str()),
-        (200, Some(id.as_str()))
-    );
+    let claimed = swarm.claim(&agent, 1).await;
+    assert_eq!(claimed[0]["id"].as_str(), Some(id.as_str()));
 
     let nul = "before\u{0}after";
     for (path, body) in [

@@ -78,16 +78,30 @@ impl Targets {
                 });
             }
         };
+        let mut check_p95 = |name, what, p95: f64, samples: u64, target: f64| {
+            check(
+                name,
+                p95,
+                target,
+                samples > 0 && p95 > target,
+                format!("{what} p95 is {p95:.1} ms, above the {target} ms target"),
+            );
+        };
         let api = &figures.api;
-        check(
+        check_p95(
             "api_p95_ms",
+            "api request",
             api.latency.p95,
+            api.total,
             self.api_p95_ms,
-            api.total > 0 && api.latency.p95 > self.api_p95_ms,
-            format!(
-                "api p95 latency is {:.1} ms, above the {} ms target",
-                api.latency.p95, self.api_p95_ms
-            ),
+        );
+        let database = &figures.database;
+        check_p95(
+            "db_query_p95_ms",
+            "database statement",
+            database.query_latency.p95,
+            database.queries,
+            self.db_query_p95_ms,
         );
         check(
             "error_rate",
@@ -100,17 +114,6 @@ impl Targets {
                 api.total,
                 api.error_rate() * 100.0,
                 self.error_rate * 100.0
-            ),
-        );
-        let database = &figures.database;
-        check(
-            "db_query_p95_ms",
-            database.query_latency.p95,
-            self.db_query_p95_ms,
-            database.queries > 0 && database.query_latency.p95 > self.db_query_p95_ms,
-            format!(
-                "database statement p95 is {:.1} ms, above the {} ms target",
-                database.query_latency.p95, self.db_query_p95_ms
             ),
         );
         if let Some(hit_rate) = figures.cache.hit_rate() {
