@@ -1,5 +1,5 @@
 //! Background upkeep of the queue: the sweeper that returns expired attempts and the tasks of
-//! lost agents to the queue, and the pruner that deletes finished tasks past their retention age.
+//! lost agents to the queue and folds the kept task counts, and the pruner that deletes finished tasks past their retention age.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +12,8 @@ use crate::domain::{Dispatcher, TaskQueue};
 /// How often finished tasks are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Every `sweep_interval`, ends expired leases and takes tasks back from agents that are
-/// deleted or offline; every hour, prunes finished tasks older than `retention` (never, when
+/// Every `sweep_interval`, ends expired leases, takes tasks back from agents that are deleted
+/// or offline and folds the kept task counts; every hour, prunes finished tasks older than `retention` (never, when
 /// zero); until `shutdown` is cancelled. Failures are logged and retried on the next tick.
 pub async fn run(
     queue: Arc<TaskQueue>,
@@ -35,6 +35,9 @@ pub async fn run(
                 }
                 if let Err(error) = dispatcher.requeue_tasks_of_lost_agents().await {
                     warn!(%error, "agent liveness sweep failed");
+                }
+                if let Err(error) = queue.fold_counts().await {
+                    warn!(%error, "folding task counts failed");
                 }
             }
             _ = prune.tick(), if !retention.is_zero() => {

@@ -152,6 +152,7 @@ async fn concurrent_creates_share_transactions_and_each_gets_its_own_task(backen
         .await
         .unwrap();
     assert_eq!(total, 350, "nothing was stored twice");
+    assert_totals_match_rows(&*f.store).await;
 }
 
 /// Completions that arrive together share transactions, yet each is answered with its own task
@@ -215,6 +216,7 @@ async fn concurrent_completions_share_transactions_and_each_gets_its_own_answer(
         .unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome, AttemptOutcome::Completed);
+    assert_totals_match_rows(&*f.store).await;
 }
 
 async fn created_task_keeps_every_field(backend: Backend) {
@@ -320,6 +322,49 @@ async fn idempotency_keys_are_per_tenant_and_bound_to_their_request(backend: Bac
         .await
         .unwrap();
     assert_eq!(total, 3, "the refused reuse created nothing");
+    assert_totals_match_rows(&*f.store).await;
+}
+
+/// Checks that every list total the kept counts answer (by status, by user, by both or by
+/// neither) equals a count of the rows, before and after the counts are folded.
+async fn assert_totals_match_rows(store: &dyn TaskStore) {
+    let total = |filter: TaskFilter| async move {
+        let page = Page::new(1, 1).unwrap();
+        store.list(&filter, page).await.unwrap().1
+    };
+    let (tasks, _) = store
+        .list(&TaskFilter::default(), Page::new(1, 100).unwrap())
+        .await
+        .unwrap();
+    let mut users: Vec<Option<String>> = tasks.into_iter().map(|task| task.user_id).collect();
+    users.push(None);
+    users.sort();
+    users.dedup();
+    let statuses = std::iter::once(None).chain(TaskStatus::ALL.iter().copied().map(Some));
+    for folded in [false, true] {
+        if folded {
+            store.fold_counts().await.unwrap();
+        }
+        for user_id in &users {
+            for status in statuses.clone() {
+                let kept = TaskFilter {
+                    status,
+                    user_id: user_id.clone(),
+                    ..TaskFilter::default()
+                };
+                // Any title filter makes the store count rows.
+                let rows = TaskFilter {
+                    title_contains: Some(String::new()),
+                    ..kept.clone()
+                };
+                assert_eq!(
+                    total(kept.clone()).await,
+                    total(rows).await,
+                    "{kept:?}, folded: {folded}"
+                );
+            }
+        }
+    }
 }
 
 async fn lists_filter_and_paginate_newest_first(backend: Backend) {
@@ -401,6 +446,7 @@ async fn lists_filter_and_paginate_newest_first(backend: Backend) {
         ..TaskFilter::default()
     };
     assert_eq!(f.queue.list(&held, Page::default()).await.unwrap().1, 1);
+    assert_totals_match_rows(&*f.store).await;
 }
 
 async fn claims_take_highest_priority_then_oldest(backend: Backend) {
@@ -696,6 +742,7 @@ async fn tasks_of_a_lost_agent_return_to_the_queue(backend: Backend) {
         .complete(a.id, lease_of(&held[0]), String::new())
         .await;
     assert!(late.is_err());
+    assert_totals_match_rows(&*f.store).await;
 }
 
 async fn each_claim_is_a_new_attempt_with_a_fresh_lease(backend: Backend) {
@@ -935,6 +982,7 @@ async fn heartbeats_renew_listed_tasks_and_take_back_unlisted_ones(backend: Back
         renewed.lease_expires_at,
         "another agent's listing renews nothing"
     );
+    assert_totals_match_rows(&*f.store).await;
 }
 
 /// Creates a task with two attempts, has an agent claim it and fail its first attempt (a
@@ -980,6 +1028,7 @@ async fn failures_retry_with_backoff_until_attempts_run_out(backend: Backend) {
         .unwrap();
     assert_eq!((failed.status, failed.attempts), (TaskStatus::Failed, 2));
     assert!(failed.finished_at.is_some());
+    assert_totals_match_rows(&*f.store).await;
 }
 
 async fn permanent_failures_do_not_retry(backend: Backend) {
@@ -1037,6 +1086,7 @@ async fn expired_leases_return_to_the_queue(backend: Backend) {
     let exhausted = f.queue.get(first.id).await.unwrap();
     assert_eq!(exhausted.status, TaskStatus::Failed);
     assert_eq!(exhausted.agent_id, Some(second_agent));
+    assert_totals_match_rows(&*f.store).await;
 }
 
 async fn an_attempt_ends_at_its_execution_bound_however_often_renewed(backend: Backend) {
@@ -1149,6 +1199,7 @@ async fn cancellation_stops_queued_and_active_tasks(backend: Backend) {
             ..
         })
     ));
+    assert_totals_match_rows(&*f.store).await;
 }
 
 async fn messages_form_a_conversation(backend: Backend) {
@@ -1539,6 +1590,7 @@ async fn finished_tasks_are_pruned_after_retention(backend: Backend) {
             .1,
         0
     );
+    assert_totals_match_rows(&*f.store).await;
 }
 
 /// A prune larger than one batch deletes every task past retention, statement by statement,
@@ -1605,6 +1657,7 @@ async fn delayed_tasks_are_claimable_on_time_and_not_before(backend: Backend) {
         [task.id],
         "100 ms after its time, it is claimable"
     );
+    assert_totals_match_rows(&*f.store).await;
 }
 
 async fn a_waiting_claim_gets_a_delayed_task_on_time(backend: Backend) {
@@ -1730,6 +1783,7 @@ async fn a_retried_task_runs_again_and_its_attempts_tell_each_run(backend: Backe
         .await
         .unwrap();
     assert_eq!(page.iter().map(|a| a.attempt).collect::<Vec<_>>(), [4]);
+    assert_totals_match_rows(&*f.store).await;
 }
 
 async fn a_batch_is_created_whole_or_not_at_all(backend: Backend) {
@@ -1772,6 +1826,7 @@ async fn a_batch_is_created_whole_or_not_at_all(backend: Backend) {
             Err(TaskError::Invalid(_))
         ));
     }
+    assert_totals_match_rows(&*f.store).await;
 }
 
 fn after(title: &str, parents: &[&Task]) -> NewTask {
@@ -1955,6 +2010,7 @@ async fn a_failed_parent_cancels_its_descendants(backend: Backend) {
         5,
         "refused tasks were not created"
     );
+    assert_totals_match_rows(&*f.store).await;
 }
 
 async fn many_dependents_of_one_parent_may_be_created_at_once(backend: Backend) {
@@ -2265,6 +2321,7 @@ async fn workflows_run_as_one_graph_and_report_as_one(backend: Backend) {
         f.queue.workflow(Uuid::now_v7()).await,
         Err(TaskError::WorkflowNotFound(_))
     ));
+    assert_totals_match_rows(&*f.store).await;
 }
 
 fn every_second(name: &str) -> NewSchedule {
@@ -2363,6 +2420,7 @@ async fn a_schedule_fires_each_tick_once_on_any_number_of_replicas(backend: Back
         missed, 1,
         "the ticks missed while no replica ran create one task"
     );
+    assert_totals_match_rows(&*f.store).await;
 }
 
 async fn missed_ticks_fire_once_and_paused_schedules_not_at_all(backend: Backend) {

@@ -865,6 +865,11 @@ impl TaskQueue {
         }
     }
 
+    /// Compacts the kept task counts behind list totals and [`TaskQueue::count_by_status`].
+    pub async fn fold_counts(&self) -> Result<(), TaskError> {
+        Ok(self.store.fold_counts().await?)
+    }
+
     /// Asks for a look at ready work soon, for task `id` that became claimable in another
     /// process (a PostgreSQL notification); tasks announced here already are left to the
     /// periodic look.

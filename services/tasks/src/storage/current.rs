@@ -391,6 +391,10 @@ impl TaskStore for CurrentStore {
         self.inner.count_by_status().await
     }
 
+    async fn fold_counts(&self) -> Result<(), StoreError> {
+        self.inner.fold_counts().await
+    }
+
     async fn count_active(&self, agent_ids: &[Uuid]) -> Result<Vec<(Uuid, i64)>, StoreError> {
         self.inner.count_active(agent_ids).await
     }

@@ -280,6 +280,10 @@ pub trait TaskStore: Send + Sync + 'static {
     /// workflows left without tasks. Returns how many tasks it deleted.
     async fn prune_finished(&self, before: i64, limit: u32) -> Result<u64, StoreError>;
 
+    /// Compacts the task counts that back list totals and [`TaskStore::count_by_status`], where
+    /// the backend appends them as deltas; the counts stay the same.
+    async fn fold_counts(&self) -> Result<(), StoreError>;
+
     /// Adds a message; `None` when the task does not exist.
     async fn add_message(
         &self,

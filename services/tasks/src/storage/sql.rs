@@ -362,8 +362,27 @@ pub const LEASE_EXPIRED: &str = "lease expired";
 pub const ACTIVE_AGENTS: &str =
     "SELECT DISTINCT agent_id FROM tasks WHERE status = 'active' AND agent_id IS NOT NULL";
 
-/// Counts tasks per status.
-pub const COUNT_BY_STATUS: &str = "SELECT status, COUNT(*) FROM tasks GROUP BY status";
+/// Counts tasks per status, from the counts that triggers keep.
+pub const COUNT_BY_STATUS: &str =
+    "SELECT status, CAST(SUM(n) AS BIGINT) FROM task_counts GROUP BY status";
+
+/// Counts the tasks of a list filtered by status and user at most, from the counts that
+/// triggers keep; a filter follows.
+const KEPT_COUNT: &str = "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM task_counts";
+
+/// Counts the tasks of any other list, row by row; a filter follows.
+const ROW_COUNT: &str = "SELECT COUNT(*) FROM tasks";
+
+/// The count of a task list under `filter`: read from the kept counts when they can answer
+/// it (the filter names no more than a status and a user), else counted row by row. An empty
+/// user is counted row by row, as SQLite keeps the tasks without a user under that name.
+pub fn count_for(filter: &crate::domain::TaskFilter) -> &'static str {
+    let kept = filter.agent_id.is_none()
+        && filter.kind.is_none()
+        && filter.title_contains.is_none()
+        && filter.user_id.as_deref() != Some("");
+    if kept { KEPT_COUNT } else { ROW_COUNT }
+}
 
 /// How many tasks agent `$2` holds; claims subtract it from the agent's concurrency.
 pub const HELD_BY_AGENT: &str =
@@ -726,7 +745,8 @@ macro_rules! impl_task_store {
                 filter: &$crate::domain::TaskFilter,
                 page: swarm_kit::page::Page,
             ) -> Result<(Vec<$crate::domain::Task>, u64), swarm_kit::StoreError> {
-                let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM tasks");
+                let mut count =
+                    sqlx::QueryBuilder::<$db>::new($crate::storage::sql::count_for(filter));
                 push_task_filter(&mut count, filter);
                 let mut select = sqlx::QueryBuilder::<$db>::new("SELECT * FROM tasks");
                 push_task_filter(&mut select, filter);
@@ -968,6 +988,14 @@ macro_rules! impl_task_store {
                     .fetch_all(&self.readers)
                     .await
                     .map_err(swarm_kit::StoreError::from)
+            }
+
+            async fn fold_counts(&self) -> Result<(), swarm_kit::StoreError> {
+                use $dialect as dialect;
+                if let Some(fold) = dialect::FOLD_COUNTS {
+                    sqlx::query(fold).execute(&self.writer).await?;
+                }
+                Ok(())
             }
 
             async fn count_active(

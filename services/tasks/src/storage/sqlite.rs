@@ -149,6 +149,9 @@ pub(crate) const LOCK_PARENTS: &str = "";
 /// ASCII letters).
 pub(crate) const LIKE_ANY_CASE: &str = "LIKE ";
 
+/// Folds count deltas: nothing to fold, as SQLite's triggers keep one row per user and status.
+pub(crate) const FOLD_COUNTS: Option<&str> = None;
+
 impl_task_store!(SqliteTaskStore, Sqlite, crate::storage::sqlite);
 
 /// Takes this replica's place among the tasks services writing the SQLite database of `pools`,
