@@ -175,4 +175,15 @@ mod tests {
         }
         assert!(status_from_name("running").is_err());
     }
+
+    #[test]
+    fn every_task_status_has_a_rest_name() {
+        let statuses = (0..).map_while(|value| pb::TaskStatus::try_from(value).ok());
+        for status in statuses.filter(|status| *status != pb::TaskStatus::Unspecified) {
+            assert!(
+                TASK_STATUSES.iter().any(|(listed, _)| *listed == status),
+                "{status:?} has no REST name"
+            );
+        }
+    }
 }

@@ -280,18 +280,25 @@ impl FromRequestParts<AppState> for VisibleTask {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
-        let caller = parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
-            ApiError::new(
-                swarm_kit::ErrorCode::Internal,
-                "the caller was not identified",
-            )
-        })?;
+        let (id, caller) = path_task_and_caller(parts, state).await?;
         check_visible(state, &caller, &id).await?;
         Ok(Self { id, caller })
     }
+}
+
+/// Reads the task id the path names (`{id}`) and the caller that authentication identified.
+pub async fn path_task_and_caller(
+    parts: &mut Parts,
+    state: &AppState,
+) -> Result<(String, Caller), ApiError> {
+    let Path(id) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    let caller = parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+        tracing::error!("a request about a task reached its handler without a caller");
+        ApiError::new(swarm_kit::ErrorCode::Internal, "internal error")
+    })?;
+    Ok((id, caller))
 }
 
 /// What a route that changes one task answers: the task as it is now.

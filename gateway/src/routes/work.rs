@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::extract::Json;
 use crate::limits::MAX_CLAIM_WAIT;
 use crate::model::{TaskPath, TaskView, json_text};
+use crate::routes::tasks::path_task_and_caller;
 use crate::schema;
 use crate::state::AppState;
 use crate::workers::{self, Report};
@@ -213,13 +214,7 @@ impl<B: ReportBody> FromRequest<AppState> for HeldReport<B> {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let (mut parts, body) = request.into_parts();
-        let Path(task_id) = Path::<String>::from_request_parts(&mut parts, state)
-            .await
-            .map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
-        let caller = parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
-            tracing::error!("a report reached its handler without a caller");
-            ApiError::new(swarm_kit::ErrorCode::Internal, "internal error")
-        })?;
+        let (task_id, caller) = path_task_and_caller(&mut parts, state).await?;
         let Json(body) = Json::<B>::from_request(Request::from_parts(parts, body), state).await?;
         Ok(Self {
             state: state.clone(),

@@ -367,6 +367,61 @@ async fn assert_totals_match_rows(store: &dyn TaskStore) {
     }
 }
 
+/// Kept counts stay exact while two folds (two replicas' sweeps) race writers that create,
+/// claim and cancel tasks of several users.
+async fn kept_counts_stay_exact_while_folds_race_writers(backend: Backend) {
+    let f = fixture(backend).await;
+    let writing = CancellationToken::new();
+    let fold = |store: Arc<CountingStore>, writing: CancellationToken| async move {
+        let mut folds = 0;
+        while !writing.is_cancelled() || folds == 0 {
+            store.fold_counts().await.unwrap();
+            folds += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        folds
+    };
+    let writers = (0..4).map(|writer| {
+        let queue = f.queue.clone();
+        async move {
+            for i in 0..40 {
+                let task = NewTask {
+                    user_id: Some(format!("user-{}", (writer + i) % 3)),
+                    ..titled(&format!("w{writer} t{i}"))
+                };
+                let (task, _) = queue.create(task).await.unwrap();
+                match i % 4 {
+                    1 => drop(
+                        queue
+                            .claim(claim_for(Uuid::now_v7(), &[], 1))
+                            .await
+                            .unwrap(),
+                    ),
+                    2 => drop(queue.cancel(task.id).await.unwrap()),
+                    _ => {}
+                }
+            }
+        }
+    });
+    let writes = async {
+        futures_util::future::join_all(writers).await;
+        writing.cancel();
+    };
+    let (folds_a, folds_b, ()) = tokio::join!(
+        fold(f.store.clone(), writing.clone()),
+        fold(f.store.clone(), writing.clone()),
+        writes,
+    );
+    assert!(folds_a > 0 && folds_b > 0);
+    let (_, total) = f
+        .store
+        .list(&TaskFilter::default(), Page::new(1, 1).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(total, 160);
+    assert_totals_match_rows(&*f.store).await;
+}
+
 async fn lists_filter_and_paginate_newest_first(backend: Backend) {
     let f = fixture(backend).await;
     let mut ids = Vec::new();
@@ -2510,6 +2565,7 @@ async fn missed_ticks_fire_once_and_paused_schedules_not_at_all(backend: Backend
 }
 
 swarm_kit::conformance!(
+    kept_counts_stay_exact_while_folds_race_writers,
     large_results_are_handed_down_within_a_budget,
     many_dependents_of_one_parent_may_be_created_at_once,
     a_schedule_fires_each_tick_once_on_any_number_of_replicas,

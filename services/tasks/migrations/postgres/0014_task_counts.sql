@@ -9,6 +9,7 @@ CREATE TABLE task_counts (
     status  TEXT NOT NULL,
     n       BIGINT NOT NULL
 );
+CREATE INDEX task_counts_user_status_idx ON task_counts (user_id, status);
 
 -- Appends what one statement changed. Its transition tables: tasks_before (updated or
 -- deleted rows as they were), tasks_after (inserted or updated rows as they are).

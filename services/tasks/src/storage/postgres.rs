@@ -251,12 +251,15 @@ pub(crate) const LOCK_PARENTS: &str = " ORDER BY id FOR NO KEY UPDATE";
 /// Matches a pattern whatever the case of its letters.
 pub(crate) const LIKE_ANY_CASE: &str = "ILIKE ";
 
-/// Folds the count deltas that statements appended into one row per user and status, unless
-/// they are folded already. Deltas appended meanwhile are not in the statement's snapshot, so
+/// Folds the count deltas that statements appended into one row per user and status,
+/// touching only the users and statuses with more than one row. Deltas appended meanwhile are not in the statement's snapshot, so
 /// they stay for the next fold; replicas folding at once each fold what they saw.
 pub(crate) const FOLD_COUNTS: Option<&str> = Some(
-    "WITH folded AS (DELETE FROM task_counts WHERE EXISTS (SELECT 1 FROM task_counts \
-     GROUP BY user_id, status HAVING COUNT(*) > 1) RETURNING user_id, status, n) \
+    "WITH split AS (SELECT user_id, status FROM task_counts \
+     GROUP BY user_id, status HAVING COUNT(*) > 1), \
+     folded AS (DELETE FROM task_counts AS c USING split AS s \
+     WHERE c.user_id IS NOT DISTINCT FROM s.user_id AND c.status = s.status \
+     RETURNING c.user_id, c.status, c.n) \
      INSERT INTO task_counts (user_id, status, n) \
      SELECT user_id, status, SUM(n) FROM folded GROUP BY user_id, status HAVING SUM(n) <> 0",
 );
