@@ -13,7 +13,7 @@ use swarm_proto::tasks::v1 as pb;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
-use crate::schema::{AGENT_STATUSES, MESSAGE_ROLES, TASK_STATUSES, task_status_names};
+use crate::schema::{AGENT_STATUSES, MESSAGE_ROLES, TASK_STATUSES, names};
 
 /// A task as REST clients see it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,19 +64,36 @@ struct ProgressView {
 
 /// Returns the REST name of a task status.
 pub fn status_name(status: pb::TaskStatus) -> &'static str {
-    TASK_STATUSES
-        .iter()
-        .find(|(known, _)| *known == status)
-        .map_or("unknown", |(_, name)| name)
+    name_of(&TASK_STATUSES, status).unwrap_or("unknown")
 }
 
 /// Parses a REST status filter.
 pub fn status_from_name(name: &str) -> Result<pb::TaskStatus, ApiError> {
-    TASK_STATUSES
+    value_of("status", &TASK_STATUSES, name)
+}
+
+/// Returns the REST name of `value` in `table`, if it has one.
+fn name_of<E: PartialEq, const N: usize>(
+    table: &[(E, &'static str); N],
+    value: E,
+) -> Option<&'static str> {
+    table
+        .iter()
+        .find(|(known, _)| *known == value)
+        .map(|(_, name)| *name)
+}
+
+/// Returns the value `name` stands for in `table`; any other name is refused as `what`.
+fn value_of<E: Copy, const N: usize>(
+    what: &str,
+    table: &[(E, &'static str); N],
+    name: &str,
+) -> Result<E, ApiError> {
+    table
         .iter()
         .find(|(_, known)| *known == name)
-        .map(|(status, _)| *status)
-        .ok_or_else(|| not_one_of("status", &task_status_names(), name))
+        .map(|(value, _)| *value)
+        .ok_or_else(|| not_one_of(what, &names(table), name))
 }
 
 /// Explains that `what` must be one of `names`.
@@ -188,11 +205,7 @@ pub struct MessageView {
 impl From<pb::Message> for MessageView {
     fn from(message: pb::Message) -> Self {
         Self {
-            role: match message.role() {
-                pb::MessageRole::Agent => "agent",
-                pb::MessageRole::System => "system",
-                pb::MessageRole::User | pb::MessageRole::Unspecified => "user",
-            },
+            role: name_of(&MESSAGE_ROLES, message.role()).unwrap_or("user"),
             id: message.id,
             task_id: message.task_id,
             sender: message.sender,
@@ -204,12 +217,7 @@ impl From<pb::Message> for MessageView {
 
 /// Parses a REST message role.
 pub fn role_from_name(name: &str) -> Result<pb::MessageRole, ApiError> {
-    match name {
-        "user" => Ok(pb::MessageRole::User),
-        "agent" => Ok(pb::MessageRole::Agent),
-        "system" => Ok(pb::MessageRole::System),
-        other => Err(not_one_of("role", &MESSAGE_ROLES, other)),
-    }
+    value_of("role", &MESSAGE_ROLES, name)
 }
 
 /// A page of items, as every REST list answers.
@@ -304,15 +312,8 @@ pub struct AgentView {
 
 impl From<swarm_proto::agents::v1::Agent> for AgentView {
     fn from(agent: swarm_proto::agents::v1::Agent) -> Self {
-        use swarm_proto::agents::v1::AgentStatus;
-        let status = match agent.status() {
-            AgentStatus::Idle => "idle",
-            AgentStatus::Busy => "busy",
-            AgentStatus::Offline => "offline",
-            AgentStatus::Unspecified => "unknown",
-        };
         Self {
-            status,
+            status: name_of(&AGENT_STATUSES, agent.status()).unwrap_or("unknown"),
             id: agent.id,
             name: agent.name,
             kind: agent.kind,
@@ -331,13 +332,7 @@ impl From<swarm_proto::agents::v1::Agent> for AgentView {
 pub fn agent_status_from_name(
     name: &str,
 ) -> Result<swarm_proto::agents::v1::AgentStatus, ApiError> {
-    use swarm_proto::agents::v1::AgentStatus;
-    match name {
-        "idle" => Ok(AgentStatus::Idle),
-        "busy" => Ok(AgentStatus::Busy),
-        "offline" => Ok(AgentStatus::Offline),
-        other => Err(not_one_of("status", &AGENT_STATUSES, other)),
-    }
+    value_of("status", &AGENT_STATUSES, name)
 }
 
 /// The task a route names.

@@ -7,6 +7,7 @@ use swarm_kit::validate::{MAX_CAPABILITIES, MAX_NAME_CHARS};
 use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, Type};
 
 use crate::auth::Role;
+use swarm_proto::agents::v1::AgentStatus;
 use swarm_proto::tasks::v1 as pb;
 
 /// Each task status with its REST name, in the order of a task's life.
@@ -20,17 +21,25 @@ pub const TASK_STATUSES: [(pb::TaskStatus, &str); 7] = [
     (pb::TaskStatus::Cancelled, "cancelled"),
 ];
 
-/// The REST names of task statuses, in the order of a task's life.
-pub fn task_status_names() -> [&'static str; 7] {
-    TASK_STATUSES.map(|(_, name)| name)
+/// The REST names in `table`, in its order.
+pub fn names<E, const N: usize>(table: &[(E, &'static str); N]) -> [&'static str; N] {
+    std::array::from_fn(|index| table[index].1)
 }
 
 /// The REST names of workflow statuses.
 pub const WORKFLOW_STATUSES: [&str; 4] = ["running", "completed", "failed", "cancelled"];
-/// The REST names of agent statuses.
-pub const AGENT_STATUSES: [&str; 3] = ["idle", "busy", "offline"];
-/// The REST names of message roles.
-pub const MESSAGE_ROLES: [&str; 3] = ["user", "agent", "system"];
+/// Each agent status with its REST name.
+pub const AGENT_STATUSES: [(AgentStatus, &str); 3] = [
+    (AgentStatus::Idle, "idle"),
+    (AgentStatus::Busy, "busy"),
+    (AgentStatus::Offline, "offline"),
+];
+/// Each message role with its REST name.
+pub const MESSAGE_ROLES: [(pb::MessageRole, &str); 3] = [
+    (pb::MessageRole::User, "user"),
+    (pb::MessageRole::Agent, "agent"),
+    (pb::MessageRole::System, "system"),
+];
 
 /// A character class of everything but control characters (Unicode `Cc`, what
 /// `char::is_control` means).
@@ -107,7 +116,7 @@ pub fn message_content() -> Object {
 
 /// A task status filter.
 pub fn task_status() -> Object {
-    one_of(&task_status_names())
+    one_of(&names(&TASK_STATUSES))
 }
 
 /// A workflow status filter.
@@ -117,12 +126,12 @@ pub fn workflow_status() -> Object {
 
 /// An agent status filter.
 pub fn agent_status() -> Object {
-    one_of(&AGENT_STATUSES)
+    one_of(&names(&AGENT_STATUSES))
 }
 
 /// A message role.
 pub fn message_role() -> Object {
-    one_of(&MESSAGE_ROLES)
+    one_of(&names(&MESSAGE_ROLES))
 }
 
 /// An api key's role.
@@ -167,11 +176,11 @@ mod tests {
             assert_eq!(status_name(status), name);
             assert_eq!(status_from_name(name).unwrap(), status);
         }
-        for name in AGENT_STATUSES {
-            assert!(agent_status_from_name(name).is_ok(), "{name}");
+        for (status, name) in AGENT_STATUSES {
+            assert_eq!(agent_status_from_name(name).unwrap(), status);
         }
-        for name in MESSAGE_ROLES {
-            assert!(role_from_name(name).is_ok(), "{name}");
+        for (role, name) in MESSAGE_ROLES {
+            assert_eq!(role_from_name(name).unwrap(), role);
         }
         assert!(status_from_name("running").is_err());
     }
