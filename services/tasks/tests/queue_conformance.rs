@@ -2411,6 +2411,25 @@ async fn scheduled_tasks(f: &Fixture, schedule: Uuid) -> Vec<Task> {
         .collect()
 }
 
+/// Runs every scheduler replica until `stop` is cancelled.
+fn run_all(
+    replicas: &[Arc<Scheduler>],
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    replicas
+        .iter()
+        .map(|replica| tokio::spawn(replica.clone().run(stop.clone())))
+        .collect()
+}
+
+/// Stops the replicas and waits until none is still firing.
+async fn stop_all(stop: &CancellationToken, runs: Vec<tokio::task::JoinHandle<()>>) {
+    stop.cancel();
+    for run in runs {
+        run.await.expect("a scheduler replica runs to its end");
+    }
+}
+
 async fn a_schedule_fires_each_tick_once_on_any_number_of_replicas(backend: Backend) {
     // The figure is 30 s on PostgreSQL; SQLite has one writer, so a shorter run shows it.
     let seconds: i64 = if backend == Backend::Postgres { 30 } else { 6 };
@@ -2423,14 +2442,12 @@ async fn a_schedule_fires_each_tick_once_on_any_number_of_replicas(backend: Back
     let schedule = replicas[0].create(every_second("heartbeat")).await.unwrap();
     let stop = CancellationToken::new();
     let started = f.queue.now_millis();
-    for replica in &replicas {
-        tokio::spawn(replica.clone().run(stop.clone()));
-    }
+    let runs = run_all(&replicas, &stop);
     tokio::time::sleep(Duration::from_millis(
         u64::try_from(seconds * 1000).unwrap(),
     ))
     .await;
-    stop.cancel();
+    stop_all(&stop, runs).await;
     let stopped = f.queue.now_millis();
     let tasks = scheduled_tasks(&f, schedule.id).await;
     let ticks = (stopped / 1000) - (started / 1000);
@@ -2455,11 +2472,9 @@ async fn a_schedule_fires_each_tick_once_on_any_number_of_replicas(backend: Back
     tokio::time::sleep(Duration::from_secs(downtime)).await;
     let restarted = f.queue.now_millis();
     let stop = CancellationToken::new();
-    for replica in &replicas {
-        tokio::spawn(replica.clone().run(stop.clone()));
-    }
+    let runs = run_all(&replicas, &stop);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    stop.cancel();
+    stop_all(&stop, runs).await;
     let missed = scheduled_tasks(&f, schedule.id)
         .await
         .iter()
