@@ -99,14 +99,24 @@ impl WorkerGrpc {
         Ok(named.to_owned())
     }
 
+    /// Makes `lease` name the agent the caller acts for (refusing another agent's).
+    async fn lease_for_caller(
+        &self,
+        metadata: MetadataMap,
+        lease: &mut Option<tasks_pb::LeaseRef>,
+    ) -> Result<(), Status> {
+        let lease = lease.get_or_insert_default();
+        lease.agent_id = self.acting_for(metadata, &lease.agent_id).await?;
+        Ok(())
+    }
+
     /// Sends a report on a held task once its lease names the agent the caller acts for.
     async fn report(
         &self,
         metadata: MetadataMap,
         mut report: Report,
     ) -> Result<Response<tasks_pb::Task>, Status> {
-        let lease = report.lease_mut().get_or_insert_default();
-        lease.agent_id = self.acting_for(metadata, &lease.agent_id).await?;
+        self.lease_for_caller(metadata, report.lease_mut()).await?;
         Ok(Response::new(workers::report(&self.state, report).await?))
     }
 
@@ -181,6 +191,31 @@ impl WorkerService for WorkerGrpc {
     ) -> Result<Response<tasks_pb::Task>, Status> {
         let (metadata, _, report) = request.into_parts();
         self.report(metadata, Report::Fail(report)).await
+    }
+
+    async fn finish_task(
+        &self,
+        request: Request<tasks_pb::FinishTaskRequest>,
+    ) -> Result<Response<tasks_pb::FinishTaskResponse>, Status> {
+        use tasks_pb::finish_task_request::Outcome;
+        let (metadata, _, mut finish) = request.into_parts();
+        let lease = match &mut finish.outcome {
+            Some(Outcome::Complete(completion)) => &mut completion.lease,
+            Some(Outcome::Fail(failure)) => &mut failure.lease,
+            None => {
+                return Err(status(ApiError::invalid(
+                    "outcome is required: complete or fail",
+                )));
+            }
+        };
+        self.lease_for_caller(metadata, lease).await?;
+        answer(
+            self.state
+                .tasks
+                .clone()
+                .finish_task(self.state.ask(finish))
+                .await,
+        )
     }
 
     async fn add_message(

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -245,44 +246,74 @@ impl Assignment {
         answer
     }
 
-    /// Completes the task with a result.
-    pub async fn complete(&self, result: &Value) -> Result<(), SdkError> {
-        let request = tasks_pb::CompleteTaskRequest {
+    fn completion(&self, result: &Value) -> tasks_pb::CompleteTaskRequest {
+        tasks_pb::CompleteTaskRequest {
             id: self.id.clone(),
             lease: Some(self.lease()),
             result_json: result.to_string(),
-        };
+        }
+    }
+
+    fn failure(&self, failure: &Failure) -> tasks_pb::FailTaskRequest {
+        tasks_pb::FailTaskRequest {
+            id: self.id.clone(),
+            lease: Some(self.lease()),
+            error: failure.message.clone(),
+            retryable: Some(failure.retryable),
+        }
+    }
+
+    /// Completes the task with a result.
+    pub async fn complete(&self, result: &Value) -> Result<(), SdkError> {
+        let request = self.completion(result);
         self.refused_means_lost(self.gateway.clone().complete_task(request).await)?;
         Ok(())
     }
 
     /// Fails the task; it is retried later if the failure is retryable and attempts remain.
     pub async fn fail(&self, failure: &Failure) -> Result<(), SdkError> {
-        let request = tasks_pb::FailTaskRequest {
-            id: self.id.clone(),
-            lease: Some(self.lease()),
-            error: failure.message.clone(),
-            retryable: Some(failure.retryable),
-        };
+        let request = self.failure(failure);
         self.refused_means_lost(self.gateway.clone().fail_task(request).await)?;
         Ok(())
     }
 
-    /// Reports a handler's outcome, retrying with a jittered backoff while the gateway is out
-    /// of reach (a repeated report whose first answer was lost gets the same answer). A refused
-    /// report means the lease was lost (expired or taken back): the task belongs to another
-    /// attempt now, and this outcome does not count.
-    async fn report(&self, outcome: Result<Value, Failure>) {
+    /// Completes the task (`Ok`) or fails it (`Err`), and in the same call claims up to
+    /// `claim_next` more tasks for the agent, without waiting: returns those it got.
+    pub async fn finish(
+        &self,
+        outcome: &Result<Value, Failure>,
+        claim_next: u32,
+    ) -> Result<Vec<Assignment>, SdkError> {
+        use tasks_pb::finish_task_request::Outcome;
+        let outcome = match outcome {
+            Ok(result) => Outcome::Complete(self.completion(result)),
+            Err(failure) => Outcome::Fail(self.failure(failure)),
+        };
+        let request = tasks_pb::FinishTaskRequest {
+            outcome: Some(outcome),
+            claim_next,
+        };
+        let answer = self.refused_means_lost(self.gateway.clone().finish_task(request).await)?;
+        Ok(answer
+            .into_inner()
+            .claimed
+            .into_iter()
+            .map(|task| assignment(task, &self.agent_id, &self.gateway))
+            .collect())
+    }
+
+    /// Reports a handler's outcome and claims up to `claim_next` more tasks in the same call,
+    /// retrying with a jittered backoff while the gateway is out of reach (a repeated report
+    /// whose first answer was lost gets the same answer). A refused report means the lease was
+    /// lost (expired or taken back): the task belongs to another attempt now, and this outcome
+    /// does not count. Returns the tasks claimed.
+    async fn report(&self, outcome: Result<Value, Failure>, claim_next: u32) -> Vec<Assignment> {
         let mut pause = RETRY_PAUSE;
         for attempt in 1..=REPORT_ATTEMPTS {
-            let reported = match &outcome {
-                Ok(result) => self.complete(result).await,
-                Err(failure) => self.fail(failure).await,
-            };
-            match reported {
-                Ok(()) => {
-                    debug!(task_id = %self.id, "outcome reported");
-                    return;
+            match self.finish(&outcome, claim_next).await {
+                Ok(claimed) => {
+                    debug!(task_id = %self.id, claimed = claimed.len(), "outcome reported");
+                    return claimed;
                 }
                 Err(error) if error.is_transient() && attempt < REPORT_ATTEMPTS => {
                     warn!(task_id = %self.id, %error, attempt, "outcome not acknowledged; retrying");
@@ -291,10 +322,31 @@ impl Assignment {
                 }
                 Err(error) => {
                     warn!(task_id = %self.id, %error, "outcome refused");
-                    return;
+                    return Vec::new();
                 }
             }
         }
+        Vec::new()
+    }
+}
+
+/// Turns a task claimed for agent `agent_id` into an assignment that reports through `gateway`.
+fn assignment(
+    task: tasks_pb::Task,
+    agent_id: &str,
+    gateway: &WorkerServiceClient<GatewayChannel>,
+) -> Assignment {
+    Assignment {
+        payload: serde_json::from_str(&task.payload_json).unwrap_or(Value::Null),
+        id: task.id,
+        title: task.title,
+        kind: task.kind,
+        attempt: task.attempts,
+        lease_id: task.lease_id.unwrap_or_default(),
+        agent_id: agent_id.to_owned(),
+        timeout_seconds: task.timeout_seconds,
+        gateway: gateway.clone(),
+        cancel: CancellationToken::new(),
     }
 }
 
@@ -323,6 +375,8 @@ type HeldTasks = Arc<Held>;
 struct Held {
     tasks: Mutex<HashMap<String, (CancellationToken, i32)>>,
     taken: tokio::sync::Notify,
+    /// The pause the heartbeat is waiting out, in milliseconds.
+    waiting_ms: AtomicU64,
 }
 
 impl Held {
@@ -333,25 +387,35 @@ impl Held {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records a task the worker starts on, and lets the heartbeat quicken.
+    /// Records a task the worker starts on, and wakes the heartbeat when the task's lease asks
+    /// for a shorter pause than the one it is waiting out.
     fn take(&self, assignment: &Assignment) {
         self.lock().insert(
             assignment.id.clone(),
             (assignment.cancel.clone(), assignment.timeout_seconds),
         );
-        self.taken.notify_one();
+        let pause = busy_pause(assignment.timeout_seconds);
+        if pause.as_millis() < u128::from(self.waiting_ms.load(Ordering::Relaxed)) {
+            self.taken.notify_one();
+        }
     }
 
     /// How long the heartbeat waits: `period` while idle, and while it holds tasks at most
     /// [`BUSY_HEARTBEAT`] and a third of the shortest lease, so leases never lapse under a
-    /// handler that does not report.
+    /// handler that does not report. Notes it as the pause being waited out.
     fn heartbeat_pause(&self, period: Duration) -> Duration {
         let shortest_lease = self.lock().values().map(|(_, lease)| *lease).min();
-        shortest_lease.map_or(period, |seconds| {
-            let third = Duration::from_millis(u64::try_from(seconds).unwrap_or(1) * 1000 / 3);
-            period.min(BUSY_HEARTBEAT).min(third)
-        })
+        let pause = shortest_lease.map_or(period, |seconds| period.min(busy_pause(seconds)));
+        let millis = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+        self.waiting_ms.store(millis, Ordering::Relaxed);
+        pause
     }
+}
+
+/// The heartbeat's longest pause while it holds a task whose lease lasts `lease_seconds`.
+fn busy_pause(lease_seconds: i32) -> Duration {
+    let third = Duration::from_millis(u64::try_from(lease_seconds).unwrap_or(1) * 1000 / 3);
+    BUSY_HEARTBEAT.min(third)
 }
 
 /// A channel to the gateway whose calls carry the API key, if any.
@@ -452,30 +516,18 @@ impl Worker {
             .tasks;
         Ok(tasks
             .into_iter()
-            .map(|task| self.assignment(task))
+            .map(|task| assignment(task, &self.id, &self.gateway))
             .collect())
-    }
-
-    fn assignment(&self, task: tasks_pb::Task) -> Assignment {
-        Assignment {
-            payload: serde_json::from_str(&task.payload_json).unwrap_or(Value::Null),
-            id: task.id,
-            title: task.title,
-            kind: task.kind,
-            attempt: task.attempts,
-            lease_id: task.lease_id.unwrap_or_default(),
-            agent_id: self.id.clone(),
-            timeout_seconds: task.timeout_seconds,
-            gateway: self.gateway.clone(),
-            cancel: CancellationToken::new(),
-        }
     }
 
     /// Receives tasks until `shutdown` resolves and runs `handler` on each, at most
     /// `max_concurrency` at once, reporting each outcome (a handler that panics fails its
-    /// attempt, retryably). While handlers run, heartbeats renew their leases and raise each
-    /// one's cancellation signal when its task is cancelled. Transient service errors are
-    /// retried; at shutdown it stops claiming and waits for running handlers to report.
+    /// attempt, retryably). Each report claims the slot's next task in the same call, so a busy
+    /// queue keeps the slots full without a claim of their own; a slot that gets none goes back
+    /// to the claim loop, which long-polls for every free slot at once. While handlers run,
+    /// heartbeats renew their leases and raise each one's cancellation signal when its task is
+    /// cancelled. Transient service errors are retried; at shutdown it stops claiming and
+    /// waits for running handlers to report.
     pub async fn run<H, Fut>(
         &self,
         handler: H,
@@ -486,6 +538,7 @@ impl Worker {
         Fut: Future<Output = Result<Value, Failure>> + Send + 'static,
     {
         let slots = Arc::new(Semaphore::new(self.max_concurrency as usize));
+        let stopping = CancellationToken::new();
         let mut running = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let outcome = loop {
@@ -511,20 +564,12 @@ impl Worker {
                         let Some(permit) = permits.split(1) else {
                             break;
                         };
-                        let handler = handler.clone();
-                        let held = Arc::clone(&self.held);
-                        held.take(&assignment);
-                        running.spawn(async move {
-                            let outcome = tokio::spawn(handler(assignment.clone()))
-                                .await
-                                .unwrap_or_else(|crashed| {
-                                    Err(Failure::transient(panicked(crashed)))
-                                });
-                            assignment.report(outcome).await;
-                            held.lock().remove(&assignment.id);
-                            // Until now the queue counted the task against the agent.
-                            drop(permit);
-                        });
+                        let slot = Slot {
+                            held: Arc::clone(&self.held),
+                            stopping: stopping.clone(),
+                            _permit: permit,
+                        };
+                        running.spawn(slot.work(assignment, handler.clone()));
                     }
                 }
                 Err(error) if error.is_transient() => {
@@ -535,8 +580,43 @@ impl Worker {
             }
             while running.try_join_next().is_some() {}
         };
+        stopping.cancel();
         while running.join_next().await.is_some() {}
         outcome
+    }
+}
+
+/// One of a worker's `max_concurrency` slots, busy for as long as its reports bring it work.
+struct Slot {
+    held: HeldTasks,
+    /// Raised when the worker stops claiming: reports then claim nothing more.
+    stopping: CancellationToken,
+    /// Until the slot ends the queue counts its tasks against the agent.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Slot {
+    /// Runs `handler` on `assignment` and reports the outcome, claiming the next task in the
+    /// same call; runs that one too, and so on, until a report brings no task.
+    async fn work<H, Fut>(self, assignment: Assignment, handler: H)
+    where
+        H: Fn(Assignment) -> Fut,
+        Fut: Future<Output = Result<Value, Failure>> + Send + 'static,
+    {
+        let mut next = Some(assignment);
+        while let Some(assignment) = next.take() {
+            self.held.take(&assignment);
+            let outcome = tokio::spawn(handler(assignment.clone()))
+                .await
+                .unwrap_or_else(|crashed| Err(Failure::transient(panicked(crashed))));
+            let claim_next = u32::from(!self.stopping.is_cancelled());
+            next = assignment
+                .report(outcome, claim_next)
+                .await
+                .into_iter()
+                .next();
+            self.held.lock().remove(&assignment.id);
+        }
     }
 }
 
@@ -555,7 +635,7 @@ fn panicked(crashed: tokio::task::JoinError) -> String {
 }
 
 /// Sends a heartbeat listing the held tasks until aborted, paced by [`Held::heartbeat_pause`]
-/// (a task taken while the heartbeat waits shortens its wait). Raises the cancellation signal
+/// (a task taken while the heartbeat waits may shorten its wait). Raises the cancellation signal
 /// of each task the answer names; failures are logged and retried at the next beat.
 async fn beat(
     mut gateway: WorkerServiceClient<GatewayChannel>,

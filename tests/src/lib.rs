@@ -163,10 +163,36 @@ impl TestStack {
         }
     }
 
+    /// Polls the metrics summary (`GET /api/metrics`) until `ready` holds, for at most 15
+    /// seconds, or fails with the last summary.
+    pub async fn metrics_when(&self, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let (status, summary) = self.get("/api/metrics").await;
+            assert_eq!(status, 200, "{summary}");
+            if ready(&summary) {
+                return summary;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "summary never got there: {summary:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stops every role and waits for them; fails the test if one stopped with an error.
     pub async fn stop(self) {
         self.stack.stop().await.expect("stack stops cleanly");
     }
+}
+
+/// The figures of `route` served by `service` in a metrics summary, if it was called.
+pub fn route_figures<'a>(summary: &'a Value, service: &str, route: &str) -> Option<&'a Value> {
+    summary["requests"]["routes"]
+        .as_array()?
+        .iter()
+        .find(|entry| entry["service"] == service && entry["route"] == route)
 }
 
 /// Creates a task through the tasks service's gRPC API and returns it.

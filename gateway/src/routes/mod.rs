@@ -102,6 +102,7 @@ fn table() -> Vec<Route> {
         Route::new(routes!(work::progress), AGENTS),
         Route::new(routes!(work::complete), AGENTS),
         Route::new(routes!(work::fail), AGENTS),
+        Route::new(routes!(work::finish), AGENTS),
         Route::new(routes!(messages::add), CLIENTS_AND_AGENTS),
         Route::new(routes!(messages::list_for_task), CLIENTS_AND_AGENTS),
         Route::new(routes!(messages::list_recent), CLIENTS),

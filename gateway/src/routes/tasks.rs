@@ -469,7 +469,8 @@ pub struct Processing {
     status: &'static str,
 }
 
-fn task_view(task: Option<pb::Task>) -> Result<TaskView, ApiError> {
+/// The view of the task a service answered with; an answer without one is an internal error.
+pub fn task_view(task: Option<pb::Task>) -> Result<TaskView, ApiError> {
     task.map(TaskView::from).ok_or_else(missing_task)
 }
 

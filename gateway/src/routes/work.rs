@@ -1,5 +1,6 @@
 //! Agent work routes, the REST twins of the worker gRPC calls: claim tasks, then report on a
-//! held task (progress, completion, failure). Every report names the agent that holds the task
+//! held task (progress, completion, failure, or an ending that claims the next tasks in the same
+//! call). Every report names the agent that holds the task
 //! (and, optionally, the attempt's lease); an agent key may only name its own agent.
 
 use std::time::Duration;
@@ -17,7 +18,7 @@ use crate::error::ApiError;
 use crate::extract::Json;
 use crate::limits::MAX_CLAIM_WAIT;
 use crate::model::{TaskPath, TaskView, json_text};
-use crate::routes::tasks::path_task_and_caller;
+use crate::routes::tasks::{path_task_and_caller, task_view};
 use crate::schema;
 use crate::state::AppState;
 use crate::workers::{self, Report};
@@ -137,6 +138,98 @@ pub async fn fail(report: HeldReport<FailTask>) -> Result<axum::Json<TaskView>, 
     report.send().await
 }
 
+/// Body of `POST /api/tasks/{id}/finish`: how the attempt ended (exactly one of `complete`
+/// and `fail`), and how many tasks to claim next.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FinishTask {
+    #[schema(format = Uuid)]
+    agent_id: String,
+    #[schema(format = Uuid)]
+    lease_id: Option<String>,
+    complete: Option<Completed>,
+    fail: Option<Failed>,
+    /// How many tasks to claim for the agent once the outcome is stored, without waiting
+    /// (default 0).
+    #[schema(minimum = 0, maximum = 100)]
+    claim_next: Option<u32>,
+}
+
+/// The attempt completed.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Completed {
+    #[schema(value_type = Option<serde_json::Value>)]
+    result: Option<Box<RawValue>>,
+}
+
+/// The attempt failed.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Failed {
+    #[schema(schema_with = schema::failure)]
+    error: String,
+    retryable: Option<bool>,
+}
+
+/// Answer of `POST /api/tasks/{id}/finish`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Finished {
+    /// The task as the outcome left it.
+    task: TaskView,
+    /// The tasks claimed next, now active under a lease; empty when none was ready.
+    claimed: Vec<TaskView>,
+}
+
+/// Completes or fails a held task, then claims up to `claim_next` tasks for the agent without
+/// waiting, so the slot it freed takes its next task in the same round trip. The outcome is
+/// answered as `complete` and `fail` answer it; a claim that cannot run leaves `claimed` empty.
+#[utoipa::path(post, operation_id = "finishTask", path = "/api/tasks/{id}/finish", tag = "agent work", params(TaskPath), request_body = FinishTask,
+    responses((status = 200, description = "The finished task and the tasks claimed next.", body = Finished)))]
+pub async fn finish(report: HeldReport<FinishTask>) -> Result<axum::Json<Finished>, ApiError> {
+    use pb::finish_task_request::Outcome;
+    let HeldReport {
+        state,
+        caller,
+        task_id,
+        body,
+    } = report;
+    caller.check_agent(&body.agent_id)?;
+    let lease = Some(attempt(body.agent_id, body.lease_id));
+    let outcome = match (body.complete, body.fail) {
+        (Some(completed), None) => Outcome::Complete(pb::CompleteTaskRequest {
+            id: task_id,
+            lease,
+            result_json: json_text(completed.result),
+        }),
+        (None, Some(failed)) => Outcome::Fail(pb::FailTaskRequest {
+            id: task_id,
+            lease,
+            error: failed.error,
+            retryable: failed.retryable,
+        }),
+        _ => {
+            return Err(ApiError::invalid(
+                "exactly one of complete and fail is required",
+            ));
+        }
+    };
+    let request = pb::FinishTaskRequest {
+        outcome: Some(outcome),
+        claim_next: body.claim_next.unwrap_or(0),
+    };
+    let answer = state
+        .tasks
+        .clone()
+        .finish_task(state.ask(request))
+        .await?
+        .into_inner();
+    Ok(axum::Json(Finished {
+        task: task_view(answer.task)?,
+        claimed: answer.claimed.into_iter().map(TaskView::from).collect(),
+    }))
+}
+
 /// The body of a report on a held task.
 pub trait ReportBody: DeserializeOwned + Send {
     /// Splits the body into the attempt it names and the report on task `id`.
@@ -209,7 +302,7 @@ impl<B: ReportBody> HeldReport<B> {
     }
 }
 
-impl<B: ReportBody> FromRequest<AppState> for HeldReport<B> {
+impl<B: DeserializeOwned + Send> FromRequest<AppState> for HeldReport<B> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {

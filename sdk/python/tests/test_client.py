@@ -121,6 +121,34 @@ def test_the_async_client_makes_the_same_calls(swarm: Swarm) -> None:
     asyncio.run(scenario())
 
 
+def test_finishing_a_task_claims_the_next_in_the_same_call(swarm: Swarm) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(swarm.url, api_key=swarm.key) as client:
+            agent = await client.join_agent("py-finisher", capabilities=["py-finish"])
+            # Top priority: the stack is shared, and tasks other tests left queued that need
+            # nothing are claimable by this agent too.
+            needs = {"required_capabilities": ["py-finish"], "priority": 9}
+            first = await client.create_task("first", **needs)
+            await asyncio.sleep(0.01)  # the claim takes the oldest first
+            second = await client.create_task("second", **needs)
+            [held] = await client.claim_tasks(str(agent.id), 1)
+            assert held.id == first.id
+            with pytest.raises(SwarmError) as too_many:
+                await client.finish_task(held, 1, claim_next=101)
+            assert (too_many.value.status, too_many.value.code) == (400, "invalid_argument")
+            assert (await client.get_task(first.id)).status == "active"
+
+            done, claimed = await client.finish_task(held, {"ok": True}, claim_next=1)
+            assert (done.status, done.result) == ("completed", {"ok": True})
+            assert [task.id for task in claimed] == [second.id]
+            assert claimed[0].status == "active"
+
+            failed, none = await client.finish_task(claimed[0], error="no luck", retryable=False)
+            assert (failed.status, failed.error, none) == ("failed", "no luck", [])
+
+    asyncio.run(scenario())
+
+
 def test_waiting_gives_up_at_the_timeout(swarm: Swarm) -> None:
     with Client(swarm.url, api_key=swarm.key) as client:
         task = client.create_task("nobody works on this", delay_seconds=3600)

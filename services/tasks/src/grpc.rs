@@ -14,9 +14,10 @@ use swarm_proto::tasks::v1::task_service_server::TaskService;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use crate::domain::{
-    Attempt, AttemptOutcome, Dispatcher, IdempotencyKey, LeaseRef, Message, MessageRole,
+    Attempt, AttemptOutcome, Dispatcher, Ending, IdempotencyKey, LeaseRef, Message, MessageRole,
     MessageScope, NewMessage, NewSchedule, NewTask, NewWorkflow, Schedule, ScheduleUpdate,
     Scheduler, Task, TaskFilter, TaskQueue, TaskStatus, Workflow, WorkflowFilter, WorkflowGraph,
     WorkflowStatus, WorkflowStep,
@@ -331,10 +332,8 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::CompleteTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let request = request.into_inner();
-        let id = parse_uuid("id", &request.id)?;
-        let lease = lease_from_proto(request.lease)?;
-        let task = self.queue.complete(id, lease, request.result_json).await?;
+        let (id, lease, ending) = completion_from_proto(request.into_inner())?;
+        let task = self.queue.finish(id, lease, ending).await?;
         Ok(Response::new(task_to_proto(task)))
     }
 
@@ -342,12 +341,30 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::FailTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let request = request.into_inner();
-        let id = parse_uuid("id", &request.id)?;
-        let lease = lease_from_proto(request.lease)?;
-        let retryable = request.retryable.unwrap_or(true);
-        let task = self.queue.fail(id, lease, request.error, retryable).await?;
+        let (id, lease, ending) = failure_from_proto(request.into_inner())?;
+        let task = self.queue.finish(id, lease, ending).await?;
         Ok(Response::new(task_to_proto(task)))
+    }
+
+    async fn finish_task(
+        &self,
+        request: Request<pb::FinishTaskRequest>,
+    ) -> Result<Response<pb::FinishTaskResponse>, Status> {
+        use pb::finish_task_request::Outcome;
+        let request = request.into_inner();
+        let (id, lease, ending) = match request.outcome {
+            Some(Outcome::Complete(completion)) => completion_from_proto(completion)?,
+            Some(Outcome::Fail(failure)) => failure_from_proto(failure)?,
+            None => return Err(InvalidInput::new("outcome is required: complete or fail").into()),
+        };
+        let (task, claimed) = self
+            .dispatcher
+            .finish(id, lease, ending, request.claim_next)
+            .await?;
+        Ok(Response::new(pb::FinishTaskResponse {
+            task: Some(task_to_proto(task)),
+            claimed: claimed.into_iter().map(task_to_proto).collect(),
+        }))
     }
 
     type WatchTaskStream = EventStream;
@@ -478,6 +495,33 @@ fn new_task_from_proto(request: pb::CreateTaskRequest) -> Result<NewTask, Status
         workflow_key: None,
         schedule_tick: None,
     })
+}
+
+/// Reads a completion: the task, the attempt, and its result.
+fn completion_from_proto(
+    request: pb::CompleteTaskRequest,
+) -> Result<(Uuid, LeaseRef, Ending), Status> {
+    let ending = Ending::Completed {
+        result: request.result_json,
+    };
+    Ok((
+        parse_uuid("id", &request.id)?,
+        lease_from_proto(request.lease)?,
+        ending,
+    ))
+}
+
+/// Reads a failure: the task, the attempt, and what went wrong.
+fn failure_from_proto(request: pb::FailTaskRequest) -> Result<(Uuid, LeaseRef, Ending), Status> {
+    let ending = Ending::Failed {
+        error: request.error,
+        retryable: request.retryable.unwrap_or(true),
+    };
+    Ok((
+        parse_uuid("id", &request.id)?,
+        lease_from_proto(request.lease)?,
+        ending,
+    ))
 }
 
 fn lease_from_proto(lease: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {

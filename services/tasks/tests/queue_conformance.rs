@@ -1,6 +1,6 @@
 //! One conformance suite for task storage, run against every backend (SQLite and a real
 //! PostgreSQL) through the queue that the service uses: creation and idempotency, lists, claims
-//! (ordering, routing, leases, racing claimers), reports from the lease holder only, retries
+//! (ordering, routing, leases, racing claimers, claims made together), reports from the lease holder only, retries
 //! with backoff, lease expiry, cancellation, messages, watches and pruning, wake-ups that cost
 //! one claim per task, bounded watchers, replicas whose clocks disagree, delayed tasks,
 //! dependencies (released, cancelled, results handed down), batches, re-drive and the attempts
@@ -701,6 +701,60 @@ async fn claims_never_exceed_the_agents_concurrency(backend: Backend) {
         1,
         "a finished task frees its slot"
     );
+}
+
+/// Claims that do not wait, made together by the slots of one agent, share claim statements:
+/// each gets at most what it asked, no task goes to two claims, and together they take no more
+/// than the agent's free slots; another agent's claims among them are answered apart.
+async fn claims_made_together_share_statements_and_respect_concurrency(backend: Backend) {
+    let f = fixture(backend).await;
+    for i in 0..12 {
+        f.queue.create(titled(&format!("t{i}"))).await.unwrap();
+    }
+    let (busy, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let limited = |agent_id, max_tasks| Claim {
+        max_concurrency: 5,
+        ..claim_for(agent_id, &[], max_tasks)
+    };
+    let before = f.store.claims();
+    // The busy agent asks for seven tasks in all, with five slots.
+    let asks = [(busy, 1), (busy, 2), (busy, 1), (busy, 3), (other, 2)];
+    let answers = futures_util::future::join_all(
+        asks.iter()
+            .map(|&(agent_id, max_tasks)| f.queue.claim_now(limited(agent_id, max_tasks))),
+    )
+    .await;
+    let statements = f.store.claims() - before;
+    let mut seen = HashSet::new();
+    let mut busy_took = 0;
+    for (&(agent_id, asked), answer) in asks.iter().zip(answers) {
+        let tasks = answer.unwrap();
+        assert!(
+            tasks.len() <= asked as usize,
+            "{} tasks for {asked}",
+            tasks.len()
+        );
+        for task in &tasks {
+            assert_eq!(task.agent_id, Some(agent_id));
+            assert!(seen.insert(task.id), "a task went to two claims");
+        }
+        if agent_id == busy {
+            busy_took += tasks.len();
+        }
+    }
+    assert_eq!(
+        busy_took, 5,
+        "the busy agent fills its five slots and no more"
+    );
+    assert_eq!(seen.len(), 7);
+    assert!(
+        statements < asks.len(),
+        "{statements} claim statements for {} claims",
+        asks.len()
+    );
+    let invalid = f.queue.claim_now(limited(busy, 0)).await.unwrap_err();
+    assert!(matches!(invalid, TaskError::Invalid(_)), "{invalid}");
+    assert_totals_match_rows(f.store.as_ref()).await;
 }
 
 /// A registry that, like the agents service, answers at most 1,000 agents per question, and
@@ -2577,6 +2631,7 @@ async fn missed_ticks_fire_once_and_paused_schedules_not_at_all(backend: Backend
 }
 
 swarm_kit::conformance!(
+    claims_made_together_share_statements_and_respect_concurrency,
     kept_counts_stay_exact_while_folds_race_writers,
     large_results_are_handed_down_within_a_budget,
     many_dependents_of_one_parent_may_be_created_at_once,

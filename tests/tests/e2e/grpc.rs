@@ -1,5 +1,7 @@
 //! End to end over gRPC: an agent's claim / progress / complete round trip against the tasks
-//! service directly, and the health and reflection services every gRPC process serves.
+//! service directly, the worker service on the gateway (agent keys, and finishing a task with
+//! the next claim in the same call), and the health and reflection services every gRPC
+//! process serves.
 
 use std::time::Duration;
 
@@ -316,13 +318,6 @@ async fn workers_need_only_an_agent_key_and_the_gateway(backend: Backend) {
     let channel = tonic::transport::Endpoint::from_shared(swarm.base.clone())
         .unwrap()
         .connect_lazy();
-    fn with_key<T>(key: &str, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {key}").parse().unwrap());
-        request
-    }
     let mut client = WorkerServiceClient::new(channel.clone());
     let beat = |agent_id: &str| worker_pb::HeartbeatRequest {
         agent_id: agent_id.to_owned(),
@@ -369,7 +364,147 @@ async fn workers_need_only_an_agent_key_and_the_gateway(backend: Backend) {
     swarm.stop().await;
 }
 
-swarm_kit::conformance!(workers_need_only_an_agent_key_and_the_gateway);
+/// Wraps `message` in a request that carries API key `key`.
+fn with_key<T>(key: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+/// `FinishTask` ends a held attempt and claims the agent's next tasks in the same call: only
+/// tasks the agent is able to do, none past what it asks for, nothing at all when it asks for
+/// too many (and then the outcome is not stored either); a repeat gets the same answer, and a
+/// key reaches only its own agent's attempts.
+async fn finishing_a_task_claims_the_next_in_the_same_call(backend: Backend) {
+    use swarm_proto::worker::v1::worker_service_client::WorkerServiceClient;
+
+    let swarm = TestStack::start(backend).await;
+    let agent = swarm.register_agent("finisher", &["echo"], 4).await;
+    let other = swarm.register_agent("bystander", &["echo"], 4).await;
+    let (status, issued) = swarm
+        .post(
+            "/api/keys",
+            serde_json::json!({"name": "finisher", "role": "agent", "agent_id": agent}),
+        )
+        .await;
+    assert_eq!(status, 201, "{issued}");
+    let key = issued["key"].as_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for (title, needs) in [("first", "echo"), ("second", "echo"), ("third", "gpu")] {
+        let body = serde_json::json!({"title": title, "required_capabilities": [needs]});
+        let (status, task) = swarm.post("/api/tasks", body).await;
+        assert_eq!(status, 201, "{task}");
+        ids.push(task["id"].as_str().unwrap().to_owned());
+        // Distinct creation times keep the claim order (oldest first) certain.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let channel = tonic::transport::Endpoint::from_shared(swarm.base.clone())
+        .unwrap()
+        .connect_lazy();
+    let mut worker = WorkerServiceClient::new(channel);
+    let claim = pb::ClaimTasksRequest {
+        max_tasks: 1,
+        ..Default::default()
+    };
+    let first = worker.claim_tasks(with_key(&key, claim)).await.unwrap();
+    let first = first.into_inner().tasks.remove(0);
+    assert_eq!(first.id, ids[0]);
+    let completion = |task: &pb::Task, agent_id: &str| {
+        pb::finish_task_request::Outcome::Complete(pb::CompleteTaskRequest {
+            id: task.id.clone(),
+            lease: Some(pb::LeaseRef {
+                agent_id: agent_id.to_owned(),
+                lease_id: task.lease_id.clone(),
+            }),
+            result_json: r#"{"done":1}"#.into(),
+        })
+    };
+    let finish = |outcome, claim_next| pb::FinishTaskRequest {
+        outcome: Some(outcome),
+        claim_next,
+    };
+
+    // Asking for more than a claim may hand out stores nothing.
+    let too_many = worker
+        .finish_task(with_key(&key, finish(completion(&first, ""), 101)))
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.code(), tonic::Code::InvalidArgument);
+    let (_, unchanged) = swarm.get(&format!("/api/tasks/{}", ids[0])).await;
+    assert_eq!(unchanged["status"], "active");
+    // Another agent's attempt is out of this key's reach.
+    let not_ours = worker
+        .finish_task(with_key(&key, finish(completion(&first, &other), 1)))
+        .await
+        .unwrap_err();
+    assert_eq!(not_ours.code(), tonic::Code::PermissionDenied);
+    let no_outcome = pb::FinishTaskRequest {
+        outcome: None,
+        claim_next: 1,
+    };
+    let no_outcome = worker.finish_task(with_key(&key, no_outcome)).await;
+    assert_eq!(no_outcome.unwrap_err().code(), tonic::Code::InvalidArgument);
+
+    // The completion stands and the next task the agent can do comes back under a lease; the
+    // one that needs a GPU stays queued.
+    let answer = worker
+        .finish_task(with_key(&key, finish(completion(&first, ""), 5)))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = answer.task.unwrap();
+    assert_eq!(
+        (done.status(), done.result_json.as_deref()),
+        (pb::TaskStatus::Completed, Some(r#"{"done":1}"#))
+    );
+    let claimed: Vec<&str> = answer.claimed.iter().map(|task| task.id.as_str()).collect();
+    assert_eq!(claimed, [ids[1].as_str()]);
+    let second = &answer.claimed[0];
+    assert_eq!(second.status(), pb::TaskStatus::Active);
+    assert_eq!(second.agent_id.as_deref(), Some(agent.as_str()));
+    assert!(second.lease_id.is_some());
+
+    // A repeat gets the same task back, and claims only what it asks for: nothing here.
+    let repeat = worker
+        .finish_task(with_key(&key, finish(completion(&first, ""), 0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(repeat.task.unwrap().updated_at, done.updated_at);
+    assert!(repeat.claimed.is_empty());
+
+    // A failure ends the second attempt for good; nothing is left that the agent can do.
+    let failure = pb::finish_task_request::Outcome::Fail(pb::FailTaskRequest {
+        id: second.id.clone(),
+        lease: Some(pb::LeaseRef {
+            agent_id: String::new(),
+            lease_id: second.lease_id.clone(),
+        }),
+        error: "no luck".into(),
+        retryable: Some(false),
+    });
+    let answer = worker
+        .finish_task(with_key(&key, finish(failure, 1)))
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = answer.task.unwrap();
+    assert_eq!(
+        (failed.status(), failed.error.as_deref()),
+        (pb::TaskStatus::Failed, Some("no luck"))
+    );
+    assert!(answer.claimed.is_empty());
+    let (_, third) = swarm.get(&format!("/api/tasks/{}", ids[2])).await;
+    assert_eq!(third["status"], "queued");
+    swarm.stop().await;
+}
+
+swarm_kit::conformance!(
+    workers_need_only_an_agent_key_and_the_gateway,
+    finishing_a_task_claims_the_next_in_the_same_call,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn services_speak_mutual_tls_when_given_certificates() {

@@ -8,33 +8,9 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use swarm_e2e::{TestStack, assert_error};
+use serde_json::json;
+use swarm_e2e::{TestStack, assert_error, route_figures};
 use swarm_kit::testing::Backend;
-
-/// Polls the summary until `ready` holds, or fails with the last summary.
-async fn summary_when(swarm: &TestStack, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, summary) = swarm.get("/api/metrics").await;
-        assert_eq!(status, 200, "{summary}");
-        if ready(&summary) {
-            return summary;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "summary never got there: {summary:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn route<'a>(summary: &'a Value, service: &str, route: &str) -> Option<&'a Value> {
-    summary["requests"]["routes"]
-        .as_array()?
-        .iter()
-        .find(|entry| entry["service"] == service && entry["route"] == route)
-}
 
 /// Runs `promtool check metrics` over `text`; returns its verdict and what it said.
 fn promtool_check(text: &str) -> (bool, String) {
@@ -92,32 +68,33 @@ async fn every_process_reports_and_the_figures_add_up(backend: Backend) {
     );
     assert_eq!(swarm.get("/no/such/route").await.0, 404);
 
-    let summary = summary_when(&swarm, |summary| {
-        route(summary, "gateway", "POST /api/tasks").is_some_and(|r| r["total"] == 5)
-            && summary["tasks"]["queued"] == 4
-            && summary["tasks"]["active"] == 1
-            && summary["cache"]["hits"].as_u64() > Some(0)
-            && summary["alerts"]
-                .as_array()
-                .is_some_and(|alerts| alerts.iter().any(|a| a["name"] == "memory_mb"))
-    })
-    .await;
-    let created = route(&summary, "gateway", "POST /api/tasks").unwrap();
+    let summary = swarm
+        .metrics_when(|summary| {
+            route_figures(summary, "gateway", "POST /api/tasks").is_some_and(|r| r["total"] == 5)
+                && summary["tasks"]["queued"] == 4
+                && summary["tasks"]["active"] == 1
+                && summary["cache"]["hits"].as_u64() > Some(0)
+                && summary["alerts"]
+                    .as_array()
+                    .is_some_and(|alerts| alerts.iter().any(|a| a["name"] == "memory_mb"))
+        })
+        .await;
+    let created = route_figures(&summary, "gateway", "POST /api/tasks").unwrap();
     assert_eq!(created["errors"], 0);
     assert!(created["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
-    let missing = route(&summary, "gateway", "GET /api/tasks/{id}").unwrap();
+    let missing = route_figures(&summary, "gateway", "GET /api/tasks/{id}").unwrap();
     assert_eq!(missing["total"], 1);
     assert_eq!(
         missing["errors"], 0,
         "a 404 is the client's error, not the server's"
     );
-    assert!(route(&summary, "gateway", "unmatched").is_some());
+    assert!(route_figures(&summary, "gateway", "unmatched").is_some());
     assert!(
-        route(&summary, "tasks", "/swarm.tasks.v1.TaskService/CreateTask")
+        route_figures(&summary, "tasks", "/swarm.tasks.v1.TaskService/CreateTask")
             .is_some_and(|r| r["total"] == 5),
         "the tasks service reports its own calls"
     );
-    assert!(route(&summary, "gateway", "GET /api/metrics").is_some());
+    assert!(route_figures(&summary, "gateway", "GET /api/metrics").is_some());
     assert!(
         summary["requests"]["routes"]
             .as_array()

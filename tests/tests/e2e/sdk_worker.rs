@@ -1,8 +1,8 @@
 //! The Rust SDK's worker under load and with long and stopped tasks: one worker with eight slots
 //! runs the 2,000 tasks four producers submit at once, each exactly once; a handler that works
 //! three leases long without reporting keeps its task (heartbeats renew the lease); a cancelled
-//! task's handler sees its signal within two seconds; and a handler that panics fails its
-//! attempt instead of taking the worker down.
+//! task's handler sees its signal within two seconds; a handler that panics fails its attempt
+//! instead of taking the worker down; and a busy slot gets its next task with each report.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use swarm_e2e::TestStack;
+use swarm_e2e::{TestStack, route_figures};
 use swarm_kit::testing::Backend;
 use swarm_sdk::{AgentSpec, Assignment, Failure, SdkError, Worker};
 use tokio::task::JoinHandle;
@@ -211,6 +211,34 @@ async fn a_panicking_handler_fails_its_attempt(backend: Backend) {
     let first = &attempts["items"][0];
     assert_eq!(first["outcome"], "failed", "{attempts}");
     assert_eq!(first["error"], "the handler panicked: boom on attempt 1");
+    worker.stop().await;
+    swarm.stop().await;
+}
+
+/// A one-slot worker handed eight queued tasks claims once: each report brings the slot its
+/// next task in the same call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_takes_its_next_task_with_each_report() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let mut paths = Vec::new();
+    for n in 0..8 {
+        paths.push(submit(&swarm, "chain", json!({"payload": n})).await);
+    }
+    let echo = |task: Assignment| async move { Ok(task.payload) };
+    let worker = Running::with_slots(&swarm, "chain", 1, echo).await;
+    for (n, path) in paths.iter().enumerate() {
+        assert_eq!(until_status(&swarm, path, "completed").await["result"], n);
+    }
+    let finish = "/swarm.tasks.v1.TaskService/FinishTask";
+    let summary = swarm
+        .metrics_when(|summary| {
+            route_figures(summary, "tasks", finish)
+                .is_some_and(|figures| figures["total"].as_u64() >= Some(8))
+        })
+        .await;
+    let claims = route_figures(&summary, "tasks", "/swarm.tasks.v1.TaskService/ClaimTasks")
+        .map_or(0, |figures| figures["total"].as_u64().unwrap());
+    assert!(claims <= 2, "{claims} claims for 8 tasks on one slot");
     worker.stop().await;
     swarm.stop().await;
 }

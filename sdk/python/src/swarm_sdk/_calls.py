@@ -216,6 +216,23 @@ def fail_task(task: Task, error: str, retryable: bool) -> Call[Task]:
     return Call("POST", f"/api/tasks/{_id(task.id)}/fail", Task, json=body)
 
 
+def finish_task(
+    task: Task, ending: dict[str, Any], claim_next: int
+) -> Call[tuple[Task, list[Task]]]:
+    """`POST /api/tasks/{id}/finish` for the attempt `task` is, claiming `claim_next` more.
+
+    `ending` is `{"complete": ...}` or `{"fail": ...}`; the answer is the finished task and the
+    tasks claimed next.
+    """
+    body = {**_lease(task), **ending, "claim_next": claim_next}
+    return Call(
+        "POST",
+        f"/api/tasks/{_id(task.id)}/finish",
+        lambda answer: (Task(answer["task"]), [Task(next) for next in answer["claimed"]]),
+        json=body,
+    )
+
+
 _CLAIM_ANSWER_SLACK = 10.0
 
 

@@ -362,6 +362,28 @@ class AsyncClient:
         """Fails a claimed task: queued again while retryable and attempts remain."""
         return await self._send(calls.fail_task(task, error, retryable))
 
+    async def finish_task(
+        self,
+        task: Task,
+        result: Any = None,
+        *,
+        error: str | None = None,
+        retryable: bool = True,
+        claim_next: int = 0,
+    ) -> tuple[Task, list[Task]]:
+        """Completes a claimed task (or, given `error`, fails it) and claims the agent's next.
+
+        Up to `claim_next` more tasks are claimed for the task's agent in the same call, without
+        waiting. Returns the finished task and the tasks claimed; repeating it for the same
+        attempt finishes nothing twice.
+        """
+        ending: dict[str, Any] = (
+            {"complete": {"result": result}}
+            if error is None
+            else {"fail": {"error": error, "retryable": retryable}}
+        )
+        return await self._send(calls.finish_task(task, ending, claim_next))
+
     async def wait_for(self, task_id: str, timeout: float | None = None) -> Task:
         """Returns the task once it finished; raises `TimeoutError` after `timeout` seconds."""
         deadline, wait = _deadline(timeout), _FIRST_POLL

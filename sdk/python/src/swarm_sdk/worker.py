@@ -176,6 +176,8 @@ class Worker:
         self._handlers: dict[str, Handler] = {}
         self._held: dict[str, tuple[Context, asyncio.Task[None]]] = {}
         self._taken = asyncio.Event()
+        self._beat_pause = heartbeat_interval
+        """The pause the heartbeat is waiting out."""
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.agent_id: str | None = None
@@ -261,7 +263,8 @@ class Worker:
         ctx = Context(task, self.name, self._loop)
         job = asyncio.create_task(self._work(client, ctx, slots))
         self._held[task.id] = (ctx, job)
-        self._taken.set()
+        if self._pause_for(float(task.timeout_seconds)) < self._beat_pause:
+            self._taken.set()
 
     async def _work(self, client: AsyncClient, ctx: Context, slots: asyncio.Semaphore) -> None:
         """Runs the handler while its reports go out in order, then reports the outcome.
@@ -328,19 +331,25 @@ class Worker:
         if not self._held:
             return self._heartbeat_interval
         shortest_lease = min(float(ctx.task.timeout_seconds) for ctx, _ in self._held.values())
-        return min(self._heartbeat_interval, _BUSY_BEAT_SECONDS, shortest_lease / 3)
+        return self._pause_for(shortest_lease)
+
+    def _pause_for(self, lease: float) -> float:
+        """Returns the heartbeat's pause while it holds a task whose lease lasts `lease` s."""
+        return min(self._heartbeat_interval, _BUSY_BEAT_SECONDS, lease / 3)
 
     async def _beat(self, client: AsyncClient) -> None:
         """Heartbeats listing the held tasks; signals the handlers of tasks no longer held.
 
-        A task taken while the heartbeat waits shortens its wait.
+        A task taken while the heartbeat waits shortens its wait, when its lease asks for a
+        shorter pause than the one being waited out.
         """
         assert self.agent_id is not None
         loop = asyncio.get_running_loop()
         last_beat = loop.time()  # joining counted as one
         while True:
             self._taken.clear()
-            wait = last_beat + self._heartbeat_pause() - loop.time()
+            self._beat_pause = self._heartbeat_pause()
+            wait = last_beat + self._beat_pause - loop.time()
             if wait > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._taken.wait(), timeout=wait)

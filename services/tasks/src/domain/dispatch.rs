@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tracing::warn;
 use uuid::Uuid;
 
-use crate::domain::{Claim, Task, TaskQueue};
+use crate::domain::task::MAX_CLAIM;
+use crate::domain::{Claim, Ending, LeaseRef, Task, TaskQueue};
 use crate::error::TaskError;
 
 /// How many agents one liveness question names: the agents service answers at most 1,000 per
@@ -64,19 +66,61 @@ impl Dispatcher {
         max_tasks: u32,
         wait: Duration,
     ) -> Result<Vec<Task>, TaskError> {
+        let claim = self.claim_of(agent_id, max_tasks, wait).await?;
+        self.queue.claim(claim).await
+    }
+
+    /// The claim of a registered, online agent, with what the registry says it can do.
+    async fn claim_of(
+        &self,
+        agent_id: Uuid,
+        max_tasks: u32,
+        wait: Duration,
+    ) -> Result<Claim, TaskError> {
         let profile = self.directory.profile(agent_id).await?;
         if !profile.online {
             return Err(TaskError::AgentOffline(agent_id));
         }
-        self.queue
-            .claim(Claim {
-                agent_id,
-                capabilities: profile.capabilities,
-                max_concurrency: profile.max_concurrency,
-                max_tasks,
-                wait,
-            })
-            .await
+        Ok(Claim {
+            agent_id,
+            capabilities: profile.capabilities,
+            max_concurrency: profile.max_concurrency,
+            max_tasks,
+            wait,
+        })
+    }
+
+    /// Ends the attempt `lease` names of task `id` as `ending` says, then claims up to
+    /// `claim_next` tasks (0 to [`MAX_CLAIM`]) for the lease's agent without waiting, so the
+    /// slot the attempt freed takes its next task in the same call. The ending stands whatever
+    /// the claim meets: a claim that cannot run (the agent went offline, the registry is out of
+    /// reach) is logged and hands out nothing, and the agent's worker claims as usual.
+    pub async fn finish(
+        &self,
+        id: Uuid,
+        lease: LeaseRef,
+        ending: Ending,
+        claim_next: u32,
+    ) -> Result<(Task, Vec<Task>), TaskError> {
+        if claim_next > MAX_CLAIM {
+            return Err(TaskError::Invalid(format!(
+                "claim_next must be between 0 and {MAX_CLAIM}"
+            )));
+        }
+        let task = self.queue.finish(id, lease, ending).await?;
+        if claim_next == 0 {
+            return Ok((task, Vec::new()));
+        }
+        let agent_id = lease.agent_id;
+        let claimed = match self.claim_of(agent_id, claim_next, Duration::ZERO).await {
+            Ok(claim) => self.queue.claim_now(claim).await,
+            Err(error) => Err(error),
+        };
+        let claimed = claimed.unwrap_or_else(|error| {
+            warn!(%agent_id, %error, "claim after a finished task did not run");
+            Vec::new()
+        });
+        Ok((task, claimed))
     }
 
     /// Returns the tasks of every agent that holds some but is deleted or offline to the

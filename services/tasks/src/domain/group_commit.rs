@@ -1,4 +1,5 @@
-//! Group commit for the queue's busiest writes, creates and completions: writes that arrive
+//! Group commit for the queue's busiest writes, creates, completions and the claims that follow
+//! completions: writes that arrive
 //! while others are being stored wait for the next transaction and share it, so a burst costs
 //! a few commits rather than one each. A write that finds nothing in flight is stored at once
 //! (a batch of one), so a lone write waits for no one. Each caller is answered after its
@@ -14,12 +15,13 @@ use swarm_kit::{StoreError, batching};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::domain::{Completion, NewTask, Task};
+use crate::domain::task::MAX_CLAIM;
+use crate::domain::{Claim, Completion, NewTask, Task};
 use crate::storage::{Insertion, TaskStore};
 
 /// The most writes one transaction stores.
 const MAX_GROUP: usize = 128;
-/// Shared transactions of one kind of write in flight at once.
+/// Shared transactions of one kind of write in flight at once, unless the kind says otherwise.
 const MAX_IN_FLIGHT: usize = 4;
 /// Writes waiting for a transaction at most; more wait to be queued.
 const QUEUE_DEPTH: usize = 4096;
@@ -33,6 +35,8 @@ pub trait GroupedWrite: Send + Sync + 'static {
     type Outcome: Send + 'static;
     /// Names the kind in the shared transaction's span.
     const KIND: &'static str;
+    /// How many shared transactions of the kind may be in flight at once.
+    const IN_FLIGHT: usize = MAX_IN_FLIGHT;
 
     /// Stores one write in a transaction of its own.
     async fn one(
@@ -120,6 +124,76 @@ impl GroupedWrite for Completions {
     }
 }
 
+/// Claims that do not wait, such as the next claims of finished attempts. The claims of one
+/// agent that arrive together become one claim of their total (at most [`MAX_CLAIM`]), whose
+/// tasks are dealt out in their order: an agent's slots then share a statement instead of
+/// queuing one by one behind the agent's claim lock. Each claim is answered with its tasks, or
+/// with why its agent's claim failed (other agents' claims in the group stand).
+#[derive(Debug)]
+pub struct Claims;
+
+#[async_trait]
+impl GroupedWrite for Claims {
+    type Item = Claim;
+    type Outcome = Result<Vec<Task>, StoreError>;
+    const KIND: &'static str = "claim";
+    /// One at a time, so that an agent's claims (which the queue sends to one group commit)
+    /// never wait for its claim lock behind one another, and the claims that arrive meanwhile
+    /// gather into the next statement.
+    const IN_FLIGHT: usize = 1;
+
+    async fn one(
+        store: &dyn TaskStore,
+        claim: &Claim,
+        now: i64,
+    ) -> Result<Self::Outcome, StoreError> {
+        Ok(store.claim(claim, now).await)
+    }
+
+    async fn many(
+        store: &dyn TaskStore,
+        claims: &[Claim],
+        now: i64,
+    ) -> Result<Vec<Self::Outcome>, StoreError> {
+        let mut outcomes: Vec<Self::Outcome> = claims.iter().map(|_| Ok(Vec::new())).collect();
+        let mut agents: Vec<Uuid> = Vec::new();
+        for claim in claims {
+            if !agents.contains(&claim.agent_id) {
+                agents.push(claim.agent_id);
+            }
+        }
+        for agent_id in agents {
+            let members: Vec<usize> = (0..claims.len())
+                .filter(|&index| claims[index].agent_id == agent_id)
+                .collect();
+            let wanted = members
+                .iter()
+                .map(|&index| claims[index].max_tasks)
+                .sum::<u32>()
+                .min(MAX_CLAIM);
+            let merged = Claim {
+                max_tasks: wanted,
+                ..claims[members[0]].clone()
+            };
+            match store.claim(&merged, now).await {
+                Ok(tasks) => {
+                    let mut tasks = tasks.into_iter();
+                    for index in members {
+                        let share = usize::try_from(claims[index].max_tasks).unwrap_or(usize::MAX);
+                        outcomes[index] = Ok(tasks.by_ref().take(share).collect());
+                    }
+                }
+                Err(error) => {
+                    for index in members {
+                        outcomes[index] = Err(error.clone());
+                    }
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
 /// A write waiting for its transaction, and where its outcome goes.
 struct Pending<W: GroupedWrite> {
     item: W::Item,
@@ -155,7 +229,7 @@ impl<W: GroupedWrite> GroupCommit<W> {
         let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
         tokio::spawn(batching::run(
             pending,
-            MAX_IN_FLIGHT,
+            W::IN_FLIGHT,
             MAX_GROUP,
             |writes| tracing::info_span!("tasks.group_commit", kind = W::KIND, writes),
             move |batch| {

@@ -23,7 +23,7 @@ pub use queue::{HeldSync, QueueSettings, TaskQueue};
 pub use retry::RetryPolicy;
 pub use schedule::{CronSchedule, NewSchedule, Schedule, ScheduleUpdate, TaskTemplate};
 pub use scheduler::Scheduler;
-pub use task::{Claim, Completion, LeaseRef, NewTask, Task, TaskFilter, TaskStatus};
+pub use task::{Claim, Completion, Ending, LeaseRef, NewTask, Task, TaskFilter, TaskStatus};
 pub use waiters::ReadyWork;
 pub use workflow::{
     NewWorkflow, Workflow, WorkflowFilter, WorkflowGraph, WorkflowStatus, WorkflowStep,

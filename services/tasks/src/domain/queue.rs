@@ -22,20 +22,23 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::domain::group_commit::{self, Completions, Creates, GroupCommit};
+use crate::domain::group_commit::{self, Claims, Completions, Creates, GroupCommit};
 use crate::domain::idempotency::fingerprint;
 use crate::domain::task::{MAX_CLAIM, MAX_ERROR_CHARS, json_text};
 use crate::domain::waiters::{ReadyWork, Waiters};
 use crate::domain::watchers::{Seen, Watchers};
 use crate::domain::{
-    Attempt, Claim, Completion, LeaseRef, Message, MessageScope, NewMessage, NewTask, NewWorkflow,
-    RetryPolicy, Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter, WorkflowGraph,
+    Attempt, Claim, Completion, Ending, LeaseRef, Message, MessageScope, NewMessage, NewTask,
+    NewWorkflow, RetryPolicy, Task, TaskFilter, TaskStatus, Workflow, WorkflowFilter,
+    WorkflowGraph,
 };
 use crate::error::TaskError;
 use crate::storage::{Insertion, Release, TaskStore, TaskVersion, WorkflowRecord};
 
 /// The longest a claim may wait for work.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
+/// Lanes of claims that do not wait (see [`TaskQueue::claim_now`]).
+const CLAIM_LANES: usize = 4;
 /// The most tasks one batch creates.
 pub const MAX_BATCH: usize = 1000;
 /// The most dependencies one batch records (both backends bind two values each).
@@ -115,6 +118,9 @@ pub struct TaskQueue {
     creates: GroupCommit<Creates>,
     /// Completions, stored in shared transactions.
     completions: GroupCommit<Completions>,
+    /// Claims that do not wait, merged per agent: an agent's claims always take the same lane,
+    /// whose claims run one group at a time, while other lanes run beside it.
+    claims: Vec<GroupCommit<Claims>>,
     settings: QueueSettings,
     clock: Arc<Clock>,
     waiters: Waiters,
@@ -153,10 +159,14 @@ impl TaskQueue {
         };
         let creates = GroupCommit::start(Arc::clone(&store), stamp());
         let completions = GroupCommit::start(Arc::clone(&store), stamp());
+        let claims = (0..CLAIM_LANES)
+            .map(|_| GroupCommit::start(Arc::clone(&store), stamp()))
+            .collect();
         let queue = Arc::new(Self {
             store,
             creates,
             completions,
+            claims,
             settings,
             clock,
             waiters: Waiters::default(),
@@ -517,11 +527,7 @@ impl TaskQueue {
     /// announced to it (each new task is announced to one waiting claim); it returns an empty
     /// list when the wait ends without work.
     pub async fn claim(&self, claim: Claim) -> Result<Vec<Task>, TaskError> {
-        if !(1..=MAX_CLAIM).contains(&claim.max_tasks) {
-            return Err(TaskError::Invalid(format!(
-                "max_tasks must be between 1 and {MAX_CLAIM}"
-            )));
-        }
+        check_claim_size(claim.max_tasks)?;
         let deadline = Instant::now() + claim.wait.min(MAX_CLAIM_WAIT);
         let mut woken_for = None;
         loop {
@@ -532,7 +538,7 @@ impl TaskQueue {
             let mut wait = self.waiters.enlist(claim.agent_id, &claim.capabilities);
             let tasks = self.store.claim(&claim, self.now_millis()).await?;
             if !tasks.is_empty() {
-                self.record_claimed(&claim, &tasks);
+                self.record_claimed(claim.agent_id, &tasks);
                 return Ok(tasks);
             }
             if let Some(work) = woken_for.take() {
@@ -546,7 +552,22 @@ impl TaskQueue {
         }
     }
 
-    fn record_claimed(&self, claim: &Claim, tasks: &[Task]) {
+    /// Claims up to `claim.max_tasks` tasks without waiting. Claims of one agent that arrive
+    /// together share one statement (see [`Claims`]), so the slots an agent's finished tasks
+    /// freed are refilled at the cost of one claim.
+    pub async fn claim_now(&self, claim: Claim) -> Result<Vec<Task>, TaskError> {
+        check_claim_size(claim.max_tasks)?;
+        if self.something_due() {
+            self.queue_due().await?;
+        }
+        let agent_id = claim.agent_id;
+        let lane = usize::from(agent_id.as_bytes()[15]) % self.claims.len();
+        let tasks = self.claims[lane].write(claim).await??;
+        self.record_claimed(agent_id, &tasks);
+        Ok(tasks)
+    }
+
+    fn record_claimed(&self, agent_id: Uuid, tasks: &[Task]) {
         let claimed_at = self.now_millis();
         for task in tasks {
             let waited = u64::try_from(claimed_at - task.available_at).unwrap_or(0);
@@ -555,7 +576,7 @@ impl TaskQueue {
                     .histogram(&names::TASK_QUEUE_WAIT, &[])
                     .observe(Duration::from_millis(waited));
             }
-            debug!(task_id = %task.id, agent_id = %claim.agent_id, attempt = task.attempts, "task claimed");
+            debug!(task_id = %task.id, %agent_id, attempt = task.attempts, "task claimed");
             self.publish(task.clone());
         }
     }
@@ -702,6 +723,20 @@ impl TaskQueue {
             None => answer_repeat(self.get(id).await?, lease, |task| {
                 task.result.as_deref() == Some(result.as_str())
             }),
+        }
+    }
+
+    /// Ends the attempt `lease` names of task `id` as `ending` says: completes it
+    /// ([`TaskQueue::complete`]) or fails it ([`TaskQueue::fail`]).
+    pub async fn finish(
+        &self,
+        id: Uuid,
+        lease: LeaseRef,
+        ending: Ending,
+    ) -> Result<Task, TaskError> {
+        match ending {
+            Ending::Completed { result } => self.complete(id, lease, result).await,
+            Ending::Failed { error, retryable } => self.fail(id, lease, error, retryable).await,
         }
     }
 
@@ -1044,6 +1079,17 @@ fn missing_dependency(id: Uuid) -> TaskError {
 /// that attempt's own report ended it and `same_outcome` says this one repeats it (an answer
 /// lost on the way), the task as it is; a different outcome is refused, and so is any other
 /// caller.
+/// Refuses a claim for fewer than one or more than [`MAX_CLAIM`] tasks.
+fn check_claim_size(max_tasks: u32) -> Result<(), TaskError> {
+    if (1..=MAX_CLAIM).contains(&max_tasks) {
+        Ok(())
+    } else {
+        Err(TaskError::Invalid(format!(
+            "max_tasks must be between 1 and {MAX_CLAIM}"
+        )))
+    }
+}
+
 fn answer_repeat(
     task: Task,
     lease: LeaseRef,

@@ -454,6 +454,23 @@ pub struct Completion {
     pub result: String,
 }
 
+/// How a held attempt ended, as its agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// It completed with a result (JSON text; empty means null).
+    Completed {
+        /// What it produced.
+        result: String,
+    },
+    /// It failed.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+}
+
 /// Names the attempt a report is about: the agent, and the lease when the agent has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseRef {
