@@ -197,16 +197,12 @@ impl WorkerService for WorkerGrpc {
         &self,
         request: Request<tasks_pb::FinishTaskRequest>,
     ) -> Result<Response<tasks_pb::FinishTaskResponse>, Status> {
-        use tasks_pb::finish_task_request::Outcome;
         let (metadata, _, mut finish) = request.into_parts();
-        let lease = match &mut finish.outcome {
-            Some(Outcome::Complete(completion)) => &mut completion.lease,
-            Some(Outcome::Fail(failure)) => &mut failure.lease,
-            None => {
-                return Err(status(ApiError::invalid(
-                    "outcome is required: complete or fail",
-                )));
-            }
+        let Some(lease) = workers::finish_lease(&mut finish) else {
+            self.caller(metadata).await?;
+            return Err(status(ApiError::invalid(
+                "outcome is required: complete or fail",
+            )));
         };
         self.lease_for_caller(metadata, lease).await?;
         answer(

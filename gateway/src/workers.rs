@@ -96,6 +96,17 @@ impl Report {
     }
 }
 
+/// The lease a finish (an ending and the next claim) names; `None` when it names no ending.
+pub fn finish_lease(
+    finish: &mut tasks_pb::FinishTaskRequest,
+) -> Option<&mut Option<tasks_pb::LeaseRef>> {
+    use tasks_pb::finish_task_request::Outcome;
+    match finish.outcome.as_mut()? {
+        Outcome::Complete(completion) => Some(&mut completion.lease),
+        Outcome::Fail(failure) => Some(&mut failure.lease),
+    }
+}
+
 /// Sends `report` to the tasks service and returns the task as it is afterwards.
 pub async fn report(state: &AppState, report: Report) -> Result<tasks_pb::Task, tonic::Status> {
     let mut tasks = state.tasks.clone();

@@ -304,12 +304,15 @@ impl Assignment {
 
     /// Reports a handler's outcome and claims up to `claim_next` more tasks in the same call,
     /// retrying with a jittered backoff while the gateway is out of reach (a repeated report
-    /// whose first answer was lost gets the same answer). A refused report means the lease was
-    /// lost (expired or taken back): the task belongs to another attempt now, and this outcome
-    /// does not count. Returns the tasks claimed.
+    /// whose first answer was lost gets the same answer). Only the first try claims: tasks a
+    /// lost answer carried are not claimed twice over, and the queue takes them back within a
+    /// heartbeat or so. A refused report means the lease was lost (expired or taken back): the
+    /// task belongs to another attempt now, and this outcome does not count. Returns the tasks
+    /// claimed.
     async fn report(&self, outcome: Result<Value, Failure>, claim_next: u32) -> Vec<Assignment> {
         let mut pause = RETRY_PAUSE;
         for attempt in 1..=REPORT_ATTEMPTS {
+            let claim_next = if attempt == 1 { claim_next } else { 0 };
             match self.finish(&outcome, claim_next).await {
                 Ok(claimed) => {
                     debug!(task_id = %self.id, claimed = claimed.len(), "outcome reported");
@@ -390,12 +393,17 @@ impl Held {
     /// Records a task the worker starts on, and wakes the heartbeat when the task's lease asks
     /// for a shorter pause than the one it is waiting out.
     fn take(&self, assignment: &Assignment) {
-        self.lock().insert(
-            assignment.id.clone(),
-            (assignment.cancel.clone(), assignment.timeout_seconds),
-        );
-        let pause = busy_pause(assignment.timeout_seconds);
-        if pause.as_millis() < u128::from(self.waiting_ms.load(Ordering::Relaxed)) {
+        // The pause is read under the lock that `heartbeat_pause` notes it under, so the
+        // heartbeat either sees this task or its pause is the one compared here.
+        let waiting_ms = {
+            let mut tasks = self.lock();
+            tasks.insert(
+                assignment.id.clone(),
+                (assignment.cancel.clone(), assignment.timeout_seconds),
+            );
+            self.waiting_ms.load(Ordering::Relaxed)
+        };
+        if busy_pause(assignment.timeout_seconds).as_millis() < u128::from(waiting_ms) {
             self.taken.notify_one();
         }
     }
@@ -404,7 +412,8 @@ impl Held {
     /// [`BUSY_HEARTBEAT`] and a third of the shortest lease, so leases never lapse under a
     /// handler that does not report. Notes it as the pause being waited out.
     fn heartbeat_pause(&self, period: Duration) -> Duration {
-        let shortest_lease = self.lock().values().map(|(_, lease)| *lease).min();
+        let tasks = self.lock();
+        let shortest_lease = tasks.values().map(|(_, lease)| *lease).min();
         let pause = shortest_lease.map_or(period, |seconds| period.min(busy_pause(seconds)));
         let millis = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
         self.waiting_ms.store(millis, Ordering::Relaxed);
@@ -527,7 +536,8 @@ impl Worker {
     /// to the claim loop, which long-polls for every free slot at once. While handlers run,
     /// heartbeats renew their leases and raise each one's cancellation signal when its task is
     /// cancelled. Transient service errors are retried; at shutdown it stops claiming and
-    /// waits for running handlers to report.
+    /// waits for running handlers to report (a report already on its way when the worker
+    /// stops may still bring its slot one more task, which runs and reports too).
     pub async fn run<H, Fut>(
         &self,
         handler: H,

@@ -1,7 +1,7 @@
 //! Agent work routes, the REST twins of the worker gRPC calls: claim tasks, then report on a
-//! held task (progress, completion, failure, or an ending that claims the next tasks in the same
-//! call). Every report names the agent that holds the task
-//! (and, optionally, the attempt's lease); an agent key may only name its own agent.
+//! held task (progress, completion, failure, or an ending that claims the next tasks in the
+//! same call). Every report names the agent that holds the task (and, optionally, the
+//! attempt's lease); an agent key may only name its own agent.
 
 use std::time::Duration;
 

@@ -228,7 +228,7 @@ def finish_task(
     return Call(
         "POST",
         f"/api/tasks/{_id(task.id)}/finish",
-        lambda answer: (Task(answer["task"]), [Task(next) for next in answer["claimed"]]),
+        lambda answer: (Task(answer["task"]), [Task(claimed) for claimed in answer["claimed"]]),
         json=body,
     )
 

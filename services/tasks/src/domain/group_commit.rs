@@ -1,11 +1,11 @@
-//! Group commit for the queue's busiest writes, creates, completions and the claims that follow
-//! completions: writes that arrive
+//! Group commit for the queue's busiest writes, creates and completions: writes that arrive
 //! while others are being stored wait for the next transaction and share it, so a burst costs
 //! a few commits rather than one each. A write that finds nothing in flight is stored at once
 //! (a batch of one), so a lone write waits for no one. Each caller is answered after its
 //! transaction commits: a 201 still means stored, a completion still means completed. Should a
 //! shared transaction be refused, each of its writes is stored on its own, so one write's
-//! failure is never another's.
+//! failure is never another's. Claims that do not wait are grouped the same way, but each
+//! agent's claims in a group become one claim statement of their own (see [`Claims`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -137,9 +137,9 @@ impl GroupedWrite for Claims {
     type Item = Claim;
     type Outcome = Result<Vec<Task>, StoreError>;
     const KIND: &'static str = "claim";
-    /// One at a time, so that an agent's claims (which the queue sends to one group commit)
-    /// never wait for its claim lock behind one another, and the claims that arrive meanwhile
-    /// gather into the next statement.
+    /// One group at a time, so that an agent's claims (which the queue always sends to the same
+    /// group commit) never wait for its claim lock behind one another, and the claims that
+    /// arrive meanwhile gather into the next statement.
     const IN_FLIGHT: usize = 1;
 
     async fn one(
@@ -155,39 +155,42 @@ impl GroupedWrite for Claims {
         claims: &[Claim],
         now: i64,
     ) -> Result<Vec<Self::Outcome>, StoreError> {
-        let mut outcomes: Vec<Self::Outcome> = claims.iter().map(|_| Ok(Vec::new())).collect();
-        let mut agents: Vec<Uuid> = Vec::new();
-        for claim in claims {
-            if !agents.contains(&claim.agent_id) {
-                agents.push(claim.agent_id);
+        // Each agent's claims, by their places in `claims`, in the order the agents first ask.
+        let mut by_agent: Vec<(Uuid, Vec<usize>)> = Vec::new();
+        for (index, claim) in claims.iter().enumerate() {
+            match by_agent
+                .iter_mut()
+                .find(|(agent_id, _)| *agent_id == claim.agent_id)
+            {
+                Some((_, members)) => members.push(index),
+                None => by_agent.push((claim.agent_id, vec![index])),
             }
         }
-        for agent_id in agents {
-            let members: Vec<usize> = (0..claims.len())
-                .filter(|&index| claims[index].agent_id == agent_id)
-                .collect();
+        // Different agents' claims take different locks: they run side by side.
+        let merged = by_agent.iter().map(|(_, members)| {
             let wanted = members
                 .iter()
                 .map(|&index| claims[index].max_tasks)
                 .sum::<u32>()
                 .min(MAX_CLAIM);
-            let merged = Claim {
+            let claim = Claim {
                 max_tasks: wanted,
                 ..claims[members[0]].clone()
             };
-            match store.claim(&merged, now).await {
-                Ok(tasks) => {
-                    let mut tasks = tasks.into_iter();
-                    for index in members {
+            async move { store.claim(&claim, now).await }
+        });
+        let answers = futures_util::future::join_all(merged).await;
+        let mut outcomes: Vec<Self::Outcome> = claims.iter().map(|_| Ok(Vec::new())).collect();
+        for ((_, members), answer) in by_agent.into_iter().zip(answers) {
+            let mut tasks = answer.map(Vec::into_iter);
+            for index in members {
+                outcomes[index] = match &mut tasks {
+                    Ok(tasks) => {
                         let share = usize::try_from(claims[index].max_tasks).unwrap_or(usize::MAX);
-                        outcomes[index] = Ok(tasks.by_ref().take(share).collect());
+                        Ok(tasks.by_ref().take(share).collect())
                     }
-                }
-                Err(error) => {
-                    for index in members {
-                        outcomes[index] = Err(error.clone());
-                    }
-                }
+                    Err(error) => Err(error.clone()),
+                };
             }
         }
         Ok(outcomes)

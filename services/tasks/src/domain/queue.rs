@@ -1075,10 +1075,6 @@ fn missing_dependency(id: Uuid) -> TaskError {
     TaskError::Invalid(format!("depends_on names task {id}, which does not exist"))
 }
 
-/// Answers a completion or failure that `lease` cannot make because its attempt is over: when
-/// that attempt's own report ended it and `same_outcome` says this one repeats it (an answer
-/// lost on the way), the task as it is; a different outcome is refused, and so is any other
-/// caller.
 /// Refuses a claim for fewer than one or more than [`MAX_CLAIM`] tasks.
 fn check_claim_size(max_tasks: u32) -> Result<(), TaskError> {
     if (1..=MAX_CLAIM).contains(&max_tasks) {
@@ -1090,6 +1086,10 @@ fn check_claim_size(max_tasks: u32) -> Result<(), TaskError> {
     }
 }
 
+/// Answers a completion or failure that `lease` cannot make because its attempt is over: when
+/// that attempt's own report ended it and `same_outcome` says this one repeats it (an answer
+/// lost on the way), the task as it is; a different outcome is refused, and so is any other
+/// caller.
 fn answer_repeat(
     task: Task,
     lease: LeaseRef,
