@@ -325,7 +325,7 @@ mod tests {
             described, operations,
             "every described operation is a route"
         );
-        assert_eq!(described, 50);
+        assert_eq!(described, 51);
         let create = &paths["/api/tasks"]["post"];
         assert_eq!(
             create["responses"]["400"]["content"]["application/json"]["schema"]["$ref"],
