@@ -148,6 +148,23 @@ impl SdkError {
             _ => false,
         }
     }
+
+    /// Tells whether a claim refused this way will be refused again however long the worker
+    /// waits: its key is unknown or may not act for the agent, the request is invalid, or the
+    /// agent is gone. Any other failure (the gateway out of reach or failing unexpectedly, the
+    /// agent offline until its next heartbeat) is worth claiming again after a pause.
+    pub fn ends_the_worker(&self) -> bool {
+        let Self::Status(status) = self else {
+            return true;
+        };
+        matches!(
+            status.code(),
+            tonic::Code::Unauthenticated
+                | tonic::Code::PermissionDenied
+                | tonic::Code::InvalidArgument
+                | tonic::Code::NotFound
+        )
+    }
 }
 
 /// How a handler says a task failed.
@@ -535,9 +552,11 @@ impl Worker {
     /// queue keeps the slots full without a claim of their own; a slot that gets none goes back
     /// to the claim loop, which long-polls for every free slot at once. While handlers run,
     /// heartbeats renew their leases and raise each one's cancellation signal when its task is
-    /// cancelled. Transient service errors are retried; at shutdown it stops claiming and
-    /// waits for running handlers to report (a report already on its way when the worker
-    /// stops may still bring its slot one more task, which runs and reports too).
+    /// cancelled. A refused claim ends it only when waiting cannot help
+    /// ([`SdkError::ends_the_worker`]); other failures are retried after a pause. At shutdown
+    /// it stops claiming and waits for running handlers to report (a report already on its way
+    /// when the worker stops may still bring its slot one more task, which runs and reports
+    /// too).
     pub async fn run<H, Fut>(
         &self,
         handler: H,
@@ -582,7 +601,7 @@ impl Worker {
                         running.spawn(slot.work(assignment, handler.clone()));
                     }
                 }
-                Err(error) if error.is_transient() => {
+                Err(error) if !error.ends_the_worker() => {
                     warn!(%error, "claim failed; retrying");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
@@ -700,5 +719,19 @@ mod tests {
         assert!(SdkError::Status(tonic::Status::unavailable("restarting")).is_transient());
         assert!(!SdkError::Status(tonic::Status::unknown("a handler panicked")).is_transient());
         assert!(!SdkError::Status(tonic::Status::permission_denied("not yours")).is_transient());
+    }
+
+    #[test]
+    fn only_a_refusal_that_will_not_change_ends_the_worker() {
+        let ends = |status| SdkError::Status(status).ends_the_worker();
+        assert!(ends(tonic::Status::unauthenticated("unknown key")));
+        assert!(ends(tonic::Status::permission_denied("another agent")));
+        assert!(ends(tonic::Status::invalid_argument("max_tasks")));
+        assert!(ends(tonic::Status::not_found("agent deleted")));
+        assert!(!ends(tonic::Status::unavailable("restarting")));
+        assert!(!ends(tonic::Status::unknown("stream reset")));
+        assert!(!ends(tonic::Status::internal("internal error")));
+        assert!(!ends(tonic::Status::failed_precondition("agent offline")));
+        assert!(SdkError::Invalid("bad key".into()).ends_the_worker());
     }
 }
