@@ -207,6 +207,12 @@ async fn calls_spread_over_replicas_and_ride_out_one_killed() {
     let database = TestDatabase::new(Backend::Postgres).await;
     let redis = RedisServer::start();
     let mut deployment = Deployment::start(database.url(), &redis.url()).await;
+    // The worker's log is kept for the failure message.
+    let worker_log = std::env::temp_dir().join(format!(
+        "swarm-replicas-worker-{}-{}.log",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
     let mut worker = swarm(&deployment.gateway)
         .args([
             "agent",
@@ -216,7 +222,7 @@ async fn calls_spread_over_replicas_and_ride_out_one_killed() {
             "32",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&worker_log).expect("the worker's log opens"))
         .spawn()
         .expect("swarm agent starts");
 
@@ -295,12 +301,25 @@ async fn calls_spread_over_replicas_and_ride_out_one_killed() {
             assert_ne!(task["status"], "failed", "{task}");
             assert!(
                 Instant::now() < deadline,
-                "never completed: {task}; the worker: {:?}",
-                worker.try_wait()
+                "never completed: {task}; the worker: {:?}; its log ends:\n{}",
+                worker.try_wait(),
+                log_tail(&worker_log)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     worker.kill().unwrap();
     worker.wait().unwrap();
+    std::fs::remove_file(&worker_log).ok();
+}
+
+/// The last lines of the log at `path`, or why it cannot be read.
+fn log_tail(path: &std::path::Path) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(log) => {
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        }
+        Err(error) => format!("(unreadable: {error})"),
+    }
 }

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from swarm_sdk import Client, Fatal, Task, Worker
+from swarm_sdk import Client, Fatal, SwarmError, Task, Worker
+from swarm_sdk.worker import _ends_the_worker
 
 from .conftest import AGENT_TTL_SECONDS, Swarm
 
@@ -287,3 +288,16 @@ def test_with_an_agent_key_the_worker_is_that_key_s_agent(client: Client, swarm:
     finally:
         worker.stop()
         runner.join(timeout=30)
+
+
+def test_only_a_claim_refusal_that_will_not_change_ends_the_worker() -> None:
+    def ends(status: int, code: str) -> bool:
+        return _ends_the_worker(SwarmError(status, code, "refused"))
+
+    assert ends(400, "invalid_argument")
+    assert ends(401, "unauthenticated")
+    assert ends(403, "permission_denied")
+    assert ends(404, "not_found")
+    assert not ends(409, "failed_precondition")  # offline until the next heartbeat
+    assert not ends(500, "internal")
+    assert not ends(503, "unavailable")

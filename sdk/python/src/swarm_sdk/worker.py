@@ -55,6 +55,10 @@ _MAX_CLAIM = 100
 _BUSY_BEAT_SECONDS = 1.0
 _REPORT_PATIENCE_SECONDS = 60.0
 _TRANSIENT_STATUSES = frozenset({0, 429, 502, 503, 504})
+_FINAL_CLAIM_STATUSES = frozenset({400, 401, 403, 404})
+"""Claim refusals that waiting cannot change: a bad request, an unknown key, a key that may
+not act for the agent, an agent that is gone."""
+_CLAIM_RETRY_PAUSE_SECONDS = 0.5
 
 
 class Retry(Exception):
@@ -67,6 +71,15 @@ class Fatal(Exception):
 
 def _transient(error: BaseException) -> bool:
     return isinstance(error, SwarmError) and error.status in _TRANSIENT_STATUSES
+
+
+def _ends_the_worker(error: SwarmError) -> bool:
+    """Tells whether a claim refused with `error` will be refused again however long one waits.
+
+    Any other failure (an unexpected 500, an agent offline until its next heartbeat) is worth
+    claiming again after a pause.
+    """
+    return error.status in _FINAL_CLAIM_STATUSES
 
 
 def _retrying(stop: StopBaseT) -> AsyncRetrying:
@@ -249,9 +262,13 @@ class Worker:
             try:
                 tasks = claim.result()
             except SwarmError as error:
-                log.error("claim refused; stopping", extra={"error": str(error)})
-                self._stop.set()
                 tasks = []
+                if _ends_the_worker(error):
+                    log.error("claim refused; stopping", extra={"error": str(error)})
+                    self._stop.set()
+                else:
+                    log.warning("claim failed; retrying", extra={"error": str(error)})
+                    await asyncio.wait({stopping}, timeout=_CLAIM_RETRY_PAUSE_SECONDS)
             for _ in range(taken - len(tasks)):
                 slots.release()
             for task in tasks:
