@@ -34,7 +34,8 @@
 //! ```
 //!
 //! Lower-level calls ([`Worker::claim`], [`Assignment::progress`], [`Assignment::complete`],
-//! [`Assignment::fail`], [`Assignment::finish`]) are there for agents that schedule work themselves.
+//! [`Assignment::fail`], [`Assignment::finish`]) are there for agents that schedule work
+//! themselves.
 
 mod worker;
 

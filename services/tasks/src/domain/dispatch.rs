@@ -112,11 +112,11 @@ impl Dispatcher {
             return Ok((task, Vec::new()));
         }
         let agent_id = lease.agent_id;
-        let claimed = match self.claim_of(agent_id, claim_next, Duration::ZERO).await {
-            Ok(claim) => self.queue.claim_now(claim).await,
-            Err(error) => Err(error),
+        let claim_next = async {
+            let claim = self.claim_of(agent_id, claim_next, Duration::ZERO).await?;
+            self.queue.claim_now(claim).await
         };
-        let claimed = claimed.unwrap_or_else(|error| {
+        let claimed = claim_next.await.unwrap_or_else(|error| {
             warn!(%agent_id, %error, "claim after a finished task did not run");
             Vec::new()
         });

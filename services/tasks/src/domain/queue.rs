@@ -491,6 +491,15 @@ impl TaskQueue {
         Ok(())
     }
 
+    /// Queues the scheduled tasks that are due, when this process knows of one, so a claim
+    /// sees them.
+    async fn queue_due_before_claiming(&self) -> Result<(), TaskError> {
+        if self.something_due() {
+            self.queue_due().await?;
+        }
+        Ok(())
+    }
+
     /// Tells whether a scheduled task is due by now, as far as this process knows.
     fn something_due(&self) -> bool {
         self.next_due.load(Ordering::SeqCst) <= self.now_millis()
@@ -531,9 +540,7 @@ impl TaskQueue {
         let deadline = Instant::now() + claim.wait.min(MAX_CLAIM_WAIT);
         let mut woken_for = None;
         loop {
-            if self.something_due() {
-                self.queue_due().await?;
-            }
+            self.queue_due_before_claiming().await?;
             // Enlist before looking, so work announced meanwhile is not missed.
             let mut wait = self.waiters.enlist(claim.agent_id, &claim.capabilities);
             let tasks = self.store.claim(&claim, self.now_millis()).await?;
@@ -557,9 +564,7 @@ impl TaskQueue {
     /// freed are refilled at the cost of one claim.
     pub async fn claim_now(&self, claim: Claim) -> Result<Vec<Task>, TaskError> {
         check_claim_size(claim.max_tasks)?;
-        if self.something_due() {
-            self.queue_due().await?;
-        }
+        self.queue_due_before_claiming().await?;
         let agent_id = claim.agent_id;
         let lane = usize::from(agent_id.as_bytes()[15]) % self.claims.len();
         let tasks = self.claims[lane].write(claim).await??;
