@@ -716,6 +716,10 @@ async fn claims_made_together_share_statements_and_respect_concurrency(backend: 
         max_concurrency: 5,
         ..claim_for(agent_id, &[], max_tasks)
     };
+    // A process's first claim looks for due scheduled tasks, which would spread the claims
+    // below apart in time: one made beforehand lets them arrive together.
+    let first = f.queue.claim_now(limited(Uuid::now_v7(), 1)).await.unwrap();
+    assert_eq!(first.len(), 1);
     let before = f.store.claims();
     // The busy agent asks for seven tasks in all, with five slots.
     let asks = [(busy, 1), (busy, 2), (busy, 1), (busy, 3), (other, 2)];
