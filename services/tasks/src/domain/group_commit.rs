@@ -53,7 +53,7 @@ pub trait GroupedWrite: Send + Sync + 'static {
     ) -> Result<Vec<Self::Outcome>, StoreError>;
 }
 
-/// Independent creates (no idempotency key, nothing depended on; see [`groupable`]).
+/// Creates of tasks that stand alone (see [`NewTask::stands_alone`]).
 #[derive(Debug)]
 pub struct Creates;
 
@@ -288,12 +288,6 @@ async fn store_group<W: GroupedWrite>(store: &dyn TaskStore, batch: Vec<Pending<
     for (outcome, item) in outcomes.into_iter().zip(&items) {
         outcome.send(W::one(store, item, now).await).ok();
     }
-}
-
-/// Whether `task` may share a transaction with others: it names no idempotency key (which
-/// must be checked in its own transaction) and depends on nothing.
-pub fn groupable(task: &NewTask) -> bool {
-    task.idempotency_key.is_none() && task.depends_on.is_empty() && task.after.is_empty()
 }
 
 /// The answer to a write that arrives while the service stops.

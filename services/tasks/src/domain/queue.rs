@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::domain::group_commit::{self, Claims, Completions, Creates, GroupCommit};
+use crate::domain::group_commit::{Claims, Completions, Creates, GroupCommit};
 use crate::domain::idempotency::fingerprint;
 use crate::domain::task::{MAX_CLAIM, MAX_ERROR_CHARS, json_text};
 use crate::domain::waiters::{ReadyWork, Waiters};
@@ -198,7 +198,7 @@ impl TaskQueue {
         let task = task.validated()?;
         self.check_dependencies(std::slice::from_ref(&task)).await?;
         let fingerprint = task.idempotency_key.is_some().then(|| fingerprint(&task));
-        let insertion = if group_commit::groupable(&task) {
+        let insertion = if task.stands_alone() {
             self.creates.write(task).await?
         } else {
             self.store

@@ -361,6 +361,13 @@ impl NewTask {
         Ok(self)
     }
 
+    /// Whether the task stands alone: it names no idempotency key (which must be looked up
+    /// before it is stored) and depends on nothing. Such tasks are stored by one statement, and
+    /// may share it with others.
+    pub fn stands_alone(&self) -> bool {
+        self.idempotency_key.is_none() && self.depends_on.is_empty() && self.after.is_empty()
+    }
+
     /// How many tasks it depends on.
     pub fn dependency_count(&self) -> usize {
         self.depends_on.len() + self.after.len()
