@@ -74,9 +74,13 @@ pub async fn relay_task_ready(
             tokio::select! {
                 () = stop.cancelled() => return,
                 notification = listener.recv() => match notification {
-                    Ok(notification) => match notification.payload().parse() {
-                        Ok(id) => wake(id),
-                        Err(_) => tracing::debug!(payload = notification.payload(), "task notification names no task"),
+                    // A notification names one task, or the tasks one statement created,
+                    // comma-separated (see migration 0015).
+                    Ok(notification) => for id in notification.payload().split(',') {
+                        match id.parse() {
+                            Ok(id) => wake(id),
+                            Err(_) => tracing::debug!(payload = notification.payload(), "task notification names no task"),
+                        }
                     },
                     Err(error) => {
                         tracing::warn!(%error, "task notifications interrupted");
@@ -374,7 +378,7 @@ mod tests {
 
     use super::*;
     use crate::domain::NewTask;
-    use crate::storage::TaskStore;
+    use crate::storage::{Insertion, TaskStore};
 
     async fn insert(store: &PostgresTaskStore, count: usize, capability: &str) {
         let task = NewTask {
@@ -423,5 +427,75 @@ mod tests {
         assert!(plan.contains("tasks_claim_set_idx"), "{plan}");
         assert!(!plan.contains("tasks_ready_idx"), "{plan}");
         assert!(!plan.contains("Seq Scan"), "{plan}");
+    }
+
+    /// Waits for the ids `relay` hears until every one of `expected` came, and returns what it
+    /// heard meanwhile; fails after a few seconds.
+    async fn hear_all(
+        heard: &mut tokio::sync::mpsc::UnboundedReceiver<Uuid>,
+        expected: &std::collections::HashSet<Uuid>,
+    ) -> std::collections::HashSet<Uuid> {
+        let mut got = std::collections::HashSet::new();
+        while !expected.is_subset(&got) {
+            let id = tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv())
+                .await
+                .unwrap_or_else(|_| panic!("heard {} of {} tasks", got.len(), expected.len()))
+                .expect("the relay runs");
+            got.insert(id);
+        }
+        got
+    }
+
+    /// Every task a statement creates queued is announced to the replicas' relays, however
+    /// many the statement creates (one notification holds up to 200); a scheduled task is
+    /// announced when it becomes queued, not before.
+    #[tokio::test]
+    async fn created_tasks_are_announced_to_every_replica() {
+        let database = TestDatabase::new(Backend::Postgres).await;
+        crate::storage::open(database.pool()).await.unwrap();
+        let Pool::Postgres(pool) = database.pool() else {
+            unreachable!("a PostgreSQL test database")
+        };
+        let store = PostgresTaskStore::new(pool.clone());
+        let (woken, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let relay = tokio::spawn(relay_task_ready(
+            pool.clone(),
+            move |id| {
+                let _ = woken.send(id);
+            },
+            stop.clone(),
+        ));
+        let created = |insertion| match insertion {
+            Insertion::Created(tasks) => tasks,
+            _ => unreachable!("tasks that stand alone are created"),
+        };
+        // The relay listens once its connection is up: create until it hears.
+        loop {
+            let probe = created(store.insert(&NewTask::default(), None, 1).await.unwrap());
+            let listening =
+                tokio::time::timeout(std::time::Duration::from_millis(200), heard.recv());
+            if listening.await.is_ok_and(|id| id == Some(probe[0].id)) {
+                break;
+            }
+        }
+        let scheduled = NewTask {
+            delay_seconds: Some(60),
+            ..NewTask::default()
+        };
+        let mut tasks = vec![NewTask::default(); 450];
+        tasks.push(scheduled);
+        let tasks = created(store.insert_many(&tasks, 1).await.unwrap());
+        let queued: std::collections::HashSet<Uuid> =
+            tasks[..450].iter().map(|task| task.id).collect();
+        let later = tasks[450].id;
+        let got = hear_all(&mut heard, &queued).await;
+        assert!(!got.contains(&later), "a scheduled task is announced early");
+
+        let due = store.queue_due(1 + 61_000, 10).await.unwrap();
+        assert_eq!(due.iter().map(|task| task.id).collect::<Vec<_>>(), [later]);
+        hear_all(&mut heard, &std::collections::HashSet::from([later])).await;
+        stop.cancel();
+        relay.await.unwrap();
     }
 }
