@@ -380,6 +380,18 @@ mod tests {
     use crate::domain::NewTask;
     use crate::storage::{Insertion, TaskStore};
 
+    /// A fresh PostgreSQL test database with the tasks tables, its pool and a store over it
+    /// (the database is dropped with the first of the three).
+    async fn migrated() -> (TestDatabase, PgPool, PostgresTaskStore) {
+        let database = TestDatabase::new(Backend::Postgres).await;
+        crate::storage::open(database.pool()).await.unwrap();
+        let Pool::Postgres(pool) = database.pool() else {
+            unreachable!("a PostgreSQL test database")
+        };
+        let store = PostgresTaskStore::new(pool.clone());
+        (database, pool, store)
+    }
+
     async fn insert(store: &PostgresTaskStore, count: usize, capability: &str) {
         let task = NewTask {
             title: "t".into(),
@@ -398,12 +410,7 @@ mod tests {
     /// claimed through the claim index, never by reading and sorting every queued task.
     #[tokio::test]
     async fn claims_probe_the_claim_index_whatever_the_statistics_say() {
-        let database = TestDatabase::new(Backend::Postgres).await;
-        crate::storage::open(database.pool()).await.unwrap();
-        let Pool::Postgres(pool) = database.pool() else {
-            unreachable!("a PostgreSQL test database")
-        };
-        let store = PostgresTaskStore::new(pool.clone());
+        let (_database, pool, store) = migrated().await;
         insert(&store, 2000, "done").await;
         sqlx::query("UPDATE tasks SET status = 'completed'")
             .execute(&pool)
@@ -451,12 +458,7 @@ mod tests {
     /// announced when it becomes queued, not before.
     #[tokio::test]
     async fn created_tasks_are_announced_to_every_replica() {
-        let database = TestDatabase::new(Backend::Postgres).await;
-        crate::storage::open(database.pool()).await.unwrap();
-        let Pool::Postgres(pool) = database.pool() else {
-            unreachable!("a PostgreSQL test database")
-        };
-        let store = PostgresTaskStore::new(pool.clone());
+        let (_database, pool, store) = migrated().await;
         let (woken, mut heard) = tokio::sync::mpsc::unbounded_channel();
         let stop = tokio_util::sync::CancellationToken::new();
         let relay = tokio::spawn(relay_task_ready(

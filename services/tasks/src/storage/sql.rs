@@ -133,6 +133,30 @@ pub struct NewRow {
     pub execution_timeout_seconds: Option<i32>,
 }
 
+/// The rows of `tasks` under `ids`, submitted at `now` (with the fingerprint of their request
+/// and their workflow, if any): waiting when `waits` says a task waits for others, else in
+/// the status it starts in.
+pub fn new_rows(
+    ids: &[uuid::Uuid],
+    tasks: &[crate::domain::NewTask],
+    waits: impl Fn(&crate::domain::NewTask) -> bool,
+    fingerprint: Option<&str>,
+    workflow: Option<&super::WorkflowRecord>,
+    now: i64,
+) -> Vec<NewRow> {
+    ids.iter()
+        .zip(tasks)
+        .map(|(id, task)| {
+            let status = if waits(task) {
+                crate::domain::TaskStatus::Waiting
+            } else {
+                task.initial_status(now)
+            };
+            NewRow::of(*id, task, status, fingerprint, workflow, now)
+        })
+        .collect()
+}
+
 /// Puts `created`, the tasks of ids `ids` as an insert returned them (`RETURNING` promises no
 /// order), in the order of `ids`.
 pub fn in_order(
@@ -1135,14 +1159,7 @@ macro_rules! impl_task_store {
                 if workflow.is_none() && tasks.iter().all($crate::domain::NewTask::stands_alone) {
                     // One statement stores them all or none: no transaction is needed, which
                     // spares the database two round trips (begin, commit) per group of creates.
-                    let rows: Vec<$crate::storage::sql::NewRow> = ids
-                        .iter()
-                        .zip(tasks)
-                        .map(|(id, task)| {
-                            let status = task.initial_status(now);
-                            $crate::storage::sql::NewRow::of(*id, task, status, None, None, now)
-                        })
-                        .collect();
+                    let rows = sql::new_rows(&ids, tasks, |_| false, fingerprint, None, now);
                     let mut connection = self.writer.acquire().await?;
                     let created = dialect::insert_rows(&mut connection, &rows, now).await?;
                     return Ok(Insertion::Created(sql::in_order(&ids, created)));
@@ -1198,18 +1215,7 @@ macro_rules! impl_task_store {
                         .execute(&mut *transaction)
                         .await?;
                 }
-                let rows: Vec<$crate::storage::sql::NewRow> = ids
-                    .iter()
-                    .zip(tasks)
-                    .map(|(id, task)| {
-                        let status = if waits(task) {
-                            TaskStatus::Waiting
-                        } else {
-                            task.initial_status(now)
-                        };
-                        $crate::storage::sql::NewRow::of(*id, task, status, fingerprint, workflow, now)
-                    })
-                    .collect();
+                let rows = sql::new_rows(&ids, tasks, waits, fingerprint, workflow, now);
                 let created = dialect::insert_rows(&mut transaction, &rows, now).await?;
                 if created.len() < tasks.len()
                     && let Some(key) = seen_key
