@@ -191,6 +191,25 @@ def test_sigterm_finishes_running_tasks_within_the_grace_period(
     assert (done.status, done.attempts) == ("completed", 1)
 
 
+def test_a_stopping_worker_takes_no_new_task_while_it_finishes_the_running_ones(
+    client: Client, agents: Agents
+) -> None:
+    """The claim that waited for work when the worker was told to stop must end at the
+    gateway too, or it would take a task for a worker that is leaving."""
+    worker = agents.start("departing", concurrency=2)
+    running = agents.create(client, "running", sleep=3)
+    agents.when("start", running.id)
+    time.sleep(0.5)  # the free slot's claim now waits for work
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    arriving = agents.create(client, "arriving while the worker drains")
+    time.sleep(1.0)
+    assert client.get_task(arriving.id).status == "queued"
+    assert worker.wait(timeout=10) == 0
+    assert client.get_task(running.id).status == "completed"
+    assert client.get_task(arriving.id).status == "queued"
+
+
 def test_sigterm_releases_what_outlasts_the_grace_period(client: Client, agents: Agents) -> None:
     worker = agents.start("hasty", grace=0.5)
     task = agents.create(client, "too long", fields={"max_attempts": 3}, sleep=60)

@@ -3,7 +3,9 @@
 A worker joins as an agent (an agent key resumes the key's own agent; an admin key registers
 or resumes the agent it names), then runs three things at once on one event loop:
 
-- the claim loop, which long-polls for as many tasks as it has free slots (`concurrency`);
+- the claim loop, which long-polls for as many tasks as it has free slots (`concurrency`), on a
+  connection of its own that it closes when the worker stops, so the gateway drops a claim still
+  waiting then;
 - one job per claimed task: the handler (a coroutine function, or a plain function run in a
   thread), and the task's reports (progress, messages, then the outcome) sent in order, each
   retried with jittered backoff while the gateway is unreachable or busy; the outcome is retried
@@ -160,7 +162,8 @@ class Worker:
     `async def handler(task, ctx)`; they return the result (any JSON value) or raise: `Retry` or
     any other exception fails the attempt (retried while attempts remain), `Fatal` fails the task
     for good. Unless `capabilities` is given, the agent declares the kinds it has handlers for.
-    Its calls share one HTTP/2 connection unless `http2` is false (see `AsyncClient`).
+    It makes its calls over two HTTP/2 connections, one for claims and one for the rest, unless
+    `http2` is false (see `AsyncClient`).
     """
 
     def __init__(
@@ -232,7 +235,12 @@ class Worker:
             log.info("worker joined", extra={"agent_id": self.agent_id, "agent": agent.name})
             beats = asyncio.create_task(self._beat(client))
             try:
-                await self._claim_until_stopped(client)
+                # Claims wait for work on a connection of their own, closed the moment the
+                # worker stops claiming: that ends a waiting claim at the gateway, which an
+                # abandoned HTTP/2 request does not, so it cannot take a task the draining
+                # worker would never run.
+                async with AsyncClient(self._base_url, self._api_key, http2=self._http2) as claims:
+                    await self._claim_until_stopped(claims, client)
                 await self._drain(client)
             finally:
                 beats.cancel()
@@ -240,7 +248,8 @@ class Worker:
                     await beats
         log.info("worker stopped", extra={"agent_id": self.agent_id})
 
-    async def _claim_until_stopped(self, client: AsyncClient) -> None:
+    async def _claim_until_stopped(self, claims: AsyncClient, client: AsyncClient) -> None:
+        """Claims over `claims` while slots are free; the claimed tasks report over `client`."""
         assert self._stop is not None and self.agent_id is not None
         slots = asyncio.Semaphore(self.concurrency)
         stopping = asyncio.create_task(self._stop.wait())
@@ -249,7 +258,7 @@ class Worker:
             if not taken:
                 break
             claim: asyncio.Task[list[Task]] = asyncio.create_task(
-                _retrying(stop_never)(client.claim_tasks, self.agent_id, taken, _CLAIM_WAIT_SECONDS)
+                _retrying(stop_never)(claims.claim_tasks, self.agent_id, taken, _CLAIM_WAIT_SECONDS)
             )
             await asyncio.wait({claim, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not claim.done():
