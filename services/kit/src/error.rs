@@ -196,13 +196,18 @@ impl From<Error> for tonic::Status {
 }
 
 impl From<StoreError> for Error {
-    /// Maps storage failures: an unreachable or exhausted database is `unavailable`, a unique
-    /// violation is `already_exists`, anything else is `internal` (and logged).
+    /// Maps storage failures: an unreachable or exhausted database is `unavailable`, and so is
+    /// a transaction given up for another (worth trying again), a unique violation is
+    /// `already_exists`, anything else is `internal` (and logged).
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %error, "database unavailable");
                 Self::new(ErrorCode::Unavailable, "database unavailable")
+            }
+            StoreError::Contention(_) => {
+                tracing::warn!(error = %error, "transaction given up for another");
+                Self::new(ErrorCode::Unavailable, "the database is busy: try again")
             }
             StoreError::Conflict(_) => Self::new(ErrorCode::AlreadyExists, "it exists already"),
             StoreError::Refused(_) | StoreError::Failed(_) => Self::internal(&error),

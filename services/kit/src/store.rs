@@ -8,6 +8,10 @@ pub enum StoreError {
     /// The database cannot be reached, or has no connection to spare in time.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database rolled the transaction back to let another through (a deadlock or a
+    /// serialization failure): it stored nothing, and trying again may succeed.
+    #[error("the database gave the transaction up for another: {0}")]
+    Contention(String),
     /// A unique constraint refused the write: what it would store exists already.
     #[error("a unique constraint refused the write: {0}")]
     Conflict(String),
@@ -28,10 +32,19 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(database) if database.is_unique_violation() => {
                 Self::Conflict(database.to_string())
             }
+            sqlx::Error::Database(database) if gave_way(database.code().as_deref()) => {
+                Self::Contention(database.to_string())
+            }
             sqlx::Error::Database(database) => Self::Refused(database.to_string()),
             other => Self::Failed(other.to_string()),
         }
     }
+}
+
+/// Tells whether a PostgreSQL error `code` (SQLSTATE) means the transaction was rolled back
+/// for another's sake: `40001` serialization failure, `40P01` deadlock detected.
+fn gave_way(code: Option<&str>) -> bool {
+    matches!(code, Some("40001" | "40P01"))
 }
 
 #[cfg(test)]

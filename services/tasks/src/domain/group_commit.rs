@@ -259,8 +259,9 @@ impl<W: GroupedWrite> GroupCommit<W> {
 }
 
 /// Stores `batch` in one transaction and answers each write. Should the database refuse the
-/// shared transaction (so nothing of it was stored), each write is stored on its own; any
-/// other failure, which may leave the outcome unknown, is each caller's answer.
+/// shared transaction, or give it up for another (so nothing of it was stored), each write is
+/// stored on its own; any other failure, which may leave the outcome unknown, is each caller's
+/// answer.
 async fn store_group<W: GroupedWrite>(store: &dyn TaskStore, batch: Vec<Pending<W>>, now: i64) {
     let (items, outcomes): (Vec<W::Item>, Vec<_>) = batch
         .into_iter()
@@ -274,7 +275,11 @@ async fn store_group<W: GroupedWrite>(store: &dyn TaskStore, batch: Vec<Pending<
                 }
                 return;
             }
-            Err(refused @ (StoreError::Conflict(_) | StoreError::Refused(_))) => {
+            Err(
+                refused @ (StoreError::Conflict(_)
+                | StoreError::Refused(_)
+                | StoreError::Contention(_)),
+            ) => {
                 tracing::debug!(error = %refused, kind = W::KIND, writes = items.len(), "shared transaction refused, storing each write alone");
             }
             Err(error) => {

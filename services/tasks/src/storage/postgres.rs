@@ -238,13 +238,33 @@ pub(crate) async fn complete_rows(
         .await
 }
 
-/// [`sql::COMPLETE`] over columns of values: `$1` now, `$2..$5` the reports.
+/// [`sql::COMPLETE`] over columns of values: `$1` now, `$2..$5` the reports. The reports'
+/// tasks are locked in id order first, as every statement that writes several tasks locks
+/// them (see [`lock_held_in_id_order`]): a batch of reports and a heartbeat renewing some of
+/// the same tasks then wait for each other, and never deadlock.
 const COMPLETE_UNNEST: &str = const_format::concatcp!(
+    "WITH locked AS (SELECT id FROM tasks WHERE id = ANY($2::uuid[]) ORDER BY id FOR UPDATE) ",
     sql::COMPLETE,
-    "$1, updated_at = $1 FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::text[]) \
-    AS done (column1, column2, column3, column4)",
+    "$1, updated_at = $1 FROM (SELECT * FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], \
+    $5::text[]) AS report (column1, column2, column3, column4) \
+    WHERE column1 IN (SELECT id FROM locked)) AS done",
     sql::COMPLETE_END
 );
+
+/// Locks the tasks `agent_id` holds in id order, in `transaction`, before the statements that
+/// square them with what the agent lists renew and end some of them.
+pub(crate) async fn lock_held_in_id_order(
+    transaction: &mut sqlx::PgConnection,
+    agent_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT id FROM tasks WHERE status = 'active' AND agent_id = $1 ORDER BY id FOR UPDATE",
+    )
+    .bind(agent_id)
+    .execute(transaction)
+    .await
+    .map(drop)
+}
 
 /// Locks the parents a new task depends on (or a retried task waits on) until it is recorded,
 /// so none ends before the dependency is there for its trigger to see. The lock is strong
@@ -436,6 +456,130 @@ mod tests {
         assert!(!plan.contains("Seq Scan"), "{plan}");
     }
 
+    /// Waits until `count` statements of the database wait for a lock another holds.
+    async fn lock_waiters(pool: &PgPool, count: i64) {
+        let waiting = "SELECT COUNT(*) FROM pg_stat_activity \
+            WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        for _ in 0..500 {
+            let now: i64 = sqlx::query_scalar(waiting).fetch_one(pool).await.unwrap();
+            if now >= count {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("fewer than {count} statements came to wait for a lock");
+    }
+
+    /// Two batches of reports naming the same tasks in opposite orders, held up together by a
+    /// third transaction, both go through once it ends: statements that write several tasks
+    /// lock them in id order, so they queue for each other and never deadlock.
+    #[tokio::test]
+    async fn reports_naming_the_same_tasks_in_any_order_never_deadlock() {
+        let (_database, pool, store) = migrated().await;
+        insert(&store, 500, "x").await;
+        let agent_id = Uuid::now_v7();
+        let claim = Claim {
+            agent_id,
+            capabilities: vec!["x".into()],
+            max_concurrency: 60,
+            max_tasks: 60,
+            wait: std::time::Duration::ZERO,
+        };
+        let mut held = store.claim_rows(&claim, 2).await.unwrap();
+        sqlx::query("ANALYZE tasks").execute(&pool).await.unwrap();
+        held.sort_by_key(|task| task.id);
+        held.truncate(6);
+        let reports: Vec<Completion> = held
+            .iter()
+            .map(|task| Completion {
+                id: task.id,
+                lease: crate::domain::LeaseRef {
+                    agent_id,
+                    lease_id: task.lease_id,
+                },
+                result: "1".into(),
+            })
+            .collect();
+        let reversed: Vec<Completion> = reports.iter().rev().cloned().collect();
+        // The plan of an agent that holds many tasks, on a busy queue's statistics: the reports
+        // one by one, in the order they come, each looking up its task.
+        let report_by_report = (*pool.connect_options())
+            .clone()
+            .options([("enable_mergejoin", "off"), ("enable_hashjoin", "off")]);
+        let pool = PgPool::connect_with(report_by_report).await.unwrap();
+
+        let mut blocker = pool.begin().await.unwrap();
+        sqlx::query("SELECT id FROM tasks WHERE id = $1 FOR UPDATE")
+            .bind(held[0].id)
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        let ascending = tokio::spawn({
+            let pool = pool.clone();
+            async move { complete_rows(&pool, &reports, 3).await }
+        });
+        lock_waiters(&pool, 1).await;
+        let descending = tokio::spawn({
+            let pool = pool.clone();
+            async move { complete_rows(&pool, &reversed, 3).await }
+        });
+        lock_waiters(&pool, 2).await;
+        blocker.commit().await.unwrap();
+
+        let first = ascending.await.unwrap().expect("no deadlock");
+        let second = descending.await.unwrap().expect("no deadlock");
+        assert_eq!(
+            first.len() + second.len(),
+            held.len(),
+            "each completes once"
+        );
+    }
+
+    /// A transaction the database gives up to break a deadlock is reported as unavailable, so
+    /// callers try again (it kept nothing), rather than as a failure to give up on.
+    #[tokio::test]
+    async fn a_transaction_given_up_for_a_deadlock_is_unavailable_not_failed() {
+        let (_database, pool, store) = migrated().await;
+        insert(&store, 500, "x").await;
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM tasks ORDER BY id LIMIT 2")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let lock = "SELECT id FROM tasks WHERE id = $1 FOR UPDATE";
+        let (mut first, mut second) = (pool.begin().await.unwrap(), pool.begin().await.unwrap());
+        sqlx::query(lock)
+            .bind(ids[0])
+            .execute(&mut *first)
+            .await
+            .unwrap();
+        sqlx::query(lock)
+            .bind(ids[1])
+            .execute(&mut *second)
+            .await
+            .unwrap();
+        let (first_id, second_id) = (ids[0], ids[1]);
+        let crossed = tokio::spawn(async move {
+            let locked = sqlx::query(lock).bind(second_id).execute(&mut *first).await;
+            (locked, first)
+        });
+        lock_waiters(&pool, 1).await;
+        let locked = sqlx::query(lock).bind(first_id).execute(&mut *second).await;
+        // Ending this transaction lets the other through, whichever of the two was given up.
+        second.rollback().await.unwrap();
+        let (other, _first) = crossed.await.unwrap();
+        let given_up = locked
+            .err()
+            .or(other.err())
+            .expect("one of them is given up");
+        let given_up = swarm_kit::StoreError::from(given_up);
+        assert!(
+            matches!(given_up, swarm_kit::StoreError::Contention(_)),
+            "{given_up:?}"
+        );
+        let error = swarm_kit::Error::from(given_up);
+        assert_eq!(error.code, swarm_kit::ErrorCode::Unavailable, "{error:?}");
+    }
+
     /// Waits for the ids `relay` hears until every one of `expected` came, and returns what it
     /// heard meanwhile; fails after a few seconds.
     async fn hear_all(
@@ -472,13 +616,15 @@ mod tests {
             Insertion::Created(tasks) => tasks,
             _ => unreachable!("tasks that stand alone are created"),
         };
-        // The relay listens once its connection is up: create until it hears.
-        loop {
-            let probe = created(store.insert(&NewTask::default(), None, 1).await.unwrap());
-            let listening =
-                tokio::time::timeout(std::time::Duration::from_millis(200), heard.recv());
-            if listening.await.is_ok_and(|id| id == Some(probe[0].id)) {
-                break;
+        // The relay listens once its connection is up: create until it hears. Tests beside
+        // this one share the database, and so the channel: their tasks may be heard too.
+        'listening: loop {
+            let probe = created(store.insert(&NewTask::default(), None, 1).await.unwrap())[0].id;
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
+            while let Ok(id) = tokio::time::timeout_at(deadline, heard.recv()).await {
+                if id == Some(probe) {
+                    break 'listening;
+                }
             }
         }
         let scheduled = NewTask {

@@ -905,9 +905,11 @@ macro_rules! impl_task_store {
                 now: i64,
             ) -> Result<(Vec<$crate::domain::Task>, Vec<uuid::Uuid>), swarm_kit::StoreError> {
                 use $crate::storage::sql;
+                use $dialect as dialect;
                 // The statements are fixed text plus numbered placeholders: nothing from the
                 // caller reaches the SQL but through binds.
                 let mut transaction = self.writer.begin().await?;
+                dialect::lock_held_in_id_order(&mut transaction, agent_id).await?;
                 let mut cancelled = Vec::new();
                 if !listed.is_empty() {
                     let renew = format!("{}{}", sql::RENEW_LISTED, sql::placeholders(3, listed.len()));

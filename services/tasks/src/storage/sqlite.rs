@@ -118,6 +118,15 @@ pub(crate) async fn insert_rows(
     insert.build_query_as().fetch_all(connection).await
 }
 
+/// Does nothing: SQLite runs one write at a time, so writes never wait for each other's row
+/// locks, and there is no order to keep (PostgreSQL's takes the agent's tasks in id order).
+pub(crate) async fn lock_held_in_id_order(
+    _: &mut sqlx::SqliteConnection,
+    _: uuid::Uuid,
+) -> Result<(), sqlx::Error> {
+    Ok(())
+}
+
 /// Completes the attempts `completions` name with one statement over a `VALUES` list.
 pub(crate) async fn complete_rows(
     pool: &SqlitePool,
