@@ -243,7 +243,9 @@ pub(crate) async fn complete_rows(
 /// them (see [`lock_held_in_id_order`]): a batch of reports and a heartbeat renewing some of
 /// the same tasks then wait for each other, and never deadlock.
 const COMPLETE_UNNEST: &str = const_format::concatcp!(
-    "WITH locked AS (SELECT id FROM tasks WHERE id = ANY($2::uuid[]) ORDER BY id FOR UPDATE) ",
+    "WITH locked AS (SELECT id FROM tasks WHERE id = ANY($2::uuid[])",
+    IN_ID_ORDER,
+    ") ",
     sql::COMPLETE,
     "$1, updated_at = $1 FROM (SELECT * FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], \
     $5::text[]) AS report (column1, column2, column3, column4) \
@@ -251,19 +253,24 @@ const COMPLETE_UNNEST: &str = const_format::concatcp!(
     sql::COMPLETE_END
 );
 
+/// How every statement that writes several tasks an agent may hold locks them first.
+const IN_ID_ORDER: &str = " ORDER BY id FOR UPDATE";
+
 /// Locks the tasks `agent_id` holds in id order, in `transaction`, before the statements that
 /// square them with what the agent lists renew and end some of them.
 pub(crate) async fn lock_held_in_id_order(
     transaction: &mut sqlx::PgConnection,
     agent_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "SELECT id FROM tasks WHERE status = 'active' AND agent_id = $1 ORDER BY id FOR UPDATE",
-    )
-    .bind(agent_id)
-    .execute(transaction)
-    .await
-    .map(drop)
+    const LOCK_HELD: &str = const_format::concatcp!(
+        "SELECT id FROM tasks WHERE status = 'active' AND agent_id = $1",
+        IN_ID_ORDER
+    );
+    sqlx::query(LOCK_HELD)
+        .bind(agent_id)
+        .execute(transaction)
+        .await
+        .map(drop)
 }
 
 /// Locks the parents a new task depends on (or a retried task waits on) until it is recorded,
