@@ -2533,12 +2533,15 @@ async fn a_schedule_fires_each_tick_once_on_any_number_of_replicas(backend: Back
     let runs = run_all(&replicas, &stop);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     stop_all(&stop, runs).await;
+    // Each replica syncs its own offset to the database's clock, which can stand some
+    // milliseconds off the fixture's on a loaded machine: a replica behind it fires the first
+    // regular tick after `restarted` as one before it. Half a tick of margin tells the two apart.
     let missed = scheduled_tasks(&f, schedule.id)
         .await
         .iter()
         .filter(|task| {
             task.schedule_tick
-                .is_some_and(|tick| tick >= pending && tick < restarted)
+                .is_some_and(|tick| tick >= pending && tick < restarted - 500)
         })
         .count();
     assert_eq!(
