@@ -231,11 +231,16 @@ pub struct PageView<T> {
 }
 
 impl<T> PageView<T> {
-    /// Builds a page from converted items and the service's page info.
-    pub fn new(items: Vec<T>, info: Option<PageInfo>) -> Self {
+    /// Builds a page from the service's items, each shown as `view` makes it, and its page
+    /// info.
+    pub fn new<S>(
+        items: impl IntoIterator<Item = S>,
+        view: impl FnMut(S) -> T,
+        info: Option<PageInfo>,
+    ) -> Self {
         let info = info.unwrap_or_default();
         Self {
-            items,
+            items: items.into_iter().map(view).collect(),
             page: info.page,
             per_page: info.per_page,
             total: info.total,

@@ -33,6 +33,9 @@ const REPORT_ATTEMPTS: u32 = 8;
 /// The longest pause between heartbeats while the worker holds tasks: a cancellation reaches
 /// the handler within about this long.
 const BUSY_HEARTBEAT: Duration = Duration::from_secs(1);
+/// The shortest period of the connection's liveness pings, and the shortest time a heartbeat
+/// may take before it is given up.
+const MIN_LIVENESS_CHECK: Duration = Duration::from_secs(2);
 
 /// Where a worker reaches Swarm: the gateway's address and an API key. With an agent key the
 /// worker acts as that key's agent; with an admin key it registers the agent it describes.
@@ -463,11 +466,18 @@ impl Interceptor for Bearer {
     }
 }
 
-fn channel(gateway: &Gateway) -> Result<GatewayChannel, SdkError> {
+/// Opens the worker's channel to `gateway`. The connection is pinged as often as the agent
+/// beats (`liveness`) and dropped when a ping goes unanswered that long, so a connection that
+/// went silent (a peer or a middlebox gone without closing it) is replaced within two periods,
+/// before the agent's heartbeats lapse, rather than holding every call until the kernel notices.
+fn channel(gateway: &Gateway, liveness: Duration) -> Result<GatewayChannel, SdkError> {
+    let liveness = liveness.max(MIN_LIVENESS_CHECK);
     let endpoint = Endpoint::from_shared(gateway.url.clone())?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_interval(liveness)
+        .keep_alive_timeout(liveness)
+        .keep_alive_while_idle(true)
         .connect_lazy();
     let bearer = gateway
         .api_key
@@ -489,7 +499,7 @@ impl Worker {
     /// key's agent; with an admin key, as the agent `spec.name`, registered unless it exists.
     /// Either way the agent's kind, capabilities and concurrency become `spec`'s.
     pub async fn register(gateway: &Gateway, spec: AgentSpec) -> Result<Self, SdkError> {
-        let mut client = WorkerServiceClient::new(channel(gateway)?);
+        let mut client = WorkerServiceClient::new(channel(gateway, spec.heartbeat_every)?);
         let agent = client
             .join(agents_pb::RegisterAgentRequest {
                 name: spec.name,
@@ -665,13 +675,15 @@ fn panicked(crashed: tokio::task::JoinError) -> String {
 
 /// Sends a heartbeat listing the held tasks until aborted, paced by [`Held::heartbeat_pause`]
 /// (a task taken while the heartbeat waits may shorten its wait). Raises the cancellation signal
-/// of each task the answer names; failures are logged and retried at the next beat.
+/// of each task the answer names; failures are logged and retried at the next beat. A beat
+/// unanswered after two periods is given up, so the next one goes out on time.
 async fn beat(
     mut gateway: WorkerServiceClient<GatewayChannel>,
     id: String,
     held: HeldTasks,
     period: Duration,
 ) {
+    let deadline = (period * 2).max(MIN_LIVENESS_CHECK);
     let mut last_beat = tokio::time::Instant::now(); // joining counted as one
     loop {
         let next_beat = last_beat + held.heartbeat_pause(period);
@@ -681,11 +693,15 @@ async fn beat(
         }
         last_beat = tokio::time::Instant::now();
         let ids = held.lock().keys().cloned().collect();
-        let request = worker_pb::HeartbeatRequest {
+        let mut request = tonic::Request::new(worker_pb::HeartbeatRequest {
             agent_id: id.clone(),
             active_tasks: Some(worker_pb::HeldTasks { ids }),
-        };
-        match gateway.heartbeat(request).await {
+        });
+        request.set_timeout(deadline);
+        let answer = tokio::time::timeout(deadline, gateway.heartbeat(request))
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("heartbeat unanswered")));
+        match answer {
             Ok(answer) => {
                 let held = held.lock();
                 for task_id in answer.into_inner().cancel {

@@ -1,5 +1,7 @@
 //! Shared helpers of the end-to-end tests: a whole Swarm stack on free ports over a throwaway
-//! database, and a REST client that speaks to its gateway.
+//! database, a REST client that speaks to its gateway, and a proxy that can go silent.
+
+pub mod proxy;
 
 use std::time::Duration;
 

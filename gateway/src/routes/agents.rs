@@ -111,8 +111,7 @@ pub async fn list(
     let status = status.unwrap_or(pb::AgentStatus::Unspecified);
     let page = page(query.page, query.per_page)?;
     let (agents, info) = fleet::list(&state, status, query.capability, page).await?;
-    let items = agents.into_iter().map(AgentView::from).collect();
-    Ok(axum::Json(PageView::new(items, info)))
+    Ok(axum::Json(PageView::new(agents, AgentView::from, info)))
 }
 
 /// Returns one agent.

@@ -115,11 +115,11 @@ pub async fn list(
 ) -> Result<axum::Json<PageView<KeyView>>, ApiError> {
     let page = query.to_page()?;
     let (keys, total) = registry(&state)?.list(page).await?;
-    let items = keys
-        .into_iter()
-        .map(|key| KeyView::new(key, None))
-        .collect();
-    Ok(axum::Json(PageView::new(items, Some(page.info(total)))))
+    Ok(axum::Json(PageView::new(
+        keys,
+        |key| KeyView::new(key, None),
+        Some(page.info(total)),
+    )))
 }
 
 /// Revokes a key: 204; it stops working at once.

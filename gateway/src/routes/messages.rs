@@ -98,10 +98,9 @@ async fn list(
         .list_messages(state.ask(request))
         .await?
         .into_inner();
-    let items = response
-        .messages
-        .into_iter()
-        .map(MessageView::from)
-        .collect();
-    Ok(axum::Json(PageView::new(items, response.page)))
+    Ok(axum::Json(PageView::new(
+        response.messages,
+        MessageView::from,
+        response.page,
+    )))
 }

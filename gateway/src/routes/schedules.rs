@@ -157,12 +157,11 @@ pub async fn list(
         .list_schedules(state.ask(request))
         .await?
         .into_inner();
-    let items = response
-        .schedules
-        .into_iter()
-        .map(ScheduleView::from)
-        .collect();
-    Ok(axum::Json(PageView::new(items, response.page)))
+    Ok(axum::Json(PageView::new(
+        response.schedules,
+        ScheduleView::from,
+        response.page,
+    )))
 }
 
 /// Returns one schedule.

@@ -230,8 +230,11 @@ pub async fn list(
         .list_tasks(state.ask(request))
         .await?
         .into_inner();
-    let items = response.tasks.into_iter().map(TaskView::from).collect();
-    Ok(axum::Json(PageView::new(items, response.page)))
+    Ok(axum::Json(PageView::new(
+        response.tasks,
+        TaskView::from,
+        response.page,
+    )))
 }
 
 /// Returns one task.
@@ -373,12 +376,11 @@ pub async fn attempts(
         .list_attempts(state.ask(request))
         .await?
         .into_inner();
-    let items = response
-        .attempts
-        .into_iter()
-        .map(AttemptView::from)
-        .collect();
-    Ok(axum::Json(PageView::new(items, response.page)))
+    Ok(axum::Json(PageView::new(
+        response.attempts,
+        AttemptView::from,
+        response.page,
+    )))
 }
 
 /// Streams a task's changes as Server-Sent Events named `task`, ending after a final status

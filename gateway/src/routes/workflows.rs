@@ -253,12 +253,11 @@ pub async fn list(
         .list_workflows(state.ask(request))
         .await?
         .into_inner();
-    let items = response
-        .workflows
-        .into_iter()
-        .map(|workflow| WorkflowView::of(workflow, false))
-        .collect();
-    Ok(axum::Json(PageView::new(items, response.page)))
+    Ok(axum::Json(PageView::new(
+        response.workflows,
+        |workflow| WorkflowView::of(workflow, false),
+        response.page,
+    )))
 }
 
 /// Cancels every unfinished task of a running workflow; a finished one answers 409.

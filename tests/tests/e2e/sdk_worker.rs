@@ -10,14 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use swarm_e2e::proxy::SilentProxy;
 use swarm_e2e::{TestStack, route_figures};
 use swarm_kit::testing::Backend;
-use swarm_sdk::{AgentSpec, Assignment, Failure, SdkError, Worker};
+use swarm_sdk::{AgentSpec, Assignment, Failure, Gateway, SdkError, Worker};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// A worker running `handler` on the tasks that need `capability`, until `stop`.
 struct Running {
+    agent_id: String,
     stop: CancellationToken,
     run: JoinHandle<Result<(), SdkError>>,
 }
@@ -39,11 +41,25 @@ impl Running {
         let spec = AgentSpec::new(capability)
             .capability(capability)
             .max_concurrency(slots);
-        let worker = Worker::register(&swarm.gateway(), spec).await.unwrap();
+        Self::joined(&swarm.gateway(), spec, handler).await
+    }
+
+    /// A worker that joined through `gateway` as `spec` describes.
+    async fn joined<H, Fut>(gateway: &Gateway, spec: AgentSpec, handler: H) -> Self
+    where
+        H: Fn(Assignment) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, Failure>> + Send + 'static,
+    {
+        let worker = Worker::register(gateway, spec).await.unwrap();
+        let agent_id = worker.id().to_owned();
         let stop = CancellationToken::new();
         let until = stop.clone().cancelled_owned();
         let run = tokio::spawn(async move { worker.run(handler, until).await });
-        Self { stop, run }
+        Self {
+            agent_id,
+            stop,
+            run,
+        }
     }
 
     async fn stop(self) {
@@ -240,6 +256,56 @@ async fn a_slot_takes_its_next_task_with_each_report() {
         .map_or(0, |figures| figures["total"].as_u64().unwrap());
     assert!(claims <= 2, "{claims} claims for 8 tasks on one slot");
     worker.stop().await;
+    swarm.stop().await;
+}
+
+/// A worker whose connection goes silent (a middlebox forgot it; nothing closes it) notices
+/// by its pings and connects again before its agent's heartbeats lapse: the agent stays online
+/// past its TTL, and the next task runs, once. (The claim that waited on the silent connection
+/// lives on at the gateway and may take that task first; the heartbeats, which do not list it,
+/// take it back at once, so it may end on its second attempt, but it runs once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_whose_connection_goes_silent_connects_again_before_its_agent_lapses() {
+    const TTL: Duration = Duration::from_secs(6);
+    let swarm = TestStack::start_with(Backend::Sqlite, |config| {
+        config.agents.agent_ttl = TTL;
+        config.tasks.lease_sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    let target = swarm.base.trim_start_matches("http://").parse().unwrap();
+    let proxy = SilentProxy::start(target).await;
+    let gateway = Gateway {
+        url: proxy.url(),
+        ..swarm.gateway()
+    };
+    let spec = AgentSpec::new("forgotten")
+        .capability("forgotten")
+        .max_concurrency(2)
+        .heartbeat_every(Duration::from_millis(500));
+    let runs: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let record = {
+        let runs = Arc::clone(&runs);
+        move |task: Assignment| {
+            runs.lock().unwrap().push(task.payload.clone());
+            async move { Ok(task.payload) }
+        }
+    };
+    let worker = Running::joined(&gateway, spec, record).await;
+    let before = submit(&swarm, "forgotten", json!({})).await;
+    until_status(&swarm, &before, "completed").await;
+
+    proxy.silence();
+    tokio::time::sleep(TTL + Duration::from_secs(1)).await;
+    let (_, agent) = swarm.get(&format!("/api/agents/{}", worker.agent_id)).await;
+    assert_ne!(agent["status"], "offline", "{agent}");
+    let after = submit(&swarm, "forgotten", json!({"payload": "after"})).await;
+    assert_eq!(
+        until_status(&swarm, &after, "completed").await["result"],
+        "after"
+    );
+    assert_eq!(*runs.lock().unwrap(), [json!(null), json!("after")]);
+    worker.stop().await;
+    drop(proxy); // closes the silent connection, which the gateway would wait on to stop
     swarm.stop().await;
 }
 
