@@ -51,6 +51,10 @@ pub struct GatewayConfig {
     /// The most task watches (event streams, worker `WatchTask`) one key may hold open at once
     /// (`SWARM_MAX_STREAMS_PER_KEY`).
     pub max_streams_per_key: usize,
+    /// How often the gateway pings each HTTP/2 client connection, and how long it waits for the
+    /// answer before it closes a connection gone silent, ending its requests
+    /// (`SWARM_CLIENT_PING_MS`).
+    pub client_ping: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -73,6 +77,7 @@ impl Default for GatewayConfig {
             cors_origins: Vec::new(),
             etags: true,
             max_streams_per_key: 1000,
+            client_ping: Duration::from_secs(20),
         }
     }
 }
@@ -99,6 +104,7 @@ impl GatewayConfig {
             &mut config.request_timeout,
             "SWARM_REQUEST_TIMEOUT_MS",
         )?;
+        swarm_kit::config::override_millis(&mut config.client_ping, "SWARM_CLIENT_PING_MS")?;
         override_from_env(&mut config.body_limit, &["SWARM_BODY_LIMIT_BYTES"])?;
         override_from_env(
             &mut config.max_streams_per_key,
@@ -136,6 +142,7 @@ impl GatewayConfig {
             ));
         }
         check_not_zero("SWARM_MAX_STREAMS_PER_KEY", self.max_streams_per_key == 0)?;
+        check_not_zero("SWARM_CLIENT_PING_MS", self.client_ping.is_zero())?;
         if self.rate.per_second > 0.0 {
             check_not_zero("SWARM_RATE_LIMIT_BURST", self.rate.burst == 0)?;
         }

@@ -17,6 +17,7 @@ pub mod openapi;
 mod routes;
 pub mod rules;
 pub mod schema;
+mod serve;
 pub mod state;
 pub mod streams;
 pub mod traced;
@@ -28,7 +29,6 @@ use std::future::Future;
 
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use swarm_kit::RunError;
 use swarm_kit::config::ConfigError;
 use swarm_kit::metrics::Reporter;
@@ -65,6 +65,7 @@ pub async fn run(
         warn!("authentication is off (SWARM_AUTH=off): every caller acts as admin");
         Authenticator::off(Some(keys))
     };
+    let client_ping = config.client_ping;
     let stop = CancellationToken::new();
     let reporter = Reporter::start(
         "gateway",
@@ -80,17 +81,11 @@ pub async fn run(
     );
     info!(addr = %listener.local_addr()?, "gateway listening");
     let stopping = stop.clone();
-    let listener = listener.tap_io(|connection| {
-        if let Err(error) = connection.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set tcp_nodelay");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.cancel();
-        })
-        .await?;
+    serve::serve(listener, app, client_ping, async move {
+        shutdown.await;
+        stopping.cancel();
+    })
+    .await;
     if let Some(reporter) = reporter {
         reporter.finished().await;
     }

@@ -1,0 +1,86 @@
+//! The gateway's HTTP server: HTTP/1.1 and HTTP/2 (cleartext, by prior knowledge or upgrade) on
+//! one port, as `axum::serve` offers, plus pings on every HTTP/2 connection. A client connection
+//! that goes silent (its host gone, or a NAT or load balancer that dropped it without a word)
+//! stops answering them and is closed, which ends its requests: a claim waiting for work cannot
+//! take a task for a worker that is gone, and a graceful stop does not wait on it.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, error};
+
+/// Serves `app` on `listener` until `shutdown` resolves, pinging each HTTP/2 client every
+/// `ping` and closing its connection when a ping goes unanswered that long; then stops
+/// accepting and waits for the open connections to finish what they serve.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    ping: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut connections = auto::Builder::new(TokioExecutor::new());
+    connections
+        .http2()
+        .enable_connect_protocol()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(ping)
+        .keep_alive_timeout(ping);
+    let open = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            stream = accept(&listener) => stream,
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = connections
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = open.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    open.shutdown().await;
+}
+
+/// Accepts the next connection, with `TCP_NODELAY` (answers are small and go out at once). A
+/// connection reset before it was accepted is skipped; any other failure (out of file
+/// descriptors) is logged and retried after a second, as hyper's servers do.
+async fn accept(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                if let Err(error) = stream.set_nodelay(true) {
+                    debug!(%error, "cannot set tcp_nodelay");
+                }
+                return stream;
+            }
+            Err(failure) if is_connection_error(&failure) => {}
+            Err(failure) => {
+                error!(error = %failure, "cannot accept connections; retrying in a second");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Tells whether `failure` concerns only the connection being accepted.
+fn is_connection_error(failure: &io::Error) -> bool {
+    matches!(
+        failure.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
