@@ -22,6 +22,7 @@ from swarm_sdk import Client, Fatal, SwarmError, Task, Worker
 from swarm_sdk.worker import _ends_the_worker
 
 from .conftest import AGENT_TTL_SECONDS, Swarm
+from .silent_proxy import SilentProxy
 
 AGENT = Path(__file__).with_name("agent.py")
 EXAMPLE = Path(__file__).parents[1] / "examples" / "echo_agent.py"
@@ -261,6 +262,43 @@ def test_a_handler_s_failures_follow_retry_and_fatal(client: Client, swarm: Swar
     finally:
         worker.stop()
         runner.join(timeout=30)
+    assert not runner.is_alive()
+
+
+def test_a_worker_whose_connections_go_silent_stays_online_and_runs_the_next_task_once(
+    client: Client, swarm: Swarm
+) -> None:
+    """Its connections go silent (a middlebox forgot them; nothing closes them): the heartbeat
+    it waits on is given up after two intervals with its connection, so the next beats go out
+    on a new one before the agent lapses, and work goes on. (The claim waiting on the silent
+    connection may take the next task at the gateway, for nobody; the heartbeats, which do not
+    list it, take it back, and it runs once.)"""
+    kind = "py-" + secrets.token_hex(4)
+    runs: list[object] = []
+    with SilentProxy(swarm.url) as proxy:
+        worker = Worker(proxy.url, swarm.key, name=kind, concurrency=1, heartbeat_interval=1.0)
+
+        @worker.task(kind)
+        def record(task: Task, _: object) -> object:
+            runs.append(task.payload)
+            return task.payload
+
+        runner = threading.Thread(target=lambda: asyncio.run(worker.run_async()))
+        runner.start()
+        try:
+            before = client.create_task(
+                "before", kind=kind, payload=1, required_capabilities=[kind]
+            )
+            assert finished(client, before.id).status == "completed"
+            proxy.silence()
+            time.sleep(AGENT_TTL_SECONDS + 1)
+            assert worker.agent_id is not None
+            assert client.get_agent(worker.agent_id).status != "offline"
+            after = client.create_task("after", kind=kind, payload=2, required_capabilities=[kind])
+            assert (finished(client, after.id, timeout=60).status, runs) == ("completed", [1, 2])
+        finally:
+            worker.stop()
+            runner.join(timeout=30)
     assert not runner.is_alive()
 
 

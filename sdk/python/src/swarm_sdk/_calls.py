@@ -180,10 +180,12 @@ def join_agent(fields: dict[str, Any]) -> Call[Agent]:
     return Call("POST", "/api/agents/join", Agent, json=fields)
 
 
-def heartbeat(agent_id: str, active_tasks: list[str]) -> Call[dict[str, Any]]:
+def heartbeat(
+    agent_id: str, active_tasks: list[str], timeout: float | None = None
+) -> Call[dict[str, Any]]:
     """`POST /api/agents/{id}/heartbeat`, listing the tasks the agent works on."""
     path = f"/api/agents/{_id(agent_id)}/heartbeat"
-    return Call("POST", path, dict, json={"active_tasks": active_tasks})
+    return Call("POST", path, dict, json={"active_tasks": active_tasks}, timeout=timeout)
 
 
 def claim_tasks(agent_id: str, max_tasks: int, wait_seconds: int) -> Call[list[Task]]:

@@ -340,9 +340,14 @@ class AsyncClient:
         """Registers the agent `name`, or resumes it (an agent key resumes its own agent)."""
         return await self._send(calls.join_agent({"name": name, **fields}))
 
-    async def heartbeat(self, agent_id: str, active_tasks: list[str]) -> dict[str, Any]:
-        """Records a heartbeat listing the held tasks; the answer's `cancel` names those to stop."""
-        return await self._send(calls.heartbeat(agent_id, active_tasks))
+    async def heartbeat(
+        self, agent_id: str, active_tasks: list[str], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Records a heartbeat listing the held tasks; the answer's `cancel` names those to stop.
+
+        `timeout` (seconds) bounds this call instead of the client's timeout.
+        """
+        return await self._send(calls.heartbeat(agent_id, active_tasks, timeout))
 
     async def claim_tasks(
         self, agent_id: str, max_tasks: int = 1, wait_seconds: int = 0

@@ -55,6 +55,7 @@ Handler = Callable[[Task, "Context"], Any]
 _CLAIM_WAIT_SECONDS = 20
 _MAX_CLAIM = 100
 _BUSY_BEAT_SECONDS = 1.0
+_MIN_BEAT_DEADLINE_SECONDS = 2.0
 _REPORT_PATIENCE_SECONDS = 60.0
 _TRANSIENT_STATUSES = frozenset({0, 429, 502, 503, 504})
 _FINAL_CLAIM_STATUSES = frozenset({400, 401, 403, 404})
@@ -163,7 +164,9 @@ class Worker:
     any other exception fails the attempt (retried while attempts remain), `Fatal` fails the task
     for good. Unless `capabilities` is given, the agent declares the kinds it has handlers for.
     It makes its calls over two HTTP/2 connections, one for claims and one for the rest, unless
-    `http2` is false (see `AsyncClient`).
+    `http2` is false (see `AsyncClient`). A heartbeat unanswered after two intervals is given
+    up, and the connection it waited on with it: a connection gone silent (a NAT or load
+    balancer that dropped it without a word) is replaced before the agent's heartbeats lapse.
     """
 
     def __init__(
@@ -372,6 +375,7 @@ class Worker:
         assert self.agent_id is not None
         loop = asyncio.get_running_loop()
         last_beat = loop.time()  # joining counted as one
+        deadline = max(2 * self._heartbeat_interval, _MIN_BEAT_DEADLINE_SECONDS)
         while True:
             self._taken.clear()
             self._beat_pause = self._heartbeat_pause()
@@ -383,7 +387,9 @@ class Worker:
             last_beat = loop.time()
             held = list(self._held)
             try:
-                answer = await client.heartbeat(self.agent_id, held)
+                # A read that times out ends its HTTP/2 connection (httpcore), so the next
+                # beat, and every call after it, goes out on a new one.
+                answer = await client.heartbeat(self.agent_id, held, timeout=deadline)
             except SwarmError as error:
                 log.warning("heartbeat failed", extra={"error": str(error)})
                 continue
