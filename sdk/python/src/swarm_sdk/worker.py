@@ -198,6 +198,8 @@ class Worker:
         self._beat_pause = heartbeat_interval
         """The pause the heartbeat is waiting out."""
         self._stop: asyncio.Event | None = None
+        self._reconnect: asyncio.Event | None = None
+        """Raised when a heartbeat could not reach the gateway: claims move to a new connection."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self.agent_id: str | None = None
 
@@ -223,6 +225,7 @@ class Worker:
         """Works until `stop()` (or, with `handle_signals`, SIGINT or SIGTERM)."""
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._reconnect = asyncio.Event()
         if handle_signals:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(signum, self._stop.set)
@@ -238,12 +241,7 @@ class Worker:
             log.info("worker joined", extra={"agent_id": self.agent_id, "agent": agent.name})
             beats = asyncio.create_task(self._beat(client))
             try:
-                # Claims wait for work on a connection of their own, closed the moment the
-                # worker stops claiming: that ends a waiting claim at the gateway, which an
-                # abandoned HTTP/2 request does not, so it cannot take a task the draining
-                # worker would never run.
-                async with AsyncClient(self._base_url, self._api_key, http2=self._http2) as claims:
-                    await self._claim_until_stopped(claims, client)
+                await self._claim_until_stopped(client)
                 await self._drain(client)
             finally:
                 beats.cancel()
@@ -251,26 +249,53 @@ class Worker:
                     await beats
         log.info("worker stopped", extra={"agent_id": self.agent_id})
 
-    async def _claim_until_stopped(self, claims: AsyncClient, client: AsyncClient) -> None:
-        """Claims over `claims` while slots are free; the claimed tasks report over `client`."""
-        assert self._stop is not None and self.agent_id is not None
+    async def _claim_until_stopped(self, client: AsyncClient) -> None:
+        """Claims while slots are free; the claimed tasks report over `client`.
+
+        Claims wait for work on a connection of their own, closed the moment the worker stops
+        claiming: that ends a waiting claim at the gateway, which an abandoned HTTP/2 request
+        does not, so it cannot take a task the draining worker would never run. When a
+        heartbeat cannot reach the gateway, the claims' connection is suspect too: the waiting
+        claim is given up and the next goes out on a new connection.
+        """
+        assert self._stop is not None
         slots = asyncio.Semaphore(self.concurrency)
         stopping = asyncio.create_task(self._stop.wait())
         while not self._stop.is_set():
+            async with AsyncClient(self._base_url, self._api_key, http2=self._http2) as claims:
+                await self._claim_over(claims, client, slots, stopping)
+        stopping.cancel()
+
+    async def _claim_over(
+        self,
+        claims: AsyncClient,
+        client: AsyncClient,
+        slots: asyncio.Semaphore,
+        stopping: asyncio.Task[Any],
+    ) -> None:
+        """Claims over `claims` until the worker stops or a heartbeat cannot reach the gateway."""
+        assert self._stop is not None and self._reconnect is not None
+        assert self.agent_id is not None
+        while not self._stop.is_set():
             taken = await _take_slots(slots, stopping)
             if not taken:
-                break
+                return
             claim: asyncio.Task[list[Task]] = asyncio.create_task(
                 _retrying(stop_never)(claims.claim_tasks, self.agent_id, taken, _CLAIM_WAIT_SECONDS)
             )
-            await asyncio.wait({claim, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            reconnect = asyncio.create_task(self._reconnect.wait())
+            await asyncio.wait({claim, stopping, reconnect}, return_when=asyncio.FIRST_COMPLETED)
+            reconnect.cancel()
             if not claim.done():
                 claim.cancel()
                 with contextlib.suppress(asyncio.CancelledError, SwarmError):
                     await claim
                 for _ in range(taken):
                     slots.release()
-                break
+                if not self._stop.is_set():
+                    log.warning("the gateway is out of reach; claiming over a new connection")
+                    self._reconnect.clear()
+                return
             try:
                 tasks = claim.result()
             except SwarmError as error:
@@ -285,7 +310,6 @@ class Worker:
                 slots.release()
             for task in tasks:
                 self._start(client, task, slots)
-        stopping.cancel()
 
     def _start(self, client: AsyncClient, task: Task, slots: asyncio.Semaphore) -> None:
         assert self._loop is not None
@@ -392,6 +416,8 @@ class Worker:
                 answer = await client.heartbeat(self.agent_id, held, timeout=deadline)
             except SwarmError as error:
                 log.warning("heartbeat failed", extra={"error": str(error)})
+                if error.status == 0 and self._reconnect is not None:
+                    self._reconnect.set()
                 continue
             for task_id in answer.get("cancel", []):
                 if task_id in self._held:
