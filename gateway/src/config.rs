@@ -51,8 +51,8 @@ pub struct GatewayConfig {
     /// The most task watches (event streams, worker `WatchTask`) one key may hold open at once
     /// (`SWARM_MAX_STREAMS_PER_KEY`).
     pub max_streams_per_key: usize,
-    /// How often the gateway pings each HTTP/2 client connection, and how long it waits for the
-    /// answer before it closes a connection gone silent, ending its requests
+    /// How long an HTTP/2 client connection may stay quiet before the gateway pings it, and how
+    /// long the ping may go unanswered before the gateway closes it, ending its requests
     /// (`SWARM_CLIENT_PING_MS`).
     pub client_ping: Duration,
 }
@@ -77,7 +77,7 @@ impl Default for GatewayConfig {
             cors_origins: Vec::new(),
             etags: true,
             max_streams_per_key: 1000,
-            client_ping: Duration::from_secs(20),
+            client_ping: Duration::from_secs(10),
         }
     }
 }

@@ -1,8 +1,8 @@
-//! The gateway's HTTP server: HTTP/1.1 and HTTP/2 (cleartext, by prior knowledge or upgrade) on
-//! one port, as `axum::serve` offers, plus pings on every HTTP/2 connection. A client connection
-//! that goes silent (its host gone, or a NAT or load balancer that dropped it without a word)
-//! stops answering them and is closed, which ends its requests: a claim waiting for work cannot
-//! take a task for a worker that is gone, and a graceful stop does not wait on it.
+//! The gateway's HTTP server: HTTP/1.1 (with its upgrades) and cleartext HTTP/2 by prior
+//! knowledge on one port, as `axum::serve` offers, plus pings on quiet HTTP/2 connections. A
+//! client connection that went silent (its host gone, or a NAT or load balancer that dropped it
+//! without a word) leaves a ping unanswered and is closed, which ends its requests: a claim
+//! waiting on it ends no later than its own wait would, and a graceful stop does not wait on it.
 
 use std::future::Future;
 use std::io;
@@ -16,9 +16,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, error};
 
-/// Serves `app` on `listener` until `shutdown` resolves, pinging each HTTP/2 client every
-/// `ping` and closing its connection when a ping goes unanswered that long; then stops
-/// accepting and waits for the open connections to finish what they serve.
+/// Serves `app` on `listener` until `shutdown` resolves, pinging an HTTP/2 client connection
+/// quiet for `ping` and closing it when the ping goes unanswered as long; then stops accepting
+/// and waits for the open connections to finish what they serve.
 pub async fn serve(
     listener: TcpListener,
     app: Router,

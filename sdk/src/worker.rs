@@ -33,9 +33,11 @@ const REPORT_ATTEMPTS: u32 = 8;
 /// The longest pause between heartbeats while the worker holds tasks: a cancellation reaches
 /// the handler within about this long.
 const BUSY_HEARTBEAT: Duration = Duration::from_secs(1);
-/// The shortest period of the connection's liveness pings, and the shortest time a heartbeat
-/// may take before it is given up.
-const MIN_LIVENESS_CHECK: Duration = Duration::from_secs(2);
+/// The shortest period of the connection's pings.
+const MIN_PING_PERIOD: Duration = Duration::from_secs(1);
+/// The shortest wait for the answer to a ping, or to a heartbeat, before it is given up: long
+/// enough for a busy gateway, short enough to act well within the agent's TTL (30 s by default).
+const MIN_ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// Where a worker reaches Swarm: the gateway's address and an API key. With an agent key the
 /// worker acts as that key's agent; with an admin key it registers the agent it describes.
@@ -466,17 +468,17 @@ impl Interceptor for Bearer {
     }
 }
 
-/// Opens the worker's channel to `gateway`. The connection is pinged as often as the agent
-/// beats (`liveness`) and dropped when a ping goes unanswered that long, so a connection that
-/// went silent (a peer or a middlebox gone without closing it) is replaced within two periods,
-/// before the agent's heartbeats lapse, rather than holding every call until the kernel notices.
-fn channel(gateway: &Gateway, liveness: Duration) -> Result<GatewayChannel, SdkError> {
-    let liveness = liveness.max(MIN_LIVENESS_CHECK);
+/// Opens the worker's channel to `gateway`. The connection is pinged every heartbeat period
+/// (`heartbeat_every`) and dropped when a ping goes unanswered for [`MIN_ANSWER_WAIT`] or a
+/// period, whichever is longer, so a connection that went silent (a peer or a middlebox gone
+/// without closing it) is replaced before the agent's heartbeats lapse, rather than holding
+/// every call until the kernel notices.
+fn channel(gateway: &Gateway, heartbeat_every: Duration) -> Result<GatewayChannel, SdkError> {
     let endpoint = Endpoint::from_shared(gateway.url.clone())?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(liveness)
-        .keep_alive_timeout(liveness)
+        .http2_keep_alive_interval(heartbeat_every.max(MIN_PING_PERIOD))
+        .keep_alive_timeout(heartbeat_every.max(MIN_ANSWER_WAIT))
         .keep_alive_while_idle(true)
         .connect_lazy();
     let bearer = gateway
@@ -676,19 +678,19 @@ fn panicked(crashed: tokio::task::JoinError) -> String {
 /// Sends a heartbeat listing the held tasks until aborted, paced by [`Held::heartbeat_pause`]
 /// (a task taken while the heartbeat waits may shorten its wait). Raises the cancellation signal
 /// of each task the answer names; failures are logged and retried at the next beat. A beat
-/// unanswered after two periods is given up, so the next one goes out on time.
+/// unanswered after two pauses (at least [`MIN_ANSWER_WAIT`]) is given up, so the next one goes
+/// out on time.
 async fn beat(
     mut gateway: WorkerServiceClient<GatewayChannel>,
     id: String,
     held: HeldTasks,
     period: Duration,
 ) {
-    let deadline = (period * 2).max(MIN_LIVENESS_CHECK);
     let mut last_beat = tokio::time::Instant::now(); // joining counted as one
     loop {
-        let next_beat = last_beat + held.heartbeat_pause(period);
+        let pause = held.heartbeat_pause(period);
         tokio::select! {
-            () = tokio::time::sleep_until(next_beat) => {}
+            () = tokio::time::sleep_until(last_beat + pause) => {}
             () = held.taken.notified() => continue,
         }
         last_beat = tokio::time::Instant::now();
@@ -697,11 +699,9 @@ async fn beat(
             agent_id: id.clone(),
             active_tasks: Some(worker_pb::HeldTasks { ids }),
         });
-        request.set_timeout(deadline);
-        let answer = tokio::time::timeout(deadline, gateway.heartbeat(request))
-            .await
-            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("heartbeat unanswered")));
-        match answer {
+        // The channel enforces this deadline on its side too.
+        request.set_timeout((pause * 2).max(MIN_ANSWER_WAIT));
+        match gateway.heartbeat(request).await {
             Ok(answer) => {
                 let held = held.lock();
                 for task_id in answer.into_inner().cancel {

@@ -20,8 +20,9 @@ from swarm_sdk.testing import local_swarm
 
 ROOT = Path(__file__).resolve().parents[3]
 
-AGENT_TTL_SECONDS = 6
-"""How long an agent stays online after a heartbeat, kept short so lost workers show soon."""
+AGENT_TTL_SECONDS = 10
+"""How long an agent stays online after a heartbeat: short, so lost workers show soon, and
+twice the 5 s a worker waits for a heartbeat's answer before it tries a new connection."""
 
 
 @dataclass(frozen=True)

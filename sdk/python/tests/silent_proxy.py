@@ -4,6 +4,7 @@ middlebox that forgot them; connections opened later pass as before."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from types import TracebackType
@@ -31,10 +32,13 @@ class SilentProxy:
 
     def close(self) -> None:
         self._closed.set()
-        self._listener.close()
         with self._lock:
-            for connection in self._sockets:
-                connection.close()
+            sockets = [self._listener, *self._sockets]
+        for connection in sockets:
+            # A shutdown wakes the threads blocked on the socket, which a close alone does not.
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
 
     def __enter__(self) -> SilentProxy:
         return self

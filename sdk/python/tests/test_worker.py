@@ -269,7 +269,7 @@ def test_a_worker_whose_connections_go_silent_stays_online_and_runs_the_next_tas
     client: Client, swarm: Swarm
 ) -> None:
     """Its connections go silent (a middlebox forgot them; nothing closes them): the heartbeat
-    it waits on is given up after two intervals with its connection, so the next beats go out
+    it waits on is given up after 5 s with its connection, so the next beats go out
     on a new one before the agent lapses, and claims move to a new connection too, long before
     their own wait would end. (The claim left on the silent connection may take the next task
     at the gateway, for nobody; the heartbeats, which do not list it, take it back within

@@ -266,11 +266,12 @@ async fn a_slot_takes_its_next_task_with_each_report() {
 /// first attempt; and the gateway's stop does not wait on that connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_connection_gone_silent_is_replaced_by_the_worker_and_closed_by_the_gateway() {
-    const TTL: Duration = Duration::from_secs(6);
+    // The worker notices within 6 s (a ping each second, unanswered for 5 s).
+    const TTL: Duration = Duration::from_secs(10);
     let swarm = TestStack::start_with(Backend::Sqlite, |config| {
         config.agents.agent_ttl = TTL;
         config.tasks.lease_sweep_interval = Duration::from_millis(200);
-        config.gateway.client_ping = Duration::from_secs(1);
+        config.gateway.client_ping = Duration::from_secs(2);
     })
     .await;
     let target = swarm.base.trim_start_matches("http://").parse().unwrap();

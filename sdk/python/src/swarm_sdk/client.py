@@ -345,7 +345,8 @@ class AsyncClient:
     ) -> dict[str, Any]:
         """Records a heartbeat listing the held tasks; the answer's `cancel` names those to stop.
 
-        `timeout` (seconds) bounds this call instead of the client's timeout.
+        `timeout` (seconds) replaces the client's timeout for this call (httpx applies it to
+        each of connecting, sending and reading).
         """
         return await self._send(calls.heartbeat(agent_id, active_tasks, timeout))
 

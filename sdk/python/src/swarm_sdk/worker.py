@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -55,7 +56,9 @@ Handler = Callable[[Task, "Context"], Any]
 _CLAIM_WAIT_SECONDS = 20
 _MAX_CLAIM = 100
 _BUSY_BEAT_SECONDS = 1.0
-_MIN_BEAT_DEADLINE_SECONDS = 2.0
+_MIN_BEAT_DEADLINE_SECONDS = 5.0
+"""The shortest wait for a heartbeat's answer: long enough for a busy gateway, short enough to
+act well within the agent's TTL (30 s by default)."""
 _REPORT_PATIENCE_SECONDS = 60.0
 _TRANSIENT_STATUSES = frozenset({0, 429, 502, 503, 504})
 _FINAL_CLAIM_STATUSES = frozenset({400, 401, 403, 404})
@@ -280,6 +283,12 @@ class Worker:
             taken = await _take_slots(slots, stopping)
             if not taken:
                 return
+            if self._reconnect.is_set():
+                # A heartbeat timed out while every slot was busy: this connection is suspect.
+                self._reconnect.clear()
+                for _ in range(taken):
+                    slots.release()
+                return
             claim: asyncio.Task[list[Task]] = asyncio.create_task(
                 _retrying(stop_never)(claims.claim_tasks, self.agent_id, taken, _CLAIM_WAIT_SECONDS)
             )
@@ -292,9 +301,12 @@ class Worker:
                     await claim
                 for _ in range(taken):
                     slots.release()
-                if not self._stop.is_set():
-                    log.warning("the gateway is out of reach; claiming over a new connection")
+                if self._reconnect.is_set():
                     self._reconnect.clear()
+                    log.warning(
+                        "a heartbeat timed out; claiming over a new connection",
+                        extra={"agent_id": self.agent_id},
+                    )
                 return
             try:
                 tasks = claim.result()
@@ -396,10 +408,9 @@ class Worker:
         A task taken while the heartbeat waits shortens its wait, when its lease asks for a
         shorter pause than the one being waited out.
         """
-        assert self.agent_id is not None
+        assert self.agent_id is not None and self._reconnect is not None
         loop = asyncio.get_running_loop()
         last_beat = loop.time()  # joining counted as one
-        deadline = max(2 * self._heartbeat_interval, _MIN_BEAT_DEADLINE_SECONDS)
         while True:
             self._taken.clear()
             self._beat_pause = self._heartbeat_pause()
@@ -410,13 +421,16 @@ class Worker:
                     continue
             last_beat = loop.time()
             held = list(self._held)
+            deadline = max(2 * self._beat_pause, _MIN_BEAT_DEADLINE_SECONDS)
             try:
                 # A read that times out ends its HTTP/2 connection (httpcore), so the next
                 # beat, and every call after it, goes out on a new one.
                 answer = await client.heartbeat(self.agent_id, held, timeout=deadline)
             except SwarmError as error:
-                log.warning("heartbeat failed", extra={"error": str(error)})
-                if error.status == 0 and self._reconnect is not None:
+                log.warning(
+                    "heartbeat failed", extra={"agent_id": self.agent_id, "error": str(error)}
+                )
+                if isinstance(error.__cause__, httpx.TimeoutException):
                     self._reconnect.set()
                 continue
             for task_id in answer.get("cancel", []):
