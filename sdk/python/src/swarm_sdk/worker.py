@@ -167,8 +167,8 @@ class Worker:
     any other exception fails the attempt (retried while attempts remain), `Fatal` fails the task
     for good. Unless `capabilities` is given, the agent declares the kinds it has handlers for.
     It makes its calls over two HTTP/2 connections, one for claims and one for the rest, unless
-    `http2` is false (see `AsyncClient`). A heartbeat unanswered after two intervals is given
-    up, and the connection it waited on with it: a connection gone silent (a NAT or load
+    `http2` is false (see `AsyncClient`). A heartbeat unanswered for twice its pause (at least
+    5 s) is given up, and both connections with it: a connection gone silent (a NAT or load
     balancer that dropped it without a word) is replaced before the agent's heartbeats lapse.
     """
 
@@ -202,7 +202,7 @@ class Worker:
         """The pause the heartbeat is waiting out."""
         self._stop: asyncio.Event | None = None
         self._reconnect: asyncio.Event | None = None
-        """Raised when a heartbeat could not reach the gateway: claims move to a new connection."""
+        """Raised when a heartbeat timed out: claims move to a new connection."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self.agent_id: str | None = None
 
@@ -258,8 +258,8 @@ class Worker:
         Claims wait for work on a connection of their own, closed the moment the worker stops
         claiming: that ends a waiting claim at the gateway, which an abandoned HTTP/2 request
         does not, so it cannot take a task the draining worker would never run. When a
-        heartbeat cannot reach the gateway, the claims' connection is suspect too: the waiting
-        claim is given up and the next goes out on a new connection.
+        heartbeat times out, the claims' connection is suspect too: the waiting claim is given
+        up and the next goes out on a new connection.
         """
         assert self._stop is not None
         slots = asyncio.Semaphore(self.concurrency)
@@ -276,18 +276,15 @@ class Worker:
         slots: asyncio.Semaphore,
         stopping: asyncio.Task[Any],
     ) -> None:
-        """Claims over `claims` until the worker stops or a heartbeat cannot reach the gateway."""
+        """Claims over `claims` until the worker stops or a heartbeat times out."""
         assert self._stop is not None and self._reconnect is not None
         assert self.agent_id is not None
         while not self._stop.is_set():
             taken = await _take_slots(slots, stopping)
             if not taken:
                 return
-            if self._reconnect.is_set():
-                # A heartbeat timed out while every slot was busy: this connection is suspect.
-                self._reconnect.clear()
-                for _ in range(taken):
-                    slots.release()
+            if self._reconnect.is_set():  # a heartbeat timed out while every slot was busy
+                self._leave_connection(slots, taken)
                 return
             claim: asyncio.Task[list[Task]] = asyncio.create_task(
                 _retrying(stop_never)(claims.claim_tasks, self.agent_id, taken, _CLAIM_WAIT_SECONDS)
@@ -299,14 +296,7 @@ class Worker:
                 claim.cancel()
                 with contextlib.suppress(asyncio.CancelledError, SwarmError):
                     await claim
-                for _ in range(taken):
-                    slots.release()
-                if self._reconnect.is_set():
-                    self._reconnect.clear()
-                    log.warning(
-                        "a heartbeat timed out; claiming over a new connection",
-                        extra={"agent_id": self.agent_id},
-                    )
+                self._leave_connection(slots, taken)
                 return
             try:
                 tasks = claim.result()
@@ -322,6 +312,22 @@ class Worker:
                 slots.release()
             for task in tasks:
                 self._start(client, task, slots)
+
+    def _leave_connection(self, slots: asyncio.Semaphore, taken: int) -> None:
+        """Gives back the `taken` slots of a claim not sent or given up.
+
+        After a heartbeat that timed out, it also lowers that signal: the next claim goes out on
+        a new connection.
+        """
+        for _ in range(taken):
+            slots.release()
+        assert self._reconnect is not None
+        if self._reconnect.is_set():
+            self._reconnect.clear()
+            log.warning(
+                "a heartbeat timed out; claiming over a new connection",
+                extra={"agent_id": self.agent_id},
+            )
 
     def _start(self, client: AsyncClient, task: Task, slots: asyncio.Semaphore) -> None:
         assert self._loop is not None
