@@ -114,15 +114,28 @@ async fn batch_reads_keep_order(kind: Kind) {
         .await
         .unwrap();
     cache
-        .set("s:3", b"three", Duration::from_secs(60))
+        .set("s:3", b"three", Duration::from_secs(5))
         .await
         .unwrap();
     let keys: Vec<String> = ["s:1", "s:2", "s:3"].map(str::to_owned).to_vec();
     let found = cache.get_many(&keys).await.unwrap();
+    let ttls: Vec<Option<Duration>> = found
+        .iter()
+        .map(|e| e.as_ref().map(|e| e.ttl_remaining))
+        .collect();
     let values: Vec<Option<Vec<u8>>> = found.into_iter().map(|e| e.map(|e| e.value)).collect();
     assert_eq!(
         values,
         [Some(b"one".to_vec()), None, Some(b"three".to_vec())]
+    );
+    // Each entry carries its own time left.
+    assert!(
+        ttls[0].is_some_and(|ttl| ttl > Duration::from_secs(58) && ttl <= Duration::from_secs(60)),
+        "{ttls:?}"
+    );
+    assert!(
+        ttls[2].is_some_and(|ttl| ttl > Duration::from_secs(3) && ttl <= Duration::from_secs(5)),
+        "{ttls:?}"
     );
     assert!(cache.get_many(&[]).await.unwrap().is_empty());
     clean(cache.as_ref()).await;

@@ -208,30 +208,39 @@ impl CacheBackend for RedisBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        // One MGET for the values and a PTTL a key (no command answers both): half the
+        // commands of a GET and a PTTL a key, and the values are taken, not copied.
+        let keys: Vec<String> = keys.iter().map(|key| self.key(key)).collect();
         let mut pipe = redis::pipe();
-        for key in keys {
-            let key = self.key(key);
-            pipe.get(&key).pttl(&key);
+        pipe.mget(&keys);
+        for key in &keys {
+            pipe.pttl(key);
         }
         let mut connection = self.connection.clone();
-        let answers: Vec<(Option<Vec<u8>>, i64)> = {
-            let flat: Vec<redis::Value> = self
-                .bounded("GET", pipe.query_async(&mut connection))
-                .await?;
-            flat.chunks(2)
-                .map(|pair| {
-                    let value =
-                        redis::from_redis_value::<Option<Vec<u8>>>(pair[0].clone()).unwrap_or(None);
-                    let ttl = pair
-                        .get(1)
-                        .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-                        .unwrap_or(-2);
-                    (value, ttl)
-                })
-                .collect()
+        let mut answers = self
+            .bounded(
+                "MGET",
+                pipe.query_async::<Vec<redis::Value>>(&mut connection),
+            )
+            .await?
+            .into_iter();
+        let values: Vec<Option<Vec<u8>>> = match answers.next() {
+            Some(values) => redis::from_redis_value(values).map_err(redis::RedisError::from)?,
+            None => Vec::new(),
         };
-        Ok(answers
+        let ttls = answers
+            .map(redis::from_redis_value::<i64>)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(redis::RedisError::from)?;
+        if values.len() != keys.len() || ttls.len() != keys.len() {
+            return Err(BackendError::Redis(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "mget answered for another number of keys",
+            ))));
+        }
+        Ok(values
             .into_iter()
+            .zip(ttls)
             .map(|(value, ttl)| entry(value, ttl))
             .collect())
     }
