@@ -62,10 +62,12 @@ pub async fn run<T, Fut>(
 }
 
 /// Lets the tasks that are ready to run add their requests to `batch` (up to `max_batch`)
-/// before it leaves. A finished batch wakes its callers and then this loop, and the scheduler
-/// tends to run the task it woke last first: without a turn for the callers, the next batch
-/// would leave with only the first request that came in and the callers' next requests would
-/// trail behind it one by one. A turn costs a lone request one pass of the scheduler, no timer.
+/// before it leaves. A finished batch wakes its callers and then this loop, and Tokio's
+/// multi-thread scheduler runs the task it woke last first: without a turn for the callers, the
+/// next batch would leave with only the first request that came in and the callers' next
+/// requests would trail behind it one by one. The loop yields, so it runs again once its worker
+/// has run what was ready (at most until the scheduler's next periodic check): a lone request
+/// waits for the work already in hand, never for a timer.
 async fn gather_ready<T>(pending: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, max_batch: usize) {
     if batch.len() >= max_batch {
         return;

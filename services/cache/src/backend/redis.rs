@@ -14,6 +14,8 @@ use super::{BackendError, CacheBackend, Entry};
 
 /// Keys per `SCAN` step and per `UNLINK`.
 const SCAN_BATCH: usize = 500;
+/// What `PTTL` answers for a key that does not exist.
+const KEY_GONE: i64 = -2;
 
 /// Entries in Redis.
 #[derive(Clone)]
@@ -175,8 +177,10 @@ fn glob_escape(text: &str) -> String {
     escaped
 }
 
+/// The entry of a `GET` (or `MGET`) answer and the `PTTL` that followed it: a key that expired
+/// in between (`PTTL` -2) is a miss, as it would be a moment later.
 fn entry(value: Option<Vec<u8>>, ttl_ms: i64) -> Option<Entry> {
-    let value = value?;
+    let value = value.filter(|_| ttl_ms != KEY_GONE)?;
     Some(Entry {
         value,
         ttl_remaining: Duration::from_millis(ttl_ms.max(0).unsigned_abs()),
@@ -208,8 +212,8 @@ impl CacheBackend for RedisBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        // One MGET for the values and a PTTL a key (no command answers both): half the
-        // commands of a GET and a PTTL a key, and the values are taken, not copied.
+        // One MGET for the values and a PTTL a key (no command answers both): n + 1 commands
+        // rather than a GET and a PTTL a key, and the values are taken, not copied.
         let keys: Vec<String> = keys.iter().map(|key| self.key(key)).collect();
         let mut pipe = redis::pipe();
         pipe.mget(&keys);
@@ -291,6 +295,17 @@ impl CacheBackend for RedisBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_that_expired_before_its_pttl_is_a_miss() {
+        let value = || Some(b"v".to_vec());
+        assert_eq!(entry(value(), KEY_GONE), None);
+        assert_eq!(entry(None, 1_500), None);
+        assert_eq!(
+            entry(value(), 1_500).map(|entry| entry.ttl_remaining),
+            Some(Duration::from_millis(1_500))
+        );
+    }
 
     #[test]
     fn glob_characters_are_escaped() {
