@@ -1,8 +1,8 @@
 //! Batching of concurrent requests: a few batches are in flight at once, and the requests that
 //! queue while none is free, or that are sent in the same moment, go out together in the next
 //! one, so a burst costs a few calls rather than one each, and a lone request waits for no one
-//! and no timer. A batch of one runs in its
-//! caller's span; a shared batch runs in a span of its own that follows from every caller's.
+//! and no timer. A batch of one runs in its caller's span; a shared batch runs in a span of its
+//! own that follows from every caller's.
 
 use std::future::Future;
 use std::sync::Arc;
