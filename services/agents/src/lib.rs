@@ -46,6 +46,11 @@ pub async fn run(
     let clock = Clock::skewed(config.clock_skew_millis);
     clock.sync(&pool).await?;
     host.spawn(clock.clone().keep_synced(pool.clone(), host.stopping()));
+    host.spawn(swarm_kit::statistics::keep_fresh(
+        pool.clone(),
+        storage::GROWING_TABLES,
+        host.stopping(),
+    ));
     let cache = CacheClient::new(
         &config.cache_url,
         swarm_kit::cache_keys::AGENTS,

@@ -21,6 +21,7 @@ pub mod rows;
 pub mod run;
 pub mod service_auth;
 pub mod shutdown;
+pub mod statistics;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -132,6 +132,11 @@ pub async fn run(
             stop.clone(),
         ));
     }
+    host.spawn(swarm_kit::statistics::keep_fresh(
+        pool.clone(),
+        storage::GROWING_TABLES,
+        stop.clone(),
+    ));
 
     let tasks = TaskServiceServer::new(TaskGrpc::new(queue, dispatcher, scheduler))
         .max_decoding_message_size(swarm_kit::grpc::MAX_MESSAGE_BYTES);

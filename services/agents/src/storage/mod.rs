@@ -20,6 +20,10 @@ use crate::domain::{Agent, AgentUpdate, NewAgent};
 pub use postgres::PostgresAgentStore;
 pub use sqlite::SqliteAgentStore;
 
+/// The tables that grow with the fleet, whose planner statistics are kept fresh on PostgreSQL
+/// (see [`swarm_kit::statistics`]).
+pub const GROWING_TABLES: &[&str] = &["agents"];
+
 /// Splits agents by their last heartbeat (Unix milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeartbeatFilter {

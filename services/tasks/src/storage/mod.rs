@@ -26,6 +26,10 @@ pub use current::JoinError;
 pub use postgres::{PostgresTaskStore, join_writers, keep_writer_lock, relay_task_ready};
 pub use sqlite::{SqliteTaskStore, join_sqlite_writers};
 
+/// The tables that grow with every task, whose planner statistics are kept fresh on PostgreSQL
+/// (see [`swarm_kit::statistics`]).
+pub const GROWING_TABLES: &[&str] = &["tasks", "task_attempts"];
+
 /// What tells one state of a task from the next, read without the rest of the task: when it
 /// last changed, and (for changes within one millisecond) its status and progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
