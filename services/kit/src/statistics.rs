@@ -1,13 +1,14 @@
 //! Planner statistics for tables that change faster than autovacuum looks at them.
 //!
-//! PostgreSQL plans a prepared statement once per connection and keeps that plan until the
+//! PostgreSQL plans a prepared statement once per connection and plans it again only when the
 //! statistics of a table it reads change. Autovacuum refreshes them at most once a minute, so a
 //! queue that grows from empty to thousands of tasks within that minute keeps the plans made
 //! while it held a handful: `WHERE id = ANY($1)` stays a sequential scan, and every statement
-//! reads the whole table. So each service checks its busiest tables every few seconds and
+//! reads the whole table. So each service checks its growing tables every few seconds and
 //! analyzes those that changed by autovacuum's own measure (a fixed count plus a tenth of the
-//! rows); the new statistics make every connection plan its statements again. Replicas that
-//! check at once analyze once: a table being analyzed already is skipped.
+//! rows) and whose size moved by half since their last analysis; a table that changed in place
+//! waits a minute, as it would for autovacuum. Analyzing updates the size the planner reads,
+//! and every connection plans its statements on the table again.
 
 use std::time::Duration;
 
@@ -24,13 +25,23 @@ const CHANGED_ROWS: i64 = 500;
 /// The fraction of a table's rows whose change makes its statistics stale, as autovacuum's
 /// default `autovacuum_analyze_scale_factor`.
 const CHANGED_FRACTION: f64 = 0.1;
+/// How long a table whose size held is left before it is analyzed again: autovacuum's default
+/// `autovacuum_naptime`, so a busy table of steady size is analyzed no more often than
+/// autovacuum would.
+const STEADY_SIZE_WAIT: Duration = Duration::from_secs(60);
 
-/// The tables among `tables` (in the current schema) whose rows changed enough since they were
-/// last analyzed.
-const STALE_TABLES: &str = "SELECT s.relname::text FROM pg_stat_user_tables AS s \
+/// The tables among `$1` (in the current schema, that this role may analyze) whose rows
+/// changed enough since their last analysis, and whose size doubled or halved since then (or
+/// which were analyzed longer than `$4` seconds ago, or never): their names, quoted as SQL
+/// needs them.
+const STALE_TABLES: &str = "SELECT s.relid::regclass::text FROM pg_stat_user_tables AS s \
     JOIN pg_class AS c ON c.oid = s.relid \
     WHERE s.schemaname = current_schema() AND s.relname = ANY($1) \
-    AND s.n_mod_since_analyze > $2 + $3 * GREATEST(c.reltuples, 0)";
+    AND pg_has_role(c.relowner, 'USAGE') \
+    AND s.n_mod_since_analyze > $2 + $3 * GREATEST(c.reltuples, 0) \
+    AND (c.reltuples < 0 OR s.n_live_tup > 2 * c.reltuples OR 2 * s.n_live_tup < c.reltuples \
+        OR COALESCE(GREATEST(s.last_analyze, s.last_autoanalyze), '-infinity') \
+            < now() - make_interval(secs => $4))";
 
 /// Checks `tables` every few seconds and analyzes those whose statistics went stale, until
 /// `stop` is cancelled. A check that fails (the database away) waits for the next one. On
@@ -53,24 +64,29 @@ pub async fn keep_fresh(pool: Pool, tables: &'static [&'static str], stop: Cance
     }
 }
 
-/// Analyzes those of `tables` whose statistics are stale; returns their names.
-pub async fn analyze_stale(
-    pool: &PgPool,
-    tables: &'static [&'static str],
-) -> Result<Vec<String>, sqlx::Error> {
+/// Analyzes those of `tables` whose statistics are stale; returns their names. A table that
+/// is being vacuumed or analyzed already is skipped quietly (its lock is taken), and checked
+/// again next time.
+async fn analyze_stale(pool: &PgPool, tables: &[&str]) -> Result<Vec<String>, sqlx::Error> {
     let stale: Vec<String> = sqlx::query_scalar(STALE_TABLES)
         .bind(tables)
         .bind(CHANGED_ROWS)
         .bind(CHANGED_FRACTION)
+        .bind(STEADY_SIZE_WAIT.as_secs_f64())
         .fetch_all(pool)
         .await?;
     for table in &stale {
-        // The name is one of `tables`, which the code names (PostgreSQL just matched it).
+        // Without the warning a skipped table sends, which the driver would log.
+        let mut transaction = pool
+            .begin_with("BEGIN; SET LOCAL client_min_messages = error")
+            .await?;
+        // The name is as PostgreSQL quotes it (`regclass`), of a table it just listed.
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "ANALYZE (SKIP_LOCKED) \"{table}\""
+            "ANALYZE (SKIP_LOCKED) {table}"
         )))
-        .execute(pool)
+        .execute(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         tracing::debug!(table, "planner statistics refreshed");
     }
     Ok(stale)
@@ -158,12 +174,26 @@ mod tests {
         changes_counted(&pool, 19_980).await;
 
         let analyzed = analyze_stale(&pool, TABLES).await.expect("the check runs");
-        assert_eq!(analyzed, vec!["grown".to_owned()]);
+        assert_eq!(
+            analyzed,
+            vec!["grown".to_owned()],
+            "the name as SQL quotes it"
+        );
         let analyzed = analyze_stale(&pool, TABLES).await.expect("the check runs");
         assert!(analyzed.is_empty(), "a table just analyzed is left alone");
         assert!(
             lookup_plan(&mut connection).await.contains("Index"),
             "the connection plans its lookup again with the new statistics"
         );
+
+        // Every row changed in place: the size held, so the table waits for its minute.
+        run(
+            &mut connection,
+            "UPDATE grown SET body = 'changed'; SELECT pg_stat_force_next_flush()",
+        )
+        .await;
+        changes_counted(&pool, 20_000).await;
+        let analyzed = analyze_stale(&pool, TABLES).await.expect("the check runs");
+        assert!(analyzed.is_empty(), "a table of steady size waits a minute");
     }
 }
