@@ -323,7 +323,8 @@ const SQLITE_MIGRATION_TRIES: u32 = 10;
 /// Replicas starting together migrate once: PostgreSQL serializes them with an advisory lock.
 /// SQLite has none, so a replica that listed the applied migrations just before another
 /// committed one fails that migration (its transaction rolls back, changing nothing) and
-/// tries again, when it finds the migration applied.
+/// tries again, when it finds the migration applied. It fails either on the migration's own
+/// statements or, when those are idempotent, on recording its version a second time.
 pub async fn migrate(
     pool: &Pool,
     service: &str,
@@ -335,9 +336,7 @@ pub async fn migrate(
             let mut tries = 1;
             loop {
                 match migrator.run(&pools.writer).await {
-                    Err(sqlx::migrate::MigrateError::ExecuteMigration(..))
-                        if tries < SQLITE_MIGRATION_TRIES =>
-                    {
+                    Err(error) if lost_migration_race(&error) && tries < SQLITE_MIGRATION_TRIES => {
                         tries += 1;
                         tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
                     }
@@ -349,9 +348,40 @@ pub async fn migrate(
     }
 }
 
+/// Tells whether a SQLite migration failed the way one does when another replica applied it
+/// meanwhile: on its own statements, or on the version the other recorded first.
+fn lost_migration_race(error: &sqlx::migrate::MigrateError) -> bool {
+    use sqlx::migrate::MigrateError;
+    match error {
+        MigrateError::ExecuteMigration(..) => true,
+        MigrateError::Execute(sqlx::Error::Database(error)) => error.is_unique_violation(),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_migration_recorded_by_another_replica_meanwhile_is_tried_again() {
+        use sqlx::migrate::MigrateError;
+        let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
+        sqlx::query("CREATE TABLE migrations (version BIGINT PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let record = || sqlx::query("INSERT INTO migrations VALUES (1)").execute(&pool);
+        record().await.unwrap();
+        let recorded_twice = record().await.unwrap_err();
+        assert!(lost_migration_race(&MigrateError::Execute(recorded_twice)));
+        let no_such_table = sqlx::query("SELECT * FROM nowhere")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        assert!(!lost_migration_race(&MigrateError::Execute(no_such_table)));
+        assert!(!lost_migration_race(&MigrateError::VersionMissing(1)));
+    }
 
     /// Whether the connection `pool` hands out is encrypted, as the server sees it.
     #[cfg(feature = "testing")]
