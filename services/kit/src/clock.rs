@@ -72,19 +72,12 @@ impl Clock {
     /// at start) until `stop` is cancelled; a failed reading keeps the last offset.
     pub async fn keep_synced(self: Arc<Self>, pool: Pool, stop: CancellationToken) {
         // The caller synced at start: the first look is one interval away.
-        let mut ticks =
-            tokio::time::interval_at(tokio::time::Instant::now() + SYNC_INTERVAL, SYNC_INTERVAL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = ticks.tick() => {
-                    if let Err(error) = self.sync(&pool).await {
-                        tracing::debug!(%error, "cannot read the database clock; keeping the last offset");
-                    }
-                }
+        crate::periodic::every(SYNC_INTERVAL, stop, || async {
+            if let Err(error) = self.sync(&pool).await {
+                tracing::debug!(%error, "cannot read the database clock; keeping the last offset");
             }
-        }
+        })
+        .await;
     }
 
     fn local(&self) -> i64 {

@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod host;
 pub mod metrics;
 pub mod page;
+pub mod periodic;
 pub mod process;
 pub mod replicas;
 pub mod rows;

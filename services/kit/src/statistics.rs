@@ -51,17 +51,13 @@ pub async fn keep_fresh(pool: Pool, tables: &'static [&'static str], stop: Cance
     let Pool::Postgres(pool) = pool else {
         return;
     };
-    let mut ticks = tokio::time::interval(CHECK_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    // The tables were just migrated: the first look is one interval away.
+    crate::periodic::every(CHECK_INTERVAL, stop, || async {
         if let Err(error) = analyze_stale(&pool, tables).await {
             tracing::debug!(%error, "cannot refresh planner statistics; trying again later");
         }
-    }
+    })
+    .await;
 }
 
 /// Analyzes those of `tables` whose statistics are stale; returns their names. A table that
