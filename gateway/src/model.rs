@@ -247,6 +247,46 @@ impl<T> PageView<T> {
             pages: info.pages,
         }
     }
+
+    /// Builds the page the tasks service answered a list call with, each item shown as `view`
+    /// makes it.
+    pub fn listed<L: Listing>(
+        answer: tonic::Response<L>,
+        view: impl FnMut(L::Item) -> T,
+    ) -> axum::Json<Self> {
+        let (items, info) = answer.into_inner().into_parts();
+        axum::Json(Self::new(items, view, info))
+    }
+}
+
+/// The tasks service's answer to a list call: one page of items and where it sits.
+pub trait Listing {
+    /// What the page holds.
+    type Item;
+
+    /// Parts the answer into its items and its page info.
+    fn into_parts(self) -> (Vec<Self::Item>, Option<PageInfo>);
+}
+
+/// Implements [`Listing`] for answers that hold their items in the field named.
+macro_rules! listings {
+    ($($answer:ident { $items:ident: $item:ident }),* $(,)?) => {$(
+        impl Listing for pb::$answer {
+            type Item = pb::$item;
+
+            fn into_parts(self) -> (Vec<pb::$item>, Option<PageInfo>) {
+                (self.$items, self.page)
+            }
+        }
+    )*};
+}
+
+listings! {
+    ListTasksResponse { tasks: Task },
+    ListAttemptsResponse { attempts: Attempt },
+    ListMessagesResponse { messages: Message },
+    ListSchedulesResponse { schedules: Schedule },
+    ListWorkflowsResponse { workflows: Workflow },
 }
 
 /// Pagination query parameters.

@@ -93,14 +93,6 @@ async fn list(
     state: &AppState,
     request: pb::ListMessagesRequest,
 ) -> Result<axum::Json<PageView<MessageView>>, ApiError> {
-    let response = state
-        .tasks()
-        .list_messages(state.ask(request))
-        .await?
-        .into_inner();
-    Ok(axum::Json(PageView::new(
-        response.messages,
-        MessageView::from,
-        response.page,
-    )))
+    let answer = state.tasks().list_messages(state.ask(request)).await?;
+    Ok(PageView::listed(answer, MessageView::from))
 }

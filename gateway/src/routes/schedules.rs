@@ -152,16 +152,8 @@ pub async fn list(
         user_id: caller.client_user().map(str::to_owned),
         page: Some(page.to_proto()?),
     };
-    let response = state
-        .tasks()
-        .list_schedules(state.ask(request))
-        .await?
-        .into_inner();
-    Ok(axum::Json(PageView::new(
-        response.schedules,
-        ScheduleView::from,
-        response.page,
-    )))
+    let answer = state.tasks().list_schedules(state.ask(request)).await?;
+    Ok(PageView::listed(answer, ScheduleView::from))
 }
 
 /// Returns one schedule.

@@ -225,16 +225,8 @@ pub async fn list(
         page: Some(page_request(query.page, query.per_page)?),
         title_contains: query.q.filter(|text| !text.is_empty()),
     };
-    let response = state
-        .tasks()
-        .list_tasks(state.ask(request))
-        .await?
-        .into_inner();
-    Ok(axum::Json(PageView::new(
-        response.tasks,
-        TaskView::from,
-        response.page,
-    )))
+    let answer = state.tasks().list_tasks(state.ask(request)).await?;
+    Ok(PageView::listed(answer, TaskView::from))
 }
 
 /// Returns one task.
@@ -371,16 +363,8 @@ pub async fn attempts(
         id: task.id,
         page: Some(page.to_proto()?),
     };
-    let response = state
-        .tasks()
-        .list_attempts(state.ask(request))
-        .await?
-        .into_inner();
-    Ok(axum::Json(PageView::new(
-        response.attempts,
-        AttemptView::from,
-        response.page,
-    )))
+    let answer = state.tasks().list_attempts(state.ask(request)).await?;
+    Ok(PageView::listed(answer, AttemptView::from))
 }
 
 /// Streams a task's changes as Server-Sent Events named `task`, ending after a final status

@@ -248,16 +248,10 @@ pub async fn list(
         user_id: caller.client_user().map(str::to_owned),
         page: Some(page_request(query.page, query.per_page)?),
     };
-    let response = state
-        .tasks()
-        .list_workflows(state.ask(request))
-        .await?
-        .into_inner();
-    Ok(axum::Json(PageView::new(
-        response.workflows,
-        |workflow| WorkflowView::of(workflow, false),
-        response.page,
-    )))
+    let answer = state.tasks().list_workflows(state.ask(request)).await?;
+    Ok(PageView::listed(answer, |workflow| {
+        WorkflowView::of(workflow, false)
+    }))
 }
 
 /// Cancels every unfinished task of a running workflow; a finished one answers 409.
