@@ -231,17 +231,23 @@ pub async fn connect(
 /// 16 readers) resident in the process.
 const READER_CACHE_KIB: i64 = -512;
 
-/// The most readers a SQLite pool opens: twice the cores. A SQLite read runs on the process's
-/// own CPU, so readers past that only wait their turn, each holding its page cache and its
-/// prepared statements (about 1.7 MiB: 16 readers on 2 cores kept 20 MiB more resident in the
-/// tasks service than 4 did, for the same throughput).
+/// The most readers a SQLite pool opens: twice the cores, and no fewer than
+/// [`MIN_SQLITE_READERS`]. A SQLite read runs on the process's own CPU, so readers past that
+/// only wait their turn, each holding its page cache and its prepared statements (about
+/// 1.7 MiB: 16 readers on 2 cores kept 20 MiB more resident in the tasks service than 4 did, for
+/// the same throughput).
 fn sqlite_reader_limit() -> u32 {
-    std::thread::available_parallelism().map_or(4, |cores| {
+    let twice_the_cores = std::thread::available_parallelism().map_or(0, |cores| {
         u32::try_from(cores.get())
             .unwrap_or(u32::MAX)
             .saturating_mul(2)
-    })
+    });
+    twice_the_cores.max(MIN_SQLITE_READERS)
 }
+
+/// Readers a SQLite pool may open however few the cores: a task list holds two at once (its
+/// page and its count), and the gateway lets four key lookups reach its store together.
+const MIN_SQLITE_READERS: u32 = 4;
 
 /// How often the write-ahead log is copied back into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
@@ -524,7 +530,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_sqlite_pool_opens_no_more_readers_than_twice_the_cores() {
+    async fn a_sqlite_pool_opens_no_more_readers_than_twice_the_cores_and_at_least_four() {
         let path =
             std::env::temp_dir().join(format!("swarm-kit-readers-{}.db", std::process::id()));
         let url = format!("sqlite://{}", path.display());
@@ -533,7 +539,10 @@ mod tests {
             unreachable!("a sqlite url opens sqlite");
         };
         let readers = pools.readers.options().get_max_connections();
-        assert_eq!(usize::try_from(readers).unwrap(), 2 * cores);
+        assert_eq!(
+            usize::try_from(readers).unwrap(),
+            (2 * cores).max(usize::try_from(MIN_SQLITE_READERS).unwrap())
+        );
         pools.readers.close().await;
         pools.writer.close().await;
         let Pool::Sqlite(pools) = connect(&url, 1, DEFAULT_SLOW_QUERY).await.unwrap() else {
