@@ -529,32 +529,32 @@ mod tests {
         remove_sqlite_files(&path);
     }
 
+    /// How many readers a SQLite pool at `url` opens at most when `asked` for.
+    async fn readers_opened(url: &str, asked: u32) -> u32 {
+        let pool = connect(url, asked, DEFAULT_SLOW_QUERY).await.unwrap();
+        let Pool::Sqlite(pools) = &pool else {
+            unreachable!("a sqlite url opens sqlite");
+        };
+        let readers = pools.readers.options().get_max_connections();
+        pool.close().await;
+        readers
+    }
+
     #[tokio::test]
     async fn a_sqlite_pool_opens_no_more_readers_than_twice_the_cores_and_at_least_four() {
         let path =
             std::env::temp_dir().join(format!("swarm-kit-readers-{}.db", std::process::id()));
         let url = format!("sqlite://{}", path.display());
         let cores = std::thread::available_parallelism().unwrap().get();
-        let Pool::Sqlite(pools) = connect(&url, 1000, DEFAULT_SLOW_QUERY).await.unwrap() else {
-            unreachable!("a sqlite url opens sqlite");
-        };
-        let readers = pools.readers.options().get_max_connections();
         assert_eq!(
-            usize::try_from(readers).unwrap(),
+            usize::try_from(readers_opened(&url, 1000).await).unwrap(),
             (2 * cores).max(usize::try_from(MIN_SQLITE_READERS).unwrap())
         );
-        pools.readers.close().await;
-        pools.writer.close().await;
-        let Pool::Sqlite(pools) = connect(&url, 1, DEFAULT_SLOW_QUERY).await.unwrap() else {
-            unreachable!("a sqlite url opens sqlite");
-        };
         assert_eq!(
-            pools.readers.options().get_max_connections(),
+            readers_opened(&url, 1).await,
             1,
             "a smaller pool asked for is kept"
         );
-        pools.readers.close().await;
-        pools.writer.close().await;
         remove_sqlite_files(&path);
     }
 
