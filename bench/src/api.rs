@@ -35,6 +35,8 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// How many agents work the queue in the cycle benchmark.
     pub agents: usize,
+    /// How many tasks each of those agents runs at once (its `max_concurrency`).
+    pub agent_slots: u32,
     /// How many tasks go through the queue in the cycle benchmark.
     pub cycle_tasks: u64,
     /// The request rate of the paced runs (all clients together, per second): each request
@@ -51,6 +53,7 @@ impl BenchOptions {
             duration,
             concurrency,
             agents: 0,
+            agent_slots: 0,
             cycle_tasks: 0,
             pace: None,
         }
@@ -73,6 +76,8 @@ pub struct Report {
 pub struct CycleFigures {
     /// Agents that worked the queue.
     pub agents: usize,
+    /// Tasks each agent ran at once.
+    pub agent_slots: u32,
     /// Tasks that went through it.
     pub tasks: u64,
     /// Tasks completed per second, from the first enqueue to the last completion.
@@ -87,8 +92,14 @@ impl std::fmt::Display for CycleFigures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:<12} {:>9} tasks {} agents {:>6.1} tasks/s   created→completed p50 {:>7.2} ms   p99 {:>7.2} ms",
-            "queue cycle", self.tasks, self.agents, self.throughput, self.p50_ms, self.p99_ms
+            "{:<12} {:>9} tasks {} agents × {} slots {:>6.1} tasks/s   created→completed p50 {:>7.2} ms   p99 {:>7.2} ms",
+            "queue cycle",
+            self.tasks,
+            self.agents,
+            self.agent_slots,
+            self.throughput,
+            self.p50_ms,
+            self.p99_ms
         )
     }
 }
@@ -573,7 +584,7 @@ async fn queue_cycle(stack: &Stack, options: &BenchOptions) -> Result<CycleFigur
     for i in 0..options.agents {
         let spec = AgentSpec::new(format!("bench-agent-{i}"))
             .capability("bench")
-            .max_concurrency(8);
+            .max_concurrency(options.agent_slots);
         let worker = Worker::register(&gateway, spec).await?;
         let stop = stop.clone();
         agents.push(tokio::spawn(async move {
@@ -679,6 +690,7 @@ async fn queue_cycle(stack: &Stack, options: &BenchOptions) -> Result<CycleFigur
         .as_secs_f64();
     Ok(CycleFigures {
         agents: options.agents,
+        agent_slots: options.agent_slots,
         tasks: completed,
         throughput: completed as f64 / elapsed.max(f64::MIN_POSITIVE),
         p50_ms: percentile_ms(&latencies, 0.50),

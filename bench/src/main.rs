@@ -258,6 +258,9 @@ struct BenchArgs {
     /// Agents working the queue in the cycle benchmark.
     #[arg(long, default_value_t = 4)]
     agents: usize,
+    /// Tasks each agent runs at once in the cycle benchmark (its `max_concurrency`).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    agent_slots: u32,
     /// Tasks sent through the queue in the cycle benchmark.
     #[arg(long, default_value_t = 5000)]
     cycle_tasks: u64,
@@ -321,6 +324,7 @@ async fn run_bench(args: BenchArgs) -> Outcome {
         duration: Duration::from_secs(args.seconds),
         concurrency: args.concurrency,
         agents: args.agents,
+        agent_slots: args.agent_slots,
         cycle_tasks: args.cycle_tasks,
         pace: Some(args.pace).filter(|rate| *rate > 0.0),
     };
