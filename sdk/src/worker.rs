@@ -24,6 +24,9 @@ use tracing::{debug, warn};
 
 /// How long one claim waits for work before it asks again.
 const CLAIM_WAIT_SECONDS: u32 = 20;
+/// The most tasks one claim may ask for (the queue refuses more); a worker with more free
+/// slots fills the rest with its next claims.
+const MAX_CLAIM: u32 = 100;
 /// How long the worker waits before claiming (or reporting) again after an error.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// The longest pause between two tries of one report.
@@ -562,9 +565,9 @@ impl Worker {
     /// `max_concurrency` at once, reporting each outcome (a handler that panics fails its
     /// attempt, retryably). Each report claims the slot's next task in the same call, so a busy
     /// queue keeps the slots full without a claim of their own; a slot that gets none goes back
-    /// to the claim loop, which long-polls for every free slot at once. While handlers run,
-    /// heartbeats renew their leases and raise each one's cancellation signal when its task is
-    /// cancelled. A refused claim ends it only when waiting cannot help
+    /// to the claim loop, which long-polls for every free slot at once (up to 100 tasks a claim,
+    /// the queue's limit). While handlers run, heartbeats renew their leases and raise each
+    /// one's cancellation signal when its task is cancelled. A refused claim ends it only when waiting cannot help
     /// ([`SdkError::ends_the_worker`]); other failures are retried after a pause. At shutdown
     /// it stops claiming and waits for running handlers to report (a report already on its way
     /// when the worker stops may still bring its slot one more task, which runs and reports
@@ -583,7 +586,8 @@ impl Worker {
         let mut running = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let outcome = loop {
-            // Wait for a free slot, then ask for as many tasks as there are free slots.
+            // Wait for a free slot, then ask for as many tasks as there are free slots (at most
+            // what one claim may take).
             let mut permits = tokio::select! {
                 permit = slots.clone().acquire_owned() => match permit {
                     Ok(permit) => permit,
@@ -591,7 +595,9 @@ impl Worker {
                 },
                 () = &mut shutdown => break Ok(()),
             };
-            let more = u32::try_from(slots.available_permits()).unwrap_or(0);
+            let more = u32::try_from(slots.available_permits())
+                .unwrap_or(u32::MAX)
+                .min(MAX_CLAIM - 1);
             if let Ok(extra) = slots.clone().try_acquire_many_owned(more) {
                 permits.merge(extra);
             }

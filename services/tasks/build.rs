@@ -1,5 +1,5 @@
-//! Rebuilds the crate when a migration is added or changed: `sqlx::migrate!` embeds the
-//! migrations at compile time, and cargo does not otherwise know to look at them.
+//! Rebuilds the crate when a migration is added or removed: `sqlx::migrate!` embeds the
+//! migrations at compile time and tracks the files it read, but not the folder's listing.
 
 fn main() {
     println!("cargo:rerun-if-changed=migrations");

@@ -259,6 +259,29 @@ async fn a_slot_takes_its_next_task_with_each_report() {
     swarm.stop().await;
 }
 
+/// A worker with more slots than one claim may take (the queue's limit is 100) claims in
+/// several goes rather than being refused, and runs every task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_with_more_slots_than_one_claim_takes_runs_every_task() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let batch: Vec<Value> = (0..150)
+        .map(|n| json!({"title": "wide", "required_capabilities": ["wide"], "payload": n}))
+        .collect();
+    let (status, created) = swarm
+        .post("/api/tasks/batch", json!({"tasks": batch}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let echo = |task: Assignment| async move { Ok(task.payload) };
+    let worker = Running::with_slots(&swarm, "wide", 150, echo).await;
+    for task in created["items"].as_array().unwrap() {
+        let path = format!("/api/tasks/{}", task["id"].as_str().unwrap());
+        let done = until_status(&swarm, &path, "completed").await;
+        assert_eq!(done["result"], task["payload"]);
+    }
+    worker.stop().await;
+    swarm.stop().await;
+}
+
 /// A worker's connection goes silent (a middlebox forgot it; nothing closes it). Each side
 /// notices by its pings. The worker connects again before its agent's heartbeats lapse: the
 /// agent stays online past its TTL. The gateway closes its end, which ends the claim that was
