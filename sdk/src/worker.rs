@@ -24,8 +24,8 @@ use tracing::{debug, warn};
 
 /// How long one claim waits for work before it asks again.
 const CLAIM_WAIT_SECONDS: u32 = 20;
-/// The most tasks one claim may ask for (the queue refuses more); a worker with more free
-/// slots fills the rest with its next claims.
+/// The most tasks one claim may ask for: the contract's bound on `max_tasks` (the queue
+/// refuses more). A worker with more free slots fills the rest with its next claims.
 const MAX_CLAIM: u32 = 100;
 /// How long the worker waits before claiming (or reporting) again after an error.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -567,11 +567,11 @@ impl Worker {
     /// queue keeps the slots full without a claim of their own; a slot that gets none goes back
     /// to the claim loop, which long-polls for every free slot at once (up to 100 tasks a claim,
     /// the queue's limit). While handlers run, heartbeats renew their leases and raise each
-    /// one's cancellation signal when its task is cancelled. A refused claim ends it only when waiting cannot help
-    /// ([`SdkError::ends_the_worker`]); other failures are retried after a pause. At shutdown
-    /// it stops claiming and waits for running handlers to report (a report already on its way
-    /// when the worker stops may still bring its slot one more task, which runs and reports
-    /// too).
+    /// one's cancellation signal when its task is cancelled. A refused claim ends it only when
+    /// waiting cannot help ([`SdkError::ends_the_worker`]); other failures are retried after a
+    /// pause. At shutdown it stops claiming and waits for running handlers to report (a report
+    /// already on its way when the worker stops may still bring its slot one more task, which
+    /// runs and reports too).
     pub async fn run<H, Fut>(
         &self,
         handler: H,
