@@ -66,9 +66,16 @@ impl RuleBook {
         self.routes.insert((method, path.to_owned()), rules);
     }
 
-    /// Returns the rules of `method` on route template `path`, if it is a declared route.
+    /// Returns the rules of `method` on route template `path`, if it is a declared route. A
+    /// `HEAD` follows the rules of `GET`: the router answers it with the `GET` handler (and
+    /// drops the body), so it must pass the same checks.
     pub fn get(&self, method: &Method, path: &str) -> Option<RouteRules> {
-        self.routes.get(&(method.clone(), path.to_owned())).copied()
+        let method = if method == Method::HEAD {
+            Method::GET
+        } else {
+            method.clone()
+        };
+        self.routes.get(&(method, path.to_owned())).copied()
     }
 
     /// Every declared route: method, route template and rules.

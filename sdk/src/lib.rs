@@ -9,9 +9,9 @@
 //! was cancelled, timed out or taken back. [`Worker::run`] then
 //! long-polls the tasks service for work the agent is able to do, runs a handler on each task
 //! (never more at once than the agent's `max_concurrency`; one that panics fails its attempt),
-//! and reports each outcome, retried with jittered backoff until acknowledged. Each report also
-//! claims the slot's next task (the gateway's `FinishTask`), so while the queue has work a slot
-//! goes from one task to the next in one round trip:
+//! and reports each outcome, retried with jittered backoff until acknowledged (for up to a
+//! lease). Each report also claims the slot's next task (the gateway's `FinishTask`), so while
+//! the queue has work a slot goes from one task to the next in one round trip:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), swarm_sdk::SdkError> {

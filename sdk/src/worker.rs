@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use swarm_proto::agents::v1 as agents_pb;
@@ -31,8 +31,6 @@ const MAX_CLAIM: u32 = 100;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// The longest pause between two tries of one report.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(8);
-/// How many times a report is tried while the gateway is out of reach.
-const REPORT_ATTEMPTS: u32 = 8;
 /// The longest pause between heartbeats while the worker holds tasks: a cancellation reaches
 /// the handler within about this long.
 const BUSY_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -331,30 +329,38 @@ impl Assignment {
     /// retrying with a jittered backoff while the gateway is out of reach (a repeated report
     /// whose first answer was lost gets the same answer). Only the first try claims: tasks a
     /// lost answer carried are not claimed twice over, and the queue takes them back within a
-    /// heartbeat or so. A refused report means the lease was lost (expired or taken back): the
-    /// task belongs to another attempt now, and this outcome does not count. Returns the tasks
-    /// claimed.
+    /// heartbeat or so. It keeps trying for a whole lease (`timeout_seconds`) after the first
+    /// failure: the outcome counts for as long as the lease may still be held, and once a
+    /// lease has passed without an acknowledgement the queue runs the task again. A refused
+    /// report means the lease was lost (expired or taken back): the task belongs to another
+    /// attempt now, and this outcome does not count. Returns the tasks claimed.
     async fn report(&self, outcome: Result<Value, Failure>, claim_next: u32) -> Vec<Assignment> {
+        let lease = Duration::from_secs(u64::try_from(self.timeout_seconds).unwrap_or(0));
         let mut pause = RETRY_PAUSE;
-        for attempt in 1..=REPORT_ATTEMPTS {
+        let mut first_failure = None;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
             let claim_next = if attempt == 1 { claim_next } else { 0 };
             match self.finish(&outcome, claim_next).await {
                 Ok(claimed) => {
                     debug!(task_id = %self.id, claimed = claimed.len(), "outcome reported");
                     return claimed;
                 }
-                Err(error) if error.is_transient() && attempt < REPORT_ATTEMPTS => {
+                Err(error)
+                    if error.is_transient()
+                        && first_failure.get_or_insert_with(Instant::now).elapsed() < lease =>
+                {
                     warn!(task_id = %self.id, %error, attempt, "outcome not acknowledged; retrying");
                     tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
                     pause = (pause * 2).min(MAX_RETRY_PAUSE);
                 }
                 Err(error) => {
-                    warn!(task_id = %self.id, %error, "outcome refused");
+                    warn!(task_id = %self.id, %error, attempt, "outcome refused or not acknowledged within a lease");
                     return Vec::new();
                 }
             }
         }
-        Vec::new()
     }
 }
 

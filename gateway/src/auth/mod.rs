@@ -130,8 +130,9 @@ impl RateLimited {
 }
 
 /// Identifies the caller of every route that takes keys, checks the route admits its role and
-/// that its rate allows it, and hands the [`Caller`] to the handler. Open routes, and requests
-/// that match no route (their 404), pass.
+/// that its rate allows it, and hands the [`Caller`] to the handler. Open routes pass, and so do
+/// requests that match no declared route and method: the router answers those 404 or 405
+/// without running a handler.
 pub async fn authenticate(
     State(auth): State<Arc<Authenticator>>,
     mut request: Request,

@@ -64,9 +64,9 @@ pub async fn register(
     Ok((StatusCode::CREATED, axum::Json(agent.into())))
 }
 
-/// Registers the agent a worker declares, or resumes it (its kind, capabilities, config and
-/// concurrency become the declared ones): with an agent key, the key's own agent whatever the
-/// name; with an admin key, the agent of that name.
+/// Registers the agent a worker declares, or resumes it (its kind, capabilities and concurrency
+/// become the declared ones; its config stays): with an agent key, the key's own agent whatever
+/// the name; with an admin key, the agent of that name.
 #[utoipa::path(post, operation_id = "joinAgent", path = "/api/agents/join", tag = "agents", request_body = RegisterAgent,
     responses((status = 200, description = "The agent, registered or resumed.", body = AgentView)))]
 pub async fn join(

@@ -31,7 +31,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use crate::auth::Role;
-use crate::error::{not_found, panic_response};
+use crate::error::{method_not_allowed, not_found, panic_response};
 use crate::rules::{Access, RouteRules, RuleBook};
 use crate::state::AppState;
 use crate::{auth, conditional, fields, limits, openapi, rules, traced};
@@ -176,6 +176,7 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
     let tools = crate::mcp::Tools::new(&document, Arc::clone(&book));
     let rest = api
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(state.auth.clone()),
             auth::authenticate,
@@ -236,6 +237,9 @@ mod tests {
         assert!(!admits(Role::Client, Method::POST, "/api/tasks/claim"));
         assert!(!admits(Role::Client, Method::POST, "/api/agents"));
         assert!(!admits(Role::Client, Method::GET, "/api/keys"));
+        // The router answers HEAD with the GET handler: it passes the same check.
+        assert!(!admits(Role::Client, Method::HEAD, "/api/keys"));
+        assert!(admits(Role::Client, Method::HEAD, "/api/tasks"));
         assert!(admits(
             Role::Agent,
             Method::POST,

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use swarm_kit::time::rfc3339;
 use swarm_proto::tasks::v1 as pb;
 use utoipa::openapi::RefOr;
@@ -22,17 +24,56 @@ use crate::schema::{self, WORKFLOW_STATUSES};
 use crate::state::AppState;
 
 /// One task of `POST /api/workflows`: a key and the fields `POST /api/tasks` takes, whose
-/// `depends_on` names keys of the workflow's tasks.
-#[derive(Debug, Deserialize)]
+/// `depends_on` names keys of the workflow's tasks. The fields are kept as the JSON text they
+/// came in and read as a task body once the key is out: serde cannot hand a flattened body a
+/// payload kept as it was sent, nor refuse a flattened body's unknown fields.
+#[derive(Debug)]
 pub struct WorkflowTask {
     /// Unique within the workflow.
     key: String,
-    #[serde(flatten)]
-    task: CreateTask,
-    /// Whatever else the object holds: refused, as every body's unknown fields are (a
-    /// flattened body cannot refuse them itself).
-    #[serde(flatten)]
-    unknown: BTreeMap<String, serde_json::Value>,
+    /// The other fields, as one JSON object.
+    fields: String,
+}
+
+impl<'de> Deserialize<'de> for WorkflowTask {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(WorkflowTaskVisitor)
+    }
+}
+
+/// Reads a workflow task's object: its key, and every other field as it was sent.
+struct WorkflowTaskVisitor;
+
+impl<'de> Visitor<'de> for WorkflowTaskVisitor {
+    type Value = WorkflowTask;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a task object with a `key`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WorkflowTask, A::Error> {
+        let mut key = None;
+        let mut fields = String::from("{");
+        while let Some(name) = map.next_key::<String>()? {
+            if name == "key" {
+                if key.is_some() {
+                    return Err(de::Error::duplicate_field("key"));
+                }
+                key = Some(map.next_value::<String>()?);
+                continue;
+            }
+            let value = map.next_value::<Box<RawValue>>()?;
+            if fields.len() > 1 {
+                fields.push(',');
+            }
+            fields.push_str(&serde_json::to_string(&name).map_err(de::Error::custom)?);
+            fields.push(':');
+            fields.push_str(value.get());
+        }
+        fields.push('}');
+        let key = key.ok_or_else(|| de::Error::missing_field("key"))?;
+        Ok(WorkflowTask { key, fields })
+    }
 }
 
 /// Its schema is the task creation's, with the key beside its fields (one object, as the
@@ -154,12 +195,15 @@ pub async fn create(
         .into_iter()
         .enumerate()
         .map(|(index, step)| {
-            if let Some(field) = step.unknown.keys().next() {
-                return Err(ApiError::invalid(format!(
-                    "tasks[{index}] has unknown field `{field}`"
-                )));
-            }
-            let mut task = creation(&caller, step.task)
+            let fields: CreateTask = serde_json::from_str(&step.fields).map_err(|error| {
+                // The position would point into the text rebuilt here, not the one sent.
+                let error = error.to_string();
+                let reason = error
+                    .rsplit_once(" at line ")
+                    .map_or(&*error, |(reason, _)| reason);
+                ApiError::invalid(format!("invalid json body: tasks[{index}]: {reason}"))
+            })?;
+            let mut task = creation(&caller, fields)
                 .map_err(|error| error.within(&format!("tasks[{index}]")))?;
             let depends_on = std::mem::take(&mut task.depends_on);
             Ok(pb::WorkflowStep {

@@ -25,6 +25,8 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// The request body is larger than allowed (413).
     PayloadTooLarge,
+    /// The route exists, but not with this HTTP method (405).
+    MethodNotAllowed,
     /// A dependency is down; retrying later may work (503).
     Unavailable,
     /// The call ran out of time (504).
@@ -34,7 +36,7 @@ pub enum ErrorCode {
 }
 
 /// Every code, for tables and tests.
-pub const ALL_CODES: [ErrorCode; 11] = [
+pub const ALL_CODES: [ErrorCode; 12] = [
     ErrorCode::InvalidArgument,
     ErrorCode::NotFound,
     ErrorCode::AlreadyExists,
@@ -43,6 +45,7 @@ pub const ALL_CODES: [ErrorCode; 11] = [
     ErrorCode::PermissionDenied,
     ErrorCode::ResourceExhausted,
     ErrorCode::PayloadTooLarge,
+    ErrorCode::MethodNotAllowed,
     ErrorCode::Unavailable,
     ErrorCode::DeadlineExceeded,
     ErrorCode::Internal,
@@ -60,6 +63,7 @@ impl ErrorCode {
             Self::PermissionDenied => "permission_denied",
             Self::ResourceExhausted => "rate_limited",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::Unavailable => "unavailable",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Internal => "internal",
@@ -76,6 +80,7 @@ impl ErrorCode {
             Self::Unauthenticated => tonic::Code::Unauthenticated,
             Self::PermissionDenied => tonic::Code::PermissionDenied,
             Self::ResourceExhausted | Self::PayloadTooLarge => tonic::Code::ResourceExhausted,
+            Self::MethodNotAllowed => tonic::Code::Unimplemented,
             Self::Unavailable => tonic::Code::Unavailable,
             Self::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             Self::Internal => tonic::Code::Internal,
@@ -93,6 +98,7 @@ impl ErrorCode {
             Self::PermissionDenied => StatusCode::FORBIDDEN,
             Self::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -221,10 +227,12 @@ mod tests {
 
     #[test]
     fn every_code_round_trips_through_grpc() {
-        // A too-large body is an HTTP notion; gRPC reports it as resource exhaustion.
+        // A too-large body and a wrong method are HTTP notions; gRPC reports them as resource
+        // exhaustion and an unimplemented method, and a service that answers the latter is out
+        // of step with its caller (internal).
         for code in ALL_CODES
             .into_iter()
-            .filter(|c| *c != ErrorCode::PayloadTooLarge)
+            .filter(|c| ![ErrorCode::PayloadTooLarge, ErrorCode::MethodNotAllowed].contains(c))
         {
             assert_eq!(ErrorCode::from_grpc(code.grpc_code()), code, "{code}");
         }
@@ -247,6 +255,7 @@ mod tests {
                 (ErrorCode::PermissionDenied, 403, "permission_denied"),
                 (ErrorCode::ResourceExhausted, 429, "rate_limited"),
                 (ErrorCode::PayloadTooLarge, 413, "payload_too_large"),
+                (ErrorCode::MethodNotAllowed, 405, "method_not_allowed"),
                 (ErrorCode::Unavailable, 503, "unavailable"),
                 (ErrorCode::DeadlineExceeded, 504, "deadline_exceeded"),
                 (ErrorCode::Internal, 500, "internal"),

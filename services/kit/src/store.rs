@@ -35,6 +35,9 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(database) if gave_way(database.code().as_deref()) => {
                 Self::Contention(database.to_string())
             }
+            sqlx::Error::Database(database) if out_of_service(database.as_ref()) => {
+                Self::Unavailable(database.to_string())
+            }
             sqlx::Error::Database(database) => Self::Refused(database.to_string()),
             other => Self::Failed(other.to_string()),
         }
@@ -45,6 +48,30 @@ impl From<sqlx::Error> for StoreError {
 /// for another's sake: `40001` serialization failure, `40P01` deadlock detected.
 fn gave_way(code: Option<&str>) -> bool {
     matches!(code, Some("40001" | "40P01"))
+}
+
+/// Tells whether `error` says the database is out of service for now, rather than refusing
+/// the statement: on PostgreSQL the SQLSTATE classes `08` (connection exception) and `53`
+/// (insufficient resources, such as too many connections) and `57P01` to `57P03` (shutting
+/// down, restarting after a crash, not yet accepting connections); on SQLite `SQLITE_BUSY`,
+/// another writer holding the file past the busy timeout. Retrying later may work.
+fn out_of_service(error: &dyn sqlx::error::DatabaseError) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    let Some(code) = error.code() else {
+        return false;
+    };
+    if error
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        // Extended codes (such as SQLITE_BUSY_SNAPSHOT) keep the primary code in the low byte.
+        return code
+            .parse::<i32>()
+            .is_ok_and(|code| code & 0xff == SQLITE_BUSY);
+    }
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(&*code, "57P01" | "57P02" | "57P03")
 }
 
 #[cfg(test)]
@@ -73,5 +100,64 @@ mod tests {
         let closed = StoreError::from(sqlx::query("SELECT 1").execute(&pool).await.unwrap_err());
         assert!(matches!(closed, StoreError::Unavailable(_)), "{closed:?}");
         assert_eq!(Error::from(closed).code, ErrorCode::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_file_another_writer_holds_is_unavailable_not_refused() {
+        use sqlx::sqlite::SqliteConnectOptions;
+        use std::str::FromStr;
+
+        let path = std::env::temp_dir().join(format!("swarm_busy_{}.db", uuid::Uuid::new_v4()));
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .unwrap()
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::from_millis(50));
+        let holder = sqlx::SqlitePool::connect_with(options.clone())
+            .await
+            .unwrap();
+        let waiter = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        sqlx::query("CREATE TABLE names (name TEXT)")
+            .execute(&holder)
+            .await
+            .unwrap();
+        let mut held = holder.begin().await.unwrap();
+        sqlx::query("INSERT INTO names VALUES ('a')")
+            .execute(&mut *held)
+            .await
+            .unwrap();
+        let busy = sqlx::query("INSERT INTO names VALUES ('b')")
+            .execute(&waiter)
+            .await
+            .unwrap_err();
+        let busy = StoreError::from(busy);
+        assert!(matches!(busy, StoreError::Unavailable(_)), "{busy:?}");
+        assert_eq!(Error::from(busy).code, ErrorCode::Unavailable);
+        held.rollback().await.unwrap();
+        holder.close().await;
+        waiter.close().await;
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn a_postgres_connection_the_server_ends_is_unavailable_not_refused() {
+        // A restart or a failover ends every session with `57P01` (admin shutdown), which a
+        // session can do to itself.
+        let pool = sqlx::PgPool::connect(&crate::testing::postgres_server_url())
+            .await
+            .unwrap();
+        let ended = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        let code = ended
+            .as_database_error()
+            .and_then(|error| error.code())
+            .map(|code| code.into_owned());
+        assert_eq!(code.as_deref(), Some("57P01"), "{ended:?}");
+        let ended = StoreError::from(ended);
+        assert!(matches!(ended, StoreError::Unavailable(_)), "{ended:?}");
+        assert_eq!(Error::from(ended).code, ErrorCode::Unavailable);
+        pool.close().await;
     }
 }

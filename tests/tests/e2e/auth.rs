@@ -1,8 +1,9 @@
 //! Authentication and authorization end to end: keys by role through the admin route, a
-//! client that sees only its own tasks, an agent key bound to its agent, revocation, rate
-//! limits with `Retry-After`, open health and metrics routes, `SWARM_AUTH=off`, and isolation
-//! on both backends: tenants' idempotency keys and cache entries, the services' own cache
-//! entries out of every caller's reach, agents squaring what they hold, repeated reports.
+//! client that sees only its own tasks, an agent key bound to its agent, revocation, `HEAD`
+//! held to the checks of `GET`, rate limits with `Retry-After`, open health and metrics routes,
+//! `SWARM_AUTH=off`, and isolation on both backends: tenants' idempotency keys and cache
+//! entries, the services' own cache entries out of every caller's reach, agents squaring what
+//! they hold, repeated reports.
 
 use serde_json::json;
 use swarm_e2e::{TestStack, answer, assert_error, send_with};
@@ -270,6 +271,44 @@ async fn keys_decide_who_may_do_what() {
         "invalid_argument",
     );
     swarm.stop().await;
+}
+
+/// The router answers `HEAD` with a route's `GET` handler, so `HEAD` passes the same checks:
+/// every keyed route refuses it without a key, and a key reaches no more than with `GET`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn head_requests_pass_the_checks_of_get() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let (_, document) = swarm.get("/api/openapi.json").await;
+    let anonymous = reqwest::Client::new();
+    let mut keyed = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        let Some(get) = item.get("get") else {
+            continue;
+        };
+        if get.get("security").is_none() {
+            continue;
+        }
+        let url = swarm.url(
+            &path
+                .replace("{id}", "0190f5d2-0000-7000-8000-00000000abcd")
+                .replace("{key}", "some-key"),
+        );
+        let status = anonymous.head(&url).send().await.unwrap().status();
+        assert_eq!(status, 401, "HEAD {path} without a key");
+        keyed += 1;
+    }
+    assert!(keyed >= 15, "{keyed} keyed GET routes");
+
+    let ada = swarm.client_for("ada", "client", None).await;
+    let head = |path: &str| ada.head(swarm.url(path)).send();
+    assert_eq!(head("/api/keys").await.unwrap().status(), 403);
+    assert_eq!(head("/api/metrics").await.unwrap().status(), 403);
+    let own = head("/api/tasks").await.unwrap();
+    assert_eq!(own.status(), 200);
+    assert!(
+        own.bytes().await.unwrap().is_empty(),
+        "HEAD answers no body"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -153,6 +153,17 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         "not_found",
     );
     assert_error(&swarm.get("/api/nowhere").await, 404, "not_found");
+    // A route called with a method it does not take: 405 with the envelope and `Allow`.
+    let wrong_method = swarm
+        .http
+        .delete(swarm.url("/api/tasks"))
+        .send()
+        .await
+        .unwrap();
+    let allow = wrong_method.headers().get("allow").cloned();
+    assert_error(&answer(wrong_method).await, 405, "method_not_allowed");
+    let allow = allow.expect("a 405 lists the methods the route takes");
+    assert!(allow.to_str().unwrap().contains("POST"), "{allow:?}");
     let claim = swarm
         .post(
             "/api/tasks/claim",
@@ -488,6 +499,21 @@ async fn workflows_run_a_graph_of_tasks() {
             "invalid_argument",
         );
     }
+    let unknown = swarm
+        .post(
+            "/api/workflows",
+            json!({"name": "w", "tasks": [
+                {"key": "a", "title": "a"},
+                {"key": "b", "title": "b", "payload": {"n": 1}, "surprise": 1},
+            ]}),
+        )
+        .await;
+    assert_error(&unknown, 400, "invalid_argument");
+    let message = unknown.1["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("tasks[1]") && message.contains("surprise") && !message.contains("line"),
+        "{message}"
+    );
     assert_eq!(
         swarm.get("/api/tasks").await.1["total"],
         0,
@@ -498,9 +524,9 @@ async fn workflows_run_a_graph_of_tasks() {
         .post(
             "/api/workflows",
             json!({"name": "report", "tasks": [
-                {"key": "write", "title": "write", "depends_on": ["research"]},
+                {"key": "write", "title": "write", "depends_on": ["research"], "payload": "draft"},
                 {"key": "research", "title": "research", "kind": "search", "depends_on": ["plan"]},
-                {"key": "plan", "title": "plan"},
+                {"key": "plan", "title": "plan", "payload": {"topic": "queues", "depth": [1, 2.5]}},
             ]}),
         )
         .await;
@@ -513,6 +539,17 @@ async fn workflows_run_a_graph_of_tasks() {
             &workflow["tasks"]["research"]["kind"],
         ),
         (&json!("queued"), &json!("waiting"), &json!("search"))
+    );
+    // Each task keeps the payload it was given.
+    assert_eq!(
+        (
+            &workflow["tasks"]["plan"]["payload"],
+            &workflow["tasks"]["write"]["payload"],
+        ),
+        (
+            &json!({"topic": "queues", "depth": [1, 2.5]}),
+            &json!("draft")
+        )
     );
     let id = workflow["id"].as_str().unwrap().to_owned();
     assert_eq!(workflow["tasks"]["write"]["workflow_id"], id.as_str());
