@@ -827,8 +827,9 @@ fn key_fingerprint(authorization: Option<&HeaderValue>) -> String {
 
 /// The `/mcp` routes over `rest`, the gateway's REST router, which every tool call goes
 /// through. A key holds at most [`MAX_SESSIONS_PER_KEY`] sessions; one idle for
-/// [`SESSION_IDLE`] ends.
-pub fn router(rest: Router, tools: Tools) -> Router {
+/// [`SESSION_IDLE`] ends, and every one ends when `shutdown` is cancelled (so the gateway's
+/// drain does not wait on open event streams).
+pub fn router(rest: Router, tools: Tools, shutdown: &CancellationToken) -> Router {
     let tools = Arc::new(tools);
     let rest_for_tools = rest.clone();
     let mut manager = LocalSessionManager::default();
@@ -842,6 +843,7 @@ pub fn router(rest: Router, tools: Tools) -> Router {
     // is reached by.
     let config = StreamableHttpServerConfig::default()
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
+        .with_cancellation_token(shutdown.child_token())
         .disable_allowed_hosts();
     let service = StreamableHttpService::new(
         move || {

@@ -14,11 +14,16 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
+
+/// How long the gateway waits, once stopping, for open connections to finish what they serve:
+/// past the default request deadline (30 s). A long poll still open then is cut, and its worker
+/// claims again through another gateway (the queue takes back what the cut answer carried).
+const DRAIN_LIMIT: Duration = Duration::from_secs(35);
 
 /// Serves `app` on `listener` until `shutdown` resolves, pinging an HTTP/2 client connection
 /// quiet for `ping` and closing it when the ping goes unanswered as long; then stops accepting
-/// and waits for the open connections to finish what they serve.
+/// and waits for the open connections to finish what they serve, for at most [`DRAIN_LIMIT`].
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -51,7 +56,15 @@ pub async fn serve(
         });
     }
     drop(listener);
-    open.shutdown().await;
+    if tokio::time::timeout(DRAIN_LIMIT, open.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            limit_seconds = DRAIN_LIMIT.as_secs(),
+            "connections still open after the drain limit; closing them"
+        );
+    }
 }
 
 /// Accepts the next connection, with `TCP_NODELAY` (answers are small and go out at once). A

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use swarm_proto::agents::v1 as agents_pb;
 use swarm_proto::tasks::v1 as tasks_pb;
 use swarm_proto::worker::v1 as pb;
@@ -63,9 +65,13 @@ fn status(error: ApiError) -> Status {
 }
 
 /// Answers with what a service answered, without its transport metadata (its compression
-/// and other headers belong to the hop between gateway and service, not to the worker's).
+/// and other headers belong to the hop between gateway and service, not to the worker's); a
+/// refusal as REST callers get it (see [`swarm_kit::Error::from_status`]): a service that
+/// refused the gateway's service token has not refused the worker's key.
 fn answer<T>(forwarded: Result<Response<T>, Status>) -> Result<Response<T>, Status> {
-    forwarded.map(|response| Response::new(response.into_inner()))
+    forwarded
+        .map(|response| Response::new(response.into_inner()))
+        .map_err(|status| swarm_kit::Error::from_status(&status).into())
 }
 
 impl WorkerGrpc {
@@ -256,8 +262,12 @@ impl WorkerService for WorkerGrpc {
         let (metadata, _, watch) = request.into_parts();
         let caller = self.check_task(metadata, &watch.id).await?;
         let slot = self.state.streams.take(caller.key_id).map_err(status)?;
-        // A watch lasts as long as the task runs: no deadline.
+        // A watch lasts as long as the task runs (no deadline), or until the gateway stops.
         let events = self.state.tasks.clone().watch_task(watch).await?;
-        Ok(Response::new(Box::pin(slot.hold(events.into_inner()))))
+        let stopping = self.state.shutdown.clone();
+        let events = events
+            .into_inner()
+            .take_until(async move { stopping.cancelled().await });
+        Ok(Response::new(Box::pin(slot.hold(events))))
     }
 }

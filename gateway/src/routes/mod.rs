@@ -204,7 +204,9 @@ pub fn router(state: AppState, metrics: Option<Arc<Registry>>) -> Router {
         .layer(tower::util::option_layer(measure))
         .layer(axum::middleware::from_fn_with_state(book, rules::attach));
     // MCP tools are REST calls sent through everything above.
-    let rest = rest.clone().merge(crate::mcp::router(rest, tools));
+    let rest = rest
+        .clone()
+        .merge(crate::mcp::router(rest, tools, &worker_state.shutdown));
     // Workers' gRPC calls come in beside REST, past none of its layers.
     crate::worker_grpc::serve_beside(rest, worker_state)
 }

@@ -173,20 +173,36 @@ impl Error {
         Self::new(ErrorCode::Internal, "internal error")
     }
 
-    /// Builds an error from a gRPC status received from another service.
+    /// Builds an error from a gRPC status received from another service. Services check no
+    /// caller's key, only the service token, so a refusal of credentials means the services
+    /// disagree on `SWARM_SERVICE_TOKEN` (a misconfiguration, or a rotation under way): the
+    /// service is out of this caller's reach (`unavailable`, logged), not the user's key at
+    /// fault.
     pub fn from_status(status: &tonic::Status) -> Self {
         // A tonic server whose `grpc-timeout` deadline passes answers CANCELLED with its
         // `TimeoutExpired` text: that is a deadline, not a dead peer.
         let timed_out = status.code() == tonic::Code::Cancelled
             && status.message() == tonic::TimeoutExpired(()).to_string();
+        let token_refused = matches!(
+            status.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        );
+        if token_refused {
+            tracing::error!(
+                grpc_message = status.message(),
+                "a service refused this one's service token: SWARM_SERVICE_TOKEN differs between services"
+            );
+        }
         let code = if timed_out {
             ErrorCode::DeadlineExceeded
+        } else if token_refused {
+            ErrorCode::Unavailable
         } else {
             ErrorCode::from_grpc(status.code())
         };
         let message = match code {
             ErrorCode::Internal => "internal error".to_owned(),
-            ErrorCode::Unavailable if status.message().is_empty() => {
+            ErrorCode::Unavailable if token_refused || status.message().is_empty() => {
                 "service unavailable".to_owned()
             }
             _ => status.message().to_owned(),
@@ -261,6 +277,20 @@ mod tests {
                 (ErrorCode::Internal, 500, "internal"),
             ]
         );
+    }
+
+    #[test]
+    fn a_refused_service_token_is_an_unavailable_service_not_the_callers_fault() {
+        for status in [
+            tonic::Status::unauthenticated("the service token is missing or wrong"),
+            tonic::Status::permission_denied("no"),
+        ] {
+            let error = Error::from_status(&status);
+            assert_eq!(
+                (error.code, error.message.as_str()),
+                (ErrorCode::Unavailable, "service unavailable")
+            );
+        }
     }
 
     #[test]

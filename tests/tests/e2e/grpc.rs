@@ -572,3 +572,90 @@ async fn services_speak_mutual_tls_when_given_certificates() {
     }
     swarm.stop().await;
 }
+
+/// A gateway of its own over `swarm`'s services, with keys off and the service token
+/// `credentials`: its URL, what stops it, and its run.
+async fn extra_gateway(
+    swarm: &TestStack,
+    keys: &swarm_kit::testing::TestDatabase,
+    credentials: ServiceCredentials,
+) -> (
+    String,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Result<(), swarm_kit::RunError>>,
+) {
+    let config = swarm_gateway::GatewayConfig {
+        database: swarm_kit::db::DatabaseConfig::local(2).at(keys.url()),
+        auth: false,
+        tasks_url: swarm.stack.tasks_url(),
+        agents_url: swarm.stack.agents_url(),
+        cache_url: swarm.stack.cache_url(),
+        service_credentials: credentials,
+        ..swarm_gateway::GatewayConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(swarm_gateway::run(
+        listener,
+        config,
+        stop.clone().cancelled_owned(),
+    ));
+    (url, stop, run)
+}
+
+/// A gateway whose service token the services do not share (a misconfiguration, or a rotation
+/// under way) answers its callers `unavailable`, which clients and workers retry, rather than
+/// `unauthenticated`, which would blame their own keys and stop every worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_the_services_refuse_answers_unavailable_not_unauthenticated() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let keys = swarm_kit::testing::TestDatabase::new(Backend::Sqlite).await;
+    let wrong = ServiceCredentials::new(Some("not-the-services-token".into()));
+    let (url, stop, gateway) = extra_gateway(&swarm, &keys, wrong).await;
+    let client = reqwest::Client::new();
+    for path in ["/api/tasks", "/api/agents"] {
+        let answer =
+            swarm_e2e::send_with(&client, reqwest::Method::GET, format!("{url}{path}"), None).await;
+        swarm_e2e::assert_error(&answer, 503, "unavailable");
+    }
+    stop.cancel();
+    gateway.await.unwrap().unwrap();
+    swarm.stop().await;
+}
+
+/// A task watch open on a gateway's worker service ends when that gateway stops, though the
+/// tasks service runs on: stopping does not wait out the drain limit (35 s) for a running task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_open_task_watch_does_not_hold_a_gateway_up() {
+    use swarm_proto::worker::v1::worker_service_client::WorkerServiceClient;
+
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let keys = swarm_kit::testing::TestDatabase::new(Backend::Sqlite).await;
+    let token = ServiceCredentials::new(Some(swarm.service_token.clone()));
+    let (url, stop, gateway) = extra_gateway(&swarm, &keys, token).await;
+    let (status, task) = swarm
+        .post("/api/tasks", serde_json::json!({"title": "long"}))
+        .await;
+    assert_eq!(status, 201, "{task}");
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect_lazy();
+    let watch = pb::WatchTaskRequest {
+        id: task["id"].as_str().unwrap().to_owned(),
+    };
+    let mut events = WorkerServiceClient::new(channel)
+        .watch_task(watch)
+        .await
+        .unwrap()
+        .into_inner();
+    let first = events.message().await.unwrap().expect("the task's state");
+    assert_eq!(first.task.unwrap().status(), pb::TaskStatus::Queued);
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), gateway)
+        .await
+        .expect("the gateway stops without waiting for the watch")
+        .unwrap()
+        .unwrap();
+    swarm.stop().await;
+}
