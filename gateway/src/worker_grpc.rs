@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::routes::tasks::check_visible;
+use crate::routes::tasks::{check_visible, followed};
 use crate::state::AppState;
 use crate::workers::{self, Report};
 
@@ -265,8 +265,7 @@ impl WorkerService for WorkerGrpc {
         // A watch lasts as long as the task runs (no deadline), or until the gateway stops.
         let events = self.state.tasks.clone().watch_task(watch).await?;
         let stopping = self.state.shutdown.clone();
-        let events = events
-            .into_inner()
+        let events = followed(caller, events.into_inner())
             .take_until(async move { stopping.cancelled().await });
         Ok(Response::new(Box::pin(slot.hold(events))))
     }

@@ -236,6 +236,19 @@ impl Caller {
         }
     }
 
+    /// Tells whether a watch of a task the caller reached may show it this change: an agent
+    /// follows a task only while it is the task's agent (its own outcome included), never
+    /// once the task went back to the queue or to another agent's attempt; others follow what
+    /// they reached.
+    pub fn may_follow(&self, task: &swarm_proto::tasks::v1::Task) -> bool {
+        match self.role {
+            Role::Agent => {
+                task.agent_id.as_deref() == self.agent_id.map(|id| id.to_string()).as_deref()
+            }
+            Role::Admin | Role::Client => true,
+        }
+    }
+
     /// Refuses a caller a task it may not reach, as if the task did not exist: a client
     /// another user's task, an agent a task it does not hold.
     pub fn check_reach(&self, task: &swarm_proto::tasks::v1::Task) -> Result<(), ApiError> {
@@ -314,6 +327,11 @@ mod tests {
                 .check_reach(&task(None, Some(other), active))
                 .is_err()
         );
+        // A watch follows the agent's own attempt to its end, and no further.
+        let queued = swarm_proto::tasks::v1::TaskStatus::Queued as i32;
+        assert!(caller.may_follow(&task(None, Some(agent), done)));
+        assert!(!caller.may_follow(&task(None, None, queued)));
+        assert!(!caller.may_follow(&task(None, Some(other), active)));
         let client = Caller {
             role: Role::Client,
             agent_id: None,
@@ -330,6 +348,7 @@ mod tests {
                 .code,
             ErrorCode::NotFound
         );
+        assert!(client.may_follow(&task(Some("ada"), Some(other), active)));
         let admin = Caller::anonymous_admin();
         assert_eq!(admin.tenant(), "");
         assert!(admin.check_reach(&task(None, None, active)).is_ok());

@@ -383,7 +383,7 @@ pub async fn events(
         .await?
         .into_inner();
     let stopping = state.shutdown.clone();
-    let events = changes
+    let events = followed(task.caller, changes)
         .map(|change| match change {
             Ok(pb::TaskEvent { task: Some(task) }) => Event::default()
                 .event("task")
@@ -401,6 +401,21 @@ pub async fn events(
         .map(Ok)
         .take_until(async move { stopping.cancelled().await });
     Ok(Sse::new(slot.hold(events)).keep_alive(KeepAlive::default()))
+}
+
+/// Ends a watch of `changes` before the first change `caller` may not follow (see
+/// [`Caller::may_follow`]): an agent sees its own attempt, never the next one.
+pub fn followed<E>(
+    caller: Caller,
+    changes: impl Stream<Item = Result<pb::TaskEvent, E>>,
+) -> impl Stream<Item = Result<pb::TaskEvent, E>> {
+    changes.take_while(move |change| {
+        let shown = match change {
+            Ok(pb::TaskEvent { task: Some(task) }) => caller.may_follow(task),
+            _ => true,
+        };
+        std::future::ready(shown)
+    })
 }
 
 /// Body of `POST /api/process`.

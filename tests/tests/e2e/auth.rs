@@ -311,6 +311,77 @@ async fn head_requests_pass_the_checks_of_get() {
     );
 }
 
+/// An agent watching a task it holds sees its own attempt to the end, and nothing of the next
+/// attempt, which another agent runs: its watch ends when the task leaves its hands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agents_watch_ends_when_the_task_leaves_its_hands() {
+    use futures_util::StreamExt;
+
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let (_, task) = swarm.post("/api/tasks", json!({"title": "relay"})).await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let first = swarm.register_agent("first", &[], 1).await;
+    let second = swarm.register_agent("second", &[], 1).await;
+    let first_key = swarm
+        .client_for("first-worker", "agent", Some(&first))
+        .await;
+    assert_eq!(swarm.claim(&first, 1).await[0]["id"], id.as_str());
+    let watch = first_key
+        .get(swarm.url(&format!("/api/tasks/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), 200);
+    let (status, failed) = swarm
+        .post(
+            &format!("/api/tasks/{id}/fail"),
+            json!({"agent_id": first, "error": "try elsewhere", "retryable": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{failed}");
+    // The retry waits out its backoff before another agent may claim it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while swarm.claim(&second, 1).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retry is claimable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (status, _) = swarm
+        .post(
+            &format!("/api/tasks/{id}/progress"),
+            json!({"agent_id": second, "percent": 50, "message": "second's work"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let mut text = String::new();
+    let mut body = watch.bytes_stream();
+    let read_all = async {
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read_all)
+        .await
+        .expect("the watch ends once the task left the agent");
+    let seen: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    assert!(!seen.is_empty(), "{text}");
+    for change in &seen {
+        assert_eq!(change["agent_id"], first.as_str(), "{change}");
+    }
+    assert!(
+        !text.contains(&second) && !text.contains("second's work"),
+        "{text}"
+    );
+    swarm.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_key_has_its_own_rate() {
     let swarm = TestStack::start_with(Backend::Sqlite, |config| {
