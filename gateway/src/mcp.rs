@@ -779,7 +779,7 @@ impl Sessions {
     }
 
     /// Reserves a new session for `key` unless it holds (or is opening) its most already.
-    async fn reserve(&self, key: &str) -> bool {
+    async fn reserve(self: &Arc<Self>, key: &str) -> Option<Opening> {
         let live: Vec<String> = self
             .manager
             .sessions
@@ -792,18 +792,14 @@ impl Sessions {
         let held = by_key.entry(key.to_owned()).or_default();
         held.ids.retain(|id| live.contains(id));
         if held.ids.len() + held.opening >= MAX_SESSIONS_PER_KEY {
-            return false;
+            return None;
         }
         held.opening += 1;
-        true
-    }
-
-    /// Ends a reservation: with the id of the session it opened, or none.
-    fn settle(&self, key: &str, opened: Option<String>) {
-        let mut by_key = self.lock();
-        let held = by_key.entry(key.to_owned()).or_default();
-        held.opening = held.opening.saturating_sub(1);
-        held.ids.extend(opened);
+        Some(Opening {
+            sessions: Arc::clone(self),
+            key: key.to_owned(),
+            opened: None,
+        })
     }
 
     /// Tells whether `key` opened the session `id`.
@@ -811,6 +807,24 @@ impl Sessions {
         self.lock()
             .get(key)
             .is_some_and(|held| held.ids.iter().any(|own| own == id))
+    }
+}
+
+/// A session a key is opening: it counts against the key's bound until it is dropped, which
+/// records the session it opened, if any. A request dropped before its answer (the client went
+/// away) so releases its reservation too.
+struct Opening {
+    sessions: Arc<Sessions>,
+    key: String,
+    opened: Option<String>,
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        let mut by_key = self.sessions.lock();
+        let held = by_key.entry(std::mem::take(&mut self.key)).or_default();
+        held.opening = held.opening.saturating_sub(1);
+        held.ids.extend(self.opened.take());
     }
 }
 
@@ -907,28 +921,59 @@ async fn admit(
         return crate::error::ApiError::new(swarm_kit::ErrorCode::NotFound, "no such MCP session")
             .into_response();
     }
-    let opens_session = request.method() == Method::POST && session.is_none();
-    if opens_session && !sessions.reserve(&key).await {
-        return crate::error::ApiError::new(
-            swarm_kit::ErrorCode::ResourceExhausted,
-            format!(
-                "this key holds {MAX_SESSIONS_PER_KEY} MCP sessions: end one (DELETE /mcp) or let it idle out"
-            ),
-        )
-        .into_response();
+    let mut opening = None;
+    if request.method() == Method::POST && session.is_none() {
+        opening = sessions.reserve(&key).await;
+        if opening.is_none() {
+            return crate::error::ApiError::new(
+                swarm_kit::ErrorCode::ResourceExhausted,
+                format!(
+                    "this key holds {MAX_SESSIONS_PER_KEY} MCP sessions: end one (DELETE /mcp) or let it idle out"
+                ),
+            )
+            .into_response();
+        }
     }
     request.extensions_mut().insert(McpCaller {
         role,
         authorization,
     });
     let response = next.run(request).await;
-    if opens_session {
-        let opened = response
+    if let Some(opening) = &mut opening {
+        opening.opened = response
             .headers()
             .get(SESSION_HEADER)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
-        sessions.settle(&key, opened);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_session_that_never_opened_gives_its_reservation_back() {
+        let sessions = Arc::new(Sessions {
+            manager: Arc::new(LocalSessionManager::default()),
+            by_key: std::sync::Mutex::default(),
+        });
+        // Requests that went away before their answer, more than the bound allows at once.
+        for _ in 0..2 * MAX_SESSIONS_PER_KEY {
+            let opening = sessions.reserve("key").await;
+            assert!(opening.is_some(), "a dropped opening holds no place");
+        }
+        let held: Vec<Opening> = futures_util::future::join_all(
+            (0..MAX_SESSIONS_PER_KEY).map(|_| sessions.reserve("key")),
+        )
+        .await
+        .into_iter()
+        .map(|opening| opening.expect("within the bound"))
+        .collect();
+        assert!(sessions.reserve("key").await.is_none(), "the bound holds");
+        assert!(sessions.reserve("another key").await.is_some());
+        drop(held);
+        assert!(sessions.reserve("key").await.is_some());
+    }
 }
