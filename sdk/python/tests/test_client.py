@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from swarm_sdk import AsyncClient, Client, SwarmError, Task
+from swarm_sdk.testing import _free_ports
 
-from .conftest import Swarm
+from .conftest import ROOT, Swarm
 
 
 def _work(swarm: Swarm, agent: str, result: object) -> None:
@@ -154,3 +159,35 @@ def test_waiting_gives_up_at_the_timeout(swarm: Swarm) -> None:
         task = client.create_task("nobody works on this", delay_seconds=3600)
         with pytest.raises(TimeoutError):
             client.wait_for(task.id, timeout=0.3)
+
+
+def test_health_reports_a_service_that_is_down_rather_than_raising(tmp_path: Path) -> None:
+    binary = os.environ.get("SWARM_BIN", str(ROOT / "target/debug/swarm"))
+    gateway, nowhere = _free_ports(2)
+    url = f"http://127.0.0.1:{gateway}"
+    # A gateway alone: every service it asks for health is out of reach.
+    dead = f"http://127.0.0.1:{nowhere}"
+    env = {
+        **os.environ,
+        "RUST_LOG": "warn",
+        "SWARM_AUTH": "off",
+        "SWARM_GATEWAY_DATABASE_URL": f"sqlite://{tmp_path / 'keys.db'}",
+        **{f"SWARM_{role}_URL": dead for role in ("TASKS", "AGENTS", "CACHE", "METRICS")},
+    }
+    process = subprocess.Popen(
+        [binary, "serve", "gateway", "--addr", f"127.0.0.1:{gateway}"], env=env
+    )
+    try:
+        with Client(url) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    report = client.health()
+                    break
+                except SwarmError as error:
+                    assert error.status == 0 and time.monotonic() < deadline, error
+                    time.sleep(0.1)
+        assert report["status"] == "unhealthy", report
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

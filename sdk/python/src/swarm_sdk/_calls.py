@@ -27,6 +27,8 @@ class Call(Generic[T]):
     params: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None
     """Seconds the answer may take, when not the client's default (a long poll)."""
+    answers: frozenset[int] = frozenset()
+    """Statuses besides 2xx whose body is the answer rather than an error (health's 503)."""
 
 
 def _page(kind: Callable[[dict[str, Any]], R]) -> Callable[[Any], Page[R]]:
@@ -171,8 +173,8 @@ def delete_schedule(schedule_id: str) -> Call[None]:
 
 
 def health() -> Call[dict[str, Any]]:
-    """`GET /api/health`."""
-    return Call("GET", "/api/health", dict)
+    """`GET /api/health`: its report whether healthy (200) or not (503)."""
+    return Call("GET", "/api/health", dict, answers=frozenset({503}))
 
 
 def join_agent(fields: dict[str, Any]) -> Call[Agent]:
