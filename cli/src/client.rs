@@ -4,7 +4,7 @@
 //! when it fails or is cancelled.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
 use comfy_table::{ContentArrangement, Table, presets};
@@ -138,6 +138,10 @@ pub enum ClientError {
     /// The command's own input is wrong.
     #[error("{0}")]
     Usage(String),
+    /// A task's event stream broke and could not be opened again; the task was last seen in
+    /// this status.
+    #[error("the event stream broke and did not come back; the task was last {0}")]
+    Interrupted(String),
     /// The terminal's input or output failed.
     #[error("stdio: {0}")]
     Io(#[from] std::io::Error),
@@ -267,18 +271,17 @@ fn creation(create: CreateTask) -> Result<Value, ClientError> {
     Ok(body)
 }
 
-/// Follows a task's events until it ends, drawing its progress.
+/// The statuses a task ends in: a watch ends after one.
+const FINAL_STATUSES: [&str; 3] = ["completed", "failed", "cancelled"];
+/// How long a watch keeps reconnecting to an event stream that broke before the task ended
+/// (a gateway restarting, a dropped connection) without getting an event.
+const RECONNECT_FOR: Duration = Duration::from_secs(30);
+/// The pause between two reconnections.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Follows a task's events until it ends, drawing its progress; a stream that breaks before
+/// the task ended is opened again (the first event of each is the task's current state).
 async fn watch(gateway: &Gateway, id: &str, output: Output) -> Result<ExitCode, ClientError> {
-    let response = gateway
-        .request(reqwest::Method::GET, &format!("/api/tasks/{id}/events"))
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        return Err(answer(response)
-            .await
-            .err()
-            .unwrap_or(ClientError::Usage("no events".into())));
-    }
     let bar = (output == Output::Table).then(|| {
         let bar = ProgressBar::new(100);
         bar.set_style(
@@ -288,35 +291,22 @@ async fn watch(gateway: &Gateway, id: &str, output: Output) -> Result<ExitCode, 
         );
         bar
     });
-    let mut events = response.bytes_stream().eventsource();
     let mut last = Value::Null;
-    while let Some(event) = events.next().await {
-        let Ok(event) = event else { break };
-        let Ok(task) = serde_json::from_str::<Value>(&event.data) else {
-            continue;
-        };
-        if event.event == "error" {
-            return Err(ClientError::Refused {
-                status: 0,
-                code: task["error"]["code"]
-                    .as_str()
-                    .unwrap_or("unknown")
-                    .to_owned(),
-                message: task["error"]["message"].as_str().unwrap_or("").to_owned(),
-            });
+    let mut broken_since = None;
+    let status = loop {
+        let followed = follow(gateway, id, bar.as_ref(), &mut last).await;
+        let status = last["status"].as_str().unwrap_or("unknown").to_owned();
+        match followed {
+            _ if FINAL_STATUSES.contains(&status.as_str()) => break status,
+            Ok(true) => broken_since = None,
+            Ok(false) | Err(ClientError::Transport(_)) => {}
+            Err(refused) => return Err(refused),
         }
-        match &bar {
-            Some(bar) => {
-                bar.set_position(task["progress"]["percent"].as_u64().unwrap_or(0));
-                let status = task["status"].as_str().unwrap_or("?");
-                let note = task["progress"]["message"].as_str().unwrap_or("");
-                bar.set_message(format!("{status} {note}"));
-            }
-            None => println!("{task}"),
+        if broken_since.get_or_insert_with(Instant::now).elapsed() > RECONNECT_FOR {
+            return Err(ClientError::Interrupted(status));
         }
-        last = task;
-    }
-    let status = last["status"].as_str().unwrap_or("unknown").to_owned();
+        tokio::time::sleep(RECONNECT_PAUSE).await;
+    };
     if let Some(bar) = bar {
         if bar.is_hidden() {
             // Not a terminal (a pipe, a log): the bar draws nothing, so say how it ended.
@@ -329,6 +319,49 @@ async fn watch(gateway: &Gateway, id: &str, output: Output) -> Result<ExitCode, 
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Reads one event stream of task `id` until it ends, drawing each change on `bar` (or
+/// printing it) and keeping the latest in `last`; tells whether any event came.
+async fn follow(
+    gateway: &Gateway,
+    id: &str,
+    bar: Option<&ProgressBar>,
+    last: &mut Value,
+) -> Result<bool, ClientError> {
+    let response = gateway
+        .request(reqwest::Method::GET, &format!("/api/tasks/{id}/events"))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        return Err(answer(response)
+            .await
+            .err()
+            .unwrap_or(ClientError::Usage("no events".into())));
+    }
+    let mut events = response.bytes_stream().eventsource();
+    let mut any = false;
+    while let Some(Ok(event)) = events.next().await {
+        let Ok(task) = serde_json::from_str::<Value>(&event.data) else {
+            continue;
+        };
+        if event.event == "error" {
+            // The watch broke on the gateway's side (a service out of reach): open it again.
+            break;
+        }
+        match bar {
+            Some(bar) => {
+                bar.set_position(task["progress"]["percent"].as_u64().unwrap_or(0));
+                let status = task["status"].as_str().unwrap_or("?");
+                let note = task["progress"]["message"].as_str().unwrap_or("");
+                bar.set_message(format!("{status} {note}"));
+            }
+            None => println!("{task}"),
+        }
+        *last = task;
+        any = true;
+    }
+    Ok(any)
 }
 
 /// Runs `swarm agents ...`.

@@ -1,5 +1,6 @@
 //! `swarm task|agents|health` against a real stack, as a person at a terminal runs them: every
-//! subcommand, table and JSON output, the watch's exit code, refusals and usage errors.
+//! subcommand, table and JSON output, the watch's exit code and its reconnection, refusals and
+//! usage errors.
 
 use std::time::Duration;
 
@@ -147,5 +148,83 @@ async fn every_client_subcommand_drives_the_api() {
         "{}",
         text(&anonymous)
     );
+    stack.stop().await.unwrap();
+}
+
+/// A TCP relay to `upstream` whose open connections can be cut at once, as a gateway restart
+/// or a dropped network path cuts them; new connections go through as before.
+struct Relay {
+    url: String,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (cut, cuts) = tokio::sync::watch::channel(0);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    let mut outbound = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { url, cut }
+    }
+
+    /// Cuts every connection open now.
+    fn cut(&self) {
+        self.cut.send_modify(|cuts| *cuts += 1);
+    }
+}
+
+/// A watch whose event stream breaks opens it again and still ends with the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_rides_out_a_broken_event_stream() {
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let stack = start_stack(&database, |_| {}).await;
+    let url = stack.gateway_url();
+    let relay = Relay::start(stack.gateway_addr).await;
+    let http = reqwest::Client::new();
+    let created = json_of(&run(
+        &url,
+        &["task", "create", "--title", "cut", "--output", "json"],
+    ));
+    let id = created["id"].as_str().unwrap().to_owned();
+    let watcher = tokio::task::spawn_blocking({
+        let (through, id) = (relay.url.clone(), id.clone());
+        move || run(&through, &["task", "watch", &id])
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    relay.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let agent = agent_call(&http, &url, "/api/agents", json!({"name": "after-the-cut"})).await;
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    agent_call(
+        &http,
+        &url,
+        "/api/tasks/claim",
+        json!({"agent_id": agent_id}),
+    )
+    .await;
+    agent_call(
+        &http,
+        &url,
+        &format!("/api/tasks/{id}/complete"),
+        json!({"agent_id": agent_id, "result": "done"}),
+    )
+    .await;
+    let watched = tokio::time::timeout(Duration::from_secs(20), watcher)
+        .await
+        .expect("the watch ends")
+        .unwrap();
+    assert_eq!(watched.status.code(), Some(0), "{}", text(&watched));
     stack.stop().await.unwrap();
 }
