@@ -116,6 +116,10 @@ class _Outcome:
     retryable: bool = True
 
 
+_STOPPED = _Outcome(error="worker stopped before the task finished", retryable=True)
+"""What a stopping worker reports for a task whose handler had not finished."""
+
+
 class Context:
     """What a handler has besides its task: reports, and the task's cancellation signal.
 
@@ -130,6 +134,8 @@ class Context:
         self._reports: asyncio.Queue[_Report | _Outcome] = asyncio.Queue()
         self._cancelled = threading.Event()
         self._cancelled_async = asyncio.Event()
+        self._outcome: _Outcome | None = None
+        """How the handler ended, once it has: what a stopping worker reports for it."""
 
     @property
     def cancelled(self) -> bool:
@@ -345,7 +351,8 @@ class Worker:
         """
         reports = asyncio.create_task(self._send_reports(client, ctx))
         try:
-            ctx._queue(await self._handle(ctx))
+            ctx._outcome = await self._handle(ctx)
+            ctx._queue(ctx._outcome)
             await reports
         except asyncio.CancelledError:
             reports.cancel()
@@ -458,11 +465,13 @@ class Worker:
             ctx._cancel()
             job.cancel()
         await asyncio.gather(*(job for _, job in late), return_exceptions=True)
-        # Their jobs are gone: fail the attempts (retryable) so another worker takes them now.
+        # Their jobs are gone: report the outcome of a handler that finished (its report was
+        # still on its way), and fail the others' attempts (retryable) so another worker takes
+        # them now.
         await asyncio.gather(
             *(
                 _retrying(stop_after_delay(5.0))(
-                    client.fail_task, ctx.task, "worker stopped before the task finished"
+                    _report_outcome, client, ctx.task, ctx._outcome or _STOPPED
                 )
                 for ctx, _ in late
             ),
