@@ -191,6 +191,7 @@ impl CacheService for CacheGrpc {
     ) -> Result<Response<Self::WatchInvalidationsStream>, Status> {
         let prefix = request.into_inner().prefix;
         let mut invalidations = self.cache.subscribe();
+        let mut gaps = self.cache.relay_gaps();
         let (sender, receiver) = tokio::sync::mpsc::channel(256);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
@@ -198,6 +199,14 @@ impl CacheService for CacheGrpc {
                 let next = tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = sender.closed() => return,
+                    Ok(()) = gaps.changed() => {
+                        // Like a watcher that fell behind, below.
+                        let missed = Status::data_loss(
+                            "invalidations from other replicas were missed; drop cached entries and watch again",
+                        );
+                        let _ = sender.send(Err(missed)).await;
+                        return;
+                    }
                     next = invalidations.recv() => next,
                 };
                 let item = match next {

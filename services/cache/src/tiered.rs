@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -143,6 +143,9 @@ pub struct TieredCache {
     hits: AtomicU64,
     misses: AtomicU64,
     invalidations: broadcast::Sender<Invalidation>,
+    /// Counts the relay's returns after a break: other replicas' invalidations published
+    /// meanwhile were missed.
+    relay_gaps: watch::Sender<u64>,
     origin: String,
     /// The last count of Redis entries and when it was taken.
     redis_entries: Mutex<Option<(Instant, u64)>>,
@@ -169,6 +172,7 @@ impl TieredCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             invalidations,
+            relay_gaps: watch::Sender::new(0),
             origin: uuid::Uuid::new_v4().to_string(),
             redis_entries: Mutex::new(None),
         })
@@ -330,6 +334,13 @@ impl TieredCache {
         self.invalidations.subscribe()
     }
 
+    /// Follows the gaps in the relay of other replicas' invalidations: the value changes each
+    /// time the relay comes back after a break, and whatever a subscriber kept since it last
+    /// looked may have been changed elsewhere without a word.
+    pub fn relay_gaps(&self) -> watch::Receiver<u64> {
+        self.relay_gaps.subscribe()
+    }
+
     /// Runs the background work until `stop`: the probe that leaves degraded mode when Redis
     /// answers again, and the relay of other replicas' invalidations from Redis pub/sub.
     pub async fn run_background(self: Arc<Self>, stop: CancellationToken) {
@@ -366,6 +377,7 @@ impl TieredCache {
 
     async fn relay_invalidations(&self, client: redis::Client, stop: CancellationToken) {
         let channel = self.channel();
+        let mut broken = false;
         loop {
             let subscribed = async {
                 let mut pubsub = client.get_async_pubsub().await?;
@@ -385,6 +397,14 @@ impl TieredCache {
                     }
                 }
             };
+            if broken {
+                // What other replicas announced during the break never came: forget what this
+                // replica's memory tier kept, and tell every watcher to do the same.
+                drop(self.memory.delete_prefix("").await);
+                self.relay_gaps.send_modify(|gaps| *gaps += 1);
+                warn!("the invalidation relay is back after a break; cached entries dropped");
+            }
+            broken = true;
             loop {
                 let message = tokio::select! {
                     () = stop.cancelled() => return,

@@ -1,8 +1,8 @@
-//! The tiered cache as the service runs it: hit and miss statistics, invalidations that reach
-//! another replica through Redis, Redis killed and restarted mid-test while callers keep
-//! getting answers (from memory, degraded) and the cache goes back to Redis by itself, and a
-//! Redis that keeps its data through an outage serving, once back, what the cache acknowledged
-//! meanwhile.
+//! The tiered cache as the service runs it: hit and miss statistics; invalidations that reach
+//! another replica through Redis; Redis killed and restarted mid-test while callers keep
+//! getting answers (from memory, degraded) and the cache goes back to Redis by itself; a Redis
+//! that keeps its data through an outage serving, once back, what the cache acknowledged
+//! meanwhile; and a relay back from a break telling its watchers what they may have missed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -167,6 +167,37 @@ async fn callers_never_see_redis_die_and_come_back() {
     let stats = cache.stats().await;
     assert_eq!((stats.backend, stats.degraded), ("redis", false));
 
+    stop.cancel();
+    background.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_back_from_a_break_tells_its_watchers_they_missed_invalidations() {
+    let mut redis = RedisServer::start();
+    let cache = tiered(&redis.url(), "swarm-test:");
+    let stop = CancellationToken::new();
+    let background = tokio::spawn(cache.clone().run_background(stop.clone()));
+    let mut gaps = cache.relay_gaps();
+    // Subscribed and relaying: no gap yet.
+    let other = tiered(&redis.url(), "swarm-test:");
+    let mut invalidations = cache.subscribe();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        other.delete("probe").await;
+        let relayed = tokio::time::timeout(Duration::from_millis(200), invalidations.recv());
+        if relayed.await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the relay subscribed");
+    }
+    assert!(!gaps.has_changed().unwrap());
+
+    redis.kill();
+    let _redis = RedisServer::start_on(redis.port());
+    tokio::time::timeout(Duration::from_secs(10), gaps.changed())
+        .await
+        .expect("the relay came back and said so")
+        .unwrap();
     stop.cancel();
     background.await.unwrap();
 }
