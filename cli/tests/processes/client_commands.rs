@@ -14,6 +14,16 @@ async fn agent_call(http: &reqwest::Client, url: &str, path: &str, body: Value) 
     crate::common::api(http, reqwest::Method::POST, url, path, Some(body)).await
 }
 
+/// Works task `id` as agent `agent_id`, the only task queued: claims it, reports half done,
+/// completes it.
+async fn work(http: &reqwest::Client, url: &str, agent_id: &str, id: &str) {
+    agent_call(http, url, "/api/tasks/claim", json!({"agent_id": agent_id})).await;
+    let progress = json!({"agent_id": agent_id, "percent": 50});
+    agent_call(http, url, &format!("/api/tasks/{id}/progress"), progress).await;
+    let done = json!({"agent_id": agent_id, "result": "done"});
+    agent_call(http, url, &format!("/api/tasks/{id}/complete"), done).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_client_subcommand_drives_the_api() {
     let database = TestDatabase::new(Backend::Sqlite).await;
@@ -83,27 +93,7 @@ async fn every_client_subcommand_drives_the_api() {
         move || run(&url, &["task", "watch", &id])
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    agent_call(
-        &http,
-        &url,
-        "/api/tasks/claim",
-        json!({"agent_id": agent_id}),
-    )
-    .await;
-    agent_call(
-        &http,
-        &url,
-        &format!("/api/tasks/{id}/progress"),
-        json!({"agent_id": agent_id, "percent": 50}),
-    )
-    .await;
-    agent_call(
-        &http,
-        &url,
-        &format!("/api/tasks/{id}/complete"),
-        json!({"agent_id": agent_id, "result": "done"}),
-    )
-    .await;
+    work(&http, &url, &agent_id, &id).await;
     let watched = watcher.await.unwrap();
     assert_eq!(watched.status.code(), Some(0), "{}", text(&watched));
 
@@ -207,20 +197,7 @@ async fn a_watch_rides_out_a_broken_event_stream() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let agent = agent_call(&http, &url, "/api/agents", json!({"name": "after-the-cut"})).await;
     let agent_id = agent["id"].as_str().unwrap().to_owned();
-    agent_call(
-        &http,
-        &url,
-        "/api/tasks/claim",
-        json!({"agent_id": agent_id}),
-    )
-    .await;
-    agent_call(
-        &http,
-        &url,
-        &format!("/api/tasks/{id}/complete"),
-        json!({"agent_id": agent_id, "result": "done"}),
-    )
-    .await;
+    work(&http, &url, &agent_id, &id).await;
     let watched = tokio::time::timeout(Duration::from_secs(20), watcher)
         .await
         .expect("the watch ends")
