@@ -4,6 +4,9 @@
 //! answers, as JSON or as Server-Sent Events, to stdout, one per line. It keeps the session id
 //! and protocol version the gateway settles on, opens the session's event stream for messages
 //! the gateway sends on its own (resource updates), and ends the session when stdin closes.
+//! Sessions live in the gateway's memory: when a restarted gateway no longer knows the session
+//! (404), the bridge opens a new one with the client's own `initialize` and sends the request
+//! again, so the desktop client need not start over.
 //!
 //! Requests go out concurrently, so a long `wait_for_task` does not hold up the others. The
 //! bridge forwards messages as they are: it is a transport, not a second MCP implementation.
@@ -22,12 +25,14 @@ use crate::client::{ClientError, Connection};
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 
-/// What the bridge learned of the session: its id and protocol version, once known.
+/// What the bridge learned of the session: its id and protocol version, once known, and the
+/// client's `initialize` request, to open the session again.
 #[derive(Debug, Default)]
 struct Session {
     id: Option<String>,
     version: Option<String>,
     listening: bool,
+    initialize: Option<String>,
 }
 
 /// One bridge between stdio and a gateway.
@@ -37,6 +42,8 @@ struct Bridge {
     url: String,
     key: Option<String>,
     session: Arc<Mutex<Session>>,
+    /// Held while a lost session is opened again, so concurrent requests open one between them.
+    reopening: Arc<tokio::sync::Mutex<()>>,
     out: mpsc::UnboundedSender<String>,
 }
 
@@ -48,6 +55,7 @@ pub async fn run(connection: Connection) -> Result<(), ClientError> {
         url: format!("{}/mcp", connection.url.trim_end_matches('/')),
         key: connection.key,
         session: Arc::default(),
+        reopening: Arc::default(),
         out,
     };
     let writer = tokio::spawn(async move {
@@ -97,10 +105,7 @@ impl Bridge {
         {
             headers.insert(AUTHORIZATION, value);
         }
-        let session = self
-            .session
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let session = self.lock();
         for (name, value) in [
             (SESSION_HEADER, &session.id),
             (VERSION_HEADER, &session.version),
@@ -115,6 +120,62 @@ impl Bridge {
         headers
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Posts one message with the session's headers; notes the session id it is given.
+    async fn post(&self, line: &str) -> reqwest::Result<reqwest::Response> {
+        let response = self
+            .http
+            .post(&self.url)
+            .headers(self.headers())
+            .header(CONTENT_TYPE, "application/json")
+            .body(line.to_owned())
+            .send()
+            .await?;
+        if let Some(id) = response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            self.lock().id = Some(id.to_owned());
+        }
+        Ok(response)
+    }
+
+    /// Opens the session again after the gateway forgot `lost` (unless another request did
+    /// already): the client's `initialize` (its answer was given long ago, so it is not passed
+    /// on) and `notifications/initialized`; then the event stream. Tells whether a session is
+    /// open.
+    async fn reopen(&self, lost: &str) -> bool {
+        let _reopening = self.reopening.lock().await;
+        let initialize = {
+            let mut session = self.lock();
+            if session.id.as_deref() != Some(lost) {
+                return session.id.is_some();
+            }
+            session.id = None;
+            session.listening = false;
+            session.initialize.clone()
+        };
+        let Some(initialize) = initialize else {
+            return false;
+        };
+        let opened = match self.post(&initialize).await {
+            Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+            Err(_) => false,
+        };
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        if !opened || self.post(&initialized.to_string()).await.is_err() {
+            return false;
+        }
+        self.listen();
+        true
+    }
+
     /// Posts one message and passes on what the gateway answers to it.
     async fn forward(&self, line: String) {
         let message: Value = match serde_json::from_str(&line) {
@@ -124,14 +185,17 @@ impl Bridge {
                 return;
             }
         };
-        let answer = self
-            .http
-            .post(&self.url)
-            .headers(self.headers())
-            .header(CONTENT_TYPE, "application/json")
-            .body(line)
-            .send()
-            .await;
+        if message["method"] == "initialize" {
+            self.lock().initialize = Some(line.clone());
+        }
+        let used = self.lock().id.clone();
+        let mut answer = self.post(&line).await;
+        if let (Ok(response), Some(lost)) = (&answer, &used)
+            && response.status() == reqwest::StatusCode::NOT_FOUND
+            && self.reopen(lost).await
+        {
+            answer = self.post(&line).await;
+        }
         let response = match answer {
             Ok(response) => response,
             Err(error) => {
@@ -143,16 +207,6 @@ impl Bridge {
                 return;
             }
         };
-        if let Some(id) = response
-            .headers()
-            .get(SESSION_HEADER)
-            .and_then(|v| v.to_str().ok())
-        {
-            self.session
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .id = Some(id.to_owned());
-        }
         if !response.status().is_success() {
             let status = response.status();
             let body: Value = response.json().await.unwrap_or_default();
@@ -196,10 +250,7 @@ impl Bridge {
         if let Ok(message) = serde_json::from_str::<Value>(&text)
             && let Some(version) = message["result"]["protocolVersion"].as_str()
         {
-            self.session
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .version = Some(version.to_owned());
+            self.lock().version = Some(version.to_owned());
         }
         let _ = self.out.send(text.replace('\n', " "));
     }
@@ -217,10 +268,7 @@ impl Bridge {
     /// Opens the session's event stream once, for messages the gateway sends on its own.
     fn listen(&self) {
         {
-            let mut session = self
-                .session
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut session = self.lock();
             if session.listening || session.id.is_none() {
                 return;
             }
@@ -244,12 +292,7 @@ impl Bridge {
 
     /// Ends the session at the gateway.
     async fn close(&self) {
-        let has_session = self
-            .session
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .id
-            .is_some();
+        let has_session = self.lock().id.is_some();
         if has_session {
             let _ = self
                 .http
