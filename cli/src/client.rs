@@ -138,13 +138,29 @@ pub enum ClientError {
     /// The command's own input is wrong.
     #[error("{0}")]
     Usage(String),
-    /// A task's event stream broke and could not be opened again; the task was last seen in
-    /// this status.
-    #[error("the event stream broke and did not come back; the task was last {0}")]
-    Interrupted(String),
+    /// A task's event stream broke and could not be opened again.
+    #[error("the event stream broke and did not come back ({cause}); the task was last {status}")]
+    Interrupted {
+        /// The task's status when last seen.
+        status: String,
+        /// Why the stream could not be followed.
+        cause: String,
+    },
     /// The terminal's input or output failed.
     #[error("stdio: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl ClientError {
+    /// Tells whether trying again later may succeed: the gateway was out of reach, busy or
+    /// restarting (429, 502, 503, 504), or a stream broke on its side (status 0).
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport(_) => true,
+            Self::Refused { status, .. } => matches!(status, 0 | 429 | 502 | 503 | 504),
+            Self::Usage(_) | Self::Interrupted { .. } | Self::Io(_) => false,
+        }
+    }
 }
 
 /// A client of the gateway.
@@ -292,18 +308,26 @@ async fn watch(gateway: &Gateway, id: &str, output: Output) -> Result<ExitCode, 
         bar
     });
     let mut last = Value::Null;
+    let mut seen = 0;
     let mut broken_since = None;
+    let mut cause = "the stream ended".to_owned();
     let status = loop {
-        let followed = follow(gateway, id, bar.as_ref(), &mut last).await;
+        let seen_before = seen;
+        let followed = follow(gateway, id, bar.as_ref(), &mut last, &mut seen).await;
         let status = last["status"].as_str().unwrap_or("unknown").to_owned();
+        if seen > seen_before {
+            broken_since = None;
+        }
         match followed {
             _ if FINAL_STATUSES.contains(&status.as_str()) => break status,
-            Ok(true) => broken_since = None,
-            Ok(false) | Err(ClientError::Transport(_)) => {}
-            Err(refused) => return Err(refused),
+            Ok(()) => {}
+            // Once the watch has begun, a gateway restarting or overloaded is waited out; a
+            // first attempt that fails says so at once (a wrong URL, a key refused).
+            Err(error) if error.is_transient() && !last.is_null() => cause = error.to_string(),
+            Err(error) => return Err(error),
         }
         if broken_since.get_or_insert_with(Instant::now).elapsed() > RECONNECT_FOR {
-            return Err(ClientError::Interrupted(status));
+            return Err(ClientError::Interrupted { status, cause });
         }
         tokio::time::sleep(RECONNECT_PAUSE).await;
     };
@@ -322,13 +346,14 @@ async fn watch(gateway: &Gateway, id: &str, output: Output) -> Result<ExitCode, 
 }
 
 /// Reads one event stream of task `id` until it ends, drawing each change on `bar` (or
-/// printing it) and keeping the latest in `last`; tells whether any event came.
+/// printing it), keeping the latest in `last` and counting them in `seen`.
 async fn follow(
     gateway: &Gateway,
     id: &str,
     bar: Option<&ProgressBar>,
     last: &mut Value,
-) -> Result<bool, ClientError> {
+    seen: &mut u64,
+) -> Result<(), ClientError> {
     let response = gateway
         .request(reqwest::Method::GET, &format!("/api/tasks/{id}/events"))
         .send()
@@ -340,14 +365,20 @@ async fn follow(
             .unwrap_or(ClientError::Usage("no events".into())));
     }
     let mut events = response.bytes_stream().eventsource();
-    let mut any = false;
     while let Some(Ok(event)) = events.next().await {
         let Ok(task) = serde_json::from_str::<Value>(&event.data) else {
             continue;
         };
         if event.event == "error" {
-            // The watch broke on the gateway's side (a service out of reach): open it again.
-            break;
+            // The watch broke on the gateway's side (a service out of reach).
+            return Err(ClientError::Refused {
+                status: 0,
+                code: task["error"]["code"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                message: task["error"]["message"].as_str().unwrap_or("").to_owned(),
+            });
         }
         match bar {
             Some(bar) => {
@@ -359,9 +390,9 @@ async fn follow(
             None => println!("{task}"),
         }
         *last = task;
-        any = true;
+        *seen += 1;
     }
-    Ok(any)
+    Ok(())
 }
 
 /// Runs `swarm agents ...`.

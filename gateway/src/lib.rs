@@ -66,6 +66,8 @@ pub async fn run(
         Authenticator::off(Some(keys))
     };
     let client_ping = config.client_ping;
+    // The calls still open when the gateway stops get as long as one call may take.
+    let drain = config.request_timeout + serve::DRAIN_MARGIN;
     let stop = CancellationToken::new();
     let reporter = Reporter::start(
         "gateway",
@@ -81,7 +83,7 @@ pub async fn run(
     );
     info!(addr = %listener.local_addr()?, "gateway listening");
     let stopping = stop.clone();
-    serve::serve(listener, app, client_ping, async move {
+    serve::serve(listener, app, client_ping, drain, async move {
         shutdown.await;
         stopping.cancel();
     })

@@ -16,18 +16,20 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, error, warn};
 
-/// How long the gateway waits, once stopping, for open connections to finish what they serve:
-/// past the default request deadline (30 s). A long poll still open then is cut, and its worker
-/// claims again through another gateway (the queue takes back what the cut answer carried).
-const DRAIN_LIMIT: Duration = Duration::from_secs(35);
+/// What a stopping gateway adds to the request deadline before it stops waiting for open
+/// connections: time for the answers of calls that ran to their deadline to go out.
+pub const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
 /// Serves `app` on `listener` until `shutdown` resolves, pinging an HTTP/2 client connection
 /// quiet for `ping` and closing it when the ping goes unanswered as long; then stops accepting
-/// and waits for the open connections to finish what they serve, for at most [`DRAIN_LIMIT`].
+/// and waits for the open connections to finish what they serve, for at most `drain`. A long
+/// poll still open then is cut when the process ends, and its worker claims again (the queue
+/// takes back what a cut answer carried).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     ping: Duration,
+    drain: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut connections = auto::Builder::new(TokioExecutor::new());
@@ -56,13 +58,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_LIMIT, open.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain, open.shutdown()).await.is_err() {
         warn!(
-            limit_seconds = DRAIN_LIMIT.as_secs(),
-            "connections still open after the drain limit; closing them"
+            drain_seconds = drain.as_secs(),
+            "stopped waiting for connections still open"
         );
     }
 }

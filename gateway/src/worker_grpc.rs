@@ -64,14 +64,18 @@ fn status(error: ApiError) -> Status {
     error.0.into()
 }
 
+/// Words a service's refusal as REST callers get it (see [`swarm_kit::Error::from_status`]):
+/// a service that refused the gateway's service token has not refused the worker's key.
+fn downstream(refusal: Status) -> Status {
+    swarm_kit::Error::from_status(&refusal).into()
+}
+
 /// Answers with what a service answered, without its transport metadata (its compression
-/// and other headers belong to the hop between gateway and service, not to the worker's); a
-/// refusal as REST callers get it (see [`swarm_kit::Error::from_status`]): a service that
-/// refused the gateway's service token has not refused the worker's key.
+/// and other headers belong to the hop between gateway and service, not to the worker's).
 fn answer<T>(forwarded: Result<Response<T>, Status>) -> Result<Response<T>, Status> {
     forwarded
         .map(|response| Response::new(response.into_inner()))
-        .map_err(|status| swarm_kit::Error::from_status(&status).into())
+        .map_err(downstream)
 }
 
 impl WorkerGrpc {
@@ -123,7 +127,11 @@ impl WorkerGrpc {
         mut report: Report,
     ) -> Result<Response<tasks_pb::Task>, Status> {
         self.lease_for_caller(metadata, report.lease_mut()).await?;
-        Ok(Response::new(workers::report(&self.state, report).await?))
+        Ok(Response::new(
+            workers::report(&self.state, report)
+                .await
+                .map_err(downstream)?,
+        ))
     }
 
     /// Refuses a call about a task its caller's agent does not hold; returns the caller.
@@ -145,7 +153,9 @@ impl WorkerService for WorkerGrpc {
         let (metadata, _, declared) = request.into_parts();
         let caller = self.caller(metadata).await?;
         Ok(Response::new(
-            workers::join(&self.state, &caller, declared).await?,
+            workers::join(&self.state, &caller, declared)
+                .await
+                .map_err(downstream)?,
         ))
     }
 
@@ -156,8 +166,9 @@ impl WorkerService for WorkerGrpc {
         let (metadata, _, beat) = request.into_parts();
         let agent_id = self.acting_for(metadata, &beat.agent_id).await?;
         let active_tasks = beat.active_tasks.map(|held| held.ids);
-        let (agent, cancel) =
-            crate::workers::heartbeat(&self.state, agent_id, active_tasks).await?;
+        let (agent, cancel) = crate::workers::heartbeat(&self.state, agent_id, active_tasks)
+            .await
+            .map_err(downstream)?;
         Ok(Response::new(pb::HeartbeatResponse {
             agent: Some(agent),
             cancel,
@@ -263,9 +274,16 @@ impl WorkerService for WorkerGrpc {
         let caller = self.check_task(metadata, &watch.id).await?;
         let slot = self.state.streams.take(caller.key_id).map_err(status)?;
         // A watch lasts as long as the task runs (no deadline), or until the gateway stops.
-        let events = self.state.tasks.clone().watch_task(watch).await?;
+        let events = self
+            .state
+            .tasks
+            .clone()
+            .watch_task(watch)
+            .await
+            .map_err(downstream)?;
         let stopping = self.state.shutdown.clone();
         let events = followed(caller, events.into_inner())
+            .map(|change| change.map_err(downstream))
             .take_until(async move { stopping.cancelled().await });
         Ok(Response::new(Box::pin(slot.hold(events))))
     }

@@ -31,6 +31,9 @@ const MAX_CLAIM: u32 = 100;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// The longest pause between two tries of one report.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(8);
+/// How long a stopping worker keeps trying a report the gateway does not acknowledge, when the
+/// lease is longer: it does not hold its shutdown for a whole lease.
+const STOPPING_REPORT_PATIENCE: Duration = Duration::from_secs(30);
 /// The longest pause between heartbeats while the worker holds tasks: a cancellation reaches
 /// the handler within about this long.
 const BUSY_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -331,11 +334,24 @@ impl Assignment {
     /// lost answer carried are not claimed twice over, and the queue takes them back within a
     /// heartbeat or so. It keeps trying for a whole lease (`timeout_seconds`) after the first
     /// failure: the outcome counts for as long as the lease may still be held, and once a
-    /// lease has passed without an acknowledgement the queue runs the task again. A refused
+    /// lease has passed without an acknowledgement the queue runs the task again. Once the
+    /// worker is `stopping`, it tries for at most [`STOPPING_REPORT_PATIENCE`]. A refused
     /// report means the lease was lost (expired or taken back): the task belongs to another
     /// attempt now, and this outcome does not count. Returns the tasks claimed.
-    async fn report(&self, outcome: Result<Value, Failure>, claim_next: u32) -> Vec<Assignment> {
+    async fn report(
+        &self,
+        outcome: Result<Value, Failure>,
+        claim_next: u32,
+        stopping: &CancellationToken,
+    ) -> Vec<Assignment> {
         let lease = Duration::from_secs(u64::try_from(self.timeout_seconds).unwrap_or(0));
+        let patience = || {
+            if stopping.is_cancelled() {
+                lease.min(STOPPING_REPORT_PATIENCE)
+            } else {
+                lease
+            }
+        };
         let mut pause = RETRY_PAUSE;
         let mut first_failure = None;
         let mut attempt: u32 = 0;
@@ -349,7 +365,8 @@ impl Assignment {
                 }
                 Err(error)
                     if error.is_transient()
-                        && first_failure.get_or_insert_with(Instant::now).elapsed() < lease =>
+                        && first_failure.get_or_insert_with(Instant::now).elapsed()
+                            < patience() =>
                 {
                     warn!(task_id = %self.id, %error, attempt, "outcome not acknowledged; retrying");
                     tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
@@ -664,7 +681,7 @@ impl Slot {
                 .unwrap_or_else(|crashed| Err(Failure::transient(panicked(crashed))));
             let claim_next = u32::from(!self.stopping.is_cancelled());
             next = assignment
-                .report(outcome, claim_next)
+                .report(outcome, claim_next, &self.stopping)
                 .await
                 .into_iter()
                 .next();

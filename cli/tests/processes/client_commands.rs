@@ -146,6 +146,7 @@ async fn every_client_subcommand_drives_the_api() {
 struct Relay {
     url: String,
     cut: tokio::sync::watch::Sender<u64>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Relay {
@@ -153,8 +154,11 @@ impl Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (cut, cuts) = tokio::sync::watch::channel(0);
+        let accepted: std::sync::Arc<std::sync::atomic::AtomicUsize> = std::sync::Arc::default();
+        let counted = std::sync::Arc::clone(&accepted);
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut cuts = cuts.clone();
                 cuts.mark_unchanged();
                 tokio::spawn(async move {
@@ -166,7 +170,12 @@ impl Relay {
                 });
             }
         });
-        Self { url, cut }
+        Self { url, cut, accepted }
+    }
+
+    /// How many connections it took so far.
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Cuts every connection open now.
@@ -192,7 +201,13 @@ async fn a_watch_rides_out_a_broken_event_stream() {
         let (through, id) = (relay.url.clone(), id.clone());
         move || run(&through, &["task", "watch", &id])
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while relay.accepted() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the watch connects");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the stream's first event (the task, queued) through, then cut it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     relay.cut();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let agent = agent_call(&http, &url, "/api/agents", json!({"name": "after-the-cut"})).await;
@@ -203,5 +218,6 @@ async fn a_watch_rides_out_a_broken_event_stream() {
         .expect("the watch ends")
         .unwrap();
     assert_eq!(watched.status.code(), Some(0), "{}", text(&watched));
+    assert!(relay.accepted() >= 2, "the watch connected again");
     stack.stop().await.unwrap();
 }

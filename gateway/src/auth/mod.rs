@@ -237,16 +237,15 @@ impl Caller {
     }
 
     /// Tells whether a watch of a task the caller reached may show it this change: an agent
-    /// follows a task only while it is the task's agent (its own outcome included), never
-    /// once the task went back to the queue or to another agent's attempt; others follow what
-    /// they reached.
+    /// follows a task only while it is the task's agent, never once the task went back to the
+    /// queue (unless pinned to it) or to another agent; others follow what they reached.
     pub fn may_follow(&self, task: &swarm_proto::tasks::v1::Task) -> bool {
-        match self.role {
-            Role::Agent => {
-                task.agent_id.as_deref() == self.agent_id.map(|id| id.to_string()).as_deref()
-            }
-            Role::Admin | Role::Client => true,
-        }
+        self.role != Role::Agent || self.is_agent_of(task)
+    }
+
+    /// Tells whether the caller's agent is the task's agent.
+    fn is_agent_of(&self, task: &swarm_proto::tasks::v1::Task) -> bool {
+        task.agent_id.as_deref() == self.agent_id.map(|id| id.to_string()).as_deref()
     }
 
     /// Refuses a caller a task it may not reach, as if the task did not exist: a client
@@ -256,10 +255,7 @@ impl Caller {
         let reaches = match self.role {
             Role::Admin => true,
             Role::Client => task.user_id.as_deref() == self.client_user(),
-            Role::Agent => {
-                task.status() == TaskStatus::Active
-                    && task.agent_id.as_deref() == self.agent_id.map(|id| id.to_string()).as_deref()
-            }
+            Role::Agent => task.status() == TaskStatus::Active && self.is_agent_of(task),
         };
         if reaches {
             Ok(())

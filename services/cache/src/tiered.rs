@@ -398,11 +398,12 @@ impl TieredCache {
                 }
             };
             if broken {
-                // What other replicas announced during the break never came: forget what this
-                // replica's memory tier kept, and tell every watcher to do the same.
-                drop(self.memory.delete_prefix("").await);
+                // What other replicas announced during the break never came: every watcher
+                // must drop what it keeps. The memory tier stays: while degraded it holds the
+                // only copy of acknowledged writes, and leaving degraded mode announces that
+                // everything changed anyway.
                 self.relay_gaps.send_modify(|gaps| *gaps += 1);
-                warn!("the invalidation relay is back after a break; cached entries dropped");
+                warn!("the invalidation relay is back after a break; watchers drop their entries");
             }
             broken = true;
             loop {

@@ -309,6 +309,7 @@ async fn head_requests_pass_the_checks_of_get() {
         own.bytes().await.unwrap().is_empty(),
         "HEAD answers no body"
     );
+    swarm.stop().await;
 }
 
 /// An agent watching a task it holds sees its own attempt to the end, and nothing of the next

@@ -619,13 +619,25 @@ async fn a_gateway_the_services_refuse_answers_unavailable_not_unauthenticated()
             swarm_e2e::send_with(&client, reqwest::Method::GET, format!("{url}{path}"), None).await;
         swarm_e2e::assert_error(&answer, 503, "unavailable");
     }
+    // A worker joining through that gateway is told to try again, not that its key is bad.
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect_lazy();
+    let joined = swarm_proto::worker::v1::worker_service_client::WorkerServiceClient::new(channel)
+        .join(agents_pb::RegisterAgentRequest {
+            name: "refused".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(joined.unwrap_err().code(), tonic::Code::Unavailable);
     stop.cancel();
     gateway.await.unwrap().unwrap();
     swarm.stop().await;
 }
 
 /// A task watch open on a gateway's worker service ends when that gateway stops, though the
-/// tasks service runs on: stopping does not wait out the drain limit (35 s) for a running task.
+/// tasks service runs on: stopping does not wait out the drain (the request deadline and 5 s)
+/// for a running task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_open_task_watch_does_not_hold_a_gateway_up() {
     use swarm_proto::worker::v1::worker_service_client::WorkerServiceClient;

@@ -8,6 +8,7 @@ refusal raises `SwarmError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any, TypeVar
 
@@ -30,8 +31,14 @@ def _headers(api_key: str | None) -> dict[str, str]:
 
 
 def _read(call: Call[T], response: httpx.Response) -> T:
-    if response.is_success or response.status_code in call.answers:
+    if response.is_success:
         return call.read(response.json() if response.content else None)
+    if response.status_code in call.answers:
+        # The route's own answer, unless something on the way (a proxy) answered instead.
+        with contextlib.suppress(ValueError):
+            answer = response.json()
+            if isinstance(answer, dict) and "error" not in answer:
+                return call.read(answer)
     try:
         error = response.json()["error"]
         code, message = str(error["code"]), str(error["message"])
