@@ -136,7 +136,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Returns the cache's statistics.
+/// Returns the cache's statistics, which count every tenant's reads (admin keys only).
 #[utoipa::path(get, operation_id = "getCacheStats", path = "/api/cache/stats", tag = "cache",
     responses((status = 200, description = "The cache's statistics.", body = CacheStats)))]
 pub async fn stats(State(state): State<AppState>) -> Result<axum::Json<CacheStats>, ApiError> {

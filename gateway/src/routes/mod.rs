@@ -115,7 +115,7 @@ fn table() -> Vec<Route> {
         Route::new(routes!(agents::delete), ADMINS),
         Route::new(routes!(agents::heartbeat), AGENTS),
         Route::new(routes!(agents::config), AGENTS),
-        Route::new(routes!(cache::stats), CLIENTS),
+        Route::new(routes!(cache::stats), ADMINS),
         Route::new(routes!(cache::get), CLIENTS),
         Route::new(routes!(cache::put), CLIENTS),
         Route::new(routes!(cache::delete), CLIENTS),

@@ -621,6 +621,15 @@ async fn cache_entries_belong_to_their_tenant(backend: Backend) {
     assert_eq!(get(&ada).await.1["value"], 1);
     assert_eq!(get(&swarm.http).await.1["value"], 2);
     assert_error(&get(&bob).await, 404, "not_found");
+    // The cache's statistics count every tenant's reads: an operator's figures, not a client's.
+    let stats = send_with(
+        &ada,
+        reqwest::Method::GET,
+        swarm.url("/api/cache/stats"),
+        None,
+    )
+    .await;
+    assert_error(&stats, 403, "permission_denied");
     swarm.stop().await;
 }
 
