@@ -42,16 +42,7 @@ impl From<Error> for ApiError {
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
-        let error = Error::from_status(&status);
-        // A refused service token is logged where it is recognized (`from_status`).
-        let token_refused = matches!(
-            status.code(),
-            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
-        );
-        if error.code == ErrorCode::Unavailable && !token_refused {
-            tracing::warn!(grpc_message = status.message(), "service unavailable");
-        }
-        Self(error)
+        Self(Error::from_status(&status))
     }
 }
 

@@ -224,6 +224,21 @@ pub async fn answer(response: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
+/// Reads a Server-Sent Events answer to its end, which must come within `within`: its whole
+/// text, and the JSON data of each event.
+pub async fn read_events(response: reqwest::Response, within: Duration) -> (String, Vec<Value>) {
+    let text = tokio::time::timeout(within, response.text())
+        .await
+        .expect("the event stream ends in time")
+        .expect("the event stream reads");
+    let data = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).expect("event data is json"))
+        .collect();
+    (text, data)
+}
+
 /// Asserts the API's error envelope with `code`.
 #[track_caller]
 pub fn assert_error(answer: &(u16, Value), status: u16, code: &str) {

@@ -39,6 +39,17 @@ async fn ask(
         .expect("an answer in time")
 }
 
+/// Asserts that `answer` is a `tools/list` result with tools in it.
+#[track_caller]
+fn assert_lists_tools(answer: &Value) {
+    assert!(
+        answer["result"]["tools"]
+            .as_array()
+            .is_some_and(|tools| !tools.is_empty()),
+        "{answer}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_bridge_opens_a_new_session_when_a_restarted_gateway_forgot_its_own() {
     let database = TestDatabase::new(Backend::Sqlite).await;
@@ -71,22 +82,12 @@ async fn the_bridge_opens_a_new_session_when_a_restarted_gateway_forgot_its_own(
         .unwrap();
     let list = |id: u64| json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
     let tools = ask(&mut stdin, &mut stdout, list(2)).await;
-    assert!(
-        tools["result"]["tools"]
-            .as_array()
-            .is_some_and(|tools| !tools.is_empty()),
-        "{tools}"
-    );
+    assert_lists_tools(&tools);
 
     stack.stop().await.unwrap();
     let stack = start_stack(&database, |config| config.gateway_addr = address).await;
     let tools = ask(&mut stdin, &mut stdout, list(3)).await;
-    assert!(
-        tools["result"]["tools"]
-            .as_array()
-            .is_some_and(|tools| !tools.is_empty()),
-        "{tools}"
-    );
+    assert_lists_tools(&tools);
 
     drop(stdin);
     tokio::time::timeout(Duration::from_secs(10), bridge.wait())

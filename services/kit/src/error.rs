@@ -176,8 +176,8 @@ impl Error {
     /// Builds an error from a gRPC status received from another service. Services check no
     /// caller's key, only the service token, so a refusal of credentials means the services
     /// disagree on `SWARM_SERVICE_TOKEN` (a misconfiguration, or a rotation under way): the
-    /// service is out of this caller's reach (`unavailable`, logged), not the user's key at
-    /// fault.
+    /// service is out of this caller's reach (`unavailable`), not the user's key at fault.
+    /// Either way a service out of reach is logged here, once.
     pub fn from_status(status: &tonic::Status) -> Self {
         // A tonic server whose `grpc-timeout` deadline passes answers CANCELLED with its
         // `TimeoutExpired` text: that is a deadline, not a dead peer.
@@ -187,12 +187,6 @@ impl Error {
             status.code(),
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
         );
-        if token_refused {
-            tracing::error!(
-                grpc_message = status.message(),
-                "a service refused this one's service token: SWARM_SERVICE_TOKEN differs between services"
-            );
-        }
         let code = if timed_out {
             ErrorCode::DeadlineExceeded
         } else if token_refused {
@@ -200,6 +194,14 @@ impl Error {
         } else {
             ErrorCode::from_grpc(status.code())
         };
+        if token_refused {
+            tracing::error!(
+                grpc_message = status.message(),
+                "a service refused this one's service token: SWARM_SERVICE_TOKEN differs between services"
+            );
+        } else if code == ErrorCode::Unavailable {
+            tracing::warn!(grpc_message = status.message(), "service unavailable");
+        }
         let message = match code {
             ErrorCode::Internal => "internal error".to_owned(),
             ErrorCode::Unavailable if token_refused || status.message().is_empty() => {

@@ -97,9 +97,15 @@ mod tests {
         assert_eq!(Error::from(bad).code, ErrorCode::Internal);
 
         pool.close().await;
-        let closed = StoreError::from(sqlx::query("SELECT 1").execute(&pool).await.unwrap_err());
-        assert!(matches!(closed, StoreError::Unavailable(_)), "{closed:?}");
-        assert_eq!(Error::from(closed).code, ErrorCode::Unavailable);
+        assert_unavailable(sqlx::query("SELECT 1").execute(&pool).await.unwrap_err());
+    }
+
+    /// Asserts that `error` reads as a database out of reach, answered `unavailable`.
+    #[track_caller]
+    fn assert_unavailable(error: sqlx::Error) {
+        let error = StoreError::from(error);
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        assert_eq!(Error::from(error).code, ErrorCode::Unavailable);
     }
 
     #[tokio::test]
@@ -129,9 +135,7 @@ mod tests {
             .execute(&waiter)
             .await
             .unwrap_err();
-        let busy = StoreError::from(busy);
-        assert!(matches!(busy, StoreError::Unavailable(_)), "{busy:?}");
-        assert_eq!(Error::from(busy).code, ErrorCode::Unavailable);
+        assert_unavailable(busy);
         held.rollback().await.unwrap();
         holder.close().await;
         waiter.close().await;
@@ -155,9 +159,7 @@ mod tests {
             .and_then(|error| error.code())
             .map(|code| code.into_owned());
         assert_eq!(code.as_deref(), Some("57P01"), "{ended:?}");
-        let ended = StoreError::from(ended);
-        assert!(matches!(ended, StoreError::Unavailable(_)), "{ended:?}");
-        assert_eq!(Error::from(ended).code, ErrorCode::Unavailable);
+        assert_unavailable(ended);
         pool.close().await;
     }
 }

@@ -6,7 +6,7 @@
 //! they hold, repeated reports.
 
 use serde_json::json;
-use swarm_e2e::{TestStack, answer, assert_error, send_with};
+use swarm_e2e::{TestStack, answer, assert_error, read_events, send_with};
 use swarm_gateway::auth::Rate;
 use swarm_kit::testing::Backend;
 
@@ -316,8 +316,6 @@ async fn head_requests_pass_the_checks_of_get() {
 /// attempt, which another agent runs: its watch ends when the task leaves its hands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agents_watch_ends_when_the_task_leaves_its_hands() {
-    use futures_util::StreamExt;
-
     let swarm = TestStack::start(Backend::Sqlite).await;
     let (_, task) = swarm.post("/api/tasks", json!({"title": "relay"})).await;
     let id = task["id"].as_str().unwrap().to_owned();
@@ -357,21 +355,8 @@ async fn an_agents_watch_ends_when_the_task_leaves_its_hands() {
         .await;
     assert_eq!(status, 200);
 
-    let mut text = String::new();
-    let mut body = watch.bytes_stream();
-    let read_all = async {
-        while let Some(chunk) = body.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(10), read_all)
-        .await
-        .expect("the watch ends once the task left the agent");
-    let seen: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .map(|data| serde_json::from_str(data).unwrap())
-        .collect();
+    // The watch ends once the task left the agent.
+    let (text, seen) = read_events(watch, std::time::Duration::from_secs(10)).await;
     assert!(!seen.is_empty(), "{text}");
     for change in &seen {
         assert_eq!(change["agent_id"], first.as_str(), "{change}");

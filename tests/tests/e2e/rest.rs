@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{Value, json};
-use swarm_e2e::{TestStack, answer, assert_error, send_with};
+use swarm_e2e::{TestStack, answer, assert_error, read_events, send_with};
 use swarm_kit::testing::Backend;
 
 async fn claim_progress_complete_round_trip(backend: Backend) {
@@ -307,21 +306,10 @@ async fn events_stream_every_change_and_end_after_the_final_status() {
         )
         .await;
 
-    let mut text = String::new();
-    let mut body = response.bytes_stream();
-    let read_all = async {
-        while let Some(chunk) = body.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read_all)
-        .await
-        .expect("stream ends after completion");
-    let states: Vec<(String, i64)> = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .map(|data| {
-            let task: Value = serde_json::from_str(data).unwrap();
+    let (text, events) = read_events(response, Duration::from_secs(10)).await;
+    let states: Vec<(String, i64)> = events
+        .iter()
+        .map(|task| {
             (
                 task["status"].as_str().unwrap().to_owned(),
                 task["progress"]["percent"].as_i64().unwrap(),
