@@ -100,12 +100,35 @@ pub struct ListTasks {
     /// Only this kind.
     #[arg(long)]
     kind: Option<String>,
+    #[command(flatten)]
+    page: PageArgs,
+}
+
+/// Which page of a list to show.
+#[derive(Debug, clap::Args)]
+pub struct PageArgs {
     /// From 1.
     #[arg(long, default_value_t = 1)]
     page: u32,
     /// 1 to 100.
     #[arg(long, default_value_t = 20)]
     per_page: u32,
+}
+
+impl PageArgs {
+    /// The list's query: the page, then each filter given.
+    fn query(&self, filters: [(&'static str, Option<String>); 2]) -> Vec<(&'static str, String)> {
+        let mut query = vec![
+            ("page", self.page.to_string()),
+            ("per_page", self.per_page.to_string()),
+        ];
+        query.extend(
+            filters
+                .into_iter()
+                .filter_map(|(name, value)| Some((name, value?))),
+        );
+        query
+    }
 }
 
 /// `swarm agents ...`.
@@ -116,6 +139,12 @@ pub enum AgentsCommand {
         /// Only agents in this status (idle, busy or offline).
         #[arg(long)]
         status: Option<String>,
+        /// Only agents with this capability.
+        #[arg(long)]
+        capability: Option<String>,
+        /// Which page.
+        #[command(flatten)]
+        page: PageArgs,
     },
 }
 
@@ -169,42 +198,67 @@ struct Gateway {
     connection: Connection,
 }
 
+/// How long a call may take, answer included, before the command gives up on it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long any answer, an event stream included, may stay silent: the gateway sends a
+/// stream a keep-alive comment every 15 s, so a connection silent for longer is dead.
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(45);
+
 impl Gateway {
     fn new(connection: Connection) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .read_timeout(SILENCE_TIMEOUT)
             .build()?;
         Ok(Self { http, connection })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let url = format!("{}{path}", self.connection.url.trim_end_matches('/'));
+    /// Starts a request to the route whose path `segments` name (each percent-encoded, so an
+    /// id cannot reach another route), under the `--url` path.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        let bad_url =
+            |why: String| ClientError::Usage(format!("--url {}: {why}", self.connection.url));
+        let mut url = reqwest::Url::parse(&self.connection.url)
+            .map_err(|error| bad_url(error.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|()| bad_url("not an http(s) address".into()))?
+            .pop_if_empty()
+            .extend(segments);
         let request = self.http.request(method, url);
-        match &self.connection.key {
+        Ok(match &self.connection.key {
             Some(key) => request.bearer_auth(key),
             None => request,
-        }
+        })
     }
 
     async fn call(
         &self,
         method: reqwest::Method,
-        path: &str,
+        segments: &[&str],
+        query: &[(&str, String)],
         body: Option<Value>,
     ) -> Result<Value, ClientError> {
-        let mut request = self.request(method, path);
+        let mut request = self
+            .request(method, segments)?
+            .query(query)
+            .timeout(CALL_TIMEOUT);
         if let Some(body) = body {
             request = request.json(&body);
         }
         answer(request.send().await?).await
     }
 
-    async fn get(&self, path: &str) -> Result<Value, ClientError> {
-        self.call(reqwest::Method::GET, path, None).await
+    async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, segments, query, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<Value, ClientError> {
-        self.call(reqwest::Method::POST, path, Some(body)).await
+    async fn post(&self, segments: &[&str], body: Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::POST, segments, &[], Some(body))
+            .await
     }
 }
 
@@ -230,26 +284,23 @@ pub async fn task(command: TaskCommand, connection: Connection) -> Result<ExitCo
     let output = connection.output;
     let gateway = Gateway::new(connection)?;
     let task = match command {
-        TaskCommand::Create(create) => gateway.post("/api/tasks", creation(create)?).await?,
-        TaskCommand::Get { id } => gateway.get(&format!("/api/tasks/{id}")).await?,
+        TaskCommand::Create(create) => gateway.post(&["api", "tasks"], creation(create)?).await?,
+        TaskCommand::Get { id } => gateway.get(&["api", "tasks", &id], &[]).await?,
         TaskCommand::Cancel { id } => {
             gateway
-                .post(&format!("/api/tasks/{id}/cancel"), json!({}))
+                .post(&["api", "tasks", &id, "cancel"], json!({}))
                 .await?
         }
         TaskCommand::Retry { id } => {
             gateway
-                .post(&format!("/api/tasks/{id}/retry"), json!({}))
+                .post(&["api", "tasks", &id, "retry"], json!({}))
                 .await?
         }
         TaskCommand::List(list) => {
-            let mut path = format!("/api/tasks?page={}&per_page={}", list.page, list.per_page);
-            for (name, value) in [("status", list.status), ("kind", list.kind)] {
-                if let Some(value) = value {
-                    path.push_str(&format!("&{name}={value}"));
-                }
-            }
-            let page = gateway.get(&path).await?;
+            let query = list
+                .page
+                .query([("status", list.status), ("kind", list.kind)]);
+            let page = gateway.get(&["api", "tasks"], &query).await?;
             print_page(&page, output, &TASK_COLUMNS);
             return Ok(ExitCode::SUCCESS);
         }
@@ -355,7 +406,7 @@ async fn follow(
     seen: &mut u64,
 ) -> Result<(), ClientError> {
     let response = gateway
-        .request(reqwest::Method::GET, &format!("/api/tasks/{id}/events"))
+        .request(reqwest::Method::GET, &["api", "tasks", id, "events"])?
         .send()
         .await?;
     if !response.status().is_success() {
@@ -402,12 +453,17 @@ pub async fn agents(
 ) -> Result<ExitCode, ClientError> {
     let output = connection.output;
     let gateway = Gateway::new(connection)?;
-    let AgentsCommand::List { status } = command;
-    let path = match status {
-        Some(status) => format!("/api/agents?per_page=100&status={status}"),
-        None => "/api/agents?per_page=100".to_owned(),
-    };
-    print_page(&gateway.get(&path).await?, output, &AGENT_COLUMNS);
+    let AgentsCommand::List {
+        status,
+        capability,
+        page,
+    } = command;
+    let query = page.query([("status", status), ("capability", capability)]);
+    print_page(
+        &gateway.get(&["api", "agents"], &query).await?,
+        output,
+        &AGENT_COLUMNS,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -416,7 +472,8 @@ pub async fn health(connection: Connection) -> Result<ExitCode, ClientError> {
     let output = connection.output;
     let gateway = Gateway::new(connection)?;
     let response = gateway
-        .request(reqwest::Method::GET, "/health")
+        .request(reqwest::Method::GET, &["health"])?
+        .timeout(CALL_TIMEOUT)
         .send()
         .await?;
     let healthy = response.status().is_success();

@@ -75,6 +75,35 @@ async fn every_client_subcommand_drives_the_api() {
         "{}",
         text(&table)
     );
+    // Filters and ids reach the API as typed: encoded, never another route.
+    run(
+        &url,
+        &["task", "create", "--title", "plus", "--kind", "c++"],
+    );
+    let plus = json_of(&run(
+        &url,
+        &["task", "list", "--kind", "c++", "--output", "json"],
+    ));
+    assert_eq!(
+        (&plus["total"], &plus["items"][0]["title"]),
+        (&json!(1), &json!("plus"))
+    );
+    let second = json_of(&run(
+        &url,
+        &[
+            "task",
+            "list",
+            "--per-page",
+            "1",
+            "--page",
+            "2",
+            "--output",
+            "json",
+        ],
+    ));
+    assert_eq!((&second["page"], &second["total"]), (&json!(2), &json!(2)));
+    let escaped = run(&url, &["task", "get", "../agents", "--output", "json"]);
+    assert_eq!(escaped.status.code(), Some(1), "{}", text(&escaped));
 
     let agent = agent_call(
         &http,
@@ -86,6 +115,20 @@ async fn every_client_subcommand_drives_the_api() {
     let agent_id = agent["id"].as_str().unwrap().to_owned();
     let agents = run(&url, &["agents", "list"]);
     assert!(text(&agents).contains("cli-worker"), "{}", text(&agents));
+    for (capability, total) in [("echo", 1), ("gpu", 0)] {
+        let found = json_of(&run(
+            &url,
+            &[
+                "agents",
+                "list",
+                "--capability",
+                capability,
+                "--output",
+                "json",
+            ],
+        ));
+        assert_eq!(found["total"], total, "{capability}");
+    }
 
     // Watch a task while an agent works it: the bar ends and the exit code says completed.
     let watcher = tokio::task::spawn_blocking({

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import http.server
 import os
+import pickle
 import subprocess
 import threading
 import time
@@ -159,6 +162,57 @@ def test_waiting_gives_up_at_the_timeout(swarm: Swarm) -> None:
         task = client.create_task("nobody works on this", delay_seconds=3600)
         with pytest.raises(TimeoutError):
             client.wait_for(task.id, timeout=0.3)
+
+
+def test_waiting_looks_once_more_at_the_timeout(swarm: Swarm) -> None:
+    """A task that finishes between two looks, before the timeout, is no timeout: the last look
+    is at the deadline (polls double to a second apart, so without that last look the wait
+    below would sleep past its deadline and give up)."""
+    with Client(swarm.url, api_key=swarm.key) as client:
+        task = client.create_task("cancelled soon", delay_seconds=3600)
+        canceller = threading.Timer(0.9, client.cancel_task, args=(task.id,))
+        canceller.start()
+        try:
+            assert client.wait_for(task.id, timeout=1.2).status == "cancelled"
+        finally:
+            canceller.join()
+
+
+def test_records_survive_copies_and_pickles(swarm: Swarm) -> None:
+    with Client(swarm.url, api_key=swarm.key) as client:
+        task = client.create_task("copied", payload={"deep": [1, 2]})
+        page = client.list_tasks(per_page=1)
+    for copied in (copy.copy(task), copy.deepcopy(task), pickle.loads(pickle.dumps(task))):
+        assert copied == task and copied.payload == {"deep": [1, 2]}
+    assert pickle.loads(pickle.dumps(page)) == page
+    with pytest.raises(AttributeError):
+        _ = task.no_such_field
+
+
+def test_an_answer_that_is_not_swarm_s_raises_swarm_error() -> None:
+    """A wrong base URL that reaches some other web server: a `SwarmError`, not a JSON error."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>not swarm</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            with Client(url) as client, pytest.raises(SwarmError) as refused:
+                client.get_task("0190f5d2-0000-7000-8000-00000000abcd")
+        finally:
+            server.shutdown()
+    assert (refused.value.status, refused.value.code) == (200, "invalid_response")
 
 
 def test_health_reports_a_service_that_is_down_rather_than_raising(tmp_path: Path) -> None:

@@ -13,9 +13,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from swarm_sdk import Client, Fatal, SwarmError, Task, Worker
@@ -237,19 +239,32 @@ def test_a_handler_s_failures_follow_retry_and_fatal(client: Client, swarm: Swar
             raise Fatal("bad input")
         if calls[task.id] == 1:
             raise RuntimeError("first try fails")
-        return object() if task.payload["mode"] == "opaque" else "ok"
+        return {"opaque": object(), "nan": float("nan")}.get(task.payload["mode"], "ok")
+
+    class Answerer:
+        """A handler object whose call answers a coroutine, as a wrapped one may."""
+
+        async def __call__(self, task: Task, _: object) -> object:
+            await asyncio.sleep(0)
+            return task.title
+
+    worker.task(f"{kind}-object")(Answerer())
 
     runner = threading.Thread(target=lambda: asyncio.run(worker.run_async()))
     runner.start()
     try:
 
-        def submit(mode: str, kind: str = kind) -> Task:
+        def submit(mode: str, kind: str = kind, **fields: Any) -> Task:
             payload = {"mode": mode}
-            return client.create_task(mode, kind=kind, payload=payload, required_capabilities=caps)
+            return client.create_task(
+                mode, kind=kind, payload=payload, required_capabilities=caps, **fields
+            )
 
         caps = [kind]
-        flake, fatal, opaque = submit("flaky"), submit("fatal"), submit("opaque")
-        unknown = submit("unknown", kind=f"{kind}-other")
+        flake, fatal = submit("flaky"), submit("fatal")
+        opaque, nan = submit("opaque"), submit("nan")
+        unknown = submit("unknown", kind=f"{kind}-other", max_attempts=2)
+        answered = submit("by an object", kind=f"{kind}-object")
         retried = finished(client, flake.id)
         assert (retried.status, retried.attempts, retried.result) == ("completed", 2, "ok")
         failed = finished(client, fatal.id)
@@ -257,8 +272,15 @@ def test_a_handler_s_failures_follow_retry_and_fatal(client: Client, swarm: Swar
         not_json = finished(client, opaque.id)
         assert not_json.status == "failed"
         assert not_json.error.startswith("the result is not JSON")
+        not_a_number = finished(client, nan.id)
+        assert not_a_number.status == "failed"
+        assert not_a_number.error.startswith("the result is not JSON")
+        # Another worker may have the handler: the attempt fails, the task is tried again.
         orphan = finished(client, unknown.id)
+        assert (orphan.status, orphan.attempts) == ("failed", 2)
         assert orphan.error == f"no handler for kind '{kind}-other'"
+        by_object = finished(client, answered.id)
+        assert (by_object.status, by_object.result) == ("completed", "by an object")
     finally:
         worker.stop()
         runner.join(timeout=30)
@@ -343,6 +365,72 @@ def test_with_an_agent_key_the_worker_is_that_key_s_agent(client: Client, swarm:
         assert worker.agent_id == own["id"]
         agent = client.get_agent(str(own["id"]))
         assert (agent.name, agent.max_concurrency) == (f"{kind}-own", 1)
+    finally:
+        worker.stop()
+        runner.join(timeout=30)
+
+
+def test_a_stopped_worker_runs_again_and_keeps_beating(client: Client, swarm: Swarm) -> None:
+    """`run_async` in a second event loop: it works, and its heartbeats go on."""
+    kind = "py-" + secrets.token_hex(4)
+    worker = Worker(swarm.url, swarm.key, name=kind, concurrency=1, heartbeat_interval=1.0)
+
+    @worker.task(kind)
+    async def answer(task: Task, _: object) -> object:
+        return task.title
+
+    for run in ("first run", "second run"):
+        runner = threading.Thread(target=lambda: asyncio.run(worker.run_async()))
+        runner.start()
+        try:
+            task = client.create_task(run, kind=kind, required_capabilities=[kind])
+            assert finished(client, task.id).result == run
+            assert worker.agent_id is not None
+            beat = _last_heartbeat(client, worker.agent_id)
+            time.sleep(2.5)
+            assert _last_heartbeat(client, worker.agent_id) > beat
+        finally:
+            worker.stop()
+            runner.join(timeout=30)
+        assert not runner.is_alive()
+
+
+def _last_heartbeat(client: Client, agent_id: str) -> datetime:
+    return datetime.fromisoformat(client.get_agent(agent_id).last_heartbeat_at)
+
+
+def test_a_worker_whose_key_is_revoked_stops_and_raises(client: Client, swarm: Swarm) -> None:
+    """A claim refused for good stops the worker, and its run raises the refusal."""
+    kind = "py-" + secrets.token_hex(4)
+    own = swarm.agent_call("/api/agents", {"name": kind, "capabilities": [kind]})
+    key = swarm.agent_call("/api/keys", {"name": kind, "role": "agent", "agent_id": own["id"]})
+    worker = Worker(swarm.url, str(key["key"]), concurrency=1, heartbeat_interval=1.0)
+    refusals: list[SwarmError] = []
+
+    @worker.task(kind)
+    def answer(task: Task, _: object) -> object:
+        return task.title
+
+    def run() -> None:
+        try:
+            asyncio.run(worker.run_async())
+        except SwarmError as error:
+            refusals.append(error)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        first = client.create_task("first", kind=kind, required_capabilities=[kind])
+        assert finished(client, first.id).status == "completed"
+        revoked = httpx.delete(
+            f"{swarm.url}/api/keys/{key['id']}", headers={"Authorization": f"Bearer {swarm.key}"}
+        )
+        assert revoked.status_code == 204
+        # The claim waiting now was let in before the revocation: a task ends its wait.
+        client.create_task("second", kind=kind, required_capabilities=[kind])
+        runner.join(timeout=30)
+        assert not runner.is_alive()
+        assert [(error.status, error.code) for error in refusals] == [(401, "unauthenticated")]
     finally:
         worker.stop()
         runner.join(timeout=30)

@@ -32,7 +32,13 @@ def _headers(api_key: str | None) -> dict[str, str]:
 
 def _read(call: Call[T], response: httpx.Response) -> T:
     if response.is_success:
-        return call.read(response.json() if response.content else None)
+        try:
+            return call.read(response.json() if response.content else None)
+        except (ValueError, KeyError, TypeError) as unreadable:
+            # Not the API's answer: a wrong base URL, or a proxy that answered instead.
+            raise SwarmError(
+                response.status_code, "invalid_response", f"the answer is not Swarm's: {unreadable}"
+            ) from unreadable
     if response.status_code in call.answers:
         # The route's own answer, unless something on the way (a proxy) answered instead.
         with contextlib.suppress(ValueError):
@@ -55,11 +61,18 @@ def _deadline(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 
 
-def _next_poll(wait: float, deadline: float | None, task_id: str) -> float:
-    """Returns how long to wait before looking again, or raises once the deadline passed."""
-    if deadline is not None and time.monotonic() >= deadline:
+def _pause(wait: float, deadline: float | None, task_id: str) -> float:
+    """Returns how long to wait before looking at the task again.
+
+    That is `wait`, or the time left when shorter, so that the last look is at the deadline.
+    Raises `TimeoutError` once a look at or past the deadline found the task unfinished.
+    """
+    if deadline is None:
+        return wait
+    left = deadline - time.monotonic()
+    if left <= 0:
         raise TimeoutError(f"task {task_id} did not finish in time")
-    return min(wait * 2, _LONGEST_POLL)
+    return min(wait, left)
 
 
 class Client:
@@ -193,8 +206,8 @@ class Client:
         """Returns the task once it finished; raises `TimeoutError` after `timeout` seconds."""
         deadline, wait = _deadline(timeout), _FIRST_POLL
         while not (task := self.get_task(task_id)).finished:
-            time.sleep(wait)
-            wait = _next_poll(wait, deadline, task_id)
+            time.sleep(_pause(wait, deadline, task_id))
+            wait = min(wait * 2, _LONGEST_POLL)
         return task
 
 
@@ -401,6 +414,6 @@ class AsyncClient:
         """Returns the task once it finished; raises `TimeoutError` after `timeout` seconds."""
         deadline, wait = _deadline(timeout), _FIRST_POLL
         while not (task := await self.get_task(task_id)).finished:
-            await asyncio.sleep(wait)
-            wait = _next_poll(wait, deadline, task_id)
+            await asyncio.sleep(_pause(wait, deadline, task_id))
+            wait = min(wait * 2, _LONGEST_POLL)
         return task

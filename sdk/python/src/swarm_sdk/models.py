@@ -13,10 +13,12 @@ class Record:
         self._fields = fields
 
     def __getattr__(self, name: str) -> Any:
-        try:
-            return self._fields[name]
-        except KeyError:
-            raise AttributeError(f"{type(self).__name__} has no field {name!r}") from None
+        # Reached only for names that are not attributes. A record that copy or pickle made
+        # without calling __init__ has no `_fields` yet, and dunder lookups must fail plainly.
+        fields = self.__dict__.get("_fields")
+        if fields is None or name.startswith("__") or name not in fields:
+            raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+        return fields[name]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Record) and self._fields == other._fields

@@ -16,8 +16,10 @@ or resumes the agent it names), then runs three things at once on one event loop
   handler within about a second, and well within every lease.
 
 `run()` blocks until SIGINT or SIGTERM, then stops claiming, gives running handlers
-`grace_period` seconds to finish and report, and releases the rest (failed as retryable, so
-another worker takes them at once).
+`grace_period` seconds to finish and report, and fails the rest as retryable: the attempt
+counts, and the queue runs the task again after its retry backoff. A claim refused for good
+(a revoked key, a deleted agent) stops the worker too, and `run()` raises it once the running
+handlers are done, so a supervisor sees the process fail.
 """
 
 from __future__ import annotations
@@ -207,6 +209,8 @@ class Worker:
         self._beat_pause = heartbeat_interval
         """The pause the heartbeat is waiting out."""
         self._stop: asyncio.Event | None = None
+        self._refusal: SwarmError | None = None
+        """The claim refusal that stopped the worker, raised by `run` once it has drained."""
         self._reconnect: asyncio.Event | None = None
         """Raised when a heartbeat timed out: claims move to a new connection."""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -222,19 +226,25 @@ class Worker:
         return register
 
     def run(self) -> None:
-        """Works until SIGINT or SIGTERM, then finishes or releases what it holds."""
+        """Works until SIGINT or SIGTERM, then finishes or releases what it holds.
+
+        Raises `SwarmError` when a claim was refused for good (a revoked key, a deleted agent).
+        """
         asyncio.run(self.run_async(handle_signals=True))
 
     def stop(self) -> None:
         """Asks a running worker to stop, from any thread, as SIGTERM does."""
         if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+            with contextlib.suppress(RuntimeError):  # it stopped already: its loop is closed
+                self._loop.call_soon_threadsafe(self._stop.set)
 
     async def run_async(self, handle_signals: bool = False) -> None:
-        """Works until `stop()` (or, with `handle_signals`, SIGINT or SIGTERM)."""
+        """Works until `stop()` (or, with `handle_signals`, SIGINT or SIGTERM), as `run` does."""
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._reconnect = asyncio.Event()
+        self._taken = asyncio.Event()  # an event serves the loop it was first awaited on
+        self._refusal = None
         if handle_signals:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(signum, self._stop.set)
@@ -247,8 +257,10 @@ class Worker:
                 max_concurrency=self.concurrency,
             )
             self.agent_id = str(agent.id)
+            self.name = str(agent.name)  # an agent key's own agent may go by another name
             log.info("worker joined", extra={"agent_id": self.agent_id, "agent": agent.name})
             beats = asyncio.create_task(self._beat(client))
+            beats.add_done_callback(self._stop_if_beats_end)
             try:
                 await self._claim_until_stopped(client)
                 await self._drain(client)
@@ -257,6 +269,18 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await beats
         log.info("worker stopped", extra={"agent_id": self.agent_id})
+        if self._refusal is not None:
+            raise self._refusal
+
+    def _stop_if_beats_end(self, beats: asyncio.Task[None]) -> None:
+        """Stops the worker when its heartbeats end on their own.
+
+        Without them its leases would lapse while it went on claiming.
+        """
+        if beats.cancelled() or self._stop is None:
+            return
+        log.error("heartbeats stopped; stopping", exc_info=beats.exception())
+        self._stop.set()
 
     async def _claim_until_stopped(self, client: AsyncClient) -> None:
         """Claims while slots are free; the claimed tasks report over `client`.
@@ -310,6 +334,7 @@ class Worker:
                 tasks = []
                 if _ends_the_worker(error):
                     log.error("claim refused; stopping", extra={"error": str(error)})
+                    self._refusal = error
                     self._stop.set()
                 else:
                     log.warning("claim failed; retrying", extra={"error": str(error)})
@@ -365,19 +390,22 @@ class Worker:
         task = ctx.task
         handler = self._handlers.get(task.kind)
         if handler is None:
-            return _Outcome(error=f"no handler for kind {task.kind!r}", retryable=False)
+            # Claims match capabilities, not kinds: another worker may have the handler.
+            return _Outcome(error=f"no handler for kind {task.kind!r}", retryable=True)
         try:
             if inspect.iscoroutinefunction(handler):
                 result = await handler(task, ctx)
             else:
                 result = await _in_thread(functools.partial(handler, task, ctx))
+            if inspect.isawaitable(result):  # an async callable object, or a wrapped coroutine
+                result = await result
         except Fatal as error:
             return _Outcome(error=str(error) or "fatal", retryable=False)
         except Exception as error:
             log.warning("handler failed", exc_info=True, extra={"task_id": task.id})
             return _Outcome(error=f"{type(error).__name__}: {error}", retryable=True)
         try:
-            json.dumps(result)
+            json.dumps(result, allow_nan=False)
         except (TypeError, ValueError) as error:
             return _Outcome(error=f"the result is not JSON: {error}", retryable=False)
         return _Outcome(result=result)
@@ -466,8 +494,8 @@ class Worker:
             job.cancel()
         await asyncio.gather(*(job for _, job in late), return_exceptions=True)
         # Their jobs are gone: report the outcome of a handler that finished (its report was
-        # still on its way), and fail the others' attempts (retryable) so another worker takes
-        # them now.
+        # still on its way), and fail the others' attempts (retryable) so that the queue runs
+        # them again without waiting for their leases to lapse.
         await asyncio.gather(
             *(
                 _retrying(stop_after_delay(5.0))(

@@ -6,10 +6,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+use croner::{Cron, JobType};
 use swarm_kit::validate::check_name;
 use uuid::Uuid;
 
@@ -50,13 +50,50 @@ impl CronSchedule {
 
     /// Returns the first tick strictly after `after` (Unix milliseconds), if there is one.
     /// Ticks fall on whole seconds.
+    ///
+    /// croner searches wall-clock time. Where the clocks fall back, it answers a repeated
+    /// time's earlier instant, and a job that is not at a fixed time of day runs at the later
+    /// one too ([`CronSchedule::repeat_of`]). So from inside the repeated hour its next tick
+    /// may lie before `after`: the search goes on past it (a few steps at most), and the tick
+    /// is the earliest instant found that lies after `after`. Taking croner's answer as it is
+    /// would make a schedule fire a past tick again and again until the hour ended.
     pub fn next_after(&self, after: i64) -> Option<i64> {
+        /// Searches from inside a repeated hour: enough to leave the ticks already past.
+        const SEARCHES: usize = 3;
         let whole_second = after - after.rem_euclid(1000);
-        let after = DateTime::<Utc>::from_timestamp_millis(whole_second)?.with_timezone(&self.zone);
-        self.cron
-            .find_next_occurrence(&after, false)
-            .ok()
-            .map(|tick| tick.with_timezone(&Utc).timestamp_millis())
+        let mut from =
+            DateTime::<Utc>::from_timestamp_millis(whole_second)?.with_timezone(&self.zone);
+        let mut found = Vec::from_iter(self.repeat_of(&from));
+        for _ in 0..SEARCHES {
+            let Ok(tick) = self.cron.find_next_occurrence(&from, false) else {
+                break;
+            };
+            found.extend(self.repeat_of(&tick));
+            found.push(tick);
+            if tick.timestamp_millis() > after {
+                break;
+            }
+            from = tick;
+        }
+        found
+            .into_iter()
+            .map(|tick| tick.timestamp_millis())
+            .filter(|&tick| tick > after)
+            .min()
+    }
+
+    /// Returns the later instant of `tick`'s wall-clock time when the clocks fall back over
+    /// it, `tick` is the earlier one, and the job runs at both (croner runs a job at a fixed
+    /// time of day once, at the earlier instant).
+    fn repeat_of(&self, tick: &DateTime<Tz>) -> Option<DateTime<Tz>> {
+        if self.cron.determine_job_type() == JobType::FixedTime {
+            return None;
+        }
+        let later = self
+            .zone
+            .from_local_datetime(&tick.naive_local())
+            .latest()?;
+        (later != *tick && self.cron.is_time_matching(&later).unwrap_or(false)).then_some(later)
     }
 
     /// Returns where a schedule goes after firing `tick` at `now`: the tick after it, unless
@@ -247,6 +284,49 @@ mod tests {
         let next = schedule.next_after(millis("2026-03-28T12:00:00Z")).unwrap();
         let following = schedule.next_after(next).unwrap();
         assert!(following - next >= 23 * 3_600_000, "one run per day");
+    }
+
+    #[test]
+    fn ticks_move_forward_through_the_repeated_hour_of_a_fall_back() {
+        // New York repeats 01:00-01:59 on 2026-11-01: 05:00-05:59 UTC in daylight time, then
+        // 06:00-06:59 UTC in standard time.
+        let quarterly = CronSchedule::parse("*/15 * * * *", "America/New_York").unwrap();
+        let mut after = millis("2026-11-01T04:00:00Z");
+        while after < millis("2026-11-01T08:00:00Z") {
+            let next = quarterly.next_after(after).unwrap();
+            assert!(
+                next > after && next - after <= 75 * 60_000,
+                "after {after}: {next}"
+            );
+            after += 5 * 60_000;
+        }
+        // In the repeated hour's second pass: the next quarter, not one an hour ago.
+        assert_eq!(
+            quarterly.next_after(millis("2026-11-01T06:10:00Z")),
+            Some(millis("2026-11-01T06:15:00Z"))
+        );
+        // An hourly job runs at both instants of 01:00; a daily one at a fixed time, once.
+        let hourly = CronSchedule::parse("0 * * * *", "America/New_York").unwrap();
+        let ticks: Vec<i64> =
+            std::iter::successors(hourly.next_after(millis("2026-11-01T03:30:00Z")), |&tick| {
+                hourly.next_after(tick)
+            })
+            .take(4)
+            .collect();
+        let hours = ["04", "05", "06", "07"];
+        let expected: Vec<i64> = hours
+            .iter()
+            .map(|hour| millis(&format!("2026-11-01T{hour}:00:00Z")))
+            .collect();
+        assert_eq!(ticks, expected);
+        let daily = CronSchedule::parse("30 1 * * *", "America/New_York").unwrap();
+        let first = daily.next_after(millis("2026-11-01T04:00:00Z")).unwrap();
+        assert_eq!(first, millis("2026-11-01T05:30:00Z"));
+        assert_eq!(
+            daily.next_after(first),
+            Some(millis("2026-11-02T06:30:00Z")),
+            "once on the day the clocks fall back"
+        );
     }
 
     #[test]
