@@ -87,11 +87,14 @@ pub struct AgentSpec {
     pub max_concurrency: u32,
     /// How often it sends a heartbeat; keep it well under the service's agent TTL.
     pub heartbeat_every: Duration,
+    /// How long a stopping worker lets running handlers finish before it fails their attempts
+    /// (see [`Worker::run`]).
+    pub grace_period: Duration,
 }
 
 impl AgentSpec {
     /// Describes an agent named `name`: no capabilities, one task at a time, a heartbeat every
-    /// five seconds.
+    /// five seconds, 30 s of grace for running handlers when it stops.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -100,6 +103,7 @@ impl AgentSpec {
             config: Value::Object(serde_json::Map::new()),
             max_concurrency: 1,
             heartbeat_every: Duration::from_secs(5),
+            grace_period: Duration::from_secs(30),
         }
     }
 
@@ -121,6 +125,13 @@ impl AgentSpec {
     #[must_use]
     pub fn heartbeat_every(mut self, period: Duration) -> Self {
         self.heartbeat_every = period;
+        self
+    }
+
+    /// Sets how long a stopping worker lets running handlers finish.
+    #[must_use]
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = grace;
         self
     }
 }
@@ -406,6 +417,7 @@ fn assignment(
 pub struct Worker {
     id: String,
     max_concurrency: u32,
+    grace_period: Duration,
     gateway: WorkerServiceClient<GatewayChannel>,
     held: HeldTasks,
     heartbeat: JoinHandle<()>,
@@ -549,6 +561,7 @@ impl Worker {
         Ok(Self {
             id: agent.id,
             max_concurrency: spec.max_concurrency,
+            grace_period: spec.grace_period,
             gateway: client,
             held,
             heartbeat,
@@ -592,9 +605,12 @@ impl Worker {
     /// the queue's limit). While handlers run, heartbeats renew their leases and raise each
     /// one's cancellation signal when its task is cancelled. A refused claim ends it only when
     /// waiting cannot help ([`SdkError::ends_the_worker`]); other failures are retried after a
-    /// pause. At shutdown it stops claiming and waits for running handlers to report (a report
-    /// already on its way when the worker stops may still bring its slot one more task, which
-    /// runs and reports too).
+    /// pause. At shutdown it stops claiming and gives running handlers the grace period
+    /// ([`AgentSpec::grace_period`]) to finish and report (a report already on its way when the
+    /// worker stops may still bring its slot one more task, which runs and reports too). Then
+    /// it raises the cancellation signals of those still running, drops them, and fails their
+    /// attempts as retryable (`"worker stopped before the task finished"`), so that the queue
+    /// runs them again after its retry backoff rather than after their leases.
     pub async fn run<H, Fut>(
         &self,
         handler: H,
@@ -606,6 +622,7 @@ impl Worker {
     {
         let slots = Arc::new(Semaphore::new(self.max_concurrency as usize));
         let stopping = CancellationToken::new();
+        let give_up = CancellationToken::new();
         let mut running = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let outcome = loop {
@@ -637,6 +654,7 @@ impl Worker {
                         let slot = Slot {
                             held: Arc::clone(&self.held),
                             stopping: stopping.clone(),
+                            give_up: give_up.clone(),
                             _permit: permit,
                         };
                         running.spawn(slot.work(assignment, handler.clone()));
@@ -651,16 +669,33 @@ impl Worker {
             while running.try_join_next().is_some() {}
         };
         stopping.cancel();
-        while running.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(self.grace_period, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                running = running.len(),
+                "grace period over; failing the attempts still running"
+            );
+            give_up.cancel();
+            while running.join_next().await.is_some() {}
+        }
         outcome
     }
 }
+
+/// The error a stopping worker fails the attempts of handlers that outlasted its grace with.
+const STOPPED: &str = "worker stopped before the task finished";
 
 /// One of a worker's `max_concurrency` slots, busy for as long as its reports bring it work.
 struct Slot {
     held: HeldTasks,
     /// Raised when the worker stops claiming: reports then claim nothing more.
     stopping: CancellationToken,
+    /// Raised when the grace period of a stopping worker is over: a handler still running is
+    /// dropped and its attempt failed.
+    give_up: CancellationToken,
     /// Until the slot ends the queue counts its tasks against the agent.
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -676,9 +711,19 @@ impl Slot {
         let mut next = Some(assignment);
         while let Some(assignment) = next.take() {
             self.held.take(&assignment);
-            let outcome = tokio::spawn(handler(assignment.clone()))
-                .await
-                .unwrap_or_else(|crashed| Err(Failure::transient(panicked(crashed))));
+            let handling = tokio::spawn(handler(assignment.clone()));
+            let dropping = handling.abort_handle();
+            let outcome = tokio::select! {
+                biased;
+                handled = handling => {
+                    handled.unwrap_or_else(|crashed| Err(Failure::transient(panicked(crashed))))
+                }
+                () = self.give_up.cancelled() => {
+                    assignment.cancel.cancel();
+                    dropping.abort();
+                    Err(Failure::transient(STOPPED))
+                }
+            };
             let claim_next = u32::from(!self.stopping.is_cancelled());
             next = assignment
                 .report(outcome, claim_next, &self.stopping)

@@ -231,6 +231,51 @@ async fn a_panicking_handler_fails_its_attempt(backend: Backend) {
     swarm.stop().await;
 }
 
+/// A stopping worker lets a handler that ends within its grace period finish and report; one
+/// that outlasts it (and ignores its signal) is dropped, and its attempt fails as retryable,
+/// so its task is queued again at once rather than after its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_worker_gives_its_handlers_a_grace_period() {
+    let swarm = TestStack::start(Backend::Sqlite).await;
+    let spec = AgentSpec::new("graceful")
+        .capability("graceful")
+        .max_concurrency(2)
+        .grace_period(Duration::from_secs(2));
+    let worker = Running::joined(&swarm.gateway(), spec, |task: Assignment| async move {
+        let millis = task.payload["millis"].as_u64().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        Ok(json!(millis))
+    })
+    .await;
+    let quick = submit(&swarm, "graceful", json!({"payload": {"millis": 800}})).await;
+    let endless = submit(&swarm, "graceful", json!({"payload": {"millis": 600_000}})).await;
+    until_status(&swarm, &endless, "active").await;
+    until_status(&swarm, &quick, "active").await;
+    tokio::time::timeout(Duration::from_secs(10), worker.stop())
+        .await
+        .expect("the worker stops once its grace period is over");
+    let (_, finished) = swarm.get(&quick).await;
+    assert_eq!(
+        (&finished["status"], &finished["result"]),
+        (&json!("completed"), &json!(800))
+    );
+    let (_, released) = swarm.get(&endless).await;
+    assert_eq!(
+        (
+            &released["status"],
+            &released["error"],
+            &released["attempts"]
+        ),
+        (
+            &json!("queued"),
+            &json!("worker stopped before the task finished"),
+            &json!(1)
+        ),
+        "{released}"
+    );
+    swarm.stop().await;
+}
+
 /// A one-slot worker handed eight queued tasks claims once: each report brings the slot its
 /// next task in the same call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
