@@ -213,13 +213,20 @@ impl Gateway {
         Ok(Self { http, connection })
     }
 
-    /// Starts a request to the route whose path `segments` name (each percent-encoded, so an
-    /// id cannot reach another route), under the `--url` path.
+    /// Starts a request to the route whose path `segments` name (each percent-encoded, and
+    /// none empty, `.` or `..`, so an id cannot reach another route), under the `--url` path.
     fn request(
         &self,
         method: reqwest::Method,
         segments: &[&str],
     ) -> Result<reqwest::RequestBuilder, ClientError> {
+        // The URL crate drops `.` and `..` segments: such an id would name another route.
+        if let Some(bad) = segments
+            .iter()
+            .find(|segment| matches!(**segment, "" | "." | ".."))
+        {
+            return Err(ClientError::Usage(format!("{bad:?} is not an id")));
+        }
         let bad_url =
             |why: String| ClientError::Usage(format!("--url {}: {why}", self.connection.url));
         let mut url = reqwest::Url::parse(&self.connection.url)

@@ -14,8 +14,8 @@ async fn agent_call(http: &reqwest::Client, url: &str, path: &str, body: Value) 
     crate::common::api(http, reqwest::Method::POST, url, path, Some(body)).await
 }
 
-/// Works task `id` as agent `agent_id`, the only task queued: claims it, reports half done,
-/// completes it.
+/// Works task `id` as agent `agent_id`, the oldest task queued (a claim takes the oldest
+/// first): claims it, reports half done, completes it.
 async fn work(http: &reqwest::Client, url: &str, agent_id: &str, id: &str) {
     agent_call(http, url, "/api/tasks/claim", json!({"agent_id": agent_id})).await;
     let progress = json!({"agent_id": agent_id, "percent": 50});
@@ -104,6 +104,10 @@ async fn every_client_subcommand_drives_the_api() {
     assert_eq!((&second["page"], &second["total"]), (&json!(2), &json!(2)));
     let escaped = run(&url, &["task", "get", "../agents", "--output", "json"]);
     assert_eq!(escaped.status.code(), Some(1), "{}", text(&escaped));
+    for dots in ["..", "."] {
+        let refused = run(&url, &["task", "get", dots]);
+        assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    }
 
     let agent = agent_call(
         &http,

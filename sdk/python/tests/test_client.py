@@ -173,7 +173,7 @@ def test_waiting_looks_once_more_at_the_timeout(swarm: Swarm) -> None:
         canceller = threading.Timer(0.9, client.cancel_task, args=(task.id,))
         canceller.start()
         try:
-            assert client.wait_for(task.id, timeout=1.2).status == "cancelled"
+            assert client.wait_for(task.id, timeout=1.45).status == "cancelled"
         finally:
             canceller.join()
 

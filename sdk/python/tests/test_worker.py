@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from swarm_sdk import Client, Fatal, SwarmError, Task, Worker
+from swarm_sdk import Client, Context, Fatal, SwarmError, Task, Worker
+from swarm_sdk.testing import _free_ports
 from swarm_sdk.worker import _ends_the_worker
 
 from .conftest import AGENT_TTL_SECONDS, Swarm
@@ -431,6 +432,75 @@ def test_a_worker_whose_key_is_revoked_stops_and_raises(client: Client, swarm: S
         runner.join(timeout=30)
         assert not runner.is_alive()
         assert [(error.status, error.code) for error in refusals] == [(401, "unauthenticated")]
+    finally:
+        worker.stop()
+        runner.join(timeout=30)
+
+
+def test_a_worker_stopped_before_it_could_join_stops_at_once() -> None:
+    """Asked to stop while the gateway is out of reach, it does not wait out its join."""
+    (nowhere,) = _free_ports(1)
+    worker = Worker(f"http://127.0.0.1:{nowhere}", "key", concurrency=1)
+    runner = threading.Thread(target=lambda: asyncio.run(worker.run_async()))
+    runner.start()
+    time.sleep(0.5)
+    worker.stop()
+    runner.join(timeout=5)
+    assert not runner.is_alive()
+    assert worker.agent_id is None
+
+
+def test_a_second_stop_cuts_the_grace_period_short(client: Client, swarm: Swarm) -> None:
+    kind = "py-" + secrets.token_hex(4)
+    worker = Worker(swarm.url, swarm.key, name=kind, concurrency=1, grace_period=600.0)
+
+    @worker.task(kind)
+    async def endless(task: Task, _: object) -> object:
+        await asyncio.sleep(600)  # deaf to its signal
+        return None
+
+    runner = threading.Thread(target=lambda: asyncio.run(worker.run_async()))
+    runner.start()
+    try:
+        task = client.create_task("endless", kind=kind, required_capabilities=[kind])
+        deadline = time.monotonic() + 20
+        while client.get_task(task.id).status != "active":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        worker.stop()
+        time.sleep(0.5)
+        assert runner.is_alive(), "the first stop waits for the handler"
+        worker.stop()
+        runner.join(timeout=10)
+        assert not runner.is_alive()
+        released = client.get_task(task.id)
+        assert (released.status, released.error) == (
+            "queued",
+            "worker stopped before the task finished",
+        )
+    finally:
+        worker.stop()
+        runner.join(timeout=30)
+
+
+def test_progress_reported_faster_than_it_goes_out_is_merged(client: Client, swarm: Swarm) -> None:
+    """A handler that reports every item of a long loop sends its latest figure, not each one:
+    the outcome does not wait behind thousands of progress calls."""
+    kind = "py-" + secrets.token_hex(4)
+    worker = Worker(swarm.url, swarm.key, name=kind, concurrency=1)
+
+    @worker.task(kind)
+    def busy(task: Task, ctx: Context) -> object:
+        for item in range(20_000):
+            ctx.progress(item * 100 // 20_000, f"item {item}")
+        return "done"
+
+    runner = threading.Thread(target=lambda: asyncio.run(worker.run_async()))
+    runner.start()
+    try:
+        task = client.create_task("busy", kind=kind, required_capabilities=[kind])
+        done = finished(client, task.id, timeout=15)
+        assert (done.status, done.result) == ("completed", "done")
     finally:
         worker.stop()
         runner.join(timeout=30)

@@ -10,6 +10,8 @@ class Record:
     """An object of the API: every field of its JSON reads as an attribute."""
 
     def __init__(self, fields: dict[str, Any]) -> None:
+        if not isinstance(fields, dict):
+            raise TypeError(f"a {type(self).__name__} is a JSON object, not {fields!r}")
         self._fields = fields
 
     def __getattr__(self, name: str) -> Any:

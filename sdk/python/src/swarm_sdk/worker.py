@@ -32,6 +32,7 @@ import json
 import logging
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -126,14 +127,18 @@ class Context:
     """What a handler has besides its task: reports, and the task's cancellation signal.
 
     Reports are queued and sent in order in the background, so `progress` and `message` return
-    at once and may be called from a coroutine or from a handler's thread alike.
+    at once and may be called from a coroutine or from a handler's thread alike. A progress
+    report still waiting to go out when a newer one comes is replaced by it: a handler that
+    reports every item of a long loop sends the latest figure, not a backlog.
     """
 
     def __init__(self, task: Task, sender: str, loop: asyncio.AbstractEventLoop) -> None:
         self.task = task
         self._sender = sender
         self._loop = loop
-        self._reports: asyncio.Queue[_Report | _Outcome] = asyncio.Queue()
+        self._reports: deque[_Report | _Outcome] = deque()
+        self._reported = asyncio.Event()
+        """Set when a report is queued."""
         self._cancelled = threading.Event()
         self._cancelled_async = asyncio.Event()
         self._outcome: _Outcome | None = None
@@ -157,7 +162,22 @@ class Context:
         self._queue(_Report(content=content))
 
     def _queue(self, item: _Report | _Outcome) -> None:
-        self._loop.call_soon_threadsafe(self._reports.put_nowait, item)
+        self._loop.call_soon_threadsafe(self._put, item)
+
+    def _put(self, item: _Report | _Outcome) -> None:
+        """Queues `item` (on the event loop's thread), replacing a progress report it follows."""
+        if _is_progress(item) and self._reports and _is_progress(self._reports[-1]):
+            self._reports[-1] = item
+        else:
+            self._reports.append(item)
+        self._reported.set()
+
+    async def _next_report(self) -> _Report | _Outcome:
+        """Returns the oldest queued report, waiting for one."""
+        while not self._reports:
+            self._reported.clear()
+            await self._reported.wait()
+        return self._reports.popleft()
 
     def _cancel(self) -> None:
         """Raises the cancellation signal (on the event loop's thread)."""
@@ -209,6 +229,8 @@ class Worker:
         self._beat_pause = heartbeat_interval
         """The pause the heartbeat is waiting out."""
         self._stop: asyncio.Event | None = None
+        self._hurry: asyncio.Event | None = None
+        """Raised by a second stop: running handlers get no more grace."""
         self._refusal: SwarmError | None = None
         """The claim refusal that stopped the worker, raised by `run` once it has drained."""
         self._reconnect: asyncio.Event | None = None
@@ -233,29 +255,53 @@ class Worker:
         asyncio.run(self.run_async(handle_signals=True))
 
     def stop(self) -> None:
-        """Asks a running worker to stop, from any thread, as SIGTERM does."""
-        if self._loop is not None and self._stop is not None:
+        """Asks a running worker to stop, from any thread, as SIGTERM does.
+
+        Asked again, it stops without waiting out the grace period.
+        """
+        if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # it stopped already: its loop is closed
-                self._loop.call_soon_threadsafe(self._stop.set)
+                self._loop.call_soon_threadsafe(self._ask_to_stop)
+
+    def _ask_to_stop(self) -> None:
+        """Stops the worker (on the event loop's thread); a second time, hurries it."""
+        assert self._stop is not None and self._hurry is not None
+        if self._stop.is_set():
+            if not self._hurry.is_set():
+                log.warning("asked again to stop: no more grace for running handlers")
+            self._hurry.set()
+        self._stop.set()
 
     async def run_async(self, handle_signals: bool = False) -> None:
         """Works until `stop()` (or, with `handle_signals`, SIGINT or SIGTERM), as `run` does."""
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._reconnect = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._taken = asyncio.Event()  # an event serves the loop it was first awaited on
         self._refusal = None
         if handle_signals:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._loop.add_signal_handler(signum, self._stop.set)
+            self._handle_signals()
         async with AsyncClient(self._base_url, self._api_key, http2=self._http2) as client:
-            agent: Agent = await _retrying(stop_after_delay(_REPORT_PATIENCE_SECONDS))(
-                client.join_agent,
-                self.name,
-                kind=self._kind,
-                capabilities=self._capabilities or sorted(self._handlers),
-                max_concurrency=self.concurrency,
+            joining: asyncio.Task[Agent] = asyncio.create_task(
+                _retrying(stop_after_delay(_REPORT_PATIENCE_SECONDS))(
+                    client.join_agent,
+                    self.name,
+                    kind=self._kind,
+                    capabilities=self._capabilities or sorted(self._handlers),
+                    max_concurrency=self.concurrency,
+                )
             )
+            stopped = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({joining, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not joining.done():  # stopped while the gateway was still out of reach
+                joining.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await joining
+                log.info("worker stopped before it joined")
+                return
+            agent = joining.result()
             self.agent_id = str(agent.id)
             self.name = str(agent.name)  # an agent key's own agent may go by another name
             log.info("worker joined", extra={"agent_id": self.agent_id, "agent": agent.name})
@@ -266,11 +312,22 @@ class Worker:
                 await self._drain(client)
             finally:
                 beats.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # A beat that died stopped the worker and was logged by its callback.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await beats
         log.info("worker stopped", extra={"agent_id": self.agent_id})
         if self._refusal is not None:
             raise self._refusal
+
+    def _handle_signals(self) -> None:
+        """Makes SIGINT and SIGTERM stop the worker, and a second one hurry it."""
+        assert self._loop is not None
+        loop = self._loop
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, self._ask_to_stop)
+            except NotImplementedError:  # Windows' event loops take no signal handlers
+                signal.signal(signum, lambda *_: loop.call_soon_threadsafe(self._ask_to_stop))
 
     def _stop_if_beats_end(self, beats: asyncio.Task[None]) -> None:
         """Stops the worker when its heartbeats end on their own.
@@ -413,7 +470,7 @@ class Worker:
     async def _send_reports(self, client: AsyncClient, ctx: Context) -> None:
         """Sends the task's reports in order, ending with its outcome."""
         while True:
-            item = await ctx._reports.get()
+            item = await ctx._next_report()
             try:
                 if isinstance(item, _Outcome):
                     await _retrying(stop_never)(_report_outcome, client, ctx.task, item)
@@ -482,9 +539,16 @@ class Worker:
         """Gives running handlers the grace period, then releases what is left."""
         if not self._held:
             return
+        assert self._hurry is not None
         jobs = [job for _, job in self._held.values()]
         log.info("stopping: waiting for running handlers", extra={"running": len(jobs)})
-        await asyncio.wait(jobs, timeout=self._grace_period)
+        finished = asyncio.ensure_future(asyncio.wait(jobs))
+        hurried = asyncio.ensure_future(self._hurry.wait())
+        await asyncio.wait(
+            {finished, hurried}, timeout=self._grace_period, return_when=asyncio.FIRST_COMPLETED
+        )
+        finished.cancel()  # the wait, not the jobs
+        hurried.cancel()
         late = list(self._held.values())
         if not late:
             return
@@ -505,6 +569,10 @@ class Worker:
             ),
             return_exceptions=True,
         )
+
+
+def _is_progress(item: _Report | _Outcome) -> bool:
+    return isinstance(item, _Report) and item.percent is not None
 
 
 def _in_thread(call: Callable[[], Any]) -> asyncio.Future[Any]:

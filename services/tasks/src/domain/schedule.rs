@@ -6,7 +6,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::{Cron, JobType};
@@ -51,29 +51,34 @@ impl CronSchedule {
     /// Returns the first tick strictly after `after` (Unix milliseconds), if there is one.
     /// Ticks fall on whole seconds.
     ///
-    /// croner searches wall-clock time. Where the clocks fall back, it answers a repeated
+    /// croner searches wall-clock time. Where the clocks fall back it answers a repeated
     /// time's earlier instant, and a job that is not at a fixed time of day runs at the later
-    /// one too ([`CronSchedule::repeat_of`]). So from inside the repeated hour its next tick
-    /// may lie before `after`: the search goes on past it (a few steps at most), and the tick
-    /// is the earliest instant found that lies after `after`. Taking croner's answer as it is
-    /// would make a schedule fire a past tick again and again until the hour ended.
+    /// one too ([`CronSchedule::repeat_of`]). So the search looks three ways, and the tick is
+    /// the earliest instant found that lies after `after`:
+    /// - on from `after`'s wall clock, past ticks that lie before `after` (from inside the
+    ///   repeated hour's second pass croner answers its first pass), a few steps at most;
+    /// - at the later instant of `after`'s own wall clock;
+    /// - from the start of the repeated hour's second pass, when `after` is in its first (the
+    ///   wall clock then goes back to ticks croner's search from `after` has left behind).
     pub fn next_after(&self, after: i64) -> Option<i64> {
         /// Searches from inside a repeated hour: enough to leave the ticks already past.
         const SEARCHES: usize = 3;
         let whole_second = after - after.rem_euclid(1000);
-        let mut from =
-            DateTime::<Utc>::from_timestamp_millis(whole_second)?.with_timezone(&self.zone);
+        let from = DateTime::<Utc>::from_timestamp_millis(whole_second)?.with_timezone(&self.zone);
         let mut found = Vec::from_iter(self.repeat_of(&from));
-        for _ in 0..SEARCHES {
-            let Ok(tick) = self.cron.find_next_occurrence(&from, false) else {
-                break;
-            };
-            found.extend(self.repeat_of(&tick));
-            found.push(tick);
-            if tick.timestamp_millis() > after {
-                break;
+        let second_pass = self.second_pass_after(&from).map(|start| (start, true));
+        for (mut start, mut inclusive) in second_pass.into_iter().chain([(from, false)]) {
+            for _ in 0..SEARCHES {
+                let Ok(tick) = self.cron.find_next_occurrence(&start, inclusive) else {
+                    break;
+                };
+                found.extend(self.repeat_of(&tick));
+                found.push(tick);
+                if found.iter().any(|tick| tick.timestamp_millis() > after) {
+                    break;
+                }
+                (start, inclusive) = (tick, false);
             }
-            from = tick;
         }
         found
             .into_iter()
@@ -94,6 +99,31 @@ impl CronSchedule {
             .from_local_datetime(&tick.naive_local())
             .latest()?;
         (later != *tick && self.cron.is_time_matching(&later).unwrap_or(false)).then_some(later)
+    }
+
+    /// Returns the first instant of a repeated hour's second pass when `at` lies in its first:
+    /// the instant the clocks fall back, found to the second between `at` and the later
+    /// instant of its wall clock.
+    fn second_pass_after(&self, at: &DateTime<Tz>) -> Option<DateTime<Tz>> {
+        let later = self.zone.from_local_datetime(&at.naive_local()).latest()?;
+        if later == *at {
+            return None;
+        }
+        let offset_at = |seconds: i64| {
+            DateTime::<Utc>::from_timestamp(seconds, 0)
+                .map(|instant| instant.with_timezone(&self.zone).offset().fix())
+        };
+        let first_offset = offset_at(at.timestamp())?;
+        let (mut before, mut since) = (at.timestamp(), later.timestamp());
+        while since - before > 1 {
+            let middle = before + (since - before) / 2;
+            if offset_at(middle)? == first_offset {
+                before = middle;
+            } else {
+                since = middle;
+            }
+        }
+        Some(DateTime::<Utc>::from_timestamp(since, 0)?.with_timezone(&self.zone))
     }
 
     /// Returns where a schedule goes after firing `tick` at `now`: the tick after it, unless
@@ -291,15 +321,34 @@ mod tests {
         // New York repeats 01:00-01:59 on 2026-11-01: 05:00-05:59 UTC in daylight time, then
         // 06:00-06:59 UTC in standard time.
         let quarterly = CronSchedule::parse("*/15 * * * *", "America/New_York").unwrap();
+        // Fired tick by tick, a quarter-hourly job runs every quarter of an hour of real time.
+        let ticks: Vec<i64> = std::iter::successors(
+            quarterly.next_after(millis("2026-11-01T04:00:00Z")),
+            |&tick| quarterly.next_after(tick),
+        )
+        .take_while(|&tick| tick <= millis("2026-11-01T08:00:00Z"))
+        .collect();
+        let quarters: Vec<i64> = (1..=16)
+            .map(|quarter| millis("2026-11-01T04:00:00Z") + quarter * 15 * 60_000)
+            .collect();
+        assert_eq!(ticks, quarters);
+        // From any moment, the next tick is the next quarter of an hour.
         let mut after = millis("2026-11-01T04:00:00Z");
         while after < millis("2026-11-01T08:00:00Z") {
             let next = quarterly.next_after(after).unwrap();
-            assert!(
-                next > after && next - after <= 75 * 60_000,
-                "after {after}: {next}"
+            assert_eq!(
+                next,
+                after - after % (15 * 60_000) + 15 * 60_000,
+                "after {after}"
             );
             after += 5 * 60_000;
         }
+        let every_second = CronSchedule::parse("* * * * * *", "America/New_York").unwrap();
+        assert_eq!(
+            every_second.next_after(millis("2026-11-01T05:59:59Z")),
+            Some(millis("2026-11-01T06:00:00Z")),
+            "from the last second of the first pass to the first of the second"
+        );
         // In the repeated hour's second pass: the next quarter, not one an hour ago.
         assert_eq!(
             quarterly.next_after(millis("2026-11-01T06:10:00Z")),
