@@ -573,7 +573,11 @@ mod tests {
         let locked = sqlx::query(lock).bind(first_id).execute(&mut *second).await;
         // Ending this transaction lets the other through, whichever of the two was given up.
         second.rollback().await.unwrap();
-        let (other, _first) = crossed.await.unwrap();
+        let (other, first) = crossed.await.unwrap();
+        // Ended here, not by its drop: a dropped transaction's rollback waits for the pool's
+        // next turn on this runtime, which the schema's removal at the test's end (blocking
+        // this thread on the rows still locked) would never give it.
+        first.rollback().await.unwrap();
         let given_up = locked
             .err()
             .or(other.err())
