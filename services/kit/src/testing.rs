@@ -105,6 +105,9 @@ impl TestDatabase {
     }
 }
 
+/// How long dropping a test's schema waits for locks before it leaves the schema behind.
+const DROP_LOCK_TIMEOUT: &str = "10s";
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         match &self.cleanup {
@@ -128,7 +131,13 @@ impl Drop for TestDatabase {
                             .await
                             .ok()?;
                         if let Pool::Postgres(pool) = &admin {
-                            let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                            // A connection a test leaked with rows locked must not hang the
+                            // suite: past the timeout the schema is left behind (each test has
+                            // its own, so it is in no one's way).
+                            let sql = format!(
+                                "SET lock_timeout = '{DROP_LOCK_TIMEOUT}'; \
+                                DROP SCHEMA IF EXISTS {schema} CASCADE"
+                            );
                             pool.execute(sqlx::AssertSqlSafe(sql)).await.ok()?;
                         }
                         admin.close().await;
