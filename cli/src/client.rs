@@ -117,17 +117,20 @@ pub struct PageArgs {
 
 impl PageArgs {
     /// The list's query: the page, then each filter given.
-    fn query(&self, filters: [(&'static str, Option<String>); 2]) -> Vec<(&'static str, String)> {
-        let mut query = vec![
+    fn query(
+        &self,
+        filters: impl IntoIterator<Item = (&'static str, Option<String>)>,
+    ) -> Vec<(&'static str, String)> {
+        let given = filters
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?)));
+        [
             ("page", self.page.to_string()),
             ("per_page", self.per_page.to_string()),
-        ];
-        query.extend(
-            filters
-                .into_iter()
-                .filter_map(|(name, value)| Some((name, value?))),
-        );
-        query
+        ]
+        .into_iter()
+        .chain(given)
+        .collect()
     }
 }
 
