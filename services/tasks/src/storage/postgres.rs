@@ -219,7 +219,9 @@ const INSERT_UNNEST: &str = const_format::concatcp!(
 );
 
 /// Completes the attempts `completions` name with one statement that binds a column of values
-/// each (`UNNEST`), so every batch runs the same prepared statement.
+/// each (`UNNEST`), so every batch runs the same prepared statement, and runs it on its generic
+/// plan: the plan is the same for any batch (the reports' tasks by primary key), and planning
+/// it afresh for each batch, as PostgreSQL otherwise chooses to, cost more than running it.
 pub(crate) async fn complete_rows(
     pool: &PgPool,
     completions: &[Completion],
@@ -228,14 +230,19 @@ pub(crate) async fn complete_rows(
     fn column<'a, T>(completions: &'a [Completion], value: impl Fn(&'a Completion) -> T) -> Vec<T> {
         completions.iter().map(value).collect()
     }
-    sqlx::query_as(COMPLETE_UNNEST)
+    let mut transaction = pool
+        .begin_with("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan")
+        .await?;
+    let completed = sqlx::query_as(COMPLETE_UNNEST)
         .bind(now)
         .bind(column(completions, |completion| completion.id))
         .bind(column(completions, |completion| completion.lease.agent_id))
         .bind(column(completions, |completion| completion.lease.lease_id))
         .bind(column(completions, |completion| completion.result.as_str()))
-        .fetch_all(pool)
-        .await
+        .fetch_all(&mut *transaction)
+        .await?;
+    transaction.commit().await?;
+    Ok(completed)
 }
 
 /// [`sql::COMPLETE`] over columns of values: `$1` now, `$2..$5` the reports. The reports'
