@@ -25,6 +25,17 @@ pub struct Connection {
     /// How answers are printed.
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
+    /// Seconds a call may take, answer included, before the command gives up on it.
+    #[arg(long = "timeout", env = "SWARM_TIMEOUT", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub timeout_seconds: u64,
+}
+
+impl Connection {
+    /// How long a call may take, answer included, before the command gives up on it.
+    fn call_timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds)
+    }
 }
 
 /// How answers are printed.
@@ -157,6 +168,9 @@ pub enum ClientError {
     /// The gateway could not be reached or answered nonsense.
     #[error("cannot reach the gateway: {0}")]
     Transport(#[from] reqwest::Error),
+    /// The gateway did not answer a call within its timeout.
+    #[error("the gateway did not answer within {} s (--timeout)", .0.as_secs())]
+    TimedOut(Duration),
     /// The gateway refused.
     #[error("{status} {code}: {message}")]
     Refused {
@@ -188,7 +202,7 @@ impl ClientError {
     /// restarting (429, 502, 503, 504), or a stream broke on its side (status 0).
     fn is_transient(&self) -> bool {
         match self {
-            Self::Transport(_) => true,
+            Self::Transport(_) | Self::TimedOut(_) => true,
             Self::Refused { status, .. } => matches!(status, 0 | 429 | 502 | 503 | 504),
             Self::Usage(_) | Self::Interrupted { .. } | Self::Io(_) => false,
         }
@@ -201,8 +215,6 @@ struct Gateway {
     connection: Connection,
 }
 
-/// How long a call may take, answer included, before the command gives up on it.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long any answer, an event stream included, may stay silent: the gateway sends a
 /// stream a keep-alive comment every 15 s, so a connection silent for longer is dead.
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(45);
@@ -252,14 +264,24 @@ impl Gateway {
         query: &[(&str, String)],
         body: Option<Value>,
     ) -> Result<Value, ClientError> {
-        let mut request = self
-            .request(method, segments)?
-            .query(query)
-            .timeout(CALL_TIMEOUT);
+        let mut request = self.request(method, segments)?.query(query);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        answer(request.send().await?).await
+        self.within_timeout(async { answer(request.send().await?).await })
+            .await
+    }
+
+    /// Sends what `call` sends, bounded by the call timeout (`--timeout`) from the first byte
+    /// sent to the last one read.
+    async fn within_timeout<T>(
+        &self,
+        call: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let timeout = self.connection.call_timeout();
+        tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or(Err(ClientError::TimedOut(timeout)))
     }
 
     async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Value, ClientError> {
@@ -481,13 +503,14 @@ pub async fn agents(
 pub async fn health(connection: Connection) -> Result<ExitCode, ClientError> {
     let output = connection.output;
     let gateway = Gateway::new(connection)?;
-    let response = gateway
-        .request(reqwest::Method::GET, &["health"])?
-        .timeout(CALL_TIMEOUT)
-        .send()
+    let request = gateway.request(reqwest::Method::GET, &["health"])?;
+    let (healthy, health) = gateway
+        .within_timeout(async {
+            let response = request.send().await?;
+            let healthy = response.status().is_success();
+            Ok((healthy, response.json().await.unwrap_or(Value::Null)))
+        })
         .await?;
-    let healthy = response.status().is_success();
-    let health: Value = response.json().await.unwrap_or(Value::Null);
     print_object(&health, output);
     Ok(if healthy {
         ExitCode::SUCCESS

@@ -268,3 +268,52 @@ async fn a_watch_rides_out_a_broken_event_stream() {
     assert!(relay.accepted() >= 2, "the watch connected again");
     stack.stop().await.unwrap();
 }
+
+/// A gateway that takes the connection and never answers: each call gives up after `--timeout`
+/// and says so, rather than hanging; a timeout of zero is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_gateway_never_answers_gives_up_after_its_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            held.push(connection);
+        }
+    });
+    let commands: [&[&str]; 3] = [
+        &["task", "get", "0190b6d2-0000-7000-8000-000000000000"],
+        &["agents", "list"],
+        &["health"],
+    ];
+    for command in commands {
+        let url = url.clone();
+        let started = std::time::Instant::now();
+        let output = tokio::task::spawn_blocking(move || {
+            let mut args = command.to_vec();
+            args.extend(["--timeout", "1"]);
+            run(&url, &args)
+        })
+        .await
+        .unwrap();
+        let waited = started.elapsed();
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{command:?}: {}",
+            text(&output)
+        );
+        assert!(
+            text(&output).contains("the gateway did not answer within 1 s"),
+            "{command:?}: {}",
+            text(&output)
+        );
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+            "{command:?} gave up after {waited:?}"
+        );
+    }
+    let output = run(&url, &["health", "--timeout", "0"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    silent.abort();
+}
