@@ -25,17 +25,16 @@ pub struct Connection {
     /// How answers are printed.
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
-    /// Seconds a call may take, answer included, before the command gives up on it.
+}
+
+/// How long the calls of a command may take.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct CallLimits {
+    /// Seconds a call may take, answer included, before the command gives up on it (a task
+    /// watch's event stream is bounded by its silence instead).
     #[arg(long = "timeout", env = "SWARM_TIMEOUT", default_value_t = 30,
         value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub timeout_seconds: u64,
-}
-
-impl Connection {
-    /// How long a call may take, answer included, before the command gives up on it.
-    fn call_timeout(&self) -> Duration {
-        Duration::from_secs(self.timeout_seconds)
-    }
 }
 
 /// How answers are printed.
@@ -213,6 +212,7 @@ impl ClientError {
 struct Gateway {
     http: reqwest::Client,
     connection: Connection,
+    call_timeout: Duration,
 }
 
 /// How long any answer, an event stream included, may stay silent: the gateway sends a
@@ -220,12 +220,18 @@ struct Gateway {
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(45);
 
 impl Gateway {
-    fn new(connection: Connection) -> Result<Self, ClientError> {
+    fn new(connection: Connection, limits: CallLimits) -> Result<Self, ClientError> {
+        let call_timeout = Duration::from_secs(limits.timeout_seconds);
+        // A call may wait out its whole timeout for its answer's first byte.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .read_timeout(SILENCE_TIMEOUT)
+            .read_timeout(SILENCE_TIMEOUT.max(call_timeout))
             .build()?;
-        Ok(Self { http, connection })
+        Ok(Self {
+            http,
+            connection,
+            call_timeout,
+        })
     }
 
     /// Starts a request to the route whose path `segments` name (each percent-encoded, and
@@ -278,7 +284,7 @@ impl Gateway {
         &self,
         call: impl Future<Output = Result<T, ClientError>>,
     ) -> Result<T, ClientError> {
-        let timeout = self.connection.call_timeout();
+        let timeout = self.call_timeout;
         tokio::time::timeout(timeout, call)
             .await
             .unwrap_or(Err(ClientError::TimedOut(timeout)))
@@ -312,9 +318,13 @@ async fn answer(response: reqwest::Response) -> Result<Value, ClientError> {
 }
 
 /// Runs `swarm task ...`.
-pub async fn task(command: TaskCommand, connection: Connection) -> Result<ExitCode, ClientError> {
+pub async fn task(
+    command: TaskCommand,
+    connection: Connection,
+    limits: CallLimits,
+) -> Result<ExitCode, ClientError> {
     let output = connection.output;
-    let gateway = Gateway::new(connection)?;
+    let gateway = Gateway::new(connection, limits)?;
     let task = match command {
         TaskCommand::Create(create) => gateway.post(&["api", "tasks"], creation(create)?).await?,
         TaskCommand::Get { id } => gateway.get(&["api", "tasks", &id], &[]).await?,
@@ -482,9 +492,10 @@ async fn follow(
 pub async fn agents(
     command: AgentsCommand,
     connection: Connection,
+    limits: CallLimits,
 ) -> Result<ExitCode, ClientError> {
     let output = connection.output;
-    let gateway = Gateway::new(connection)?;
+    let gateway = Gateway::new(connection, limits)?;
     let AgentsCommand::List {
         status,
         capability,
@@ -500,9 +511,9 @@ pub async fn agents(
 }
 
 /// Runs `swarm health`: exits 0 while every service answers.
-pub async fn health(connection: Connection) -> Result<ExitCode, ClientError> {
+pub async fn health(connection: Connection, limits: CallLimits) -> Result<ExitCode, ClientError> {
     let output = connection.output;
-    let gateway = Gateway::new(connection)?;
+    let gateway = Gateway::new(connection, limits)?;
     let request = gateway.request(reqwest::Method::GET, &["health"])?;
     let (healthy, health) = gateway
         .within_timeout(async {

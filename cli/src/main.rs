@@ -40,6 +40,8 @@ enum Command {
         command: client::TaskCommand,
         #[command(flatten)]
         connection: client::Connection,
+        #[command(flatten)]
+        limits: client::CallLimits,
     },
     /// Lists agents.
     Agents {
@@ -47,11 +49,15 @@ enum Command {
         command: client::AgentsCommand,
         #[command(flatten)]
         connection: client::Connection,
+        #[command(flatten)]
+        limits: client::CallLimits,
     },
     /// Tells whether every service answers (exit 0) or not (exit 1).
     Health {
         #[command(flatten)]
         connection: client::Connection,
+        #[command(flatten)]
+        limits: client::CallLimits,
     },
     /// Serves MCP over stdin and stdout for desktop MCP clients, proxied to the gateway's
     /// `/mcp` with the key.
@@ -197,12 +203,14 @@ async fn main() -> ExitCode {
         Command::Task {
             command,
             connection,
-        } => client::task(command, connection).await,
+            limits,
+        } => client::task(command, connection, limits).await,
         Command::Agents {
             command,
             connection,
-        } => client::agents(command, connection).await,
-        Command::Health { connection } => client::health(connection).await,
+            limits,
+        } => client::agents(command, connection, limits).await,
+        Command::Health { connection, limits } => client::health(connection, limits).await,
         Command::Mcp { connection } => mcp::run(connection).await.map(|()| ExitCode::SUCCESS),
     };
     answered.unwrap_or_else(|error| {
