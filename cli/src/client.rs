@@ -27,13 +27,17 @@ pub struct Connection {
     pub output: Output,
 }
 
-/// How long the calls of a command may take.
-#[derive(Debug, Clone, Copy, Args)]
-pub struct CallLimits {
+/// Where the gateway is, how to answer, and how long a call may take: what the commands that
+/// call the REST API take.
+#[derive(Debug, Clone, Args)]
+pub struct Calls {
+    /// Where the gateway is and how to answer.
+    #[command(flatten)]
+    pub connection: Connection,
     /// Seconds a call may take, answer included, before the command gives up on it (a task
     /// watch's event stream is bounded by its silence instead).
-    #[arg(long = "timeout", env = "SWARM_TIMEOUT", default_value_t = 30,
-        value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    #[arg(long = "timeout", value_name = "SECONDS", env = "SWARM_TIMEOUT", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub timeout_seconds: u64,
 }
 
@@ -220,8 +224,12 @@ struct Gateway {
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(45);
 
 impl Gateway {
-    fn new(connection: Connection, limits: CallLimits) -> Result<Self, ClientError> {
-        let call_timeout = Duration::from_secs(limits.timeout_seconds);
+    fn new(calls: Calls) -> Result<Self, ClientError> {
+        let Calls {
+            connection,
+            timeout_seconds,
+        } = calls;
+        let call_timeout = Duration::from_secs(timeout_seconds);
         // A call may wait out its whole timeout for its answer's first byte.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -318,13 +326,9 @@ async fn answer(response: reqwest::Response) -> Result<Value, ClientError> {
 }
 
 /// Runs `swarm task ...`.
-pub async fn task(
-    command: TaskCommand,
-    connection: Connection,
-    limits: CallLimits,
-) -> Result<ExitCode, ClientError> {
-    let output = connection.output;
-    let gateway = Gateway::new(connection, limits)?;
+pub async fn task(command: TaskCommand, calls: Calls) -> Result<ExitCode, ClientError> {
+    let output = calls.connection.output;
+    let gateway = Gateway::new(calls)?;
     let task = match command {
         TaskCommand::Create(create) => gateway.post(&["api", "tasks"], creation(create)?).await?,
         TaskCommand::Get { id } => gateway.get(&["api", "tasks", &id], &[]).await?,
@@ -489,13 +493,9 @@ async fn follow(
 }
 
 /// Runs `swarm agents ...`.
-pub async fn agents(
-    command: AgentsCommand,
-    connection: Connection,
-    limits: CallLimits,
-) -> Result<ExitCode, ClientError> {
-    let output = connection.output;
-    let gateway = Gateway::new(connection, limits)?;
+pub async fn agents(command: AgentsCommand, calls: Calls) -> Result<ExitCode, ClientError> {
+    let output = calls.connection.output;
+    let gateway = Gateway::new(calls)?;
     let AgentsCommand::List {
         status,
         capability,
@@ -511,9 +511,9 @@ pub async fn agents(
 }
 
 /// Runs `swarm health`: exits 0 while every service answers.
-pub async fn health(connection: Connection, limits: CallLimits) -> Result<ExitCode, ClientError> {
-    let output = connection.output;
-    let gateway = Gateway::new(connection, limits)?;
+pub async fn health(calls: Calls) -> Result<ExitCode, ClientError> {
+    let output = calls.connection.output;
+    let gateway = Gateway::new(calls)?;
     let request = gateway.request(reqwest::Method::GET, &["health"])?;
     let (healthy, health) = gateway
         .within_timeout(async {

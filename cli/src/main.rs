@@ -39,25 +39,19 @@ enum Command {
         #[command(subcommand)]
         command: client::TaskCommand,
         #[command(flatten)]
-        connection: client::Connection,
-        #[command(flatten)]
-        limits: client::CallLimits,
+        calls: client::Calls,
     },
     /// Lists agents.
     Agents {
         #[command(subcommand)]
         command: client::AgentsCommand,
         #[command(flatten)]
-        connection: client::Connection,
-        #[command(flatten)]
-        limits: client::CallLimits,
+        calls: client::Calls,
     },
     /// Tells whether every service answers (exit 0) or not (exit 1).
     Health {
         #[command(flatten)]
-        connection: client::Connection,
-        #[command(flatten)]
-        limits: client::CallLimits,
+        calls: client::Calls,
     },
     /// Serves MCP over stdin and stdout for desktop MCP clients, proxied to the gateway's
     /// `/mcp` with the key.
@@ -200,17 +194,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let answered = match cli.command {
         Command::Process(command) => return run_process(command).await,
-        Command::Task {
-            command,
-            connection,
-            limits,
-        } => client::task(command, connection, limits).await,
-        Command::Agents {
-            command,
-            connection,
-            limits,
-        } => client::agents(command, connection, limits).await,
-        Command::Health { connection, limits } => client::health(connection, limits).await,
+        Command::Task { command, calls } => client::task(command, calls).await,
+        Command::Agents { command, calls } => client::agents(command, calls).await,
+        Command::Health { calls } => client::health(calls).await,
         Command::Mcp { connection } => mcp::run(connection).await.map(|()| ExitCode::SUCCESS),
     };
     answered.unwrap_or_else(|error| {
